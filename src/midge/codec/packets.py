@@ -1,0 +1,217 @@
+"""Typed MQTT control packets, shared by every protocol version.
+
+One class per packet type. Fields that do not exist in a version are left at their defaults when
+decoding it and ignored when encoding for it (e.g. ``properties`` and ``reason_code`` below v5).
+
+``version`` everywhere in midge is the protocol level byte of CONNECT: 3 (MQTT 3.1, "MQIsdp"),
+4 (MQTT 3.1.1) or 5 (MQTT 5.0).
+
+Properties are a plain ``dict`` keyed by :class:`midge.codec.properties.Prop`. Values are ``int``,
+``str`` or ``bytes`` per the property's type, except the two properties that may repeat:
+``Prop.USER_PROPERTY`` is always a ``list[tuple[str, str]]`` and ``Prop.SUBSCRIPTION_IDENTIFIER``
+is always a ``list[int]`` (a SUBSCRIBE carries at most one).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Any, TypeAlias
+
+Properties: TypeAlias = dict[int, Any]
+
+MQTT31 = 3
+MQTT311 = 4
+MQTT5 = 5
+
+
+class PacketType(IntEnum):
+    CONNECT = 1
+    CONNACK = 2
+    PUBLISH = 3
+    PUBACK = 4
+    PUBREC = 5
+    PUBREL = 6
+    PUBCOMP = 7
+    SUBSCRIBE = 8
+    SUBACK = 9
+    UNSUBSCRIBE = 10
+    UNSUBACK = 11
+    PINGREQ = 12
+    PINGRESP = 13
+    DISCONNECT = 14
+    AUTH = 15
+
+
+@dataclass(slots=True)
+class Will:
+    topic: str
+    payload: bytes
+    qos: int = 0
+    retain: bool = False
+    properties: Properties = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Connect:
+    client_id: str
+    protocol_level: int = MQTT311
+    protocol_name: str = "MQTT"
+    clean_start: bool = True
+    keep_alive: int = 60
+    will: Will | None = None
+    username: str | None = None
+    password: bytes | None = None
+    properties: Properties = field(default_factory=dict)
+
+    type = PacketType.CONNECT
+
+
+@dataclass(slots=True)
+class Connack:
+    session_present: bool = False
+    reason_code: int = 0  # v3: the return code 0-5; v5: a reason code
+    properties: Properties = field(default_factory=dict)
+
+    type = PacketType.CONNACK
+
+
+@dataclass(slots=True)
+class Publish:
+    topic: str
+    payload: bytes = b""
+    qos: int = 0
+    retain: bool = False
+    dup: bool = False
+    packet_id: int | None = None  # present iff qos > 0
+    properties: Properties = field(default_factory=dict)
+
+    type = PacketType.PUBLISH
+
+
+@dataclass(slots=True)
+class Puback:
+    packet_id: int
+    reason_code: int = 0
+    properties: Properties = field(default_factory=dict)
+
+    type = PacketType.PUBACK
+
+
+@dataclass(slots=True)
+class Pubrec:
+    packet_id: int
+    reason_code: int = 0
+    properties: Properties = field(default_factory=dict)
+
+    type = PacketType.PUBREC
+
+
+@dataclass(slots=True)
+class Pubrel:
+    packet_id: int
+    reason_code: int = 0
+    properties: Properties = field(default_factory=dict)
+
+    type = PacketType.PUBREL
+
+
+@dataclass(slots=True)
+class Pubcomp:
+    packet_id: int
+    reason_code: int = 0
+    properties: Properties = field(default_factory=dict)
+
+    type = PacketType.PUBCOMP
+
+
+@dataclass(slots=True)
+class Subscription:
+    """One topic filter of a SUBSCRIBE with its options (v5 options are 0/False below v5)."""
+
+    topic_filter: str
+    qos: int = 0
+    no_local: bool = False
+    retain_as_published: bool = False
+    retain_handling: int = 0
+
+
+@dataclass(slots=True)
+class Subscribe:
+    packet_id: int
+    subscriptions: list[Subscription]
+    properties: Properties = field(default_factory=dict)
+
+    type = PacketType.SUBSCRIBE
+
+
+@dataclass(slots=True)
+class Suback:
+    packet_id: int
+    reason_codes: list[int]  # granted QoS 0-2 or a failure code (v3: 0x80)
+    properties: Properties = field(default_factory=dict)
+
+    type = PacketType.SUBACK
+
+
+@dataclass(slots=True)
+class Unsubscribe:
+    packet_id: int
+    topic_filters: list[str]
+    properties: Properties = field(default_factory=dict)
+
+    type = PacketType.UNSUBSCRIBE
+
+
+@dataclass(slots=True)
+class Unsuback:
+    packet_id: int
+    reason_codes: list[int] = field(default_factory=list)  # v5 only; empty below v5
+    properties: Properties = field(default_factory=dict)
+
+    type = PacketType.UNSUBACK
+
+
+@dataclass(slots=True)
+class Pingreq:
+    type = PacketType.PINGREQ
+
+
+@dataclass(slots=True)
+class Pingresp:
+    type = PacketType.PINGRESP
+
+
+@dataclass(slots=True)
+class Disconnect:
+    reason_code: int = 0
+    properties: Properties = field(default_factory=dict)
+
+    type = PacketType.DISCONNECT
+
+
+@dataclass(slots=True)
+class Auth:
+    reason_code: int = 0
+    properties: Properties = field(default_factory=dict)
+
+    type = PacketType.AUTH
+
+
+Packet: TypeAlias = (
+    Connect
+    | Connack
+    | Publish
+    | Puback
+    | Pubrec
+    | Pubrel
+    | Pubcomp
+    | Subscribe
+    | Suback
+    | Unsubscribe
+    | Unsuback
+    | Pingreq
+    | Pingresp
+    | Disconnect
+    | Auth
+)

@@ -1,0 +1,84 @@
+"""Shared fixtures: a real broker on a real socket, started fresh for each test.
+
+``broker`` runs a :class:`midge.server.Server` with the default configuration in a background
+thread with its own event loop, listening on 127.0.0.1 on a free port. ``make_broker(**overrides)``
+starts one with :class:`midge.config.Config` fields overridden. Both are stopped when the test ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from midge.config import Config, ListenerConfig
+from midge.server import Server
+
+
+class RunningBroker:
+    """A broker serving in a thread of its own; ``host``/``port`` is where it listens."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.loop = asyncio.new_event_loop()
+        self.server = Server(config)
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self.server.start(), self.loop).result(10)
+        self.host, self.port = self.server.addresses[0][:2]
+
+    def call(self, fn: Callable[[], Any]) -> Any:
+        """Run ``fn`` on the broker's loop and return its result (for inspecting state)."""
+
+        async def run() -> Any:
+            return fn()
+
+        return asyncio.run_coroutine_threadsafe(run(), self.loop).result(10)
+
+    def stop(self) -> None:
+        if self.loop.is_closed():
+            return
+        asyncio.run_coroutine_threadsafe(self.server.stop(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)
+        self.loop.close()
+
+
+@pytest.fixture
+def make_broker() -> Iterator[Callable[..., RunningBroker]]:
+    started: list[RunningBroker] = []
+
+    def start(**overrides: Any) -> RunningBroker:
+        overrides.setdefault("listeners", [ListenerConfig(port=0, host="127.0.0.1")])
+        running = RunningBroker(Config(**overrides))
+        started.append(running)
+        return running
+
+    yield start
+    for running in started:
+        running.stop()
+
+
+@pytest.fixture
+def broker(make_broker: Callable[..., RunningBroker]) -> RunningBroker:
+    return make_broker()
+
+
+@pytest.fixture
+def raw(broker: RunningBroker) -> Iterator[Callable[..., Any]]:
+    """``raw(version=4)`` opens a :class:`tests.rawclient.RawClient` to ``broker``; all are closed."""
+    from tests.rawclient import RawClient
+
+    opened: list[RawClient] = []
+
+    def open_client(version: int = 4, **kwargs: Any) -> RawClient:
+        client = RawClient(broker.host, broker.port, version=version, **kwargs)
+        opened.append(client)
+        return client
+
+    yield open_client
+    for client in opened:
+        client.close()
