@@ -1,0 +1,1 @@
+"""Authentication and authorization seams (password files, ACLs, LDAP, OAuth come later)."""

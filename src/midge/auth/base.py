@@ -1,0 +1,66 @@
+"""The authentication and authorization interfaces the broker core calls.
+
+Decisions are plain return values so the core stays synchronous; a backend that must wait on the
+network (LDAP, OAuth, HTTP — later issues) answers from a cache and refreshes it in the background.
+Reason codes are MQTT 5's; the connection maps them to v3 return codes (MQTT-3.2.2-5 3.1.1 table).
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from midge.codec.reasons import Reason
+
+
+class ConnectRequest:
+    """What a client presents at CONNECT."""
+
+    __slots__ = ("auth_data", "auth_method", "client_id", "password", "peer", "username", "version")
+
+    def __init__(
+        self,
+        client_id: str,
+        username: str | None,
+        password: bytes | None,
+        peer: str,
+        version: int,
+        auth_method: str | None = None,
+        auth_data: bytes | None = None,
+    ) -> None:
+        self.client_id = client_id
+        self.username = username
+        self.password = password
+        self.peer = peer
+        self.version = version
+        self.auth_method = auth_method
+        self.auth_data = auth_data
+
+
+class Authenticator(Protocol):
+    def authenticate(self, request: ConnectRequest) -> int:
+        """A reason code: 0 accepts; 0x86 bad user name or password, 0x87 not authorized,
+        0x8C bad authentication method (for an enhanced-auth method it does not support)."""
+        ...
+
+    def can_publish(self, client_id: str, username: str | None, topic: str) -> bool: ...
+
+    def can_subscribe(self, client_id: str, username: str | None, topic_filter: str) -> bool: ...
+
+
+class AllowAll:
+    """The default: anyone may connect, publish and subscribe; no enhanced authentication.
+
+    A CONNECT naming an Authentication Method is refused with 0x8C, as Mosquitto does without an
+    auth plugin (MQTT 5 4.12: the server must not accept a method it does not support).
+    """
+
+    def authenticate(self, request: ConnectRequest) -> int:
+        if request.auth_method is not None:
+            return Reason.BAD_AUTHENTICATION_METHOD
+        return Reason.SUCCESS
+
+    def can_publish(self, client_id: str, username: str | None, topic: str) -> bool:
+        return True
+
+    def can_subscribe(self, client_id: str, username: str | None, topic_filter: str) -> bool:
+        return True

@@ -1,0 +1,339 @@
+"""The broker core: sessions by client id, routing, retained messages, wills and expiry.
+
+It knows no sockets and no asyncio: connections call it with plain method calls, and it keeps time
+through a :class:`Scheduler` (an asyncio loop is one). Routing is one trie walk per topic
+(cached for exact topics), then one ``session.deliver`` per matched client, sharing one
+encoding per distinct outgoing form of the message.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any, Protocol
+
+from midge.auth.base import AllowAll, Authenticator
+from midge.broker.message import Message, SubOptions
+from midge.broker.session import NEVER, Session
+from midge.broker.topictree import RetainedTree, SharedGroup, TopicTree
+from midge.codec.properties import Prop
+from midge.config import Config
+from midge.store.base import Store
+from midge.store.memory import MemoryStore
+
+if TYPE_CHECKING:
+    from midge.broker.connection import Connection
+
+log = logging.getLogger("midge.broker")
+
+
+class Cancellable(Protocol):
+    def cancel(self) -> None: ...
+
+
+class Scheduler(Protocol):
+    """What the core needs of an event loop: timers. ``asyncio.AbstractEventLoop`` is one."""
+
+    def call_later(self, delay: float, callback: Callable[..., object], *args: Any) -> Any: ...
+
+    def call_soon(self, callback: Callable[..., object], *args: Any) -> Any: ...
+
+    def time(self) -> float: ...
+
+
+class PendingWill:
+    """A will waiting for its delay (MQTT-3.1.3-9 v5) or for its session to end."""
+
+    __slots__ = ("handle", "message")
+
+    def __init__(self, message: Message, handle: Any) -> None:
+        self.message = message
+        self.handle = handle
+
+
+class Stats:
+    """Counters for $SYS and metrics (observability comes in a later issue)."""
+
+    __slots__ = (
+        "bytes_received",
+        "bytes_sent",
+        "messages_dropped",
+        "messages_received",
+        "messages_sent",
+    )
+
+    def __init__(self) -> None:
+        self.messages_received = 0
+        self.messages_sent = 0
+        self.messages_dropped = 0
+        self.bytes_received = 0
+        self.bytes_sent = 0
+
+
+class Broker:
+    def __init__(
+        self,
+        config: Config,
+        scheduler: Scheduler,
+        authenticator: Authenticator | None = None,
+        store: Store | None = None,
+    ) -> None:
+        self.config = config
+        self.scheduler = scheduler
+        self.authenticator: Authenticator = authenticator or AllowAll()
+        self.store: Store = store or MemoryStore()
+        self.sessions: dict[str, Session] = {}
+        self.connections: set[Connection] = set()
+        self.tree = TopicTree()
+        self.retained = RetainedTree()
+        self.wills: dict[str, PendingWill] = {}
+        self.stats = Stats()
+        self.shutting_down = False
+
+    # -- sessions -----------------------------------------------------------------------------
+
+    def attach(self, conn: Connection, client_id: str, clean_start: bool) -> tuple[Session, bool]:
+        """Give ``conn`` the session for ``client_id``; returns (session, session present).
+
+        An existing connection with the same id is taken over (MQTT-3.1.4-2 3.1.1, MQTT-3.1.4-3 v5).
+        Its will is published only if its session ends here (what Mosquitto does): a clean start, or
+        an old session that was not to outlive its connection; otherwise the reconnect cancels the
+        will (MQTT-3.1.3-9 v5).
+        """
+        session = self.sessions.get(client_id)
+        if session is not None:
+            old = session.connection
+            ends = clean_start or session.expiry_interval == 0
+            if old is not None:
+                session.connection = None
+                will = old.take_will()
+                old.taken_over()
+                if will is not None and ends:
+                    self.publish_will(will)
+            pending = self.wills.pop(client_id, None)
+            if pending is not None:
+                pending.handle.cancel()
+                if ends:
+                    self.publish_will(pending.message)
+            if session.expiry_handle is not None:
+                session.expiry_handle.cancel()
+                session.expiry_handle = None
+            if clean_start:
+                self._end_session(session)
+                session = None
+        present = session is not None
+        if session is None:
+            session = Session(
+                client_id,
+                self.config.max_queued_messages,
+                self.config.max_queued_bytes,
+                self.config.queue_qos0_messages,
+            )
+            self.sessions[client_id] = session
+        session.connection = conn
+        return session, present
+
+    def detach(self, conn: Connection, session: Session, will: Message | None) -> None:
+        """``conn`` closed: publish or schedule its will, then end or keep the session."""
+        if session.connection is not conn:
+            return  # taken over already
+        session.connection = None
+        expiry = session.expiry_interval
+        if will is not None:
+            delay = will.properties.get(Prop.WILL_DELAY_INTERVAL, 0) if will.properties else 0
+            if delay and expiry and not self.shutting_down:
+                delay = min(delay, expiry) if expiry != NEVER else delay
+                handle = self.scheduler.call_later(delay, self._will_due, session.client_id)
+                self.wills[session.client_id] = PendingWill(will, handle)
+            else:
+                self.publish_will(will)
+        if expiry == 0:
+            self._end_session(session)
+        elif expiry != NEVER:
+            session.expiry_handle = self.scheduler.call_later(expiry, self._expire, session)
+
+    def _will_due(self, client_id: str) -> None:
+        pending = self.wills.pop(client_id, None)
+        if pending is not None:
+            self.publish_will(pending.message)
+
+    def _expire(self, session: Session) -> None:
+        """The session's expiry interval passed with no connection (MQTT-3.1.2-23 v5)."""
+        session.expiry_handle = None
+        if session.connection is not None or self.sessions.get(session.client_id) is not session:
+            return
+        pending = self.wills.pop(session.client_id, None)
+        if pending is not None:
+            pending.handle.cancel()
+            self.publish_will(pending.message)
+        self._end_session(session)
+
+    def _end_session(self, session: Session) -> None:
+        for topic_filter in session.subscriptions:
+            self.tree.unsubscribe(session.client_id, topic_filter)
+        session.clear()
+        if session.expiry_handle is not None:
+            session.expiry_handle.cancel()
+            session.expiry_handle = None
+        if self.sessions.get(session.client_id) is session:
+            del self.sessions[session.client_id]
+
+    # -- subscriptions ------------------------------------------------------------------------
+
+    def subscribe(self, session: Session, topic_filter: str, options: SubOptions) -> bool:
+        """Add or replace one subscription; True if it did not exist before."""
+        session.subscriptions[topic_filter] = options
+        return self.tree.subscribe(session.client_id, topic_filter, options)
+
+    def unsubscribe(self, session: Session, topic_filter: str) -> bool:
+        if session.subscriptions.pop(topic_filter, None) is None:
+            return False
+        self.tree.unsubscribe(session.client_id, topic_filter)
+        return True
+
+    def retained_for(self, topic_filter: str, now: float) -> Iterator[Message]:
+        """Unexpired retained messages matching a (non-shared) filter."""
+        expired: list[Message] = []
+        for message in self.retained.match(topic_filter):
+            if message.expires_at is not None and message.expires_at <= now:
+                expired.append(message)
+                continue
+            yield message
+        for message in expired:
+            if self.retained.get(message.topic) is message:
+                self.retained.set(Message(message.topic, b""))
+
+    # -- routing --------------------------------------------------------------------------------
+
+    def publish(self, message: Message) -> bool:
+        """A message arrived (PUBLISH or will): retain it if asked, then route it.
+
+        Returns whether any subscription matched (v5 reason 0x10 otherwise).
+        """
+        self.stats.messages_received += 1
+        if message.retain:
+            # MQTT-3.3.1-5..-7 (3.1.1 and v5): store, replace, or clear on an empty payload.
+            self.retained.set(message)
+            self.store.retained_changed(message)
+        return self.route(message)
+
+    def publish_will(self, will: Message) -> None:
+        """Publish a will as the CONNECT gave it; its Message Expiry starts now (v5 3.1.3.2.4)."""
+        props = will.properties
+        if props:
+            props = {k: v for k, v in props.items() if k != Prop.WILL_DELAY_INTERVAL}
+        self.publish(
+            Message.from_publish(will.topic, will.payload, will.qos, will.retain, props, will.origin)
+        )
+
+    def route(self, message: Message) -> bool:
+        subs, shared = self.tree.match(message.topic)
+        if not subs and not shared:
+            return False
+        sessions = self.sessions
+        origin = message.origin
+        mqos = message.qos
+        upgrade = self.config.upgrade_outgoing_qos
+        cache: dict[Any, Any] = {}
+        delivered = False
+        if len(subs) == 1:
+            # The common case: one plain subscription per matched client, no aggregation needed.
+            cid, opts = subs[0]
+            if not (opts.no_local and cid == origin):
+                session = sessions.get(cid)
+                if session is not None:
+                    qos = opts.qos if upgrade or opts.qos < mqos else mqos
+                    sid = opts.subscription_id
+                    session.deliver(
+                        message,
+                        qos,
+                        message.retain and opts.retain_as_published,
+                        (sid,) if sid else (),
+                        cache,
+                    )
+                    delivered = True
+        elif subs:
+            # Overlapping subscriptions of one client: one delivery at the highest QoS with every
+            # subscription identifier (MQTT-3.3.5-1 3.1.1, MQTT-3.3.4-3/-5 v5).
+            targets: dict[str, list[Any]] = {}
+            for cid, opts in subs:
+                if opts.no_local and cid == origin:
+                    continue  # MQTT-3.8.3-3 v5
+                target = targets.get(cid)
+                sid = opts.subscription_id
+                if target is None:
+                    targets[cid] = [opts.qos, opts.retain_as_published, [sid] if sid else []]
+                else:
+                    if opts.qos > target[0]:
+                        target[0] = opts.qos
+                    target[1] = target[1] or opts.retain_as_published
+                    if sid:
+                        target[2].append(sid)
+            for cid, (gqos, rap, sids) in targets.items():
+                session = sessions.get(cid)
+                if session is None:
+                    continue
+                qos = gqos if upgrade or gqos < mqos else mqos
+                session.deliver(message, qos, message.retain and rap, tuple(sids), cache)
+                delivered = True
+        for group in shared:
+            picked = self._pick(group)
+            if picked is None:
+                continue
+            session, opts = picked
+            qos = opts.qos if upgrade or opts.qos < mqos else mqos
+            sid = opts.subscription_id
+            session.deliver(
+                message,
+                qos,
+                message.retain and opts.retain_as_published,
+                (sid,) if sid else (),
+                cache,
+            )
+            delivered = True
+        return delivered
+
+    def _pick(self, group: SharedGroup) -> tuple[Session, SubOptions] | None:
+        """Round-robin over the group's members, preferring connected ones (MQTT 5 4.8.2)."""
+        members = list(group.members.items())
+        n = len(members)
+        if not n:
+            return None
+        start = group.next % n
+        fallback: tuple[Session, SubOptions] | None = None
+        for k in range(n):
+            cid, opts = members[(start + k) % n]
+            session = self.sessions.get(cid)
+            if session is None:
+                continue
+            if session.connection is not None:
+                group.next = start + k + 1
+                return session, opts
+            if fallback is None:
+                fallback = (session, opts)
+        group.next = start + 1
+        return fallback
+
+    # -- shutdown -------------------------------------------------------------------------------
+
+    def shutdown(self) -> None:
+        """Close every connection (v5: DISCONNECT 0x8B) after publishing their wills.
+
+        State is in memory only (persistence is a later issue), so every session ends here and
+        every will — delayed or not — is published now, while the other clients are still
+        connected to receive them.
+        """
+        self.shutting_down = True
+        conns = list(self.connections)
+        for conn in conns:
+            will = conn.take_will()
+            if will is not None:
+                self.publish_will(will)
+        for client_id in list(self.wills):
+            self._will_due(client_id)
+        for conn in conns:
+            conn.shutdown()
+
+    def now(self) -> float:
+        return time.time()

@@ -1,0 +1,648 @@
+"""One client connection: the MQTT protocol state machine, bytes in, bytes out.
+
+It knows no sockets and no asyncio. The transport layer hands it bytes (:meth:`data_received`) and
+tells it when the peer has gone (:meth:`connection_lost`); it writes through a :class:`Transport`
+(anything with ``writelines``/``close``) and keeps time through the broker's scheduler. Outgoing
+packets are coalesced: one ``writelines`` per loop turn however many packets were produced.
+
+Version-specific behaviour (3 = MQTT 3.1, 4 = 3.1.1, 5 = 5.0) is decided here; the statement ids
+in comments are MQTT 3.1.1's unless marked v5.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from typing import Any, Protocol
+
+from midge.auth.base import ConnectRequest
+from midge.broker.broker import Broker
+from midge.broker.message import Message, SubOptions
+from midge.broker.session import NEVER, Session
+from midge.codec import Decoder, encode
+from midge.codec.packets import (
+    MQTT5,
+    Auth,
+    Connack,
+    Connect,
+    Disconnect,
+    Packet,
+    Pingreq,
+    Pingresp,
+    Properties,
+    Puback,
+    Pubcomp,
+    Publish,
+    Pubrec,
+    Pubrel,
+    Suback,
+    Subscribe,
+    Unsuback,
+    Unsubscribe,
+)
+from midge.codec.properties import Prop
+from midge.codec.reasons import (
+    V5_TO_V3_CONNACK,
+    CodecError,
+    ConnackV3,
+    Reason,
+    UnsupportedProtocolVersion,
+)
+from midge.codec.topics import split_shared, validate_topic_name
+from midge.config import UNLIMITED_PACKET_SIZE, ListenerConfig
+
+log = logging.getLogger("midge.connection")
+
+#: QoS 0 messages to a client whose socket buffer holds more than this are dropped (slow consumer).
+MAX_WRITE_BUFFER = 8 * 1024 * 1024
+
+CONNECTING, CONNECTED, CLOSED = 0, 1, 2
+
+
+class Transport(Protocol):
+    def writelines(self, data: list[bytes]) -> None: ...
+
+    def close(self) -> None: ...
+
+    def get_write_buffer_size(self) -> int: ...
+
+
+class ProtocolViolation(Exception):
+    """The client broke the protocol: close, after a v5 DISCONNECT with ``reason``."""
+
+    def __init__(self, reason: int, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class Connection:
+    def __init__(
+        self, broker: Broker, transport: Transport, listener: ListenerConfig, peer: str
+    ) -> None:
+        self.broker = broker
+        self.transport = transport
+        self.listener = listener
+        self.peer = peer
+        config = broker.config
+        self.decoder = Decoder(None, config.effective_max_packet_size)
+        self.state = CONNECTING
+        self.version = 4
+        self.client_id = ""
+        self.username: str | None = None
+        self.session: Session | None = None
+        self.will: Message | None = None
+        self.auth_method: str | None = None
+        self.keepalive = 0
+        self.last_seen = broker.scheduler.time()
+        self.max_qos = listener.max_qos if listener.max_qos is not None else config.max_qos
+        alias_max = listener.max_topic_alias
+        self.alias_in_max = alias_max if alias_max is not None else config.max_topic_alias
+        self.alias_in: dict[int, str] = {}
+        self.alias_out: dict[str, int] = {}
+        self.alias_out_max = 0
+        self.max_out_packet = UNLIMITED_PACKET_SIZE
+        #: Outgoing window: the client's Receive Maximum and our max_inflight_messages.
+        self.send_quota = config.max_inflight_messages or 65535
+        self.send_quota_bytes = config.max_inflight_bytes
+        self.receive_maximum = config.max_inflight_messages or 65535
+        self._out: list[bytes] = []
+        self._flush_scheduled = False
+        self._timer: Any = broker.scheduler.call_later(config.connect_timeout, self._timeout)
+        broker.connections.add(self)
+
+    # -- input ----------------------------------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        if self.state == CLOSED:
+            return
+        self.last_seen = self.broker.scheduler.time()
+        decoder = self.decoder
+        decoder.receive(data)
+        try:
+            while self.state != CLOSED:
+                packet = decoder.next_packet()
+                if packet is None:
+                    break
+                self._handle(packet)
+        except UnsupportedProtocolVersion as exc:
+            if self.state == CONNECTING:
+                # Mosquitto answers in the v3 format (it cannot know which the client reads).
+                self._send(Connack(False, ConnackV3.UNACCEPTABLE_PROTOCOL_VERSION), 4)
+            self._violation(exc.reason, str(exc))
+        except CodecError as exc:
+            self._violation(exc.reason, str(exc))
+        except ProtocolViolation as exc:
+            self._violation(exc.reason, str(exc))
+
+    def _handle(self, packet: Packet) -> None:
+        if self.state == CONNECTING:
+            if not isinstance(packet, Connect):
+                # MQTT-3.1.0-1: the first packet must be CONNECT.
+                raise ProtocolViolation(Reason.PROTOCOL_ERROR, "first packet is not CONNECT")
+            self._on_connect(packet)
+            return
+        if isinstance(packet, Publish):
+            self._on_publish(packet)
+        elif isinstance(packet, Puback):
+            self._on_puback(packet)
+        elif isinstance(packet, Pubrec):
+            self._on_pubrec(packet)
+        elif isinstance(packet, Pubrel):
+            self._on_pubrel(packet)
+        elif isinstance(packet, Pubcomp):
+            self._on_pubcomp(packet)
+        elif isinstance(packet, Subscribe):
+            self._on_subscribe(packet)
+        elif isinstance(packet, Unsubscribe):
+            self._on_unsubscribe(packet)
+        elif isinstance(packet, Pingreq):
+            self._send(Pingresp())  # MQTT-3.12.4-1
+        elif isinstance(packet, Disconnect):
+            self._on_disconnect(packet)
+        elif isinstance(packet, Auth):
+            self._on_auth(packet)
+        elif isinstance(packet, Connect):
+            # MQTT-3.1.0-2: a second CONNECT is a protocol violation.
+            raise ProtocolViolation(Reason.PROTOCOL_ERROR, "second CONNECT")
+        else:
+            raise ProtocolViolation(
+                Reason.PROTOCOL_ERROR, f"{type(packet).__name__} is not sent to a server"
+            )
+
+    # -- CONNECT ----------------------------------------------------------------------------------
+
+    def _on_connect(self, p: Connect) -> None:
+        broker = self.broker
+        config = broker.config
+        listener = self.listener
+        version = self.version = p.protocol_level
+        v5 = version == MQTT5
+        props = p.properties
+        client_id = p.client_id
+        assigned = False
+        if not client_id:
+            allow = listener.allow_zero_length_clientid
+            if allow is None:
+                allow = config.allow_zero_length_clientid
+            # MQTT-3.1.3-7/-8: a v3.1.1 client with no id must ask for a clean session; MQTT 3.1
+            # requires an id; v5 may always be given one (MQTT-3.1.3-6 v5).
+            if version == 3 or (version == 4 and not p.clean_start) or not allow:
+                self._refuse(Reason.CLIENT_IDENTIFIER_NOT_VALID, "empty client id not allowed")
+                return
+            prefix = listener.auto_id_prefix
+            if prefix is None:
+                prefix = config.auto_id_prefix
+            client_id = prefix + uuid.uuid4().hex
+            assigned = True
+        if p.will is not None:
+            w = p.will
+            if w.retain and not config.retain_available:
+                self._refuse(Reason.RETAIN_NOT_SUPPORTED, "will retain not supported")
+                return
+            if w.qos > self.max_qos:
+                self._refuse(Reason.QOS_NOT_SUPPORTED, "will QoS above maximum QoS")
+                return
+            try:
+                validate_topic_name(w.topic)
+            except CodecError:
+                self._refuse(Reason.TOPIC_NAME_INVALID, "invalid will topic")
+                return
+        if v5:
+            self.auth_method = props.get(Prop.AUTHENTICATION_METHOD)
+        code = broker.authenticator.authenticate(
+            ConnectRequest(
+                client_id,
+                p.username,
+                p.password,
+                self.peer,
+                version,
+                self.auth_method,
+                props.get(Prop.AUTHENTICATION_DATA) if v5 else None,
+            )
+        )
+        if code:
+            self._refuse(code, "not authorised")
+            return
+        self.client_id = client_id
+        self.username = p.username
+        if v5:
+            expiry = props.get(Prop.SESSION_EXPIRY_INTERVAL, 0)
+            rm = props.get(Prop.RECEIVE_MAXIMUM)
+            if rm is not None and rm < self.send_quota:
+                self.send_quota = rm
+            self.max_out_packet = props.get(Prop.MAXIMUM_PACKET_SIZE, UNLIMITED_PACKET_SIZE)
+            self.alias_out_max = props.get(Prop.TOPIC_ALIAS_MAXIMUM, 0)
+        elif p.clean_start:
+            expiry = 0
+        else:
+            pce = config.persistent_client_expiration
+            expiry = NEVER if pce is None else pce
+        if p.will is not None:
+            w = p.will
+            self.will = Message(w.topic, w.payload, w.qos, w.retain, w.properties, None, client_id)
+        # The connection is decided: stop the CONNECT timer, attach the session.
+        self._cancel_timer()
+        session, present = broker.attach(self, client_id, p.clean_start)
+        session.expiry_interval = expiry
+        self.session = session
+        self.state = CONNECTED
+        ack_props: Properties = {}
+        keepalive = p.keep_alive
+        if v5:
+            if self.receive_maximum != 65535:
+                ack_props[Prop.RECEIVE_MAXIMUM] = self.receive_maximum
+            if self.max_qos < 2:
+                ack_props[Prop.MAXIMUM_QOS] = self.max_qos
+            if not config.retain_available:
+                ack_props[Prop.RETAIN_AVAILABLE] = 0
+            if config.max_packet_size:
+                ack_props[Prop.MAXIMUM_PACKET_SIZE] = config.max_packet_size
+            if assigned:
+                ack_props[Prop.ASSIGNED_CLIENT_IDENTIFIER] = client_id
+            if self.alias_in_max:
+                ack_props[Prop.TOPIC_ALIAS_MAXIMUM] = self.alias_in_max
+            mk = config.max_keepalive
+            if mk and (keepalive > mk or keepalive == 0):
+                # Mosquitto's rule: a v5 client is told to use max_keepalive (MQTT-3.2.2-21 v5).
+                keepalive = mk
+                ack_props[Prop.SERVER_KEEP_ALIVE] = mk
+        self.keepalive = keepalive
+        # MQTT-3.2.2-1/-2: session present only when resuming; MQTT 3.1 has no such flag.
+        self._send(Connack(present and version >= 4, 0, ack_props))
+        if keepalive:
+            self._timer = broker.scheduler.call_later(keepalive * 1.5, self._timeout)
+        if config.connection_messages:
+            log.info(
+                "client connected: %s from %s (v%d, clean %s, keepalive %d)",
+                client_id,
+                self.peer,
+                version,
+                p.clean_start,
+                keepalive,
+            )
+        if present:
+            session.resend(self)
+        session.pump(time.time())
+
+    def _refuse(self, reason: int, why: str) -> None:
+        """CONNACK with a failure (v3: the mapped return code), then close (MQTT-3.2.2-5)."""
+        if self.version == MQTT5:
+            self._send(Connack(False, reason))
+        elif reason in V5_TO_V3_CONNACK:
+            self._send(Connack(False, V5_TO_V3_CONNACK[reason]))
+        # else: v3 has no return code for it; like Mosquitto, close without CONNACK.
+        log.info("connection from %s refused: %s", self.peer, why)
+        self._close(False)
+
+    # -- PUBLISH and its acknowledgements -------------------------------------------------------
+
+    def _on_publish(self, p: Publish) -> None:
+        session = self.session
+        assert session is not None
+        topic = p.topic
+        props = p.properties
+        v5 = self.version == MQTT5
+        if v5 and props:
+            alias = props.get(Prop.TOPIC_ALIAS)
+            if alias is not None:
+                if alias == 0 or alias > self.alias_in_max:
+                    # MQTT-3.3.2-9/-10 v5
+                    raise ProtocolViolation(Reason.TOPIC_ALIAS_INVALID, "topic alias out of range")
+                if topic:
+                    self.alias_in[alias] = topic
+                else:
+                    known = self.alias_in.get(alias)
+                    if known is None:
+                        raise ProtocolViolation(Reason.PROTOCOL_ERROR, "unknown topic alias")
+                    topic = known
+            if Prop.SUBSCRIPTION_IDENTIFIER in props:
+                # MQTT-3.3.4-6 v5: a client must not send a Subscription Identifier.
+                raise ProtocolViolation(Reason.PROTOCOL_ERROR, "subscription id from client")
+        elif not topic:
+            raise ProtocolViolation(Reason.TOPIC_NAME_INVALID, "empty topic name")
+        qos = p.qos
+        if qos > self.max_qos:
+            raise ProtocolViolation(
+                Reason.QOS_NOT_SUPPORTED, "QoS above maximum QoS"
+            )  # v5 3.2.2-11
+        if p.retain and not self.broker.config.retain_available:
+            raise ProtocolViolation(Reason.RETAIN_NOT_SUPPORTED, "retain not supported")
+        pid = p.packet_id or 0
+        if qos == 2 and pid in session.awaiting_rel:
+            # MQTT-4.3.3-2: a re-sent PUBLISH (DUP) for a message already received is not routed
+            # again; acknowledge it again.
+            self._send(Pubrec(pid))
+            return
+        if qos and v5 and len(session.awaiting_rel) >= self.receive_maximum:
+            raise ProtocolViolation(Reason.RECEIVE_MAXIMUM_EXCEEDED, "receive maximum exceeded")
+        reason = 0
+        config = self.broker.config
+        limit = config.message_size_limit
+        if limit and len(p.payload) > limit:
+            reason = Reason.PACKET_TOO_LARGE  # Mosquitto: dropped, acknowledged with 0x95 in v5
+        elif not self.broker.authenticator.can_publish(self.client_id, self.username, topic):
+            reason = Reason.NOT_AUTHORIZED
+        else:
+            message = Message.from_publish(topic, p.payload, qos, p.retain, props, self.client_id)
+            if not self.broker.publish(message) and qos:
+                reason = Reason.NO_MATCHING_SUBSCRIBERS
+        if qos == 1:
+            self._send(Puback(pid, reason if v5 else 0))
+        elif qos == 2:
+            if reason < 0x80:
+                session.awaiting_rel.add(pid)
+            self._send(Pubrec(pid, reason if v5 else 0))
+
+    def _on_puback(self, p: Puback) -> None:
+        session = self.session
+        assert session is not None
+        if session.acked(p.packet_id, 1):
+            session.pump(time.time())
+
+    def _on_pubrec(self, p: Pubrec) -> None:
+        session = self.session
+        assert session is not None
+        if p.reason_code >= 0x80:
+            session.rejected(p.packet_id)
+            session.pump(time.time())
+        elif session.received(p.packet_id):
+            self._send(Pubrel(p.packet_id))
+        else:
+            self._send(Pubrel(p.packet_id, Reason.PACKET_IDENTIFIER_NOT_FOUND))
+
+    def _on_pubrel(self, p: Pubrel) -> None:
+        session = self.session
+        assert session is not None
+        if p.packet_id in session.awaiting_rel:
+            session.awaiting_rel.discard(p.packet_id)
+            self._send(Pubcomp(p.packet_id))
+        else:
+            self._send(Pubcomp(p.packet_id, Reason.PACKET_IDENTIFIER_NOT_FOUND))
+
+    def _on_pubcomp(self, p: Pubcomp) -> None:
+        session = self.session
+        assert session is not None
+        if session.acked(p.packet_id, 2):
+            session.pump(time.time())
+
+    # -- SUBSCRIBE / UNSUBSCRIBE ---------------------------------------------------------------
+
+    def _on_subscribe(self, p: Subscribe) -> None:
+        session = self.session
+        assert session is not None
+        broker = self.broker
+        v5 = self.version == MQTT5
+        sid: int | None = None
+        if v5:
+            ids = p.properties.get(Prop.SUBSCRIPTION_IDENTIFIER)
+            if ids:
+                sid = ids[0]
+        codes: list[int] = []
+        retained: list[tuple[str, SubOptions]] = []
+        for s in p.subscriptions:
+            share, real = split_shared(s.topic_filter)
+            if share is not None and s.no_local and v5:
+                # MQTT-3.8.3-4 v5: No Local on a shared subscription is a protocol error.
+                raise ProtocolViolation(Reason.PROTOCOL_ERROR, "no local on a shared subscription")
+            if not broker.authenticator.can_subscribe(
+                self.client_id, self.username, s.topic_filter
+            ):
+                codes.append(Reason.NOT_AUTHORIZED if v5 else 0x80)
+                continue
+            granted = min(s.qos, self.max_qos)
+            opts = SubOptions(granted, s.no_local, s.retain_as_published, s.retain_handling, sid)
+            new = broker.subscribe(session, s.topic_filter, opts)
+            codes.append(granted)
+            # Retained messages: not for shared subscriptions (MQTT 5 4.8.2); Retain Handling
+            # 0 always, 1 only for a new subscription, 2 never (MQTT-3.3.1-9..-11 v5).
+            rh = s.retain_handling
+            if share is None and (rh == 0 or (rh == 1 and new)):
+                retained.append((real, opts))
+        self._send(Suback(p.packet_id, codes))  # MQTT-3.8.4-1, -4, -5
+        if retained:
+            now = time.time()
+            for real, opts in retained:
+                sids = (opts.subscription_id,) if opts.subscription_id else ()
+                for message in broker.retained_for(real, now):
+                    qos = message.qos if message.qos < opts.qos else opts.qos
+                    # MQTT-3.3.1-8: retained messages sent on subscribe carry RETAIN 1.
+                    session.deliver(message, qos, True, sids)
+
+    def _on_unsubscribe(self, p: Unsubscribe) -> None:
+        session = self.session
+        assert session is not None
+        codes: list[int] = [
+            Reason.SUCCESS
+            if self.broker.unsubscribe(session, f)
+            else Reason.NO_SUBSCRIPTION_EXISTED
+            for f in p.topic_filters
+        ]
+        self._send(Unsuback(p.packet_id, codes if self.version == MQTT5 else []))
+
+    # -- DISCONNECT / AUTH ----------------------------------------------------------------------
+
+    def _on_disconnect(self, p: Disconnect) -> None:
+        session = self.session
+        assert session is not None
+        if self.version == MQTT5:
+            expiry = p.properties.get(Prop.SESSION_EXPIRY_INTERVAL)
+            if expiry is not None:
+                if session.expiry_interval == 0 and expiry != 0:
+                    # MQTT-3.14.2-2 v5
+                    raise ProtocolViolation(Reason.PROTOCOL_ERROR, "session expiry was 0")
+                session.expiry_interval = expiry
+            if p.reason_code != Reason.SUCCESS:
+                # Only a normal disconnection (0x00) deletes the will (MQTT-3.14.4-3 v5, v5
+                # 3.1.2.5); 0x04 asks for it and an error reason from the client keeps it.
+                self._close(True)
+                return
+        # MQTT-3.14.4-3 (3.1.1), MQTT-3.1.2-10: a normal DISCONNECT discards the will.
+        self.will = None
+        self._close(False)
+
+    def _on_auth(self, p: Auth) -> None:
+        if self.auth_method is None:
+            # MQTT-4.12.0-? v5: AUTH without an Authentication Method at CONNECT.
+            raise ProtocolViolation(Reason.PROTOCOL_ERROR, "AUTH without authentication method")
+        raise ProtocolViolation(Reason.BAD_AUTHENTICATION_METHOD, "re-authentication unsupported")
+
+    # -- output ---------------------------------------------------------------------------------
+
+    def send_publish(
+        self,
+        message: Message,
+        qos: int,
+        retain: bool,
+        sub_ids: tuple[int, ...],
+        pid: int,
+        dup: bool,
+        cache: dict[Any, Any] | None,
+    ) -> bool:
+        """Write one PUBLISH for ``message``; False if it was not sent (expired, too large)."""
+        if self.state != CONNECTED:
+            return False
+        if not qos and self.transport.get_write_buffer_size() > MAX_WRITE_BUFFER:
+            self.broker.stats.messages_dropped += 1
+            return False
+        version = self.version
+        topic = message.topic
+        if version < MQTT5:
+            props: Properties = {}
+            key: Any = (4, qos, retain)
+        else:
+            props = message.properties
+            expiry = None
+            if message.expires_at is not None:
+                expiry = message.remaining_expiry(time.time())
+                if expiry is not None and expiry <= 0:
+                    return False  # MQTT-3.3.2-5 v5
+            if expiry is not None or sub_ids:
+                props = dict(props)
+                if expiry is not None:
+                    props[Prop.MESSAGE_EXPIRY_INTERVAL] = expiry
+                if sub_ids:
+                    props[Prop.SUBSCRIPTION_IDENTIFIER] = list(sub_ids)
+            key = (5, qos, retain, sub_ids, expiry)
+            if self.alias_out_max:
+                alias = self.alias_out.get(topic)
+                if alias is None and len(self.alias_out) < self.alias_out_max:
+                    alias = self.alias_out[topic] = len(self.alias_out) + 1
+                    props = dict(props)
+                    props[Prop.TOPIC_ALIAS] = alias
+                elif alias is not None:
+                    props = dict(props)
+                    props[Prop.TOPIC_ALIAS] = alias
+                    topic = ""
+                cache = None  # aliases make the bytes this connection's own
+        cached = cache.get(key) if cache is not None else None
+        if cached is None:
+            data = encode(
+                Publish(topic, message.payload, qos, retain, False, 1 if qos else None, props),
+                version,
+            )
+            hl = 2
+            while data[hl - 1] & 0x80:
+                hl += 1
+            offset = hl + 2 + int.from_bytes(data[hl : hl + 2], "big")
+            if cache is not None:
+                cache[key] = (data, offset)
+        else:
+            data, offset = cached
+        if len(data) > self.max_out_packet:
+            # MQTT-3.1.2-24/-25 v5: never send more than the client allows; drop it for them.
+            self.broker.stats.messages_dropped += 1
+            return False
+        if qos or dup:
+            buf = bytearray(data)
+            if qos:
+                buf[offset] = pid >> 8
+                buf[offset + 1] = pid & 0xFF
+            if dup:
+                buf[0] |= 0x08
+            data = bytes(buf)
+        self._write(data)
+        self.broker.stats.messages_sent += 1
+        return True
+
+    def send_pubrel(self, pid: int) -> None:
+        self._send(Pubrel(pid))
+
+    def _send(self, packet: Packet, version: int | None = None) -> None:
+        data = encode(packet, self.version if version is None else version)
+        if len(data) > self.max_out_packet and self.version == MQTT5:
+            props = getattr(packet, "properties", None)
+            if props:
+                # Drop reason strings and user properties rather than exceed the client's limit.
+                props.pop(Prop.REASON_STRING, None)
+                props.pop(Prop.USER_PROPERTY, None)
+                data = encode(packet, self.version)
+            if len(data) > self.max_out_packet:
+                return
+        self._write(data)
+
+    def _write(self, data: bytes) -> None:
+        self._out.append(data)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self.broker.scheduler.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        if self._out:
+            out = self._out
+            self._out = []
+            self.transport.writelines(out)
+
+    # -- closing ----------------------------------------------------------------------------------
+
+    def _violation(self, reason: int, why: str) -> None:
+        """Close after a protocol violation; v5 says why with DISCONNECT (MQTT-4.13.1-1 v5)."""
+        if self.state == CLOSED:
+            return
+        log.info("closing %s (%s): %s", self.client_id or self.peer, hex(reason), why)
+        if self.state == CONNECTED and self.version == MQTT5:
+            self._send(Disconnect(reason))
+        self._close(True)
+
+    def _timeout(self) -> None:
+        """The CONNECT timer, or the keep-alive timer (MQTT-3.1.2-24: 1.5 x Keep Alive)."""
+        self._timer = None
+        if self.state == CLOSED:
+            return
+        if self.state == CONNECTING:
+            log.info("closing %s: no CONNECT in time", self.peer)
+            self._close(False)
+            return
+        limit = self.keepalive * 1.5
+        now = self.broker.scheduler.time()
+        idle = now - self.last_seen
+        if idle >= limit:
+            self._violation(Reason.KEEP_ALIVE_TIMEOUT, "keep-alive timeout")
+        else:
+            self._timer = self.broker.scheduler.call_later(limit - idle, self._timeout)
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def take_will(self) -> Message | None:
+        will, self.will = self.will, None
+        return will
+
+    def taken_over(self) -> None:
+        """Another connection took this client id (MQTT-3.1.4-2; v5: DISCONNECT 0x8E)."""
+        self.session = None
+        self.will = None
+        if self.version == MQTT5 and self.state == CONNECTED:
+            self._send(Disconnect(Reason.SESSION_TAKEN_OVER))
+        self._close(False)
+
+    def shutdown(self) -> None:
+        """The server is stopping (v5: DISCONNECT 0x8B)."""
+        if self.state == CONNECTED and self.version == MQTT5:
+            self._send(Disconnect(Reason.SERVER_SHUTTING_DOWN))
+        self._close(True)
+
+    def _close(self, send_will: bool) -> None:
+        if self.state == CLOSED:
+            return
+        connected = self.state == CONNECTED
+        self.state = CLOSED
+        self._cancel_timer()
+        self._flush()
+        self.transport.close()
+        self.broker.connections.discard(self)
+        session = self.session
+        self.session = None
+        if connected and session is not None:
+            will = self.take_will() if send_will else None
+            self.will = None
+            self.broker.detach(self, session, will)
+            if self.broker.config.connection_messages:
+                log.info("client disconnected: %s", self.client_id)
+
+    def connection_lost(self) -> None:
+        """The transport closed (peer gone, or after our own close): MQTT-3.1.2-8 sends the will."""
+        self._close(True)

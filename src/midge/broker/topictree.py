@@ -1,0 +1,266 @@
+"""Subscriptions and retained messages, each in a trie of topic levels.
+
+:class:`TopicTree` answers "who is subscribed to this topic?" by walking the trie once per topic,
+so the cost of a publish does not grow with unrelated subscriptions; exact topics are cached (an
+LRU of topic -> matches) and the cache is dropped whenever a subscription changes.
+
+:class:`RetainedTree` answers "which retained messages match this filter?" the other way round:
+the filter's levels are walked over a trie of retained topics.
+
+Both apply MQTT-4.7.2-1: a filter starting with a wildcard does not match topics starting with $.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Generic, TypeVar
+
+from midge.broker.message import Message, SubOptions
+from midge.codec.topics import split_shared
+
+T = TypeVar("T")
+
+#: Entries kept in the exact-topic match cache before the oldest are dropped.
+CACHE_SIZE = 4096
+
+
+class SharedGroup:
+    """``$share/{name}/{filter}``: each message goes to one member, in turn (MQTT-4.8.2 v5)."""
+
+    __slots__ = ("filter", "members", "name", "next")
+
+    def __init__(self, name: str, topic_filter: str) -> None:
+        self.name = name
+        self.filter = topic_filter
+        self.members: dict[str, SubOptions] = {}
+        self.next = 0
+
+    def __repr__(self) -> str:
+        return f"SharedGroup({self.name!r}, {self.filter!r}, {list(self.members)})"
+
+
+class _Node:
+    __slots__ = ("children", "shared", "subs")
+
+    def __init__(self) -> None:
+        self.children: dict[str, _Node] = {}
+        self.subs: dict[str, SubOptions] = {}  # client id -> options
+        self.shared: dict[str, SharedGroup] = {}  # share name -> group
+
+    def empty(self) -> bool:
+        return not (self.children or self.subs or self.shared)
+
+
+#: What a topic matches: (client id, options) for plain subscriptions, and the shared groups.
+Matches = tuple[list[tuple[str, SubOptions]], list[SharedGroup]]
+
+
+class TopicTree:
+    """The subscription trie. Filters may be plain or ``$share/{name}/{filter}``."""
+
+    def __init__(self) -> None:
+        self._root = _Node()
+        self._cache: dict[str, Matches] = {}
+        self.count = 0
+
+    def subscribe(self, client_id: str, topic_filter: str, options: SubOptions) -> bool:
+        """Add or replace a subscription; True if it is new (False: replaced, MQTT-3.8.4-3)."""
+        share, flt = split_shared(topic_filter)
+        node = self._root
+        for level in flt.split("/"):
+            child = node.children.get(level)
+            if child is None:
+                child = node.children[level] = _Node()
+            node = child
+        if share is None:
+            new = client_id not in node.subs
+            node.subs[client_id] = options
+        else:
+            group = node.shared.get(share)
+            if group is None:
+                group = node.shared[share] = SharedGroup(share, flt)
+            new = client_id not in group.members
+            group.members[client_id] = options
+        if new:
+            self.count += 1
+        self._cache.clear()
+        return new
+
+    def unsubscribe(self, client_id: str, topic_filter: str) -> bool:
+        """Remove a subscription; True if it existed."""
+        share, flt = split_shared(topic_filter)
+        path = [self._root]
+        node: _Node | None = self._root
+        levels = flt.split("/")
+        for level in levels:
+            assert node is not None
+            node = node.children.get(level)
+            if node is None:
+                return False
+            path.append(node)
+        assert node is not None
+        if share is None:
+            if node.subs.pop(client_id, None) is None:
+                return False
+        else:
+            group = node.shared.get(share)
+            if group is None or group.members.pop(client_id, None) is None:
+                return False
+            if not group.members:
+                del node.shared[share]
+        self.count -= 1
+        # Prune empty nodes so the trie does not grow without bound under churn.
+        for depth in range(len(levels), 0, -1):
+            if not path[depth].empty():
+                break
+            del path[depth - 1].children[levels[depth - 1]]
+        self._cache.clear()
+        return True
+
+    def match(self, topic: str) -> Matches:
+        """Every subscription matching ``topic`` (a topic name, never a filter)."""
+        cached = self._cache.get(topic)
+        if cached is not None:
+            return cached
+        subs: list[tuple[str, SubOptions]] = []
+        shared: list[SharedGroup] = []
+        levels = topic.split("/")
+        last = len(levels)
+        dollar = topic.startswith("$")
+        stack: list[tuple[_Node, int]] = [(self._root, 0)]
+        while stack:
+            node, i = stack.pop()
+            children = node.children
+            if i == last:
+                if node.subs:
+                    subs.extend(node.subs.items())
+                if node.shared:
+                    shared.extend(node.shared.values())
+                # "a/#" also matches "a" (MQTT-4.7.1-2: # includes the parent level).
+                hash_node = children.get("#")
+                if hash_node is not None:
+                    subs.extend(hash_node.subs.items())
+                    shared.extend(hash_node.shared.values())
+                continue
+            if not children:
+                continue
+            wild = not (dollar and i == 0)
+            if wild:
+                hash_node = children.get("#")
+                if hash_node is not None:
+                    subs.extend(hash_node.subs.items())
+                    shared.extend(hash_node.shared.values())
+                plus = children.get("+")
+                if plus is not None:
+                    stack.append((plus, i + 1))
+            child = children.get(levels[i])
+            if child is not None:
+                stack.append((child, i + 1))
+        result: Matches = (subs, shared)
+        if len(self._cache) >= CACHE_SIZE:
+            # Drop the oldest entry (dicts keep insertion order): a cheap approximate LRU.
+            del self._cache[next(iter(self._cache))]
+        self._cache[topic] = result
+        return result
+
+
+class _RNode(Generic[T]):
+    __slots__ = ("children", "value")
+
+    def __init__(self) -> None:
+        self.children: dict[str, _RNode[T]] = {}
+        self.value: T | None = None
+
+
+class RetainedTree:
+    """Retained messages by topic (MQTT-3.3.1-5..-11): one per topic, found by filter."""
+
+    def __init__(self) -> None:
+        self._root: _RNode[Message] = _RNode()
+        self.count = 0
+
+    def set(self, message: Message) -> None:
+        """Store ``message`` as the topic's retained message; an empty payload clears it."""
+        levels = message.topic.split("/")
+        if not message.payload:
+            self._remove(levels)
+            return
+        node = self._root
+        for level in levels:
+            child = node.children.get(level)
+            if child is None:
+                child = node.children[level] = _RNode()
+            node = child
+        if node.value is None:
+            self.count += 1
+        node.value = message
+
+    def get(self, topic: str) -> Message | None:
+        node: _RNode[Message] | None = self._root
+        for level in topic.split("/"):
+            assert node is not None
+            node = node.children.get(level)
+            if node is None:
+                return None
+        return node.value if node is not None else None
+
+    def _remove(self, levels: list[str]) -> None:
+        path = [self._root]
+        node = self._root
+        for level in levels:
+            child = node.children.get(level)
+            if child is None:
+                return
+            node = child
+            path.append(node)
+        if node.value is None:
+            return
+        node.value = None
+        self.count -= 1
+        for depth in range(len(levels), 0, -1):
+            n = path[depth]
+            if n.value is not None or n.children:
+                break
+            del path[depth - 1].children[levels[depth - 1]]
+
+    def match(self, topic_filter: str) -> Iterator[Message]:
+        """Retained messages whose topic matches ``topic_filter`` (not a shared filter)."""
+        levels = topic_filter.split("/")
+        last = len(levels)
+        stack: list[tuple[_RNode[Message], int]] = [(self._root, 0)]
+        while stack:
+            node, i = stack.pop()
+            if i == last:
+                if node.value is not None:
+                    yield node.value
+                continue
+            level = levels[i]
+            if level == "#":
+                # Everything at and below this node; skip $-topics at the root (MQTT-4.7.2-1).
+                if node.value is not None and i > 0:
+                    yield node.value
+                todo = [
+                    c for name, c in node.children.items() if not (i == 0 and name.startswith("$"))
+                ]
+                while todo:
+                    n = todo.pop()
+                    if n.value is not None:
+                        yield n.value
+                    todo.extend(n.children.values())
+            elif level == "+":
+                for name, child in node.children.items():
+                    if i == 0 and name.startswith("$"):
+                        continue
+                    stack.append((child, i + 1))
+            else:
+                exact = node.children.get(level)
+                if exact is not None:
+                    stack.append((exact, i + 1))
+
+    def all(self) -> Iterator[Message]:
+        todo: list[_RNode[Message]] = [self._root]
+        while todo:
+            n = todo.pop()
+            if n.value is not None:
+                yield n.value
+            todo.extend(n.children.values())

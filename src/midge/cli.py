@@ -1,0 +1,185 @@
+"""``midge``: the command line. ``midge broker`` runs the broker.
+
+``midge broker`` takes Mosquitto's own flags (``-c FILE``, ``-p PORT``, ``-v``) so that scripts and
+service files written for ``mosquitto`` start midge unchanged; ``midge -c FILE`` (no subcommand)
+works too, for ``ExecStart=`` lines that only swap the program name.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable, Sequence
+
+from midge import __version__
+from midge.config import Config, ConfigError, apply_cli_overrides, load_config
+from midge.server import Server
+
+log = logging.getLogger("midge")
+
+#: Flags that mean "run the broker" when given without a subcommand (Mosquitto's command line).
+_MOSQUITTO_FLAGS = {"-c", "--config-file", "-p", "--port", "-v", "--verbose"}
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="midge", description="midge: an MQTT 3.1, 3.1.1 and 5.0 broker and tools."
+    )
+    parser.add_argument("--version", action="version", version=f"midge {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    broker = sub.add_parser(
+        "broker",
+        help="run the broker",
+        description="Run the MQTT broker. Takes Mosquitto's -c, -p and -v flags.",
+    )
+    broker.add_argument(
+        "-c",
+        "--config-file",
+        metavar="FILE",
+        help="configuration: midge TOML (*.toml) or a mosquitto.conf (any other name)",
+    )
+    broker.add_argument(
+        "-p",
+        "--port",
+        type=int,
+        action="append",
+        default=[],
+        metavar="PORT",
+        help="listen on PORT (repeatable; 0 picks a free port). As in Mosquitto 2, ignored when "
+        "the configuration file defines listeners",
+    )
+    broker.add_argument(
+        "--host",
+        metavar="ADDRESS",
+        help="address for the default or -p listeners (default 127.0.0.1, local only)",
+    )
+    broker.add_argument(
+        "-v", "--verbose", action="store_true", help="log everything (Mosquitto's -v)"
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list and args_list[0] in _MOSQUITTO_FLAGS:
+        args_list.insert(0, "broker")
+    parser = _parser()
+    args = parser.parse_args(args_list)
+    if args.command == "broker":
+        return run_broker(args.config_file, args.host, args.port, args.verbose)
+    parser.print_help()
+    return 0
+
+
+def run_broker(config_file: str | None, host: str | None, ports: list[int], verbose: bool) -> int:
+    try:
+        config = load_config(config_file) if config_file else Config()
+        config = apply_cli_overrides(config, host, ports, verbose)
+    except ConfigError as exc:
+        print(f"midge: error: {exc}", file=sys.stderr)
+        return 1
+    _setup_logging(config)
+    for notice in config.notices:
+        log.warning("%s", notice)
+    try:
+        import uvloop
+
+        loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = uvloop.new_event_loop
+    except ImportError:  # pragma: no cover - uvloop is a default dependency on Linux
+        loop_factory = None
+    try:
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            return runner.run(_serve(config))
+    except KeyboardInterrupt:  # pragma: no cover - SIGINT is handled in _serve
+        return 0
+
+
+async def _serve(config: Config) -> int:
+    server = Server(config)
+    try:
+        await server.start()
+    except OSError as exc:
+        print(f"midge: error: cannot open listener: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    if config.pid_file:
+        try:
+            with open(config.pid_file, "w", encoding="ascii") as f:
+                f.write(f"{os.getpid()}\n")
+        except OSError as exc:
+            print(f"midge: error: cannot write pid_file {config.pid_file}: {exc}", file=sys.stderr)
+            await server.stop()
+            return 1
+    for address in server.addresses:
+        host, port = address[0], address[1]
+        shown = f"[{host}]" if ":" in host else host
+        print(f"midge: listening on {shown}:{port} (mqtt)", flush=True)
+    log.info("midge %s running", __version__)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(
+        signal.SIGHUP, lambda: log.warning("SIGHUP: configuration reload is not supported yet")
+    )
+    await stop.wait()
+    log.info("shutting down")
+    await server.stop()
+    if config.pid_file:
+        with contextlib.suppress(OSError):
+            os.unlink(config.pid_file)
+    return 0
+
+
+class _MosquittoFormatter(logging.Formatter):
+    """``1700000000: message``, as Mosquitto logs, or with ``log_timestamp_format``."""
+
+    def __init__(self, timestamp: bool, fmt: str | None) -> None:
+        super().__init__()
+        self.timestamp = timestamp
+        self.fmt = fmt
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = record.getMessage()
+        if not self.timestamp:
+            return message
+        if self.fmt:
+            return f"{time.strftime(self.fmt, time.localtime(record.created))}: {message}"
+        return f"{int(record.created)}: {message}"
+
+
+def _setup_logging(config: Config) -> None:
+    types = set(config.log_type)
+    if config.verbose or "debug" in types or "all" in types:
+        level = logging.DEBUG
+    elif types & {"information", "notice", "subscribe", "unsubscribe"}:
+        level = logging.INFO
+    elif "warning" in types:
+        level = logging.WARNING
+    elif "error" in types:
+        level = logging.ERROR
+    else:
+        level = logging.CRITICAL + 1
+    if not config.connection_messages:
+        logging.getLogger("midge.connection").setLevel(logging.WARNING)
+    root = logging.getLogger("midge")
+    root.setLevel(level)
+    root.propagate = False
+    formatter = _MosquittoFormatter(config.log_timestamp, config.log_timestamp_format)
+    for dest in config.log_dest:
+        handler: logging.Handler
+        if dest == "stderr":
+            handler = logging.StreamHandler(sys.stderr)
+        elif dest == "stdout":
+            handler = logging.StreamHandler(sys.stdout)
+        elif dest == "file" and config.log_file:
+            handler = logging.FileHandler(config.log_file, encoding="utf-8")
+        else:
+            continue
+        handler.setFormatter(formatter)
+        root.addHandler(handler)

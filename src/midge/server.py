@@ -1,0 +1,74 @@
+"""The running broker: the core plus its listeners, on one asyncio loop.
+
+``Server(config)`` is what ``midge broker`` runs and what the tests start on a free port:
+``await start()`` opens every listener (``addresses`` then holds where each listens) and
+``await stop()`` publishes wills, closes every client connection and the listeners.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from midge.broker.broker import Broker
+from midge.config import Config, resolve_listener
+from midge.transport.tcp import ListenerState, listen
+
+log = logging.getLogger("midge.server")
+
+#: How long ``stop`` waits for client sockets to finish closing.
+CLOSE_TIMEOUT = 2.0
+
+
+class Server:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.broker: Broker | None = None
+        self.listeners: list[ListenerState] = []
+        #: (host, port, ...) of each listening socket, in listener order.
+        self.addresses: list[tuple[Any, ...]] = []
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.broker = Broker(self.config, loop)
+        try:
+            for listener in self.config.listeners:
+                state = await listen(self.broker, resolve_listener(self.config, listener))
+                self.listeners.append(state)
+                assert state.server is not None
+                for sock in state.server.sockets:
+                    self.addresses.append(tuple(sock.getsockname()))
+        except BaseException:
+            await self._close_listeners()
+            raise
+
+    async def _close_listeners(self) -> None:
+        for state in self.listeners:
+            if state.server is not None:
+                state.server.close()
+        for state in self.listeners:
+            if state.server is not None:
+                await state.server.wait_closed()
+
+    async def stop(self) -> None:
+        """Stop accepting, publish wills, disconnect everyone (v5: 0x8B), close the store."""
+        for state in self.listeners:
+            if state.server is not None:
+                state.server.close()
+        broker = self.broker
+        if broker is not None:
+            broker.shutdown()
+            deadline = asyncio.get_running_loop().time() + CLOSE_TIMEOUT
+            # Let the closing transports flush (DISCONNECT, wills routed to other clients).
+            while any(s.active for s in self.listeners):
+                if asyncio.get_running_loop().time() > deadline:
+                    break
+                await asyncio.sleep(0.01)
+            broker.store.close()
+        for state in self.listeners:
+            if state.server is not None:
+                try:
+                    await asyncio.wait_for(state.server.wait_closed(), CLOSE_TIMEOUT)
+                except TimeoutError:  # pragma: no cover - a client that never lets go
+                    log.warning("listener on port %s did not close in time", state.config.port)

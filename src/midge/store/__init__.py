@@ -1,0 +1,1 @@
+"""The persistence seam: what the broker keeps across restarts, behind one small interface."""

@@ -1,0 +1,90 @@
+"""asyncio glue for plain TCP: hands bytes to a :class:`~midge.broker.connection.Connection`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from typing import cast
+
+from midge.broker.broker import Broker
+from midge.broker.connection import Connection
+from midge.config import ListenerConfig
+
+log = logging.getLogger("midge.transport")
+
+
+class MQTTProtocol(asyncio.Protocol):
+    """One accepted socket. Everything MQTT happens in the Connection; this only moves bytes."""
+
+    __slots__ = ("broker", "connection", "listener", "listening", "transport")
+
+    def __init__(self, broker: Broker, listener: ListenerConfig, listening: ListenerState) -> None:
+        self.broker = broker
+        self.listener = listener
+        self.listening = listening
+        self.connection: Connection | None = None
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        tr = cast(asyncio.Transport, transport)
+        self.transport = tr
+        limit = self.listener.max_connections
+        if self.broker.shutting_down or (limit >= 0 and self.listening.active >= limit):
+            # Mosquitto closes connections beyond max_connections straight away.
+            tr.abort()
+            return
+        self.listening.active += 1
+        sock = tr.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):  # not a TCP socket
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        peername = tr.get_extra_info("peername")
+        peer = f"{peername[0]}:{peername[1]}" if peername else "?"
+        self.connection = Connection(self.broker, tr, self.listener, peer)
+
+    def data_received(self, data: bytes) -> None:
+        conn = self.connection
+        if conn is not None:
+            conn.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return False  # close our side too
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        conn = self.connection
+        if conn is not None:
+            self.connection = None
+            self.listening.active -= 1
+            conn.connection_lost()
+
+
+class ListenerState:
+    """A listening socket and how many connections it holds (for ``max_connections``)."""
+
+    def __init__(self, config: ListenerConfig) -> None:
+        self.config = config
+        self.active = 0
+        self.server: asyncio.Server | None = None
+
+
+async def listen(broker: Broker, config: ListenerConfig) -> ListenerState:
+    loop = asyncio.get_running_loop()
+    state = ListenerState(config)
+    host: str | None = config.host or None
+    family = socket.AF_UNSPEC
+    domain = getattr(config, "socket_domain", None)
+    if domain == "ipv4":
+        family = socket.AF_INET
+    elif domain == "ipv6":
+        family = socket.AF_INET6
+    state.server = await loop.create_server(
+        lambda: MQTTProtocol(broker, config, state),
+        host=host,
+        port=config.port,
+        family=family,
+        reuse_address=True,
+        backlog=4096,
+    )
+    return state

@@ -1,0 +1,117 @@
+"""The subscription trie and the retained trie against a brute-force reference matcher."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from midge.broker.message import Message, SubOptions
+from midge.broker.topictree import RetainedTree, TopicTree
+from midge.codec.topics import topic_matches
+
+LEVELS = st.sampled_from(["a", "b", "c", "", "$SYS", "x"])
+TOPICS = st.lists(LEVELS, min_size=1, max_size=4).map("/".join)
+FILTER_LEVELS = st.sampled_from(["a", "b", "c", "", "+", "$SYS"])
+
+
+@st.composite
+def filters(draw: st.DrawFn) -> str:
+    levels = draw(st.lists(FILTER_LEVELS, min_size=1, max_size=4))
+    if draw(st.booleans()):
+        levels.append("#")
+    return "/".join(levels)
+
+
+def matched_clients(tree: TopicTree, topic: str) -> set[str]:
+    subs, shared = tree.match(topic)
+    return {cid for cid, _ in subs} | {f"share:{g.name}" for g in shared}
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(filters(), min_size=1, max_size=12), st.lists(TOPICS, min_size=1, max_size=8))
+def test_match_agrees_with_reference(flts: list[str], topics: list[str]) -> None:
+    tree = TopicTree()
+    for i, flt in enumerate(flts):
+        tree.subscribe(f"c{i}", flt, SubOptions())
+    for topic in topics:
+        expected = {f"c{i}" for i, flt in enumerate(flts) if topic_matches(flt, topic)}
+        assert matched_clients(tree, topic) == expected, topic
+        # A second lookup comes from the cache and must agree.
+        assert matched_clients(tree, topic) == expected
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(filters(), min_size=1, max_size=10), TOPICS)
+def test_unsubscribe_removes_and_prunes(flts: list[str], topic: str) -> None:
+    tree = TopicTree()
+    for i, flt in enumerate(flts):
+        tree.subscribe(f"c{i}", flt, SubOptions())
+    tree.match(topic)  # warm the cache: unsubscribe must invalidate it
+    for i, flt in enumerate(flts):
+        assert tree.unsubscribe(f"c{i}", flt)
+        assert not tree.unsubscribe(f"c{i}", flt)
+    assert matched_clients(tree, topic) == set()
+    assert tree.count == 0
+    assert tree._root.children == {}
+
+
+def test_resubscribe_replaces() -> None:
+    tree = TopicTree()
+    assert tree.subscribe("c", "a/+", SubOptions(qos=0))
+    assert not tree.subscribe("c", "a/+", SubOptions(qos=2))
+    subs, _ = tree.match("a/b")
+    assert [(cid, o.qos) for cid, o in subs] == [("c", 2)]
+    assert tree.count == 1
+
+
+def test_shared_groups_are_separate_from_plain() -> None:
+    tree = TopicTree()
+    tree.subscribe("c1", "$share/g/a/#", SubOptions())
+    tree.subscribe("c2", "$share/g/a/#", SubOptions())
+    tree.subscribe("c3", "$share/h/a/b", SubOptions())
+    tree.subscribe("c4", "a/b", SubOptions())
+    subs, shared = tree.match("a/b")
+    assert [cid for cid, _ in subs] == ["c4"]
+    assert sorted((g.name, sorted(g.members)) for g in shared) == [
+        ("g", ["c1", "c2"]),
+        ("h", ["c3"]),
+    ]
+    assert tree.unsubscribe("c1", "$share/g/a/#")
+    _, shared = tree.match("a/b")
+    assert sorted(m for g in shared for m in g.members) == ["c2", "c3"]
+
+
+def test_dollar_topics_not_matched_by_leading_wildcards() -> None:
+    """MQTT-4.7.2-1."""
+    tree = TopicTree()
+    tree.subscribe("hash", "#", SubOptions())
+    tree.subscribe("plus", "+/x", SubOptions())
+    tree.subscribe("sys", "$SYS/#", SubOptions())
+    assert matched_clients(tree, "$SYS/x") == {"sys"}
+    assert matched_clients(tree, "a/x") == {"hash", "plus"}
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(TOPICS, min_size=1, max_size=10), st.lists(filters(), min_size=1, max_size=6))
+def test_retained_match_agrees_with_reference(topics: list[str], flts: list[str]) -> None:
+    tree = RetainedTree()
+    for t in topics:
+        tree.set(Message(t, b"x"))
+    for flt in flts:
+        got = sorted(m.topic for m in tree.match(flt))
+        assert got == sorted({t for t in topics if topic_matches(flt, t)}), flt
+
+
+def test_retained_replace_and_clear() -> None:
+    tree = RetainedTree()
+    tree.set(Message("a/b", b"1"))
+    tree.set(Message("a/b", b"2"))
+    tree.set(Message("a", b"3"))
+    assert tree.count == 2
+    assert [m.payload for m in tree.match("a/b")] == [b"2"]
+    tree.set(Message("a/b", b""))  # MQTT-3.3.1-10: an empty payload clears it
+    assert tree.get("a/b") is None
+    assert tree.count == 1
+    assert sorted(m.topic for m in tree.match("#")) == ["a"]
+    tree.set(Message("a", b""))
+    assert tree._root.children == {}
