@@ -1,14 +1,34 @@
-"""One typed configuration for the broker.
+"""One typed configuration for the broker, and its two readers.
 
-Both readers (midge's TOML and Mosquitto's ``mosquitto.conf``) produce a :class:`Config`. Option
-names follow Mosquitto wherever Mosquitto has the option, with the same meaning and defaults.
+Both readers (midge's TOML, :func:`parse_toml`, and Mosquitto's ``mosquitto.conf``,
+:func:`parse_mosquitto_conf`) produce a :class:`Config`. Option names follow Mosquitto 2.0 wherever
+Mosquitto has the option, with the same meaning, scope and defaults, so an operator can bring a
+``mosquitto.conf`` across unchanged. Every problem is a :class:`ConfigError` naming the file, the
+line, the option and the fix: nothing in a configuration file is ever silently ignored, and an
+option Mosquitto has but midge does not implement yet is refused by name rather than skipped.
+
+docs/configuration.md is the operator's reference for every option below.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
+import math
+import os
+import re
+import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 UNLIMITED_PACKET_SIZE = 268_435_460  # 1 + 4 + 268,435,455: the largest packet MQTT can express
+MAX_PAYLOAD = 268_435_455  # the largest Remaining Length, hence the largest possible payload
+
+#: Mosquitto's log types, in the order midge keeps them in :attr:`Config.log_type`.
+LOG_TYPES = ("debug", "error", "warning", "notice", "information", "subscribe", "unsubscribe")
+#: Mosquitto's default ``log_type`` set.
+DEFAULT_LOG_TYPES = ("error", "warning", "notice", "information")
 
 
 class ConfigError(Exception):
@@ -19,30 +39,56 @@ class ConfigError(Exception):
         if path is not None:
             where = f"{path}:{line}: " if line is not None else f"{path}: "
         super().__init__(where + message)
+        self.message = message
         self.path = path
         self.line = line
 
 
 @dataclass(slots=True)
 class ListenerConfig:
-    """One listening socket. ``host`` None or "" means every address (Mosquitto's default)."""
+    """One listening socket.
+
+    ``host`` None or "" means every address (Mosquitto's ``listener PORT`` with no address); the
+    default "127.0.0.1" is Mosquitto 2's local-only listener used when no listener is configured.
+    ``port`` 0 asks the OS for a free port (a midge extension, for tests).
+
+    The options Mosquitto applies per listener only when ``per_listener_settings`` is true
+    (``allow_zero_length_clientid``, ``auto_id_prefix``) and the listener options that midge also
+    accepts as global defaults in TOML (``max_qos``, ``max_topic_alias``) are None here when the
+    listener does not set them: None means "inherit the :class:`Config` value", and
+    :func:`resolve_listener` fills them in. ``socket_domain`` None means both IPv4 and IPv6.
+    """
 
     port: int = 1883
     host: str | None = "127.0.0.1"
     protocol: str = "mqtt"  # "mqtt" only for now; "websockets" comes with its issue
     max_connections: int = -1  # -1: unlimited (Mosquitto's meaning)
+    max_qos: int | None = None  # None: Config.max_qos
+    max_topic_alias: int | None = None  # None: Config.max_topic_alias
+    allow_zero_length_clientid: bool | None = None  # None: Config.allow_zero_length_clientid
+    auto_id_prefix: str | None = None  # None: Config.auto_id_prefix
+    socket_domain: str | None = None  # "ipv4", "ipv6", or None for both
 
 
 @dataclass(slots=True)
 class Config:
-    """Everything the broker needs to start. Defaults match Mosquitto 2's where it has the option."""
+    """Everything the broker needs to start. Defaults match Mosquitto 2's where it has one."""
 
     listeners: list[ListenerConfig] = field(default_factory=lambda: [ListenerConfig()])
+    # True when no listener was configured at all (Mosquitto's "local only mode"): the broker then
+    # listens on 127.0.0.1:1883 only, and ``-p`` ports replace that listener (see
+    # apply_cli_overrides). Any ``listener``, ``port``, ``bind_address`` or listener option set
+    # before the first ``listener`` line makes it False.
+    local_only: bool = True
 
     # Sessions and queues
     max_inflight_messages: int = 20  # outgoing QoS 1/2 in flight per client; 0 = unlimited
+    max_inflight_bytes: int = (
+        0  # outgoing QoS 1/2 payload bytes in flight per client; 0 = unlimited
+    )
     max_queued_messages: int = 1000  # per offline/slow session; 0 = unlimited
     max_queued_bytes: int = 0  # 0 = unlimited
+    queue_qos0_messages: bool = False  # queue QoS 0 for offline persistent sessions (non-standard)
     persistent_client_expiration: int | None = None  # seconds; None = never expire (v3 sessions)
     max_keepalive: int = 65535
     connect_timeout: float = 10.0  # midge: close a connection that sends no CONNECT in time
@@ -50,10 +96,11 @@ class Config:
     # Packets and messages
     max_packet_size: int = 0  # 0 = unlimited (UNLIMITED_PACKET_SIZE)
     message_size_limit: int = 0  # maximum PUBLISH payload; 0 = unlimited
-    max_qos: int = 2
+    max_qos: int = 2  # default for listeners that do not set max_qos
     retain_available: bool = True
-    max_topic_alias: int = 10  # Topic Alias Maximum we accept from v5 clients
+    max_topic_alias: int = 10  # Topic Alias Maximum we accept from v5 clients (listener default)
     upgrade_outgoing_qos: bool = False
+    set_tcp_nodelay: bool = False
 
     # Client identifiers
     allow_zero_length_clientid: bool = True
@@ -63,15 +110,1102 @@ class Config:
     per_listener_settings: bool = False
 
     # Logging
-    verbose: bool = False  # -v / log_type all
-    log_dest: list[str] = field(default_factory=lambda: ["stderr"])
+    verbose: bool = False  # -v: every log type, overriding log_type
+    log_dest: list[str] = field(default_factory=lambda: ["stderr"])  # "stderr"/"stdout"/"file"
+    log_file: str | None = None  # the path of the "file" log_dest
+    log_type: list[str] = field(default_factory=lambda: list(DEFAULT_LOG_TYPES))
     log_timestamp: bool = True
+    log_timestamp_format: str | None = None  # strftime format; None = seconds since the epoch
     connection_messages: bool = True
 
     # Files
     pid_file: str | None = None
     source: str | None = None  # the file this was read from, for messages
 
+    # Things the operator should see at startup (deprecated options, ignored -p ports, ...): the
+    # broker logs each at notice level. Reading a file never fails silently; this is for options
+    # that are valid but that Mosquitto itself would comment on.
+    notices: list[str] = field(default_factory=list)
+
     @property
     def effective_max_packet_size(self) -> int:
         return self.max_packet_size or UNLIMITED_PACKET_SIZE
+
+
+# ---------------------------------------------------------------------------------------------
+# Public entry points
+
+
+def load_config(path: str) -> Config:
+    """Read ``path``: ``*.toml`` is midge's TOML, any other name is ``mosquitto.conf``."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except OSError as exc:
+        raise ConfigError(f"cannot read configuration file: {exc.strerror}", path) from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError("configuration file is not valid UTF-8", path) from exc
+    if path.endswith(".toml"):
+        return parse_toml(text, path)
+    return parse_mosquitto_conf(text, path)
+
+
+def parse_mosquitto_conf(text: str, path: str = "<string>") -> Config:
+    """Parse Mosquitto 2.0 ``mosquitto.conf`` text (``include_dir`` files are read from disk)."""
+    parser = _ConfParser(path)
+    parser.parse_text(text, path, level=0)
+    return parser.finish()
+
+
+def parse_toml(text: str, path: str = "<string>") -> Config:
+    """Parse midge's TOML layout: top-level keys for global options, ``[[listener]]`` tables."""
+    return _TomlReader(text, path).read()
+
+
+def resolve_listener(config: Config, listener: ListenerConfig) -> ListenerConfig:
+    """A copy of ``listener`` whose None ("inherit") fields are filled from ``config``.
+
+    The readers only set ``allow_zero_length_clientid``/``auto_id_prefix`` on a listener when
+    ``per_listener_settings`` is true, so a listener value, when present, always wins.
+    """
+    return dataclasses.replace(
+        listener,
+        max_qos=config.max_qos if listener.max_qos is None else listener.max_qos,
+        max_topic_alias=(
+            config.max_topic_alias if listener.max_topic_alias is None else listener.max_topic_alias
+        ),
+        allow_zero_length_clientid=(
+            config.allow_zero_length_clientid
+            if listener.allow_zero_length_clientid is None
+            else listener.allow_zero_length_clientid
+        ),
+        auto_id_prefix=(
+            config.auto_id_prefix if listener.auto_id_prefix is None else listener.auto_id_prefix
+        ),
+    )
+
+
+def apply_cli_overrides(
+    config: Config, host: str | None, ports: list[int], verbose: bool
+) -> Config:
+    """Apply Mosquitto's ``-p PORT`` (repeatable) and ``-v`` to a copy of ``config``.
+
+    Mosquitto 2 (mosquitto(8)): ``-p`` ports listen on the loopback only, and when the
+    configuration file defines any listener the ``-p`` options are IGNORED; midge does the same and
+    records a notice. ``host`` (midge's own flag; None = "127.0.0.1") is the address the ``-p``
+    listeners (or, without ``-p``, the local-only default listener) bind to. ``-v`` turns on every
+    log type, overriding ``log_type`` from the file.
+    """
+    new = dataclasses.replace(
+        config,
+        listeners=[dataclasses.replace(lst) for lst in config.listeners],
+        log_dest=list(config.log_dest),
+        log_type=list(config.log_type),
+        notices=list(config.notices),
+    )
+    for port in ports:
+        if not 0 <= port <= 65535:
+            raise ConfigError(f"invalid port {port} for -p: expected 0..65535")
+    if config.local_only:
+        bind = "127.0.0.1" if host is None else host
+        if ports:
+            new.listeners = [ListenerConfig(port=p, host=bind) for p in ports]
+        elif host is not None:
+            new.listeners = [ListenerConfig(port=lst.port, host=bind) for lst in new.listeners]
+    elif ports:
+        new.notices.append(
+            "-p " + " -p ".join(str(p) for p in ports) + " ignored: the configuration file "
+            "defines listeners (as in Mosquitto 2); add a 'listener' line instead"
+        )
+    if verbose:
+        new.verbose = True
+        new.log_type = list(LOG_TYPES)
+    return new
+
+
+# ---------------------------------------------------------------------------------------------
+# Option catalogue
+
+
+_UNSUPPORTED_GROUPS: dict[str, tuple[str, ...]] = {
+    "security (authentication, access control, TLS)": (
+        "acl_file",
+        "allow_anonymous",
+        "password_file",
+        "psk_file",
+        "psk_hint",
+        "auth_plugin",
+        "plugin",
+        "auth_plugin_deny_special_chars",
+        "check_retain_source",
+        "clientid_prefixes",
+        "use_username_as_clientid",
+        "use_identity_as_username",
+        "use_subject_as_username",
+        "cafile",
+        "capath",
+        "certfile",
+        "keyfile",
+        "ciphers",
+        "ciphers_tls1.3",
+        "crlfile",
+        "dhparamfile",
+        "require_certificate",
+        "tls_engine",
+        "tls_engine_kpass_sha1",
+        "tls_keyform",
+        "tls_version",
+    ),
+    "persistence": (
+        "persistence",
+        "retained_persistence",
+        "persistence_file",
+        "persistence_location",
+        "autosave_interval",
+        "autosave_on_changes",
+    ),
+    "websockets": ("http_dir", "websockets_log_level", "websockets_headers_size"),
+    "bridges": (
+        "connection",
+        "address",
+        "addresses",
+        "bridge_alpn",
+        "bridge_attempt_unsubscribe",
+        "bridge_bind_address",
+        "bridge_cafile",
+        "bridge_capath",
+        "bridge_certfile",
+        "bridge_identity",
+        "bridge_insecure",
+        "bridge_keyfile",
+        "bridge_max_packet_size",
+        "bridge_outgoing_retain",
+        "bridge_protocol_version",
+        "bridge_psk",
+        "bridge_require_ocsp",
+        "bridge_tls_version",
+        "cleansession",
+        "local_cleansession",
+        "clientid",
+        "remote_clientid",
+        "idle_timeout",
+        "keepalive_interval",
+        "local_clientid",
+        "local_password",
+        "local_username",
+        "notifications",
+        "notifications_local_only",
+        "notification_topic",
+        "password",
+        "remote_password",
+        "username",
+        "remote_username",
+        "restart_timeout",
+        "round_robin",
+        "start_type",
+        "threshold",
+        "topic",
+        "try_private",
+    ),
+    "$SYS": ("sys_interval",),
+    "listener options": ("mount_point", "bind_interface"),
+    "other": (
+        "allow_duplicate_messages",
+        "log_facility",
+        "memory_limit",
+        "retry_interval",
+        "user",
+    ),
+}
+
+#: Mosquitto option name -> the later work that brings it to midge.
+UNSUPPORTED_OPTIONS: dict[str, str] = {
+    name: group for group, names in _UNSUPPORTED_GROUPS.items() for name in names
+}
+
+_UNSUPPORTED_NOTES: dict[str, str] = {
+    "allow_duplicate_messages": "deprecated in Mosquitto; midge never sends duplicates",
+    "retry_interval": "Mosquitto 2 no longer has it either",
+    "user": "run midge as the user you want instead",
+    "log_facility": "it only matters for syslog, which comes later",
+    "memory_limit": "no memory accounting yet",
+}
+
+
+def _unsupported_message(name: str) -> str:
+    group = UNSUPPORTED_OPTIONS[name]
+    note = _UNSUPPORTED_NOTES.get(name)
+    if group == "other":
+        detail = note or "not planned yet"
+    elif group == "listener options":
+        detail = "the broker does not implement it yet"
+    else:
+        detail = f"it comes with {group} support"
+    return f"'{name}' is not supported yet by midge ({detail}); remove the line or comment it out"
+
+
+def _closest(name: str, candidates: list[str]) -> str:
+    match = difflib.get_close_matches(name, candidates, n=1, cutoff=0.7)
+    return f"; did you mean '{match[0]}'?" if match else ""
+
+
+def _parse_duration(text: str) -> int | None:
+    """Mosquitto's ``<n>h|d|w|m|y`` (month = 30 days, year = 365 days) in seconds, or None."""
+    m = re.fullmatch(r"([0-9]+)([hdwmy])", text)
+    if m is None or int(m.group(1)) <= 0:
+        return None
+    mult = {"h": 3600, "d": 86400, "w": 7 * 86400, "m": 30 * 86400, "y": 365 * 86400}
+    return int(m.group(1)) * mult[m.group(2)]
+
+
+class _Bad(Exception):
+    """A value problem found by a checker; the reader adds the file, line and option name."""
+
+
+def _check_int(lo: int, hi: int | None, what: str = "") -> Callable[[int], int]:
+    def check(value: int) -> int:
+        if value < lo or (hi is not None and value > hi):
+            rng = f"{lo}..{hi}" if hi is not None else f"at least {lo}"
+            raise _Bad(f"{value} is out of range: expected {rng}{what}")
+        return value
+
+    return check
+
+
+def _clamp_negative(to: int) -> Callable[[int], int]:
+    """Mosquitto treats a negative count as 'no limit' (0 or -1); so does midge."""
+
+    def check(value: int) -> int:
+        return to if value < 0 else value
+
+    return check
+
+
+def _check_inflight(value: int) -> int:
+    # Mosquitto: negative or 65535 means no maximum (0); above 65535 is an error.
+    if value < 0 or value == 65535:
+        return 0
+    if value > 65535:
+        raise _Bad(f"{value} is out of range: expected 0..65535 (0 = no maximum)")
+    return value
+
+
+_SIMPLE_INT: dict[str, Callable[[int], int]] = {
+    "max_inflight_messages": _check_inflight,
+    "max_inflight_bytes": _clamp_negative(0),
+    "max_queued_messages": _clamp_negative(0),
+    "max_queued_bytes": _clamp_negative(0),
+    "max_keepalive": _check_int(0, 65535),
+    "max_packet_size": _check_int(20, 2**31 - 1, " (Mosquitto forbids less than 20 bytes)"),
+    "message_size_limit": _check_int(0, MAX_PAYLOAD, " (0 = no limit)"),
+}
+_SIMPLE_BOOL = (
+    "queue_qos0_messages",
+    "retain_available",
+    "upgrade_outgoing_qos",
+    "set_tcp_nodelay",
+    "log_timestamp",
+    "connection_messages",
+)
+_LISTENER_INT: dict[str, Callable[[int], int]] = {
+    "max_qos": _check_int(0, 2),
+    "max_topic_alias": _check_int(0, 65535),
+    "max_connections": _clamp_negative(-1),
+}
+_PORT_CHECK = _check_int(0, 65535, " (0 = any free port)")
+
+
+def _check_connect_timeout(value: float) -> float:
+    if not math.isfinite(value) or value <= 0:
+        raise _Bad(f"{value} is out of range: expected a number of seconds greater than 0")
+    return value
+
+
+def _check_protocol(value: str) -> str:
+    if value == "mqtt":
+        return value
+    if value == "websockets":
+        raise _Bad("'websockets' is not supported yet by midge; use 'mqtt'")
+    raise _Bad(f"invalid protocol '{value}': expected mqtt")
+
+
+def _check_socket_domain(value: str) -> str:
+    if value not in ("ipv4", "ipv6"):
+        raise _Bad(f"invalid socket_domain '{value}': expected ipv4 or ipv6")
+    return value
+
+
+def _check_host(value: str) -> str:
+    if value.startswith("/"):
+        raise _Bad("Unix socket listeners are not supported yet by midge; give an IP address")
+    return value
+
+
+def _sort_key_mosquitto(name: str) -> list[tuple[str, str]]:
+    """Mosquitto's include_dir order: case-insensitive, upper case first within the same letter."""
+    return [(c.upper(), c) for c in name]
+
+
+def _include_files(directory: str) -> list[str]:
+    names = [n for n in os.listdir(directory) if len(n) > 5 and n.endswith(".conf")]
+    names.sort(key=_sort_key_mosquitto)
+    return [os.path.join(directory, n) for n in names]
+
+
+def _log_types(values: list[str]) -> list[str]:
+    """Turn Mosquitto ``log_type`` words (accumulated in order) into midge's canonical list."""
+    chosen: set[str] = set()
+    for value in values:
+        if value == "none":
+            chosen = set()
+        elif value == "all":
+            chosen = set(LOG_TYPES)
+        elif value in LOG_TYPES:
+            chosen.add(value)
+        elif value == "websockets":
+            raise _Bad("'websockets' is not supported yet by midge (it comes with websockets)")
+        else:
+            raise _Bad(
+                f"invalid log_type '{value}': expected one of {', '.join(LOG_TYPES)}, all, none"
+            )
+    return [t for t in LOG_TYPES if t in chosen]
+
+
+# ---------------------------------------------------------------------------------------------
+# mosquitto.conf
+
+
+_GLOBAL_OPTIONS = (
+    *_SIMPLE_INT,
+    *_SIMPLE_BOOL,
+    "per_listener_settings",
+    "persistent_client_expiration",
+    "log_dest",
+    "log_type",
+    "log_timestamp_format",
+    "pid_file",
+    "include_dir",
+    "connect_timeout",
+)
+_PER_LISTENER_SECURITY = ("allow_zero_length_clientid", "auto_id_prefix")
+_LISTENER_OPTIONS = (
+    "listener",
+    "port",
+    "bind_address",
+    "protocol",
+    "socket_domain",
+    *_LISTENER_INT,
+)
+_LISTENER_SCOPED = (
+    *_PER_LISTENER_SECURITY,
+    *_LISTENER_INT,
+    "maximum_qos",
+    "protocol",
+    "socket_domain",
+)
+KNOWN_OPTIONS: tuple[str, ...] = (*_GLOBAL_OPTIONS, *_PER_LISTENER_SECURITY, *_LISTENER_OPTIONS)
+
+
+class _ConfParser:
+    """Mosquitto 2.0's reader, option by option, with errors instead of warnings."""
+
+    def __init__(self, path: str) -> None:
+        self.main_path = path
+        self.config = Config(source=path)
+        self.config.listeners = []
+        # Listener options before any ``listener`` line configure Mosquitto's default listener,
+        # which exists (port 1883, every address) only if one of them was set.
+        self.default = ListenerConfig(port=1883, host=None)
+        self.default_port_set = False
+        self.default_host_set = False
+        self.default_where: tuple[str, int, str] | None = None  # first option that set it up
+        self.default_set: dict[str, tuple[str, int]] = {}  # listener option -> where, if set
+        self.current: ListenerConfig | None = None  # None: the default listener
+        self.current_line: dict[int, tuple[str, int]] = {}  # id(listener) -> where it was defined
+        self.security_set = False  # a per-listener security option was seen
+        self.log_dest: list[str] | None = None
+        self.log_types: list[str] | None = None
+        self.seen: dict[tuple[int, str], tuple[str, int]] = {}  # (scope, option) -> where
+
+    # -- driving
+
+    def parse_text(self, text: str, path: str, level: int) -> None:
+        for lineno, raw in enumerate(text.splitlines(), start=1):
+            line = raw.strip()
+            if not line or line.startswith("#"):
+                continue
+            name, _, rest = line.partition(" ")
+            if "\t" in name:  # tab after the name
+                name, _, more = name.partition("\t")
+                rest = more + " " + rest
+            self.option(name, rest.strip(), path, lineno, level)
+
+    def error(self, message: str, path: str, line: int) -> ConfigError:
+        return ConfigError(message, path, line)
+
+    def option(self, name: str, value: str, path: str, line: int, level: int) -> None:
+        try:
+            self._option(name, value, path, line, level)
+        except _Bad as exc:
+            raise self.error(f"{name}: {exc}", path, line) from None
+
+    def _option(self, name: str, value: str, path: str, line: int, level: int) -> None:
+        cfg = self.config
+        if name in UNSUPPORTED_OPTIONS:
+            raise self.error(_unsupported_message(name), path, line)
+        if name.startswith(("auth_opt_", "plugin_opt_")):
+            raise self.error(
+                f"'{name}' is not supported yet by midge (plugin options come with security "
+                "support); remove the line or comment it out",
+                path,
+                line,
+            )
+        if name not in KNOWN_OPTIONS and name != "maximum_qos":
+            raise self.error(
+                f"unknown option '{name}'{_closest(name, self._all_names())}", path, line
+            )
+        if name == "include_dir":
+            self.include_dir(value, path, line, level)
+            return
+        if not value:
+            raise self.error(f"missing value for '{name}'", path, line)
+
+        if name in _SIMPLE_INT:
+            setattr(cfg, name, _SIMPLE_INT[name](self.int_value(name, value)))
+            if name == "message_size_limit":
+                cfg.notices.append(
+                    f"{path}:{line}: it is recommended to replace 'message_size_limit' with "
+                    "'max_packet_size' (as Mosquitto says)"
+                )
+        elif name in _SIMPLE_BOOL:
+            setattr(cfg, name, self.bool_value(name, value))
+        elif name == "connect_timeout":
+            word = self.word(name, value)
+            try:
+                timeout = float(word)
+            except ValueError:
+                raise _Bad(f"invalid value '{word}': expected a number of seconds") from None
+            cfg.connect_timeout = _check_connect_timeout(timeout)
+        elif name == "per_listener_settings":
+            flag = self.bool_value(name, value)
+            if flag and self.security_set:
+                raise _Bad(
+                    "must be set before any per-listener security option "
+                    "(allow_zero_length_clientid, auto_id_prefix); move it to the top of the file"
+                )
+            cfg.per_listener_settings = flag
+        elif name == "persistent_client_expiration":
+            word = self.word(name, value)
+            seconds = _parse_duration(word)
+            if seconds is None:
+                raise _Bad(
+                    f"invalid duration '{word}': expected a positive whole number followed by "
+                    "h, d, w, m or y (hours, days, weeks, months, years), e.g. 14d"
+                )
+            cfg.persistent_client_expiration = seconds
+        elif name == "log_dest":
+            self.log_dest_option(value)
+        elif name == "log_type":
+            words = self.log_types or []
+            words.append(self.word(name, value))
+            self.log_types = words
+            _log_types(words)  # validate now, so the error names this line
+        elif name in ("log_timestamp_format", "pid_file"):
+            self.once(0, name, path, line)
+            setattr(cfg, name, value)
+        elif name in _LISTENER_SCOPED:
+            self.listener_scoped(name, value, path, line)
+        elif name == "listener":
+            self.listener(value, path, line)
+        elif name == "port":
+            port = _PORT_CHECK(self.int_value(name, value))
+            if self.default_port_set:
+                cfg.notices.append(
+                    f"{path}:{line}: default listener port specified multiple times; "
+                    "only the latest is used"
+                )
+            self.default.port = port
+            self.default_port_set = True
+            self.default_where = self.default_where or (path, line, name)
+            cfg.notices.append(
+                f"{path}:{line}: 'port' is deprecated (as in Mosquitto); use 'listener {port}'"
+            )
+        elif name == "bind_address":
+            self.once(-1, name, path, line)
+            self.default.host = _check_host(value)
+            self.default_host_set = True
+            self.default_where = self.default_where or (path, line, name)
+            cfg.notices.append(
+                f"{path}:{line}: 'bind_address' is deprecated (as in Mosquitto); "
+                f"use 'listener PORT {value}'"
+            )
+        else:  # pragma: no cover - every known option is handled above
+            raise AssertionError(name)
+
+    # -- values
+
+    @staticmethod
+    def word(name: str, value: str) -> str:
+        """One-word values; a trailing ``# comment`` is allowed, anything else is an error."""
+        parts = value.split(None, 1)
+        first = parts[0] if parts else ""
+        extra = parts[1].strip() if len(parts) > 1 else ""
+        if extra and not extra.startswith("#"):
+            raise _Bad(f"unexpected text '{extra}' after the value '{first}'")
+        return first
+
+    def int_value(self, name: str, value: str) -> int:
+        word = self.word(name, value)
+        if not re.fullmatch(r"[+-]?[0-9]+", word):
+            raise _Bad(f"invalid value '{word}': expected a whole number")
+        return int(word)
+
+    def bool_value(self, name: str, value: str) -> bool:
+        word = self.word(name, value)
+        if word in ("true", "1"):
+            return True
+        if word in ("false", "0"):
+            return False
+        raise _Bad(f"invalid value '{word}': expected true or false")
+
+    def once(self, scope: int, name: str, path: str, line: int) -> None:
+        """Mosquitto refuses a string option given twice in one scope ("Duplicate ... value")."""
+        where = self.seen.get((scope, name))
+        if where is not None:
+            raise _Bad(f"given twice (first at {where[0]}:{where[1]}); keep only one")
+        self.seen[(scope, name)] = (path, line)
+
+    # -- listeners
+
+    def listener(self, value: str, path: str, line: int) -> None:
+        words = value.split()
+        for i, word in enumerate(words[1:], start=1):
+            if word.startswith("#"):  # a trailing comment, as Mosquitto allows here
+                del words[i:]
+                break
+        port_word = words[0]
+        if not re.fullmatch(r"[0-9]+", port_word):
+            raise _Bad(
+                f"invalid port '{port_word}': expected a number 0..65535 (0 = any free port)"
+            )
+        port = _PORT_CHECK(int(port_word))
+        host: str | None = None
+        if len(words) >= 2:
+            host = _check_host(words[1])
+            if len(words) >= 3:
+                raise _Bad(
+                    f"unexpected text '{' '.join(words[2:])}': expected 'listener PORT [ADDRESS]'"
+                )
+        for other in self.config.listeners:
+            if port != 0 and other.port == port and other.host == host:
+                first = self.current_line[id(other)]
+                raise _Bad(
+                    f"a listener on port {port}"
+                    + (f" address {host}" if host else "")
+                    + f" is already defined at {first[0]}:{first[1]}"
+                )
+        new = ListenerConfig(port=port, host=host)
+        self.config.listeners.append(new)
+        self.current_line[id(new)] = (path, line)
+        self.current = new
+        self.config.local_only = False
+
+    def listener_scoped(self, name: str, value: str, path: str, line: int) -> None:
+        target = self.current if self.current is not None else self.default
+        on_listener = name not in _PER_LISTENER_SECURITY or self.config.per_listener_settings
+        if on_listener and self.current is None:
+            self.default_where = self.default_where or (path, line, name)
+            self.default_set.setdefault(name, (path, line))
+        scope = id(target)
+        if name in _PER_LISTENER_SECURITY:
+            self.security_set = True
+            per_listener = self.config.per_listener_settings
+            if name == "auto_id_prefix":
+                self.once(scope if per_listener else 0, name, path, line)
+                if per_listener:
+                    target.auto_id_prefix = value
+                else:
+                    self.config.auto_id_prefix = value
+            else:
+                flag = self.bool_value(name, value)
+                if per_listener:
+                    target.allow_zero_length_clientid = flag
+                else:
+                    self.config.allow_zero_length_clientid = flag
+        elif name in ("max_qos", "maximum_qos"):
+            target.max_qos = _LISTENER_INT["max_qos"](self.int_value(name, value))
+        elif name in _LISTENER_INT:
+            setattr(target, name, _LISTENER_INT[name](self.int_value(name, value)))
+        elif name == "protocol":
+            target.protocol = _check_protocol(self.word(name, value))
+        elif name == "socket_domain":
+            target.socket_domain = _check_socket_domain(self.word(name, value))
+
+    # -- logging
+
+    def log_dest_option(self, value: str) -> None:
+        kind, _, rest = value.replace("\t", " ").partition(" ")
+        dests = self.log_dest if self.log_dest is not None else []
+        if kind == "none":
+            self.word("log_dest", value)
+            dests = []
+            self.config.log_file = None
+        elif kind in ("stderr", "stdout"):
+            self.word("log_dest", value)
+            if kind not in dests:
+                dests.append(kind)
+        elif kind == "file":
+            target = rest.strip()
+            if not target:
+                raise _Bad("'log_dest file' needs a path: log_dest file /var/log/midge.log")
+            if self.config.log_file is not None:
+                raise _Bad("only one 'log_dest file' may be configured (as in Mosquitto)")
+            self.config.log_file = target
+            dests.append("file")
+        elif kind in ("syslog", "topic", "dlt"):
+            raise _Bad(
+                f"'{kind}' is not supported yet by midge; use stderr, stdout, file PATH or none"
+            )
+        else:
+            raise _Bad(f"invalid log_dest '{kind}': expected stderr, stdout, file PATH or none")
+        self.log_dest = dests
+
+    # -- include_dir
+
+    def include_dir(self, value: str, path: str, line: int, level: int) -> None:
+        if level > 0:
+            raise self.error(
+                "include_dir is only allowed in the main configuration file (as in Mosquitto); "
+                "move it there",
+                path,
+                line,
+            )
+        if not value:
+            raise self.error("missing value for 'include_dir'", path, line)
+        try:
+            files = _include_files(value)
+        except OSError as exc:
+            raise self.error(
+                f"include_dir: cannot read directory '{value}': {exc.strerror}", path, line
+            ) from None
+        main = os.path.realpath(self.main_path)
+        for file in files:
+            if os.path.realpath(file) == main:
+                raise self.error(
+                    f"include_dir: '{value}' contains the main configuration file; "
+                    "move one of them",
+                    path,
+                    line,
+                )
+        for file in files:
+            try:
+                with open(file, encoding="utf-8") as f:
+                    text = f.read()
+            except OSError as exc:
+                raise ConfigError(f"cannot read included file: {exc.strerror}", file) from None
+            except UnicodeDecodeError:
+                raise ConfigError("included file is not valid UTF-8", file) from None
+            self.parse_text(text, file, level + 1)
+
+    # -- result
+
+    @staticmethod
+    def _all_names() -> list[str]:
+        return [*KNOWN_OPTIONS, *UNSUPPORTED_OPTIONS]
+
+    def finish(self) -> Config:
+        cfg = self.config
+        d = self.default
+        # Mosquitto creates the default listener if any of its options differs from the default.
+        if (
+            self.default_port_set
+            or self.default_host_set
+            or d.max_connections != -1
+            or (d.max_qos is not None and d.max_qos != 2)
+            or d.protocol != "mqtt"
+            or d.socket_domain is not None
+            or d.allow_zero_length_clientid is False
+        ):
+            for other in cfg.listeners:
+                if other.port == d.port and other.port != 0 and other.host == d.host:
+                    where = self.current_line[id(other)]
+                    assert self.default_where is not None
+                    dpath, dline, dname = self.default_where
+                    raise ConfigError(
+                        f"'{dname}' before any 'listener' line configures Mosquitto's default "
+                        f"listener (port {d.port}), which clashes with the listener defined at "
+                        f"{where[0]}:{where[1]}; move '{dname}' below that 'listener' line",
+                        dpath,
+                        dline,
+                    )
+            cfg.listeners.append(d)
+            cfg.local_only = False
+        else:
+            # Mosquitto keeps these on a default listener it then never creates: the setting would
+            # be lost without a word. Say so instead.
+            for name in ("max_topic_alias", "auto_id_prefix"):
+                if name in self.default_set:
+                    where = self.default_set[name]
+                    raise ConfigError(
+                        f"'{name}' before any 'listener' line applies to Mosquitto's default "
+                        "listener, which this file does not create, so it would have no effect; "
+                        "move it below a 'listener' line",
+                        *where,
+                    )
+        if not cfg.listeners:
+            cfg.listeners = [ListenerConfig()]
+        if self.log_dest is not None:
+            cfg.log_dest = self.log_dest
+        if self.log_types is not None:
+            cfg.log_type = _log_types(self.log_types)
+        return cfg
+
+
+# ---------------------------------------------------------------------------------------------
+# TOML
+
+
+_TOML_GLOBAL_LISTENER_DEFAULTS = ("max_qos", "max_topic_alias")
+_TOML_LISTENER_KEYS = (
+    "port",
+    "address",
+    "host",
+    "protocol",
+    "max_connections",
+    "max_qos",
+    "max_topic_alias",
+    "socket_domain",
+    "allow_zero_length_clientid",
+    "auto_id_prefix",
+)
+_TOML_GLOBAL_KEYS = (
+    *_SIMPLE_INT,
+    *_SIMPLE_BOOL,
+    *_PER_LISTENER_SECURITY,
+    *_TOML_GLOBAL_LISTENER_DEFAULTS,
+    "per_listener_settings",
+    "persistent_client_expiration",
+    "log_dest",
+    "log_type",
+    "log_timestamp_format",
+    "pid_file",
+    "connect_timeout",
+    "listener",
+)
+
+
+class _TomlReader:
+    """midge's TOML layout; every key keeps its Mosquitto name and meaning."""
+
+    def __init__(self, text: str, path: str) -> None:
+        self.text = text
+        self.path = path
+        self.lines = self._locate(text)
+
+    @staticmethod
+    def _locate(text: str) -> dict[tuple[int, str], int]:
+        """(listener index or -1 for top level, key) -> line, found by scanning the text."""
+        where: dict[tuple[int, str], int] = {}
+        table = -1
+        in_other_table = False
+        for lineno, raw in enumerate(text.splitlines(), start=1):
+            line = raw.strip()
+            if re.match(r"\[\[\s*listener\s*\]\]", line):
+                table += 1
+                in_other_table = False
+                where.setdefault((table, "[[listener]]"), lineno)
+                continue
+            m = re.match(r"\[+\s*([^\]]+?)\s*\]", line)
+            if m:
+                in_other_table = True
+                where.setdefault((-2, m.group(1).strip().strip('"')), lineno)
+                continue
+            m = re.match(r'("[^"]*"|[A-Za-z0-9_.-]+)\s*=', line)
+            if m and not in_other_table:
+                where.setdefault((table, m.group(1).strip('"')), lineno)
+        return where
+
+    def error(self, message: str, table: int, key: str | None) -> ConfigError:
+        line = None
+        if key is not None:
+            line = self.lines.get((table, key))
+        if line is None and table >= 0:
+            line = self.lines.get((table, "[[listener]]"))
+        return ConfigError(message, self.path, line)
+
+    def read(self) -> Config:
+        try:
+            data = tomllib.loads(self.text)
+        except tomllib.TOMLDecodeError as exc:
+            m = re.search(r"\(at line (\d+), column (\d+)\)", str(exc))
+            line = int(m.group(1)) if m else None
+            msg = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(exc))
+            raise ConfigError(f"invalid TOML: {msg}", self.path, line) from None
+        cfg = Config(source=self.path, listeners=[])
+        # per_listener_settings decides where the security options may go, so read it first.
+        if "per_listener_settings" in data:
+            cfg.per_listener_settings = self.boolean(
+                data["per_listener_settings"], -1, "per_listener_settings"
+            )
+        for key, value in data.items():
+            self.global_key(cfg, key, value)
+        if not cfg.listeners:
+            cfg.listeners = [ListenerConfig()]
+        else:
+            cfg.local_only = False
+        return cfg
+
+    # -- typed values
+
+    def typed(self, value: Any, kind: type, table: int, key: str, expected: str) -> Any:
+        if kind is int and (isinstance(value, bool) or not isinstance(value, int)):
+            raise self.error(f"'{key}' must be {expected}, not {self.describe(value)}", table, key)
+        if kind is not int and not isinstance(value, kind):
+            raise self.error(f"'{key}' must be {expected}, not {self.describe(value)}", table, key)
+        return value
+
+    @staticmethod
+    def describe(value: Any) -> str:
+        if isinstance(value, bool):
+            return f"the boolean {str(value).lower()}"
+        if isinstance(value, str):
+            return f"the string {value!r}"
+        if isinstance(value, int | float):
+            return f"the number {value}"
+        if isinstance(value, list):
+            return "an array"
+        if isinstance(value, dict):
+            return "a table"
+        return type(value).__name__
+
+    def boolean(self, value: Any, table: int, key: str) -> bool:
+        return bool(self.typed(value, bool, table, key, "true or false"))
+
+    def integer(self, value: Any, table: int, key: str, check: Callable[[int], int]) -> int:
+        number = int(self.typed(value, int, table, key, "a whole number"))
+        try:
+            return check(number)
+        except _Bad as exc:
+            raise self.error(f"{key}: {exc}", table, key) from None
+
+    def string(self, value: Any, table: int, key: str) -> str:
+        text = str(self.typed(value, str, table, key, "a string"))
+        if not text:
+            raise self.error(f"'{key}' must not be empty", table, key)
+        return text
+
+    def strings(self, value: Any, table: int, key: str) -> list[str]:
+        items = [value] if isinstance(value, str) else value
+        if not isinstance(items, list) or not all(isinstance(v, str) for v in items):
+            raise self.error(
+                f"'{key}' must be a string or an array of strings, not {self.describe(value)}",
+                table,
+                key,
+            )
+        return list(items)
+
+    def scope_error(self, key: str, table: int) -> ConfigError | None:
+        if key in UNSUPPORTED_OPTIONS:
+            return self.error(_unsupported_message(key), table, key)
+        if key.startswith(("auth_opt_", "plugin_opt_")):
+            return self.error(
+                f"'{key}' is not supported yet by midge (plugin options come with security "
+                "support); remove it",
+                table,
+                key,
+            )
+        return None
+
+    # -- top level
+
+    def global_key(self, cfg: Config, key: str, value: Any) -> None:
+        t = -1
+        err = self.scope_error(key, t)
+        if err is not None:
+            raise err
+        if key == "listener":
+            if isinstance(value, dict):
+                raise self.error(
+                    "'listener' must be an array of tables: write [[listener]], not [listener]",
+                    -2,
+                    "listener",
+                )
+            if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+                raise self.error("'listener' must be [[listener]] tables", t, key)
+            for index, table in enumerate(value):
+                cfg.listeners.append(self.listener(cfg, index, table))
+            return
+        if key in _SIMPLE_INT:
+            setattr(cfg, key, self.integer(value, t, key, _SIMPLE_INT[key]))
+        elif key in _SIMPLE_BOOL or key == "per_listener_settings":
+            setattr(cfg, key, self.boolean(value, t, key))
+        elif key == "allow_zero_length_clientid":
+            cfg.allow_zero_length_clientid = self.boolean(value, t, key)
+        elif key in ("auto_id_prefix", "log_timestamp_format", "pid_file"):
+            setattr(cfg, key, self.string(value, t, key))
+        elif key in _TOML_GLOBAL_LISTENER_DEFAULTS:
+            setattr(cfg, key, self.integer(value, t, key, _LISTENER_INT[key]))
+        elif key == "connect_timeout":
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise self.error(
+                    f"'{key}' must be a number of seconds, not {self.describe(value)}", t, key
+                )
+            try:
+                cfg.connect_timeout = _check_connect_timeout(float(value))
+            except _Bad as exc:
+                raise self.error(f"{key}: {exc}", t, key) from None
+        elif key == "persistent_client_expiration":
+            if isinstance(value, int) and not isinstance(value, bool):
+                cfg.persistent_client_expiration = self.integer(value, t, key, _check_int(1, None))
+            else:
+                text = self.string(value, t, key)
+                seconds = _parse_duration(text)
+                if seconds is None:
+                    raise self.error(
+                        f"{key}: invalid duration '{text}': expected a positive whole number "
+                        'followed by h, d, w, m or y, e.g. "14d" (or a number of seconds)',
+                        t,
+                        key,
+                    )
+                cfg.persistent_client_expiration = seconds
+        elif key == "log_dest":
+            self.log_dest(cfg, self.strings(value, t, key))
+        elif key == "log_type":
+            try:
+                cfg.log_type = _log_types(self.strings(value, t, key))
+            except _Bad as exc:
+                raise self.error(f"log_type: {exc}", t, key) from None
+        elif key in ("port", "bind_address"):
+            raise self.error(
+                f"'{key}' (Mosquitto's deprecated default-listener option) is not used in TOML; "
+                "configure a [[listener]] table with port = ... and address = ...",
+                t,
+                key,
+            )
+        elif key in _TOML_LISTENER_KEYS:
+            raise self.error(
+                f"'{key}' is a listener option; put it in a [[listener]] table", t, key
+            )
+        elif key == "include_dir":
+            raise self.error(
+                "'include_dir' is a mosquitto.conf option; TOML files do not include others",
+                t,
+                key,
+            )
+        elif isinstance(value, dict):
+            raise self.error(
+                f"unknown table [{key}]{_closest(key, ['listener'])}; midge's TOML has "
+                "top-level options and [[listener]] tables",
+                -2,
+                key,
+            )
+        else:
+            raise self.error(f"unknown option '{key}'{_closest(key, self._names())}", t, key)
+
+    @staticmethod
+    def _names() -> list[str]:
+        return [*_TOML_GLOBAL_KEYS, *_TOML_LISTENER_KEYS, *UNSUPPORTED_OPTIONS]
+
+    def log_dest(self, cfg: Config, values: list[str]) -> None:
+        dests: list[str] = []
+        log_file: str | None = None
+        for item in values:
+            kind, _, rest = item.strip().partition(" ")
+            try:
+                if kind == "none":
+                    if rest.strip():
+                        raise _Bad(f"unexpected text '{rest.strip()}' after 'none'")
+                    dests, log_file = [], None
+                elif kind in ("stderr", "stdout"):
+                    if rest.strip():
+                        raise _Bad(f"unexpected text '{rest.strip()}' after '{kind}'")
+                    if kind not in dests:
+                        dests.append(kind)
+                elif kind == "file":
+                    if not rest.strip():
+                        raise _Bad("'file' needs a path: \"file /var/log/midge.log\"")
+                    if log_file is not None:
+                        raise _Bad("only one 'file' destination may be configured")
+                    log_file = rest.strip()
+                    dests.append("file")
+                elif kind in ("syslog", "topic", "dlt"):
+                    raise _Bad(
+                        f"'{kind}' is not supported yet by midge; use stderr, stdout, "
+                        '"file PATH" or none'
+                    )
+                else:
+                    raise _Bad(
+                        f"invalid destination '{item}': expected stderr, stdout, "
+                        '"file PATH" or none'
+                    )
+            except _Bad as exc:
+                raise self.error(f"log_dest: {exc}", -1, "log_dest") from None
+        cfg.log_dest = dests
+        cfg.log_file = log_file
+
+    # -- [[listener]]
+
+    def listener(self, cfg: Config, index: int, table: dict[str, Any]) -> ListenerConfig:
+        t = index
+        if "port" not in table:
+            raise self.error("[[listener]] needs a port, e.g. port = 1883", t, None)
+        lst = ListenerConfig(port=self.integer(table["port"], t, "port", _PORT_CHECK), host=None)
+        if "address" in table and "host" in table:
+            raise self.error(
+                "give either 'address' or 'host' (the same thing), not both", t, "host"
+            )
+        for key, value in table.items():
+            err = None if key in _TOML_LISTENER_KEYS else self.scope_error(key, t)
+            if err is not None:
+                raise err
+            if key == "port":
+                continue
+            if key in ("address", "host"):
+                text = self.string(value, t, key)
+                try:
+                    lst.host = _check_host(text)
+                except _Bad as exc:
+                    raise self.error(f"{key}: {exc}", t, key) from None
+            elif key in _LISTENER_INT:
+                setattr(lst, key, self.integer(value, t, key, _LISTENER_INT[key]))
+            elif key in ("protocol", "socket_domain"):
+                text = self.string(value, t, key)
+                check = _check_protocol if key == "protocol" else _check_socket_domain
+                try:
+                    setattr(lst, key, check(text))
+                except _Bad as exc:
+                    raise self.error(f"{key}: {exc}", t, key) from None
+            elif key in _PER_LISTENER_SECURITY:
+                if not cfg.per_listener_settings:
+                    raise self.error(
+                        f"'{key}' in a [[listener]] table needs per_listener_settings = true "
+                        "at the top of the file (otherwise it is a global option: move it above "
+                        "the first [[listener]])",
+                        t,
+                        key,
+                    )
+                if key == "auto_id_prefix":
+                    lst.auto_id_prefix = self.string(value, t, key)
+                else:
+                    lst.allow_zero_length_clientid = self.boolean(value, t, key)
+            elif key in _TOML_GLOBAL_KEYS or key in KNOWN_OPTIONS:
+                raise self.error(
+                    f"'{key}' is a global option, not a listener option; move it above the "
+                    "first [[listener]] table",
+                    t,
+                    key,
+                )
+            else:
+                raise self.error(
+                    f"unknown listener option '{key}'{_closest(key, list(_TOML_LISTENER_KEYS))}",
+                    t,
+                    key,
+                )
+        for other in cfg.listeners:
+            if lst.port != 0 and other.port == lst.port and other.host == lst.host:
+                raise self.error(
+                    f"a listener on port {lst.port} with the same address is defined twice",
+                    t,
+                    "port",
+                )
+        return lst

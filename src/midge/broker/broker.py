@@ -223,9 +223,8 @@ class Broker:
         props = will.properties
         if props:
             props = {k: v for k, v in props.items() if k != Prop.WILL_DELAY_INTERVAL}
-        self.publish(
-            Message.from_publish(will.topic, will.payload, will.qos, will.retain, props, will.origin)
-        )
+        w = will
+        self.publish(Message.from_publish(w.topic, w.payload, w.qos, w.retain, props, w.origin))
 
     def route(self, message: Message) -> bool:
         subs, shared = self.tree.match(message.topic)

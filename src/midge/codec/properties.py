@@ -52,7 +52,12 @@ WILL = 0
 
 _C, _CA, _P = PacketType.CONNECT, PacketType.CONNACK, PacketType.PUBLISH
 _PA, _PREC, _PREL, _PC = PacketType.PUBACK, PacketType.PUBREC, PacketType.PUBREL, PacketType.PUBCOMP
-_S, _SA, _U, _UA = PacketType.SUBSCRIBE, PacketType.SUBACK, PacketType.UNSUBSCRIBE, PacketType.UNSUBACK
+_S, _SA, _U, _UA = (
+    PacketType.SUBSCRIBE,
+    PacketType.SUBACK,
+    PacketType.UNSUBSCRIBE,
+    PacketType.UNSUBACK,
+)
 _D, _A = PacketType.DISCONNECT, PacketType.AUTH
 
 #: Property -> (wire type, the packet types (and WILL) that may carry it).
