@@ -2,7 +2,8 @@
 
 ``broker`` runs a :class:`midge.server.Server` with the default configuration in a background
 thread with its own event loop, listening on 127.0.0.1 on a free port. ``make_broker(**overrides)``
-starts one with :class:`midge.config.Config` fields overridden. Both are stopped when the test ends.
+starts one with :class:`midge.config.Config` fields overridden (and ``authenticator=`` an
+:class:`midge.auth.base.Authenticator`). Both are stopped when the test ends.
 """
 
 from __future__ import annotations
@@ -21,10 +22,10 @@ from midge.server import Server
 class RunningBroker:
     """A broker serving in a thread of its own; ``host``/``port`` is where it listens."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, authenticator: Any = None) -> None:
         self.config = config
         self.loop = asyncio.new_event_loop()
-        self.server = Server(config)
+        self.server = Server(config, authenticator)
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self._thread.start()
         asyncio.run_coroutine_threadsafe(self.server.start(), self.loop).result(10)
@@ -51,9 +52,9 @@ class RunningBroker:
 def make_broker() -> Iterator[Callable[..., RunningBroker]]:
     started: list[RunningBroker] = []
 
-    def start(**overrides: Any) -> RunningBroker:
+    def start(authenticator: Any = None, **overrides: Any) -> RunningBroker:
         overrides.setdefault("listeners", [ListenerConfig(port=0, host="127.0.0.1")])
-        running = RunningBroker(Config(**overrides))
+        running = RunningBroker(Config(**overrides), authenticator)
         started.append(running)
         return running
 
@@ -69,7 +70,9 @@ def broker(make_broker: Callable[..., RunningBroker]) -> RunningBroker:
 
 @pytest.fixture
 def raw(broker: RunningBroker) -> Iterator[Callable[..., Any]]:
-    """``raw(version=4)`` opens a :class:`tests.rawclient.RawClient` to ``broker``; all are closed."""
+    """``raw(version=4)`` opens a :class:`tests.rawclient.RawClient` to ``broker``.
+
+    Every client opened is closed when the test ends."""
     from tests.rawclient import RawClient
 
     opened: list[RawClient] = []

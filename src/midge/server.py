@@ -11,6 +11,7 @@ import asyncio
 import logging
 from typing import Any
 
+from midge.auth.base import Authenticator
 from midge.broker.broker import Broker
 from midge.config import Config, resolve_listener
 from midge.transport.tcp import ListenerState, listen
@@ -22,8 +23,9 @@ CLOSE_TIMEOUT = 2.0
 
 
 class Server:
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, authenticator: Authenticator | None = None) -> None:
         self.config = config
+        self.authenticator = authenticator
         self.broker: Broker | None = None
         self.listeners: list[ListenerState] = []
         #: (host, port, ...) of each listening socket, in listener order.
@@ -31,7 +33,7 @@ class Server:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        self.broker = Broker(self.config, loop)
+        self.broker = Broker(self.config, loop, self.authenticator)
         try:
             for listener in self.config.listeners:
                 state = await listen(self.broker, resolve_listener(self.config, listener))

@@ -36,10 +36,27 @@ class ConnectRequest:
         self.auth_data = auth_data
 
 
+class AuthExchange(Protocol):
+    """One MQTT 5 enhanced-authentication exchange (4.12), e.g. a SCRAM conversation.
+
+    Each call returns (reason code, authentication data to send): 0x18 to continue (the server
+    sends AUTH and waits for the client's), 0x00 for success, or a failure code (0x87, 0x86, ...).
+    """
+
+    def start(self, data: bytes | None) -> tuple[int, bytes | None]: ...
+
+    def step(self, data: bytes | None) -> tuple[int, bytes | None]: ...
+
+
 class Authenticator(Protocol):
     def authenticate(self, request: ConnectRequest) -> int:
-        """A reason code: 0 accepts; 0x86 bad user name or password, 0x87 not authorized,
-        0x8C bad authentication method (for an enhanced-auth method it does not support)."""
+        """Plain CONNECT (no Authentication Method): a reason code, 0 accepts; 0x86 bad user
+        name or password, 0x87 not authorized."""
+        ...
+
+    def enhanced(self, request: ConnectRequest) -> AuthExchange | None:
+        """An exchange for ``request.auth_method``, or None if the method is not supported
+        (the CONNECT is then refused with 0x8C, or the re-authentication ends the connection)."""
         ...
 
     def can_publish(self, client_id: str, username: str | None, topic: str) -> bool: ...
@@ -55,9 +72,10 @@ class AllowAll:
     """
 
     def authenticate(self, request: ConnectRequest) -> int:
-        if request.auth_method is not None:
-            return Reason.BAD_AUTHENTICATION_METHOD
         return Reason.SUCCESS
+
+    def enhanced(self, request: ConnectRequest) -> AuthExchange | None:
+        return None
 
     def can_publish(self, client_id: str, username: str | None, topic: str) -> bool:
         return True

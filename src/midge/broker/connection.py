@@ -16,7 +16,7 @@ import time
 import uuid
 from typing import Any, Protocol
 
-from midge.auth.base import ConnectRequest
+from midge.auth.base import AuthExchange, ConnectRequest
 from midge.broker.broker import Broker
 from midge.broker.message import Message, SubOptions
 from midge.broker.session import NEVER, Session
@@ -93,6 +93,10 @@ class Connection:
         self.session: Session | None = None
         self.will: Message | None = None
         self.auth_method: str | None = None
+        self.authenticating = False
+        self._exchange: AuthExchange | None = None
+        #: The CONNECT being authenticated: (packet, client id, whether we assigned the id).
+        self._connect: tuple[Connect, str, bool] | None = None
         self.keepalive = 0
         self.last_seen = broker.scheduler.time()
         self.max_qos = listener.max_qos if listener.max_qos is not None else config.max_qos
@@ -134,9 +138,22 @@ class Connection:
             self._violation(exc.reason, str(exc))
         except ProtocolViolation as exc:
             self._violation(exc.reason, str(exc))
+        except Exception:
+            # A bug of ours must cost this one connection, never the broker.
+            log.exception("internal error handling a packet from %s", self.client_id or self.peer)
+            self._violation(Reason.IMPLEMENTATION_SPECIFIC_ERROR, "internal error")
 
     def _handle(self, packet: Packet) -> None:
         if self.state == CONNECTING:
+            if self._connect is not None:
+                # Between CONNECT and CONNACK only the authentication exchange may continue.
+                if isinstance(packet, Auth):
+                    self._on_auth(packet)
+                    return
+                if isinstance(packet, Disconnect):
+                    self._close(False)
+                    return
+                raise ProtocolViolation(Reason.PROTOCOL_ERROR, "packet during authentication")
             if not isinstance(packet, Connect):
                 # MQTT-3.1.0-1: the first packet must be CONNECT.
                 raise ProtocolViolation(Reason.PROTOCOL_ERROR, "first packet is not CONNECT")
@@ -208,22 +225,62 @@ class Connection:
             except CodecError:
                 self._refuse(Reason.TOPIC_NAME_INVALID, "invalid will topic")
                 return
-        if v5:
-            self.auth_method = props.get(Prop.AUTHENTICATION_METHOD)
-        code = broker.authenticator.authenticate(
-            ConnectRequest(
-                client_id,
-                p.username,
-                p.password,
-                self.peer,
-                version,
-                self.auth_method,
-                props.get(Prop.AUTHENTICATION_DATA) if v5 else None,
-            )
+        request = ConnectRequest(
+            client_id,
+            p.username,
+            p.password,
+            self.peer,
+            version,
+            props.get(Prop.AUTHENTICATION_METHOD) if v5 else None,
+            props.get(Prop.AUTHENTICATION_DATA) if v5 else None,
         )
+        self._connect = (p, client_id, assigned)
+        if request.auth_method is not None:
+            # MQTT 5 enhanced authentication (4.12): the method's exchange runs before CONNACK.
+            self.auth_method = request.auth_method
+            self._exchange = broker.authenticator.enhanced(request)
+            if self._exchange is None:
+                self._refuse(Reason.BAD_AUTHENTICATION_METHOD, "unsupported auth method")
+                return
+            self._auth_step(self._exchange.start(request.auth_data))
+            return
+        code = broker.authenticator.authenticate(request)
         if code:
             self._refuse(code, "not authorised")
             return
+        self._accept(None)
+
+    def _auth_step(self, step: tuple[int, bytes | None]) -> None:
+        """Act on the authenticator's answer: continue (AUTH 0x18), succeed, or fail."""
+        code, data = step
+        props: Properties = {Prop.AUTHENTICATION_METHOD: self.auth_method}
+        if data is not None:
+            props[Prop.AUTHENTICATION_DATA] = data
+        if code == Reason.CONTINUE_AUTHENTICATION:
+            self.authenticating = True
+            self._send(Auth(Reason.CONTINUE_AUTHENTICATION, props))
+            return
+        self.authenticating = False
+        if self.state == CONNECTING:
+            if code:
+                self._refuse(code, "enhanced authentication failed")
+            else:
+                self._accept(props)
+        elif code:
+            raise ProtocolViolation(code, "re-authentication failed")
+        else:
+            self._send(Auth(Reason.SUCCESS, props))  # MQTT-4.12.1-? v5: re-authentication done
+
+    def _accept(self, auth_props: Properties | None) -> None:
+        """The CONNECT is accepted: attach the session and send CONNACK."""
+        assert self._connect is not None
+        p, client_id, assigned = self._connect
+        self._connect = None
+        broker = self.broker
+        config = broker.config
+        version = self.version
+        v5 = version == MQTT5
+        props = p.properties
         self.client_id = client_id
         self.username = p.username
         if v5:
@@ -247,7 +304,7 @@ class Connection:
         session.expiry_interval = expiry
         self.session = session
         self.state = CONNECTED
-        ack_props: Properties = {}
+        ack_props: Properties = auth_props or {}
         keepalive = p.keep_alive
         if v5:
             if self.receive_maximum != 65535:
@@ -462,10 +519,28 @@ class Connection:
         self._close(False)
 
     def _on_auth(self, p: Auth) -> None:
-        if self.auth_method is None:
-            # MQTT-4.12.0-? v5: AUTH without an Authentication Method at CONNECT.
-            raise ProtocolViolation(Reason.PROTOCOL_ERROR, "AUTH without authentication method")
-        raise ProtocolViolation(Reason.BAD_AUTHENTICATION_METHOD, "re-authentication unsupported")
+        """AUTH during an exchange (0x18) or to start re-authentication (0x19), MQTT 5 4.12."""
+        method = p.properties.get(Prop.AUTHENTICATION_METHOD)
+        if self.auth_method is None or method != self.auth_method:
+            # MQTT-4.12.0-? v5: no method at CONNECT, or another one now (MQTT-4.12.1-1).
+            raise ProtocolViolation(Reason.PROTOCOL_ERROR, "AUTH with another or no method")
+        data = p.properties.get(Prop.AUTHENTICATION_DATA)
+        if p.reason_code == Reason.RE_AUTHENTICATE and not self.authenticating:
+            if self.state != CONNECTED:
+                raise ProtocolViolation(Reason.PROTOCOL_ERROR, "re-authentication before CONNACK")
+            self._exchange = self.broker.authenticator.enhanced(
+                ConnectRequest(
+                    self.client_id, self.username, None, self.peer, self.version, method, data
+                )
+            )
+            if self._exchange is None:
+                raise ProtocolViolation(Reason.BAD_AUTHENTICATION_METHOD, "method unsupported")
+            self._auth_step(self._exchange.start(data))
+        elif p.reason_code == Reason.CONTINUE_AUTHENTICATION and self.authenticating:
+            assert self._exchange is not None
+            self._auth_step(self._exchange.step(data))
+        else:
+            raise ProtocolViolation(Reason.PROTOCOL_ERROR, "unexpected AUTH")
 
     # -- output ---------------------------------------------------------------------------------
 

@@ -118,7 +118,8 @@ class PacketTooLarge(CodecError):
 class UnsupportedProtocolVersion(CodecError):
     """CONNECT with a protocol name/level pair we do not speak (v3 rc 1, v5 0x84).
 
-    ``level`` is the protocol level read from the packet so the caller can choose the CONNACK format.
+    ``level`` is the protocol level read from the packet, so the caller can choose the CONNACK
+    format.
     """
 
     reason = Reason.UNSUPPORTED_PROTOCOL_VERSION
