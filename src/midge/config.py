@@ -22,7 +22,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-UNLIMITED_PACKET_SIZE = 268_435_460  # 1 + 4 + 268,435,455: the largest packet MQTT can express
+from midge.codec.packets import UNLIMITED_PACKET_SIZE as UNLIMITED_PACKET_SIZE
+
 MAX_PAYLOAD = 268_435_455  # the largest Remaining Length, hence the largest possible payload
 
 #: Mosquitto's log types, in the order midge keeps them in :attr:`Config.log_type`.

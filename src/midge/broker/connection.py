@@ -23,6 +23,7 @@ from midge.broker.session import NEVER, Session
 from midge.codec import Decoder, encode
 from midge.codec.packets import (
     MQTT5,
+    UNLIMITED_PACKET_SIZE,
     Auth,
     Connack,
     Connect,
@@ -50,7 +51,7 @@ from midge.codec.reasons import (
     UnsupportedProtocolVersion,
 )
 from midge.codec.topics import split_shared, validate_topic_name
-from midge.config import UNLIMITED_PACKET_SIZE, ListenerConfig
+from midge.config import ListenerConfig
 
 log = logging.getLogger("midge.connection")
 
@@ -66,6 +67,18 @@ class Transport(Protocol):
     def close(self) -> None: ...
 
     def get_write_buffer_size(self) -> int: ...
+
+
+def _reserved_for_server(topic: str) -> bool:
+    """Topics clients may not publish to (MQTT 4.7.2: $-topics are the server's), as Mosquitto:
+    ``$SYS/...`` except bridge state, and ``$share/...`` which only names subscriptions."""
+    if topic.startswith("$SYS"):
+        return not (
+            topic.startswith("$SYS/broker/connection/")
+            and topic.endswith("/state")
+            and topic.count("/") == 4
+        )
+    return topic.startswith("$share")
 
 
 class ProtocolViolation(Exception):
@@ -135,6 +148,11 @@ class Connection:
                 self._send(Connack(False, ConnackV3.UNACCEPTABLE_PROTOCOL_VERSION), 4)
             self._violation(exc.reason, str(exc))
         except CodecError as exc:
+            if self.state == CONNECTING and decoder.version == MQTT5:
+                # A v5 CONNECT that fails validation is answered with its reason (MQTT-3.1.4-1,
+                # MQTT 5 4.13.1) so the client can tell malformed from refused.
+                self.version = MQTT5
+                self._send(Connack(False, exc.reason))
             self._violation(exc.reason, str(exc))
         except ProtocolViolation as exc:
             self._violation(exc.reason, str(exc))
@@ -398,7 +416,9 @@ class Connection:
         limit = config.message_size_limit
         if limit and len(p.payload) > limit:
             reason = Reason.PACKET_TOO_LARGE  # Mosquitto: dropped, acknowledged with 0x95 in v5
-        elif not self.broker.authenticator.can_publish(self.client_id, self.username, topic):
+        elif (topic[0] == "$" and _reserved_for_server(topic)) or not (
+            self.broker.authenticator.can_publish(self.client_id, self.username, topic)
+        ):
             reason = Reason.NOT_AUTHORIZED
         else:
             message = Message.from_publish(topic, p.payload, qos, p.retain, props, self.client_id)

@@ -12,8 +12,17 @@ Choices where the spec leaves room (each matches Mosquitto 2 unless said otherwi
   malformed. A non-minimal Remaining Length (e.g. ``0x80 0x00``) is accepted, as Mosquitto does;
   non-minimal Variable Byte Integers *inside* the packet (property length, Subscription Identifier)
   are malformed, as in Mosquitto's ``packet__read_varint``.
-* Strings are checked as :mod:`midge.codec.utf8` says (Mosquitto's rules).
-* Reason codes a packet type cannot carry are a protocol error.
+* Strings are checked as :mod:`midge.codec.utf8` says (Mosquitto's rules: no controls, no
+  non-characters).
+* PUBLISH with QoS 0 and DUP 1 is malformed (MQTT-3.3.1-2; Mosquitto from 2.0.12 on, 2.0.11 let
+  it through).
+* Reason codes a packet type cannot carry (MQTT 5.0 table 2-6) and v3 SUBACK return codes other
+  than 0, 1, 2, 0x80 (MQTT-3.9.3-2) are protocol errors (Mosquitto does not check them).
+* MQTT 3.1 ("MQIsdp") CONNECT: like Mosquitto, will QoS/retain without the will flag and a
+  user name / password flag whose field is missing at the end of the packet are tolerated.
+* Spec rules Mosquitto 2.0.11 skips but we apply, as protocol errors: Payload Format Indicator
+  not 0/1, No Local on a shared subscription (MQTT-3.8.3-4), Retain Handling 3 and an empty
+  UNSUBSCRIBE (Mosquitto says malformed for these two).
 """
 
 from __future__ import annotations
@@ -23,6 +32,7 @@ from typing import Any
 
 from midge.codec.packets import (
     MQTT5,
+    UNLIMITED_PACKET_SIZE,
     Auth,
     Connack,
     Connect,
@@ -56,7 +66,6 @@ from midge.codec.reasons import (
 )
 from midge.codec.topics import validate_topic_filter
 from midge.codec.utf8 import FORBIDDEN
-from midge.config import UNLIMITED_PACKET_SIZE
 
 __all__ = ["Decoder", "decode_properties"]
 
@@ -130,12 +139,6 @@ def _bin(buf: bytes, pos: int, end: int, what: str) -> tuple[bytes, int]:
     if stop > end:
         raise _short(what)
     return buf[start:stop], stop
-
-
-def _u16(buf: bytes, pos: int, end: int, what: str) -> int:
-    if pos + 2 > end:
-        raise _short(what)
-    return (buf[pos] << 8) | buf[pos + 1]
 
 
 def _packet_id(buf: bytes, pos: int, end: int) -> int:
@@ -319,6 +322,19 @@ def _connect(buf: bytes, pos: int, end: int, flags: int, version: int) -> Connec
         password,
         props,
     )
+
+
+def _connect_level(buf: bytes, pos: int, end: int) -> int | None:
+    """The protocol level of a CONNECT if its name and level are ones we speak, else None."""
+    if pos + 2 > end:
+        return None
+    stop = pos + 2 + ((buf[pos] << 8) | buf[pos + 1])
+    if stop >= end:
+        return None
+    name, level = buf[pos + 2 : stop], buf[stop]
+    if (name == b"MQTT" and level in (4, 5)) or (name == b"MQIsdp" and level == 3):
+        return level
+    return None
 
 
 def _connack(buf: bytes, pos: int, end: int, flags: int, version: int) -> Connack:
@@ -554,9 +570,11 @@ class Decoder:
 
     ``version`` (3, 4 or 5) decides how version-dependent packets are read; ``None`` (a server
     before CONNECT) reads as 3.1.1, and decoding a CONNECT sets it to the CONNECT's level so the
-    packets after it in the same buffer are read right. ``max_packet_size`` is checked against the
-    whole packet's size as soon as its fixed header is complete, before its body is buffered.
-    After an error the decoder is failed and raises the same error on every call.
+    packets after it in the same buffer are read right. A CONNECT that fails after a protocol name
+    and level we speak sets it too, so the caller can answer in that version's format.
+    ``max_packet_size`` is checked against the whole packet's size as soon as its fixed header is
+    complete, before its body is buffered. After an error the decoder is failed and raises the
+    same error on every call.
     """
 
     __slots__ = (
@@ -668,7 +686,13 @@ class Decoder:
         self._pos = end
         ptype = first >> 4
         if ptype == 1:
-            packet = _connect(buf, i, end, first & 0x0F, 0)
+            try:
+                packet = _connect(buf, i, end, first & 0x0F, 0)
+            except (MalformedPacket, ProtocolError, TopicNameInvalid):
+                # Past a valid protocol name and level, let the caller answer in the client's
+                # format (a v5 CONNACK with the reason code, MQTT 5.0 section 4.13.1).
+                self.version = _connect_level(buf, i, end) or self.version
+                raise
             self.version = packet.protocol_level
             return packet
         parser = _PARSERS[ptype]

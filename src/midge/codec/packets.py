@@ -20,6 +20,8 @@ from typing import Any, TypeAlias
 
 Properties: TypeAlias = dict[int, Any]
 
+UNLIMITED_PACKET_SIZE = 268_435_460  # 1 + 4 + 268,435,455: the largest packet MQTT can express
+
 MQTT31 = 3
 MQTT311 = 4
 MQTT5 = 5
