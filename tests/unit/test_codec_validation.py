@@ -486,12 +486,16 @@ def test_two_subscription_identifiers_in_subscribe() -> None:
     "prop",
     [
         b"\x0b\x00",  # Subscription Identifier 0
-        b"\x23\x00\x00",  # Topic Alias 0
         b"\x01\x02",  # Payload Format Indicator 2
     ],
 )
 def test_forbidden_publish_property_values(prop: bytes) -> None:
     fails(publish("t", 5, properties=props(prop)), ProtocolError, PROTOCOL, 5)
+
+
+def test_topic_alias_0_is_topic_alias_invalid() -> None:
+    """MQTT-3.3.2-8: answered 0x94, as an alias above the maximum is."""
+    fails(publish("t", 5, properties=props(b"\x23\x00\x00")), ProtocolError, 0x94, 5)
 
 
 @pytest.mark.parametrize(

@@ -29,6 +29,7 @@ from midge.codec.packets import (
     Connect,
     Disconnect,
     Packet,
+    PacketType,
     Pingreq,
     Pingresp,
     Properties,
@@ -44,6 +45,7 @@ from midge.codec.packets import (
 )
 from midge.codec.properties import Prop
 from midge.codec.reasons import (
+    REASONS_BY_PACKET,
     V5_TO_V3_CONNACK,
     CodecError,
     ConnackV3,
@@ -146,9 +148,15 @@ class Connection:
             if self.state == CONNECTING:
                 # Mosquitto answers in the v3 format (it cannot know which the client reads).
                 self._send(Connack(False, ConnackV3.UNACCEPTABLE_PROTOCOL_VERSION), 4)
-            self._violation(exc.reason, str(exc))
+                self._violation(exc.reason, str(exc))
+            else:
+                self._violation(Reason.PROTOCOL_ERROR, "second CONNECT")  # MQTT-3.1.0-2
         except CodecError as exc:
-            if self.state == CONNECTING and decoder.version == MQTT5:
+            if (
+                self.state == CONNECTING
+                and decoder.version == MQTT5
+                and exc.reason in REASONS_BY_PACKET[PacketType.CONNACK]
+            ):
                 # A v5 CONNECT that fails validation is answered with its reason (MQTT-3.1.4-1,
                 # MQTT 5 4.13.1) so the client can tell malformed from refused.
                 self.version = MQTT5
@@ -415,7 +423,9 @@ class Connection:
         config = self.broker.config
         limit = config.message_size_limit
         if limit and len(p.payload) > limit:
-            reason = Reason.PACKET_TOO_LARGE  # Mosquitto: dropped, acknowledged with 0x95 in v5
+            # Dropped. Mosquitto acknowledges with 0x95, which PUBACK/PUBREC may not carry; 0x83
+            # ("valid, but not accepted by this implementation") is the spec's nearest code.
+            reason = Reason.IMPLEMENTATION_SPECIFIC_ERROR
         elif (topic[0] == "$" and _reserved_for_server(topic)) or not (
             self.broker.authenticator.can_publish(self.client_id, self.username, topic)
         ):
@@ -677,6 +687,8 @@ class Connection:
             return
         log.info("closing %s (%s): %s", self.client_id or self.peer, hex(reason), why)
         if self.state == CONNECTED and self.version == MQTT5:
+            if reason not in REASONS_BY_PACKET[PacketType.DISCONNECT]:
+                reason = Reason.PROTOCOL_ERROR
             self._send(Disconnect(reason))
         self._close(True)
 

@@ -61,6 +61,7 @@ from midge.codec.reasons import (
     MalformedPacket,
     PacketTooLarge,
     ProtocolError,
+    Reason,
     TopicNameInvalid,
     UnsupportedProtocolVersion,
 )
@@ -233,6 +234,9 @@ def decode_properties(buf: bytes, pos: int, end: int, where: int) -> tuple[Prope
             if value > 1:
                 raise ProtocolError(f"property 0x{pid:02x} must be 0 or 1, got {value}")
         elif pid in _NONZERO_PROPS and value == 0:
+            if pid == _TOPIC_ALIAS:
+                # MQTT-3.3.2-8: 0 is never a valid alias; answered 0x94 like an out-of-range one.
+                raise ProtocolError("Topic Alias 0 (MQTT-3.3.2-8)", Reason.TOPIC_ALIAS_INVALID)
             raise ProtocolError(f"property 0x{pid:02x} must not be 0")
         props[pid] = value
     if _AUTH_DATA in props and _AUTH_METHOD not in props:
