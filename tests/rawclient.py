@@ -399,3 +399,60 @@ def expect_closed_silently(client: RawClient, timeout: float = 2.0) -> None:
     except TimeoutError:
         raise AssertionError(f"the broker did not close the connection in {timeout} s") from None
     raise AssertionError(f"expected the broker to close without answering, got {packet!r}")
+
+
+def receive_publishes(
+    client: RawClient, count: int, *, ack_every: int = 1, timeout: float | None = None
+) -> list[Publish]:
+    """Receive ``count`` PUBLISHes and complete their QoS flows; return them in arrival order.
+
+    Acknowledgements (PUBACK, or PUBREC then PUBCOMP for each PUBREL) are sent in bursts of
+    ``ack_every`` messages, so a test can keep several messages in flight. Any other packet
+    fails the test.
+    """
+    got: list[Publish] = []
+    held: list[Publish] = []
+    awaiting_pubrel: set[int] = set()
+    while len(got) < count or held or awaiting_pubrel:
+        packet = client.recv(timeout)
+        if isinstance(packet, Pubrel):
+            assert packet.packet_id in awaiting_pubrel, f"unexpected {packet!r}"
+            awaiting_pubrel.discard(packet.packet_id)
+            client.send(Pubcomp(packet.packet_id))
+            continue
+        assert isinstance(packet, Publish), f"expected PUBLISH, got {packet!r}"
+        assert len(got) < count, f"more PUBLISHes than the {count} expected: {packet!r}"
+        got.append(packet)
+        if packet.qos:
+            held.append(packet)
+        if len(held) >= ack_every or len(got) == count:
+            for message in held:
+                pid = message.packet_id or 0
+                if message.qos == 1:
+                    client.send(Puback(pid))
+                else:
+                    client.send(Pubrec(pid))
+                    awaiting_pubrel.add(pid)
+            held.clear()
+    return got
+
+
+def complete_sent_publishes(
+    client: RawClient, count: int, timeout: float | None = None
+) -> list[int]:
+    """Finish the flows of ``count`` QoS 1/2 PUBLISHes sent by hand (e.g. with ``raw_publish``).
+
+    Reads their acknowledgements, answering each PUBREC with a PUBREL, until ``count`` flows have
+    ended with a PUBACK or PUBCOMP; returns those Packet Identifiers in the order they ended. (A
+    broker may hold a QoS 2 message back until the PUBREL, as Mosquitto does.)
+    """
+    done: list[int] = []
+    while len(done) < count:
+        packet = client.recv(timeout)
+        if isinstance(packet, Pubrec):
+            client.send(Pubrel(packet.packet_id))
+        elif isinstance(packet, Puback | Pubcomp):
+            done.append(packet.packet_id)
+        else:
+            raise AssertionError(f"expected PUBACK, PUBREC or PUBCOMP, got {packet!r}")
+    return done

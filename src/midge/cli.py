@@ -167,6 +167,8 @@ def _setup_logging(config: Config) -> None:
         level = logging.CRITICAL + 1
     if not config.connection_messages:
         logging.getLogger("midge.connection").setLevel(logging.WARNING)
+    subscribe = config.verbose or bool(types & {"subscribe", "unsubscribe", "all", "debug"})
+    logging.getLogger("midge.subscribe").setLevel(logging.INFO if subscribe else logging.WARNING)
     root = logging.getLogger("midge")
     root.setLevel(level)
     root.propagate = False

@@ -56,6 +56,8 @@ from midge.codec.topics import split_shared, validate_topic_name
 from midge.config import ListenerConfig
 
 log = logging.getLogger("midge.connection")
+#: Mosquitto's "subscribe"/"unsubscribe" log types (enabled by -v or log_type).
+sublog = logging.getLogger("midge.subscribe")
 
 #: QoS 0 messages to a client whose socket buffer holds more than this are dropped (slow consumer).
 MAX_WRITE_BUFFER = 8 * 1024 * 1024
@@ -506,6 +508,15 @@ class Connection:
             rh = s.retain_handling
             if share is None and (rh == 0 or (rh == 1 and new)):
                 retained.append((real, opts))
+        if sublog.isEnabledFor(logging.INFO):
+            for s, code in zip(p.subscriptions, codes, strict=True):
+                sublog.info(
+                    "%s subscribed to %s (QoS %d, granted 0x%02x)",
+                    self.client_id,
+                    s.topic_filter,
+                    s.qos,
+                    code,
+                )
         self._send(Suback(p.packet_id, codes))  # MQTT-3.8.4-1, -4, -5
         if retained:
             now = time.time()
@@ -525,6 +536,9 @@ class Connection:
             else Reason.NO_SUBSCRIPTION_EXISTED
             for f in p.topic_filters
         ]
+        if sublog.isEnabledFor(logging.INFO):
+            for f in p.topic_filters:
+                sublog.info("%s unsubscribed from %s", self.client_id, f)
         self._send(Unsuback(p.packet_id, codes if self.version == MQTT5 else []))
 
     # -- DISCONNECT / AUTH ----------------------------------------------------------------------
