@@ -359,9 +359,14 @@ def test_publish_topic_with_wildcards(topic: str, version: int) -> None:
     fails(publish(topic, version), TopicNameInvalid, Reason.TOPIC_NAME_INVALID, version)
 
 
-@pytest.mark.parametrize("version", [3, 4, 5])
+@pytest.mark.parametrize("version", [3, 4])
 def test_publish_empty_topic(version: int) -> None:
     fails(publish("", version), TopicNameInvalid, Reason.TOPIC_NAME_INVALID, version)
+
+
+def test_publish_empty_topic_without_alias_in_v5() -> None:
+    """MQTT 5 3.3.2.1: a zero-length Topic Name with no Topic Alias is a Protocol Error."""
+    fails(publish("", 5), ProtocolError, Reason.PROTOCOL_ERROR, 5)
 
 
 def test_publish_empty_topic_with_alias_in_v5() -> None:

@@ -63,6 +63,7 @@ sublog = logging.getLogger("midge.subscribe")
 MAX_WRITE_BUFFER = 8 * 1024 * 1024
 
 CONNECTING, CONNECTED, CLOSED = 0, 1, 2
+_ALIAS, _EXPIRY = Prop.TOPIC_ALIAS, Prop.MESSAGE_EXPIRY_INTERVAL
 
 
 class Transport(Protocol):
@@ -433,7 +434,12 @@ class Connection:
         ):
             reason = Reason.NOT_AUTHORIZED
         else:
-            message = Message.from_publish(topic, p.payload, qos, p.retain, props, self.client_id)
+            raw = p.raw
+            if v5 and props and (_ALIAS in props or _EXPIRY in props):
+                raw = None  # an alias to drop or an expiry to count down: re-encode
+            message = Message.from_publish(
+                topic, p.payload, qos, p.retain, props, self.client_id, None, raw, v5
+            )
             if not self.broker.publish(message) and qos:
                 reason = Reason.NO_MATCHING_SUBSCRIBERS
         if qos == 1:
@@ -607,7 +613,7 @@ class Connection:
         version = self.version
         topic = message.topic
         if version < MQTT5:
-            props: Properties = {}
+            props: Properties = message.properties if not message.raw_v5 else {}
             key: Any = (4, qos, retain)
         else:
             props = message.properties
@@ -615,7 +621,10 @@ class Connection:
             if message.expires_at is not None:
                 expiry = message.remaining_expiry(time.time())
                 if expiry is not None and expiry <= 0:
-                    return False  # MQTT-3.3.2-5 v5
+                    if not dup:
+                        return False  # MQTT-3.3.2-5 v5
+                    # Onward delivery has started: a re-send is not expired (MQTT-4.3.3-7 v5).
+                    expiry = 1
             if expiry is not None or sub_ids:
                 props = dict(props)
                 if expiry is not None:
@@ -636,10 +645,23 @@ class Connection:
                 cache = None  # aliases make the bytes this connection's own
         cached = cache.get(key) if cache is not None else None
         if cached is None:
-            data = encode(
-                Publish(topic, message.payload, qos, retain, False, 1 if qos else None, props),
-                version,
-            )
+            raw = message.raw
+            if (
+                raw is not None
+                and qos == message.qos
+                and props is message.properties
+                and topic
+                and (version == MQTT5) == message.raw_v5
+            ):
+                # Nothing in the received bytes must change but the flags (and the packet id,
+                # patched below): forward them as they came, no re-encoding.
+                first = 0x30 | (qos << 1) | retain
+                data = raw if raw[0] == first else bytes((first,)) + raw[1:]
+            else:
+                data = encode(
+                    Publish(topic, message.payload, qos, retain, False, 1 if qos else None, props),
+                    version,
+                )
             hl = 2
             while data[hl - 1] & 0x80:
                 hl += 1

@@ -24,7 +24,17 @@ class Message:
     ``origin`` is the publishing client id, for No Local (MQTT-3.8.3-3 v5).
     """
 
-    __slots__ = ("expires_at", "origin", "payload", "properties", "qos", "retain", "topic")
+    __slots__ = (
+        "expires_at",
+        "origin",
+        "payload",
+        "properties",
+        "qos",
+        "raw",
+        "raw_v5",
+        "retain",
+        "topic",
+    )
 
     def __init__(
         self,
@@ -35,6 +45,8 @@ class Message:
         properties: Properties | None = None,
         expires_at: float | None = None,
         origin: str | None = None,
+        raw: bytes | None = None,
+        raw_v5: bool = False,
     ) -> None:
         self.topic = topic
         self.payload = payload
@@ -43,6 +55,9 @@ class Message:
         self.properties: Properties = properties if properties is not None else {}
         self.expires_at = expires_at
         self.origin = origin
+        #: The PUBLISH as received, when it can be forwarded byte for byte (see Connection).
+        self.raw = raw
+        self.raw_v5 = raw_v5
 
     @classmethod
     def from_publish(
@@ -54,6 +69,8 @@ class Message:
         properties: Properties,
         origin: str | None,
         now: float | None = None,
+        raw: bytes | None = None,
+        raw_v5: bool = False,
     ) -> Message:
         """Build a message from a received PUBLISH or a will, stripping per-hop properties."""
         expires_at = None
@@ -63,7 +80,7 @@ class Message:
                 expires_at = (time.time() if now is None else now) + expiry
             if any(p in properties for p in _HOP_PROPS):
                 properties = {k: v for k, v in properties.items() if k not in _HOP_PROPS}
-        return cls(topic, payload, qos, retain, properties, expires_at, origin)
+        return cls(topic, payload, qos, retain, properties, expires_at, origin, raw, raw_v5)
 
     def remaining_expiry(self, now: float) -> int | None:
         """Seconds left to live (MQTT-3.3.2-6 v5: the forwarded value is decremented); None = never.

@@ -397,7 +397,9 @@ def _publish(buf: bytes, pos: int, end: int, flags: int, version: int) -> Publis
         else:
             props, pos = decode_properties(buf, pos, end, PacketType.PUBLISH)
         if not topic and _TOPIC_ALIAS not in props:
-            raise TopicNameInvalid("empty topic name without a Topic Alias (MQTT-3.3.2-1)")
+            # v5 3.3.2.1: "a Protocol Error if the Topic Name is zero length and there is no
+            # Topic Alias".
+            raise ProtocolError("empty topic name without a Topic Alias (MQTT 5 3.3.2.1)")
     else:
         props = {}
         if not topic:
@@ -699,9 +701,13 @@ class Decoder:
                 raise
             self.version = packet.protocol_level
             return packet
+        version = self.version or 4
+        if ptype == 3:
+            publish = _publish(buf, i, end, first & 0x0F, version)
+            publish.raw = buf[pos:end]
+            return publish
         parser = _PARSERS[ptype]
         assert parser is not None
-        version = self.version or 4
         return parser(buf, i, end, first & 0x0F, version)
 
     def _check_header(self, first: int, total: int) -> None:

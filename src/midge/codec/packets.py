@@ -87,6 +87,9 @@ class Publish:
     dup: bool = False
     packet_id: int | None = None  # present iff qos > 0
     properties: Properties = field(default_factory=dict)
+    #: The packet's bytes as received (set by the Decoder), so the broker can forward them
+    #: unchanged when nothing in them must change for a subscriber. Not part of equality.
+    raw: bytes | None = field(default=None, compare=False, repr=False)
 
     type = PacketType.PUBLISH
 
