@@ -95,6 +95,38 @@ class ProtocolViolation(Exception):
 
 
 class Connection:
+    __slots__ = (
+        "_connect",
+        "_exchange",
+        "_flush_scheduled",
+        "_out",
+        "_timer",
+        "alias_in",
+        "alias_in_max",
+        "alias_out",
+        "alias_out_max",
+        "auth_method",
+        "authenticating",
+        "broker",
+        "client_id",
+        "decoder",
+        "keepalive",
+        "last_seen",
+        "listener",
+        "max_out_packet",
+        "max_qos",
+        "peer",
+        "receive_maximum",
+        "send_quota",
+        "send_quota_bytes",
+        "session",
+        "state",
+        "transport",
+        "username",
+        "version",
+        "will",
+    )
+
     def __init__(
         self, broker: Broker, transport: Transport, listener: ListenerConfig, peer: str
     ) -> None:
@@ -446,7 +478,7 @@ class Connection:
             self._send(Puback(pid, reason if v5 else 0))
         elif qos == 2:
             if reason < 0x80:
-                session.awaiting_rel.add(pid)
+                session.awaiting_rel[pid] = None
             self._send(Pubrec(pid, reason if v5 else 0))
 
     def _on_puback(self, p: Puback) -> None:
@@ -470,7 +502,7 @@ class Connection:
         session = self.session
         assert session is not None
         if p.packet_id in session.awaiting_rel:
-            session.awaiting_rel.discard(p.packet_id)
+            del session.awaiting_rel[p.packet_id]
             self._send(Pubcomp(p.packet_id))
         else:
             self._send(Pubcomp(p.packet_id, Reason.PACKET_IDENTIFIER_NOT_FOUND))

@@ -36,7 +36,30 @@ class Outgoing:
 
 
 class Session:
-    """The state of one client id (MQTT 3.1.1 section 3.1.2.4, MQTT 5 section 4.1)."""
+    """The state of one client id (MQTT 3.1.1 section 3.1.2.4, MQTT 5 section 4.1).
+
+    Slotted, with the queue made on first use: an idle connection's session must stay small
+    (the benchmark holds 19,000 of them to a few KB each).
+    """
+
+    __slots__ = (
+        "_next_pid",
+        "awaiting_rel",
+        "client_id",
+        "connection",
+        "dropped",
+        "expiry_handle",
+        "expiry_interval",
+        "inflight",
+        "inflight_bytes",
+        "max_queued",
+        "max_queued_bytes",
+        "queue",
+        "queue_qos0",
+        "queued_bytes",
+        "subscriptions",
+        "will_handle",
+    )
 
     def __init__(
         self,
@@ -52,10 +75,11 @@ class Session:
         self.expiry_interval = 0
         self.inflight: dict[int, Outgoing] = {}
         self.inflight_bytes = 0
-        self.queue: deque[Delivery] = deque()
+        self.queue: deque[Delivery] | None = None
         self.queued_bytes = 0
-        #: Inbound QoS 2 packet ids whose PUBREL has not come yet (MQTT-4.3.3-9 3.1.1).
-        self.awaiting_rel: set[int] = set()
+        #: Inbound QoS 2 packet ids whose PUBREL has not come yet (MQTT-4.3.3-9 3.1.1); a dict
+        #: used as a set (an empty dict is a third of an empty set's size).
+        self.awaiting_rel: dict[int, None] = {}
         self.max_queued = max_queued
         self.max_queued_bytes = max_queued_bytes
         self.queue_qos0 = queue_qos0
@@ -97,12 +121,15 @@ class Session:
 
     def _enqueue(self, delivery: Delivery) -> None:
         size = len(delivery[0].payload)
-        if (self.max_queued and len(self.queue) >= self.max_queued) or (
+        queued = len(self.queue) if self.queue is not None else 0
+        if (self.max_queued and queued >= self.max_queued) or (
             self.max_queued_bytes and self.queued_bytes + size > self.max_queued_bytes
         ):
             # Mosquitto's policy: a full queue drops the new message (counted).
             self.dropped += 1
             return
+        if self.queue is None:
+            self.queue = deque()
         self.queue.append(delivery)
         self.queued_bytes += size
 
@@ -133,6 +160,8 @@ class Session:
         """Move queued messages into the window while it has room (after an ack, or on connect)."""
         conn = self.connection
         queue = self.queue
+        if queue is None:
+            return
         while queue and conn is not None and self._window_open(conn):
             delivery = queue.popleft()
             self.queued_bytes -= len(delivery[0].payload)
@@ -184,6 +213,6 @@ class Session:
         self.subscriptions.clear()
         self.inflight.clear()
         self.inflight_bytes = 0
-        self.queue.clear()
+        self.queue = None
         self.queued_bytes = 0
         self.awaiting_rel.clear()

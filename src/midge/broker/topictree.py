@@ -40,12 +40,15 @@ class SharedGroup:
 
 
 class _Node:
+    """One topic level. ``subs`` and ``shared`` are made on first use: most nodes are just
+    a path to deeper levels, and the trie holds one node per level of every subscription."""
+
     __slots__ = ("children", "shared", "subs")
 
     def __init__(self) -> None:
         self.children: dict[str, _Node] = {}
-        self.subs: dict[str, SubOptions] = {}  # client id -> options
-        self.shared: dict[str, SharedGroup] = {}  # share name -> group
+        self.subs: dict[str, SubOptions] | None = None  # client id -> options
+        self.shared: dict[str, SharedGroup] | None = None  # share name -> group
 
     def empty(self) -> bool:
         return not (self.children or self.subs or self.shared)
@@ -73,9 +76,13 @@ class TopicTree:
                 child = node.children[level] = _Node()
             node = child
         if share is None:
+            if node.subs is None:
+                node.subs = {}
             new = client_id not in node.subs
             node.subs[client_id] = options
         else:
+            if node.shared is None:
+                node.shared = {}
             group = node.shared.get(share)
             if group is None:
                 group = node.shared[share] = SharedGroup(share, flt)
@@ -100,14 +107,14 @@ class TopicTree:
             path.append(node)
         assert node is not None
         if share is None:
-            if node.subs.pop(client_id, None) is None:
+            if not node.subs or node.subs.pop(client_id, None) is None:
                 return False
         else:
-            group = node.shared.get(share)
+            group = node.shared.get(share) if node.shared else None
             if group is None or group.members.pop(client_id, None) is None:
                 return False
             if not group.members:
-                del node.shared[share]
+                del node.shared[share]  # type: ignore[union-attr]
         self.count -= 1
         # Prune empty nodes so the trie does not grow without bound under churn.
         for depth in range(len(levels), 0, -1):
@@ -139,8 +146,10 @@ class TopicTree:
                 # "a/#" also matches "a" (MQTT-4.7.1-2: # includes the parent level).
                 hash_node = children.get("#")
                 if hash_node is not None:
-                    subs.extend(hash_node.subs.items())
-                    shared.extend(hash_node.shared.values())
+                    if hash_node.subs:
+                        subs.extend(hash_node.subs.items())
+                    if hash_node.shared:
+                        shared.extend(hash_node.shared.values())
                 continue
             if not children:
                 continue
@@ -148,8 +157,10 @@ class TopicTree:
             if wild:
                 hash_node = children.get("#")
                 if hash_node is not None:
-                    subs.extend(hash_node.subs.items())
-                    shared.extend(hash_node.shared.values())
+                    if hash_node.subs:
+                        subs.extend(hash_node.subs.items())
+                    if hash_node.shared:
+                        shared.extend(hash_node.shared.values())
                 plus = children.get("+")
                 if plus is not None:
                     stack.append((plus, i + 1))
