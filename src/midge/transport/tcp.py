@@ -37,7 +37,7 @@ class MQTTProtocol(asyncio.Protocol):
             return
         self.listening.active += 1
         sock = tr.get_extra_info("socket")
-        if sock is not None:
+        if sock is not None and self.broker.config.set_tcp_nodelay:
             with contextlib.suppress(OSError):  # not a TCP socket
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         peername = tr.get_extra_info("peername")
