@@ -330,7 +330,7 @@ class Connection:
         elif code:
             raise ProtocolViolation(code, "re-authentication failed")
         else:
-            self._send(Auth(Reason.SUCCESS, props))  # MQTT-4.12.1-? v5: re-authentication done
+            self._send(Auth(Reason.SUCCESS, props))  # v5 4.12.1: re-authentication succeeded
 
     def _accept(self, auth_props: Properties | None) -> None:
         """The CONNECT is accepted: attach the session and send CONNACK."""
@@ -604,7 +604,7 @@ class Connection:
         """AUTH during an exchange (0x18) or to start re-authentication (0x19), MQTT 5 4.12."""
         method = p.properties.get(Prop.AUTHENTICATION_METHOD)
         if self.auth_method is None or method != self.auth_method:
-            # MQTT-4.12.0-? v5: no method at CONNECT, or another one now (MQTT-4.12.1-1).
+            # MQTT-4.12.0-7 v5: no method at CONNECT; MQTT-4.12.1-1: another one now.
             raise ProtocolViolation(Reason.PROTOCOL_ERROR, "AUTH with another or no method")
         data = p.properties.get(Prop.AUTHENTICATION_DATA)
         if p.reason_code == Reason.RE_AUTHENTICATE and not self.authenticating:
@@ -761,7 +761,8 @@ class Connection:
         self._close(True)
 
     def _timeout(self) -> None:
-        """The CONNECT timer, or the keep-alive timer (MQTT-3.1.2-24: 1.5 x Keep Alive)."""
+        """The CONNECT timer, or the keep-alive timer: 1.5 x Keep Alive (MQTT-3.1.2-24 in 3.1.1,
+        MQTT-3.1.2-22 in v5)."""
         self._timer = None
         if self.state == CLOSED:
             return
