@@ -6,8 +6,13 @@ STAMP  := $(VENV)/.installed
 DEBS   := mosquitto-clients mosquitto
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
+# The mypyc-compiled build of the hot modules (setup.py), in a venv of its own: `make compiled`.
+CVENV  := .venv-mypyc
+CBIN   := $(CVENV)/bin
+CSTAMP := $(CVENV)/.installed
+SOURCES := $(shell find src -name '*.py') setup.py pyproject.toml
 
-.PHONY: install run test lint typecheck debs clean
+.PHONY: install compiled run test test-pure test-compiled lint typecheck debs clean
 
 install: $(STAMP)
 
@@ -16,6 +21,16 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $(STAMP)
+
+# A normal (non-editable) install compiled with mypyc; rebuilt when a source file changes.
+compiled: $(CSTAMP)
+
+$(CSTAMP): $(SOURCES)
+	$(PYTHON) -m venv $(CVENV)
+	$(CBIN)/pip install --quiet --upgrade pip
+	$(CBIN)/pip install --quiet '.[test]'
+	MIDGE_MYPYC=1 $(CBIN)/pip install --quiet --force-reinstall --no-deps .
+	touch $(CSTAMP)
 
 run: $(STAMP)
 	$(BIN)/midge broker --host 127.0.0.1 --port 1883
@@ -36,8 +51,16 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-test: $(STAMP) debs lint typecheck
+# The whole suite on the pure-Python build, then the broker-facing tests on the compiled one
+# (the same code must pass both ways).
+test: $(STAMP) debs lint typecheck test-pure test-compiled
+
+test-pure: $(STAMP) debs
 	$(BIN)/pytest -n 2 $(PYTEST_ARGS)
 
+test-compiled: $(CSTAMP) debs
+	$(CBIN)/python -c "import midge.broker.connection as m; assert m.__file__.endswith('.so'), m.__file__"
+	$(CBIN)/pytest -n 2 -p no:cacheprovider tests/conformance tests/interop tests/fuzz tests/unit tests/test_enhanced_auth.py $(PYTEST_ARGS)
+
 clean:
-	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(CVENV) build dist src/*.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis
