@@ -24,6 +24,7 @@ from midge.store.memory import MemoryStore
 
 if TYPE_CHECKING:
     from midge.broker.connection import Connection
+    from midge.cluster.router import Router
 
 log = logging.getLogger("midge.broker")
 
@@ -90,6 +91,10 @@ class Broker:
         self.wills: dict[str, PendingWill] = {}
         self.stats = Stats()
         self.shutting_down = False
+        #: Cross-worker routing (``midge broker --workers N``); None for a single process, so the
+        #: single-worker hot path pays one attribute check (see midge.cluster.router).
+        self.router: Router | None = None
+        self._dirty: list[Connection] = []
 
     # -- sessions -----------------------------------------------------------------------------
 
@@ -170,8 +175,10 @@ class Broker:
         self._end_session(session)
 
     def _end_session(self, session: Session) -> None:
+        router = self.router
         for topic_filter in session.subscriptions:
-            self.tree.unsubscribe(session.client_id, topic_filter)
+            if self.tree.unsubscribe(session.client_id, topic_filter) and router is not None:
+                router.interest_removed(topic_filter)
         session.clear()
         if session.expiry_handle is not None:
             session.expiry_handle.cancel()
@@ -184,12 +191,16 @@ class Broker:
     def subscribe(self, session: Session, topic_filter: str, options: SubOptions) -> bool:
         """Add or replace one subscription; True if it did not exist before."""
         session.subscriptions[topic_filter] = options
-        return self.tree.subscribe(session.client_id, topic_filter, options)
+        new = self.tree.subscribe(session.client_id, topic_filter, options)
+        if new and self.router is not None:
+            self.router.interest_added(topic_filter)
+        return new
 
     def unsubscribe(self, session: Session, topic_filter: str) -> bool:
         if session.subscriptions.pop(topic_filter, None) is None:
             return False
-        self.tree.unsubscribe(session.client_id, topic_filter)
+        if self.tree.unsubscribe(session.client_id, topic_filter) and self.router is not None:
+            self.router.interest_removed(topic_filter)
         return True
 
     def retained_for(self, topic_filter: str, now: float) -> Iterator[Message]:
@@ -216,7 +227,18 @@ class Broker:
             # MQTT-3.3.1-5..-7 (3.1.1 and v5): store, replace, or clear on an empty payload.
             self.retained.set(message)
             self.store.retained_changed(message)
+        if self.router is not None:
+            return self.router.publish(message)
         return self.route(message)
+
+    def publish_from_peer(self, message: Message, groups: set[tuple[str, str]] | None) -> None:
+        """A message another worker published (``--workers N``): keep it if retained (every
+        worker holds the whole retained set), then deliver it here only, never forwarding it
+        again. ``groups`` are the shared groups (name, filter) this worker was picked to serve."""
+        if message.retain:
+            self.retained.set(message)
+            self.store.retained_changed(message)
+        self.route(message, groups if groups is not None else set())
 
     def publish_will(self, will: Message) -> None:
         """Publish a will as the CONNECT gave it; its Message Expiry starts now (v5 3.1.3.2.4)."""
@@ -226,7 +248,9 @@ class Broker:
         w = will
         self.publish(Message.from_publish(w.topic, w.payload, w.qos, w.retain, props, w.origin))
 
-    def route(self, message: Message) -> bool:
+    def route(self, message: Message, groups: set[tuple[str, str]] | None = None) -> bool:
+        """Deliver to local subscribers. ``groups`` None: every matching shared group; otherwise
+        only those (name, filter) groups, which the cluster router picked this worker for."""
         subs, shared = self.tree.match(message.topic)
         if not subs and not shared:
             return False
@@ -277,6 +301,8 @@ class Broker:
                 session.deliver(message, qos, message.retain and rap, tuple(sids), cache)
                 delivered = True
         for group in shared:
+            if groups is not None and (group.name, group.filter) not in groups:
+                continue
             picked = self._pick(group)
             if picked is None:
                 continue
@@ -314,7 +340,84 @@ class Broker:
         group.next = start + 1
         return fallback
 
+    # -- output ---------------------------------------------------------------------------------
+
+    def want_flush(self, conn: Connection) -> None:
+        """``conn`` has output: write it at the end of this loop turn, with everyone else's (one
+        scheduled callback per turn, however many connections have output)."""
+        if not self._dirty:
+            self.scheduler.call_soon(self._flush_all)
+        self._dirty.append(conn)
+
+    def _flush_all(self) -> None:
+        dirty = self._dirty
+        self._dirty = []
+        for conn in dirty:
+            conn.flush()
+
+    # -- sessions moving between workers (midge.cluster.workers) -----------------------------------
+
+    def release(self, client_id: str, clean_start: bool) -> Session | None:
+        """A CONNECT for ``client_id`` reached another worker: give the session up here.
+
+        The same takeover rules as :meth:`attach` (MQTT-3.1.4-3 v5, will only if the session ends
+        here), then the session leaves this broker: its subscriptions leave the tree. Returns it,
+        still holding its subscriptions and messages, for the new worker to adopt, or None (no
+        session here, or a clean start discards it).
+        """
+        session = self.sessions.get(client_id)
+        if session is None:
+            return None
+        ends = clean_start or session.expiry_interval == 0
+        old = session.connection
+        if old is not None:
+            session.connection = None
+            will = old.take_will()
+            old.taken_over()
+            if will is not None and ends:
+                self.publish_will(will)
+        pending = self.wills.pop(client_id, None)
+        if pending is not None:
+            pending.handle.cancel()
+            if ends:
+                self.publish_will(pending.message)
+        if session.expiry_handle is not None:
+            session.expiry_handle.cancel()
+            session.expiry_handle = None
+        router = self.router
+        for topic_filter in session.subscriptions:
+            if self.tree.unsubscribe(client_id, topic_filter) and router is not None:
+                router.interest_removed(topic_filter)
+        del self.sessions[client_id]
+        return None if clean_start else session
+
+    def adopt(self, session: Session) -> None:
+        """Take a session released by another worker: subscribe it here, and let it expire as a
+        detached session would until its client attaches (which cancels that)."""
+        existing = self.sessions.get(session.client_id)
+        if existing is not None:
+            self._end_session(existing)
+        self.sessions[session.client_id] = session
+        router = self.router
+        for topic_filter, options in session.subscriptions.items():
+            if self.tree.subscribe(session.client_id, topic_filter, options) and router is not None:
+                router.interest_added(topic_filter)
+        if session.expiry_interval != NEVER:
+            session.expiry_handle = self.scheduler.call_later(
+                session.expiry_interval, self._expire, session
+            )
+
     # -- shutdown -------------------------------------------------------------------------------
+
+    def publish_all_wills(self) -> None:
+        """Publish every will now, delayed ones too (the first step of :meth:`shutdown`)."""
+        self.shutting_down = True
+        for conn in list(self.connections):
+            will = conn.take_will()
+            if will is not None:
+                self.publish_will(will)
+        for client_id in list(self.wills):
+            self._will_due(client_id)
 
     def shutdown(self) -> None:
         """Close every connection (v5: DISCONNECT 0x8B) after publishing their wills.
@@ -323,14 +426,8 @@ class Broker:
         every will — delayed or not — is published now, while the other clients are still
         connected to receive them.
         """
-        self.shutting_down = True
         conns = list(self.connections)
-        for conn in conns:
-            will = conn.take_will()
-            if will is not None:
-                self.publish_will(will)
-        for client_id in list(self.wills):
-            self._will_due(client_id)
+        self.publish_all_wills()
         for conn in conns:
             conn.shutdown()
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from midge.auth.base import AuthExchange, ConnectRequest
@@ -63,10 +64,15 @@ sublog = logging.getLogger("midge.subscribe")
 MAX_WRITE_BUFFER = 8 * 1024 * 1024
 
 CONNECTING, CONNECTED, CLOSED = 0, 1, 2
+#: CONNECT accepted, waiting for the other workers to give up the client id (``--workers N``):
+#: packets the client sent after CONNECT wait, undecoded, until then (the loop stops at >= CLOSED).
+CLAIMING = 3
 _ALIAS, _EXPIRY = Prop.TOPIC_ALIAS, Prop.MESSAGE_EXPIRY_INTERVAL
 
 
 class Transport(Protocol):
+    def write(self, data: bytes) -> None: ...
+
     def writelines(self, data: list[bytes]) -> None: ...
 
     def close(self) -> None: ...
@@ -115,6 +121,7 @@ class Connection:
         "listener",
         "max_out_packet",
         "max_qos",
+        "on_lost",
         "peer",
         "receive_maximum",
         "send_quota",
@@ -162,6 +169,8 @@ class Connection:
         self.receive_maximum = config.max_inflight_messages or 65535
         self._out: list[bytes] = []
         self._flush_scheduled = False
+        #: Called once when the transport is gone (the transport layer's bookkeeping).
+        self.on_lost: Callable[[], None] | None = None
         self._timer: Any = broker.scheduler.call_later(config.connect_timeout, self._timeout)
         broker.connections.add(self)
 
@@ -174,7 +183,7 @@ class Connection:
         decoder = self.decoder
         decoder.receive(data)
         try:
-            while self.state != CLOSED:
+            while self.state < CLOSED:
                 packet = decoder.next_packet()
                 if packet is None:
                     break
@@ -336,8 +345,13 @@ class Connection:
         """The CONNECT is accepted: attach the session and send CONNACK."""
         assert self._connect is not None
         p, client_id, assigned = self._connect
-        self._connect = None
         broker = self.broker
+        if broker.router is not None and self.state == CONNECTING:
+            # Client ids are unique across workers: the others release this one first.
+            self.state = CLAIMING
+            broker.router.claim(client_id, p.clean_start, lambda: self._claimed(auth_props))
+            return
+        self._connect = None
         config = broker.config
         version = self.version
         v5 = version == MQTT5
@@ -402,6 +416,14 @@ class Connection:
         if present:
             session.resend(self)
         session.pump(time.time())
+
+    def _claimed(self, auth_props: Properties | None) -> None:
+        """The other workers released the client id: accept, then read what the client sent
+        after its CONNECT."""
+        if self.state != CLAIMING:
+            return  # closed meanwhile
+        self._accept(auth_props)
+        self.data_received(b"")
 
     def _refuse(self, reason: int, why: str) -> None:
         """CONNACK with a failure (v3: the mapped return code), then close (MQTT-3.2.2-5)."""
@@ -735,17 +757,24 @@ class Connection:
         self._write(data)
 
     def _write(self, data: bytes) -> None:
+        if self.state == CLOSED:
+            return
         self._out.append(data)
         if not self._flush_scheduled:
             self._flush_scheduled = True
-            self.broker.scheduler.call_soon(self._flush)
+            self.broker.want_flush(self)
 
-    def _flush(self) -> None:
+    def flush(self) -> None:
+        """Write what this loop turn produced for this client in one call (the broker calls it
+        once per turn for every connection that has output)."""
         self._flush_scheduled = False
-        if self._out:
-            out = self._out
+        out = self._out
+        if out:
             self._out = []
-            self.transport.writelines(out)
+            if len(out) == 1:
+                self.transport.write(out[0])
+            else:
+                self.transport.writelines(out)
 
     # -- closing ----------------------------------------------------------------------------------
 
@@ -766,7 +795,7 @@ class Connection:
         self._timer = None
         if self.state == CLOSED:
             return
-        if self.state == CONNECTING:
+        if self.state != CONNECTED:
             log.info("closing %s: no CONNECT in time", self.peer)
             self._close(False)
             return
@@ -807,7 +836,7 @@ class Connection:
         connected = self.state == CONNECTED
         self.state = CLOSED
         self._cancel_timer()
-        self._flush()
+        self.flush()
         self.transport.close()
         self.broker.connections.discard(self)
         session = self.session
@@ -819,6 +848,22 @@ class Connection:
             if self.broker.config.connection_messages:
                 log.info("client disconnected: %s", self.client_id)
 
-    def connection_lost(self) -> None:
+    def connection_lost(self, exc: Exception | None = None) -> None:
         """The transport closed (peer gone, or after our own close): MQTT-3.1.2-8 sends the will."""
         self._close(True)
+        on_lost = self.on_lost
+        if on_lost is not None:
+            self.on_lost = None
+            on_lost()
+
+    # The rest of the asyncio Protocol interface: the transport hands its events straight to the
+    # connection (transport.set_protocol), without a forwarding layer in between.
+
+    def eof_received(self) -> bool:
+        return False  # close our side too
+
+    def pause_writing(self) -> None:
+        pass  # QoS 0 is dropped past MAX_WRITE_BUFFER; QoS 1/2 is bounded by the window
+
+    def resume_writing(self) -> None:
+        pass

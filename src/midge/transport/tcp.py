@@ -42,9 +42,18 @@ class MQTTProtocol(asyncio.Protocol):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         peername = tr.get_extra_info("peername")
         peer = f"{peername[0]}:{peername[1]}" if peername else "?"
-        self.connection = Connection(self.broker, tr, self.listener, peer)
+        conn = self.connection = Connection(self.broker, tr, self.listener, peer)
+        conn.on_lost = self._lost
+        # From here on the transport talks to the Connection directly: one Python call less per
+        # read on the hot path.
+        tr.set_protocol(conn)  # type: ignore[arg-type]
 
-    def data_received(self, data: bytes) -> None:
+    def _lost(self) -> None:
+        if self.connection is not None:
+            self.connection = None
+            self.listening.active -= 1
+
+    def data_received(self, data: bytes) -> None:  # pragma: no cover - the Connection gets them
         conn = self.connection
         if conn is not None:
             conn.data_received(data)
@@ -53,11 +62,10 @@ class MQTTProtocol(asyncio.Protocol):
         return False  # close our side too
 
     def connection_lost(self, exc: Exception | None) -> None:
+        # Only reached if the connection was refused before a Connection existed.
         conn = self.connection
         if conn is not None:
-            self.connection = None
-            self.listening.active -= 1
-            conn.connection_lost()
+            conn.connection_lost(exc)
 
 
 class ListenerState:
@@ -69,7 +77,9 @@ class ListenerState:
         self.server: asyncio.Server | None = None
 
 
-async def listen(broker: Broker, config: ListenerConfig) -> ListenerState:
+async def listen(broker: Broker, config: ListenerConfig, reuse_port: bool = False) -> ListenerState:
+    """Open one listener. ``reuse_port``: SO_REUSEPORT, so that the ``--workers`` processes each
+    listen on the same port and the kernel spreads the connections among them."""
     loop = asyncio.get_running_loop()
     state = ListenerState(config)
     host: str | None = config.host or None
@@ -85,6 +95,7 @@ async def listen(broker: Broker, config: ListenerConfig) -> ListenerState:
         port=config.port,
         family=family,
         reuse_address=True,
+        reuse_port=reuse_port or None,
         backlog=4096,
     )
     return state
