@@ -132,6 +132,7 @@ class Connection:
         "username",
         "version",
         "will",
+        "write_paused",
     )
 
     def __init__(
@@ -169,6 +170,7 @@ class Connection:
         self.receive_maximum = config.max_inflight_messages or 65535
         self._out: list[bytes] = []
         self._flush_scheduled = False
+        self.write_paused = False
         #: Called once when the transport is gone (the transport layer's bookkeeping).
         self.on_lost: Callable[[], None] | None = None
         self._timer: Any = broker.scheduler.call_later(config.connect_timeout, self._timeout)
@@ -661,7 +663,11 @@ class Connection:
         """Write one PUBLISH for ``message``; False if it was not sent (expired, too large)."""
         if self.state != CONNECTED:
             return False
-        if not qos and self.transport.get_write_buffer_size() > MAX_WRITE_BUFFER:
+        if (
+            not qos
+            and self.write_paused
+            and self.transport.get_write_buffer_size() > MAX_WRITE_BUFFER
+        ):
             self.broker.stats.messages_dropped += 1
             return False
         version = self.version
@@ -863,7 +869,9 @@ class Connection:
         return False  # close our side too
 
     def pause_writing(self) -> None:
-        pass  # QoS 0 is dropped past MAX_WRITE_BUFFER; QoS 1/2 is bounded by the window
+        # The client reads slower than we write: from now on QoS 0 messages are dropped once
+        # MAX_WRITE_BUFFER is buffered (QoS 1/2 are bounded by the in-flight window anyway).
+        self.write_paused = True
 
     def resume_writing(self) -> None:
-        pass
+        self.write_paused = False
