@@ -104,7 +104,6 @@ class Connection:
     __slots__ = (
         "_connect",
         "_exchange",
-        "_flush_scheduled",
         "_out",
         "_timer",
         "alias_in",
@@ -160,16 +159,17 @@ class Connection:
         self.max_qos = listener.max_qos if listener.max_qos is not None else config.max_qos
         alias_max = listener.max_topic_alias
         self.alias_in_max = alias_max if alias_max is not None else config.max_topic_alias
-        self.alias_in: dict[int, str] = {}
-        self.alias_out: dict[str, int] = {}
+        # Made on first use (most clients use no aliases; idle connections must stay small).
+        self.alias_in: dict[int, str] | None = None
+        self.alias_out: dict[str, int] | None = None
         self.alias_out_max = 0
         self.max_out_packet = UNLIMITED_PACKET_SIZE
         #: Outgoing window: the client's Receive Maximum and our max_inflight_messages.
         self.send_quota = config.max_inflight_messages or 65535
         self.send_quota_bytes = config.max_inflight_bytes
         self.receive_maximum = config.max_inflight_messages or 65535
-        self._out: list[bytes] = []
-        self._flush_scheduled = False
+        #: Output of this loop turn, None when there is none (then no flush is scheduled).
+        self._out: list[bytes] | None = None
         self.write_paused = False
         #: Called once when the transport is gone (the transport layer's bookkeeping).
         self.on_lost: Callable[[], None] | None = None
@@ -452,9 +452,11 @@ class Connection:
                     # MQTT-3.3.2-9/-10 v5
                     raise ProtocolViolation(Reason.TOPIC_ALIAS_INVALID, "topic alias out of range")
                 if topic:
+                    if self.alias_in is None:
+                        self.alias_in = {}
                     self.alias_in[alias] = topic
                 else:
-                    known = self.alias_in.get(alias)
+                    known = self.alias_in.get(alias) if self.alias_in else None
                     if known is None:
                         raise ProtocolViolation(Reason.PROTOCOL_ERROR, "unknown topic alias")
                     topic = known
@@ -693,9 +695,12 @@ class Connection:
                     props[Prop.SUBSCRIPTION_IDENTIFIER] = list(sub_ids)
             key = (5, qos, retain, sub_ids, expiry)
             if self.alias_out_max:
-                alias = self.alias_out.get(topic)
-                if alias is None and len(self.alias_out) < self.alias_out_max:
-                    alias = self.alias_out[topic] = len(self.alias_out) + 1
+                aliases = self.alias_out
+                if aliases is None:
+                    aliases = self.alias_out = {}
+                alias = aliases.get(topic)
+                if alias is None and len(aliases) < self.alias_out_max:
+                    alias = aliases[topic] = len(aliases) + 1
                     props = dict(props)
                     props[Prop.TOPIC_ALIAS] = alias
                 elif alias is not None:
@@ -765,18 +770,19 @@ class Connection:
     def _write(self, data: bytes) -> None:
         if self.state == CLOSED:
             return
-        self._out.append(data)
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
+        out = self._out
+        if out is None:
+            self._out = [data]
             self.broker.want_flush(self)
+        else:
+            out.append(data)
 
     def flush(self) -> None:
         """Write what this loop turn produced for this client in one call (the broker calls it
         once per turn for every connection that has output)."""
-        self._flush_scheduled = False
         out = self._out
-        if out:
-            self._out = []
+        if out is not None:
+            self._out = None
             if len(out) == 1:
                 self.transport.write(out[0])
             else:
