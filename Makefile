@@ -64,3 +64,26 @@ test-compiled: $(CSTAMP) debs
 
 clean:
 	rm -rf $(VENV) $(CVENV) build dist src/*.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis
+
+# The benchmark (issue 4): midge, Mosquitto and Aedes side by side; writes docs/performance.md.
+# Not part of `make test`. BENCH_QUICK=1 make bench: a ~1 minute smoke run.
+.PHONY: bench
+BENCH_STAMP := $(VENV)/.bench-installed
+AEDES_STAMP := benchmarks/aedes/node_modules/.installed
+
+$(BENCH_STAMP): pyproject.toml $(STAMP)
+	$(BIN)/pip install --quiet -e '.[test,bench]'
+	touch $(BENCH_STAMP)
+
+$(AEDES_STAMP): benchmarks/aedes/package.json benchmarks/aedes/package-lock.json
+	@command -v npm >/dev/null 2>&1 || { \
+		echo "installing Debian packages: nodejs npm"; \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nodejs npm; }
+	cd benchmarks/aedes && npm ci --no-audit --no-fund --loglevel=error
+	touch $(AEDES_STAMP)
+
+# midge is measured as the mypyc-compiled build; BENCH_ARGS passes options to benchmarks/run.py.
+BENCH_ARGS ?=
+bench: $(BENCH_STAMP) $(CSTAMP) debs $(AEDES_STAMP)
+	MIDGE_PYTHON=$(CBIN)/python $(BIN)/python benchmarks/run.py $(BENCH_ARGS)

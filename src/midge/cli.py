@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from midge import __version__
+from midge.bench import cli as bench_cli
 from midge.config import Config, ConfigError, apply_cli_overrides, load_config
 from midge.server import Server
 
@@ -62,6 +63,14 @@ def _parser() -> argparse.ArgumentParser:
     broker.add_argument(
         "-v", "--verbose", action="store_true", help="log everything (Mosquitto's -v)"
     )
+    broker.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="run N broker processes sharing the listeners (SO_REUSEPORT), with cross-worker "
+        "routing; overrides the 'workers' option (default 1)",
+    )
+    bench_cli.add_parser(sub)
     return parser
 
 
@@ -72,15 +81,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(args_list)
     if args.command == "broker":
-        return run_broker(args.config_file, args.host, args.port, args.verbose)
+        return run_broker(args.config_file, args.host, args.port, args.verbose, args.workers)
+    if args.command == "bench":
+        return bench_cli.run(args)
     parser.print_help()
     return 0
 
 
-def run_broker(config_file: str | None, host: str | None, ports: list[int], verbose: bool) -> int:
+def run_broker(
+    config_file: str | None,
+    host: str | None,
+    ports: list[int],
+    verbose: bool,
+    workers: int | None = None,
+) -> int:
     try:
         config = load_config(config_file) if config_file else Config()
         config = apply_cli_overrides(config, host, ports, verbose)
+        if workers is not None:
+            if workers < 1:
+                raise ConfigError(f"invalid --workers {workers}: expected 1 or more")
+            config.workers = workers
     except ConfigError as exc:
         print(f"midge: error: {exc}", file=sys.stderr)
         return 1
@@ -93,6 +114,10 @@ def run_broker(config_file: str | None, host: str | None, ports: list[int], verb
         loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = uvloop.new_event_loop
     except ImportError:  # pragma: no cover - uvloop is a default dependency on Linux
         loop_factory = None
+    if config.workers > 1:
+        from midge.cluster.workers import run as run_workers
+
+        return run_workers(config, loop_factory)
     try:
         with asyncio.Runner(loop_factory=loop_factory) as runner:
             return runner.run(_serve(config))

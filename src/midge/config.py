@@ -119,6 +119,9 @@ class Config:
     log_timestamp_format: str | None = None  # strftime format; None = seconds since the epoch
     connection_messages: bool = True
 
+    # Processes (midge only): broker processes sharing the listeners, with cross-worker routing
+    workers: int = 1
+
     # Files
     pid_file: str | None = None
     source: str | None = None  # the file this was read from, for messages
@@ -399,6 +402,7 @@ _SIMPLE_INT: dict[str, Callable[[int], int]] = {
     "max_keepalive": _check_int(0, 65535),
     "max_packet_size": _check_int(20, 2**31 - 1, " (Mosquitto forbids less than 20 bytes)"),
     "message_size_limit": _check_int(0, MAX_PAYLOAD, " (0 = no limit)"),
+    "workers": _check_int(1, 256, " (broker processes; midge only)"),
 }
 _SIMPLE_BOOL = (
     "queue_qos0_messages",

@@ -13,6 +13,7 @@ from typing import Any
 
 from midge.auth.base import Authenticator
 from midge.broker.broker import Broker
+from midge.cluster.router import Router
 from midge.config import Config, resolve_listener
 from midge.transport.tcp import ListenerState, listen
 
@@ -23,9 +24,16 @@ CLOSE_TIMEOUT = 2.0
 
 
 class Server:
-    def __init__(self, config: Config, authenticator: Authenticator | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        authenticator: Authenticator | None = None,
+        router: Router | None = None,
+    ) -> None:
         self.config = config
         self.authenticator = authenticator
+        #: Cross-worker routing for ``--workers N`` (its listeners then share ports: SO_REUSEPORT).
+        self.router = router
         self.broker: Broker | None = None
         self.listeners: list[ListenerState] = []
         #: (host, port, ...) of each listening socket, in listener order.
@@ -34,9 +42,16 @@ class Server:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         self.broker = Broker(self.config, loop, self.authenticator)
+        if self.router is not None:
+            self.router.bind(self.broker)
+            self.broker.router = self.router
         try:
             for listener in self.config.listeners:
-                state = await listen(self.broker, resolve_listener(self.config, listener))
+                state = await listen(
+                    self.broker,
+                    resolve_listener(self.config, listener),
+                    reuse_port=self.router is not None,
+                )
                 self.listeners.append(state)
                 assert state.server is not None
                 for sock in state.server.sockets:

@@ -1,0 +1,80 @@
+"""CPU time and memory of a process, read from Linux's /proc (the broker's, and the generator's).
+
+CPU is ``utime + stime`` from ``/proc/PID/stat`` (all threads, in clock ticks of 10 ms), as the
+benchmark issue specifies. A 5 s window at 10 % CPU is only 50 ticks, so :func:`cpu_ns` prefers
+the nanosecond on-CPU time the scheduler keeps per thread (``/proc/PID/task/*/schedstat``, first
+field, summed) and falls back to the ticks where schedstat is missing; both count user and system.
+Memory is ``VmRSS`` (resident now) and ``VmHWM`` (its peak) from ``/proc/PID/status``, in KiB.
+"""
+
+from __future__ import annotations
+
+import os
+
+_CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def stat_cpu_ns(pid: int) -> int:
+    """``utime + stime`` of ``pid`` in ns (10 ms resolution); raises OSError if it is gone."""
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        text = f.read()
+    # The command name (field 2) is in parentheses and may hold spaces: split after the last ')'.
+    fields = text[text.rindex(b")") + 2 :].split()
+    utime, stime = int(fields[11]), int(fields[12])  # fields 14 and 15 of proc(5)
+    return (utime + stime) * 1_000_000_000 // _CLK_TCK
+
+
+def schedstat_cpu_ns(pid: int) -> int | None:
+    """On-CPU ns of every live thread of ``pid`` summed, or None without schedstat."""
+    total = 0
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return None
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat", "rb") as f:
+                total += int(f.read().split()[0])
+        except (OSError, ValueError, IndexError):
+            if tid == str(pid):
+                return None
+    return total
+
+
+def cpu_ns(pid: int) -> int:
+    """The best CPU time of ``pid`` available, in ns (see the module docstring)."""
+    precise = schedstat_cpu_ns(pid)
+    return precise if precise is not None else stat_cpu_ns(pid)
+
+
+def memory_kb(pid: int) -> tuple[int, int]:
+    """``(VmRSS, VmHWM)`` of ``pid`` in KiB; raises OSError if it is gone."""
+    rss = hwm = 0
+    with open(f"/proc/{pid}/status", "rb") as f:
+        for line in f:
+            if line.startswith(b"VmRSS:"):
+                rss = int(line.split()[1])
+            elif line.startswith(b"VmHWM:"):
+                hwm = int(line.split()[1])
+    return rss, hwm
+
+
+def rss_kb(pid: int) -> int:
+    """``VmRSS`` of ``pid`` in KiB."""
+    return memory_kb(pid)[0]
+
+
+class CpuSample:
+    """CPU time of a set of processes at one instant, both ways (precise and ticks)."""
+
+    __slots__ = ("precise", "ticks")
+
+    def __init__(self, pids: list[int]) -> None:
+        self.precise = 0
+        self.ticks = 0
+        for pid in pids:
+            try:
+                self.ticks += stat_cpu_ns(pid)
+                self.precise += cpu_ns(pid)
+            except OSError:
+                pass

@@ -1,0 +1,197 @@
+"""What a benchmark run does: the options, and the clients each worker process runs.
+
+Four scenarios, each a set of MQTT clients with one role apiece:
+
+``fanin``
+    ``n`` publishers, each on its own topic ``PREFIX/fanin/<i>``, and one subscriber on the
+    wildcard ``PREFIX/fanin/+``: every message is one delivery.
+``fanout``
+    one publisher on ``PREFIX/fanout`` and ``n`` subscribers on that topic: every message is ``n``
+    deliveries.
+``pairs``
+    ``n`` publisher/subscriber pairs, pair ``i`` on ``PREFIX/pairs/<i>``: one delivery each.
+``conns``
+    ``n`` idle connections, each subscribed to ``PREFIX/conns/<i>``; nothing is published. It
+    measures how fast the broker accepts connections and what each one costs it in memory.
+
+``rate`` is the total of PUBLISH messages per second offered by all publishers together (so a
+fan-out to 50 at ``rate`` 1,000 offers 50,000 deliveries/s); 0 is max mode, where publishers send
+as fast as an end-to-end window of undelivered messages allows, so the broker (not a queue growing
+in it) sets the pace. ``PREFIX`` holds a random token so that runs never see each other's messages.
+
+Clients are dealt round-robin over ``procs`` worker processes. A process may open at most
+:data:`MAX_CONNS_PER_PROC` connections, well under this machine's 20,000 file descriptors per
+process, so ``conns`` with 19,000 connections runs at least two workers whatever ``procs`` says.
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+from dataclasses import dataclass, field
+
+SCENARIOS = ("fanin", "fanout", "pairs", "conns")
+
+#: The default client count ``n`` per scenario.
+DEFAULT_CLIENTS = {"fanin": 10, "fanout": 50, "pairs": 50, "conns": 1000}
+
+#: Connections one worker process may hold (each is a file descriptor; the limit is 20,000).
+MAX_CONNS_PER_PROC = 15_000
+
+
+@dataclass(slots=True)
+class Options:
+    """Everything ``midge bench`` was asked to do (the command line, parsed)."""
+
+    scenario: str = "fanin"
+    host: str = "127.0.0.1"
+    port: int = 1883
+    clients: int = 0  # 0: DEFAULT_CLIENTS[scenario]
+    qos: int = 0
+    payload: int = 64
+    rate: float = 10_000.0  # PUBLISH messages/s from all publishers together; 0 = max mode
+    warmup: float = 2.0
+    duration: float = 5.0
+    procs: int = 1
+    version: int = 4  # MQTT protocol level: 3, 4 or 5
+    inflight: int = 64  # QoS 1/2: unacknowledged PUBLISHes per publisher
+    window: int = 5000  # max mode: deliveries outstanding end to end, all publishers together
+    keepalive: int = 0  # seconds; 0 = no keep-alive (and no PINGREQ)
+    drain: float = 2.0  # seconds to wait after the window for messages still on their way
+    tick: float = 0.001  # seconds between pacing rounds
+    connect_concurrency: int = 64  # CONNECT handshakes in flight, all workers together
+    source_addresses: int = 16  # loopback broker: spread clients over 127.0.0.2 .. (0 = don't)
+    broker_pid: int | None = None
+    username: str | None = None
+    password: str | None = None
+    prefix: str = ""  # topic prefix; "" = "bench/<random token>"
+
+    def __post_init__(self) -> None:
+        if not self.clients:
+            self.clients = DEFAULT_CLIENTS.get(self.scenario, 10)
+        if not self.prefix:
+            self.prefix = f"bench/{secrets.token_hex(4)}"
+
+    @property
+    def max_mode(self) -> bool:
+        return self.rate <= 0 and self.scenario != "conns"
+
+    @property
+    def fanout(self) -> int:
+        """Deliveries each published message makes."""
+        return self.clients if self.scenario == "fanout" else 1
+
+    @property
+    def publishers(self) -> int:
+        return {"fanin": self.clients, "fanout": 1, "pairs": self.clients}.get(self.scenario, 0)
+
+    @property
+    def subscribers(self) -> int:
+        return {"fanin": 1, "fanout": self.clients}.get(self.scenario, self.clients)
+
+    @property
+    def connections(self) -> int:
+        return self.publishers + self.subscribers
+
+    @property
+    def worker_count(self) -> int:
+        """``procs``, raised so no worker holds more than :data:`MAX_CONNS_PER_PROC` sockets."""
+        needed = math.ceil(self.connections / MAX_CONNS_PER_PROC)
+        return max(1, self.procs, needed)
+
+
+@dataclass(slots=True)
+class ClientSpec:
+    """One MQTT connection: what it subscribes to, what it publishes and how fast."""
+
+    client_id: str
+    subscribe: str | None = None
+    publish: str | None = None
+    rate: float = 0.0  # messages/s for this publisher; 0 with a publish topic = max mode
+
+
+@dataclass(slots=True)
+class WorkerPlan:
+    """The part of a run one worker process carries out (picklable: it crosses to the process)."""
+
+    index: int
+    host: str
+    port: int
+    version: int
+    qos: int
+    payload: int
+    keepalive: int
+    inflight: int
+    window: int
+    fanout: int
+    max_mode: bool
+    tick: float
+    drain: float
+    connect_concurrency: int
+    epoch_ns: int
+    source_addresses: int = 16
+    username: str | None = None
+    password: str | None = None
+    clients: list[ClientSpec] = field(default_factory=list)
+
+
+def build_clients(options: Options) -> list[ClientSpec]:
+    """Every client of the run, subscribers first (subscribed before anything is sent)."""
+    scenario, n, prefix = options.scenario, options.clients, options.prefix
+    token = prefix.rsplit("/", 1)[-1]
+    width = len(str(max(n - 1, 1)))
+    subs: list[ClientSpec] = []
+    pubs: list[ClientSpec] = []
+    per_pub = options.rate / options.publishers if options.publishers and options.rate > 0 else 0.0
+    if scenario == "fanin":
+        subs.append(ClientSpec(f"mb-{token}-s0", subscribe=f"{prefix}/fanin/+"))
+        for i in range(n):
+            topic = f"{prefix}/fanin/{i:0{width}d}"
+            pubs.append(ClientSpec(f"mb-{token}-p{i}", publish=topic, rate=per_pub))
+    elif scenario == "fanout":
+        topic = f"{prefix}/fanout"
+        subs.extend(ClientSpec(f"mb-{token}-s{i}", subscribe=topic) for i in range(n))
+        pubs.append(ClientSpec(f"mb-{token}-p0", publish=topic, rate=per_pub))
+    elif scenario == "pairs":
+        for i in range(n):
+            topic = f"{prefix}/pairs/{i:0{width}d}"
+            subs.append(ClientSpec(f"mb-{token}-s{i}", subscribe=topic))
+            pubs.append(ClientSpec(f"mb-{token}-p{i}", publish=topic, rate=per_pub))
+    elif scenario == "conns":
+        subs.extend(
+            ClientSpec(f"mb-{token}-c{i}", subscribe=f"{prefix}/conns/{i}") for i in range(n)
+        )
+    else:
+        raise ValueError(f"unknown scenario {scenario!r}; choose one of {', '.join(SCENARIOS)}")
+    return subs + pubs
+
+
+def plan_workers(options: Options, epoch_ns: int) -> list[WorkerPlan]:
+    """Deal the clients round-robin over the worker processes."""
+    count = options.worker_count
+    plans = [
+        WorkerPlan(
+            index=i,
+            host=options.host,
+            port=options.port,
+            version=options.version,
+            qos=options.qos,
+            payload=options.payload,
+            keepalive=options.keepalive,
+            inflight=options.inflight,
+            window=options.window,
+            fanout=options.fanout,
+            max_mode=options.max_mode,
+            tick=options.tick,
+            drain=options.drain,
+            connect_concurrency=max(4, options.connect_concurrency // count),
+            epoch_ns=epoch_ns,
+            source_addresses=options.source_addresses,
+            username=options.username,
+            password=options.password,
+        )
+        for i in range(count)
+    ]
+    for i, spec in enumerate(build_clients(options)):
+        plans[i % count].clients.append(spec)
+    return plans

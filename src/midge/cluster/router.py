@@ -1,0 +1,67 @@
+"""The seam between the broker core and whatever routes messages beyond this process.
+
+The core (:class:`~midge.broker.broker.Broker`) holds ``router: Router | None``. A single
+process has None: publishing then costs one attribute check more than it did before the seam, and
+nothing else. With ``--workers N`` each worker's broker holds a
+:class:`~midge.cluster.workers.WorkerRouter`, which forwards messages to the other workers whose
+subscribers want them and hands the ones they forward back to the core through
+:meth:`Broker.publish_from_peer <midge.broker.broker.Broker.publish_from_peer>`.
+
+:class:`LocalRouter` is the trivial implementation, for code that wants a Router object rather
+than None: everything stays in this process.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from midge.broker.broker import Broker
+    from midge.broker.message import Message
+
+
+class Router(Protocol):
+    """What the broker core calls when routing may leave this process."""
+
+    def bind(self, broker: Broker) -> None:
+        """Called once, before any connection, with the broker this router serves."""
+
+    def publish(self, message: Message) -> bool:
+        """Route a message published here: locally (``broker.route``) and to every other node
+        whose interest matches, once each. True if anyone, here or there, subscribes."""
+
+    def interest_added(self, topic_filter: str) -> None:
+        """A local subscription to ``topic_filter`` was added (called once per client and
+        filter; the router keeps the count)."""
+
+    def interest_removed(self, topic_filter: str) -> None:
+        """A local subscription to ``topic_filter`` was removed."""
+
+    def claim(self, client_id: str, clean_start: bool, done: Callable[[], None]) -> None:
+        """A CONNECT for ``client_id`` was accepted here: make every other node give the client
+        id up (taking its connection over, MQTT-3.1.4-3 v5) and move its session here unless
+        ``clean_start``, then call ``done`` (the connection answers CONNACK then)."""
+
+
+class LocalRouter:
+    """Single-node routing: nothing leaves the process."""
+
+    def __init__(self) -> None:
+        self.broker: Broker | None = None
+
+    def bind(self, broker: Broker) -> None:
+        self.broker = broker
+
+    def publish(self, message: Message) -> bool:
+        assert self.broker is not None
+        return self.broker.route(message)
+
+    def interest_added(self, topic_filter: str) -> None:
+        pass
+
+    def interest_removed(self, topic_filter: str) -> None:
+        pass
+
+    def claim(self, client_id: str, clean_start: bool, done: Callable[[], None]) -> None:
+        done()

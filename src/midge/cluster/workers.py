@@ -1,0 +1,697 @@
+"""``midge broker --workers N``: N broker processes on the same ports, routing to each other.
+
+Shape (after rumqttd's router-as-owner model, with one owner per process):
+
+- The parent reserves any port 0 listener (so every worker binds the same port), creates a Unix
+  socketpair to each worker (control) and one per pair of workers (the mesh), and forks the workers.
+  Each worker runs a whole single-process broker (:class:`~midge.server.Server`) whose listeners
+  use SO_REUSEPORT, so the kernel spreads new connections among them, and whose
+  :class:`~midge.broker.broker.Broker` holds a :class:`WorkerRouter`.
+- The parent prints the listener lines once every worker listens, logs a worker that dies, and on
+  SIGTERM/SIGINT stops them in two steps: every worker publishes its wills (while every client is
+  still connected, so wills cross workers), then each disconnects its clients and exits.
+
+Mesh protocol: frames of a 4-byte length and a :mod:`marshal`-encoded tuple (plain data only; the
+peers are our own processes on socketpairs the parent made, never the network):
+
+``(PUB, message, groups)``
+    a message published on the sender, to be delivered here only, never forwarded again; ``groups``
+    are the shared subscription groups (name, filter) this worker serves for it.
+``(SUB, filter)`` / ``(UNSUB, filter)``
+    the sender gained its first / lost its last local subscription to ``filter`` (``$share/...``
+    included): each worker keeps the others' interest in a :class:`TopicTree` keyed by worker id.
+``(CLAIM, id, client_id, clean_start)`` / ``(RELEASED, id, session)``
+    a CONNECT for ``client_id`` on the sender: take the client over here and send its session.
+``(MARK,)``
+    during shutdown: everything the sender published before it (its wills) has been sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import marshal
+import os
+import signal
+import socket
+import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from midge import __version__
+from midge.broker.message import Message, SubOptions
+from midge.broker.session import Outgoing, Session
+from midge.broker.topictree import TopicTree
+from midge.config import Config
+
+if TYPE_CHECKING:
+    from midge.broker.broker import Broker
+
+log = logging.getLogger("midge.workers")
+
+PUB, SUB, UNSUB, CLAIM, RELEASED, MARK = range(6)
+
+#: How long a CONNECT waits for the other workers to release its client id.
+CLAIM_TIMEOUT = 5.0
+#: How long the parent waits for: all workers listening; their wills; their exit.
+STARTUP_TIMEOUT = 30.0
+DRAIN_TIMEOUT = 3.0
+EXIT_TIMEOUT = 8.0
+
+#: Options of a remote worker's interest (only the filter matters).
+_INTEREST = SubOptions()
+
+
+def encode_frame(obj: Any) -> bytes:
+    body = marshal.dumps(obj)
+    return len(body).to_bytes(4, "big") + body
+
+
+class FrameProtocol(asyncio.Protocol):
+    """Length-prefixed marshal frames on a socketpair end; writes coalesced per loop turn."""
+
+    def __init__(self, on_frame: Callable[[Any], None], on_lost: Callable[[], None]) -> None:
+        self.on_frame = on_frame
+        self.on_lost = on_lost
+        self.transport: asyncio.Transport | None = None
+        self._buf = bytearray()
+        self._out: list[bytes] = []
+        self._flush_scheduled = False
+        self.closed = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        buf = self._buf
+        buf += data
+        pos = 0
+        size = len(buf)
+        while size - pos >= 4:
+            end = pos + 4 + int.from_bytes(buf[pos : pos + 4], "big")
+            if end > size:
+                break
+            frame = marshal.loads(bytes(buf[pos + 4 : end]))
+            pos = end
+            try:
+                self.on_frame(frame)
+            except Exception:
+                # A bug of ours must cost this one frame, never the mesh.
+                log.exception("internal error handling a frame %r", frame[:1])
+        if pos:
+            del buf[:pos]
+
+    def send(self, obj: Any) -> None:
+        self.write(encode_frame(obj))
+
+    def write(self, data: bytes) -> None:
+        if self.closed:
+            return
+        self._out.append(data)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self.flush)
+
+    def flush(self) -> None:
+        self._flush_scheduled = False
+        if self._out and self.transport is not None and not self.closed:
+            out = self._out
+            self._out = []
+            self.transport.writelines(out)
+
+    def close(self) -> None:
+        self.flush()
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()
+
+    def eof_received(self) -> bool | None:
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.on_lost()
+
+
+# -- messages and sessions as plain data --------------------------------------------------------
+
+
+def _props(props: dict[Any, Any]) -> dict[int, Any]:
+    # Prop members are IntEnums, which marshal refuses: plain ints on the wire.
+    return {int(k): v for k, v in props.items()} if props else {}
+
+
+def message_to_data(m: Message) -> tuple[Any, ...]:
+    return (
+        m.topic,
+        m.payload,
+        m.qos,
+        m.retain,
+        _props(m.properties),
+        m.expires_at,
+        m.origin,
+        m.raw,
+        m.raw_v5,
+    )
+
+
+def message_from_data(d: Any) -> Message:
+    return Message(*d)
+
+
+def session_to_data(s: Session) -> tuple[Any, ...]:
+    """Everything a session holds (MQTT-4.1 v5: subscriptions, in-flight and queued messages,
+    QoS 2 packet ids awaiting PUBREL), for the worker the client moved to."""
+    subs = [
+        (f, o.qos, o.no_local, o.retain_as_published, o.retain_handling, o.subscription_id)
+        for f, o in s.subscriptions.items()
+    ]
+    inflight = [
+        (pid, message_to_data(o.delivery[0]), *o.delivery[1:], o.released, o.size)
+        for pid, o in s.inflight.items()
+    ]
+    queue = [(message_to_data(d[0]), *d[1:]) for d in s.queue or ()]
+    return (
+        s.client_id,
+        s.expiry_interval,
+        s._next_pid,
+        s.dropped,
+        subs,
+        inflight,
+        queue,
+        list(s.awaiting_rel),
+    )
+
+
+def session_from_data(d: Any, config: Config) -> Session:
+    client_id, expiry, next_pid, dropped, subs, inflight, queue, awaiting = d
+    s = Session(
+        client_id,
+        config.max_queued_messages,
+        config.max_queued_bytes,
+        config.queue_qos0_messages,
+    )
+    s.expiry_interval = expiry
+    s._next_pid = next_pid
+    s.dropped = dropped
+    for f, qos, nl, rap, rh, sid in subs:
+        s.subscriptions[f] = SubOptions(qos, nl, rap, rh, sid)
+    for pid, m, qos, retain, sids, released, size in inflight:
+        out = Outgoing((message_from_data(m), qos, retain, tuple(sids)), size)
+        out.released = released
+        s.inflight[pid] = out
+        s.inflight_bytes += size
+    for m, qos, retain, sids in queue:
+        s._enqueue((message_from_data(m), qos, retain, tuple(sids)))
+    for pid in awaiting:
+        s.awaiting_rel[pid] = None
+    return s
+
+
+# -- the router -----------------------------------------------------------------------------------
+
+
+class _Claim:
+    __slots__ = ("done", "handle", "waiting")
+
+    def __init__(self, waiting: set[int], done: Callable[[], None], handle: Any) -> None:
+        self.waiting = waiting
+        self.done = done
+        self.handle = handle
+
+
+class WorkerRouter:
+    """One worker's view of the others: their interest, and the mesh links to them."""
+
+    def __init__(self, wid: int) -> None:
+        self.wid = wid
+        self.me = str(wid)
+        self.broker: Broker | None = None
+        self.peers: dict[int, FrameProtocol] = {}
+        #: The other workers' interest: "client id" = worker id (as a string).
+        self.remote = TopicTree()
+        self.remote_filters: dict[int, dict[str, None]] = {}
+        #: Local subscriptions per filter (advertised on 0 -> 1, withdrawn on 1 -> 0).
+        self.local_interest: dict[str, int] = {}
+        #: Round-robin position per shared group (name, filter), over the workers serving it.
+        self.turn: dict[tuple[str, str], int] = {}
+        self.claims: dict[int, _Claim] = {}
+        self._next_claim = 0
+        self.marks: set[int] = set()
+        self._drained: Callable[[], None] | None = None
+
+    def bind(self, broker: Broker) -> None:
+        self.broker = broker
+
+    def add_peer(self, wid: int, link: FrameProtocol) -> None:
+        self.peers[wid] = link
+        self.remote_filters[wid] = {}
+
+    # -- publishing
+
+    def publish(self, message: Message) -> bool:
+        """Route locally and forward one copy to each worker that has a matching subscriber,
+        or that serves a shared group picked for this message, or (retained) to all."""
+        broker = self.broker
+        assert broker is not None
+        topic = message.topic
+        rsubs, rshared = self.remote.match(topic)
+        targets: dict[str, list[tuple[str, str]]] = {w: [] for w, _ in rsubs}
+        interested = bool(targets)
+        local_groups: set[tuple[str, str]] | None = None
+        if rshared:
+            # Each message to one member of a group overall (MQTT 5 4.8.2): pick a worker in
+            # turn among those with members, then that worker picks one of its members.
+            local_groups = set()
+            candidates: dict[tuple[str, str], list[str]] = {}
+            for group in broker.tree.match(topic)[1]:
+                if group.members:
+                    candidates[(group.name, group.filter)] = [self.me]
+            for group in rshared:
+                candidates.setdefault((group.name, group.filter), []).extend(group.members)
+            for key, workers in candidates.items():
+                if len(workers) == 1:
+                    chosen = workers[0]
+                else:
+                    workers.sort()
+                    turn = self.turn.get(key, 0)
+                    self.turn[key] = turn + 1
+                    chosen = workers[turn % len(workers)]
+                if chosen == self.me:
+                    local_groups.add(key)
+                else:
+                    targets.setdefault(chosen, []).append(key)
+                    interested = True
+        if message.retain:
+            # Every worker keeps the whole retained set, clears included (MQTT-3.3.1-5..-7).
+            for wid in self.peers:
+                targets.setdefault(str(wid), [])
+        if targets:
+            data = message_to_data(message)
+            plain: bytes | None = None
+            for w, groups in targets.items():
+                link = self.peers.get(int(w))
+                if link is None:
+                    continue
+                if groups:
+                    link.send((PUB, data, groups))
+                else:
+                    if plain is None:
+                        plain = encode_frame((PUB, data, None))
+                    link.write(plain)
+        return broker.route(message, local_groups) or interested
+
+    def _on_pub(self, data: Any, groups: Any) -> None:
+        assert self.broker is not None
+        message = message_from_data(data)
+        self.broker.publish_from_peer(message, {(g[0], g[1]) for g in groups} if groups else None)
+
+    # -- interest
+
+    def interest_added(self, topic_filter: str) -> None:
+        count = self.local_interest.get(topic_filter, 0)
+        self.local_interest[topic_filter] = count + 1
+        if not count:
+            self._broadcast((SUB, topic_filter))
+
+    def interest_removed(self, topic_filter: str) -> None:
+        count = self.local_interest.get(topic_filter, 0)
+        if count <= 1:
+            if self.local_interest.pop(topic_filter, None) is not None:
+                self._broadcast((UNSUB, topic_filter))
+        else:
+            self.local_interest[topic_filter] = count - 1
+
+    def _broadcast(self, obj: Any) -> None:
+        if not self.peers:
+            return
+        data = encode_frame(obj)
+        for link in self.peers.values():
+            link.write(data)
+
+    # -- client ids
+
+    def claim(self, client_id: str, clean_start: bool, done: Callable[[], None]) -> None:
+        if not self.peers:
+            done()
+            return
+        self._next_claim += 1
+        cid = self._next_claim
+        handle = asyncio.get_running_loop().call_later(CLAIM_TIMEOUT, self._claim_timeout, cid)
+        self.claims[cid] = _Claim(set(self.peers), done, handle)
+        for link in self.peers.values():
+            link.send((CLAIM, cid, client_id, clean_start))
+
+    def _claim_timeout(self, cid: int) -> None:
+        claim = self.claims.pop(cid, None)
+        if claim is not None:
+            log.warning(
+                "workers %s did not answer a client id claim in time", sorted(claim.waiting)
+            )
+            claim.done()
+
+    def _on_claim(self, wid: int, cid: int, client_id: str, clean_start: bool) -> None:
+        assert self.broker is not None
+        session = self.broker.release(client_id, clean_start)
+        data = session_to_data(session) if session is not None else None
+        link = self.peers.get(wid)
+        if link is not None:
+            link.send((RELEASED, cid, data))
+
+    def _on_released(self, wid: int, cid: int, data: Any) -> None:
+        assert self.broker is not None
+        claim = self.claims.get(cid)
+        if claim is None:
+            if data is not None:
+                log.warning("session %s released after its claim timed out: dropped", data[0])
+            return
+        if data is not None:
+            self.broker.adopt(session_from_data(data, self.broker.config))
+        self._answered(cid, claim, wid)
+
+    def _answered(self, cid: int, claim: _Claim, wid: int) -> None:
+        claim.waiting.discard(wid)
+        if not claim.waiting:
+            del self.claims[cid]
+            claim.handle.cancel()
+            claim.done()
+
+    # -- the mesh
+
+    def on_frame(self, wid: int, frame: Any) -> None:
+        kind = frame[0]
+        if kind == PUB:
+            self._on_pub(frame[1], frame[2])
+        elif kind == SUB:
+            self.remote.subscribe(str(wid), frame[1], _INTEREST)
+            self.remote_filters[wid][frame[1]] = None
+        elif kind == UNSUB:
+            self.remote.unsubscribe(str(wid), frame[1])
+            self.remote_filters[wid].pop(frame[1], None)
+        elif kind == CLAIM:
+            self._on_claim(wid, frame[1], frame[2], frame[3])
+        elif kind == RELEASED:
+            self._on_released(wid, frame[1], frame[2])
+        elif kind == MARK:
+            self.marks.add(wid)
+            self._check_drained()
+
+    def peer_lost(self, wid: int) -> None:
+        """A worker's link closed (it stopped or died): forget its interest, stop waiting for it."""
+        if self.peers.pop(wid, None) is None:
+            return
+        for topic_filter in self.remote_filters.pop(wid, {}):
+            self.remote.unsubscribe(str(wid), topic_filter)
+        for cid, claim in list(self.claims.items()):
+            if wid in claim.waiting:
+                self._answered(cid, claim, wid)
+        self._check_drained()
+
+    def drain(self, drained: Callable[[], None]) -> None:
+        """Shutdown, first step: publish every will here, then tell every peer so; ``drained``
+        is called once every peer said so too (their wills have all been delivered here)."""
+        assert self.broker is not None
+        self.broker.publish_all_wills()
+        self._drained = drained
+        self._broadcast((MARK,))
+        self._check_drained()
+
+    def _check_drained(self) -> None:
+        if self._drained is not None and self.marks >= set(self.peers):
+            drained, self._drained = self._drained, None
+            drained()
+
+    def close(self) -> None:
+        for link in list(self.peers.values()):
+            link.close()
+
+
+# -- processes ------------------------------------------------------------------------------------
+
+
+def _reserve_ports(config: Config) -> tuple[Config, list[socket.socket]]:
+    """Give each port 0 listener a concrete free port, held (bound, SO_REUSEPORT, not listening)
+    until every worker listens on it."""
+    held: list[socket.socket] = []
+    listeners = []
+    for listener in config.listeners:
+        if listener.port == 0:
+            family = {"ipv4": socket.AF_INET, "ipv6": socket.AF_INET6}.get(
+                listener.socket_domain or "", socket.AF_UNSPEC
+            )
+            infos = socket.getaddrinfo(
+                listener.host or None, 0, family, socket.SOCK_STREAM, 0, socket.AI_PASSIVE
+            )
+            fam, kind, proto, _, addr = infos[0]
+            sock = socket.socket(fam, kind, proto)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            sock.bind(addr)
+            held.append(sock)
+            listener = dataclasses.replace(listener, port=sock.getsockname()[1])
+        listeners.append(listener)
+    return dataclasses.replace(config, listeners=listeners), held
+
+
+def run(config: Config, loop_factory: Callable[[], asyncio.AbstractEventLoop] | None) -> int:
+    """Run ``config.workers`` worker processes and supervise them; the exit status."""
+    n = config.workers
+    try:
+        config, held = _reserve_ports(config)
+    except OSError as exc:
+        print(f"midge: error: cannot open listener: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    control = [socket.socketpair() for _ in range(n)]
+    mesh: dict[tuple[int, int], socket.socket] = {}
+    for i in range(n):
+        for j in range(i + 1, n):
+            mesh[(i, j)], mesh[(j, i)] = socket.socketpair()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pids: dict[int, int] = {}
+    for wid in range(n):
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - runs in the worker (covered by tests/test_workers.py)
+            code = 1
+            try:
+                for sock in held:
+                    sock.close()
+                for k, (parent_end, worker_end) in enumerate(control):
+                    parent_end.close()
+                    if k != wid:
+                        worker_end.close()
+                peers: dict[int, socket.socket] = {}
+                for (a, b), sock in mesh.items():
+                    if a == wid:
+                        peers[b] = sock
+                    else:
+                        sock.close()
+                code = _worker(config, wid, control[wid][1], peers, loop_factory)
+            except BaseException:
+                log.exception("worker %d failed", wid)
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(code)
+        pids[pid] = wid
+    for sock in mesh.values():
+        sock.close()
+    for _, worker_end in control:
+        worker_end.close()
+    try:
+        return asyncio.run(_supervise(config, pids, [p for p, _ in control], held))
+    finally:
+        for sock in held:
+            sock.close()
+
+
+def _worker(
+    config: Config,
+    wid: int,
+    control: socket.socket,
+    peers: dict[int, socket.socket],
+    loop_factory: Callable[[], asyncio.AbstractEventLoop] | None,
+) -> int:
+    # Ctrl-C in a terminal reaches every process of the group: the parent orchestrates the stop.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        return runner.run(_worker_main(config, wid, control, peers))
+
+
+async def _worker_main(
+    config: Config, wid: int, control_sock: socket.socket, peer_socks: dict[int, socket.socket]
+) -> int:
+    from midge.server import Server
+
+    loop = asyncio.get_running_loop()
+    router = WorkerRouter(wid)
+    for peer, sock in peer_socks.items():
+        _, link = await loop.create_unix_connection(
+            lambda peer=peer: FrameProtocol(  # type: ignore[misc]
+                lambda frame: router.on_frame(peer, frame), lambda: router.peer_lost(peer)
+            ),
+            sock=sock,
+        )
+        router.add_peer(peer, link)
+    stop = asyncio.Event()
+    control: FrameProtocol | None = None
+
+    def on_control(frame: Any) -> None:
+        if frame[0] == "wills":
+            router.drain(lambda: control.send(("drained",)) if control is not None else None)
+        elif frame[0] == "stop":
+            stop.set()
+
+    _, control = await loop.create_unix_connection(
+        lambda: FrameProtocol(on_control, stop.set), sock=control_sock
+    )
+    assert control is not None
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    server = Server(config, router=router)
+    try:
+        await server.start()
+    except OSError as exc:
+        control.send(("error", f"cannot open listener: {exc.strerror or exc}"))
+        control.close()
+        await asyncio.sleep(0)
+        return 1
+    control.send(("ready", [[str(a[0]), int(a[1])] for a in server.addresses]))
+    await stop.wait()
+    await server.stop()
+    router.close()
+    control.close()
+    await asyncio.sleep(0)
+    return 0
+
+
+async def _supervise(
+    config: Config, pids: dict[int, int], controls: list[socket.socket], held: list[socket.socket]
+) -> int:
+    loop = asyncio.get_running_loop()
+    n = len(controls)
+    alive = dict(pids)  # pid -> worker id
+    ready: dict[int, list[Any]] = {}
+    drained: set[int] = set()
+    errors: list[str] = []
+    changed = asyncio.Event()
+    stopping = False
+    stop_requested = asyncio.Event()
+    links: dict[int, FrameProtocol] = {}
+
+    def on_control(wid: int, frame: Any) -> None:
+        if frame[0] == "ready":
+            ready[wid] = frame[1]
+        elif frame[0] == "drained":
+            drained.add(wid)
+        elif frame[0] == "error":
+            errors.append(frame[1])
+        changed.set()
+
+    for wid, sock in enumerate(controls):
+        _, links[wid] = await loop.create_unix_connection(
+            lambda wid=wid: FrameProtocol(  # type: ignore[misc]
+                lambda frame: on_control(wid, frame), changed.set
+            ),
+            sock=sock,
+        )
+
+    def reap() -> None:
+        while alive:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid == 0:
+                break
+            wid = alive.pop(pid, None)
+            code = os.waitstatus_to_exitcode(status)
+            if not stopping or code:
+                log.error("worker %s (pid %d) exited with status %d", wid, pid, code)
+        changed.set()
+
+    def stop_signal() -> None:
+        stop_requested.set()
+        changed.set()
+
+    loop.add_signal_handler(signal.SIGCHLD, reap)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop_signal)
+    loop.add_signal_handler(
+        signal.SIGHUP, lambda: log.warning("SIGHUP: configuration reload is not supported yet")
+    )
+    reap()
+
+    async def wait_until(cond: Callable[[], bool], timeout: float) -> bool:
+        deadline = loop.time() + timeout
+        while not cond():
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return False
+            changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(), remaining if remaining < 1e9 else None)
+        return True
+
+    started = await wait_until(
+        lambda: len(ready) == n or bool(errors) or len(alive) < n or stop_requested.is_set(),
+        STARTUP_TIMEOUT,
+    )
+    if not started or len(ready) < n:
+        if errors:
+            print(f"midge: error: {errors[0]}", file=sys.stderr)
+        elif not stop_requested.is_set():
+            print("midge: error: a worker did not start", file=sys.stderr)
+        stopping = True
+        await _end_workers(alive, links, wait_until)
+        return 0 if stop_requested.is_set() and not errors else 1
+    for sock in held:
+        sock.close()
+    if config.pid_file:
+        try:
+            with open(config.pid_file, "w", encoding="ascii") as f:
+                f.write(f"{os.getpid()}\n")
+        except OSError as exc:
+            print(f"midge: error: cannot write pid_file {config.pid_file}: {exc}", file=sys.stderr)
+            stopping = True
+            await _end_workers(alive, links, wait_until)
+            return 1
+    for host, port in ready[0]:
+        shown = f"[{host}]" if ":" in host else host
+        print(f"midge: listening on {shown}:{port} (mqtt)", flush=True)
+    log.info("midge %s running with %d workers", __version__, n)
+    await wait_until(lambda: stop_requested.is_set() or not alive, float("inf"))
+    stopping = True
+    if not alive:
+        log.error("every worker has exited")
+        return 1
+    log.info("shutting down")
+    live = set(alive.values())
+    for wid in live:
+        links[wid].send(("wills",))
+    if not await wait_until(lambda: drained >= set(alive.values()), DRAIN_TIMEOUT):
+        log.warning("workers did not publish their wills in time")
+    await _end_workers(alive, links, wait_until)
+    if config.pid_file:
+        with contextlib.suppress(OSError):
+            os.unlink(config.pid_file)
+    return 0
+
+
+async def _end_workers(
+    alive: dict[int, int],
+    links: dict[int, FrameProtocol],
+    wait_until: Callable[[Callable[[], bool], float], Any],
+) -> None:
+    """Ask every live worker to stop (disconnect its clients, exit); kill those that do not."""
+    for wid in set(alive.values()):
+        links[wid].send(("stop",))
+    if not await wait_until(lambda: not alive, EXIT_TIMEOUT):
+        for pid in list(alive):
+            log.error("worker %d (pid %d) did not stop: killed", alive[pid], pid)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        await wait_until(lambda: not alive, 2.0)
+    for link in links.values():
+        link.close()

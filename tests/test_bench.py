@@ -1,0 +1,169 @@
+"""``midge bench`` smoke tests: tiny runs against a real midge, checking that it delivers and
+reports sane JSON. No assertion here is about speed (the benchmark itself is ``make bench``).
+
+The broker is the in-process ``broker`` fixture (a thread of this test process, so
+``--broker-pid`` is our own pid); ``midge bench`` runs as a real process with its worker processes.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import subprocess
+import sys
+from array import array
+from typing import Any
+
+import pytest
+
+from midge.bench.runner import percentile
+from midge.bench.scenario import Options, build_clients, plan_workers
+from midge.bench.wire import PublishTemplate, Reader
+from midge.bench.worker import loopback_sources
+from midge.codec import encode
+from midge.codec.packets import Pubrel
+from tests.conftest import RunningBroker
+from tests.procbroker import free_port
+
+
+def bench(broker_port: int, *args: str, timeout: float = 50.0) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "midge", "bench", *args, "--port", str(broker_port), "--quiet"],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def bench_json(broker: RunningBroker, *args: str) -> dict[str, Any]:
+    quick = ("--warmup", "0.2", "--duration", "0.6", "--drain", "2", "--json")
+    done = bench(broker.port, *args, *quick, "--broker-pid", str(os.getpid()))
+    assert done.returncode == 0, done.stderr
+    result: dict[str, Any] = json.loads(done.stdout)
+    return result
+
+
+def assert_delivered_everything(r: dict[str, Any], fanout: int = 1) -> None:
+    delivered, sent = r["delivered"], r["sent"]
+    assert sent["total"] > 0 and delivered["count"] > 0
+    assert delivered["total"] == sent["total"] * fanout == delivered["expected_total"]
+    assert delivered["lost"] == 0 and delivered["refused"] == 0 and delivered["unacked"] == 0
+    lat = r["latency_us"]
+    assert lat["samples"] == delivered["count"]
+    assert 0 < lat["p50"] <= lat["p99"] <= lat["p999"] <= lat["max"]
+    b = r["broker"]
+    assert b["pid"] == os.getpid() and b["rss_kb"] > 0 and b["cpu_s"] >= 0
+    assert b["cpu_us_per_delivery"] is not None
+    assert r["generator"]["cpu_s"] >= 0 and r["generator"]["pids"]
+
+
+def test_fanin_qos0_paced(broker: RunningBroker) -> None:
+    r = bench_json(broker, "fanin", "-n", "3", "--rate", "600")
+    assert (r["scenario"], r["mode"], r["qos"], r["publishers"], r["subscribers"]) == (
+        "fanin",
+        "paced",
+        0,
+        3,
+        1,
+    )
+    assert r["offered"] == {"publish_rate": 600, "delivery_rate": 600}
+    assert_delivered_everything(r)
+
+
+def test_fanout_qos1(broker: RunningBroker) -> None:
+    r = bench_json(broker, "fanout", "-n", "3", "--qos", "1", "--rate", "200")
+    assert r["offered"]["delivery_rate"] == 600
+    assert_delivered_everything(r, fanout=3)
+
+
+def test_pairs_qos2_mqtt5_two_processes(broker: RunningBroker) -> None:
+    r = bench_json(
+        broker, "pairs", "-n", "2", "--qos", "2", "--rate", "200", "-V", "5", "--procs", "2"
+    )
+    assert r["procs"] == 2 and len(r["generator"]["pids"]) == 2
+    assert_delivered_everything(r)
+
+
+def test_max_mode(broker: RunningBroker) -> None:
+    r = bench_json(broker, "fanin", "-n", "2", "--rate", "max", "--window", "200")
+    assert r["mode"] == "max" and r["offered"]["publish_rate"] is None
+    assert r["delivered"]["count"] > 0 and r["delivered"]["lost"] == 0
+
+
+def test_conns_reports_connects_and_memory(broker: RunningBroker) -> None:
+    r = bench_json(broker, "conns", "-n", "40")
+    assert r["connections"] == 40 and r["sent"]["total"] == 0
+    assert r["connect"]["per_second"] > 0 and r["connect"]["subscribes_per_second"] > 0
+    assert "rss_kb_per_connection" in r["broker"]
+
+
+def test_text_report(broker: RunningBroker) -> None:
+    done = bench(broker.port, "fanin", "-n", "2", "--rate", "100", "-w", "0", "-d", "0.3")
+    assert done.returncode == 0, done.stderr
+    assert "delivered/s" in done.stdout and "generator kept up" in done.stdout
+
+
+def test_no_broker_is_an_error() -> None:
+    done = bench(free_port(), "fanin", "-n", "1", "-w", "0", "-d", "0.2")
+    assert done.returncode == 1
+    assert "midge bench: error:" in done.stderr and "cannot connect" in done.stderr
+
+
+def test_bad_arguments() -> None:
+    done = bench(free_port(), "fanin", "--payload", "4")
+    assert done.returncode == 2 and "--payload" in done.stderr
+    done = bench(free_port(), "nosuch")
+    assert done.returncode == 2
+
+
+@pytest.mark.parametrize("version", [4, 5])
+@pytest.mark.parametrize("qos", [0, 1, 2])
+def test_reader_any_split(version: int, qos: int) -> None:
+    """The one-pass reader gives the same counts, latencies and acks however the stream is cut."""
+    template = PublishTemplate("a/b", 300, qos, version)  # 300 B: a two-byte Remaining Length
+    packets, _ = template.batch(3, 1000, 65534)  # packet ids 65534, 65535, 1
+    stream = bytes(packets) + encode(Pubrel(7), version) + b"\x40\x02\x00\x09"  # PUBREL, PUBACK
+    for cut in range(1, len(stream)):
+        reader = Reader(version)
+        reader.lat = array("q")
+        out = reader.feed(stream[:cut], 1500) + reader.feed(stream[cut:], 1500)
+        assert reader.delivered == 3 and list(reader.lat) == [500, 500, 500]
+        assert reader.completed == 1 and reader.rest == b""
+        acks = {0: b"", 1: b"\x40\x02", 2: b"\x50\x02"}[qos]
+        expected = b"".join(acks + pid for pid in (b"\xff\xfe", b"\xff\xff", b"\x00\x01") if acks)
+        assert out == expected + b"\x70\x02\x00\x07"
+
+
+def test_loopback_sources() -> None:
+    sources = loopback_sources("127.0.0.1", 300)
+    assert len(set(sources)) == 300
+    assert all(ipaddress.ip_address(s).is_loopback for s in sources)
+    assert loopback_sources("localhost", 2) and not loopback_sources("127.0.0.1", 0)
+    assert loopback_sources("::1", 4) == [] and loopback_sources("10.0.0.1", 4) == []
+    assert loopback_sources("broker.example", 4) == []
+
+
+def test_percentile_is_nearest_rank() -> None:
+    values = list(range(1, 1001))
+    assert (percentile(values, 0.5), percentile(values, 0.99), percentile(values, 1.0)) == (
+        500,
+        990,
+        1000,
+    )
+    assert percentile([7], 0.999) == 7
+
+
+def test_clients_are_dealt_over_workers() -> None:
+    options = Options(scenario="conns", clients=19_000, procs=1)
+    assert options.worker_count == 2  # no process may hold 19,000 sockets here
+    plans = plan_workers(options, 0)
+    assert [len(p.clients) for p in plans] == [9_500, 9_500]
+    fanin = build_clients(Options(scenario="fanin", clients=4, rate=1000, prefix="bench/x"))
+    assert fanin[0].subscribe == "bench/x/fanin/+" and fanin[0].publish is None
+    assert [c.publish for c in fanin[1:]] == [f"bench/x/fanin/{i}" for i in range(4)]
+    assert {c.rate for c in fanin[1:]} == {250.0}
+    fanout = Options(scenario="fanout", clients=50, rate=1000)
+    assert (fanout.publishers, fanout.subscribers, fanout.fanout) == (1, 50, 50)

@@ -1,0 +1,286 @@
+"""``midge broker --workers N``: real worker processes on one port, routing to each other.
+
+Which worker serves a connection is found from /proc (no $SYS): the broker-side socket of a
+client is the one whose remote port is the client's local port, and the worker holding it has
+that socket's inode among its file descriptors. Interest crosses workers asynchronously, so tests
+pause briefly after subscribing before another worker publishes (see docs/workers.md).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from midge.codec.packets import Connack, Disconnect, Publish, Will
+from midge.codec.properties import Prop
+from tests.procbroker import ProcBroker
+from tests.rawclient import RawClient, receive_publishes
+
+pytestmark = pytest.mark.skipif(not os.path.isdir("/proc/net"), reason="needs Linux /proc")
+
+#: Time for a subscription made on one worker to reach the others.
+SETTLE = 0.3
+
+
+@pytest.fixture
+def start() -> Iterator[Any]:
+    started: list[ProcBroker] = []
+
+    def run(workers: int, *extra: str) -> ProcBroker:
+        proc = ProcBroker(("--host", "127.0.0.1", "--port", "0", "--workers", str(workers), *extra))
+        started.append(proc)
+        proc.wait_listening()
+        return proc
+
+    yield run
+    for proc in started:
+        proc.close()
+
+
+@pytest.fixture
+def clients() -> Iterator[list[RawClient]]:
+    opened: list[RawClient] = []
+    yield opened
+    for client in opened:
+        client.close()
+
+
+def worker_pids(proc: ProcBroker) -> list[int]:
+    with open(f"/proc/{proc.proc.pid}/task/{proc.proc.pid}/children") as f:
+        return [int(p) for p in f.read().split()]
+
+
+def _inode(port: int, client_port: int) -> str:
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as f:
+            next(f)
+            for line in f:
+                fields = line.split()
+                local, remote = fields[1], fields[2]
+                if int(local.rsplit(":", 1)[1], 16) == port and (
+                    int(remote.rsplit(":", 1)[1], 16) == client_port
+                ):
+                    return fields[9]
+    raise AssertionError(f"no broker socket for client port {client_port}")
+
+
+def worker_of(proc: ProcBroker, client: RawClient) -> int:
+    """The pid of the worker serving ``client`` (retried: until a worker has accepted the
+    connection, its socket is in no process's file descriptors, and its inode reads 0)."""
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        target = f"socket:[{_inode(proc.port, client.sock.getsockname()[1])}]"
+        for pid in worker_pids(proc):
+            fd_dir = f"/proc/{pid}/fd"
+            for fd in os.listdir(fd_dir):
+                try:
+                    if os.readlink(f"{fd_dir}/{fd}") == target:
+                        return pid
+                except OSError:
+                    continue
+        time.sleep(0.01)
+    raise AssertionError("no worker holds the connection")
+
+
+def open_client(
+    proc: ProcBroker,
+    clients: list[RawClient],
+    client_id: str,
+    version: int = 4,
+    on: int | None = None,
+    avoid: int | None = None,
+    **fields: Any,
+) -> tuple[RawClient, int]:
+    """Connect ``client_id``; with ``on``/``avoid`` (a worker pid), retry until the kernel puts
+    the connection on (or off) that worker. Returns (client, worker pid)."""
+    for _ in range(200):
+        client = RawClient(proc.host, proc.port, version=version)
+        worker = worker_of(proc, client)
+        if (on is not None and worker != on) or (avoid is not None and worker == avoid):
+            client.close()
+            continue
+        clients.append(client)
+        connack = client.connect(client_id, **fields)
+        assert connack.reason_code == 0
+        return client, worker
+    raise AssertionError("could not get a connection on the wanted worker")
+
+
+def test_every_message_reaches_every_matching_subscriber_once(
+    start: Any, clients: list[RawClient]
+) -> None:
+    proc = start(2)
+    filters = ["t/#", "t/+/x", "t/+/+", "+/+/x"]
+    subs: list[tuple[RawClient, str, int]] = []
+    workers: Counter[int] = Counter()
+    for i in range(20):
+        flt = filters[i % len(filters)]
+        qos = i % 3
+        client, worker = open_client(proc, clients, f"sub{i}")
+        workers[worker] += 1
+        client.subscribe(flt, qos)
+        subs.append((client, flt, qos))
+    time.sleep(SETTLE)
+    pub_workers: Counter[int] = Counter()
+    for i in range(20):
+        client, worker = open_client(proc, clients, f"pub{i}")
+        pub_workers[worker] += 1
+        client.publish(f"t/{i}/x" if i % 2 else f"t/{i}/y", f"m{i}".encode(), qos=i % 3)
+    assert len(workers) == 2 and len(pub_workers) == 2, (workers, pub_workers)
+    for client, flt, qos in subs:
+        expected = {f"m{i}" for i in range(20) if flt not in ("t/+/x", "+/+/x") or i % 2}
+        got = receive_publishes(client, len(expected), timeout=5)
+        assert sorted(p.payload.decode() for p in got) == sorted(expected), flt
+        for p in got:
+            i = int(p.payload[1:])
+            assert p.qos == min(qos, i % 3)
+        client.expect_nothing(0.3)  # exactly once
+
+
+def test_retained_set_on_one_worker_is_seen_on_another(
+    start: Any, clients: list[RawClient]
+) -> None:
+    proc = start(2)
+    pub, a = open_client(proc, clients, "pub")
+    pub.publish("r/1", b"kept", qos=1, retain=True)
+    pub.publish("r/2", b"gone", qos=1, retain=True)
+    pub.publish("r/2", b"", qos=1, retain=True)  # a clear crosses workers too
+    time.sleep(SETTLE)
+    sub, b = open_client(proc, clients, "sub", avoid=a)
+    assert b != a
+    sub.subscribe("r/#", 1)
+    got = receive_publishes(sub, 1)
+    assert (got[0].topic, got[0].payload, got[0].retain) == ("r/1", b"kept", True)
+    sub.expect_nothing(0.3)
+
+
+def test_takeover_across_workers_moves_the_session(start: Any, clients: list[RawClient]) -> None:
+    proc = start(2)
+    first, a = open_client(
+        proc,
+        clients,
+        "mover",
+        version=5,
+        clean_start=True,
+        properties={Prop.SESSION_EXPIRY_INTERVAL: 300},
+    )
+    first.subscribe("q/#", 1)
+    time.sleep(SETTLE)
+    pub, _ = open_client(proc, clients, "pub")
+    pub.publish("q/1", b"before", qos=1)
+    assert receive_publishes(first, 1)[0].payload == b"before"
+    first.disconnect()
+    time.sleep(0.2)
+    pub.publish("q/2", b"queued1", qos=1)
+    pub.publish("q/3", b"queued2", qos=2)
+    # The session lives on worker a; the client comes back on the other worker.
+    second, b = open_client(proc, clients, "mover", version=5, avoid=a, clean_start=False)
+    assert b != a
+    got = receive_publishes(second, 2)
+    assert [p.payload for p in got] == [b"queued1", b"queued2"]
+    time.sleep(SETTLE)
+    pub.publish("q/4", b"after", qos=1)
+    assert receive_publishes(second, 1)[0].payload == b"after"
+    # A live connection is taken over from the other worker: DISCONNECT 0x8E (v5).
+    third = RawClient(proc.host, proc.port, version=5)
+    for _ in range(200):
+        if worker_of(proc, third) == a:
+            break
+        third.close()
+        third = RawClient(proc.host, proc.port, version=5)
+    clients.append(third)
+    connack = third.connect("mover", clean_start=False)
+    assert connack.session_present
+    assert second.expect(Disconnect).reason_code == 0x8E
+    second.wait_closed(2)
+    time.sleep(SETTLE)
+    pub.publish("q/5", b"third", qos=1)
+    assert receive_publishes(third, 1)[0].payload == b"third"
+
+
+def test_takeover_of_a_v311_client_publishes_will_on_clean_start(
+    start: Any, clients: list[RawClient]
+) -> None:
+    proc = start(2)
+    watcher, _ = open_client(proc, clients, "watcher")
+    watcher.subscribe("will/#", 0)
+    time.sleep(SETTLE)
+    old, a = open_client(
+        proc, clients, "dup", clean_start=True, will=Will("will/dup", b"bye", 0, False)
+    )
+    new, _ = open_client(proc, clients, "dup", avoid=a, clean_start=True)
+    assert old.wait_closed(3)
+    got = receive_publishes(watcher, 1)
+    assert (got[0].topic, got[0].payload) == ("will/dup", b"bye")
+    new.expect_nothing(0.2)
+
+
+def test_shared_subscription_delivers_each_message_once_across_workers(
+    start: Any, clients: list[RawClient]
+) -> None:
+    proc = start(3)
+    members: list[RawClient] = []
+    workers: set[int] = set()
+    for i in range(9):
+        client, worker = open_client(proc, clients, f"member{i}", version=5)
+        client.subscribe("$share/g/s/#", 1)
+        members.append(client)
+        workers.add(worker)
+    plain, _ = open_client(proc, clients, "plain", version=5)
+    plain.subscribe("s/#", 0)
+    assert len(workers) >= 2
+    time.sleep(SETTLE)
+    pubs = [open_client(proc, clients, f"p{i}", version=5)[0] for i in range(3)]
+    for n in range(60):
+        pubs[n % 3].publish(f"s/{n}", str(n).encode(), qos=1)
+    time.sleep(0.5)
+    received: Counter[str] = Counter()
+    served = 0
+    for client in members:
+        got = [p for p in client.recv_all(0.3) if isinstance(p, Publish)]
+        for p in got:
+            client.ack(p)
+        served += bool(got)
+        received.update(p.payload.decode() for p in got)
+    assert received == Counter(str(n) for n in range(60))  # each exactly once
+    assert served >= 2
+    assert len([p for p in plain.recv_all(0.3) if isinstance(p, Publish)]) == 60
+
+
+def test_sigterm_publishes_wills_across_workers_and_exits_0(
+    start: Any, clients: list[RawClient]
+) -> None:
+    proc = start(2)
+    watcher, a = open_client(proc, clients, "watcher", version=5)
+    watcher.subscribe("will/#", 0)
+    time.sleep(SETTLE)
+    open_client(proc, clients, "dying", avoid=a, will=Will("will/dying", b"gone", 0, False))
+    time.sleep(0.1)
+    assert proc.stop(signal.SIGTERM) == 0, proc.describe()
+    packets = watcher.recv_all(1.0)
+    publishes = [p for p in packets if isinstance(p, Publish)]
+    assert [(p.topic, p.payload) for p in publishes] == [("will/dying", b"gone")]
+    disconnects = [p for p in packets if isinstance(p, Disconnect)]
+    assert disconnects and disconnects[0].reason_code == 0x8B
+    assert proc.stdout.count("listening on") == 1
+
+
+def test_workers_option_in_config_file(start: Any, tmp_path: Any, clients: list[RawClient]) -> None:
+    conf = tmp_path / "midge.conf"
+    conf.write_text("workers 2\nlistener 0 127.0.0.1\n")
+    proc = ProcBroker(("-c", str(conf)))
+    try:
+        proc.wait_listening()
+        assert len(worker_pids(proc)) == 2
+        client = RawClient(proc.host, proc.port)
+        clients.append(client)
+        assert isinstance(client.connect("c"), Connack)
+        assert proc.stop() == 0
+    finally:
+        proc.close()
