@@ -7,6 +7,10 @@ boundedly for its ``midge: listening on HOST:PORT (mqtt)`` lines and parses wher
 waits for the exit status; :meth:`ProcBroker.close` kills whatever is still running. The process
 runs in a session of its own, so signals sent to the test runner's terminal never reach it.
 
+``midge broker`` keeps its state in ``./data`` by default (durable by default), so a broker started
+here without ``cwd`` runs in a fresh temporary directory of its own (removed at :meth:`close`):
+tests never write into the source tree, and parallel tests never share a data directory.
+
 Nothing here sets ``PYTHONUNBUFFERED``: a supervisor reading the listener line from a pipe must get
 it without help, so the tests must too.
 """
@@ -16,10 +20,12 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Sequence
@@ -61,15 +67,19 @@ def free_port() -> int:
 def run_midge(
     args: Sequence[str], command: Sequence[str] | None = None, timeout: float = 30.0
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``midge ARGS`` to completion (``--help``, a bad configuration); killed at ``timeout``."""
-    return subprocess.run(
-        [*(command or module_command()), *args],
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+    """Run ``midge ARGS`` to completion (``--help``, a bad configuration); killed at ``timeout``.
+
+    It runs in a temporary directory, so a broker that starts writes no ./data here."""
+    with tempfile.TemporaryDirectory(prefix="midge-run-") as cwd:
+        return subprocess.run(
+            [*(command or module_command()), *args],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+            cwd=cwd,
+        )
 
 
 class Listener:
@@ -111,6 +121,10 @@ class ProcBroker:
         self.stderr_lines: list[str] = []
         self.listeners: list[Listener] = []
         self._cond = threading.Condition()
+        #: The temporary working directory made when no ``cwd`` was given (removed at close).
+        self.tmp_cwd: str | None = None
+        if cwd is None:
+            cwd = self.tmp_cwd = tempfile.mkdtemp(prefix="midge-proc-")
         self.proc = subprocess.Popen(
             self.argv,
             stdin=subprocess.DEVNULL,
@@ -238,6 +252,9 @@ class ProcBroker:
         for pipe in (self.proc.stdout, self.proc.stderr):
             if pipe is not None:
                 pipe.close()
+        if self.tmp_cwd is not None:
+            shutil.rmtree(self.tmp_cwd, ignore_errors=True)
+            self.tmp_cwd = None
 
     def __enter__(self) -> ProcBroker:
         return self

@@ -19,8 +19,15 @@ from collections.abc import Callable, Sequence
 
 from midge import __version__
 from midge.bench import cli as bench_cli
-from midge.config import Config, ConfigError, apply_cli_overrides, load_config
+from midge.config import (
+    DEFAULT_DATA_DIR,
+    Config,
+    ConfigError,
+    apply_cli_overrides,
+    load_config,
+)
 from midge.server import Server
+from midge.store.base import StoreError
 
 log = logging.getLogger("midge")
 
@@ -102,6 +109,7 @@ def run_broker(
             if workers < 1:
                 raise ConfigError(f"invalid --workers {workers}: expected 1 or more")
             config.workers = workers
+        _durable_by_default(config)
     except ConfigError as exc:
         print(f"midge: error: {exc}", file=sys.stderr)
         return 1
@@ -125,10 +133,37 @@ def run_broker(
         return 0
 
 
+def _durable_by_default(config: Config) -> None:
+    """The broker keeps its state in SQLite in ./data unless told otherwise (``persistence
+    false`` or ``durability = "none"``, or another ``data_dir``). Several workers cannot share one
+    database yet: with ``--workers N`` the default is memory (with a notice), and an explicit
+    data_dir is an error."""
+    if config.durability == "none":
+        return
+    if config.workers > 1:
+        if config.data_dir is not None:
+            raise ConfigError(
+                f"persistence (data_dir {config.data_dir}) does not work with {config.workers} "
+                "workers yet: set 'persistence false' (or durability = \"none\") or use one worker",
+                config.source,
+            )
+        config.durability = "none"
+        config.notices.append(
+            f"persistence is off with {config.workers} workers (not supported yet): "
+            "state is kept in memory only"
+        )
+        return
+    if config.data_dir is None:
+        config.data_dir = DEFAULT_DATA_DIR
+
+
 async def _serve(config: Config) -> int:
     server = Server(config)
     try:
         await server.start()
+    except StoreError as exc:
+        print(f"midge: error: {exc}", file=sys.stderr)
+        return 1
     except OSError as exc:
         print(f"midge: error: cannot open listener: {exc.strerror or exc}", file=sys.stderr)
         return 1

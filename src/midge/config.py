@@ -119,6 +119,13 @@ class Config:
     log_timestamp_format: str | None = None  # strftime format; None = seconds since the epoch
     connection_messages: bool = True
 
+    # Persistence (docs/durability.md). ``durability``: "fsync" (an ack goes out once its message
+    # is committed and fsynced), "os" (committed, not fsynced), "none" (memory only). ``data_dir``
+    # None keeps nothing on disk (in-process brokers, tests); ``midge broker`` uses ./data then.
+    # Mosquitto's ``persistence false`` is durability "none"; ``persistence_location`` is data_dir.
+    durability: str = "fsync"
+    data_dir: str | None = None
+
     # Processes (midge only): broker processes sharing the listeners, with cross-worker routing
     workers: int = 1
 
@@ -260,14 +267,7 @@ _UNSUPPORTED_GROUPS: dict[str, tuple[str, ...]] = {
         "tls_keyform",
         "tls_version",
     ),
-    "persistence": (
-        "persistence",
-        "retained_persistence",
-        "persistence_file",
-        "persistence_location",
-        "autosave_interval",
-        "autosave_on_changes",
-    ),
+    "persistence": ("persistence_file",),
     "websockets": ("http_dir", "websockets_log_level", "websockets_headers_size"),
     "bridges": (
         "connection",
@@ -333,6 +333,7 @@ _UNSUPPORTED_NOTES: dict[str, str] = {
     "user": "run midge as the user you want instead",
     "log_facility": "it only matters for syslog, which comes later",
     "memory_limit": "no memory accounting yet",
+    "persistence_file": "midge keeps midge.db in persistence_location (data_dir)",
 }
 
 
@@ -341,6 +342,8 @@ def _unsupported_message(name: str) -> str:
     note = _UNSUPPORTED_NOTES.get(name)
     if group == "other":
         detail = note or "not planned yet"
+    elif name in _UNSUPPORTED_NOTES:
+        detail = _UNSUPPORTED_NOTES[name]
     elif group == "listener options":
         detail = "the broker does not implement it yet"
     else:
@@ -360,6 +363,29 @@ def _parse_duration(text: str) -> int | None:
         return None
     mult = {"h": 3600, "d": 86400, "w": 7 * 86400, "m": 30 * 86400, "y": 365 * 86400}
     return int(m.group(1)) * mult[m.group(2)]
+
+
+DURABILITIES = ("fsync", "os", "none")
+#: Where ``midge broker`` keeps its database when the configuration names no directory.
+DEFAULT_DATA_DIR = "./data"
+#: Mosquitto's options for its periodic snapshot; midge commits every change instead.
+_AUTOSAVE = ("autosave_interval", "autosave_on_changes")
+
+
+def _check_durability(value: str) -> str:
+    if value not in DURABILITIES:
+        raise _Bad(
+            f"invalid value '{value}': expected fsync (committed and fsynced before an ack), "
+            "os (committed, not fsynced) or none (memory only)"
+        )
+    return value
+
+
+def _autosave_notice(where: str, name: str) -> str:
+    return (
+        f"{where}'{name}' ignored: midge writes every change as it happens (group commit), "
+        "with no snapshot interval"
+    )
 
 
 class _Bad(Exception):
@@ -491,6 +517,12 @@ _GLOBAL_OPTIONS = (
     "pid_file",
     "include_dir",
     "connect_timeout",
+    "persistence",
+    "retained_persistence",
+    "persistence_location",
+    "durability",
+    "data_dir",
+    *_AUTOSAVE,
 )
 _PER_LISTENER_SECURITY = ("allow_zero_length_clientid", "auto_id_prefix")
 _LISTENER_OPTIONS = (
@@ -608,6 +640,24 @@ class _ConfParser:
                     "h, d, w, m or y (hours, days, weeks, months, years), e.g. 14d"
                 )
             cfg.persistent_client_expiration = seconds
+        elif name in ("persistence", "retained_persistence"):
+            # retained_persistence is Mosquitto's old name for persistence.
+            on = self.bool_value(name, value)
+            if not on:
+                cfg.durability = "none"
+            elif cfg.durability == "none":
+                cfg.durability = "fsync"
+        elif name in ("persistence_location", "data_dir"):
+            self.once(0, "data_dir", path, line)
+            cfg.data_dir = value
+        elif name == "durability":
+            cfg.durability = _check_durability(self.word(name, value))
+        elif name in _AUTOSAVE:
+            if name == "autosave_interval":
+                self.int_value(name, value)
+            else:
+                self.bool_value(name, value)
+            cfg.notices.append(_autosave_notice(f"{path}:{line}: ", name))
         elif name == "log_dest":
             self.log_dest_option(value)
         elif name == "log_type":
@@ -896,6 +946,11 @@ _TOML_GLOBAL_KEYS = (
     "pid_file",
     "connect_timeout",
     "listener",
+    "persistence",
+    "persistence_location",
+    "durability",
+    "data_dir",
+    *_AUTOSAVE,
 )
 
 
@@ -1073,6 +1128,24 @@ class _TomlReader:
                         key,
                     )
                 cfg.persistent_client_expiration = seconds
+        elif key == "persistence":
+            if not self.boolean(value, t, key):
+                cfg.durability = "none"
+            elif cfg.durability == "none":
+                cfg.durability = "fsync"
+        elif key in ("persistence_location", "data_dir"):
+            cfg.data_dir = self.string(value, t, key)
+        elif key == "durability":
+            try:
+                cfg.durability = _check_durability(self.string(value, t, key))
+            except _Bad as exc:
+                raise self.error(f"{key}: {exc}", t, key) from None
+        elif key in _AUTOSAVE:
+            if key == "autosave_interval":
+                self.integer(value, t, key, _check_int(0, None))
+            else:
+                self.boolean(value, t, key)
+            cfg.notices.append(_autosave_notice(f"{self.path}: ", key))
         elif key == "log_dest":
             self.log_dest(cfg, self.strings(value, t, key))
         elif key == "log_type":

@@ -3,6 +3,10 @@
 ``Server(config)`` is what ``midge broker`` runs and what the tests start on a free port:
 ``await start()`` opens every listener (``addresses`` then holds where each listens) and
 ``await stop()`` publishes wills, closes every client connection and the listeners.
+
+With ``config.data_dir`` set and ``durability`` other than "none", state is kept in SQLite there
+(:mod:`midge.store.sqlite`): ``start`` opens it (a :class:`~midge.store.base.StoreError` if it
+cannot: locked, corrupt, unreadable) and restores it before the first listener opens.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from midge.auth.base import Authenticator
 from midge.broker.broker import Broker
 from midge.cluster.router import Router
 from midge.config import Config, resolve_listener
+from midge.store.base import Store
 from midge.transport.tcp import ListenerState, listen
 
 log = logging.getLogger("midge.server")
@@ -41,7 +46,25 @@ class Server:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        self.broker = Broker(self.config, loop, self.authenticator)
+        config = self.config
+        store: Store | None = None
+        if config.data_dir and config.durability != "none":
+            from midge.store.sqlite import SqliteStore
+
+            sqlite_store = SqliteStore(config.data_dir, config.durability)
+            sqlite_store.open()
+            try:
+                restored = sqlite_store.load()
+                self.broker = Broker(config, loop, self.authenticator, sqlite_store)
+                self.broker.restore(restored)
+            except BaseException:
+                sqlite_store.close()
+                raise
+            sqlite_store.start(loop)
+            store = sqlite_store
+            log.info("durable store %s (durability %s)", sqlite_store.path, config.durability)
+        else:
+            self.broker = Broker(config, loop, self.authenticator)
         if self.router is not None:
             self.router.bind(self.broker)
             self.broker.router = self.router
@@ -58,6 +81,8 @@ class Server:
                     self.addresses.append(tuple(sock.getsockname()))
         except BaseException:
             await self._close_listeners()
+            if store is not None:
+                store.close()
             raise
 
     async def _close_listeners(self) -> None:

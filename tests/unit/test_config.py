@@ -680,7 +680,7 @@ def test_unsupported_mosquitto_options_are_named(name: str) -> None:
 
 
 def test_unsupported_options_say_which_work_brings_them() -> None:
-    assert "persistence support" in str(conf_error("persistence true\n"))
+    assert "midge.db" in str(conf_error("persistence_file mosquitto.db\n"))
     assert "security" in str(conf_error("password_file /etc/mosquitto/passwd\n"))
     assert "security" in str(conf_error("allow_anonymous true\n"))
     assert "security" in str(conf_error("listener 8883\ncertfile /c.pem\n"))

@@ -19,7 +19,7 @@ from midge.broker.session import NEVER, Session
 from midge.broker.topictree import RetainedTree, SharedGroup, TopicTree
 from midge.codec.properties import Prop
 from midge.config import Config
-from midge.store.base import Store
+from midge.store.base import Store, StoreState
 from midge.store.memory import MemoryStore
 
 if TYPE_CHECKING:
@@ -84,6 +84,9 @@ class Broker:
         self.scheduler = scheduler
         self.authenticator: Authenticator = authenticator or AllowAll()
         self.store: Store = store or MemoryStore()
+        #: The store when it keeps anything (SQLite): persistent sessions report to it and acks
+        #: wait for its commits. None for the memory store, so the core skips all of that.
+        self.durable_store: Store | None = self.store if self.store.durable else None
         self.sessions: dict[str, Session] = {}
         self.connections: set[Connection] = set()
         self.tree = TopicTree()
@@ -116,7 +119,7 @@ class Broker:
                 old.taken_over()
                 if will is not None and ends:
                     self.publish_will(will)
-            pending = self.wills.pop(client_id, None)
+            pending = self._pop_will(client_id)
             if pending is not None:
                 pending.handle.cancel()
                 if ends:
@@ -139,6 +142,39 @@ class Broker:
         session.connection = conn
         return session, present
 
+    def session_started(self, session: Session, expiry: int, version: int) -> None:
+        """The CONNECT set the session's expiry: a persistent one (expiry > 0) is recorded in the
+        durable store with all it holds; one that stops being persistent leaves it."""
+        session.expiry_interval = expiry
+        store = self.durable_store
+        if store is None:
+            return
+        cid = session.client_id
+        if not expiry:
+            if session.store is not None:
+                store.session_deleted(cid, session.stored_messages())
+                session.store = None
+            return
+        store.session_saved(cid, version, expiry)
+        if session.store is None:
+            session.store = store
+            for topic_filter, options in session.subscriptions.items():
+                store.subscription_added(cid, topic_filter, options)
+            for pid, out in session.inflight.items():
+                store.delivery_added(cid, out.delivery, pid)
+                if out.released:
+                    store.delivery_released(cid, pid)
+            for delivery in session.queue or ():
+                store.delivery_added(cid, delivery, 0)
+            for pid in session.awaiting_rel:
+                store.inbound_added(cid, pid)
+
+    def _pop_will(self, client_id: str) -> PendingWill | None:
+        pending = self.wills.pop(client_id, None)
+        if pending is not None and self.durable_store is not None:
+            self.durable_store.will_cleared(client_id)
+        return pending
+
     def detach(self, conn: Connection, session: Session, will: Message | None) -> None:
         """``conn`` closed: publish or schedule its will, then end or keep the session."""
         if session.connection is not conn:
@@ -151,15 +187,20 @@ class Broker:
                 delay = min(delay, expiry) if expiry != NEVER else delay
                 handle = self.scheduler.call_later(delay, self._will_due, session.client_id)
                 self.wills[session.client_id] = PendingWill(will, handle)
+                if session.store is not None:
+                    session.store.will_saved(session.client_id, will, time.time() + delay)
             else:
                 self.publish_will(will)
         if expiry == 0:
             self._end_session(session)
-        elif expiry != NEVER:
+            return
+        if session.store is not None:
+            session.store.session_detached(session.client_id, expiry, time.time())
+        if expiry != NEVER:
             session.expiry_handle = self.scheduler.call_later(expiry, self._expire, session)
 
     def _will_due(self, client_id: str) -> None:
-        pending = self.wills.pop(client_id, None)
+        pending = self._pop_will(client_id)
         if pending is not None:
             self.publish_will(pending.message)
 
@@ -168,7 +209,7 @@ class Broker:
         session.expiry_handle = None
         if session.connection is not None or self.sessions.get(session.client_id) is not session:
             return
-        pending = self.wills.pop(session.client_id, None)
+        pending = self._pop_will(session.client_id)
         if pending is not None:
             pending.handle.cancel()
             self.publish_will(pending.message)
@@ -179,6 +220,9 @@ class Broker:
         for topic_filter in session.subscriptions:
             if self.tree.unsubscribe(session.client_id, topic_filter) and router is not None:
                 router.interest_removed(topic_filter)
+        if session.store is not None:
+            session.store.session_deleted(session.client_id, session.stored_messages())
+            session.store = None
         session.clear()
         if session.expiry_handle is not None:
             session.expiry_handle.cancel()
@@ -191,6 +235,8 @@ class Broker:
     def subscribe(self, session: Session, topic_filter: str, options: SubOptions) -> bool:
         """Add or replace one subscription; True if it did not exist before."""
         session.subscriptions[topic_filter] = options
+        if session.store is not None:
+            session.store.subscription_added(session.client_id, topic_filter, options)
         new = self.tree.subscribe(session.client_id, topic_filter, options)
         if new and self.router is not None:
             self.router.interest_added(topic_filter)
@@ -199,6 +245,8 @@ class Broker:
     def unsubscribe(self, session: Session, topic_filter: str) -> bool:
         if session.subscriptions.pop(topic_filter, None) is None:
             return False
+        if session.store is not None:
+            session.store.subscription_removed(session.client_id, topic_filter)
         if self.tree.unsubscribe(session.client_id, topic_filter) and self.router is not None:
             self.router.interest_removed(topic_filter)
         return True
@@ -213,7 +261,9 @@ class Broker:
             yield message
         for message in expired:
             if self.retained.get(message.topic) is message:
-                self.retained.set(Message(message.topic, b""))
+                cleared = Message(message.topic, b"")
+                self.retained.set(cleared)
+                self.store.retained_changed(cleared)
 
     # -- routing --------------------------------------------------------------------------------
 
@@ -376,7 +426,7 @@ class Broker:
             old.taken_over()
             if will is not None and ends:
                 self.publish_will(will)
-        pending = self.wills.pop(client_id, None)
+        pending = self._pop_will(client_id)
         if pending is not None:
             pending.handle.cancel()
             if ends:
@@ -407,6 +457,47 @@ class Broker:
                 session.expiry_interval, self._expire, session
             )
 
+    # -- start-up -------------------------------------------------------------------------------
+
+    def restore(self, state: StoreState) -> None:
+        """Take back what the durable store kept (before any client connects).
+
+        Sessions come back detached, their expiry counting from when their connection closed
+        (wall clock; from now for those connected when the broker stopped), with subscriptions,
+        queue, in-flight messages (re-sent with DUP and the same packet ids when the client
+        returns, MQTT-4.4.0-1) and inbound QoS 2 ids (so a re-sent PUBLISH is not delivered
+        twice, MQTT-4.3.3-2). Pending delayed wills are due at their wall-clock time.
+        """
+        store = self.durable_store
+        now = time.time()
+        for message in state.retained:
+            self.retained.set(message)
+        config = self.config
+        for stored in state.sessions:
+            cid = stored.client_id
+            session = Session(
+                cid, config.max_queued_messages, config.max_queued_bytes, config.queue_qos0_messages
+            )
+            expiry = session.expiry_interval = stored.expiry_interval
+            session.store = store
+            for topic_filter, options in stored.subscriptions.items():
+                session.subscriptions[topic_filter] = options
+                self.tree.subscribe(cid, topic_filter, options)
+            session.restore(stored.queue, stored.inflight, stored.awaiting_rel)
+            self.sessions[cid] = session
+            gone = stored.disconnected_at
+            if gone is None:
+                gone = now
+                if store is not None:
+                    store.session_detached(cid, expiry, now)
+            if expiry != NEVER:
+                left = max(0.0, gone + expiry - now)
+                session.expiry_handle = self.scheduler.call_later(left, self._expire, session)
+        for will in state.wills:
+            delay = max(0.0, will.due_at - now)
+            handle = self.scheduler.call_later(delay, self._will_due, will.client_id)
+            self.wills[will.client_id] = PendingWill(will.message, handle)
+
     # -- shutdown -------------------------------------------------------------------------------
 
     def publish_all_wills(self) -> None:
@@ -422,9 +513,8 @@ class Broker:
     def shutdown(self) -> None:
         """Close every connection (v5: DISCONNECT 0x8B) after publishing their wills.
 
-        State is in memory only (persistence is a later issue), so every session ends here and
-        every will — delayed or not — is published now, while the other clients are still
-        connected to receive them.
+        Every will — delayed or not — is published now, while the other clients are still
+        connected to receive them. Persistent sessions stay (in the durable store, if any).
         """
         conns = list(self.connections)
         self.publish_all_wills()

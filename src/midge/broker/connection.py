@@ -102,6 +102,7 @@ class ProtocolViolation(Exception):
 
 class Connection:
     __slots__ = (
+        "_acks_waiting",
         "_connect",
         "_exchange",
         "_out",
@@ -171,6 +172,8 @@ class Connection:
         #: Output of this loop turn, None when there is none (then no flush is scheduled).
         self._out: list[bytes] | None = None
         self.write_paused = False
+        #: Acks held back until the store's commit (see _ack).
+        self._acks_waiting = 0
         #: Called once when the transport is gone (the transport layer's bookkeeping).
         self.on_lost: Callable[[], None] | None = None
         self._timer: Any = broker.scheduler.call_later(config.connect_timeout, self._timeout)
@@ -378,7 +381,7 @@ class Connection:
         # The connection is decided: stop the CONNECT timer, attach the session.
         self._cancel_timer()
         session, present = broker.attach(self, client_id, p.clean_start)
-        session.expiry_interval = expiry
+        broker.session_started(session, expiry, version)
         self.session = session
         self.state = CONNECTED
         ack_props: Properties = auth_props or {}
@@ -476,7 +479,7 @@ class Connection:
         if qos == 2 and pid in session.awaiting_rel:
             # MQTT-4.3.3-2: a re-sent PUBLISH (DUP) for a message already received is not routed
             # again; acknowledge it again.
-            self._send(Pubrec(pid))
+            self._ack(Pubrec(pid))
             return
         if qos and v5 and len(session.awaiting_rel) >= self.receive_maximum:
             raise ProtocolViolation(Reason.RECEIVE_MAXIMUM_EXCEEDED, "receive maximum exceeded")
@@ -501,11 +504,33 @@ class Connection:
             if not self.broker.publish(message) and qos:
                 reason = Reason.NO_MATCHING_SUBSCRIBERS
         if qos == 1:
-            self._send(Puback(pid, reason if v5 else 0))
+            self._ack(Puback(pid, reason if v5 else 0))
         elif qos == 2:
             if reason < 0x80:
                 session.awaiting_rel[pid] = None
-            self._send(Pubrec(pid, reason if v5 else 0))
+                if session.store is not None:
+                    session.store.inbound_added(self.client_id, pid)
+            self._ack(Pubrec(pid, reason if v5 else 0))
+
+    def _ack(self, packet: Packet) -> None:
+        """Send a PUBACK, PUBREC or PUBCOMP once what its packet changed is durable.
+
+        The guarantee of a durable store: a publisher is acknowledged only after its message is
+        recorded for every persistent session it was routed to (and as retained), and an inbound
+        QoS 2 id is recorded before PUBREC (and its removal before PUBCOMP), so nothing is lost
+        or delivered twice after a crash. Acks keep their order (MQTT-4.6.0-2..-4): once one
+        waits for a commit, the following ones wait too.
+        """
+        store = self.broker.durable_store
+        if store is not None and (self._acks_waiting or store.pending):
+            self._acks_waiting += 1
+            store.commit(lambda: self._acked(packet))
+        else:
+            self._send(packet)
+
+    def _acked(self, packet: Packet) -> None:
+        self._acks_waiting -= 1
+        self._send(packet)
 
     def _on_puback(self, p: Puback) -> None:
         session = self.session
@@ -520,7 +545,9 @@ class Connection:
             session.rejected(p.packet_id)
             session.pump(time.time())
         elif session.received(p.packet_id):
-            self._send(Pubrel(p.packet_id))
+            # Recorded as released before PUBREL goes: after a crash the broker must re-send
+            # PUBREL, never the PUBLISH the client may already have completed (exactly once).
+            self._ack(Pubrel(p.packet_id))
         else:
             self._send(Pubrel(p.packet_id, Reason.PACKET_IDENTIFIER_NOT_FOUND))
 
@@ -529,9 +556,11 @@ class Connection:
         assert session is not None
         if p.packet_id in session.awaiting_rel:
             del session.awaiting_rel[p.packet_id]
-            self._send(Pubcomp(p.packet_id))
+            if session.store is not None:
+                session.store.inbound_removed(self.client_id, p.packet_id)
+            self._ack(Pubcomp(p.packet_id))
         else:
-            self._send(Pubcomp(p.packet_id, Reason.PACKET_IDENTIFIER_NOT_FOUND))
+            self._ack(Pubcomp(p.packet_id, Reason.PACKET_IDENTIFIER_NOT_FOUND))
 
     def _on_pubcomp(self, p: Pubcomp) -> None:
         session = self.session

@@ -33,6 +33,7 @@ class Message:
         "raw",
         "raw_v5",
         "retain",
+        "store_id",
         "topic",
     )
 
@@ -58,6 +59,9 @@ class Message:
         #: The PUBLISH as received, when it can be forwarded byte for byte (see Connection).
         self.raw = raw
         self.raw_v5 = raw_v5
+        #: The durable store's id for it, once a persistent session or the retained store
+        #: references it (0: not stored); see midge.store.base.
+        self.store_id = 0
 
     @classmethod
     def from_publish(

@@ -16,6 +16,7 @@ from midge.broker.message import Message, SubOptions
 
 if TYPE_CHECKING:
     from midge.broker.connection import Connection
+    from midge.store.base import Store
 
 #: An outgoing QoS 1/2 delivery: message, QoS, retain flag, subscription ids.
 Delivery = tuple[Message, int, bool, "tuple[int, ...]"]
@@ -57,6 +58,7 @@ class Session:
         "queue",
         "queue_qos0",
         "queued_bytes",
+        "store",
         "subscriptions",
         "will_handle",
     )
@@ -88,6 +90,9 @@ class Session:
         #: Timer handles owned by the broker: session expiry and a delayed will.
         self.expiry_handle: Any = None
         self.will_handle: Any = None
+        #: The durable store, while this session is persistent (expiry > 0) and the broker has
+        #: one; None otherwise, so a clean session's traffic never touches the store.
+        self.store: Store | None = None
 
     # -- delivery ---------------------------------------------------------------------------
 
@@ -108,7 +113,7 @@ class Session:
                 self._enqueue((message, 0, retain, sub_ids))
             return
         if conn is not None and not self.queue and self._window_open(conn):
-            self._send_new((message, qos, retain, sub_ids), conn, cache)
+            self._send_new((message, qos, retain, sub_ids), conn, cache, False)
         else:
             self._enqueue((message, qos, retain, sub_ids))
 
@@ -132,6 +137,8 @@ class Session:
             self.queue = deque()
         self.queue.append(delivery)
         self.queued_bytes += size
+        if self.store is not None:
+            self.store.delivery_added(self.client_id, delivery, 0)
 
     def _allocate_pid(self) -> int:
         pid = self._next_pid
@@ -145,16 +152,29 @@ class Session:
         self._next_pid = pid % 65535 + 1
         return pid
 
-    def _send_new(self, delivery: Delivery, conn: Connection, cache: dict[Any, Any] | None) -> None:
+    def _send_new(
+        self, delivery: Delivery, conn: Connection, cache: dict[Any, Any] | None, queued: bool
+    ) -> None:
+        """Send a delivery now; ``queued``: it is the head of the queue, just taken off it."""
         message, qos, retain, sub_ids = delivery
+        store = self.store
         if qos == 0:
             conn.send_publish(message, 0, retain, sub_ids, 0, False, cache)
+            if queued and store is not None:
+                store.delivery_removed(self.client_id, message)
             return
         pid = self._allocate_pid()
         if conn.send_publish(message, qos, retain, sub_ids, pid, False, cache):
             size = len(message.payload)
             self.inflight[pid] = Outgoing(delivery, size)
             self.inflight_bytes += size
+            if store is not None:
+                if queued:
+                    store.delivery_sent(self.client_id, pid)
+                else:
+                    store.delivery_added(self.client_id, delivery, pid)
+        elif queued and store is not None:
+            store.delivery_removed(self.client_id, message)
 
     def pump(self, now: float) -> None:
         """Move queued messages into the window while it has room (after an ack, or on connect)."""
@@ -166,8 +186,11 @@ class Session:
             delivery = queue.popleft()
             self.queued_bytes -= len(delivery[0].payload)
             if delivery[0].expired(now):
-                continue  # MQTT-3.3.2-5 v5: an expired message is not delivered
-            self._send_new(delivery, conn, None)
+                # MQTT-3.3.2-5 v5: an expired message is not delivered
+                if self.store is not None:
+                    self.store.delivery_removed(self.client_id, delivery[0])
+                continue
+            self._send_new(delivery, conn, None, True)
             conn = self.connection  # sending may have closed it
 
     # -- acknowledgements from the client --------------------------------------------------
@@ -179,6 +202,8 @@ class Session:
             return False
         del self.inflight[pid]
         self.inflight_bytes -= out.size
+        if self.store is not None:
+            self.store.delivery_done(self.client_id, pid, out.delivery[0])
         return True
 
     def received(self, pid: int) -> bool:
@@ -187,6 +212,8 @@ class Session:
         if out is None or out.delivery[1] != 2:
             return False
         out.released = True
+        if self.store is not None:
+            self.store.delivery_released(self.client_id, pid)
         return True
 
     def rejected(self, pid: int) -> None:
@@ -194,6 +221,8 @@ class Session:
         out = self.inflight.pop(pid, None)
         if out is not None:
             self.inflight_bytes -= out.size
+            if self.store is not None:
+                self.store.delivery_done(self.client_id, pid, out.delivery[0])
 
     # -- reconnection -------------------------------------------------------------------------
 
@@ -207,6 +236,35 @@ class Session:
                 if not conn.send_publish(message, qos, retain, sub_ids, pid, True, None):
                     self.inflight.pop(pid, None)
                     self.inflight_bytes -= out.size
+                    if self.store is not None:
+                        self.store.delivery_done(self.client_id, pid, message)
+
+    def stored_messages(self) -> list[Message]:
+        """The messages its queue and in-flight entries reference (for the store's counts)."""
+        messages = [out.delivery[0] for out in self.inflight.values()]
+        if self.queue:
+            messages.extend(d[0] for d in self.queue)
+        return messages
+
+    def restore(
+        self,
+        queue: list[Delivery],
+        inflight: list[tuple[int, Delivery, bool]],
+        awaiting_rel: list[int],
+    ) -> None:
+        """Take back what the store kept (start-up): the queue, the in-flight window (re-sent
+        with DUP on reconnect, same packet ids, MQTT-4.4.0-1) and inbound QoS 2 ids."""
+        if queue:
+            self.queue = deque(queue)
+            self.queued_bytes = sum(len(d[0].payload) for d in queue)
+        for pid, delivery, released in inflight:
+            out = Outgoing(delivery, len(delivery[0].payload))
+            out.released = released
+            self.inflight[pid] = out
+            self.inflight_bytes += out.size
+            self._next_pid = pid % 65535 + 1
+        for pid in awaiting_rel:
+            self.awaiting_rel[pid] = None
 
     def clear(self) -> None:
         """Forget everything (a clean start, MQTT-3.1.2-6 3.1.1 / MQTT-3.1.2-4 v5)."""

@@ -1,0 +1,642 @@
+"""The embedded durable store: SQLite (stdlib ``sqlite3``) in WAL mode, with group commit.
+
+The broker's loop never waits for the disk. Reports become SQL statements appended to a batch;
+one writer thread runs each batch in one transaction and, once it is committed (and fsynced, with
+``durability = "fsync"``: ``synchronous=FULL``), hands the batch's :meth:`commit` callbacks back to
+the loop. While the writer is busy the next batch grows, so under load many PUBLISHes share one
+fsync (group commit); when idle, a batch waits :data:`COMMIT_WINDOW` for company.
+
+Messages are numbered here (``Message.store_id``) so statements can refer to them before they are
+written, and counted: a message row is deleted with its last reference (queue or in-flight entry,
+or the retained store). Deleted pages are reused, and an incremental vacuum runs now and then, so
+the file does not grow without bound under churn.
+
+The data directory holds ``midge.db`` (with its ``-wal`` and ``-shm``) and ``midge.lock``, held
+with an exclusive ``flock`` while the broker runs: a second broker on the same directory stops at
+start. A database that cannot be opened, is locked, or fails its check stops the broker at start
+with a :class:`~midge.store.base.StoreError` naming the file and the fix: it never starts empty.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+from midge.broker.message import Message, SubOptions
+from midge.codec.decode import decode_properties
+from midge.codec.encode import encode_properties
+from midge.codec.packets import PacketType
+from midge.codec.properties import WILL
+from midge.store.base import StoredSession, StoredWill, StoreError, StoreState
+
+if TYPE_CHECKING:
+    from midge.broker.session import Delivery
+
+log = logging.getLogger("midge.store")
+
+#: How long an idle store waits for more changes before committing (seconds).
+COMMIT_WINDOW = 0.002
+#: Run ``PRAGMA incremental_vacuum`` after this many committed batches.
+VACUUM_EVERY = 2000
+SCHEMA_VERSION = 1
+DB_NAME = "midge.db"
+LOCK_NAME = "midge.lock"
+
+SYNCHRONOUS = {"fsync": "FULL", "os": "NORMAL"}
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS sessions (
+    client_id TEXT PRIMARY KEY, version INTEGER NOT NULL, expiry INTEGER NOT NULL,
+    disconnected_at REAL);
+CREATE TABLE IF NOT EXISTS subscriptions (
+    client_id TEXT NOT NULL, topic_filter TEXT NOT NULL, qos INTEGER NOT NULL,
+    no_local INTEGER NOT NULL, rap INTEGER NOT NULL, rh INTEGER NOT NULL, sub_id INTEGER,
+    PRIMARY KEY (client_id, topic_filter)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS messages (
+    id INTEGER PRIMARY KEY, topic TEXT NOT NULL, payload BLOB NOT NULL, qos INTEGER NOT NULL,
+    retain INTEGER NOT NULL, props BLOB, expires_at REAL, origin TEXT);
+CREATE TABLE IF NOT EXISTS deliveries (
+    seq INTEGER PRIMARY KEY, client_id TEXT NOT NULL, message_id INTEGER NOT NULL,
+    qos INTEGER NOT NULL, retain INTEGER NOT NULL, sub_ids TEXT, pid INTEGER NOT NULL,
+    state INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS deliveries_queue ON deliveries (client_id, state, seq);
+CREATE INDEX IF NOT EXISTS deliveries_pid ON deliveries (client_id, pid);
+CREATE TABLE IF NOT EXISTS inbound (
+    client_id TEXT NOT NULL, pid INTEGER NOT NULL, PRIMARY KEY (client_id, pid)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS retained (
+    topic TEXT PRIMARY KEY, message_id INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS wills (
+    client_id TEXT PRIMARY KEY, topic TEXT NOT NULL, payload BLOB NOT NULL,
+    qos INTEGER NOT NULL, retain INTEGER NOT NULL, props BLOB, origin TEXT,
+    due_at REAL NOT NULL);
+"""
+
+# Delivery states.
+QUEUED, SENT, RELEASED = 0, 1, 2
+
+_SESSION_SAVE = (
+    "INSERT INTO sessions (client_id, version, expiry, disconnected_at) VALUES (?, ?, ?, NULL) "
+    "ON CONFLICT (client_id) DO UPDATE SET version = excluded.version, "
+    "expiry = excluded.expiry, disconnected_at = NULL"
+)
+_SESSION_DETACH = "UPDATE sessions SET expiry = ?, disconnected_at = ? WHERE client_id = ?"
+_SUB_SAVE = (
+    "INSERT OR REPLACE INTO subscriptions (client_id, topic_filter, qos, no_local, rap, rh, "
+    "sub_id) VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+_SUB_DELETE = "DELETE FROM subscriptions WHERE client_id = ? AND topic_filter = ?"
+_MSG_INSERT = (
+    "INSERT INTO messages (id, topic, payload, qos, retain, props, expires_at, origin) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_MSG_DELETE = "DELETE FROM messages WHERE id = ?"
+_DELIVERY_ADD = (
+    "INSERT INTO deliveries (client_id, message_id, qos, retain, sub_ids, pid, state) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+_HEAD = "(SELECT min(seq) FROM deliveries WHERE client_id = ? AND state = 0)"
+_DELIVERY_SENT = f"UPDATE deliveries SET pid = ?, state = 1 WHERE seq = {_HEAD}"
+_DELIVERY_REMOVE = f"DELETE FROM deliveries WHERE seq = {_HEAD}"
+_DELIVERY_RELEASED = "UPDATE deliveries SET state = 2 WHERE client_id = ? AND pid = ? AND state > 0"
+_DELIVERY_DONE = "DELETE FROM deliveries WHERE client_id = ? AND pid = ? AND state > 0"
+_INBOUND_ADD = "INSERT OR IGNORE INTO inbound (client_id, pid) VALUES (?, ?)"
+_INBOUND_DELETE = "DELETE FROM inbound WHERE client_id = ? AND pid = ?"
+_RETAINED_SET = "INSERT OR REPLACE INTO retained (topic, message_id) VALUES (?, ?)"
+_RETAINED_DELETE = "DELETE FROM retained WHERE topic = ?"
+_WILL_SAVE = (
+    "INSERT OR REPLACE INTO wills (client_id, topic, payload, qos, retain, props, origin, due_at) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_WILL_DELETE = "DELETE FROM wills WHERE client_id = ?"
+_SESSION_DELETES = tuple(
+    f"DELETE FROM {table} WHERE client_id = ?"
+    for table in ("deliveries", "subscriptions", "inbound", "sessions")
+)
+
+Op = tuple[str, tuple[Any, ...]]
+
+
+def _props_blob(props: dict[int, Any]) -> bytes | None:
+    return encode_properties(props) if props else None
+
+
+def _props_from(blob: bytes | None, where: int) -> dict[int, Any]:
+    if not blob:
+        return {}
+    props, _ = decode_properties(blob, 0, len(blob), where)
+    return props
+
+
+class SqliteStore:
+    """The SQLite store for ``data_dir``; ``durability`` is ``"fsync"`` or ``"os"``.
+
+    Open it with :meth:`open` (lock, open, check, create the schema), then :meth:`load`, then
+    :meth:`start` on the broker's loop; :meth:`close` at shutdown.
+    """
+
+    durable = True
+
+    def __init__(self, data_dir: str, durability: str = "fsync") -> None:
+        if durability not in SYNCHRONOUS:
+            raise ValueError(f"durability {durability!r}: expected 'fsync' or 'os'")
+        self.data_dir = data_dir
+        self.durability = durability
+        self.path = os.path.join(data_dir, DB_NAME)
+        self.lock_path = os.path.join(data_dir, LOCK_NAME)
+        self._lock_fd: int | None = None
+        self._db: sqlite3.Connection | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        #: The batch being filled on the loop: statements and the callbacks waiting for them.
+        self._ops: list[Op] = []
+        self._callbacks: list[Callable[[], None]] = []
+        self._scheduled = False
+        self._writing = False  # a batch is with the writer thread
+        self._queue: queue.SimpleQueue[tuple[list[Op], list[Callable[[], None]]] | None] = (
+            queue.SimpleQueue()
+        )
+        self._thread: threading.Thread | None = None
+        self._failed: BaseException | None = None
+        self._batches = 0
+        #: message id -> references (queue/in-flight entries and the retained store).
+        self._refs: dict[int, int] = {}
+        self._next_id = 1
+        #: topic -> the retained message's id, to release the one a new retained message replaces.
+        self._retained: dict[str, Message] = {}
+
+    # -- opening -----------------------------------------------------------------------------
+
+    def open(self) -> None:
+        """Create the directory if missing, take the lock, open and check the database."""
+        try:
+            os.makedirs(self.data_dir, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(
+                f"cannot create data directory {self.data_dir}: {exc.strerror or exc}; "
+                "create it, make it writable, or set data_dir (persistence_location)"
+            ) from None
+        try:
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise StoreError(
+                f"cannot open lock file {self.lock_path}: {exc.strerror or exc}; "
+                "make the data directory writable by the broker"
+            ) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = ""
+            with contextlib.suppress(OSError, ValueError):
+                holder = os.pread(fd, 32, 0).decode("ascii").strip()
+            os.close(fd)
+            who = f" (pid {holder})" if holder else ""
+            raise StoreError(
+                f"data directory {self.data_dir} is in use by another broker{who}: "
+                f"{self.lock_path} is locked; stop that broker or give this one another data_dir"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+        self._lock_fd = fd
+        try:
+            self._db = self._connect()
+        except BaseException:
+            self._unlock()
+            raise
+
+    def _connect(self) -> sqlite3.Connection:
+        path = self.path
+        fix = (
+            f"move {path} (and its -wal and -shm files) away to start with an empty store, "
+            "or restore it from a backup"
+        )
+        if os.path.exists(path) and not os.access(path, os.R_OK | os.W_OK):
+            raise StoreError(
+                f"cannot open database {path}: permission denied; "
+                "give the broker read and write access to it"
+            )
+        try:
+            db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open database {path}: {exc}; {fix}") from None
+        try:
+            db.execute("PRAGMA busy_timeout = 0")
+            mode = db.execute("PRAGMA journal_mode = WAL").fetchone()
+            if mode is None or str(mode[0]).lower() != "wal":
+                raise StoreError(
+                    f"cannot put database {path} in WAL mode (got {mode}); "
+                    "is it on a file system without shared memory, or used by another program?"
+                )
+            check = db.execute("PRAGMA quick_check").fetchall()
+            if check != [("ok",)]:
+                detail = "; ".join(str(row[0]) for row in check[:3])
+                raise StoreError(f"database {path} is corrupt ({detail}); {fix}")
+            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
+            if not tables:
+                # A new file: incremental auto-vacuum must be chosen before the first table.
+                db.execute("PRAGMA auto_vacuum = INCREMENTAL")
+            db.executescript(_SCHEMA)
+            row = db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+            if row is None:
+                db.execute("INSERT INTO meta (key, value) VALUES ('schema', ?)", (SCHEMA_VERSION,))
+            elif int(row[0]) != SCHEMA_VERSION:
+                raise StoreError(
+                    f"database {path} has schema version {row[0]}, this midge reads "
+                    f"{SCHEMA_VERSION}; run the midge version that wrote it, or {fix}"
+                )
+            db.execute(f"PRAGMA synchronous = {SYNCHRONOUS[self.durability]}")
+        except StoreError:
+            db.close()
+            raise
+        except sqlite3.OperationalError as exc:
+            db.close()
+            if "locked" in str(exc) or "busy" in str(exc):
+                raise StoreError(
+                    f"database {path} is locked by another program ({exc}); stop it and retry"
+                ) from None
+            raise StoreError(f"cannot read database {path} ({exc}); {fix}") from None
+        except sqlite3.DatabaseError as exc:
+            db.close()
+            raise StoreError(f"database {path} is unreadable or corrupt ({exc}); {fix}") from None
+        return db
+
+    def _unlock(self) -> None:
+        if self._lock_fd is not None:
+            with contextlib.suppress(OSError):
+                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    # -- loading -------------------------------------------------------------------------------
+
+    def load(self) -> StoreState:
+        """Read everything back; expired messages, sessions and orphans are purged first."""
+        db = self._db
+        assert db is not None, "open() first"
+        now = time.time()
+        state = StoreState()
+        try:
+            db.execute("BEGIN")
+            self._purge(db, now)
+            messages: dict[int, Message] = {}
+            for mid, topic, payload, qos, retain, props, expires_at, origin in db.execute(
+                "SELECT id, topic, payload, qos, retain, props, expires_at, origin FROM messages"
+            ):
+                m = Message(
+                    topic,
+                    bytes(payload),
+                    qos,
+                    bool(retain),
+                    _props_from(props, PacketType.PUBLISH),
+                    expires_at,
+                    origin,
+                )
+                m.store_id = mid
+                messages[mid] = m
+            self._next_id = max(messages, default=0) + 1
+            refs = self._refs
+            sessions: dict[str, StoredSession] = {}
+            for cid, version, expiry, disconnected_at in db.execute(
+                "SELECT client_id, version, expiry, disconnected_at FROM sessions"
+            ):
+                sessions[cid] = StoredSession(cid, version, expiry, disconnected_at)
+            for cid, tf, qos, no_local, rap, rh, sub_id in db.execute(
+                "SELECT client_id, topic_filter, qos, no_local, rap, rh, sub_id FROM subscriptions"
+            ):
+                s = sessions.get(cid)
+                if s is not None:
+                    s.subscriptions[tf] = SubOptions(qos, bool(no_local), bool(rap), rh, sub_id)
+            for cid, mid, qos, retain, sub_ids, pid, st in db.execute(
+                "SELECT client_id, message_id, qos, retain, sub_ids, pid, state FROM deliveries "
+                "ORDER BY seq"
+            ):
+                s = sessions.get(cid)
+                dm = messages.get(mid)
+                if s is None or dm is None:
+                    continue
+                ids = tuple(int(i) for i in sub_ids.split(",")) if sub_ids else ()
+                delivery: Delivery = (dm, qos, bool(retain), ids)
+                if st == QUEUED:
+                    s.queue.append(delivery)
+                else:
+                    s.inflight.append((pid, delivery, st == RELEASED))
+                refs[mid] = refs.get(mid, 0) + 1
+            for cid, pid in db.execute("SELECT client_id, pid FROM inbound"):
+                s = sessions.get(cid)
+                if s is not None:
+                    s.awaiting_rel.append(pid)
+            for topic, mid in db.execute("SELECT topic, message_id FROM retained"):
+                rm = messages.get(mid)
+                if rm is not None:
+                    state.retained.append(rm)
+                    self._retained[topic] = rm
+                    refs[mid] = refs.get(mid, 0) + 1
+            for cid, topic, payload, qos, retain, props, origin, due_at in db.execute(
+                "SELECT client_id, topic, payload, qos, retain, props, origin, due_at FROM wills"
+            ):
+                will = Message(
+                    topic, bytes(payload), qos, bool(retain), _props_from(props, WILL), None, origin
+                )
+                state.wills.append(StoredWill(cid, will, due_at))
+            db.execute("COMMIT")
+        except sqlite3.DatabaseError as exc:
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
+            raise StoreError(
+                f"cannot read database {self.path} ({exc}); move it (and its -wal and -shm "
+                "files) away to start with an empty store, or restore it from a backup"
+            ) from None
+        state.sessions = list(sessions.values())
+        log.info(
+            "store %s: %d sessions, %d queued or in-flight messages, %d retained",
+            self.path,
+            len(state.sessions),
+            sum(len(s.queue) + len(s.inflight) for s in state.sessions),
+            len(state.retained),
+        )
+        return state
+
+    @staticmethod
+    def _purge(db: sqlite3.Connection, now: float) -> None:
+        """Delete what expired while the broker was down (MQTT-3.1.2-23 v5, MQTT-3.3.2-5 v5).
+
+        A session expires ``expiry`` seconds after its connection closed (0xFFFFFFFF: never); one
+        still connected when the broker stopped counts from now. Queued (unsent) deliveries of
+        expired messages go; in-flight ones stay, as onward delivery has begun (MQTT-4.3.3-7 v5).
+        """
+        db.execute(
+            "DELETE FROM sessions WHERE expiry != 4294967295 AND disconnected_at IS NOT NULL "
+            "AND disconnected_at + expiry <= ?",
+            (now,),
+        )
+        for table in ("subscriptions", "deliveries", "inbound"):
+            db.execute(
+                f"DELETE FROM {table} WHERE client_id NOT IN (SELECT client_id FROM sessions)"
+            )
+        db.execute(
+            "DELETE FROM deliveries WHERE state = 0 AND message_id IN "
+            "(SELECT id FROM messages WHERE expires_at IS NOT NULL AND expires_at <= ?)",
+            (now,),
+        )
+        db.execute(
+            "DELETE FROM retained WHERE message_id IN "
+            "(SELECT id FROM messages WHERE expires_at IS NOT NULL AND expires_at <= ?)",
+            (now,),
+        )
+        db.execute(
+            "DELETE FROM messages WHERE id NOT IN (SELECT message_id FROM deliveries) "
+            "AND id NOT IN (SELECT message_id FROM retained)"
+        )
+
+    # -- the writer ------------------------------------------------------------------------------
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Start the writer thread; callbacks run on ``loop``."""
+        self._loop = loop
+        self._thread = threading.Thread(target=self._writer, name="midge-store", daemon=True)
+        self._thread.start()
+        if self._ops or self._callbacks:
+            self._schedule()
+
+    def _writer(self) -> None:
+        db = self._db
+        assert db is not None
+        while True:
+            batch = self._queue.get()
+            if batch is None:
+                return
+            ops, callbacks = batch
+            try:
+                if ops:
+                    db.execute("BEGIN")
+                    for sql, params in ops:
+                        db.execute(sql, params)
+                    db.execute("COMMIT")
+                    self._batches += 1
+                    if self._batches % VACUUM_EVERY == 0:
+                        db.execute("PRAGMA incremental_vacuum(1000)")
+            except BaseException as exc:  # a full disk, an I/O error: acks must not go out
+                with contextlib.suppress(sqlite3.Error):
+                    db.execute("ROLLBACK")
+                self._failed = exc
+                log.critical(
+                    "store %s: write failed (%s); no acknowledgement will be sent until the "
+                    "broker is restarted",
+                    self.path,
+                    exc,
+                )
+                return
+            loop = self._loop
+            if loop is not None:
+                with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                    loop.call_soon_threadsafe(self._written, callbacks)
+
+    def _written(self, callbacks: list[Callable[[], None]]) -> None:
+        """On the loop: a batch is durable; run its callbacks, send the next batch if any."""
+        self._writing = False
+        for callback in callbacks:
+            try:
+                callback()
+            except Exception:  # pragma: no cover - a bug in a callback must not stop the others
+                log.exception("store commit callback failed")
+        if self._ops or self._callbacks:
+            self._submit()
+
+    def _schedule(self) -> None:
+        loop = self._loop
+        if loop is None:
+            return  # not started yet: start() schedules what was reported before
+        if not self._scheduled and not self._writing:
+            self._scheduled = True
+            loop.call_later(COMMIT_WINDOW, self._flush)
+
+    def _flush(self) -> None:
+        self._scheduled = False
+        if not self._writing and (self._ops or self._callbacks):
+            self._submit()
+
+    def _submit(self) -> None:
+        if self._failed is not None:
+            return
+        ops, self._ops = self._ops, []
+        callbacks, self._callbacks = self._callbacks, []
+        self._writing = True
+        self._queue.put((ops, callbacks))
+
+    # -- Store ---------------------------------------------------------------------------------
+
+    @property
+    def pending(self) -> bool:
+        return bool(self._ops)
+
+    def commit(self, callback: Callable[[], None]) -> None:
+        if not self._ops and not self._writing and not self._callbacks:
+            callback()
+            return
+        self._callbacks.append(callback)
+        self._schedule()
+
+    def close(self) -> None:
+        """Write what is left, stop the writer, close the database and release the lock."""
+        thread = self._thread
+        if thread is not None:
+            if self._failed is None and (self._ops or self._callbacks):
+                # Batches are written in order: this last one goes after any still being written
+                # (its callbacks never run: the loop is stopping).
+                self._queue.put((self._ops, []))
+                self._ops = []
+                self._callbacks = []
+            self._queue.put(None)
+            thread.join(30)
+            self._thread = None
+        elif self._db is not None and self._ops:
+            db = self._db
+            db.execute("BEGIN")
+            for sql, params in self._ops:
+                db.execute(sql, params)
+            db.execute("COMMIT")
+            self._ops = []
+        if self._db is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            self._db.close()
+            self._db = None
+        self._unlock()
+
+    def _op(self, sql: str, params: tuple[Any, ...]) -> None:
+        self._ops.append((sql, params))
+        if not self._scheduled:
+            self._schedule()
+
+    def _ref(self, message: Message) -> int:
+        mid = message.store_id
+        if mid:
+            self._refs[mid] += 1
+            return mid
+        mid = message.store_id = self._next_id
+        self._next_id = mid + 1
+        self._refs[mid] = 1
+        self._op(
+            _MSG_INSERT,
+            (
+                mid,
+                message.topic,
+                message.payload,
+                message.qos,
+                int(message.retain),
+                _props_blob(message.properties),
+                message.expires_at,
+                message.origin,
+            ),
+        )
+        return mid
+
+    def _unref(self, message: Message) -> None:
+        mid = message.store_id
+        if not mid:
+            return
+        n = self._refs.get(mid, 0) - 1
+        if n > 0:
+            self._refs[mid] = n
+            return
+        self._refs.pop(mid, None)
+        message.store_id = 0
+        self._op(_MSG_DELETE, (mid,))
+
+    def session_saved(self, client_id: str, version: int, expiry_interval: int) -> None:
+        self._op(_SESSION_SAVE, (client_id, version, expiry_interval))
+
+    def session_detached(self, client_id: str, expiry_interval: int, at: float) -> None:
+        self._op(_SESSION_DETACH, (expiry_interval, at, client_id))
+
+    def session_deleted(self, client_id: str, messages: Iterable[Message]) -> None:
+        for sql in _SESSION_DELETES:
+            self._op(sql, (client_id,))
+        for message in messages:
+            self._unref(message)
+
+    def subscription_added(self, client_id: str, topic_filter: str, options: SubOptions) -> None:
+        o = options
+        self._op(
+            _SUB_SAVE,
+            (
+                client_id,
+                topic_filter,
+                o.qos,
+                int(o.no_local),
+                int(o.retain_as_published),
+                o.retain_handling,
+                o.subscription_id,
+            ),
+        )
+
+    def subscription_removed(self, client_id: str, topic_filter: str) -> None:
+        self._op(_SUB_DELETE, (client_id, topic_filter))
+
+    def delivery_added(self, client_id: str, delivery: Delivery, pid: int) -> None:
+        message, qos, retain, sub_ids = delivery
+        mid = self._ref(message)
+        ids = ",".join(map(str, sub_ids)) if sub_ids else None
+        self._op(
+            _DELIVERY_ADD, (client_id, mid, qos, int(retain), ids, pid, SENT if pid else QUEUED)
+        )
+
+    def delivery_sent(self, client_id: str, pid: int) -> None:
+        self._op(_DELIVERY_SENT, (pid, client_id))
+
+    def delivery_removed(self, client_id: str, message: Message) -> None:
+        self._op(_DELIVERY_REMOVE, (client_id,))
+        self._unref(message)
+
+    def delivery_released(self, client_id: str, pid: int) -> None:
+        self._op(_DELIVERY_RELEASED, (client_id, pid))
+
+    def delivery_done(self, client_id: str, pid: int, message: Message) -> None:
+        self._op(_DELIVERY_DONE, (client_id, pid))
+        self._unref(message)
+
+    def inbound_added(self, client_id: str, pid: int) -> None:
+        self._op(_INBOUND_ADD, (client_id, pid))
+
+    def inbound_removed(self, client_id: str, pid: int) -> None:
+        self._op(_INBOUND_DELETE, (client_id, pid))
+
+    def retained_changed(self, message: Message) -> None:
+        topic = message.topic
+        old = self._retained.pop(topic, None)
+        if message.payload:
+            # The retained copy is a message of its own (its QoS and properties as published).
+            self._ref(message)
+            self._retained[topic] = message
+            self._op(_RETAINED_SET, (topic, message.store_id))
+        else:
+            self._op(_RETAINED_DELETE, (topic,))
+        if old is not None:
+            self._unref(old)
+
+    def will_saved(self, client_id: str, message: Message, due_at: float) -> None:
+        m = message
+        self._op(
+            _WILL_SAVE,
+            (
+                client_id,
+                m.topic,
+                m.payload,
+                m.qos,
+                int(m.retain),
+                _props_blob(m.properties),
+                m.origin,
+                due_at,
+            ),
+        )
+
+    def will_cleared(self, client_id: str) -> None:
+        self._op(_WILL_DELETE, (client_id,))

@@ -1,0 +1,97 @@
+"""Persistence options (issue 5): Mosquitto's names and midge's, in both readers, and the
+command line's durable default."""
+
+from __future__ import annotations
+
+import pytest
+
+from midge.cli import _durable_by_default
+from midge.config import Config, ConfigError, parse_mosquitto_conf, parse_toml
+
+
+def test_defaults_keep_config_usable_in_tests() -> None:
+    """``Config()`` writes nothing anywhere: no data_dir until the CLI gives ./data."""
+    c = Config()
+    assert c.data_dir is None and c.durability == "fsync"
+
+
+def test_cli_default_is_sqlite_in_data() -> None:
+    c = Config()
+    _durable_by_default(c)
+    assert c.data_dir == "./data" and c.durability == "fsync"
+
+
+def test_cli_keeps_memory_when_persistence_is_off() -> None:
+    c = parse_mosquitto_conf("persistence false\n")
+    _durable_by_default(c)
+    assert c.durability == "none" and c.data_dir is None
+
+
+def test_cli_workers_default_to_memory_with_a_notice() -> None:
+    c = Config(workers=3)
+    _durable_by_default(c)
+    assert c.durability == "none" and c.data_dir is None
+    assert any("persistence is off with 3 workers" in n for n in c.notices)
+
+
+def test_cli_workers_with_explicit_data_dir_is_an_error() -> None:
+    c = Config(workers=2, data_dir="/var/lib/midge")
+    with pytest.raises(ConfigError, match="does not work with 2 workers"):
+        _durable_by_default(c)
+
+
+@pytest.mark.parametrize(
+    ("text", "durability", "data_dir"),
+    [
+        ("persistence true\n", "fsync", None),
+        ("persistence false\n", "none", None),
+        (
+            "persistence true\npersistence_location /var/lib/mosquitto/\n",
+            "fsync",
+            "/var/lib/mosquitto/",
+        ),
+        ("retained_persistence false\n", "none", None),
+        ("durability os\ndata_dir /srv/midge\n", "os", "/srv/midge"),
+        ("durability none\npersistence true\n", "fsync", None),
+    ],
+)
+def test_mosquitto_conf(text: str, durability: str, data_dir: str | None) -> None:
+    c = parse_mosquitto_conf(text)
+    assert (c.durability, c.data_dir) == (durability, data_dir)
+
+
+@pytest.mark.parametrize(
+    ("text", "durability", "data_dir"),
+    [
+        ("persistence = false\n", "none", None),
+        ('persistence = true\npersistence_location = "/m"\n', "fsync", "/m"),
+        ('durability = "os"\ndata_dir = "/d"\n', "os", "/d"),
+        ('durability = "none"\n', "none", None),
+    ],
+)
+def test_toml(text: str, durability: str, data_dir: str | None) -> None:
+    c = parse_toml(text)
+    assert (c.durability, c.data_dir) == (durability, data_dir)
+
+
+def test_bad_durability_is_named() -> None:
+    with pytest.raises(ConfigError, match=r"test\.conf:1: durability: invalid value .sometimes."):
+        parse_mosquitto_conf("durability sometimes\n", "test.conf")
+    with pytest.raises(ConfigError, match=r"test\.toml:1: durability: invalid value .x."):
+        parse_toml('durability = "x"\n', "test.toml")
+
+
+def test_autosave_options_are_accepted_with_a_notice() -> None:
+    c = parse_mosquitto_conf("autosave_interval 1800\nautosave_on_changes false\n", "m.conf")
+    assert len(c.notices) == 2 and "autosave_interval" in c.notices[0]
+    assert "group commit" in c.notices[0]
+
+
+def test_persistence_file_is_refused_with_the_reason() -> None:
+    with pytest.raises(ConfigError, match=r"midge\.db"):
+        parse_mosquitto_conf("persistence_file mosquitto.db\n")
+
+
+def test_data_dir_given_twice_is_an_error() -> None:
+    with pytest.raises(ConfigError, match="given twice"):
+        parse_mosquitto_conf("persistence_location /a/\ndata_dir /b\n")
