@@ -47,6 +47,8 @@ log = logging.getLogger("midge.store")
 COMMIT_WINDOW = 0.002
 #: Run ``PRAGMA incremental_vacuum`` after this many committed batches.
 VACUUM_EVERY = 2000
+#: Bytes the WAL file is truncated to after a checkpoint.
+JOURNAL_SIZE_LIMIT = 64 * 1024 * 1024
 SCHEMA_VERSION = 1
 DB_NAME = "midge.db"
 LOCK_NAME = "midge.lock"
@@ -253,6 +255,8 @@ class SqliteStore:
                     f"{SCHEMA_VERSION}; run the midge version that wrote it, or {fix}"
                 )
             db.execute(f"PRAGMA synchronous = {SYNCHRONOUS[self.durability]}")
+            # The WAL is reset after each checkpoint; this caps the file it leaves behind.
+            db.execute(f"PRAGMA journal_size_limit = {JOURNAL_SIZE_LIMIT}")
         except StoreError:
             db.close()
             raise
