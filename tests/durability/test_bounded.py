@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from midge.codec.packets import Publish
+from midge.codec.properties import Prop
 from tests.conftest import RunningBroker
 from tests.durability.harness import Publisher, Subscriber, connect, payloads
 from tests.rawclient import RawClient
@@ -101,3 +102,33 @@ def test_churn_leaves_no_rows_and_bounded_file(
     # After the first rounds the database stops growing: pages of deleted rows are reused (the
     # WAL file itself is bounded by SQLite's automatic checkpoints and journal_size_limit).
     assert max(sizes[3:]) <= max(sizes[:3]) * 1.2, sizes
+
+
+def test_expired_messages_leave_the_disk_while_the_session_is_offline(
+    make_broker: Callable[..., RunningBroker], tmp_path: Path
+) -> None:
+    """The periodic sweep (Broker.purge_expired) drops queued messages whose Message Expiry
+    passed (MQTT-3.3.2-5 v5) from detached sessions, rows and messages included."""
+    broker = make_broker(data_dir=str(tmp_path))
+    sub = RawClient(broker.host, broker.port, 5)
+    connect(sub, "sub")
+    sub.subscribe("x/#", 1)
+    sub.disconnect()
+    pub = RawClient(broker.host, broker.port, 5)
+    connect(pub, "pub", clean=True)
+    for i in range(5):
+        props = {Prop.MESSAGE_EXPIRY_INTERVAL: 1} if i % 2 == 0 else {}
+        pub.publish("x/y", str(i).encode(), qos=1, properties=props)
+    assert wait_rows(tmp_path, {"deliveries": 5})["deliveries"] == 5
+    time.sleep(1.1)
+    assert broker.call(lambda: broker.server.broker.purge_expired()) == 3
+    got = wait_rows(tmp_path, {"deliveries": 2, "messages": 2})
+    assert (got["deliveries"], got["messages"]) == (2, 2), got
+    sub = RawClient(broker.host, broker.port, 5)
+    assert connect(sub, "sub").session_present
+    payloads_got = []
+    for packet in sub.recv_all(0.5):
+        assert isinstance(packet, Publish)
+        sub.ack(packet)
+        payloads_got.append(packet.payload)
+    assert payloads_got == [b"1", b"3"]

@@ -28,6 +28,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("midge.broker")
 
+#: Seconds between sweeps of detached sessions' queues for expired messages (durable store).
+PURGE_INTERVAL = 60.0
+
 
 class Cancellable(Protocol):
     def cancel(self) -> None: ...
@@ -497,6 +500,24 @@ class Broker:
             delay = max(0.0, will.due_at - now)
             handle = self.scheduler.call_later(delay, self._will_due, will.client_id)
             self.wills[will.client_id] = PendingWill(will.message, handle)
+        if store is not None:
+            self.scheduler.call_later(PURGE_INTERVAL, self._purge_tick)
+
+    def purge_expired(self) -> int:
+        """Drop expired messages from detached persistent sessions' queues (and so from disk);
+        a connected session drops them as their turn comes. Returns how many went."""
+        now = time.time()
+        dropped = 0
+        for session in self.sessions.values():
+            if session.connection is None and session.queue:
+                dropped += session.drop_expired(now)
+        return dropped
+
+    def _purge_tick(self) -> None:
+        if self.shutting_down:
+            return
+        self.purge_expired()
+        self.scheduler.call_later(PURGE_INTERVAL, self._purge_tick)
 
     # -- shutdown -------------------------------------------------------------------------------
 

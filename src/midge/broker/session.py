@@ -239,6 +239,27 @@ class Session:
                     if self.store is not None:
                         self.store.delivery_done(self.client_id, pid, message)
 
+    def drop_expired(self, now: float) -> int:
+        """Remove queued messages whose Message Expiry has passed (MQTT-3.3.2-5 v5) from a
+        detached session's queue, so they leave the disk too; returns how many."""
+        queue = self.queue
+        if not queue:
+            return 0
+        kept: deque[Delivery] = deque()
+        expired: list[Message] = []
+        for delivery in queue:
+            message = delivery[0]
+            if message.expires_at is not None and message.expires_at <= now:
+                expired.append(message)
+                self.queued_bytes -= len(message.payload)
+            else:
+                kept.append(delivery)
+        if expired:
+            self.queue = kept
+            if self.store is not None:
+                self.store.deliveries_expired(self.client_id, expired)
+        return len(expired)
+
     def stored_messages(self) -> list[Message]:
         """The messages its queue and in-flight entries reference (for the store's counts)."""
         messages = [out.delivery[0] for out in self.inflight.values()]

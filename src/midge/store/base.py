@@ -141,6 +141,9 @@ class Store(Protocol):
     def delivery_removed(self, client_id: str, message: Message) -> None:
         """The head of the queue (``message``) left it unsent (expired, QoS 0, too large)."""
 
+    def deliveries_expired(self, client_id: str, messages: list[Message]) -> None:
+        """These messages expired and left the session's queue, wherever they were in it."""
+
     def delivery_released(self, client_id: str, pid: int) -> None:
         """PUBREC received for ``pid``: PUBREL is what is re-sent from now on."""
 

@@ -57,6 +57,9 @@ class MemoryStore:
     def delivery_removed(self, client_id: str, message: Message) -> None:
         pass
 
+    def deliveries_expired(self, client_id: str, messages: list[Message]) -> None:
+        pass
+
     def delivery_released(self, client_id: str, pid: int) -> None:
         pass
 

@@ -109,6 +109,7 @@ _DELIVERY_ADD = (
 _HEAD = "(SELECT min(seq) FROM deliveries WHERE client_id = ? AND state = 0)"
 _DELIVERY_SENT = f"UPDATE deliveries SET pid = ?, state = 1 WHERE seq = {_HEAD}"
 _DELIVERY_REMOVE = f"DELETE FROM deliveries WHERE seq = {_HEAD}"
+_DELIVERY_EXPIRED = "DELETE FROM deliveries WHERE client_id = ? AND state = 0 AND message_id = ?"
 _DELIVERY_RELEASED = "UPDATE deliveries SET state = 2 WHERE client_id = ? AND pid = ? AND state > 0"
 _DELIVERY_DONE = "DELETE FROM deliveries WHERE client_id = ? AND pid = ? AND state > 0"
 _INBOUND_ADD = "INSERT OR IGNORE INTO inbound (client_id, pid) VALUES (?, ?)"
@@ -485,6 +486,8 @@ class SqliteStore:
         if not self._ops and not self._writing and not self._callbacks:
             callback()
             return
+        if self._failed is not None:
+            return  # never durable: the ack is never sent
         self._callbacks.append(callback)
         self._schedule()
 
@@ -516,6 +519,8 @@ class SqliteStore:
         self._unlock()
 
     def _op(self, sql: str, params: tuple[Any, ...]) -> None:
+        if self._failed is not None:
+            return  # nothing is written any more (and nothing acknowledged): do not pile up
         self._ops.append((sql, params))
         if not self._scheduled:
             self._schedule()
@@ -599,6 +604,15 @@ class SqliteStore:
     def delivery_removed(self, client_id: str, message: Message) -> None:
         self._op(_DELIVERY_REMOVE, (client_id,))
         self._unref(message)
+
+    def deliveries_expired(self, client_id: str, messages: list[Message]) -> None:
+        done: set[int] = set()
+        for message in messages:
+            mid = message.store_id
+            if mid and mid not in done:
+                done.add(mid)
+                self._op(_DELIVERY_EXPIRED, (client_id, mid))
+            self._unref(message)
 
     def delivery_released(self, client_id: str, pid: int) -> None:
         self._op(_DELIVERY_RELEASED, (client_id, pid))
