@@ -5,14 +5,19 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from midge.codec.packets import Publish
 from midge.store.base import StoreError
 from midge.store.sqlite import SqliteStore
+from tests.conftest import RunningBroker
 from tests.durability.harness import DurableBroker, connect
 from tests.procbroker import ProcBroker, run_midge
+from tests.rawclient import RawClient
 
 
 def conf_for(tmp_path: Path, data_dir: Path) -> Path:
@@ -151,3 +156,23 @@ def test_persistence_false_keeps_nothing(tmp_path: Path) -> None:
         assert not (tmp_path / "data").exists()
     finally:
         proc.close()
+
+
+def test_write_failure_withholds_acks(
+    make_broker: Callable[..., RunningBroker], tmp_path: Path
+) -> None:
+    """A write that fails while running (full disk, I/O error) stops acknowledgements: nothing is
+    acknowledged that is not recorded."""
+    broker = make_broker(data_dir=str(tmp_path))
+    sub = RawClient(broker.host, broker.port, 4)
+    connect(sub, "sub")
+    sub.subscribe("w/#", 1)
+    sub.disconnect()
+    store = broker.call(lambda: broker.server.broker.store)
+    time.sleep(0.2)  # the writer is idle (the subscription committed)
+    broker.call(lambda: store._db.close())  # every later statement fails
+    pub = RawClient(broker.host, broker.port, 4)
+    connect(pub, "pub", clean=True)
+    pub.send(Publish("w/x", b"kept?", 1, False, False, 1))
+    pub.expect_nothing(1.0)
+    assert store._failed is not None

@@ -140,6 +140,32 @@ def _props_from(blob: bytes | None, where: int) -> dict[int, Any]:
     return props
 
 
+def _write(db: sqlite3.Connection, ops: list[Op]) -> None:
+    """One batch in one transaction. New messages go first, all in one ``executemany`` (their
+    ids are never reused, and nothing refers to a message by constraint, so the order of those
+    inserts against the rest does not matter); the rest keep their order, with runs of the same
+    statement (a message queued for many sessions, say) as one ``executemany``."""
+    db.execute("BEGIN")
+    inserts = [params for sql, params in ops if sql is _MSG_INSERT]
+    if inserts:
+        db.executemany(_MSG_INSERT, inserts)
+    run_sql: str | None = None
+    run: list[tuple[Any, ...]] = []
+    for sql, params in ops:
+        if sql is _MSG_INSERT:
+            continue
+        if sql is not run_sql:
+            if run_sql is not None:
+                db.executemany(run_sql, run)
+            run_sql = sql
+            run = [params]
+        else:
+            run.append(params)
+    if run_sql is not None:
+        db.executemany(run_sql, run)
+    db.execute("COMMIT")
+
+
 class SqliteStore:
     """The SQLite store for ``data_dir``; ``durability`` is ``"fsync"`` or ``"os"``.
 
@@ -421,10 +447,7 @@ class SqliteStore:
             ops, callbacks = batch
             try:
                 if ops:
-                    db.execute("BEGIN")
-                    for sql, params in ops:
-                        db.execute(sql, params)
-                    db.execute("COMMIT")
+                    _write(db, ops)
                     self._batches += 1
                     if self._batches % VACUUM_EVERY == 0:
                         db.execute("PRAGMA incremental_vacuum(1000)")
@@ -480,7 +503,8 @@ class SqliteStore:
 
     @property
     def pending(self) -> bool:
-        return bool(self._ops)
+        # After a failed write nothing becomes durable again: every ack must wait (forever).
+        return bool(self._ops) or self._failed is not None
 
     def commit(self, callback: Callable[[], None]) -> None:
         if not self._ops and not self._writing and not self._callbacks:
@@ -505,11 +529,7 @@ class SqliteStore:
             thread.join(30)
             self._thread = None
         elif self._db is not None and self._ops:
-            db = self._db
-            db.execute("BEGIN")
-            for sql, params in self._ops:
-                db.execute(sql, params)
-            db.execute("COMMIT")
+            _write(self._db, self._ops)
             self._ops = []
         if self._db is not None:
             with contextlib.suppress(sqlite3.Error):
