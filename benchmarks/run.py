@@ -559,7 +559,19 @@ METRICS: dict[str, Callable[[dict[str, Any]], float | None]] = {
     ),
     "gen_cpu": lambda r: r["generator"]["cpu_percent"],
     "kept_up": lambda r: 1.0 if r["generator"]["kept_up"] else 0.0,
+    "other_broker_cpu": lambda r: _other(
+        r, int(BROKER_CPU), (r["broker"] or {}).get("cpu_percent")
+    ),
+    "other_gen_cpu": lambda r: _other(r, int(GENERATOR_CPU), r["generator"]["cpu_percent"]),
 }
+
+
+def _other(r: dict[str, Any], cpu: int, own: float | None) -> float | None:
+    """How busy CPU ``cpu`` was with work other than ``own`` (percent), during the window."""
+    busy = r["machine"].get("cpu_busy_percent") or []
+    if not PIN or own is None or cpu >= len(busy):
+        return None
+    return max(0.0, float(busy[cpu]) - own)
 
 
 def summarise(results: dict[str, Any]) -> dict[str, dict[str, dict[str, Any]]]:
@@ -611,7 +623,8 @@ def machine(brokers: list[Broker], results: dict[str, Any]) -> list[str]:
         f"- CPU: {model}, {os.cpu_count()} cores; memory {mem}",
         f"- Kernel: Linux {platform.release()}; Python {platform.python_version()}",
     ]
-    lines += [f"- {b.label}: {b.version()}" for b in brokers]
+    versions = results.get("brokers") or {}
+    lines += [f"- {b.label}: {versions.get(b.name) or b.version()}" for b in brokers]
     lines += [
         f"- Run: {results['started']} to {results['finished']}; "
         f"{results['rounds']} round(s), warm-up {results['warmup_s']} s, "
@@ -652,7 +665,10 @@ def render(
         "window divided by the deliveries in it; latency is from the publisher's write to the "
         "subscriber's read; RSS is the broker's resident memory at the end of the window. "
         "A † marks a run where the generator did not keep up (it sent less than offered or ran "
-        "short of CPU), so that broker's numbers there are a lower bound."
+        "short of CPU), so that broker's numbers there are a lower bound. ‡ Other load: how "
+        f"busy the broker's CPU ({BROKER_CPU}) and the generator's CPU ({GENERATOR_CPU}) were "
+        "with anything else during the window; where it is high, rates and latency tails suffer "
+        "(CPU per delivery much less)."
     )
     out.append("")
 
@@ -671,7 +687,7 @@ def render(
 
     out += ["### Message rows", ""]
     head = ["scenario", "broker", "CPU µs/delivery", "CPU %", "delivered/s", "lost"]
-    head += ["p50 µs", "p99 µs", "p99.9 µs", "RSS MiB", "generator CPU %"]
+    head += ["p50 µs", "p99 µs", "p99.9 µs", "RSS MiB", "generator CPU %", "other load ‡"]
     if has_mosq:
         head.append("midge / Mosquitto (CPU)")
     out.append("| " + " | ".join(head) + " |")
@@ -706,6 +722,7 @@ def render(
                 _f(c["p999"]),
                 _f(c["rss_mb"], ".1f"),
                 _f(c["gen_cpu"], ".0f"),
+                f"{_f(c['other_broker_cpu'], '.0f')} / {_f(c['other_gen_cpu'], '.0f')} %",
             ]
             if has_mosq:
                 ratio = ""
@@ -847,12 +864,12 @@ def draw_chart(brokers: list[Broker], rows: list[Row], results: dict[str, Any]) 
         ax2.bar(xs, p50, width, color=colors.get(name), label=f"{labels[name]} p50 (p99 light)")
     ax1.set_title("Broker CPU per delivered message (lower is better)")
     ax1.set_ylabel("µs of CPU per delivery")
-    ax1.set_xticks(range(len(cpu_rows)), [_short(r.label) for r in cpu_rows], fontsize=8)
+    ax1.set_xticks(range(len(cpu_rows)), [_short(r) for r in cpu_rows], fontsize=8)
     ax1.legend()
     ax2.set_title("Latency, publish to delivery (lower is better)")
     ax2.set_ylabel("µs (log scale)")
     ax2.set_yscale("log")
-    ax2.set_xticks(range(len(lat_rows)), [_short(r.label) for r in lat_rows], fontsize=8)
+    ax2.set_xticks(range(len(lat_rows)), [_short(r) for r in lat_rows], fontsize=8)
     ax2.legend(fontsize=8)
     for ax in (ax1, ax2):
         ax.grid(axis="y", alpha=0.3)
@@ -863,8 +880,19 @@ def draw_chart(brokers: list[Broker], rows: list[Row], results: dict[str, Any]) 
     return True
 
 
-def _short(label: str) -> str:
-    return label.replace(", ", "\n", 1).replace(" (max mode)", "\n(max)")
+#: The chart's axis labels.
+SHORT = {
+    "fanin-q0": "fan-in 10→1\nQoS 0, 20k/s",
+    "fanin-q1": "fan-in 10→1\nQoS 1, 20k/s",
+    "fanout-q0": "fan-out 1→50\nQoS 0, 50k/s",
+    "pairs-q0": "pairs 50\nQoS 0, 20k/s",
+    "saturation": "saturation\nfan-in QoS 0",
+    "halfsat": "fan-in QoS 0 at\nhalf saturation",
+}
+
+
+def _short(row: Row) -> str:
+    return SHORT.get(row.key, row.label)
 
 
 def write_page(lines: list[str]) -> None:
@@ -887,6 +915,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--brokers", default="midge,mosquitto,aedes")
     parser.add_argument("--rows", default="", help="comma-separated row keys (default: all)")
     parser.add_argument("--no-page", action="store_true", help="do not rewrite docs/")
+    parser.add_argument(
+        "--render-only",
+        action="store_true",
+        help="rewrite docs/ from benchmarks/results/latest.json without running anything",
+    )
     opts = parser.parse_args(argv)
     rounds = opts.rounds or (1 if opts.quick else 2)
     rows = [r for r in ROWS if not opts.rows or r.key in opts.rows.split(",")]
@@ -908,11 +941,21 @@ def main(argv: list[str] | None = None) -> int:
         print(text, file=sys.stderr, flush=True)
 
     began = time.monotonic()
-    say(f"make bench: {len(rows)} rows x {len(brokers)} brokers x {rounds} round(s)")
-    results = run_all(brokers, rows, rounds, opts.quick, say)
-    results["brokers"] = {b.name: b.version() for b in brokers}
-    RAW.parent.mkdir(parents=True, exist_ok=True)
-    RAW.write_text(json.dumps(results, indent=1) + "\n")
+    if opts.render_only:
+        results = json.loads(RAW.read_text())
+        ran = {run["broker"] for run in results["runs"]}
+        brokers = [b for b in brokers if b.name in ran]
+        for b in brokers:
+            b.label = results.get("labels", {}).get(b.name, b.label)
+        keys = {run["row"] for run in results["runs"]}
+        rows = [r for r in rows if r.key in keys]
+    else:
+        say(f"make bench: {len(rows)} rows x {len(brokers)} brokers x {rounds} round(s)")
+        results = run_all(brokers, rows, rounds, opts.quick, say)
+        results["brokers"] = {b.name: b.version() for b in brokers}
+        results["labels"] = {b.name: b.label for b in brokers}
+        RAW.parent.mkdir(parents=True, exist_ok=True)
+        RAW.write_text(json.dumps(results, indent=1) + "\n")
     if not opts.no_page:
         chart = draw_chart(brokers, rows, results)
         write_page(render(brokers, rows, results, chart))

@@ -395,10 +395,15 @@ def test_subscribe_options_v4(options: int) -> None:
     fails(pkt(0x82, b"\x00\x01" + s("a") + bytes((options,))), MalformedPacket, MALFORMED)
 
 
-@pytest.mark.parametrize("options", [0x40, 0x80, 0x03])
+@pytest.mark.parametrize("options", [0x40, 0x80])
 def test_subscribe_options_v5(options: int) -> None:
     data = pkt(0x82, b"\x00\x01\x00" + s("a") + bytes((options,)))
     fails(data, MalformedPacket, MALFORMED, 5)
+
+
+def test_subscribe_maximum_qos_3_v5() -> None:
+    """MQTT 5 3.8.3.1: "It is a Protocol Error if the Maximum QoS field has the value 3"."""
+    fails(pkt(0x82, b"\x00\x01\x00" + s("a") + b"\x03"), ProtocolError, PROTOCOL, 5)
 
 
 def test_subscribe_retain_handling_3() -> None:

@@ -64,6 +64,35 @@ def rss_kb(pid: int) -> int:
     return memory_kb(pid)[0]
 
 
+def cpus_busy() -> list[tuple[int, int]]:
+    """``(busy, total)`` clock ticks of each CPU since boot, from ``/proc/stat`` (``[]`` if none).
+
+    Busy is everything but idle and iowait, so the difference of two samples shows how much of
+    a CPU the whole machine used, the broker and the generator and anything else that shares it.
+    """
+    out: list[tuple[int, int]] = []
+    try:
+        with open("/proc/stat", "rb") as f:
+            for line in f:
+                if line.startswith(b"cpu") and line[3:4].isdigit():
+                    ticks = [int(x) for x in line.split()[1:]]
+                    idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)
+                    # guest time is already counted in user: the first 8 fields are the total
+                    total = sum(ticks[:8])
+                    out.append((total - idle, total))
+    except OSError:
+        return []
+    return out
+
+
+def busy_percent(before: list[tuple[int, int]], after: list[tuple[int, int]]) -> list[float]:
+    """Each CPU's busy share between two :func:`cpus_busy` samples, in percent."""
+    return [
+        round(100 * (b2 - b1) / (t2 - t1), 1) if t2 > t1 else 0.0
+        for (b1, t1), (b2, t2) in zip(before, after, strict=False)
+    ]
+
+
 class CpuSample:
     """CPU time of a set of processes at one instant, both ways (precise and ticks)."""
 

@@ -180,9 +180,11 @@ def run_bench(options: Options, progress: Progress | None = None) -> dict[str, A
 
         _sleep_until(epoch, t1, running)
         cpu1 = _cpu(broker, workers.pids)
+        machine1 = procstat.cpus_busy()
         m1 = _now(epoch)
         _sleep_until(epoch, t2, running)
         cpu2 = _cpu(broker, workers.pids)
+        machine2 = procstat.cpus_busy()
         m2 = _now(epoch)
         memory = procstat.memory_kb(broker) if broker is not None else None
         report("drain", 1, 1, "")
@@ -202,6 +204,7 @@ def run_bench(options: Options, progress: Progress | None = None) -> dict[str, A
         rss_start,
         rss_connected,
         memory,
+        procstat.busy_percent(machine1, machine2),
     )
 
 
@@ -248,6 +251,7 @@ def _summary(
     rss_start: int | None,
     rss_connected: int | None,
     memory: tuple[int, int] | None,
+    cpu_busy: list[float],
 ) -> dict[str, Any]:
     window = window_ns / 1e9
     sent_window = sum(r["sent_window"] for r in results)
@@ -325,6 +329,12 @@ def _summary(
             "python": platform.python_version(),
             "kernel": platform.release(),
             "cpus": os.cpu_count(),
+            # Each CPU's busy share over the window, whoever used it: with the broker's and the
+            # generator's own CPU this shows how much other work shared their CPUs.
+            "cpu_busy_percent": cpu_busy,
+            "generator_affinity": sorted(os.sched_getaffinity(0))
+            if hasattr(os, "sched_getaffinity")
+            else None,
         },
     }
     b1, b2 = cpu1[0], cpu2[0]

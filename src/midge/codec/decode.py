@@ -445,6 +445,9 @@ def _subscribe(buf: bytes, pos: int, end: int, flags: int, version: int) -> Subs
         pos += 1
         qos = opts & 0x03
         if qos == 3:
+            if version == MQTT5:
+                # v5 3.8.3.1: "It is a Protocol Error if the Maximum QoS field has the value 3".
+                raise ProtocolError("SUBSCRIBE Maximum QoS 3 (MQTT 5 3.8.3.1)")
             raise MalformedPacket("SUBSCRIBE requested QoS 3 (MQTT-3.8.3-4)")
         if version == MQTT5:
             if opts & 0xC0:
@@ -704,7 +707,11 @@ class Decoder:
         version = self.version or 4
         if ptype == 3:
             publish = _publish(buf, i, end, first & 0x0F, version)
-            publish.raw = buf[pos:end]
+            minimal = 2 if length < 128 else 3 if length < 16384 else 4 if length < 2097152 else 5
+            if i - pos == minimal:
+                # Kept for byte-for-byte forwarding only when the Remaining Length is minimally
+                # encoded, since what we send must be (MQTT-1.5.5-1).
+                publish.raw = buf[pos:end]
             return publish
         parser = _PARSERS[ptype]
         assert parser is not None
