@@ -114,22 +114,7 @@ class Broker:
         """
         session = self.sessions.get(client_id)
         if session is not None:
-            old = session.connection
-            ends = clean_start or session.expiry_interval == 0
-            if old is not None:
-                session.connection = None
-                will = old.take_will()
-                old.taken_over()
-                if will is not None and ends:
-                    self.publish_will(will)
-            pending = self._pop_will(client_id)
-            if pending is not None:
-                pending.handle.cancel()
-                if ends:
-                    self.publish_will(pending.message)
-            if session.expiry_handle is not None:
-                session.expiry_handle.cancel()
-                session.expiry_handle = None
+            self._displace(session, clean_start)
             if clean_start:
                 self._end_session(session)
                 session = None
@@ -218,11 +203,34 @@ class Broker:
             self.publish_will(pending.message)
         self._end_session(session)
 
-    def _end_session(self, session: Session) -> None:
+    def _displace(self, session: Session, clean_start: bool) -> None:
+        """A new connection claims ``session``: take the old connection over, settle the wills
+        (published if the session ends here, cancelled otherwise) and stop the expiry timer."""
+        ends = clean_start or session.expiry_interval == 0
+        old = session.connection
+        if old is not None:
+            session.connection = None
+            will = old.take_will()
+            old.taken_over()
+            if will is not None and ends:
+                self.publish_will(will)
+        pending = self._pop_will(session.client_id)
+        if pending is not None:
+            pending.handle.cancel()
+            if ends:
+                self.publish_will(pending.message)
+        if session.expiry_handle is not None:
+            session.expiry_handle.cancel()
+            session.expiry_handle = None
+
+    def _unsubscribe_all(self, session: Session) -> None:
         router = self.router
         for topic_filter in session.subscriptions:
             if self.tree.unsubscribe(session.client_id, topic_filter) and router is not None:
                 router.interest_removed(topic_filter)
+
+    def _end_session(self, session: Session) -> None:
+        self._unsubscribe_all(session)
         if session.store is not None:
             session.store.session_deleted(session.client_id, session.stored_messages())
             session.store = None
@@ -421,26 +429,8 @@ class Broker:
         session = self.sessions.get(client_id)
         if session is None:
             return None
-        ends = clean_start or session.expiry_interval == 0
-        old = session.connection
-        if old is not None:
-            session.connection = None
-            will = old.take_will()
-            old.taken_over()
-            if will is not None and ends:
-                self.publish_will(will)
-        pending = self._pop_will(client_id)
-        if pending is not None:
-            pending.handle.cancel()
-            if ends:
-                self.publish_will(pending.message)
-        if session.expiry_handle is not None:
-            session.expiry_handle.cancel()
-            session.expiry_handle = None
-        router = self.router
-        for topic_filter in session.subscriptions:
-            if self.tree.unsubscribe(client_id, topic_filter) and router is not None:
-                router.interest_removed(topic_filter)
+        self._displace(session, clean_start)
+        self._unsubscribe_all(session)
         del self.sessions[client_id]
         return None if clean_start else session
 
