@@ -549,7 +549,7 @@ class Connection:
             # PUBREL, never the PUBLISH the client may already have completed (exactly once).
             self._ack(Pubrel(p.packet_id))
         else:
-            self._send(Pubrel(p.packet_id, Reason.PACKET_IDENTIFIER_NOT_FOUND))
+            self._ack(Pubrel(p.packet_id, Reason.PACKET_IDENTIFIER_NOT_FOUND))
 
     def _on_pubrel(self, p: Pubrel) -> None:
         session = self.session
