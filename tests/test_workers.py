@@ -2,8 +2,9 @@
 
 Which worker serves a connection is found from /proc (no $SYS): the broker-side socket of a
 client is the one whose remote port is the client's local port, and the worker holding it has
-that socket's inode among its file descriptors. Interest crosses workers asynchronously, so tests
-pause briefly after subscribing before another worker publishes (see docs/workers.md).
+that socket's inode among its file descriptors. A SUBACK (and a CONNACK that moved a session)
+comes only once every worker knows the subscriptions, so tests publish on another worker straight
+after it; only a retained message is given time to reach the other workers (see docs/workers.md).
 """
 
 from __future__ import annotations
@@ -17,14 +18,23 @@ from typing import Any
 
 import pytest
 
-from midge.codec.packets import Connack, Disconnect, Publish, Will
+from midge.codec import encode
+from midge.codec.packets import (
+    Connack,
+    Disconnect,
+    Pingreq,
+    Publish,
+    Subscribe,
+    Subscription,
+    Will,
+)
 from midge.codec.properties import Prop
 from tests.procbroker import ProcBroker
 from tests.rawclient import RawClient, receive_publishes
 
 pytestmark = pytest.mark.skipif(not os.path.isdir("/proc/net"), reason="needs Linux /proc")
 
-#: Time for a subscription made on one worker to reach the others.
+#: Time for a retained message published on one worker to reach the others.
 SETTLE = 0.3
 
 
@@ -126,7 +136,6 @@ def test_every_message_reaches_every_matching_subscriber_once(
         workers[worker] += 1
         client.subscribe(flt, qos)
         subs.append((client, flt, qos))
-    time.sleep(SETTLE)
     pub_workers: Counter[int] = Counter()
     for i in range(20):
         client, worker = open_client(proc, clients, f"pub{i}")
@@ -171,7 +180,6 @@ def test_takeover_across_workers_moves_the_session(start: Any, clients: list[Raw
         properties={Prop.SESSION_EXPIRY_INTERVAL: 300},
     )
     first.subscribe("q/#", 1)
-    time.sleep(SETTLE)
     pub, _ = open_client(proc, clients, "pub")
     pub.publish("q/1", b"before", qos=1)
     assert receive_publishes(first, 1)[0].payload == b"before"
@@ -184,7 +192,6 @@ def test_takeover_across_workers_moves_the_session(start: Any, clients: list[Raw
     assert b != a
     got = receive_publishes(second, 2)
     assert [p.payload for p in got] == [b"queued1", b"queued2"]
-    time.sleep(SETTLE)
     pub.publish("q/4", b"after", qos=1)
     assert receive_publishes(second, 1)[0].payload == b"after"
     # A live connection is taken over from the other worker: DISCONNECT 0x8E (v5).
@@ -196,12 +203,49 @@ def test_takeover_across_workers_moves_the_session(start: Any, clients: list[Raw
         third = RawClient(proc.host, proc.port, version=5)
     clients.append(third)
     connack = third.connect("mover", clean_start=False)
-    assert connack.session_present
+    assert connack.session_present, proc.describe()
     assert second.expect(Disconnect).reason_code == 0x8E
     second.wait_closed(2)
-    time.sleep(SETTLE)
     pub.publish("q/5", b"third", qos=1)
     assert receive_publishes(third, 1)[0].payload == b"third"
+
+
+def test_publish_on_another_worker_right_after_suback_is_delivered(
+    start: Any, clients: list[RawClient]
+) -> None:
+    """After SUBACK every matching message must be delivered, wherever it is published: the
+    SUBACK waits until the other workers know the subscription. Repeated, each time with a
+    filter no worker knew, so each SUBACK races a publish on the other worker."""
+    proc = start(2)
+    pub, a = open_client(proc, clients, "pub")
+    sub, b = open_client(proc, clients, "sub", version=5, avoid=a)
+    assert a != b
+    for i in range(100):
+        sub.subscribe(f"race/{i}", 1)
+        pub.publish(f"race/{i}", f"m{i}".encode(), qos=i % 2)
+        got = receive_publishes(sub, 1, timeout=5)
+        assert got[0].payload == f"m{i}".encode()
+    sub.expect_nothing(0.2)
+
+
+def test_packets_after_a_held_subscribe_keep_their_order(
+    start: Any, clients: list[RawClient]
+) -> None:
+    """What the client sends after a SUBSCRIBE whose SUBACK waits for the other workers is
+    handled after it, in order: SUBACK, then its own publish to the new filter (delivered, then
+    acknowledged), then PINGRESP, all sent in one write."""
+    proc = start(2)
+    sub, _ = open_client(proc, clients, "sub")
+    for i in range(20):
+        pid = sub.next_packet_id()
+        sub.send_raw(
+            encode(Subscribe(pid, [Subscription(f"order/{i}", 0)]), 4)
+            + encode(Publish(f"order/{i}", b"x", 1, False, False, pid + 1), 4)
+            + encode(Pingreq(), 4)
+        )
+        kinds = [type(sub.recv(5)).__name__ for _ in range(4)]
+        assert kinds == ["Suback", "Publish", "Puback", "Pingresp"], kinds
+        sub.next_packet_id()
 
 
 def test_takeover_of_a_v311_client_publishes_will_on_clean_start(
@@ -210,7 +254,6 @@ def test_takeover_of_a_v311_client_publishes_will_on_clean_start(
     proc = start(2)
     watcher, _ = open_client(proc, clients, "watcher")
     watcher.subscribe("will/#", 0)
-    time.sleep(SETTLE)
     old, a = open_client(
         proc, clients, "dup", clean_start=True, will=Will("will/dup", b"bye", 0, False)
     )
@@ -235,7 +278,6 @@ def test_shared_subscription_delivers_each_message_once_across_workers(
     plain, _ = open_client(proc, clients, "plain", version=5)
     plain.subscribe("s/#", 0)
     assert len(workers) >= 2
-    time.sleep(SETTLE)
     pubs = [open_client(proc, clients, f"p{i}", version=5)[0] for i in range(3)]
     for n in range(60):
         pubs[n % 3].publish(f"s/{n}", str(n).encode(), qos=1)
@@ -268,7 +310,6 @@ def test_sigterm_publishes_wills_across_workers_and_exits_0(
     proc = start(2)
     watcher, a = open_client(proc, clients, "watcher", version=5)
     watcher.subscribe("will/#", 0)
-    time.sleep(SETTLE)
     open_client(proc, clients, "dying", avoid=a, will=Will("will/dying", b"gone", 0, False))
     time.sleep(0.1)
     assert proc.stop(signal.SIGTERM) == 0, proc.describe()

@@ -435,8 +435,8 @@ class Broker:
         return None if clean_start else session
 
     def adopt(self, session: Session) -> None:
-        """Take a session released by another worker: subscribe it here, and let it expire as a
-        detached session would until its client attaches (which cancels that)."""
+        """Take a session released by another worker: subscribe it here. Its client attaches
+        once the claim is complete; then :meth:`adopted` is called."""
         existing = self.sessions.get(session.client_id)
         if existing is not None:
             self._end_session(existing)
@@ -445,6 +445,18 @@ class Broker:
         for topic_filter, options in session.subscriptions.items():
             if self.tree.subscribe(session.client_id, topic_filter, options) and router is not None:
                 router.interest_added(topic_filter)
+
+    def adopted(self, session: Session) -> None:
+        """The claim that moved ``session`` here is complete: if its client did not attach (it
+        went away meanwhile), let the session expire as a detached one would. Not armed in
+        :meth:`adopt`: a session released by a live connection has its expiry (often 0) to run
+        from the end of a connection, not while the new one waits for its CONNACK."""
+        if (
+            self.sessions.get(session.client_id) is not session
+            or session.connection is not None
+            or session.expiry_handle is not None
+        ):
+            return
         if session.expiry_interval != NEVER:
             session.expiry_handle = self.scheduler.call_later(
                 session.expiry_interval, self._expire, session

@@ -70,8 +70,18 @@ CLAIMING = 3
 _ALIAS, _EXPIRY = Prop.TOPIC_ALIAS, Prop.MESSAGE_EXPIRY_INTERVAL
 
 
+class _Held(Exception):
+    """Raised out of a packet handler to stop decoding: the connection waits (``--workers N``,
+    a SUBACK until the other workers know the subscription) with the rest of its input still
+    buffered in the decoder and reading paused."""
+
+
 class Transport(Protocol):
     def write(self, data: bytes) -> None: ...
+
+    def pause_reading(self) -> None: ...
+
+    def resume_reading(self) -> None: ...
 
     def writelines(self, data: list[bytes]) -> None: ...
 
@@ -193,6 +203,8 @@ class Connection:
                 if packet is None:
                     break
                 self._handle(packet)
+        except _Held:
+            pass
         except UnsupportedProtocolVersion as exc:
             if self.state == CONNECTING:
                 # Mosquitto answers in the v3 format (it cannot know which the client reads).
@@ -610,8 +622,31 @@ class Connection:
                     s.qos,
                     code,
                 )
-        self._send(Suback(p.packet_id, codes))  # MQTT-3.8.4-1, -4, -5
+        router = broker.router
+        if router is not None:
+            filters = [
+                sub.topic_filter
+                for sub, code in zip(p.subscriptions, codes, strict=True)
+                if code < 0x80
+            ]
+            if filters and not router.when_known(
+                filters, lambda: self._known(p.packet_id, codes, retained)
+            ):
+                # The other workers do not route these filters here yet: a message published
+                # there right after SUBACK would miss this subscription. SUBACK (and what the
+                # client sent after SUBSCRIBE, kept in order, as while CLAIMING) waits.
+                self.transport.pause_reading()
+                raise _Held
+        self._subscribed(p.packet_id, codes, retained)
+
+    def _subscribed(
+        self, packet_id: int, codes: list[int], retained: list[tuple[str, SubOptions]]
+    ) -> None:
+        self._send(Suback(packet_id, codes))  # MQTT-3.8.4-1, -4, -5
         if retained:
+            session = self.session
+            assert session is not None
+            broker = self.broker
             now = time.time()
             for real, opts in retained:
                 sids = (opts.subscription_id,) if opts.subscription_id else ()
@@ -619,6 +654,17 @@ class Connection:
                     qos = message.qos if message.qos < opts.qos else opts.qos
                     # MQTT-3.3.1-8: retained messages sent on subscribe carry RETAIN 1.
                     session.deliver(message, qos, True, sids)
+
+    def _known(
+        self, packet_id: int, codes: list[int], retained: list[tuple[str, SubOptions]]
+    ) -> None:
+        """Every worker knows the subscriptions: SUBACK, the retained messages (as they are
+        now), then what the client sent after its SUBSCRIBE."""
+        if self.state != CONNECTED:
+            return  # closed (or taken over) meanwhile
+        self._subscribed(packet_id, codes, retained)
+        self.transport.resume_reading()
+        self.data_received(b"")
 
     def _on_unsubscribe(self, p: Unsubscribe) -> None:
         session = self.session

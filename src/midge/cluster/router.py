@@ -38,6 +38,11 @@ class Router(Protocol):
     def interest_removed(self, topic_filter: str) -> None:
         """A local subscription to ``topic_filter`` was removed."""
 
+    def when_known(self, filters: list[str], done: Callable[[], None]) -> bool:
+        """Whether every other node already routes messages matching ``filters`` (subscribed
+        here) to this one. If not, return False and call ``done`` once they all do: the SUBACK
+        waits for it, since after a SUBACK every matching message must be delivered."""
+
     def claim(self, client_id: str, clean_start: bool, done: Callable[[], None]) -> None:
         """A CONNECT for ``client_id`` was accepted here: make every other node give the client
         id up (taking its connection over, MQTT-3.1.4-3 v5) and move its session here unless
@@ -62,6 +67,9 @@ class LocalRouter:
 
     def interest_removed(self, topic_filter: str) -> None:
         pass
+
+    def when_known(self, filters: list[str], done: Callable[[], None]) -> bool:
+        return True
 
     def claim(self, client_id: str, clean_start: bool, done: Callable[[], None]) -> None:
         done()

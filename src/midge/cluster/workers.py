@@ -17,9 +17,13 @@ peers are our own processes on socketpairs the parent made, never the network):
 ``(PUB, message, groups)``
     a message published on the sender, to be delivered here only, never forwarded again; ``groups``
     are the shared subscription groups (name, filter) this worker serves for it.
-``(SUB, filter)`` / ``(UNSUB, filter)``
+``(SUB, filter, seq)`` / ``(UNSUB, filter)``
     the sender gained its first / lost its last local subscription to ``filter`` (``$share/...``
     included): each worker keeps the others' interest in a :class:`TopicTree` keyed by worker id.
+    ``seq`` numbers the sender's SUB frames (1, 2, ...).
+``(KNOWN, seq)``
+    the answer to every SUB: the sender has applied the receiver's SUB frames up to ``seq``
+    (links are ordered), so from now on it forwards what they match. A SUBACK waits for it.
 ``(CLAIM, id, client_id, clean_start)`` / ``(RELEASED, id, session)``
     a CONNECT for ``client_id`` on the sender: take the client over here and send its session.
 ``(MARK,)``
@@ -31,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import heapq
 import logging
 import marshal
 import os
@@ -51,10 +56,13 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("midge.workers")
 
-PUB, SUB, UNSUB, CLAIM, RELEASED, MARK = range(6)
+PUB, SUB, UNSUB, CLAIM, RELEASED, MARK, KNOWN = range(7)
 
 #: How long a CONNECT waits for the other workers to release its client id.
 CLAIM_TIMEOUT = 5.0
+#: How long a SUBACK (or a CONNACK with a moved session) waits for the other workers to
+#: acknowledge the interest (a stuck worker); then it goes without them.
+KNOWN_TIMEOUT = 5.0
 #: How long the parent waits for: all workers listening; their wills; their exit.
 STARTUP_TIMEOUT = 30.0
 DRAIN_TIMEOUT = 3.0
@@ -214,12 +222,39 @@ def session_from_data(d: Any, config: Config) -> Session:
 
 
 class _Claim:
-    __slots__ = ("done", "handle", "waiting")
+    __slots__ = ("done", "filters", "handle", "sessions", "waiting")
 
     def __init__(self, waiting: set[int], done: Callable[[], None], handle: Any) -> None:
         self.waiting = waiting
         self.done = done
         self.handle = handle
+        #: The sessions adopted for this claim, and their subscriptions: CONNACK waits until
+        #: every other worker knows them.
+        self.sessions: list[Session] = []
+        self.filters: list[str] = []
+
+
+class _Wait:
+    """A SUBACK (or CONNACK) waiting until every live peer has acknowledged some SUB frame."""
+
+    __slots__ = ("done", "handle")
+
+    def __init__(self, done: Callable[[], None]) -> None:
+        self.done: Callable[[], None] | None = done
+        self.handle: Any = None
+
+    def fire(self) -> None:
+        done, self.done = self.done, None
+        if done is not None:
+            if self.handle is not None:
+                self.handle.cancel()
+            done()
+
+    def timeout(self) -> None:
+        if self.done is not None:
+            self.handle = None
+            log.warning("workers did not acknowledge a subscription in time")
+            self.fire()
 
 
 class WorkerRouter:
@@ -235,6 +270,13 @@ class WorkerRouter:
         self.remote_filters: dict[int, dict[str, None]] = {}
         #: Local subscriptions per filter (advertised on 0 -> 1, withdrawn on 1 -> 0).
         self.local_interest: dict[str, int] = {}
+        #: Number of SUB frames sent; the one that advertised each local filter; per peer the
+        #: last one it acknowledged (KNOWN); SUBACKs waiting, as a heap of (seq needed, n, wait).
+        self._seq = 0
+        self._advertised: dict[str, int] = {}
+        self._known: dict[int, int] = {}
+        self._waits: list[tuple[int, int, _Wait]] = []
+        self._next_wait = 0
         #: Round-robin position per shared group (name, filter), over the workers serving it.
         self.turn: dict[tuple[str, str], int] = {}
         self.claims: dict[int, _Claim] = {}
@@ -248,6 +290,7 @@ class WorkerRouter:
     def add_peer(self, wid: int, link: FrameProtocol) -> None:
         self.peers[wid] = link
         self.remote_filters[wid] = {}
+        self._known[wid] = self._seq
 
     # -- publishing
 
@@ -313,16 +356,49 @@ class WorkerRouter:
     def interest_added(self, topic_filter: str) -> None:
         count = self.local_interest.get(topic_filter, 0)
         self.local_interest[topic_filter] = count + 1
-        if not count:
-            self._broadcast((SUB, topic_filter))
+        if not count and self.peers:
+            self._seq += 1
+            self._advertised[topic_filter] = self._seq
+            self._broadcast((SUB, topic_filter, self._seq))
 
     def interest_removed(self, topic_filter: str) -> None:
         count = self.local_interest.get(topic_filter, 0)
         if count <= 1:
             if self.local_interest.pop(topic_filter, None) is not None:
+                self._advertised.pop(topic_filter, None)
                 self._broadcast((UNSUB, topic_filter))
         else:
             self.local_interest[topic_filter] = count - 1
+
+    def when_known(self, filters: list[str], done: Callable[[], None]) -> bool:
+        """True if every live peer already knows this worker's interest in ``filters`` (each
+        has a local subscription): then ``done`` is not called. Otherwise False, and ``done`` is
+        called once every live peer has acknowledged the SUB frames that advertised them (or is
+        gone, or after KNOWN_TIMEOUT): from then on a message published on any worker reaches
+        them, which is what a SUBACK promises."""
+        if not self.peers:
+            return True
+        advertised = self._advertised
+        need = 0
+        for topic_filter in filters:
+            seq = advertised.get(topic_filter, 0)
+            if seq > need:
+                need = seq
+        if need <= min(self._known.values()):
+            return True
+        wait = _Wait(done)
+        wait.handle = asyncio.get_running_loop().call_later(KNOWN_TIMEOUT, wait.timeout)
+        self._next_wait += 1
+        heapq.heappush(self._waits, (need, self._next_wait, wait))
+        return False
+
+    def _check_known(self) -> None:
+        waits = self._waits
+        if not waits:
+            return
+        known = min(self._known.values()) if self._known else self._seq
+        while waits and waits[0][0] <= known:
+            heapq.heappop(waits)[2].fire()
 
     def _broadcast(self, obj: Any) -> None:
         if not self.peers:
@@ -350,7 +426,16 @@ class WorkerRouter:
             log.warning(
                 "workers %s did not answer a client id claim in time", sorted(claim.waiting)
             )
-            claim.done()
+            self._finish(claim)
+
+    def _finish(self, claim: _Claim) -> None:
+        """The claim is complete: the connection attaches (CONNACK) or, gone, leaves the
+        sessions moved here to expire."""
+        claim.done()
+        broker = self.broker
+        assert broker is not None
+        for session in claim.sessions:
+            broker.adopted(session)
 
     def _on_claim(self, wid: int, cid: int, client_id: str, clean_start: bool) -> None:
         assert self.broker is not None
@@ -368,7 +453,10 @@ class WorkerRouter:
                 log.warning("session %s released after its claim timed out: dropped", data[0])
             return
         if data is not None:
-            self.broker.adopt(session_from_data(data, self.broker.config))
+            session = session_from_data(data, self.broker.config)
+            self.broker.adopt(session)
+            claim.sessions.append(session)
+            claim.filters.extend(session.subscriptions)
         self._answered(cid, claim, wid)
 
     def _answered(self, cid: int, claim: _Claim, wid: int) -> None:
@@ -376,7 +464,10 @@ class WorkerRouter:
         if not claim.waiting:
             del self.claims[cid]
             claim.handle.cancel()
-            claim.done()
+            # The moved session's subscriptions must be known everywhere before CONNACK, as
+            # after a SUBACK (the client may rely on them as soon as it is connected).
+            if not claim.filters or self.when_known(claim.filters, lambda: self._finish(claim)):
+                self._finish(claim)
 
     # -- the mesh
 
@@ -387,6 +478,13 @@ class WorkerRouter:
         elif kind == SUB:
             self.remote.subscribe(str(wid), frame[1], _INTEREST)
             self.remote_filters[wid][frame[1]] = None
+            link = self.peers.get(wid)
+            if link is not None:
+                link.send((KNOWN, frame[2]))
+        elif kind == KNOWN:
+            if wid in self._known and frame[1] > self._known[wid]:
+                self._known[wid] = frame[1]
+                self._check_known()
         elif kind == UNSUB:
             self.remote.unsubscribe(str(wid), frame[1])
             self.remote_filters[wid].pop(frame[1], None)
@@ -404,9 +502,11 @@ class WorkerRouter:
             return
         for topic_filter in self.remote_filters.pop(wid, {}):
             self.remote.unsubscribe(str(wid), topic_filter)
+        self._known.pop(wid, None)
         for cid, claim in list(self.claims.items()):
             if wid in claim.waiting:
                 self._answered(cid, claim, wid)
+        self._check_known()
         self._check_drained()
 
     def drain(self, drained: Callable[[], None]) -> None:
