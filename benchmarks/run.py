@@ -14,6 +14,14 @@ raw results in benchmarks/results/latest.json.
 
 ``BENCH_QUICK=1`` (or ``--quick``) makes a ~1 minute run: one round, short windows, 5,000 idle
 connections instead of 19,000. Quick results are marked as such in the page.
+
+The durability rows (issue 5) run midge once per ``durability`` (fsync, os, none), each with a
+fresh data directory, next to Mosquitto with ``persistence true`` (its autosave as it comes); the
+restore row queues 1,000,000 messages for an offline session, kills the broker (midge: SIGKILL;
+Mosquitto: SIGTERM, since it only saves at its autosave or on a clean shutdown), and times the
+restart until the port accepts connections. They are left out of a quick run unless named with
+``--rows``. ``--rows`` runs only those rows and keeps every other row's last results from
+benchmarks/results/latest.json, so the page always shows the whole table.
 """
 
 from __future__ import annotations
@@ -61,6 +69,10 @@ class Row:
     target: str  # the issue's target for midge, as text
     quick_args: list[str] = field(default_factory=list)
     quick_label: str = ""
+    #: The brokers this row runs on (empty: all); "midge" here runs once per durability.
+    only: tuple[str, ...] = ()
+    durabilities: tuple[str, ...] = ()
+    in_quick: bool = True  # part of a quick run without --rows
 
     def title(self, quick: bool) -> str:
         return self.quick_label if quick and self.quick_label else self.label
@@ -118,7 +130,70 @@ ROWS = [
         "halfsat",
         "p99 ≤ 5 ms",
     ),
+    Row(
+        "dur-online",
+        "fan-in 10→1, QoS 1, 20k msg/s, persistent session online",
+        ["fanin", "-n", "10", "--qos", "1", "--rate", "20000", "--persistent"],
+        "durable",
+        "fsync: p99 ack ≤ 20 ms, CPU/message ≤ 2 x Mosquitto, lost 0",
+        only=("midge", "mosquitto"),
+        durabilities=("fsync", "os", "none"),
+        in_quick=False,
+    ),
+    Row(
+        "dur-offline",
+        "fan-in 10→1, QoS 1, 20k msg/s, persistent session offline (queued, then drained)",
+        ["fanin", "-n", "10", "--qos", "1", "--rate", "20000", "--offline", "--drain", "120"],
+        "durable",
+        "fsync: p99 ack ≤ 20 ms, CPU/message ≤ 2 x Mosquitto, lost 0",
+        only=("midge", "mosquitto"),
+        durabilities=("fsync", "os", "none"),
+        in_quick=False,
+    ),
+    Row(
+        "restore",
+        "restore 1,000,000 queued messages at start-up",
+        [
+            "fanin",
+            "-n",
+            "10",
+            "--qos",
+            "1",
+            "--rate",
+            "max",
+            "--offline",
+            "--no-reconnect",
+            "--messages",
+            "1000000",
+            "--drain",
+            "120",
+        ],
+        "restore",
+        "measured (no target)",
+        quick_args=[
+            "fanin",
+            "-n",
+            "10",
+            "--qos",
+            "1",
+            "--rate",
+            "max",
+            "--offline",
+            "--no-reconnect",
+            "--messages",
+            "50000",
+            "--drain",
+            "60",
+        ],
+        quick_label="restore 50,000 queued messages at start-up (quick mode)",
+        only=("midge", "mosquitto"),
+        durabilities=("fsync",),
+        in_quick=False,
+    ),
 ]
+
+#: Seconds a broker may take to start listening with a restored backlog.
+RESTORE_TIMEOUT = 600.0
 
 # -------------------------------------------------------------------------------------------------
 # The brokers
@@ -151,6 +226,11 @@ class Broker:
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = 0
         self.log: Path | None = None
+        # Durability rows: midge's ``durability`` (Mosquitto: persistence on when set), the
+        # data directory, and the queue limit; None/defaults for the other rows.
+        self.durability: str | None = None
+        self.data_dir: Path | None = None
+        self.max_queued = 100_000
 
     def available(self) -> str | None:
         """None when the broker can run here, else why not."""
@@ -165,8 +245,9 @@ class Broker:
     def command(self, conf: Path, port: int) -> list[str]:
         raise NotImplementedError
 
-    def start(self, workdir: Path) -> None:
-        self.port = free_port()
+    def start(self, workdir: Path, timeout: float = START_TIMEOUT, keep_port: bool = False) -> None:
+        if not keep_port or not self.port:
+            self.port = free_port()
         conf = workdir / f"{self.name}.conf"
         text = self.config(self.port)
         if text:
@@ -182,7 +263,7 @@ class Broker:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        deadline = time.monotonic() + START_TIMEOUT
+        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"{self.label} exited at start: {self.tail()}")
@@ -190,7 +271,7 @@ class Broker:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
                     return
             except OSError:
-                time.sleep(0.05)
+                time.sleep(0.01)
         self.stop()
         raise RuntimeError(f"{self.label} did not listen on port {self.port}: {self.tail()}")
 
@@ -204,13 +285,13 @@ class Broker:
         assert self.proc is not None
         return self.proc.pid
 
-    def stop(self) -> None:
+    def stop(self, sig: int = signal.SIGTERM) -> None:
         proc = self.proc
         if proc is None:
             return
         self.proc = None
         if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
+            proc.send_signal(sig)
             try:
                 proc.wait(10)
             except subprocess.TimeoutExpired:
@@ -284,7 +365,7 @@ class Midge(Broker):
     def config(self, port: int) -> str:
         lines = [
             f"listener {port} 127.0.0.1",
-            "max_queued_messages 100000",
+            f"max_queued_messages {self.max_queued}",
             "set_tcp_nodelay true",
             "connection_messages false",
             "log_type error",
@@ -292,6 +373,11 @@ class Midge(Broker):
         ]
         if _midge_accepts("allow_anonymous true"):
             lines.insert(1, "allow_anonymous true")
+        if self.durability is not None:
+            if self.max_queued > 100_000:  # durability rows: the store's count goes to the log
+                lines.append("log_type information")
+            lines.append(f"durability {self.durability}")
+            lines.append(f"data_dir {self.data_dir or 'DATA_DIR'}")
         return "\n".join(lines) + "\n"
 
     def command(self, conf: Path, port: int) -> list[str]:
@@ -330,16 +416,21 @@ class Mosquitto(Broker):
         return first.rsplit(" ", 1)[-1] if "version" in first else "?"
 
     def config(self, port: int) -> str:
-        return (
+        text = (
             f"listener {port} 127.0.0.1\n"
             "allow_anonymous true\n"
-            "max_queued_messages 100000\n"
+            f"max_queued_messages {self.max_queued}\n"
             "set_tcp_nodelay true\n"
             "connection_messages false\n"
             "log_type error\n"
             "log_type warning\n"
             "log_dest stderr\n"
         )
+        if self.durability is not None:
+            # As Debian ships it: persistence on, the default autosave (every 1800 s).
+            where = f"{self.data_dir}/" if self.data_dir else "DATA_DIR/"
+            text += f"persistence true\npersistence_location {where}\n"
+        return text
 
     def command(self, conf: Path, port: int) -> list[str]:
         return [self.binary, "-c", str(conf)]
@@ -378,7 +469,9 @@ BROKERS: dict[str, Callable[[], Broker]] = {
 # Running
 
 
-def bench(broker: Broker, args: list[str], warmup: float, duration: float) -> dict[str, Any]:
+def bench(
+    broker: Broker, args: list[str], warmup: float, duration: float, timeout: float = 300
+) -> dict[str, Any]:
     argv = [
         sys.executable,
         "-m",
@@ -401,7 +494,7 @@ def bench(broker: Broker, args: list[str], warmup: float, duration: float) -> di
         pinned(GENERATOR_CPU, argv),
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=timeout,
         env=env,
         check=False,
     )
@@ -441,6 +534,12 @@ def run_all(
         for round_no in range(1, rounds + 1):
             for row in rows:
                 for broker in brokers:
+                    if row.kind in ("durable", "restore"):
+                        n += 1
+                        for entry in run_durable(broker, row, round_no, quick, workdir):
+                            results["runs"].append(entry)
+                            say(f"[{n}/{total}] {row.key} {entry['broker']}: {_brief(entry)}")
+                        continue
                     n += 1
                     args = list(row.quick_args if quick and row.quick_args else row.args)
                     entry: dict[str, Any] = {
@@ -472,11 +571,179 @@ def run_all(
     return results
 
 
+def _variants(broker: Broker, row: Row) -> list[str | None]:
+    """The durabilities ``broker`` runs ``row`` with: midge each of the row's; others one run."""
+    if row.only and broker.name.split("-")[0] not in row.only:
+        return []
+    if isinstance(broker, Midge):
+        return list(row.durabilities)
+    return ["persistence"]
+
+
+def variant_name(broker: str, durability: str | None) -> str:
+    return broker if durability in (None, "persistence") else f"{broker}@{durability}"
+
+
+def run_durable(
+    broker: Broker, row: Row, round_no: int, quick: bool, workdir: Path
+) -> list[dict[str, Any]]:
+    """One durability row on ``broker``: a run per durability, each with a fresh data directory."""
+    entries: list[dict[str, Any]] = []
+    warmup, duration = (0.5, 1.5) if quick else (2.0, 5.0)
+    args = list(row.quick_args if quick and row.quick_args else row.args)
+    for durability in _variants(broker, row):
+        entry: dict[str, Any] = {
+            "row": row.key,
+            "broker": variant_name(broker.name, durability),
+            "round": round_no,
+            "durability": durability,
+        }
+        data = Path(tempfile.mkdtemp(prefix=f"{broker.name}-data-", dir=workdir))
+        if isinstance(broker, Mosquitto):
+            _give_to_mosquitto(workdir, data)
+        broker.durability = durability
+        broker.data_dir = data
+        # Room for the whole offline backlog (a full queue would drop, and count as lost).
+        broker.max_queued = 2_000_000
+        try:
+            broker.start(workdir)
+            try:
+                if row.kind == "durable":
+                    entry["result"] = bench(broker, args, warmup, duration)
+                else:
+                    args += ["--prefix", f"bench/{RESTORE_TOKEN}"]
+                    entry["result"] = bench(broker, args, 0.0, RESTORE_TIMEOUT, RESTORE_TIMEOUT * 2)
+                    entry["restore"] = restore(broker, workdir)
+                    entry["restore"].update(drain_restored(broker.port))
+            finally:
+                broker.stop()
+        except (RuntimeError, subprocess.TimeoutExpired, ValueError, OSError) as exc:
+            entry["error"] = str(exc)
+        finally:
+            broker.durability = None
+            broker.data_dir = None
+            broker.max_queued = 100_000
+            shutil.rmtree(data, ignore_errors=True)
+        entries.append(entry)
+    return entries
+
+
+def _give_to_mosquitto(workdir: Path, data: Path) -> None:
+    """Started as root, Mosquitto drops to the ``mosquitto`` user: let it write ``data``."""
+    if os.geteuid() != 0:
+        return
+    import pwd
+
+    try:
+        user = pwd.getpwnam("mosquitto")
+    except KeyError:
+        return
+    os.chmod(workdir, 0o711)
+    os.chown(data, user.pw_uid, user.pw_gid)
+
+
+def restore(broker: Broker, workdir: Path) -> dict[str, Any]:
+    """Stop ``broker`` with its backlog queued, start it again: the restart's time and memory.
+
+    midge is killed (SIGKILL: its store is already on disk); Mosquitto is stopped with SIGTERM,
+    which is when it writes its persistence file (a SIGKILL would leave it nothing to restore).
+    """
+    how = "SIGKILL" if isinstance(broker, Midge) else "SIGTERM"
+    broker.stop(signal.SIGKILL if isinstance(broker, Midge) else signal.SIGTERM)
+    if broker.log is not None and broker.log.exists():
+        broker.log.write_text("")
+    began = time.monotonic()
+    broker.start(workdir, timeout=RESTORE_TIMEOUT, keep_port=True)
+    seconds = time.monotonic() - began
+    status = _status(broker.pid)
+    time.sleep(1.0)
+    settled = _status(broker.pid)
+    out: dict[str, Any] = {
+        "stopped_with": how,
+        "seconds": round(seconds, 3),
+        "rss_kb": status.get("VmRSS"),
+        "rss_kb_after_1s": settled.get("VmRSS"),
+        "hwm_kb": settled.get("VmHWM"),
+        "restored": None,
+    }
+    log = broker.log.read_text(errors="replace") if broker.log is not None else ""
+    for line in log.splitlines():
+        # midge: "store PATH: 3 sessions, 1000000 queued or in-flight messages, 0 retained"
+        if "queued or in-flight messages" in line:
+            with contextlib.suppress(ValueError, IndexError):
+                out["restored"] = int(line.split(" sessions, ")[1].split()[0])
+    return out
+
+
+#: The restore row's topic prefix token, so its subscriber's client id is known: mb-TOKEN-s0.
+RESTORE_TOKEN = "restore"
+
+
+def drain_restored(port: int, idle: float = 3.0, limit: float = 300.0) -> dict[str, Any]:
+    """Reconnect the restore row's subscriber (clean session 0) and count what it receives.
+
+    Counting uses the load generator's own reader (:class:`midge.bench.wire.Reader`), which also
+    answers each QoS 1 PUBLISH with its PUBACK; it stops after ``idle`` seconds without data.
+    """
+    sys.path.insert(0, str(ROOT / "src"))
+    from midge.bench.wire import Reader
+    from midge.codec import encode
+    from midge.codec.packets import Connect
+
+    reader = Reader(4)
+    began = time.monotonic()
+    last = began
+    with socket.create_connection(("127.0.0.1", port), timeout=idle) as sock:
+        sock.sendall(encode(Connect(f"mb-{RESTORE_TOKEN}-s0", clean_start=False, keep_alive=0), 4))
+        while time.monotonic() - began < limit:
+            try:
+                data = sock.recv(1 << 20)
+            except TimeoutError:
+                break
+            if not data:
+                break
+            out = reader.feed(data, 0)
+            if out:
+                sock.sendall(out)
+            if reader.delivered:
+                last = time.monotonic()
+        with contextlib.suppress(OSError):
+            sock.sendall(b"\xe0\x00")
+    return {"drained": reader.delivered, "drain_s": round(last - began, 3)}
+
+
+def _status(pid: int) -> dict[str, int]:
+    """The kB fields of /proc/PID/status (VmRSS, VmHWM, ...)."""
+    fields: dict[str, int] = {}
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            name, _, value = line.partition(":")
+            parts = value.split()
+            if len(parts) == 2 and parts[1] == "kB":
+                fields[name] = int(parts[0])
+    return fields
+
+
 def _brief(entry: dict[str, Any]) -> str:
     if "error" in entry:
         return f"FAILED: {entry['error']}"
     r = entry["result"]
     b = r["broker"] or {}
+    if "restore" in entry:
+        s = entry["restore"]
+        return (
+            f"queued {r['sent']['total']:,} at {r['sent']['rate']:,.0f}/s; restart "
+            f"{s['seconds']:.2f} s ({s['stopped_with']}), RSS {(s['rss_kb'] or 0) / 1024:.0f} MiB, "
+            f"restored {s['restored']}, drained {s.get('drained')} in {s.get('drain_s')} s"
+        )
+    if r.get("persistent"):
+        ack = r.get("ack_latency_us") or {}
+        off = r.get("offline") or {}
+        return (
+            f"{r['sent']['rate']:,.0f} msg/s, {b.get('cpu_us_per_message') or 0:.2f} µs "
+            f"CPU/message, ack p99 {ack.get('p99', 0):,.0f} µs, lost {r['delivered']['lost']}"
+            + (f", drained in {off.get('drain_s')} s" if off else "")
+        )
     if r["scenario"] == "conns":
         return (
             f"{r['connect']['per_second']:,.0f} connects/s, "
@@ -563,6 +830,23 @@ METRICS: dict[str, Callable[[dict[str, Any]], float | None]] = {
         r, int(BROKER_CPU), (r["broker"] or {}).get("cpu_percent")
     ),
     "other_gen_cpu": lambda r: _other(r, int(GENERATOR_CPU), r["generator"]["cpu_percent"]),
+    # Durability rows: per message published in the window, and the publishers' ack latency.
+    "cpu_msg": lambda r: (r["broker"] or {}).get("cpu_us_per_message"),
+    "sent_rate": lambda r: r["sent"]["rate"],
+    "sent_total": lambda r: r["sent"]["total"],
+    "delivered_total": lambda r: r["delivered"]["total"],
+    "unacked": lambda r: r["delivered"]["unacked"],
+    "ack_p50": lambda r: (r.get("ack_latency_us") or {}).get("p50"),
+    "ack_p99": lambda r: (r.get("ack_latency_us") or {}).get("p99"),
+    "ack_p999": lambda r: (r.get("ack_latency_us") or {}).get("p999"),
+    "drain_s": lambda r: (r.get("offline") or {}).get("drain_s"),
+    "restore_s": lambda r: (r.get("restore") or {}).get("seconds"),
+    "restore_rss_mb": lambda r: (
+        ((r.get("restore") or {}).get("rss_kb_after_1s") or 0) / 1024 or None
+    ),
+    "restored": lambda r: (r.get("restore") or {}).get("restored"),
+    "drained": lambda r: (r.get("restore") or {}).get("drained"),
+    "drained_s": lambda r: (r.get("restore") or {}).get("drain_s"),
 }
 
 
@@ -581,7 +865,10 @@ def summarise(results: dict[str, Any]) -> dict[str, dict[str, dict[str, Any]]]:
         row = table.setdefault(run["row"], {})
         cell = row.setdefault(run["broker"], {"runs": [], "errors": []})
         if "result" in run:
-            cell["runs"].append(run["result"])
+            result = run["result"]
+            if "restore" in run:
+                result = {**result, "restore": run["restore"]}
+            cell["runs"].append(result)
         else:
             cell["errors"].append(run.get("error", "?"))
     for row in table.values():
@@ -678,6 +965,8 @@ def render(
         out.append("| scenario | target | midge | Mosquitto | met |")
         out.append("|---|---|---|---|---|")
         for row in rows:
+            if row.kind in ("durable", "restore"):
+                continue
             cells = table.get(row.key, {})
             m = cells.get("midge", {})
             q = cells.get("mosquitto", {})
@@ -693,7 +982,7 @@ def render(
     out.append("| " + " | ".join(head) + " |")
     out.append("|" + "---|" * len(head))
     for row in rows:
-        if row.kind == "conns":
+        if row.kind in ("conns", "durable", "restore"):
             continue
         cells = table.get(row.key, {})
         label = row.title(results["quick"])
@@ -770,6 +1059,7 @@ def render(
             out.append("| " + " | ".join(cols) + " |")
         out.append("")
 
+    out += durability(rows, table, labels, results)
     if chart:
         out += ["![CPU per delivery and latency per scenario](performance.png)", ""]
     out += ["## Machine", ""]
@@ -779,6 +1069,10 @@ def render(
     out.append("`--warmup`, `--duration`, `--json`); the broker configurations were:")
     out.append("")
     for row in rows:
+        if row.kind in ("durable", "restore"):
+            args = " ".join(row.args)
+            out.append(f"- {row.label}: `midge bench {args}` (a fresh data directory each run)")
+            continue
         args = " ".join(row.quick_args if results["quick"] and row.quick_args else row.args)
         extra = " --rate <half of that broker's saturation>" if row.kind == "halfsat" else ""
         out.append(f"- {row.title(results['quick'])}: `midge bench {args}{extra}`")
@@ -790,7 +1084,179 @@ def render(
             out += ["```", conf.rstrip(), "```", ""]
         else:
             out += [f"{b.label}: `node benchmarks/aedes/server.js PORT` (in-memory, defaults)", ""]
+    if any(r.kind in ("durable", "restore") for r in rows):
+        out.append(
+            "The durability rows add, for midge, `durability fsync|os|none` and `data_dir "
+            "DATA_DIR` (a fresh directory per run); for Mosquitto, `persistence true` and "
+            "`persistence_location DATA_DIR/` (autosave at its default, every 1800 s, as Debian "
+            "ships it); both with `max_queued_messages 2000000`, room for any backlog."
+        )
+        out.append("")
     return out
+
+
+def _label(name: str, labels: dict[str, str]) -> str:
+    base, _, durability = name.partition("@")
+    label = labels.get(base, base)
+    if durability:
+        return f"{label}, durability {durability}"
+    return f"{label}, persistence true" if base == "mosquitto" else label
+
+
+def durability(
+    rows: list[Row], table: dict[str, Any], labels: dict[str, str], results: dict[str, Any]
+) -> list[str]:
+    """The Durability section (issue 5): targets, the online/offline rows, and the restore."""
+    durable = [r for r in rows if r.kind == "durable"]
+    restores = [r for r in rows if r.kind == "restore"]
+    if not durable and not restores:
+        return []
+    out = ["### Durability", ""]
+    info = results.get("durability_run") or results
+    out.append(
+        f"Run {info.get('started')} to {info.get('finished')}, {info.get('rounds')} round(s), "
+        f"load average before {_load(info.get('load_before'))}. midge with each `durability` "
+        "(a fresh data directory per run) next to Mosquitto with `persistence true` as it "
+        "comes (it writes to disk only at its autosave, every 30 minutes, and on a clean "
+        "shutdown: it keeps nothing it acknowledged if killed). CPU is the broker's per message "
+        "published in the window; ack latency is from the publisher's write of a PUBLISH to "
+        "its read of the PUBACK, over the acks in the window. Online: the persistent "
+        "subscriber is connected (3.1.1, clean session 0). Offline: it subscribes and "
+        "disconnects, the load is queued for it, then it reconnects and drains the queue; "
+        "*delivered* counts what it received after reconnecting, *lost* is acknowledged "
+        "minus delivered."
+        + (
+            " Versions: "
+            + "; ".join(f"{labels.get(k, k)} {v}" for k, v in info["brokers"].items())
+            + "."
+            if info.get("brokers")
+            else ""
+        )
+    )
+    out.append("")
+    if durable:
+        out.append("| scenario | target | midge (fsync) | Mosquitto | met |")
+        out.append("|---|---|---|---|---|")
+        for row in durable:
+            cells = table.get(row.key, {})
+            m = cells.get("midge@fsync") or {}
+            q = cells.get("mosquitto") or {}
+            if not m.get("runs"):
+                out.append(f"| {row.label} | {row.target} | — | — | not measured |")
+                continue
+            ratio = m["cpu_msg"] / q["cpu_msg"] if q.get("cpu_msg") and m.get("cpu_msg") else None
+            p99 = m["ack_p99"]
+            checks = {
+                "p99 ack": p99 is not None and p99 <= 20_000,
+                "CPU": ratio is not None and ratio <= 2.0,
+                "lost 0": m["lost"] == 0,
+            }
+            failed = [k for k, ok in checks.items() if not ok]
+            met = "yes" if not failed else "no (" + ", ".join(failed) + ")"
+            mid = (
+                f"p99 ack {_f(p99)} µs, {_f(m['cpu_msg'], '.2f')} µs CPU/message "
+                f"({_ratio(m['cpu_msg'], q.get('cpu_msg'))} x), lost {_f(m['lost'])}"
+            )
+            mq = (
+                f"p99 ack {_f(q.get('ack_p99'))} µs, {_f(q.get('cpu_msg'), '.2f')} µs "
+                f"CPU/message, lost {_f(q.get('lost'))}"
+            )
+            out.append(f"| {row.label} | {row.target} | {mid} | {mq} | {met} |")
+        out.append("")
+        head = ["scenario", "broker", "CPU µs/message", "x Mosquitto", "CPU %", "acked msg/s"]
+        head += ["ack p50 µs", "ack p99 µs", "ack p99.9 µs", "delivery p99 µs"]
+        head += ["acked", "delivered", "lost", "drain s", "RSS MiB"]
+        out.append("| " + " | ".join(head) + " |")
+        out.append("|" + "---|" * len(head))
+        for row in durable:
+            cells = table.get(row.key, {})
+            label = row.label
+            mq = (cells.get("mosquitto") or {}).get("cpu_msg")
+            order = sorted(cells, key=_variant_order)
+            for name in order:
+                c = cells[name]
+                if not c["runs"]:
+                    err = (c["errors"] or ["?"])[0]
+                    out.append(
+                        f"| {label} | {_label(name, labels)} | failed: {err} |"
+                        + " |" * (len(head) - 3)
+                    )
+                    label = ""
+                    continue
+                mark = "" if c["kept_up"] == 1.0 else " †"
+                cols = [
+                    label,
+                    _label(name, labels),
+                    _f(c["cpu_msg"], ".2f") + mark,
+                    _ratio(c["cpu_msg"], mq) if not name.startswith("mosquitto") else "",
+                    _f(c["cpu_pct"], ".1f"),
+                    _f(c["sent_rate"]),
+                    _f(c["ack_p50"]),
+                    _f(c["ack_p99"]),
+                    _f(c["ack_p999"]),
+                    _f(c["p99"]) if row.key != "dur-offline" else "—",
+                    _f(c["sent_total"]),
+                    _f(c["delivered_total"]),
+                    _f(c["lost"]),
+                    _f(c["drain_s"], ".2f"),
+                    _f(c["rss_mb"], ".1f"),
+                ]
+                out.append("| " + " | ".join(cols) + " |")
+                label = ""
+        out.append("")
+    for row in restores:
+        cells = table.get(row.key, {})
+        out += [f"#### {row.title(results.get('durability_quick', results['quick']))}", ""]
+        out.append(
+            "An offline persistent session (QoS 1) is given the backlog by 10 publishers as fast "
+            "as their acks allow; then the broker is stopped (midge: SIGKILL; Mosquitto: SIGTERM, "
+            "the only way it saves) and started again on the same data. *Restart* is from "
+            "launching the process to its port accepting connections; RSS is read 1 s later."
+        )
+        out.append("")
+        head = ["broker", "queued (acked)", "queue fill msg/s", "stopped with", "restart s"]
+        head += ["restored (midge's log)", "RSS MiB after restart", "RSS MiB before stop"]
+        head += ["delivered after restart", "lost", "drain s"]
+        out.append("| " + " | ".join(head) + " |")
+        out.append("|" + "---|" * len(head))
+        for name in sorted(cells, key=_variant_order):
+            c = cells[name]
+            if not c["runs"]:
+                err = (c["errors"] or ["?"])[0]
+                out.append(f"| {_label(name, labels)} | failed: {err} |" + " |" * (len(head) - 2))
+                continue
+            how = (c["runs"][0].get("restore") or {}).get("stopped_with", "?")
+            cols = [
+                _label(name, labels),
+                _f(c["sent_total"]),
+                _f(c["sent_rate"]),
+                how,
+                _f(c["restore_s"], ".2f"),
+                _f(c["restored"]),
+                _f(c["restore_rss_mb"], ".0f"),
+                _f(c["rss_mb"], ".0f"),
+                _f(c["drained"]),
+                _f(
+                    None
+                    if c["drained"] is None or c["sent_total"] is None
+                    else max(0.0, c["sent_total"] - c["drained"])
+                ),
+                _f(c["drained_s"], ".1f"),
+            ]
+            out.append("| " + " | ".join(cols) + " |")
+        out.append("")
+    return out
+
+
+def _variant_order(name: str) -> tuple[bool, str, int]:
+    """midge's variants first, fsync, os, none; Mosquitto last."""
+    base, _, durability = name.partition("@")
+    rank = {"fsync": 0, "os": 1, "none": 2}.get(durability, 3)
+    return base.startswith("mosquitto"), base, rank
+
+
+def _load(load: Any) -> str:
+    return ", ".join(f"{x:.2f}" for x in load) if load else "?"
 
 
 def _target(row: Row, m: dict[str, Any], q: dict[str, Any]) -> list[str]:
@@ -907,6 +1373,31 @@ def write_page(lines: list[str]) -> None:
 # -------------------------------------------------------------------------------------------------
 
 
+def merge(old: dict[str, Any], new: dict[str, Any], rows: list[Row]) -> dict[str, Any]:
+    """The last full results with ``rows`` replaced by ``new``'s runs of them.
+
+    The page then shows every row: the ones not run now keep their last results, and the run
+    details of each part are kept (the durability rows' under ``durability_run``).
+    """
+    keys = {r.key for r in rows}
+    durable_only = all(r.kind in ("durable", "restore") for r in rows)
+    merged = dict(old) if durable_only else dict(new)
+    merged["runs"] = [r for r in old["runs"] if r["row"] not in keys] + new["runs"]
+    merged["brokers"] = (
+        {**new.get("brokers", {}), **old.get("brokers", {})}
+        if durable_only
+        else {**old.get("brokers", {}), **new.get("brokers", {})}
+    )
+    merged["labels"] = {**old.get("labels", {}), **new.get("labels", {})}
+    if durable_only:
+        merged["durability_run"] = {
+            k: new[k]
+            for k in ("started", "finished", "rounds", "load_before", "load_after", "brokers")
+        }
+        merged["durability_quick"] = new["quick"]
+    return merged
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     quick = os.environ.get("BENCH_QUICK") == "1"
@@ -923,13 +1414,15 @@ def main(argv: list[str] | None = None) -> int:
     opts = parser.parse_args(argv)
     rounds = opts.rounds or (1 if opts.quick else 2)
     rows = [r for r in ROWS if not opts.rows or r.key in opts.rows.split(",")]
+    if opts.quick and not opts.rows:
+        rows = [r for r in rows if r.in_quick]
     if any(r.kind == "halfsat" for r in rows) and not any(r.kind == "saturation" for r in rows):
         rows = [r for r in ROWS if r.kind == "saturation"] + rows
     brokers: list[Broker] = []
     for name in opts.brokers.split(","):
         broker = BROKERS[name.strip()]()
         why = broker.available()
-        if why:
+        if why and not opts.render_only:  # rendering needs only the saved results
             print(f"run.py: skipping {broker.label}: {why}", file=sys.stderr)
             continue
         brokers.append(broker)
@@ -943,7 +1436,7 @@ def main(argv: list[str] | None = None) -> int:
     began = time.monotonic()
     if opts.render_only:
         results = json.loads(RAW.read_text())
-        ran = {run["broker"] for run in results["runs"]}
+        ran = {run["broker"].partition("@")[0] for run in results["runs"]}
         brokers = [b for b in brokers if b.name in ran]
         for b in brokers:
             b.label = results.get("labels", {}).get(b.name, b.label)
@@ -954,6 +1447,14 @@ def main(argv: list[str] | None = None) -> int:
         results = run_all(brokers, rows, rounds, opts.quick, say)
         results["brokers"] = {b.name: b.version() for b in brokers}
         results["labels"] = {b.name: b.label for b in brokers}
+        if opts.rows and RAW.exists():
+            results = merge(json.loads(RAW.read_text()), results, rows)
+            keys = {run["row"] for run in results["runs"]}
+            rows = [r for r in ROWS if r.key in keys]
+            ran = {run["broker"].partition("@")[0] for run in results["runs"]}
+            brokers = [BROKERS[n]() for n in BROKERS if n in ran]
+            for b in brokers:
+                b.label = results.get("labels", {}).get(b.name, b.label)
         RAW.parent.mkdir(parents=True, exist_ok=True)
         RAW.write_text(json.dumps(results, indent=1) + "\n")
     if not opts.no_page:

@@ -167,3 +167,67 @@ def test_clients_are_dealt_over_workers() -> None:
     assert {c.rate for c in fanin[1:]} == {250.0}
     fanout = Options(scenario="fanout", clients=50, rate=1000)
     assert (fanout.publishers, fanout.subscribers, fanout.fanout) == (1, 50, 50)
+
+
+# -- durability options (issue 5): persistent and offline subscribers, ack latency -------------
+
+
+def assert_ack_latency(r: dict[str, Any]) -> None:
+    ack = r["ack_latency_us"]
+    assert ack is not None and ack["samples"] > 0
+    assert 0 < ack["p50"] <= ack["p99"] <= ack["max"]
+    assert r["broker"]["cpu_us_per_message"] is not None
+
+
+def test_persistent_online_qos1(broker: RunningBroker) -> None:
+    r = bench_json(broker, "fanin", "-n", "2", "--qos", "1", "--rate", "300", "--persistent")
+    assert r["persistent"] is True and r["offline"] is None
+    assert_delivered_everything(r)
+    assert_ack_latency(r)
+
+
+@pytest.mark.parametrize("version", [4, 5])
+def test_offline_queues_then_drains(broker: RunningBroker, version: int) -> None:
+    """The subscriber is away during the window: nothing is delivered in it, all of it after."""
+    r = bench_json(
+        broker, "fanin", "-n", "2", "--qos", "1", "--rate", "300", "--offline", "-V", str(version)
+    )
+    off, delivered, sent = r["offline"], r["delivered"], r["sent"]
+    assert r["persistent"] is True and off["reconnected"] is True
+    assert delivered["count"] == 0 and off["delivered_while_offline"] == 0
+    assert sent["total"] > 0 and off["delivered_after_reconnect"] == sent["total"]
+    assert delivered["lost"] == 0 and delivered["unacked"] == 0
+    assert off["drain_s"] is not None and off["reconnect_s"] is not None
+    assert_ack_latency(r)
+
+
+def test_offline_backlog_stays_queued(broker: RunningBroker) -> None:
+    """--messages caps what is sent (max mode, paced by acks); --no-reconnect leaves it queued."""
+    r = bench_json(
+        broker,
+        "fanin",
+        "-n",
+        "3",
+        "--qos",
+        "1",
+        "--rate",
+        "max",
+        "--offline",
+        "--no-reconnect",
+        "--messages",
+        "500",
+    )
+    assert r["sent"]["total"] == 500 and r["delivered"]["total"] == 0
+    assert r["delivered"]["lost"] == 0 and r["delivered"]["unacked"] == 0
+    assert r["offline"]["reconnected"] is False
+
+
+def test_durability_options_plan() -> None:
+    options = Options(scenario="fanin", clients=3, offline=True, messages=10, prefix="bench/x")
+    assert options.persistent is True
+    quotas = [c.quota for c in build_clients(options) if c.publish]
+    assert quotas == [4, 3, 3]
+    plan = plan_workers(options, 0)[0]
+    assert plan.persistent and plan.offline and plan.reconnect
+    few = build_clients(Options(scenario="fanin", clients=3, messages=2, prefix="bench/y"))
+    assert [c.quota for c in few if c.publish] == [1, 1, -1]  # -1: sends nothing

@@ -149,6 +149,32 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="to a broker on 127.x: spread the clients over N source addresses 127.0.0.2... "
         "(default 16; 0: connect from the default address)",
     )
+    p.add_argument(
+        "--persistent",
+        action="store_true",
+        help="subscribers keep a session (3.1.1 clean session 0; v5 Clean Start 0 and a session "
+        "expiry): a durable broker records each QoS 1/2 message for them before its ack",
+    )
+    p.add_argument(
+        "--offline",
+        action="store_true",
+        help="persistent subscribers subscribe, then disconnect; the load is queued for them "
+        "(counted when acknowledged); after the window they reconnect and drain it "
+        "(raise --drain for a big backlog)",
+    )
+    p.add_argument(
+        "--no-reconnect",
+        dest="reconnect",
+        action="store_false",
+        help="--offline: leave the backlog queued in the broker (e.g. to time its restore)",
+    )
+    p.add_argument(
+        "--messages",
+        type=_positive(int),
+        default=0,
+        metavar="N",
+        help="publish at most N messages in all (default: no cap)",
+    )
     p.add_argument("-u", "--username")
     p.add_argument("-P", "--password")
     p.add_argument("--prefix", default="", help="topic prefix (default bench/<random>)")
@@ -181,6 +207,10 @@ def options_from_args(args: argparse.Namespace) -> Options:
         username=args.username,
         password=args.password,
         prefix=args.prefix,
+        persistent=args.persistent or args.offline,
+        offline=args.offline,
+        messages=args.messages,
+        reconnect=args.reconnect,
     )
 
 
@@ -266,6 +296,16 @@ def _print_table(r: dict[str, Any]) -> None:
         table.add_row("sent msg/s", _num(r["sent"]["rate"]))
         table.add_row("delivered/s", _num(r["delivered"]["rate"]))
         table.add_row("lost", f"{r['delivered']['lost']:,}")
+        off = r.get("offline")
+        if off:
+            table.add_row("delivered after reconnect", f"{off['delivered_after_reconnect']:,}")
+            table.add_row("drain after reconnect", _num(off["drain_s"], ".2f", " s"))
+        ack = r.get("ack_latency_us")
+        if ack:
+            table.add_row(
+                "ack latency p50/p99/p99.9",
+                f"{ack['p50']:,.0f} / {ack['p99']:,.0f} / {ack['p999']:,.0f} µs",
+            )
         lat = r["latency_us"]
         if lat:
             table.add_row(
@@ -277,6 +317,7 @@ def _print_table(r: dict[str, Any]) -> None:
         table.add_row("broker CPU", _num(b["cpu_percent"], ".1f", " %"))
         if r["scenario"] != "conns":
             table.add_row("broker CPU/delivery", _num(b["cpu_us_per_delivery"], ".2f", " µs"))
+            table.add_row("broker CPU/message", _num(b["cpu_us_per_message"], ".2f", " µs"))
         table.add_row("broker RSS", f"{b['rss_kb']:,} KiB")
         if "rss_kb_per_connection" in b:
             table.add_row("broker RSS/connection", f"{b['rss_kb_per_connection']:.2f} KiB")

@@ -125,10 +125,12 @@ def _now(epoch: int) -> int:
     return time.monotonic_ns() - epoch
 
 
-def _sleep_until(epoch: int, target: int, tick: Callable[[], None]) -> None:
+def _sleep_until(
+    epoch: int, target: int, tick: Callable[[], None], stop: Callable[[], bool] | None = None
+) -> None:
     while True:
         left = (target - _now(epoch)) / 1e9
-        if left <= 0:
+        if left <= 0 or (stop is not None and stop()):
             return
         time.sleep(min(POLL, left))
         tick()
@@ -182,7 +184,12 @@ def run_bench(options: Options, progress: Progress | None = None) -> dict[str, A
         cpu1 = _cpu(broker, workers.pids)
         machine1 = procstat.cpus_busy()
         m1 = _now(epoch)
-        _sleep_until(epoch, t2, running)
+
+        # --messages: the window ends early once every message is sent.
+        def all_sent() -> bool:
+            return bool(options.messages) and workers.total(_SENT) >= options.messages
+
+        _sleep_until(epoch, t2, running, all_sent)
         cpu2 = _cpu(broker, workers.pids)
         machine2 = procstat.cpus_busy()
         m2 = _now(epoch)
@@ -215,12 +222,12 @@ def _cpu(broker: int | None, workers: list[int]) -> tuple[procstat.CpuSample | N
     )
 
 
-def _latency(results: list[dict[str, Any]]) -> dict[str, Any] | None:
+def _latency(results: list[dict[str, Any]], key: str = "latency_ns") -> dict[str, Any] | None:
     from array import array
 
     samples: array[int] = array("q")
     for r in results:
-        samples.frombytes(r["latency_ns"])
+        samples.frombytes(r[key])
     if not samples:
         return None
     ordered = sorted(samples)
@@ -233,6 +240,24 @@ def _latency(results: list[dict[str, Any]]) -> dict[str, Any] | None:
         "max": ordered[-1] / 1000,
         "mean": sum(ordered) / len(ordered) / 1000,
     }
+
+
+def _offline(options: Options, results: list[dict[str, Any]]) -> dict[str, Any]:
+    """--offline: what was queued while the subscribers were away, and how it drained."""
+    before = sum(r["delivered_before_reconnect"] for r in results)
+    starts = [r["reconnect"][0] for r in results if r["reconnect"][0]]
+    ends = [r["reconnect"][1] for r in results if r["reconnect"][1]]
+    drained = [r["drained_at"] for r in results]
+    out: dict[str, Any] = {
+        "reconnected": options.reconnect and bool(starts),
+        "delivered_while_offline": before,
+        "delivered_after_reconnect": sum(r["delivered_total"] for r in results) - before,
+        "reconnect_s": round((max(ends) - min(starts)) / 1e9, 4) if starts and ends else None,
+        "drain_s": round((max(drained) - min(starts)) / 1e9, 4)
+        if starts and all(drained)
+        else None,
+    }
+    return out
 
 
 def _summary(
@@ -299,12 +324,19 @@ def _summary(
             "rate": delivered_window / window if window > 0 else 0.0,
             "total": delivered_total,
             "expected_total": expected,
-            "lost": max(0, expected - delivered_total),
+            # --offline --no-reconnect: the messages stay queued, none is due yet.
+            "lost": max(0, expected - delivered_total)
+            if options.reconnect or not options.offline
+            else 0,
             "refused": sum(r["refused"] for r in results),
             "unacked": sum(r["unacked"] for r in results),
             "presumed_lost": sum(r["presumed_lost"] for r in results),
         },
         "latency_us": _latency(results),
+        # Publisher send -> PUBACK (QoS 1) / PUBREC (QoS 2), over the acks in the window.
+        "ack_latency_us": _latency(results, "ack_latency_ns") if options.qos else None,
+        "persistent": options.persistent,
+        "offline": _offline(options, results) if options.offline else None,
         "connect": {
             "seconds": round(conn_span, 4),
             "per_second": connections / conn_span if conn_span > 0 else None,
@@ -347,6 +379,8 @@ def _summary(
             "cpu_s_stat": round(ticks, 3),
             "cpu_percent": round(100 * cpu / window, 1) if window > 0 else None,
             "cpu_us_per_delivery": cpu * 1e6 / delivered_window if delivered_window else None,
+            # Per message published in the window (offline: nothing is delivered in it).
+            "cpu_us_per_message": cpu * 1e6 / sent_window if sent_window else None,
             "rss_kb": memory[0],
             "hwm_kb": memory[1],
             "rss_kb_start": rss_start,

@@ -19,6 +19,14 @@ fan-out to 50 at ``rate`` 1,000 offers 50,000 deliveries/s); 0 is max mode, wher
 as fast as an end-to-end window of undelivered messages allows, so the broker (not a queue growing
 in it) sets the pace. ``PREFIX`` holds a random token so that runs never see each other's messages.
 
+Durability (issue 5): with ``persistent`` the subscribers keep a session (MQTT 3.1.1 clean session
+0; MQTT 5 Clean Start 0 and a Session Expiry Interval), so a durable broker records every QoS 1/2
+message routed to them before it acknowledges it. ``offline`` (which implies ``persistent``) has
+the subscribers subscribe and disconnect before anything is published: the load is queued for them
+and counted as sent when acknowledged; after the window they reconnect and drain the queue, and
+the report says how many of the queued messages arrived. ``messages`` caps the total published
+(a fixed backlog, e.g. for a restore measurement).
+
 Clients are dealt round-robin over ``procs`` worker processes. A process may open at most
 :data:`MAX_CONNS_PER_PROC` connections, well under this machine's 20,000 file descriptors per
 process, so ``conns`` with 19,000 connections runs at least two workers whatever ``procs`` says.
@@ -65,8 +73,14 @@ class Options:
     username: str | None = None
     password: str | None = None
     prefix: str = ""  # topic prefix; "" = "bench/<random token>"
+    persistent: bool = False  # subscribers keep a session (clean session 0 / session expiry)
+    offline: bool = False  # subscribers are away while the load is published (implies persistent)
+    messages: int = 0  # publish at most this many messages in all; 0 = no cap
+    reconnect: bool = True  # offline: reconnect and drain after the window (False: leave queued)
 
     def __post_init__(self) -> None:
+        if self.offline:
+            self.persistent = True
         if not self.clients:
             self.clients = DEFAULT_CLIENTS.get(self.scenario, 10)
         if not self.prefix:
@@ -108,6 +122,7 @@ class ClientSpec:
     subscribe: str | None = None
     publish: str | None = None
     rate: float = 0.0  # messages/s for this publisher; 0 with a publish topic = max mode
+    quota: int = 0  # the most this publisher sends; 0 = no cap
 
 
 @dataclass(slots=True)
@@ -132,6 +147,9 @@ class WorkerPlan:
     source_addresses: int = 16
     username: str | None = None
     password: str | None = None
+    persistent: bool = False
+    offline: bool = False
+    reconnect: bool = True
     clients: list[ClientSpec] = field(default_factory=list)
 
 
@@ -163,6 +181,10 @@ def build_clients(options: Options) -> list[ClientSpec]:
         )
     else:
         raise ValueError(f"unknown scenario {scenario!r}; choose one of {', '.join(SCENARIOS)}")
+    if options.messages and pubs:
+        share, extra = divmod(options.messages, len(pubs))
+        for i, spec in enumerate(pubs):
+            spec.quota = share + (1 if i < extra else 0) or -1  # -1: this one sends nothing
     return subs + pubs
 
 
@@ -189,6 +211,9 @@ def plan_workers(options: Options, epoch_ns: int) -> list[WorkerPlan]:
             source_addresses=options.source_addresses,
             username=options.username,
             password=options.password,
+            persistent=options.persistent,
+            offline=options.offline,
+            reconnect=options.reconnect,
         )
         for i in range(count)
     ]

@@ -104,10 +104,14 @@ class Reader:
     ``delivered`` PUBLISH packets received; ``completed`` of our own QoS 1/2 PUBLISHes whose flow
     finished (PUBACK, or PUBCOMP); ``refused`` acknowledgements with a v5 failure reason code.
     ``lat`` when not None receives ``now - timestamp`` of every delivery (the caller sets it only
-    during the measured window). ``connack`` and ``suback`` hold the last such answer.
+    during the measured window). ``ack_lat`` likewise receives, for each PUBACK (QoS 1) or PUBREC
+    (QoS 2) of our own PUBLISHes, ``now`` minus the send time the caller recorded for its packet
+    identifier in ``sent_ts``: the publisher's ack latency, which for a durable broker includes
+    the commit (issue 5). ``connack`` and ``suback`` hold the last such answer.
     """
 
     __slots__ = (
+        "ack_lat",
         "completed",
         "connack",
         "delivered",
@@ -115,6 +119,7 @@ class Reader:
         "lat",
         "refused",
         "rest",
+        "sent_ts",
         "suback",
         "v5",
     )
@@ -126,6 +131,8 @@ class Reader:
         self.completed = 0
         self.refused = 0
         self.lat: array[int] | None = None
+        self.ack_lat: array[int] | None = None
+        self.sent_ts: array[int] | None = None  # by packet identifier, set by the publisher
         self.connack: int | None = None
         self.suback: bytes | None = None
         self.disconnect: int | None = None
@@ -200,7 +207,11 @@ class Reader:
                 self.completed += 1
                 if rl > 2 and data[start + 2] >= 0x80:
                     self.refused += 1
+                if kind == _PUBACK and self.ack_lat is not None and self.sent_ts is not None:
+                    self.ack_lat.append(now - self.sent_ts[(data[start] << 8) | data[start + 1]])
             elif kind == _PUBREC:
+                if self.ack_lat is not None and self.sent_ts is not None:
+                    self.ack_lat.append(now - self.sent_ts[(data[start] << 8) | data[start + 1]])
                 if rl > 2 and data[start + 2] >= 0x80:
                     # A refused QoS 2 message ends here (MQTT 5.0 4.3.3): no PUBREL.
                     self.completed += 1

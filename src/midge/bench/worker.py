@@ -9,6 +9,8 @@ The coordinator (:mod:`midge.bench.runner`) starts one of these per ``--procs`` 
     coord  -> ("subscribe",)
     worker -> ("subscribed", info)     every subscriber has its SUBACK
     coord  -> ("go", t0, t1, t2)       publish from t0; measure over [t1, t2); stop at t2
+                                       (--offline: the subscribers disconnect before t0 and
+                                       reconnect to drain their queues after t2)
     worker -> ("result", info)         after the drain
     coord  -> ("close",)               DISCONNECT everyone and exit
     worker -> ("error", text)          at any point, instead of the expected answer
@@ -41,6 +43,7 @@ from midge.bench.scenario import ClientSpec, WorkerPlan
 from midge.bench.wire import ProtocolFailure, PublishTemplate, Reader
 from midge.codec import encode
 from midge.codec.packets import Connect, Subscribe, Subscription
+from midge.codec.properties import Prop
 
 T = TypeVar("T")
 
@@ -57,6 +60,9 @@ _IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
 
 _SENT, _DELIVERED, _CONNECTED = 0, 1, 2
 _SLOTS = 3
+
+#: The Session Expiry Interval of a persistent MQTT 5 subscriber (seconds; long enough for a run).
+SESSION_EXPIRY = 3600
 
 
 def loopback_sources(host: str, count: int) -> list[str]:
@@ -91,6 +97,7 @@ class Client(asyncio.Protocol):
 
     __slots__ = (
         "closed",
+        "leaving",
         "pid",
         "reader",
         "sent",
@@ -116,6 +123,9 @@ class Client(asyncio.Protocol):
         self.sent = 0
         self.pid = 1
         self.closed = False
+        self.leaving = False  # --offline: this subscriber is disconnecting on purpose
+        if self.template is not None and plan.qos:
+            self.reader.sent_ts = array("q", bytes(8 * 65536))
 
     # -- asyncio.Protocol --------------------------------------------------------------------
 
@@ -127,7 +137,9 @@ class Client(asyncio.Protocol):
         w = self.worker
         now = time.monotonic_ns() - w.epoch
         reader = self.reader
-        reader.lat = w.lat if w.t1 <= now < w.t2 else None
+        in_window = w.t1 <= now < w.t2
+        reader.lat = w.lat if in_window else None
+        reader.ack_lat = w.ack_lat if in_window else None
         before = reader.delivered
         try:
             out = reader.feed(data, now)
@@ -153,9 +165,11 @@ class Client(asyncio.Protocol):
         w.open_count -= 1
         if self.waiter is not None and not self.waiter.done():
             self.waiter.set_exception(Failure(f"{self.spec.client_id}: connection closed"))
-        if not w.closing:
+        if not w.closing and not self.leaving:
             why = f" ({exc})" if exc else ""
             w.fail(f"{self.spec.client_id}: the broker closed the connection{why}")
+        if self.leaving and w.left is not None and not w.left.done():
+            w.left.set_result(None)
         if w.open_count == 0 and w.all_closed is not None and not w.all_closed.done():
             w.all_closed.set_result(None)
 
@@ -166,13 +180,23 @@ class Client(asyncio.Protocol):
         tr = self.transport
         if tr is None or self.closed or tr.get_write_buffer_size() >= WRITE_HIGH_WATER:
             return 0
+        room = MAX_BATCH * 64
         if self.worker.plan.qos:
-            return self.worker.plan.inflight - (self.sent - self.reader.completed)
-        return MAX_BATCH * 64
+            room = self.worker.plan.inflight - (self.sent - self.reader.completed)
+        quota = self.spec.quota
+        if quota:
+            room = min(room, max(0, quota) - self.sent)
+        return room
 
     def send(self, count: int, now: int) -> None:
         template = self.template
         assert template is not None and self.transport is not None
+        sent_ts = self.reader.sent_ts
+        if sent_ts is not None:
+            pid = self.pid
+            for _ in range(count):
+                sent_ts[pid] = now
+                pid = pid + 1 if pid < 65535 else 1
         data, self.pid = template.batch(count, now, self.pid)
         self.transport.write(data)
         self.sent += count
@@ -211,6 +235,12 @@ class Worker:
         never = 1 << 62
         self.t0 = self.t1 = self.t2 = never
         self.lat: array[int] = array("q")
+        self.ack_lat: array[int] = array("q")
+        self.left: asyncio.Future[None] | None = None
+        self.reconnect_start = 0
+        self.reconnect_end = 0
+        self.drained_at = 0
+        self.delivered_before_reconnect = 0
         self.clients: list[Client] = []
         self.publishers: list[Client] = []
         self.sent_total = 0
@@ -293,6 +323,8 @@ class Worker:
             self.conn.send(
                 ("subscribed", {"start": started, "end": time.monotonic_ns() - self.epoch})
             )
+            if plan.offline:
+                await self.guarded(self.leave_all())
             go = await self.expect("go")
             self.t0, self.t1, self.t2 = go[1], go[2], go[3]
             self.publishers = [c for c in self.clients if c.template is not None]
@@ -307,6 +339,8 @@ class Worker:
                 )
             pinger = loop.create_task(self.keepalive()) if plan.keepalive > 0 else None
             await self.guarded(self.publishing_done.wait())
+            if plan.offline and plan.reconnect:
+                await self.guarded(self.rejoin_all())
             await self.guarded(self.drain())
             self.conn.send(("result", self.result()))
             await self.expect("close")
@@ -327,7 +361,6 @@ class Worker:
 
     async def connect_all(self) -> None:
         plan = self.plan
-        loop = asyncio.get_running_loop()
         gate = asyncio.Semaphore(plan.connect_concurrency)
 
         sources = loopback_sources(plan.host, plan.source_addresses)
@@ -335,42 +368,95 @@ class Worker:
 
         async def connect(spec: ClientSpec) -> None:
             async with gate:
-                try:
-                    if sources:
-                        sock = await self.open_from(sources[next(counter) % len(sources)])
-                        _, client = await loop.create_connection(
-                            lambda: Client(self, spec), sock=sock
-                        )
-                    else:
-                        _, client = await loop.create_connection(
-                            lambda: Client(self, spec), plan.host, plan.port
-                        )
-                except OSError as exc:
-                    raise Failure(
-                        f"cannot connect to {plan.host}:{plan.port}: {exc.strerror or exc}"
-                    ) from None
-                self.clients.append(client)
-                self.open_count += 1
-                packet = encode(
-                    Connect(
-                        spec.client_id,
-                        protocol_level=plan.version,
-                        protocol_name="MQIsdp" if plan.version == 3 else "MQTT",
-                        keep_alive=plan.keepalive,
-                        username=plan.username,
-                        password=plan.password.encode() if plan.password is not None else None,
-                    ),
-                    plan.version,
-                )
-                await client.request(packet, lambda r: r.connack is not None)
-                if client.reader.connack != 0:
-                    raise Failure(
-                        f"{spec.client_id}: CONNACK refused the connection "
-                        f"(0x{client.reader.connack or 0:02X})"
-                    )
+                source = sources[next(counter) % len(sources)] if sources else ""
+                await self.connect_one(spec, source)
                 self.counters[self.slot + _CONNECTED] += 1
 
         await asyncio.gather(*(connect(spec) for spec in plan.clients))
+
+    async def connect_one(self, spec: ClientSpec, source: str) -> Client:
+        """Open one client's connection (from ``source`` if not "") and wait for its CONNACK.
+
+        A subscriber of a ``persistent`` run keeps its session: MQTT 3.1.1 Clean Session 0
+        (MQTT-3.1.2-4), MQTT 5 Clean Start 0 with a Session Expiry Interval (MQTT 5.0 3.1.2.11).
+        """
+        plan = self.plan
+        loop = asyncio.get_running_loop()
+        try:
+            if source:
+                sock = await self.open_from(source)
+                _, client = await loop.create_connection(lambda: Client(self, spec), sock=sock)
+            else:
+                _, client = await loop.create_connection(
+                    lambda: Client(self, spec), plan.host, plan.port
+                )
+        except OSError as exc:
+            raise Failure(
+                f"cannot connect to {plan.host}:{plan.port}: {exc.strerror or exc}"
+            ) from None
+        self.clients.append(client)
+        self.open_count += 1
+        persistent = plan.persistent and spec.subscribe is not None
+        packet = encode(
+            Connect(
+                spec.client_id,
+                protocol_level=plan.version,
+                protocol_name="MQIsdp" if plan.version == 3 else "MQTT",
+                clean_start=not persistent,
+                keep_alive=plan.keepalive,
+                username=plan.username,
+                password=plan.password.encode() if plan.password is not None else None,
+                properties={Prop.SESSION_EXPIRY_INTERVAL: SESSION_EXPIRY}
+                if persistent and plan.version == 5
+                else {},
+            ),
+            plan.version,
+        )
+        await client.request(packet, lambda r: r.connack is not None)
+        if client.reader.connack != 0:
+            raise Failure(
+                f"{spec.client_id}: CONNACK refused the connection "
+                f"(0x{client.reader.connack or 0:02X})"
+            )
+        return client
+
+    async def leave_all(self) -> None:
+        """--offline: every subscriber sends DISCONNECT and closes; wait until they are closed.
+
+        Their sessions stay in the broker (persistent), so what is published next is queued.
+        """
+        loop = asyncio.get_running_loop()
+        subs = [c for c in self.clients if c.spec.subscribe and not c.closed]
+        for client in subs:
+            client.leaving = True
+            assert client.transport is not None
+            client.transport.write(b"\xe0\x00")
+            client.transport.close()
+        deadline = loop.time() + HANDSHAKE_TIMEOUT
+        while any(not c.closed for c in subs):
+            if loop.time() > deadline:
+                raise Failure("the subscribers' connections did not close")
+            self.left = loop.create_future()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.left, 0.1)
+        self.left = None
+        self.clients = [c for c in self.clients if c not in subs]
+
+    async def rejoin_all(self) -> None:
+        """--offline: once every message is acknowledged, the subscribers reconnect and drain.
+
+        The acks are awaited first (up to ``drain``), so what the broker queued is all there.
+        """
+        deadline = time.monotonic() + self.plan.drain
+        while time.monotonic() < deadline:
+            if all(c.reader.completed >= c.sent for c in self.publishers):
+                break
+            await asyncio.sleep(0.01)
+        self.delivered_before_reconnect = self.delivered_total
+        self.reconnect_start = time.monotonic_ns() - self.epoch
+        specs = [s for s in self.plan.clients if s.subscribe]
+        await asyncio.gather(*(self.connect_one(spec, "") for spec in specs))
+        self.reconnect_end = time.monotonic_ns() - self.epoch
 
     async def open_from(self, source: str) -> socket.socket:
         """A TCP socket connected to the broker from the loopback address ``source``.
@@ -415,7 +501,16 @@ class Worker:
         if now >= self.t2 or self.closing:
             self.publishing_done.set()
             return
-        if self.plan.max_mode:
+        if all(c.spec.quota and c.sent >= max(0, c.spec.quota) for c in self.publishers):
+            self.publishing_done.set()  # --messages: every publisher sent its share
+            return
+        if self.plan.max_mode and self.plan.offline:
+            # Nothing is delivered while the subscribers are away: only the acks pace this.
+            for client in self.publishers:
+                count = min(MAX_BATCH, client.room())
+                if count > 0:
+                    self.count_sent(client, count, now)
+        elif self.plan.max_mode:
             self.tick_max(now)
         else:
             elapsed = now - self.t0
@@ -487,7 +582,10 @@ class Worker:
                 sent += self.counters[w * _SLOTS + _SENT]
                 delivered += self.counters[w * _SLOTS + _DELIVERED]
             acked = all(c.reader.completed >= c.sent for c in self.publishers)
+            if self.plan.offline and not self.plan.reconnect:
+                delivered = sent * fanout  # the backlog stays queued: only the acks matter
             if delivered >= sent * fanout and (acked or not self.plan.qos):
+                self.drained_at = time.monotonic_ns() - self.epoch
                 return
             await asyncio.sleep(0.01)
 
@@ -504,6 +602,10 @@ class Worker:
             if self.plan.qos
             else 0,
             "latency_ns": self.lat.tobytes(),
+            "ack_latency_ns": self.ack_lat.tobytes(),
+            "delivered_before_reconnect": self.delivered_before_reconnect,
+            "reconnect": (self.reconnect_start, self.reconnect_end),
+            "drained_at": self.drained_at,
         }
 
     async def close_all(self) -> None:
