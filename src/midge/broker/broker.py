@@ -60,8 +60,6 @@ class Stats:
     """Counters for $SYS and metrics (observability comes in a later issue)."""
 
     __slots__ = (
-        "bytes_received",
-        "bytes_sent",
         "messages_dropped",
         "messages_received",
         "messages_sent",
@@ -71,8 +69,6 @@ class Stats:
         self.messages_received = 0
         self.messages_sent = 0
         self.messages_dropped = 0
-        self.bytes_received = 0
-        self.bytes_sent = 0
 
 
 class Broker:
@@ -543,6 +539,3 @@ class Broker:
         self.publish_all_wills()
         for conn in conns:
             conn.shutdown()
-
-    def now(self) -> float:
-        return time.time()

@@ -16,20 +16,18 @@ log = logging.getLogger("midge.transport")
 
 
 class MQTTProtocol(asyncio.Protocol):
-    """One accepted socket. Everything MQTT happens in the Connection; this only moves bytes."""
+    """One accepted socket: counts it, sets it up, and hands the transport to a Connection
+    (``set_protocol``), which gets every later event directly. A refused socket is aborted here."""
 
-    __slots__ = ("broker", "connection", "listener", "listening", "transport")
+    __slots__ = ("broker", "listener", "listening")
 
     def __init__(self, broker: Broker, listener: ListenerConfig, listening: ListenerState) -> None:
         self.broker = broker
         self.listener = listener
         self.listening = listening
-        self.connection: Connection | None = None
-        self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         tr = cast(asyncio.Transport, transport)
-        self.transport = tr
         limit = self.listener.max_connections
         if self.broker.shutting_down or (limit >= 0 and self.listening.active >= limit):
             # Mosquitto closes connections beyond max_connections straight away.
@@ -42,30 +40,14 @@ class MQTTProtocol(asyncio.Protocol):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         peername = tr.get_extra_info("peername")
         peer = f"{peername[0]}:{peername[1]}" if peername else "?"
-        conn = self.connection = Connection(self.broker, tr, self.listener, peer)
-        conn.on_lost = self._lost
+        conn = Connection(self.broker, tr, self.listener, peer)
+        conn.on_lost = self._lost  # called once, when the transport is gone
         # From here on the transport talks to the Connection directly: one Python call less per
         # read on the hot path.
         tr.set_protocol(conn)  # type: ignore[arg-type]
 
     def _lost(self) -> None:
-        if self.connection is not None:
-            self.connection = None
-            self.listening.active -= 1
-
-    def data_received(self, data: bytes) -> None:  # pragma: no cover - the Connection gets them
-        conn = self.connection
-        if conn is not None:
-            conn.data_received(data)
-
-    def eof_received(self) -> bool | None:
-        return False  # close our side too
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        # Only reached if the connection was refused before a Connection existed.
-        conn = self.connection
-        if conn is not None:
-            conn.connection_lost(exc)
+        self.listening.active -= 1
 
 
 class ListenerState:
