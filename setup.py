@@ -10,6 +10,8 @@ import os
 from setuptools import setup
 
 HOT_MODULES = [
+    "src/midge/codec/packets.py",
+    "src/midge/codec/utf8.py",
     "src/midge/codec/decode.py",
     "src/midge/codec/encode.py",
     "src/midge/broker/message.py",

@@ -189,7 +189,7 @@ def publishes(draw: st.DrawFn, version: int) -> Publish:
 
 
 def acks(cls: Any, version: int) -> st.SearchStrategy[Packet]:
-    ptype = int(cls.type)
+    ptype = int(PacketType[cls.__name__.upper()])
     return st.builds(cls, u16_nonzero, _reason(version, ptype), _none_below_v5(version, ptype))
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from midge.codec import Decoder, encode
 from midge.codec.packets import (
@@ -27,6 +29,7 @@ from midge.codec.reasons import (
     TopicNameInvalid,
     UnsupportedProtocolVersion,
 )
+from midge.codec.utf8 import FORBIDDEN, has_forbidden
 
 # --- raw packet builders -------------------------------------------------------------------------
 
@@ -656,3 +659,15 @@ def test_encode_unsubscribe_and_subscribe_v3() -> None:
     # v3 uses the 3.1.1 layouts.
     for packet in (Unsubscribe(1, ["a/b"]), Subscribe(2, [Subscription("a/#", 1)])):
         assert decode(encode(packet, 3), 3) == [packet]
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(alphabet=st.characters(codec="utf-8")))
+def test_ascii_fast_path_agrees_with_the_regex(text: str) -> None:
+    """``has_forbidden`` (isascii/isprintable for ASCII) decides exactly as the full regex."""
+    assert has_forbidden(text) == (FORBIDDEN.search(text) is not None)
+
+
+@pytest.mark.parametrize("code", [*range(0x20), 0x7F])
+def test_ascii_controls_are_forbidden_in_topics(code: int) -> None:
+    fails(publish(b"a" + bytes([code]) + b"b"), MalformedPacket, MALFORMED)

@@ -82,6 +82,8 @@ class Broker:
         self.config = config
         self.scheduler = scheduler
         self.authenticator: Authenticator = authenticator or AllowAll()
+        #: False when every topic is open to everyone: the per-PUBLISH check is skipped.
+        self.checks_publish = not isinstance(self.authenticator, AllowAll)
         self.store: Store = store or MemoryStore()
         #: The store when it keeps anything (SQLite): persistent sessions report to it and acks
         #: wait for its commits. None for the memory store, so the core skips all of that.
@@ -315,7 +317,8 @@ class Broker:
         origin = message.origin
         mqos = message.qos
         upgrade = self.config.upgrade_outgoing_qos
-        cache: dict[Any, Any] = {}
+        # Encoded bytes shared by the deliveries of this message; one delivery needs none.
+        cache: dict[Any, Any] | None = {} if shared or len(subs) > 1 else None
         delivered = False
         if len(subs) == 1:
             # The common case: one plain subscription per matched client, no aggregation needed.

@@ -15,7 +15,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from midge.auth.base import AuthExchange, ConnectRequest
 from midge.broker.broker import Broker
@@ -61,13 +61,16 @@ log = logging.getLogger("midge.connection")
 sublog = logging.getLogger("midge.subscribe")
 
 #: QoS 0 messages to a client whose socket buffer holds more than this are dropped (slow consumer).
-MAX_WRITE_BUFFER = 8 * 1024 * 1024
+MAX_WRITE_BUFFER: Final = 8 * 1024 * 1024
 
-CONNECTING, CONNECTED, CLOSED = 0, 1, 2
+CONNECTING: Final = 0
+CONNECTED: Final = 1
+CLOSED: Final = 2
 #: CONNECT accepted, waiting for the other workers to give up the client id (``--workers N``):
 #: packets the client sent after CONNECT wait, undecoded, until then (the loop stops at >= CLOSED).
-CLAIMING = 3
-_ALIAS, _EXPIRY = Prop.TOPIC_ALIAS, Prop.MESSAGE_EXPIRY_INTERVAL
+CLAIMING: Final = 3
+_ALIAS: Final = int(Prop.TOPIC_ALIAS)
+_EXPIRY: Final = int(Prop.MESSAGE_EXPIRY_INTERVAL)
 
 
 class _Held(Exception):
@@ -502,8 +505,9 @@ class Connection:
             # Dropped. Mosquitto acknowledges with 0x95, which PUBACK/PUBREC may not carry; 0x83
             # ("valid, but not accepted by this implementation") is the spec's nearest code.
             reason = Reason.IMPLEMENTATION_SPECIFIC_ERROR
-        elif (topic[0] == "$" and _reserved_for_server(topic)) or not (
-            self.broker.authenticator.can_publish(self.client_id, self.username, topic)
+        elif (topic[0] == "$" and _reserved_for_server(topic)) or (
+            self.broker.checks_publish
+            and not self.broker.authenticator.can_publish(self.client_id, self.username, topic)
         ):
             reason = Reason.NOT_AUTHORIZED
         else:
@@ -749,9 +753,11 @@ class Connection:
             return False
         version = self.version
         topic = message.topic
+        key: Any = None
         if version < MQTT5:
             props: Properties = message.properties if not message.raw_v5 else {}
-            key: Any = (4, qos, retain)
+            if cache is not None:
+                key = (4, qos, retain)
         else:
             props = message.properties
             expiry = None
@@ -768,7 +774,8 @@ class Connection:
                     props[Prop.MESSAGE_EXPIRY_INTERVAL] = expiry
                 if sub_ids:
                     props[Prop.SUBSCRIPTION_IDENTIFIER] = list(sub_ids)
-            key = (5, qos, retain, sub_ids, expiry)
+            if cache is not None:
+                key = (5, qos, retain, sub_ids, expiry)
             if self.alias_out_max:
                 aliases = self.alias_out
                 if aliases is None:
@@ -802,12 +809,15 @@ class Connection:
                     Publish(topic, message.payload, qos, retain, False, 1 if qos else None, props),
                     version,
                 )
-            hl = 2
-            while data[hl - 1] & 0x80:
-                hl += 1
-            offset = hl + 2 + int.from_bytes(data[hl : hl + 2], "big")
-            if cache is not None:
-                cache[key] = (data, offset)
+            offset = 0
+            if qos or cache is not None:
+                # Where the packet id goes: after the fixed header and the topic name.
+                hl = 2
+                while data[hl - 1] & 0x80:
+                    hl += 1
+                offset = hl + 2 + int.from_bytes(data[hl : hl + 2], "big")
+                if cache is not None:
+                    cache[key] = (data, offset)
         else:
             data, offset = cached
         if len(data) > self.max_out_packet:

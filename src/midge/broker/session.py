@@ -10,7 +10,7 @@ and are sent when it reconnects, after the unacknowledged ones are re-sent with 
 from __future__ import annotations
 
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from midge.broker.message import Message, SubOptions
 
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 Delivery = tuple[Message, int, bool, "tuple[int, ...]"]
 
 #: Session Expiry Interval meaning "never" (MQTT 5 3.1.2.11.2).
-NEVER = 0xFFFFFFFF
+NEVER: Final = 0xFFFFFFFF
 
 
 class Outgoing:

@@ -13,7 +13,7 @@ Both apply MQTT-4.7.2-1: a filter starting with a wildcard does not match topics
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Generic, TypeVar
+from typing import Final, Generic, TypeVar
 
 from midge.broker.message import Message, SubOptions
 from midge.codec.topics import split_shared
@@ -21,7 +21,7 @@ from midge.codec.topics import split_shared
 T = TypeVar("T")
 
 #: Entries kept in the exact-topic match cache before the oldest are dropped.
-CACHE_SIZE = 4096
+CACHE_SIZE: Final = 4096
 
 
 class SharedGroup:

@@ -28,7 +28,7 @@ Choices where the spec leaves room (each matches Mosquitto 2 unless said otherwi
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
 from midge.codec.packets import (
     MQTT5,
@@ -66,7 +66,7 @@ from midge.codec.reasons import (
     UnsupportedProtocolVersion,
 )
 from midge.codec.topics import validate_topic_filter
-from midge.codec.utf8 import FORBIDDEN
+from midge.codec.utf8 import FORBIDDEN, has_forbidden
 
 __all__ = ["Decoder", "decode_properties"]
 
@@ -100,11 +100,11 @@ _PROP_SPEC: dict[int, tuple[int, frozenset[int]]] = {
 }
 _BYTE, _TWO, _FOUR, _VARINT = PropType.BYTE, PropType.TWO_BYTE, PropType.FOUR_BYTE, PropType.VARINT
 _UTF8, _BINARY, _PAIR = PropType.UTF8, PropType.BINARY, PropType.UTF8_PAIR
-_USER_PROPERTY = int(Prop.USER_PROPERTY)
-_SUB_ID = int(Prop.SUBSCRIPTION_IDENTIFIER)
-_TOPIC_ALIAS = int(Prop.TOPIC_ALIAS)
-_AUTH_METHOD = int(Prop.AUTHENTICATION_METHOD)
-_AUTH_DATA = int(Prop.AUTHENTICATION_DATA)
+_USER_PROPERTY: Final = int(Prop.USER_PROPERTY)
+_SUB_ID: Final = int(Prop.SUBSCRIPTION_IDENTIFIER)
+_TOPIC_ALIAS: Final = int(Prop.TOPIC_ALIAS)
+_AUTH_METHOD: Final = int(Prop.AUTHENTICATION_METHOD)
+_AUTH_DATA: Final = int(Prop.AUTHENTICATION_DATA)
 _REPEATABLE = frozenset(int(p) for p in REPEATABLE)
 
 
@@ -124,7 +124,7 @@ def _str(buf: bytes, pos: int, end: int, what: str) -> tuple[str, int]:
         text = buf[start:stop].decode("utf-8")
     except UnicodeDecodeError:
         raise MalformedPacket(f"{what} is not well-formed UTF-8 (MQTT-1.5.4-1)") from None
-    if FORBIDDEN.search(text) is not None:
+    if has_forbidden(text):
         raise MalformedPacket(
             f"{what} contains U+0000, a control character or a non-character (MQTT-1.5.4-2)"
         )
@@ -379,7 +379,8 @@ def _publish(buf: bytes, pos: int, end: int, flags: int, version: int) -> Publis
         topic = buf[start:stop].decode("utf-8")
     except UnicodeDecodeError:
         raise MalformedPacket("topic name is not well-formed UTF-8 (MQTT-1.5.4-1)") from None
-    if FORBIDDEN.search(topic) is not None:
+    # has_forbidden, inlined: ASCII needs no regex (see midge.codec.utf8).
+    if not (topic.isascii() and topic.isprintable()) and FORBIDDEN.search(topic) is not None:
         raise MalformedPacket("topic name contains U+0000, a control or a non-character")
     pos = stop
     packet_id = None
@@ -409,10 +410,18 @@ def _publish(buf: bytes, pos: int, end: int, flags: int, version: int) -> Publis
     return Publish(topic, buf[pos:end], qos, bool(flags & 0x01), dup, packet_id, props)
 
 
+_ACK_TYPES = {
+    Puback: PacketType.PUBACK,
+    Pubrec: PacketType.PUBREC,
+    Pubrel: PacketType.PUBREL,
+    Pubcomp: PacketType.PUBCOMP,
+}
+
+
 def _ack(
     cls: type[Puback] | type[Pubrec] | type[Pubrel] | type[Pubcomp],
 ) -> Callable[[bytes, int, int, int, int], Packet]:
-    ptype = int(cls.type)
+    ptype = int(_ACK_TYPES[cls])
 
     def parse(buf: bytes, pos: int, end: int, flags: int, version: int) -> Packet:
         packet_id = _packet_id(buf, pos, end)
@@ -720,16 +729,17 @@ class Decoder:
     def _check_header(self, first: int, total: int) -> None:
         """Validate the fixed header before the body is buffered (type, flags, size)."""
         ptype = first >> 4
-        flags = first & 0x0F
-        if ptype == 0:
-            raise MalformedPacket("packet type 0 is reserved")
-        if ptype == PacketType.AUTH and (self.version or 4) != MQTT5:
-            raise MalformedPacket("AUTH (type 15) is reserved before MQTT 5.0")
-        required = _REQUIRED_FLAGS[ptype]
-        if required is not None and flags != required:
-            raise MalformedPacket(
-                f"packet type {ptype} with fixed-header flags {flags:#06b} (MQTT-2.1.3-1)"
-            )
+        if ptype != 3:  # PUBLISH, the usual case, has no fixed flags
+            flags = first & 0x0F
+            if ptype == 0:
+                raise MalformedPacket("packet type 0 is reserved")
+            if ptype == 15 and (self.version or 4) != MQTT5:
+                raise MalformedPacket("AUTH (type 15) is reserved before MQTT 5.0")
+            required = _REQUIRED_FLAGS[ptype]
+            if required is not None and flags != required:
+                raise MalformedPacket(
+                    f"packet type {ptype} with fixed-header flags {flags:#06b} (MQTT-2.1.3-1)"
+                )
         if total > self.max_packet_size:
             raise PacketTooLarge(
                 f"packet of {total} bytes exceeds the maximum packet size {self.max_packet_size}"

@@ -19,7 +19,7 @@ value type) raise ``ValueError``/``TypeError``; they are not :class:`CodecError`
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
 from midge.codec.packets import (
     MQTT5,
@@ -52,8 +52,8 @@ _U16 = [n.to_bytes(2) for n in range(256)]  # the common small packet ids/length
 _PROP_TYPE: dict[int, int] = {int(k): int(t) for k, (t, _) in SPEC.items()}
 _BYTE, _TWO, _FOUR, _VARINT = PropType.BYTE, PropType.TWO_BYTE, PropType.FOUR_BYTE, PropType.VARINT
 _UTF8, _BINARY, _PAIR = PropType.UTF8, PropType.BINARY, PropType.UTF8_PAIR
-_USER_PROPERTY = int(Prop.USER_PROPERTY)
-_SUB_ID = int(Prop.SUBSCRIPTION_IDENTIFIER)
+_USER_PROPERTY: Final = int(Prop.USER_PROPERTY)
+_SUB_ID: Final = int(Prop.SUBSCRIPTION_IDENTIFIER)
 
 
 def encode_varint(value: int) -> bytes:

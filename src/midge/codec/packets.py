@@ -12,19 +12,17 @@ Properties are a plain ``dict`` keyed by :class:`midge.codec.properties.Prop`. V
 is always a ``list[int]`` (a SUBSCRIBE carries at most one).
 """
 
-from __future__ import annotations
-
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Any, TypeAlias
+from typing import Any, Final, TypeAlias
 
 Properties: TypeAlias = dict[int, Any]
 
 UNLIMITED_PACKET_SIZE = 268_435_460  # 1 + 4 + 268,435,455: the largest packet MQTT can express
 
-MQTT31 = 3
-MQTT311 = 4
-MQTT5 = 5
+MQTT31: Final = 3
+MQTT311: Final = 4
+MQTT5: Final = 5
 
 
 class PacketType(IntEnum):
@@ -66,16 +64,12 @@ class Connect:
     password: bytes | None = None
     properties: Properties = field(default_factory=dict)
 
-    type = PacketType.CONNECT
-
 
 @dataclass(slots=True)
 class Connack:
     session_present: bool = False
     reason_code: int = 0  # v3: the return code 0-5; v5: a reason code
     properties: Properties = field(default_factory=dict)
-
-    type = PacketType.CONNACK
 
 
 @dataclass(slots=True)
@@ -91,16 +85,12 @@ class Publish:
     #: unchanged when nothing in them must change for a subscriber. Not part of equality.
     raw: bytes | None = field(default=None, compare=False, repr=False)
 
-    type = PacketType.PUBLISH
-
 
 @dataclass(slots=True)
 class Puback:
     packet_id: int
     reason_code: int = 0
     properties: Properties = field(default_factory=dict)
-
-    type = PacketType.PUBACK
 
 
 @dataclass(slots=True)
@@ -109,8 +99,6 @@ class Pubrec:
     reason_code: int = 0
     properties: Properties = field(default_factory=dict)
 
-    type = PacketType.PUBREC
-
 
 @dataclass(slots=True)
 class Pubrel:
@@ -118,16 +106,12 @@ class Pubrel:
     reason_code: int = 0
     properties: Properties = field(default_factory=dict)
 
-    type = PacketType.PUBREL
-
 
 @dataclass(slots=True)
 class Pubcomp:
     packet_id: int
     reason_code: int = 0
     properties: Properties = field(default_factory=dict)
-
-    type = PacketType.PUBCOMP
 
 
 @dataclass(slots=True)
@@ -147,16 +131,12 @@ class Subscribe:
     subscriptions: list[Subscription]
     properties: Properties = field(default_factory=dict)
 
-    type = PacketType.SUBSCRIBE
-
 
 @dataclass(slots=True)
 class Suback:
     packet_id: int
     reason_codes: list[int]  # granted QoS 0-2 or a failure code (v3: 0x80)
     properties: Properties = field(default_factory=dict)
-
-    type = PacketType.SUBACK
 
 
 @dataclass(slots=True)
@@ -165,8 +145,6 @@ class Unsubscribe:
     topic_filters: list[str]
     properties: Properties = field(default_factory=dict)
 
-    type = PacketType.UNSUBSCRIBE
-
 
 @dataclass(slots=True)
 class Unsuback:
@@ -174,17 +152,15 @@ class Unsuback:
     reason_codes: list[int] = field(default_factory=list)  # v5 only; empty below v5
     properties: Properties = field(default_factory=dict)
 
-    type = PacketType.UNSUBACK
-
 
 @dataclass(slots=True)
 class Pingreq:
-    type = PacketType.PINGREQ
+    pass
 
 
 @dataclass(slots=True)
 class Pingresp:
-    type = PacketType.PINGRESP
+    pass
 
 
 @dataclass(slots=True)
@@ -192,15 +168,11 @@ class Disconnect:
     reason_code: int = 0
     properties: Properties = field(default_factory=dict)
 
-    type = PacketType.DISCONNECT
-
 
 @dataclass(slots=True)
 class Auth:
     reason_code: int = 0
     properties: Properties = field(default_factory=dict)
-
-    type = PacketType.AUTH
 
 
 Packet: TypeAlias = (
