@@ -19,6 +19,7 @@ HOT_MODULES = [
     "src/midge/broker/session.py",
     "src/midge/broker/broker.py",
     "src/midge/broker/connection.py",
+    "src/midge/cluster/workers.py",
 ]
 
 ext_modules = []

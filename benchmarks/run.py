@@ -72,6 +72,8 @@ class Row:
     #: The brokers this row runs on (empty: all); "midge" here runs once per durability.
     only: tuple[str, ...] = ()
     durabilities: tuple[str, ...] = ()
+    #: Workers rows: midge runs once per worker count here.
+    variants: tuple[int, ...] = ()
     in_quick: bool = True  # part of a quick run without --rows
 
     def title(self, quick: bool) -> str:
@@ -129,6 +131,15 @@ ROWS = [
         ["fanin", "-n", "10", "--qos", "0"],
         "halfsat",
         "p99 ≤ 5 ms",
+    ),
+    Row(
+        "workers",
+        "saturation, pairs 50 QoS 0 (max mode), midge --workers 1 vs 2, nothing pinned",
+        ["pairs", "-n", "50", "--qos", "0", "--rate", "max", "--procs", "2"],
+        "workers",
+        "measured: 1 vs 2 workers",
+        only=("midge", "mosquitto"),
+        variants=(1, 2),
     ),
     Row(
         "dur-online",
@@ -231,6 +242,9 @@ class Broker:
         self.durability: str | None = None
         self.data_dir: Path | None = None
         self.max_queued = 100_000
+        # Workers rows: midge's --workers N; and whether the broker is pinned to its CPU.
+        self.workers: int | None = None
+        self.pin = True
 
     def available(self) -> str | None:
         """None when the broker can run here, else why not."""
@@ -255,7 +269,9 @@ class Broker:
         self.log = workdir / f"{self.name}.log"
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
-                pinned(BROKER_CPU, self.command(conf, self.port)),
+                pinned(BROKER_CPU, self.command(conf, self.port))
+                if self.pin
+                else self.command(conf, self.port),
                 cwd=workdir,
                 env=_broker_env(),
                 stdin=subprocess.DEVNULL,
@@ -381,7 +397,8 @@ class Midge(Broker):
         return "\n".join(lines) + "\n"
 
     def command(self, conf: Path, port: int) -> list[str]:
-        return [self.python, "-m", "midge", "broker", "-c", str(conf)]
+        argv = [self.python, "-m", "midge", "broker", "-c", str(conf)]
+        return [*argv, "--workers", str(self.workers)] if self.workers else argv
 
 
 def _broker_env() -> dict[str, str]:
@@ -470,7 +487,12 @@ BROKERS: dict[str, Callable[[], Broker]] = {
 
 
 def bench(
-    broker: Broker, args: list[str], warmup: float, duration: float, timeout: float = 300
+    broker: Broker,
+    args: list[str],
+    warmup: float,
+    duration: float,
+    timeout: float = 300,
+    pin: bool = True,
 ) -> dict[str, Any]:
     argv = [
         sys.executable,
@@ -491,7 +513,7 @@ def bench(
     ]
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
     done = subprocess.run(
-        pinned(GENERATOR_CPU, argv),
+        pinned(GENERATOR_CPU, argv) if pin else argv,
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -534,6 +556,12 @@ def run_all(
         for round_no in range(1, rounds + 1):
             for row in rows:
                 for broker in brokers:
+                    if row.kind == "workers":
+                        n += 1
+                        for entry in run_workers(broker, row, round_no, quick, workdir):
+                            results["runs"].append(entry)
+                            say(f"[{n}/{total}] {row.key} {entry['broker']}: {_brief(entry)}")
+                        continue
                     if row.kind in ("durable", "restore"):
                         n += 1
                         for entry in run_durable(broker, row, round_no, quick, workdir):
@@ -626,6 +654,75 @@ def run_durable(
             shutil.rmtree(data, ignore_errors=True)
         entries.append(entry)
     return entries
+
+
+def run_workers(
+    broker: Broker, row: Row, round_no: int, quick: bool, workdir: Path
+) -> list[dict[str, Any]]:
+    """The workers row: midge once per worker count, Mosquitto once, with neither the broker nor
+    the generator pinned (N workers need N CPUs). The broker's CPU is summed over its processes.
+    """
+    if row.only and broker.name.split("-")[0] not in row.only:
+        return []
+    warmup, duration = (0.5, 1.5) if quick else (2.0, 5.0)
+    args = list(row.quick_args if quick and row.quick_args else row.args)
+    counts: list[int | None] = list(row.variants) if isinstance(broker, Midge) else [None]
+    entries: list[dict[str, Any]] = []
+    for count in counts:
+        name = f"{broker.name}@{count}w" if count else broker.name
+        entry: dict[str, Any] = {"row": row.key, "broker": name, "round": round_no}
+        broker.workers = count
+        broker.pin = False
+        try:
+            broker.start(workdir)
+            try:
+                entry["result"] = bench(broker, args, warmup, duration, pin=False)
+            finally:
+                broker.stop()
+        except (RuntimeError, subprocess.TimeoutExpired, ValueError, OSError) as exc:
+            entry["error"] = str(exc)
+        finally:
+            broker.workers = None
+            broker.pin = True
+        entries.append(entry)
+    return entries
+
+
+def workers_section(
+    rows: list[Row], table: dict[str, Any], labels: dict[str, str], results: dict[str, Any]
+) -> list[str]:
+    """The workers table (issue 4: measure 1 vs 2 workers)."""
+    out: list[str] = []
+    for row in (r for r in rows if r.kind == "workers"):
+        cells = table.get(row.key, {})
+        if not cells:
+            continue
+        out += [f"### Workers: {row.title(results['quick'])}", ""]
+        out.append(
+            "midge with `--workers 1` and `--workers 2` (processes sharing the port with "
+            "SO_REUSEPORT, messages between them over a socketpair mesh), Mosquitto for "
+            "reference; broker and generator both unpinned, sharing the machine's CPUs. CPU is "
+            "summed over the broker's processes (in % of one CPU)."
+        )
+        out.append("")
+        head = ["broker", "delivered/s", "CPU µs/delivery", "broker CPU %", "generator CPU %"]
+        head += ["p50 µs", "p99 µs", "processes"]
+        out.append("| " + " | ".join(head) + " |")
+        out.append("|" + "---|" * len(head))
+        for name in sorted(cells, key=lambda n: (not n.startswith("midge"), n)):
+            c = cells[name]
+            base, _, count = name.partition("@")
+            label = labels.get(base, base) + (f", --workers {count[:-1]}" if count else "")
+            if not c["runs"]:
+                err = (c["errors"] or ["?"])[0]
+                out.append(f"| {label} | failed: {err} |" + " |" * (len(head) - 2))
+                continue
+            pids = (c["runs"][0].get("broker") or {}).get("pids") or []
+            cols = [label, _f(c["delivered"]), _f(c["cpu_us"], ".2f"), _f(c["cpu_pct"], ".0f")]
+            cols += [_f(c["gen_cpu"], ".0f"), _f(c["p50"]), _f(c["p99"]), str(len(pids) or "—")]
+            out.append("| " + " | ".join(cols) + " |")
+        out.append("")
+    return out
 
 
 def _give_to_mosquitto(workdir: Path, data: Path) -> None:
@@ -965,7 +1062,7 @@ def render(
         out.append("| scenario | target | midge | Mosquitto | met |")
         out.append("|---|---|---|---|---|")
         for row in rows:
-            if row.kind in ("durable", "restore"):
+            if row.kind in ("durable", "restore", "workers"):
                 continue
             cells = table.get(row.key, {})
             m = cells.get("midge", {})
@@ -982,7 +1079,7 @@ def render(
     out.append("| " + " | ".join(head) + " |")
     out.append("|" + "---|" * len(head))
     for row in rows:
-        if row.kind in ("conns", "durable", "restore"):
+        if row.kind in ("conns", "durable", "restore", "workers"):
             continue
         cells = table.get(row.key, {})
         label = row.title(results["quick"])
@@ -1059,6 +1156,7 @@ def render(
             out.append("| " + " | ".join(cols) + " |")
         out.append("")
 
+    out += workers_section(rows, table, labels, results)
     out += durability(rows, table, labels, results)
     if chart:
         out += ["![CPU per delivery and latency per scenario](performance.png)", ""]

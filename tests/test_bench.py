@@ -231,3 +231,20 @@ def test_durability_options_plan() -> None:
     assert plan.persistent and plan.offline and plan.reconnect
     few = build_clients(Options(scenario="fanin", clients=3, messages=2, prefix="bench/y"))
     assert [c.quota for c in few if c.publish] == [1, 1, -1]  # -1: sends nothing
+
+
+def test_broker_cpu_and_memory_sum_over_worker_processes() -> None:
+    """``--broker-pid`` of ``midge broker --workers 2`` counts both workers (children of it)."""
+    from midge.bench.procstat import process_tree
+    from tests.procbroker import ProcBroker
+
+    with ProcBroker(("--host", "127.0.0.1", "--port", "0", "--workers", "2")) as proc:
+        proc.wait_listening()
+        tree = process_tree(proc.proc.pid)
+        assert len(tree) == 3  # the supervisor and its two workers
+        args = ("fanin", "-n", "4", "--rate", "2000", "--warmup", "0.2", "--duration", "0.6")
+        done = bench(proc.port, *args, "--json", "--broker-pid", str(proc.proc.pid))
+        assert done.returncode == 0, done.stderr
+        b = json.loads(done.stdout)["broker"]
+        assert sorted(b["pids"]) == sorted(tree)
+        assert b["cpu_s"] > 0 and b["rss_kb"] > 0

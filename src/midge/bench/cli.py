@@ -107,7 +107,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--broker-pid",
         type=int,
         metavar="PID",
-        help="the broker's process id (on this machine): report its CPU per delivery and RSS",
+        help="the broker's process id (on this machine): report its CPU per delivery and RSS,"
+        " summed with its child processes' (midge --workers N)",
     )
     p.add_argument(
         "--inflight",

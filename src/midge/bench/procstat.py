@@ -47,6 +47,26 @@ def cpu_ns(pid: int) -> int:
     return precise if precise is not None else stat_cpu_ns(pid)
 
 
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and every live descendant (``midge broker --workers N`` runs its workers as child
+    processes: the broker's CPU and memory are theirs summed)."""
+    children: dict[int, list[int]] = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                text = f.read()
+        except OSError:
+            continue
+        ppid = int(text[text.rindex(b")") + 2 :].split()[1])
+        children.setdefault(ppid, []).append(int(name))
+    tree = [pid]
+    for p in tree:  # grows while it is walked: breadth first
+        tree.extend(children.get(p, ()))
+    return tree
+
+
 def memory_kb(pid: int) -> tuple[int, int]:
     """``(VmRSS, VmHWM)`` of ``pid`` in KiB; raises OSError if it is gone."""
     rss = hwm = 0
@@ -59,9 +79,17 @@ def memory_kb(pid: int) -> tuple[int, int]:
     return rss, hwm
 
 
-def rss_kb(pid: int) -> int:
-    """``VmRSS`` of ``pid`` in KiB."""
-    return memory_kb(pid)[0]
+def tree_memory_kb(pids: list[int]) -> tuple[int, int]:
+    """``(VmRSS, VmHWM)`` summed over ``pids`` (a process gone meanwhile counts 0)."""
+    rss = hwm = 0
+    for pid in pids:
+        try:
+            r, h = memory_kb(pid)
+        except OSError:
+            continue
+        rss += r
+        hwm += h
+    return rss, hwm
 
 
 def cpus_busy() -> list[tuple[int, int]]:

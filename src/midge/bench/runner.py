@@ -143,7 +143,14 @@ def run_bench(options: Options, progress: Progress | None = None) -> dict[str, A
     broker = options.broker_pid
     if broker is not None and not os.path.exists(f"/proc/{broker}/stat"):
         raise BenchError(f"--broker-pid {broker}: no such process")
-    rss_start = procstat.rss_kb(broker) if broker is not None else None
+    # The broker and its worker processes (--workers N), summed.
+    # (Not this process's own tree: a broker run by the process that runs the bench, as in the
+    # test suite, must not count the generator.)
+    brokers = None
+    if broker is not None:
+        ours = set(procstat.process_tree(os.getpid()))
+        brokers = [pid for pid in procstat.process_tree(broker) if pid not in ours or pid == broker]
+    rss_start = procstat.tree_memory_kb(brokers)[0] if brokers is not None else None
     workers = _Workers(options, epoch)
     conns_total = options.connections
     try:
@@ -152,13 +159,13 @@ def run_bench(options: Options, progress: Progress | None = None) -> dict[str, A
             report("connect", workers.total(_CONNECTED), conns_total, "")
 
         workers.gather("ready", START_TIMEOUT)
-        before_connect = _cpu(broker, workers.pids)
+        before_connect = _cpu(brokers, workers.pids)
         workers.send("connect")
         connect_timeout = START_TIMEOUT + conns_total / 100
         connected = workers.gather("connected", connect_timeout, connecting)
-        after_connect = _cpu(broker, workers.pids)
+        after_connect = _cpu(brokers, workers.pids)
         connecting()
-        rss_connected = procstat.rss_kb(broker) if broker is not None else None
+        rss_connected = procstat.tree_memory_kb(brokers)[0] if brokers is not None else None
         workers.send("subscribe")
         subscribed = workers.gather("subscribed", connect_timeout)
 
@@ -181,7 +188,7 @@ def run_bench(options: Options, progress: Progress | None = None) -> dict[str, A
             report(phase, max(0, now - t0) / 1e9, (t2 - t0) / 1e9, detail)
 
         _sleep_until(epoch, t1, running)
-        cpu1 = _cpu(broker, workers.pids)
+        cpu1 = _cpu(brokers, workers.pids)
         machine1 = procstat.cpus_busy()
         m1 = _now(epoch)
 
@@ -190,10 +197,10 @@ def run_bench(options: Options, progress: Progress | None = None) -> dict[str, A
             return bool(options.messages) and workers.total(_SENT) >= options.messages
 
         _sleep_until(epoch, t2, running, all_sent)
-        cpu2 = _cpu(broker, workers.pids)
+        cpu2 = _cpu(brokers, workers.pids)
         machine2 = procstat.cpus_busy()
         m2 = _now(epoch)
-        memory = procstat.memory_kb(broker) if broker is not None else None
+        memory = procstat.tree_memory_kb(brokers) if brokers is not None else None
         report("drain", 1, 1, "")
         results = workers.gather("result", options.drain + START_TIMEOUT)
     finally:
@@ -212,12 +219,13 @@ def run_bench(options: Options, progress: Progress | None = None) -> dict[str, A
         rss_connected,
         memory,
         procstat.busy_percent(machine1, machine2),
+        brokers,
     )
 
 
-def _cpu(broker: int | None, workers: list[int]) -> tuple[procstat.CpuSample | None, Any]:
+def _cpu(brokers: list[int] | None, workers: list[int]) -> tuple[procstat.CpuSample | None, Any]:
     return (
-        procstat.CpuSample([broker]) if broker is not None else None,
+        procstat.CpuSample(brokers) if brokers is not None else None,
         procstat.CpuSample(workers),
     )
 
@@ -277,6 +285,7 @@ def _summary(
     rss_connected: int | None,
     memory: tuple[int, int] | None,
     cpu_busy: list[float],
+    brokers: list[int] | None,
 ) -> dict[str, Any]:
     window = window_ns / 1e9
     sent_window = sum(r["sent_window"] for r in results)
@@ -375,6 +384,7 @@ def _summary(
         ticks = (b2.ticks - b1.ticks) / 1e9
         broker: dict[str, Any] = {
             "pid": options.broker_pid,
+            "pids": brokers,
             "cpu_s": round(cpu, 5),
             "cpu_s_stat": round(ticks, 3),
             "cpu_percent": round(100 * cpu / window, 1) if window > 0 else None,

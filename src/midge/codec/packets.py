@@ -72,7 +72,12 @@ class Connack:
     properties: Properties = field(default_factory=dict)
 
 
-@dataclass(slots=True)
+# The packets of the message path (PUBLISH and its acknowledgements) write their ``__init__``
+# out: a dataclass's generated one is interpreted even in the mypyc build, and these are made
+# once per message. Fields, defaults, equality and repr are the dataclass's as everywhere else.
+
+
+@dataclass(slots=True, init=False)
 class Publish:
     topic: str
     payload: bytes = b""
@@ -85,33 +90,81 @@ class Publish:
     #: unchanged when nothing in them must change for a subscriber. Not part of equality.
     raw: bytes | None = field(default=None, compare=False, repr=False)
 
+    def __init__(
+        self,
+        topic: str,
+        payload: bytes = b"",
+        qos: int = 0,
+        retain: bool = False,
+        dup: bool = False,
+        packet_id: int | None = None,
+        properties: Properties | None = None,
+        raw: bytes | None = None,
+    ) -> None:
+        self.topic = topic
+        self.payload = payload
+        self.qos = qos
+        self.retain = retain
+        self.dup = dup
+        self.packet_id = packet_id
+        self.properties = {} if properties is None else properties
+        self.raw = raw
 
-@dataclass(slots=True)
+
+@dataclass(slots=True, init=False)
 class Puback:
     packet_id: int
     reason_code: int = 0
     properties: Properties = field(default_factory=dict)
 
+    def __init__(
+        self, packet_id: int, reason_code: int = 0, properties: Properties | None = None
+    ) -> None:
+        self.packet_id = packet_id
+        self.reason_code = reason_code
+        self.properties = {} if properties is None else properties
 
-@dataclass(slots=True)
+
+@dataclass(slots=True, init=False)
 class Pubrec:
     packet_id: int
     reason_code: int = 0
     properties: Properties = field(default_factory=dict)
 
+    def __init__(
+        self, packet_id: int, reason_code: int = 0, properties: Properties | None = None
+    ) -> None:
+        self.packet_id = packet_id
+        self.reason_code = reason_code
+        self.properties = {} if properties is None else properties
 
-@dataclass(slots=True)
+
+@dataclass(slots=True, init=False)
 class Pubrel:
     packet_id: int
     reason_code: int = 0
     properties: Properties = field(default_factory=dict)
 
+    def __init__(
+        self, packet_id: int, reason_code: int = 0, properties: Properties | None = None
+    ) -> None:
+        self.packet_id = packet_id
+        self.reason_code = reason_code
+        self.properties = {} if properties is None else properties
 
-@dataclass(slots=True)
+
+@dataclass(slots=True, init=False)
 class Pubcomp:
     packet_id: int
     reason_code: int = 0
     properties: Properties = field(default_factory=dict)
+
+    def __init__(
+        self, packet_id: int, reason_code: int = 0, properties: Properties | None = None
+    ) -> None:
+        self.packet_id = packet_id
+        self.reason_code = reason_code
+        self.properties = {} if properties is None else properties
 
 
 @dataclass(slots=True)
