@@ -20,6 +20,7 @@ HOT_MODULES = [
     "src/midge/broker/broker.py",
     "src/midge/broker/connection.py",
     "src/midge/cluster/workers.py",
+    "src/midge/store/sqlite.py",
 ]
 
 ext_modules = []

@@ -207,7 +207,13 @@ def test_takeover_across_workers_moves_the_session(start: Any, clients: list[Raw
     assert second.expect(Disconnect).reason_code == 0x8E
     second.wait_closed(2)
     pub.publish("q/5", b"third", qos=1)
-    assert receive_publishes(third, 1)[0].payload == b"third"
+    got = receive_publishes(third, 1)
+    if got[0].payload == b"after":
+        # Its PUBACK can still be on the way to the old worker when the session moves: an
+        # unacknowledged QoS 1 message is then sent again, with DUP (MQTT-4.4.0-1).
+        assert got[0].dup
+        got = receive_publishes(third, 1)
+    assert got[0].payload == b"third"
 
 
 def test_publish_on_another_worker_right_after_suback_is_delivered(

@@ -26,6 +26,7 @@ from midge.config import (
     apply_cli_overrides,
     load_config,
 )
+from midge.gctune import GcTuner
 from midge.server import Server
 from midge.store.base import StoreError
 
@@ -182,6 +183,8 @@ async def _serve(config: Config) -> int:
     log.info("midge %s running", __version__)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    gc_tuner = GcTuner(loop)
+    gc_tuner.start()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(
@@ -189,6 +192,7 @@ async def _serve(config: Config) -> int:
     )
     await stop.wait()
     log.info("shutting down")
+    gc_tuner.stop()
     await server.stop()
     if config.pid_file:
         with contextlib.suppress(OSError):

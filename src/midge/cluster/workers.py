@@ -50,6 +50,7 @@ from midge.broker.message import Message, SubOptions
 from midge.broker.session import Outgoing, Session
 from midge.broker.topictree import TopicTree
 from midge.config import Config
+from midge.gctune import GcTuner
 
 if TYPE_CHECKING:
     from midge.broker.broker import Broker
@@ -658,7 +659,10 @@ async def _worker_main(
         await asyncio.sleep(0)
         return 1
     control.send(("ready", [[str(a[0]), int(a[1])] for a in server.addresses]))
+    gc_tuner = GcTuner(loop)
+    gc_tuner.start()
     await stop.wait()
+    gc_tuner.stop()
     await server.stop()
     router.close()
     control.close()

@@ -3,8 +3,10 @@
 The broker's loop never waits for the disk. Reports become SQL statements appended to a batch;
 one writer thread runs each batch in one transaction and, once it is committed (and fsynced, with
 ``durability = "fsync"``: ``synchronous=FULL``), hands the batch's :meth:`commit` callbacks back to
-the loop. While the writer is busy the next batch grows, so under load many PUBLISHes share one
-fsync (group commit); when idle, a batch waits :data:`COMMIT_WINDOW` for company.
+the loop. A batch is handed over :data:`COMMIT_WINDOW` after its first change, or after the
+previous batch was written, whichever is later: under load many PUBLISHes share one transaction
+and one fsync (group commit), and a delivery acknowledged by an online subscriber within the
+window cancels its own statements, so it never reaches the disk.
 
 Messages are numbered here (``Message.store_id``) so statements can refer to them before they are
 written, and counted: a message row is deleted with its last reference (queue or in-flight entry,
@@ -43,8 +45,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("midge.store")
 
-#: How long an idle store waits for more changes before committing (seconds).
-COMMIT_WINDOW = 0.002
+#: How long a batch collects changes before it is written (seconds). Longer: less CPU and fewer
+#: fsyncs per message, and acks later (docs/performance.md, "Durability", measures 5 ms).
+COMMIT_WINDOW = 0.005
 #: Run ``PRAGMA incremental_vacuum`` after this many committed batches.
 VACUUM_EVERY = 2000
 #: Bytes the WAL file is truncated to after a checkpoint.
@@ -72,7 +75,7 @@ CREATE TABLE IF NOT EXISTS deliveries (
     qos INTEGER NOT NULL, retain INTEGER NOT NULL, sub_ids TEXT, pid INTEGER NOT NULL,
     state INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS deliveries_queue ON deliveries (client_id, state, seq);
-CREATE INDEX IF NOT EXISTS deliveries_pid ON deliveries (client_id, pid);
+DROP INDEX IF EXISTS deliveries_pid;
 CREATE TABLE IF NOT EXISTS inbound (
     client_id TEXT NOT NULL, pid INTEGER NOT NULL, PRIMARY KEY (client_id, pid)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS retained (
@@ -127,6 +130,8 @@ _SESSION_DELETES = tuple(
 )
 
 Op = tuple[str, tuple[Any, ...]]
+#: A batch: statements in order; None where a statement was cancelled before it was written.
+Ops = list[Op | None]
 
 
 def _props_blob(props: dict[int, Any]) -> bytes | None:
@@ -140,18 +145,21 @@ def _props_from(blob: bytes | None, where: int) -> dict[int, Any]:
     return props
 
 
-def _write(db: sqlite3.Connection, ops: list[Op]) -> None:
+def _write(db: sqlite3.Connection, ops: Ops) -> None:
     """One batch in one transaction. New messages go first, all in one ``executemany`` (their
     ids are never reused, and nothing refers to a message by constraint, so the order of those
     inserts against the rest does not matter); the rest keep their order, with runs of the same
     statement (a message queued for many sessions, say) as one ``executemany``."""
+    live = [op for op in ops if op is not None]
+    if not live:
+        return  # everything in it was cancelled: nothing to write
     db.execute("BEGIN")
-    inserts = [params for sql, params in ops if sql is _MSG_INSERT]
+    inserts = [params for sql, params in live if sql is _MSG_INSERT]
     if inserts:
         db.executemany(_MSG_INSERT, inserts)
     run_sql: str | None = None
     run: list[tuple[Any, ...]] = []
-    for sql, params in ops:
+    for sql, params in live:
         if sql is _MSG_INSERT:
             continue
         if sql is not run_sql:
@@ -186,14 +194,21 @@ class SqliteStore:
         self._db: sqlite3.Connection | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         #: The batch being filled on the loop: statements and the callbacks waiting for them.
-        self._ops: list[Op] = []
+        self._ops: Ops = []
+        #: While their statements are still in that batch: the insert of each new message (by
+        #: id), and the statements of each delivery sent at once (by client id and packet id).
+        #: A delivery acknowledged, or a message released, before the batch goes to the writer
+        #: cancels them instead of adding a delete: an online subscriber's acks usually arrive
+        #: within the commit window, and then its messages never touch the disk.
+        self._new_messages: dict[int, int] = {}
+        self._new_deliveries: dict[tuple[str, int], list[int]] = {}
         self._callbacks: list[Callable[[], None]] = []
         self._scheduled = False
         self._writing = False  # a batch is with the writer thread
-        self._queue: queue.SimpleQueue[tuple[list[Op], list[Callable[[], None]]] | None] = (
+        self._queue: queue.SimpleQueue[tuple[Ops, list[Callable[[], None]]] | None] = (
             queue.SimpleQueue()
         )
-        self._thread: threading.Thread | None = None
+        self._writer_thread: threading.Thread | None = None
         self._failed: BaseException | None = None
         self._batches = 0
         #: message id -> references (queue/in-flight entries and the retained store).
@@ -432,8 +447,8 @@ class SqliteStore:
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         """Start the writer thread; callbacks run on ``loop``."""
         self._loop = loop
-        self._thread = threading.Thread(target=self._writer, name="midge-store", daemon=True)
-        self._thread.start()
+        self._writer_thread = threading.Thread(target=self._writer, name="midge-store", daemon=True)
+        self._writer_thread.start()
         if self._ops or self._callbacks:
             self._schedule()
 
@@ -476,7 +491,7 @@ class SqliteStore:
             except Exception:  # pragma: no cover - a bug in a callback must not stop the others
                 log.exception("store commit callback failed")
         if self._ops or self._callbacks:
-            self._submit()
+            self._schedule()
 
     def _schedule(self) -> None:
         loop = self._loop
@@ -496,6 +511,8 @@ class SqliteStore:
             return
         ops, self._ops = self._ops, []
         callbacks, self._callbacks = self._callbacks, []
+        self._new_messages.clear()
+        self._new_deliveries.clear()
         self._writing = True
         self._queue.put((ops, callbacks))
 
@@ -517,7 +534,7 @@ class SqliteStore:
 
     def close(self) -> None:
         """Write what is left, stop the writer, close the database and release the lock."""
-        thread = self._thread
+        thread = self._writer_thread
         if thread is not None:
             if self._failed is None and (self._ops or self._callbacks):
                 # Batches are written in order: this last one goes after any still being written
@@ -525,9 +542,11 @@ class SqliteStore:
                 self._queue.put((self._ops, []))
                 self._ops = []
                 self._callbacks = []
+                self._new_messages.clear()
+                self._new_deliveries.clear()
             self._queue.put(None)
             thread.join(30)
-            self._thread = None
+            self._writer_thread = None
         elif self._db is not None and self._ops:
             _write(self._db, self._ops)
             self._ops = []
@@ -538,12 +557,15 @@ class SqliteStore:
             self._db = None
         self._unlock()
 
-    def _op(self, sql: str, params: tuple[Any, ...]) -> None:
+    def _op(self, sql: str, params: tuple[Any, ...]) -> int:
+        """Add a statement to the batch; its index there."""
         if self._failed is not None:
-            return  # nothing is written any more (and nothing acknowledged): do not pile up
-        self._ops.append((sql, params))
+            return -1  # nothing is written any more (and nothing acknowledged): do not pile up
+        ops = self._ops
+        ops.append((sql, params))
         if not self._scheduled:
             self._schedule()
+        return len(ops) - 1
 
     def _ref(self, message: Message) -> int:
         mid = message.store_id
@@ -553,7 +575,7 @@ class SqliteStore:
         mid = message.store_id = self._next_id
         self._next_id = mid + 1
         self._refs[mid] = 1
-        self._op(
+        self._new_messages[mid] = self._op(
             _MSG_INSERT,
             (
                 mid,
@@ -578,7 +600,11 @@ class SqliteStore:
             return
         self._refs.pop(mid, None)
         message.store_id = 0
-        self._op(_MSG_DELETE, (mid,))
+        index = self._new_messages.pop(mid, -1)
+        if index >= 0:
+            self._ops[index] = None  # inserted and released within one batch: never written
+        else:
+            self._op(_MSG_DELETE, (mid,))
 
     def session_saved(self, client_id: str, version: int, expiry_interval: int) -> None:
         self._op(_SESSION_SAVE, (client_id, version, expiry_interval))
@@ -587,6 +613,8 @@ class SqliteStore:
         self._op(_SESSION_DETACH, (expiry_interval, at, client_id))
 
     def session_deleted(self, client_id: str, messages: Iterable[Message]) -> None:
+        for key in [k for k in self._new_deliveries if k[0] == client_id]:
+            del self._new_deliveries[key]  # their rows go with the session's
         for sql in _SESSION_DELETES:
             self._op(sql, (client_id,))
         for message in messages:
@@ -614,11 +642,15 @@ class SqliteStore:
         message, qos, retain, sub_ids = delivery
         mid = self._ref(message)
         ids = ",".join(map(str, sub_ids)) if sub_ids else None
-        self._op(
+        index = self._op(
             _DELIVERY_ADD, (client_id, mid, qos, int(retain), ids, pid, SENT if pid else QUEUED)
         )
+        if pid and index >= 0:
+            self._new_deliveries[(client_id, pid)] = [index]
 
     def delivery_sent(self, client_id: str, pid: int) -> None:
+        # A queued delivery is addressed by queue position, not by a statement of this batch.
+        self._new_deliveries.pop((client_id, pid), None)
         self._op(_DELIVERY_SENT, (pid, client_id))
 
     def delivery_removed(self, client_id: str, message: Message) -> None:
@@ -635,10 +667,19 @@ class SqliteStore:
             self._unref(message)
 
     def delivery_released(self, client_id: str, pid: int) -> None:
-        self._op(_DELIVERY_RELEASED, (client_id, pid))
+        index = self._op(_DELIVERY_RELEASED, (client_id, pid))
+        new = self._new_deliveries.get((client_id, pid))
+        if new is not None:
+            new.append(index)
 
     def delivery_done(self, client_id: str, pid: int, message: Message) -> None:
-        self._op(_DELIVERY_DONE, (client_id, pid))
+        new = self._new_deliveries.pop((client_id, pid), None)
+        if new is not None:
+            ops = self._ops
+            for index in new:
+                ops[index] = None  # added and acknowledged within one batch: never written
+        else:
+            self._op(_DELIVERY_DONE, (client_id, pid))
         self._unref(message)
 
     def inbound_added(self, client_id: str, pid: int) -> None:
