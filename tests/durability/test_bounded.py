@@ -48,7 +48,7 @@ def test_queue_limit_drops_newest_and_counts(
     make_broker: Callable[..., RunningBroker], tmp_path: Path
 ) -> None:
     """max_queued_messages: a full queue drops the new message (Mosquitto's policy), counted in
-    the session's ``dropped``; only what was queued is on disk and comes back after a restart."""
+    the session's ``dropped`` and the broker's; only what was queued is on disk and comes back after a restart."""
     broker = make_broker(data_dir=str(tmp_path), max_queued_messages=5)
     sub = RawClient(broker.host, broker.port, 4)
     connect(sub, "sub")
@@ -60,6 +60,8 @@ def test_queue_limit_drops_newest_and_counts(
         pub.publish("l/x", str(i).encode(), qos=1)
     pub.close()
     assert broker.call(lambda: broker.server.broker.sessions["sub"].dropped) == 7
+    stats = broker.call(lambda: broker.server.broker.stats)
+    assert stats.queue_dropped == 7 and stats.messages_dropped == 7  # the broker's counters
     broker.stop()
     assert wait_rows(tmp_path, {"deliveries": 5})["deliveries"] == 5
     broker = make_broker(data_dir=str(tmp_path), max_queued_messages=5)

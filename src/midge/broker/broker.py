@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from midge.auth.base import AllowAll, Authenticator
 from midge.broker.message import Message, SubOptions
-from midge.broker.session import NEVER, Session
+from midge.broker.session import NEVER, Session, Stats
 from midge.broker.topictree import RetainedTree, SharedGroup, TopicTree
 from midge.codec.properties import Prop
 from midge.config import Config
@@ -54,21 +54,6 @@ class PendingWill:
     def __init__(self, message: Message, handle: Any) -> None:
         self.message = message
         self.handle = handle
-
-
-class Stats:
-    """Counters for $SYS and metrics (observability comes in a later issue)."""
-
-    __slots__ = (
-        "messages_dropped",
-        "messages_received",
-        "messages_sent",
-    )
-
-    def __init__(self) -> None:
-        self.messages_received = 0
-        self.messages_sent = 0
-        self.messages_dropped = 0
 
 
 class Broker:
@@ -123,6 +108,7 @@ class Broker:
                 self.config.max_queued_messages,
                 self.config.max_queued_bytes,
                 self.config.queue_qos0_messages,
+                self.stats,
             )
             self.sessions[client_id] = session
         session.connection = conn
@@ -439,6 +425,7 @@ class Broker:
         existing = self.sessions.get(session.client_id)
         if existing is not None:
             self._end_session(existing)
+        session.stats = self.stats
         self.sessions[session.client_id] = session
         router = self.router
         for topic_filter, options in session.subscriptions.items():
@@ -480,7 +467,11 @@ class Broker:
         for stored in state.sessions:
             cid = stored.client_id
             session = Session(
-                cid, config.max_queued_messages, config.max_queued_bytes, config.queue_qos0_messages
+                cid,
+                config.max_queued_messages,
+                config.max_queued_bytes,
+                config.queue_qos0_messages,
+                self.stats,
             )
             expiry = session.expiry_interval = stored.expiry_interval
             session.store = store

@@ -36,6 +36,25 @@ class Outgoing:
         self.size = size
 
 
+class Stats:
+    """Counters for $SYS and metrics (observability comes in a later issue)."""
+
+    __slots__ = (
+        "messages_dropped",
+        "messages_received",
+        "messages_sent",
+        "queue_dropped",
+    )
+
+    def __init__(self) -> None:
+        self.messages_received = 0
+        self.messages_sent = 0
+        #: Every message not delivered for want of room: full queues, slow consumers, too large.
+        self.messages_dropped = 0
+        #: Of those, the ones a full session queue dropped (max_queued_messages / _bytes).
+        self.queue_dropped = 0
+
+
 class Session:
     """The state of one client id (MQTT 3.1.1 section 3.1.2.4, MQTT 5 section 4.1).
 
@@ -58,6 +77,7 @@ class Session:
         "queue",
         "queue_qos0",
         "queued_bytes",
+        "stats",
         "store",
         "subscriptions",
         "will_handle",
@@ -69,8 +89,11 @@ class Session:
         max_queued: int = 1000,
         max_queued_bytes: int = 0,
         queue_qos0: bool = False,
+        stats: Stats | None = None,
     ) -> None:
         self.client_id = client_id
+        #: The broker's counters (queue overflows are counted there too).
+        self.stats = stats
         self.connection: Connection | None = None
         self.subscriptions: dict[str, SubOptions] = {}
         #: Seconds the session lives after its connection closes; NEVER = forever.
@@ -132,6 +155,10 @@ class Session:
         ):
             # Mosquitto's policy: a full queue drops the new message (counted).
             self.dropped += 1
+            stats = self.stats
+            if stats is not None:
+                stats.messages_dropped += 1
+                stats.queue_dropped += 1
             return
         if self.queue is None:
             self.queue = deque()
