@@ -48,7 +48,8 @@ def test_queue_limit_drops_newest_and_counts(
     make_broker: Callable[..., RunningBroker], tmp_path: Path
 ) -> None:
     """max_queued_messages: a full queue drops the new message (Mosquitto's policy), counted in
-    the session's ``dropped`` and the broker's; only what was queued is on disk and comes back after a restart."""
+    the session's ``dropped`` and the broker's stats; only what was queued is on disk and comes
+    back after a restart."""
     broker = make_broker(data_dir=str(tmp_path), max_queued_messages=5)
     sub = RawClient(broker.host, broker.port, 4)
     connect(sub, "sub")
