@@ -519,7 +519,7 @@ class Connection:
             tokens = self._pub_tokens + (now - self._pub_stamp) * rate
             self._pub_stamp = now
             if tokens > rate:
-                tokens = rate
+                tokens = float(rate)
             if tokens < 1:
                 self.broker.stats.limited_publish_rate += 1
                 raise ProtocolViolation(Reason.MESSAGE_RATE_TOO_HIGH, "over max_publish_rate")
