@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from midge import __version__
+from midge.auth.plugin import PluginError
 from midge.bench import cli as bench_cli
 from midge.config import (
     DEFAULT_DATA_DIR,
@@ -162,7 +163,7 @@ async def _serve(config: Config) -> int:
     server = Server(config)
     try:
         await server.start()
-    except StoreError as exc:
+    except (StoreError, PluginError) as exc:
         print(f"midge: error: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:

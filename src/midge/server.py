@@ -47,6 +47,24 @@ class Server:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         config = self.config
+        self._plugins: list[Any] = []
+        if config.auth_python or config.auth_http_url:
+            # Python plugins and the HTTP backend (midge.auth.plugin); a PluginError names the
+            # plugin and the fix.
+            from midge.auth.plugin import PluginAuthenticator, load_plugin
+
+            if config.auth_python:
+                self._plugins.append(load_plugin(config.auth_python, config.auth_python_options))
+            if config.auth_http_url:
+                from midge.auth.http import HttpAuth
+
+                self._plugins.append(HttpAuth(config.auth_http_url, config.auth_http_timeout))
+            self.authenticator = PluginAuthenticator(
+                self._plugins,
+                cache_ttl=config.auth_cache_ttl,
+                timeout=config.auth_http_timeout,
+                inner=self.authenticator,
+            )
         store: Store | None = None
         if config.data_dir and config.durability != "none":
             from midge.store.sqlite import SqliteStore
@@ -110,6 +128,13 @@ class Server:
                     break
                 await asyncio.sleep(0.01)
             broker.store.close()
+        for plugin in getattr(self, "_plugins", []):
+            close = getattr(plugin, "close", None)
+            if close is not None:
+                try:
+                    await asyncio.wait_for(close(), CLOSE_TIMEOUT)
+                except Exception:  # pragma: no cover - a plugin's own trouble at exit
+                    log.exception("closing auth plugin %r", plugin)
         for state in self.listeners:
             if state.server is not None:
                 try:
