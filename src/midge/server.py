@@ -47,6 +47,12 @@ class Server:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         config = self.config
+        if config.scram_file:
+            # SCRAM (MQTT 5 enhanced authentication) in front of the configured authenticator;
+            # a bad scram_file is a ConfigError naming its line, before any listener opens.
+            from midge.auth.scram import ScramAuthenticator
+
+            self.authenticator = ScramAuthenticator.from_file(config.scram_file, self.authenticator)
         store: Store | None = None
         if config.data_dir and config.durability != "none":
             from midge.store.sqlite import SqliteStore
