@@ -47,12 +47,13 @@ class Server:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         config = self.config
+        authenticator = self.authenticator
         if config.scram_file:
             # SCRAM (MQTT 5 enhanced authentication) in front of the configured authenticator;
             # a bad scram_file is a ConfigError naming its line, before any listener opens.
             from midge.auth.scram import ScramAuthenticator
 
-            self.authenticator = ScramAuthenticator.from_file(config.scram_file, self.authenticator)
+            authenticator = ScramAuthenticator.from_file(config.scram_file, authenticator)
         store: Store | None = None
         if config.data_dir and config.durability != "none":
             from midge.store.sqlite import SqliteStore
@@ -61,7 +62,7 @@ class Server:
             sqlite_store.open()
             try:
                 restored = sqlite_store.load()
-                self.broker = Broker(config, loop, self.authenticator, sqlite_store)
+                self.broker = Broker(config, loop, authenticator, sqlite_store)
                 self.broker.restore(restored)
             except BaseException:
                 sqlite_store.close()
@@ -70,7 +71,7 @@ class Server:
             store = sqlite_store
             log.info("durable store %s (durability %s)", sqlite_store.path, config.durability)
         else:
-            self.broker = Broker(config, loop, self.authenticator)
+            self.broker = Broker(config, loop, authenticator)
         if self.router is not None:
             self.router.bind(self.broker)
             self.broker.router = self.router
