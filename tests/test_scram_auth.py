@@ -230,8 +230,10 @@ def test_other_methods_still_refused_with_0x8c(
 # -- the real command line: midge scram, then midge broker -c with scram_file
 
 
-@pytest.mark.parametrize("conf_name", ["midge.conf", "midge.toml"])
-def test_midge_scram_and_broker_process(tmp_path: Path, conf_name: str) -> None:
+@pytest.mark.parametrize(
+    ("conf_name", "workers"), [("midge.conf", 1), ("midge.toml", 1), ("midge.conf", 2)]
+)
+def test_midge_scram_and_broker_process(tmp_path: Path, conf_name: str, workers: int) -> None:
     users = tmp_path / "users.scram"
     made = run_midge(["scram", "-c", "-b", str(users), "alice", "wonderland"])
     assert made.returncode == 0, made.stderr
@@ -254,7 +256,7 @@ def test_midge_scram_and_broker_process(tmp_path: Path, conf_name: str) -> None:
         )
     else:
         conf.write_text(f"scram_file {users}\npersistence false\nlistener 0 127.0.0.1\n")
-    with ProcBroker(["-c", str(conf)]) as broker:
+    with ProcBroker(["-c", str(conf), "--workers", str(workers)]) as broker:
         broker.wait_listening()
         for method, user, password in [(SHA256, "alice", "wonderland"), (SHA512, "bob", "builder")]:
             with RawClient(broker.host, broker.port, version=5) as c:
@@ -274,12 +276,11 @@ def test_bad_scram_file_stops_the_broker(tmp_path: Path) -> None:
     users.write_text("# users\nalice:SCRAM-SHA-256$4096:AAAA$AAAA:AAAA\n")
     conf = tmp_path / "midge.conf"
     conf.write_text(f"scram_file {users}\npersistence false\nlistener 0 127.0.0.1\n")
-    result = run_midge(["broker", "-c", str(conf)])
-    assert result.returncode == 1
-    assert f"{users}:2: user 'alice': invalid StoredKey" in result.stderr
-    assert "Traceback" not in result.stderr
-    missing = run_midge(["broker", "-c", str(conf).replace("midge.conf", "x.conf")])
-    assert missing.returncode == 1
+    for workers in ("1", "2"):
+        result = run_midge(["broker", "-c", str(conf), "--workers", workers])
+        assert result.returncode == 1
+        assert f"{users}:2: user 'alice': invalid StoredKey" in result.stderr
+        assert "Traceback" not in result.stderr
     conf.write_text(f"scram_file {tmp_path / 'nope'}\npersistence false\nlistener 0 127.0.0.1\n")
     result = run_midge(["broker", "-c", str(conf)])
     assert result.returncode == 1 and "cannot read scram_file" in result.stderr
