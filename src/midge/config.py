@@ -148,6 +148,9 @@ class Config:
 
     # Files
     pid_file: str | None = None
+    # midge only: SCRAM-SHA-256/512 credentials for MQTT 5 enhanced authentication
+    # (midge.auth.scram, docs/security.md); None: the SCRAM methods are refused (0x8C).
+    scram_file: str | None = None
     source: str | None = None  # the file this was read from, for messages
 
     # Things the operator should see at startup (deprecated options, ignored -p ports, ...): the
@@ -550,6 +553,7 @@ _GLOBAL_OPTIONS = (
     "log_type",
     "log_timestamp_format",
     "pid_file",
+    "scram_file",
     "include_dir",
     "connect_timeout",
     "auth_python",
@@ -711,7 +715,7 @@ class _ConfParser:
             words.append(self.word(name, value))
             self.log_types = words
             _log_types(words)  # validate now, so the error names this line
-        elif name in ("log_timestamp_format", "pid_file"):
+        elif name in ("log_timestamp_format", "pid_file", "scram_file"):
             self.once(0, name, path, line)
             setattr(cfg, name, value)
         elif name in _LISTENER_SCOPED:
@@ -990,6 +994,7 @@ _TOML_GLOBAL_KEYS = (
     "log_type",
     "log_timestamp_format",
     "pid_file",
+    "scram_file",
     "connect_timeout",
     "auth_python",
     "auth_python_options",
@@ -1152,7 +1157,7 @@ class _TomlReader:
             setattr(cfg, key, self.boolean(value, t, key))
         elif key == "allow_zero_length_clientid":
             cfg.allow_zero_length_clientid = self.boolean(value, t, key)
-        elif key in ("auto_id_prefix", "log_timestamp_format", "pid_file"):
+        elif key in ("auto_id_prefix", "log_timestamp_format", "pid_file", "scram_file"):
             setattr(cfg, key, self.string(value, t, key))
         elif key in _TOML_GLOBAL_LISTENER_DEFAULTS:
             setattr(cfg, key, self.integer(value, t, key, _LISTENER_INT[key]))

@@ -47,10 +47,17 @@ class Server:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         config = self.config
+        authenticator = self.authenticator
+        if config.scram_file:
+            # SCRAM (MQTT 5 enhanced authentication) in front of the configured authenticator;
+            # a bad scram_file is a ConfigError naming its line, before any listener opens.
+            from midge.auth.scram import ScramAuthenticator
+
+            authenticator = ScramAuthenticator.from_file(config.scram_file, authenticator)
         self._plugins: list[Any] = []
         if config.auth_python or config.auth_http_url:
-            # Python plugins and the HTTP backend (midge.auth.plugin); a PluginError names the
-            # plugin and the fix.
+            # Python plugins and the HTTP backend (midge.auth.plugin), asked after the built-in
+            # checks; a PluginError names the plugin and the fix.
             from midge.auth.plugin import PluginAuthenticator, load_plugin
 
             if config.auth_python:
@@ -59,11 +66,11 @@ class Server:
                 from midge.auth.http import HttpAuth
 
                 self._plugins.append(HttpAuth(config.auth_http_url, config.auth_http_timeout))
-            self.authenticator = PluginAuthenticator(
+            authenticator = PluginAuthenticator(
                 self._plugins,
                 cache_ttl=config.auth_cache_ttl,
                 timeout=config.auth_http_timeout,
-                inner=self.authenticator,
+                inner=authenticator,
             )
         store: Store | None = None
         if config.data_dir and config.durability != "none":
@@ -73,7 +80,7 @@ class Server:
             sqlite_store.open()
             try:
                 restored = sqlite_store.load()
-                self.broker = Broker(config, loop, self.authenticator, sqlite_store)
+                self.broker = Broker(config, loop, authenticator, sqlite_store)
                 self.broker.restore(restored)
             except BaseException:
                 sqlite_store.close()
@@ -82,7 +89,7 @@ class Server:
             store = sqlite_store
             log.info("durable store %s (durability %s)", sqlite_store.path, config.durability)
         else:
-            self.broker = Broker(config, loop, self.authenticator)
+            self.broker = Broker(config, loop, authenticator)
         if self.router is not None:
             self.router.bind(self.broker)
             self.broker.router = self.router

@@ -186,6 +186,12 @@ GLOBALS: list[tuple[str, str, str, Any]] = [
         "pid_file",
         "/run/midge/midge.pid",
     ),
+    (
+        "scram_file /etc/midge/users.scram",
+        'scram_file = "/etc/midge/users.scram"',
+        "scram_file",
+        "/etc/midge/users.scram",
+    ),
     ("per_listener_settings true", "per_listener_settings = true", "per_listener_settings", True),
     ("connect_timeout 3", "connect_timeout = 3", "connect_timeout", 3.0),
     ("connect_timeout 0.5", "connect_timeout = 0.5", "connect_timeout", 0.5),
@@ -637,6 +643,7 @@ def test_bad_values(conf_text: str, toml_text: str, words: str) -> None:
         "retain_available",
         "auto_id_prefix",
         "pid_file",
+        "scram_file",
         "log_timestamp_format",
         "persistent_client_expiration",
         "max_qos",
@@ -1058,7 +1065,7 @@ def test_auth_plugin_options() -> None:
     )
     t = parse_toml(
         'auth_python = "mypkg.auth:create"\nauth_http_url = "http://127.0.0.1:8080"\n'
-        "auth_http_timeout = 1\nauth_cache_ttl = 30\n[auth_python_options]\nusers = \"a:b\"\n"
+        'auth_http_timeout = 1\nauth_cache_ttl = 30\n[auth_python_options]\nusers = "a:b"\n'
     )
     assert t.auth_python_options == {"users": "a:b"} and t.auth_cache_ttl == 30.0
     assert "expected http://" in str(conf_error("auth_http_url ftp://x\n"))

@@ -102,3 +102,12 @@ class AllowAll:
 
     def can_subscribe(self, client_id: str, username: str | None, topic_filter: str) -> bool:
         return True
+
+
+def checks_publish(authenticator: Authenticator) -> bool:
+    """Whether ``authenticator`` may refuse a PUBLISH at all (False: the broker skips the call
+    on every message). AllowAll never does; a wrapper says so with a ``checks_publish``
+    attribute; any other authenticator is asked."""
+    if isinstance(authenticator, AllowAll):
+        return False
+    return bool(getattr(authenticator, "checks_publish", True))

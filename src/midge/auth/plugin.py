@@ -34,7 +34,13 @@ from collections.abc import Awaitable, Callable
 from importlib.metadata import entry_points
 from typing import Any
 
-from midge.auth.base import Authenticator, AuthExchange, ConnectRequest, Pending
+from midge.auth.base import (
+    Authenticator,
+    AuthExchange,
+    ConnectRequest,
+    Pending,
+    checks_publish,
+)
 from midge.codec.reasons import Reason
 
 log = logging.getLogger("midge.auth")
@@ -134,6 +140,10 @@ class PluginAuthenticator:
         self._cache: dict[tuple[str, str | None, str, str], tuple[bool, float]] = {}
         self._pending: dict[tuple[str, str | None, str, str], asyncio.Future[bool]] = {}
         self._clock = time.monotonic
+
+    @property
+    def checks_publish(self) -> bool:
+        return bool(self._authz) or (self.inner is not None and checks_publish(self.inner))
 
     # -- authentication ---------------------------------------------------------------------
 

@@ -446,6 +446,12 @@ class Connection:
         props = p.properties
         self.client_id = client_id
         self.username = p.username
+        if self._exchange is not None:
+            # An enhanced-authentication method may establish who the client is (SCRAM's n=):
+            # that is the user name ACLs see when the CONNECT carried none.
+            identity = getattr(self._exchange, "username", None)
+            if isinstance(identity, str):
+                self.username = identity
         if v5:
             expiry = props.get(Prop.SESSION_EXPIRY_INTERVAL, 0)
             rm = props.get(Prop.RECEIVE_MAXIMUM)
