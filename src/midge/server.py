@@ -16,9 +16,10 @@ import logging
 from typing import Any
 
 from midge.auth.base import Authenticator
+from midge.auth.files import FileAuthenticator, anonymous_notices, build_authenticator
 from midge.broker.broker import Broker
 from midge.cluster.router import Router
-from midge.config import Config, resolve_listener
+from midge.config import Config, ConfigError, resolve_listener
 from midge.store.base import Store
 from midge.transport.tcp import ListenerState, listen
 
@@ -47,6 +48,15 @@ class Server:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         config = self.config
+        if self.authenticator is None:
+            # password_file / acl_file / allow_anonymous (docs/security.md); a bad file raises
+            # ConfigError before anything is opened.
+            self.authenticator = build_authenticator(config)
+            if isinstance(self.authenticator, FileAuthenticator):
+                for notice in self.authenticator.load():
+                    log.warning("%s", notice)
+            for notice in anonymous_notices(config):
+                log.warning("%s", notice)
         store: Store | None = None
         if config.data_dir and config.durability != "none":
             from midge.store.sqlite import SqliteStore
@@ -84,6 +94,34 @@ class Server:
             if store is not None:
                 store.close()
             raise
+
+    def reload(self) -> bool:
+        """SIGHUP: re-read the password and ACL files without dropping connections; clients
+        whose user was removed or whose password changed are disconnected (v5: DISCONNECT 0x87).
+        A file that does not parse keeps the old ones (logged with file:line). True if
+        reloaded."""
+        auth = self.authenticator
+        broker = self.broker
+        if not isinstance(auth, FileAuthenticator) or broker is None:
+            log.info("SIGHUP: no password or ACL file to reload")
+            return False
+        try:
+            notices, revoked = auth.reload()
+        except ConfigError as exc:
+            log.error("reload failed, keeping the previous password and ACL files: %s", exc)
+            return False
+        for notice in notices:
+            log.warning("%s", notice)
+        for client_id in revoked:
+            session = broker.sessions.get(client_id)
+            conn = session.connection if session is not None else None
+            if conn is not None:
+                conn.revoke("credentials no longer valid after reload")
+        log.info(
+            "reloaded password and ACL files (%d client(s) disconnected)",
+            sum(1 for _ in revoked),
+        )
+        return True
 
     async def _close_listeners(self) -> None:
         for state in self.listeners:

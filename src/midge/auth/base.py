@@ -7,15 +7,27 @@ Reason codes are MQTT 5's; the connection maps them to v3 return codes (MQTT-3.2
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from midge.codec.reasons import Reason
+
+if TYPE_CHECKING:
+    from midge.config import ListenerConfig
 
 
 class ConnectRequest:
     """What a client presents at CONNECT."""
 
-    __slots__ = ("auth_data", "auth_method", "client_id", "password", "peer", "username", "version")
+    __slots__ = (
+        "auth_data",
+        "auth_method",
+        "client_id",
+        "listener",
+        "password",
+        "peer",
+        "username",
+        "version",
+    )
 
     def __init__(
         self,
@@ -26,6 +38,7 @@ class ConnectRequest:
         version: int,
         auth_method: str | None = None,
         auth_data: bytes | None = None,
+        listener: ListenerConfig | None = None,
     ) -> None:
         self.client_id = client_id
         self.username = username
@@ -34,6 +47,8 @@ class ConnectRequest:
         self.version = version
         self.auth_method = auth_method
         self.auth_data = auth_data
+        #: The listener the client connected to (per_listener_settings decide by it).
+        self.listener = listener
 
 
 class AuthExchange(Protocol):
@@ -63,6 +78,13 @@ class Authenticator(Protocol):
 
     def can_subscribe(self, client_id: str, username: str | None, topic_filter: str) -> bool: ...
 
+    def can_read(self, client_id: str, topic: str) -> bool:
+        """May a message on ``topic`` be delivered to ``client_id`` (as it last authenticated)?
+        Asked for every delivery — routed, retained on subscribe, will — when the
+        authenticator's ``checks_read`` attribute is true (Mosquitto checks read access on
+        delivery). Without the attribute the broker never asks."""
+        ...
+
 
 class AllowAll:
     """The default: anyone may connect, publish and subscribe; no enhanced authentication.
@@ -81,4 +103,7 @@ class AllowAll:
         return True
 
     def can_subscribe(self, client_id: str, username: str | None, topic_filter: str) -> bool:
+        return True
+
+    def can_read(self, client_id: str, topic: str) -> bool:
         return True
