@@ -108,6 +108,23 @@ class Config:
     upgrade_outgoing_qos: bool = False
     set_tcp_nodelay: bool = False
 
+    # Limits (midge's own; 0 or -1 = none). See docs/security.md, "Limits".
+    global_max_connections: int = -1  # client connections over all listeners
+    max_connection_rate: int = 0  # new connections per second from one IP address
+    max_publish_rate: int = 0  # PUBLISH packets per second from one client
+    max_subscriptions: int = 0  # topic filters one client may hold
+    max_topic_levels: int = 0  # levels in a topic name or filter
+    max_topic_length: int = 0  # UTF-8 bytes in a topic name or filter
+
+    # Authentication and authorization backends (midge only; docs/security.md, "Plugins"):
+    # a Python plugin (``module:factory`` or an entry point of group ``midge.auth``) with its
+    # options, and/or the HTTP backend; their decisions are cached for ``auth_cache_ttl`` s.
+    auth_python: str | None = None
+    auth_python_options: dict[str, str] = field(default_factory=dict)
+    auth_http_url: str | None = None
+    auth_http_timeout: float = 5.0
+    auth_cache_ttl: float = 60.0
+
     # Client identifiers
     allow_zero_length_clientid: bool = True
     auto_id_prefix: str = "auto-"
@@ -142,6 +159,9 @@ class Config:
 
     # Files
     pid_file: str | None = None
+    # midge only: SCRAM-SHA-256/512 credentials for MQTT 5 enhanced authentication
+    # (midge.auth.scram, docs/security.md); None: the SCRAM methods are refused (0x8C).
+    scram_file: str | None = None
     source: str | None = None  # the file this was read from, for messages
 
     # Things the operator should see at startup (deprecated options, ignored -p ports, ...): the
@@ -437,6 +457,12 @@ _SIMPLE_INT: dict[str, Callable[[int], int]] = {
     "max_packet_size": _check_int(20, 2**31 - 1, " (Mosquitto forbids less than 20 bytes)"),
     "message_size_limit": _check_int(0, MAX_PAYLOAD, " (0 = no limit)"),
     "workers": _check_int(1, 256, " (broker processes; midge only)"),
+    "global_max_connections": _clamp_negative(-1),
+    "max_connection_rate": _clamp_negative(0),
+    "max_publish_rate": _clamp_negative(0),
+    "max_subscriptions": _clamp_negative(0),
+    "max_topic_levels": _clamp_negative(0),
+    "max_topic_length": _check_int(0, 65535, " (0 = no limit)"),
 }
 _SIMPLE_BOOL = (
     "queue_qos0_messages",
@@ -457,6 +483,18 @@ _PORT_CHECK = _check_int(0, 65535, " (0 = any free port)")
 def _check_connect_timeout(value: float) -> float:
     if not math.isfinite(value) or value <= 0:
         raise _Bad(f"{value} is out of range: expected a number of seconds greater than 0")
+    return value
+
+
+def _check_ttl(value: float) -> float:
+    if not math.isfinite(value) or value < 0:
+        raise _Bad(f"{value} is out of range: expected a number of seconds, 0 or more")
+    return value
+
+
+def _check_auth_target(name: str, value: str) -> str:
+    if name == "auth_http_url" and not value.startswith(("http://", "https://")):
+        raise _Bad(f"invalid URL '{value}': expected http://... or https://...")
     return value
 
 
@@ -523,8 +561,13 @@ _GLOBAL_OPTIONS = (
     "log_type",
     "log_timestamp_format",
     "pid_file",
+    "scram_file",
     "include_dir",
     "connect_timeout",
+    "auth_python",
+    "auth_http_url",
+    "auth_http_timeout",
+    "auth_cache_ttl",
     "persistence",
     "retained_persistence",
     "persistence_location",
@@ -605,10 +648,13 @@ class _ConfParser:
         cfg = self.config
         if name in UNSUPPORTED_OPTIONS:
             raise self.error(_unsupported_message(name), path, line)
+        if name.startswith("auth_python_opt_") and len(name) > len("auth_python_opt_"):
+            cfg.auth_python_options[name[len("auth_python_opt_") :]] = value
+            return
         if name.startswith(("auth_opt_", "plugin_opt_")):
             raise self.error(
-                f"'{name}' is not supported yet by midge (plugin options come with security "
-                "support); remove the line or comment it out",
+                f"'{name}' is not supported by midge (options of Mosquitto's C plugins); "
+                "midge's Python plugins take auth_python_opt_NAME; remove the line",
                 path,
                 line,
             )
@@ -631,13 +677,17 @@ class _ConfParser:
                 )
         elif name in _SIMPLE_BOOL:
             setattr(cfg, name, self.bool_value(name, value))
-        elif name == "connect_timeout":
+        elif name in ("connect_timeout", "auth_http_timeout", "auth_cache_ttl"):
             word = self.word(name, value)
             try:
-                timeout = float(word)
+                number = float(word)
             except ValueError:
                 raise _Bad(f"invalid value '{word}': expected a number of seconds") from None
-            cfg.connect_timeout = _check_connect_timeout(timeout)
+            check = _check_ttl if name == "auth_cache_ttl" else _check_connect_timeout
+            setattr(cfg, name, check(number))
+        elif name in ("auth_python", "auth_http_url"):
+            self.once(0, name, path, line)
+            setattr(cfg, name, _check_auth_target(name, self.word(name, value)))
         elif name == "per_listener_settings":
             flag = self.bool_value(name, value)
             if flag and self.security_set:
@@ -681,7 +731,7 @@ class _ConfParser:
             words.append(self.word(name, value))
             self.log_types = words
             _log_types(words)  # validate now, so the error names this line
-        elif name in ("log_timestamp_format", "pid_file"):
+        elif name in ("log_timestamp_format", "pid_file", "scram_file"):
             self.once(0, name, path, line)
             setattr(cfg, name, value)
         elif name in _LISTENER_SCOPED:
@@ -958,7 +1008,13 @@ _TOML_GLOBAL_KEYS = (
     "log_type",
     "log_timestamp_format",
     "pid_file",
+    "scram_file",
     "connect_timeout",
+    "auth_python",
+    "auth_python_options",
+    "auth_http_url",
+    "auth_http_timeout",
+    "auth_cache_ttl",
     "listener",
     "persistence",
     "persistence_location",
@@ -1118,19 +1174,37 @@ class _TomlReader:
             "allow_anonymous",
         ):
             setattr(cfg, key, self.boolean(value, t, key))
-        elif key in ("auto_id_prefix", "log_timestamp_format", "pid_file", *_SECURITY_STRINGS):
+        elif key in (
+            "auto_id_prefix",
+            "log_timestamp_format",
+            "pid_file",
+            "scram_file",
+            *_SECURITY_STRINGS,
+        ):
             setattr(cfg, key, self.string(value, t, key))
         elif key in _TOML_GLOBAL_LISTENER_DEFAULTS:
             setattr(cfg, key, self.integer(value, t, key, _LISTENER_INT[key]))
-        elif key == "connect_timeout":
+        elif key in ("connect_timeout", "auth_http_timeout", "auth_cache_ttl"):
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise self.error(
                     f"'{key}' must be a number of seconds, not {self.describe(value)}", t, key
                 )
+            check = _check_ttl if key == "auth_cache_ttl" else _check_connect_timeout
             try:
-                cfg.connect_timeout = _check_connect_timeout(float(value))
+                setattr(cfg, key, check(float(value)))
             except _Bad as exc:
                 raise self.error(f"{key}: {exc}", t, key) from None
+        elif key in ("auth_python", "auth_http_url"):
+            try:
+                setattr(cfg, key, _check_auth_target(key, self.string(value, t, key)))
+            except _Bad as exc:
+                raise self.error(f"{key}: {exc}", t, key) from None
+        elif key == "auth_python_options":
+            if not isinstance(value, dict) or not all(
+                isinstance(v, str | int | float | bool) for v in value.values()
+            ):
+                raise self.error(f"'{key}' must be a table of NAME = value", t, key)
+            cfg.auth_python_options = {str(k): str(v) for k, v in value.items()}
         elif key == "persistent_client_expiration":
             if isinstance(value, int) and not isinstance(value, bool):
                 cfg.persistent_client_expiration = self.integer(value, t, key, _check_int(1, None))

@@ -15,13 +15,13 @@ import asyncio
 import logging
 from typing import Any
 
-from midge.auth.base import Authenticator
+from midge.auth.base import Authenticator, find_layer, layers
 from midge.auth.files import FileAuthenticator, anonymous_notices, build_authenticator
 from midge.broker.broker import Broker
 from midge.cluster.router import Router
 from midge.config import Config, ConfigError, resolve_listener
 from midge.store.base import Store
-from midge.transport.tcp import ListenerState, listen
+from midge.transport.tcp import ConnectionLimits, ListenerState, listen
 
 log = logging.getLogger("midge.server")
 
@@ -48,15 +48,46 @@ class Server:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         config = self.config
-        if self.authenticator is None:
+        authenticator = self.authenticator
+        if authenticator is None:
             # password_file / acl_file / allow_anonymous (docs/security.md); a bad file raises
             # ConfigError before anything is opened.
-            self.authenticator = build_authenticator(config)
-            if isinstance(self.authenticator, FileAuthenticator):
-                for notice in self.authenticator.load():
+            files = build_authenticator(config)
+            if isinstance(files, FileAuthenticator):
+                for notice in files.load():
                     log.warning("%s", notice)
+                authenticator = files
             for notice in anonymous_notices(config):
                 log.warning("%s", notice)
+        if config.scram_file:
+            # SCRAM (MQTT 5 enhanced authentication) in front of the configured authenticator;
+            # a bad scram_file is a ConfigError naming its line, before any listener opens.
+            from midge.auth.scram import ScramAuthenticator
+
+            authenticator = ScramAuthenticator.from_file(config.scram_file, authenticator)
+        self._plugins: list[Any] = []
+        if config.auth_python or config.auth_http_url:
+            # Python plugins and the HTTP backend (midge.auth.plugin), asked after the built-in
+            # checks; a PluginError names the plugin and the fix.
+            from midge.auth.plugin import PluginAuthenticator, load_plugin
+
+            if config.auth_python:
+                self._plugins.append(load_plugin(config.auth_python, config.auth_python_options))
+            if config.auth_http_url:
+                from midge.auth.http import HttpAuth
+
+                self._plugins.append(HttpAuth(config.auth_http_url, config.auth_http_timeout))
+            authenticator = PluginAuthenticator(
+                self._plugins,
+                cache_ttl=config.auth_cache_ttl,
+                timeout=config.auth_http_timeout,
+                inner=authenticator,
+            )
+            file_layer = find_layer(authenticator, FileAuthenticator)
+            if file_layer is not None:
+                file_layer.usernames_elsewhere = any(
+                    getattr(p, "authenticate", None) for p in self._plugins
+                )
         store: Store | None = None
         if config.data_dir and config.durability != "none":
             from midge.store.sqlite import SqliteStore
@@ -65,7 +96,7 @@ class Server:
             sqlite_store.open()
             try:
                 restored = sqlite_store.load()
-                self.broker = Broker(config, loop, self.authenticator, sqlite_store)
+                self.broker = Broker(config, loop, authenticator, sqlite_store)
                 self.broker.restore(restored)
             except BaseException:
                 sqlite_store.close()
@@ -74,16 +105,18 @@ class Server:
             store = sqlite_store
             log.info("durable store %s (durability %s)", sqlite_store.path, config.durability)
         else:
-            self.broker = Broker(config, loop, self.authenticator)
+            self.broker = Broker(config, loop, authenticator)
         if self.router is not None:
             self.router.bind(self.broker)
             self.broker.router = self.router
+        limits = ConnectionLimits(config.global_max_connections, config.max_connection_rate)
         try:
             for listener in self.config.listeners:
                 state = await listen(
                     self.broker,
                     resolve_listener(self.config, listener),
                     reuse_port=self.router is not None,
+                    limits=limits,
                 )
                 self.listeners.append(state)
                 assert state.server is not None
@@ -100,9 +133,18 @@ class Server:
         whose user was removed or whose password changed are disconnected (v5: DISCONNECT 0x87).
         A file that does not parse keeps the old ones (logged with file:line). True if
         reloaded."""
-        auth = self.authenticator
         broker = self.broker
-        if not isinstance(auth, FileAuthenticator) or broker is None:
+        auth = None if broker is None else find_layer(broker.authenticator, FileAuthenticator)
+        if broker is not None:
+            # SCRAM's credentials file is re-read too (midge.auth.scram).
+            for layer in layers(broker.authenticator):
+                reload = getattr(layer, "reload", None)
+                if reload is not None and not isinstance(layer, FileAuthenticator):
+                    try:
+                        reload()
+                    except ConfigError as exc:
+                        log.error("reload failed, keeping the previous file: %s", exc)
+        if auth is None or broker is None:
             log.info("SIGHUP: no password or ACL file to reload")
             return False
         try:
@@ -146,6 +188,13 @@ class Server:
                     break
                 await asyncio.sleep(0.01)
             broker.store.close()
+        for plugin in getattr(self, "_plugins", []):
+            close = getattr(plugin, "close", None)
+            if close is not None:
+                try:
+                    await asyncio.wait_for(close(), CLOSE_TIMEOUT)
+                except Exception:  # pragma: no cover - a plugin's own trouble at exit
+                    log.exception("closing auth plugin %r", plugin)
         for state in self.listeners:
             if state.server is not None:
                 try:

@@ -1,15 +1,24 @@
 """The authentication and authorization interfaces the broker core calls.
 
-Decisions are plain return values so the core stays synchronous; a backend that must wait on the
-network (LDAP, OAuth, HTTP — later issues) answers from a cache and refreshes it in the background.
+Decisions are plain return values, so the core stays synchronous. A backend that must ask
+elsewhere (a plugin, the network: midge.auth.plugin) may instead return a :class:`Pending`
+decision (an ``asyncio.Future`` is one) from ``authenticate``, ``can_publish`` or
+``can_subscribe``: the connection then stops reading, keeps the packet, and handles it again once
+the decision is done. For CONNECT the connection takes the pending's result itself; for PUBLISH and
+SUBSCRIBE the backend must answer the same question from its cache when asked again. Packets after
+the waiting one wait too, so their order holds (MQTT-4.6.0).
+
 Reason codes are MQTT 5's; the connection maps them to v3 return codes (MQTT-3.2.2-5 3.1.1 table).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from midge.codec.reasons import Reason
+
+T = TypeVar("T")
 
 if TYPE_CHECKING:
     from midge.config import ListenerConfig
@@ -51,6 +60,17 @@ class ConnectRequest:
         self.listener = listener
 
 
+class Pending(Protocol):
+    """A decision not made yet (``asyncio.Future`` is one). Its result is what the synchronous
+    call would have returned: a reason code for ``authenticate``, a bool for the others."""
+
+    def add_done_callback(self, fn: Callable[[Any], object], /) -> None: ...
+
+    def done(self) -> bool: ...
+
+    def result(self) -> Any: ...
+
+
 class AuthExchange(Protocol):
     """One MQTT 5 enhanced-authentication exchange (4.12), e.g. a SCRAM conversation.
 
@@ -64,9 +84,9 @@ class AuthExchange(Protocol):
 
 
 class Authenticator(Protocol):
-    def authenticate(self, request: ConnectRequest) -> int:
+    def authenticate(self, request: ConnectRequest) -> int | Pending:
         """Plain CONNECT (no Authentication Method): a reason code, 0 accepts; 0x86 bad user
-        name or password, 0x87 not authorized."""
+        name or password, 0x87 not authorized (or a Pending one)."""
         ...
 
     def enhanced(self, request: ConnectRequest) -> AuthExchange | None:
@@ -74,16 +94,16 @@ class Authenticator(Protocol):
         (the CONNECT is then refused with 0x8C, or the re-authentication ends the connection)."""
         ...
 
-    def can_publish(self, client_id: str, username: str | None, topic: str) -> bool: ...
+    def can_publish(self, client_id: str, username: str | None, topic: str) -> bool | Pending: ...
 
-    def can_subscribe(self, client_id: str, username: str | None, topic_filter: str) -> bool: ...
+    def can_subscribe(
+        self, client_id: str, username: str | None, topic_filter: str
+    ) -> bool | Pending: ...
 
-    def can_read(self, client_id: str, topic: str) -> bool:
-        """May a message on ``topic`` be delivered to ``client_id`` (as it last authenticated)?
-        Asked for every delivery — routed, retained on subscribe, will — when the
-        authenticator's ``checks_read`` attribute is true (Mosquitto checks read access on
-        delivery). Without the attribute the broker never asks."""
-        ...
+    # Optional, outside the protocol: an authenticator (or a layer it wraps, see layers()) with a
+    # true ``checks_read`` attribute is asked ``can_read(client_id, topic) -> bool`` for every
+    # delivery — routed, retained on subscribe — as Mosquitto checks read access on delivery;
+    # one with ``session_ended(client_id)`` is told when a client's session ends.
 
 
 class AllowAll:
@@ -105,5 +125,29 @@ class AllowAll:
     def can_subscribe(self, client_id: str, username: str | None, topic_filter: str) -> bool:
         return True
 
-    def can_read(self, client_id: str, topic: str) -> bool:
-        return True
+
+def checks_publish(authenticator: Authenticator) -> bool:
+    """Whether ``authenticator`` may refuse a PUBLISH at all (False: the broker skips the call
+    on every message). AllowAll never does; a wrapper says so with a ``checks_publish``
+    attribute; any other authenticator is asked."""
+    if isinstance(authenticator, AllowAll):
+        return False
+    return bool(getattr(authenticator, "checks_publish", True))
+
+
+def layers(authenticator: Any) -> Iterator[Any]:
+    """``authenticator`` and those it wraps (each wrapper keeps the next in ``inner``: plugins
+    around SCRAM around the password/ACL files)."""
+    seen = 0
+    while authenticator is not None and seen < 16:
+        yield authenticator
+        authenticator = getattr(authenticator, "inner", None)
+        seen += 1
+
+
+def find_layer(authenticator: Any, kind: type[T]) -> T | None:
+    """The first layer of ``authenticator`` that is a ``kind``."""
+    for layer in layers(authenticator):
+        if isinstance(layer, kind):
+            return layer
+    return None

@@ -137,6 +137,9 @@ class FileAuthenticator:
         any_acl = any(d.acl_file for d in self._all_domains())
         self.checks_publish = any_acl
         self.checks_read = any_acl
+        #: True when a plugin checks usernames and passwords (midge.auth.plugin, asked after this
+        #: layer): a username that no password file knows is left to it (Mosquitto defers).
+        self.usernames_elsewhere = False
         #: client id -> (username, domain, compiled ACL or None, password entry it logged in with)
         self.clients: dict[str, _Client] = {}
 
@@ -184,8 +187,9 @@ class FileAuthenticator:
             entry = domain.passwords.users.get(username)
             if entry is None or request.password is None or not entry.verify(request.password):
                 return Reason.NOT_AUTHORIZED
-        elif not self._anonymous(domain, request.listener):
-            # Mosquitto: without a password file a username proves nothing.
+        elif not self.usernames_elsewhere and not self._anonymous(domain, request.listener):
+            # Mosquitto: without a password file (and no plugin checking passwords) a username
+            # proves nothing.
             return Reason.NOT_AUTHORIZED
         acl = domain.acl.for_client(request.client_id, username) if domain.acl else None
         self.clients[request.client_id] = _Client(username, domain, acl, entry)
@@ -199,12 +203,16 @@ class FileAuthenticator:
         (refused: fail closed)."""
         client = self.clients.get(client_id)
         if client is None or client.username != username:
+            # Not authenticated here (another layer did it: SCRAM, a plugin), or a will of a
+            # connection since taken over: the global rules for this identity, kept so that
+            # deliveries to it are read-checked too. Per listener there is no telling which.
             if self.per_listener:
                 return False
             domain = self.global_domain
-            if domain.acl is None:
-                return None
-            return domain.acl.for_client(client_id, username)
+            acl = domain.acl.for_client(client_id, username) if domain.acl else None
+            if client is None:
+                self.clients[client_id] = _Client(username, domain, acl, None)
+            return acl
         return client.acl
 
     def can_publish(self, client_id: str, username: str | None, topic: str) -> bool:
@@ -236,7 +244,7 @@ class FileAuthenticator:
         acl = client.acl
         return acl is None or acl.allowed(topic, READ)
 
-    def forget(self, client_id: str) -> None:
+    def session_ended(self, client_id: str) -> None:
         """The client's session ended: drop what was kept for it."""
         self.clients.pop(client_id, None)
 

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Protocol
 
-from midge.auth.base import AllowAll, Authenticator
+from midge.auth.base import AllowAll, Authenticator, checks_publish, layers
 from midge.broker.message import Message, SubOptions
 from midge.broker.session import NEVER, Session, Stats
 from midge.broker.topictree import RetainedTree, SharedGroup, TopicTree
@@ -70,14 +70,20 @@ class Broker:
         self.scheduler = scheduler
         self.authenticator: Authenticator = authenticator or AllowAll()
         #: False when every topic is open to everyone: the per-PUBLISH check is skipped.
-        self.checks_publish: bool = getattr(
-            self.authenticator, "checks_publish", not isinstance(self.authenticator, AllowAll)
+        self.checks_publish = checks_publish(self.authenticator)
+        # Read access on delivery (an ACL file: midge.auth.files), from whichever layer of the
+        # authenticator has it; None when nothing restricts reads, so routing pays one check.
+        reader = next(
+            (a for a in layers(self.authenticator) if getattr(a, "checks_read", False)), None
         )
-        #: True when deliveries are authorized too (``can_read``: an ACL file's read rules).
-        self.checks_read: bool = getattr(self.authenticator, "checks_read", False)
+        self.can_read: Callable[[str, str], bool] | None = (
+            reader.can_read if reader is not None else None
+        )
+        self.checks_read = self.can_read is not None
         #: Told when a client's session ends, to drop what it keeps per client (optional).
-        self._auth_forget: Callable[[str], None] | None = getattr(
-            self.authenticator, "forget", None
+        ender = next((a for a in layers(self.authenticator) if hasattr(a, "session_ended")), None)
+        self._auth_session_ended: Callable[[str], None] | None = (
+            ender.session_ended if ender is not None else None
         )
         self.store: Store = store or MemoryStore()
         #: The store when it keeps anything (SQLite): persistent sessions report to it and acks
@@ -188,8 +194,8 @@ class Broker:
             self.publish_will(pending.message, pending.username)
 
     def _forget(self, client_id: str) -> None:
-        if self._auth_forget is not None:
-            self._auth_forget(client_id)
+        if self._auth_session_ended is not None:
+            self._auth_session_ended(client_id)
 
     def _expire(self, session: Session) -> None:
         """The session's expiry interval passed with no connection (MQTT-3.1.2-23 v5)."""
@@ -309,7 +315,8 @@ class Broker:
         if (
             self.checks_publish
             and will.origin is not None
-            and not self.authenticator.can_publish(will.origin, username, will.topic)
+            # a decision still pending (a plugin) does not hold the will back
+            and self.authenticator.can_publish(will.origin, username, will.topic) is False
         ):
             log.info("will of %s on %s dropped: not authorised", will.origin, will.topic)
             return
@@ -329,7 +336,7 @@ class Broker:
         origin = message.origin
         mqos = message.qos
         # Read access is checked per delivery (Mosquitto's subs__send), only with an ACL.
-        can_read = self.authenticator.can_read if self.checks_read else None
+        can_read = self.can_read
         topic = message.topic
         upgrade = self.config.upgrade_outgoing_qos
         # Encoded bytes shared by the deliveries of this message; one delivery needs none.

@@ -15,9 +15,9 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any, Final, Protocol
+from typing import Any, Final, NoReturn, Protocol
 
-from midge.auth.base import AuthExchange, ConnectRequest
+from midge.auth.base import AuthExchange, ConnectRequest, Pending
 from midge.broker.broker import Broker
 from midge.broker.message import Message, SubOptions
 from midge.broker.session import NEVER, Session
@@ -93,6 +93,14 @@ class Transport(Protocol):
     def get_write_buffer_size(self) -> int: ...
 
 
+def _over_topic_limits(topic: str, levels: int, length: int) -> bool:
+    """True if ``topic`` (a name or a filter) has more than ``levels`` levels or more than
+    ``length`` UTF-8 bytes (0: no limit)."""
+    if levels and topic.count("/") >= levels:
+        return True
+    return bool(length) and len(topic.encode("utf-8")) > length
+
+
 def _reserved_for_server(topic: str) -> bool:
     """Topics clients may not publish to (MQTT 4.7.2: $-topics are the server's), as Mosquitto:
     ``$SYS/...`` except bridge state, and ``$share/...`` which only names subscriptions."""
@@ -119,6 +127,10 @@ class Connection:
         "_connect",
         "_exchange",
         "_out",
+        "_pending",
+        "_pub_stamp",
+        "_pub_tokens",
+        "_replay",
         "_timer",
         "alias_in",
         "alias_in_max",
@@ -137,6 +149,7 @@ class Connection:
         "on_lost",
         "peer",
         "receive_maximum",
+        "refuse_reason",
         "send_quota",
         "send_quota_bytes",
         "session",
@@ -189,6 +202,15 @@ class Connection:
         self._acks_waiting = 0
         #: Called once when the transport is gone (the transport layer's bookkeeping).
         self.on_lost: Callable[[], None] | None = None
+        #: Non-zero: a connection limit refused this client; its CONNECT is answered with this.
+        self.refuse_reason = 0
+        #: A packet waiting for a Pending authentication or authorization decision (handled
+        #: again once it is done), and the pending CONNECT decision itself.
+        self._replay: Packet | None = None
+        self._pending: Pending | None = None
+        #: max_publish_rate's token bucket (a second's worth to start with).
+        self._pub_tokens = float(config.max_publish_rate)
+        self._pub_stamp = self.last_seen
         self._timer: Any = broker.scheduler.call_later(config.connect_timeout, self._timeout)
         broker.connections.add(self)
 
@@ -202,9 +224,13 @@ class Connection:
         decoder.receive(data)
         try:
             while self.state < CLOSED:
-                packet = decoder.next_packet()
-                if packet is None:
-                    break
+                packet = self._replay
+                if packet is not None:
+                    self._replay = None
+                else:
+                    packet = decoder.next_packet()
+                    if packet is None:
+                        break
                 self._handle(packet)
         except _Held:
             pass
@@ -232,6 +258,20 @@ class Connection:
             # A bug of ours must cost this one connection, never the broker.
             log.exception("internal error handling a packet from %s", self.client_id or self.peer)
             self._violation(Reason.IMPLEMENTATION_SPECIFIC_ERROR, "internal error")
+
+    def _wait_for(self, pending: Pending, packet: Packet) -> NoReturn:
+        """The authenticator must ask elsewhere: stop with ``packet`` kept and reading paused;
+        handle it again (and what came after it, in order) once ``pending`` is done."""
+        self._replay = packet
+        self.transport.pause_reading()
+        pending.add_done_callback(lambda _: self.broker.scheduler.call_soon(self._decided))
+        raise _Held
+
+    def _decided(self) -> None:
+        if self.state == CLOSED:
+            return
+        self.transport.resume_reading()
+        self.data_received(b"")
 
     def _handle(self, packet: Packet) -> None:
         if self.state == CONNECTING:
@@ -279,12 +319,24 @@ class Connection:
 
     # -- CONNECT ----------------------------------------------------------------------------------
 
+    def refuse_at_connect(self, reason: int, timeout: float) -> None:
+        """A connection limit refused this client (the transport counts it): answer its CONNECT
+        with ``reason`` (v3: "server unavailable") and close; close after ``timeout`` seconds
+        if no CONNECT comes."""
+        self.refuse_reason = reason
+        self._cancel_timer()
+        self._timer = self.broker.scheduler.call_later(timeout, self._timeout)
+
     def _on_connect(self, p: Connect) -> None:
         broker = self.broker
         config = broker.config
         listener = self.listener
         version = self.version = p.protocol_level
         v5 = version == MQTT5
+        if self.refuse_reason:
+            why = "connection rate" if self.refuse_reason == Reason.CONNECTION_RATE_EXCEEDED else ""
+            self._refuse(self.refuse_reason, f"over the {why or 'connection'} limit")
+            return
         props = p.properties
         client_id = p.client_id
         assigned = False
@@ -335,7 +387,23 @@ class Connection:
                 return
             self._auth_step(self._exchange.start(request.auth_data))
             return
-        code = broker.authenticator.authenticate(request)
+        pending = self._pending
+        if pending is not None:
+            # Handled again after a pending decision: take its result (a failure fails closed).
+            self._pending = None
+            try:
+                result = pending.result()
+                code = result if isinstance(result, int) else Reason.NOT_AUTHORIZED
+            except Exception:
+                log.exception("authentication of %s failed", client_id)
+                code = Reason.NOT_AUTHORIZED
+        else:
+            decision = broker.authenticator.authenticate(request)
+            if not isinstance(decision, int):
+                self._connect = None
+                self._pending = decision
+                self._wait_for(decision, p)
+            code = decision
         if code:
             self._refuse(code, "not authorised")
             return
@@ -379,6 +447,12 @@ class Connection:
         props = p.properties
         self.client_id = client_id
         self.username = p.username
+        if self._exchange is not None:
+            # An enhanced-authentication method may establish who the client is (SCRAM's n=):
+            # that is the user name ACLs see when the CONNECT carried none.
+            identity = getattr(self._exchange, "username", None)
+            if isinstance(identity, str):
+                self.username = identity
         if v5:
             expiry = props.get(Prop.SESSION_EXPIRY_INTERVAL, 0)
             rm = props.get(Prop.RECEIVE_MAXIMUM)
@@ -484,6 +558,19 @@ class Connection:
                 raise ProtocolViolation(Reason.PROTOCOL_ERROR, "subscription id from client")
         elif not topic:
             raise ProtocolViolation(Reason.TOPIC_NAME_INVALID, "empty topic name")
+        config = self.broker.config
+        rate = config.max_publish_rate
+        if rate:
+            # A token bucket: max_publish_rate a second, bursts up to a second's worth.
+            now = self.broker.scheduler.time()
+            tokens = self._pub_tokens + (now - self._pub_stamp) * rate
+            self._pub_stamp = now
+            if tokens > rate:
+                tokens = float(rate)
+            if tokens < 1:
+                self.broker.stats.limited_publish_rate += 1
+                raise ProtocolViolation(Reason.MESSAGE_RATE_TOO_HIGH, "over max_publish_rate")
+            self._pub_tokens = tokens - 1
         qos = p.qos
         if qos > self.max_qos:
             raise ProtocolViolation(
@@ -500,15 +587,19 @@ class Connection:
         if qos and v5 and len(session.awaiting_rel) >= self.receive_maximum:
             raise ProtocolViolation(Reason.RECEIVE_MAXIMUM_EXCEEDED, "receive maximum exceeded")
         reason = 0
-        config = self.broker.config
         limit = config.message_size_limit
-        if limit and len(p.payload) > limit:
+        if (config.max_topic_levels or config.max_topic_length) and _over_topic_limits(
+            topic, config.max_topic_levels, config.max_topic_length
+        ):
+            # Not routed; v5 says why in PUBACK/PUBREC (0x90: "not accepted by this Server").
+            self.broker.stats.limited_topics += 1
+            reason = Reason.TOPIC_NAME_INVALID
+        elif limit and len(p.payload) > limit:
             # Dropped. Mosquitto acknowledges with 0x95, which PUBACK/PUBREC may not carry; 0x83
             # ("valid, but not accepted by this implementation") is the spec's nearest code.
             reason = Reason.IMPLEMENTATION_SPECIFIC_ERROR
         elif (topic[0] == "$" and _reserved_for_server(topic)) or (
-            self.broker.checks_publish
-            and not self.broker.authenticator.can_publish(self.client_id, self.username, topic)
+            self.broker.checks_publish and not self._may_publish(topic, p)
         ):
             reason = Reason.NOT_AUTHORIZED
         else:
@@ -528,6 +619,12 @@ class Connection:
                 if session.store is not None:
                     session.store.inbound_added(self.client_id, pid)
             self._ack(Pubrec(pid, reason if v5 else 0))
+
+    def _may_publish(self, topic: str, p: Publish) -> bool:
+        allowed = self.broker.authenticator.can_publish(self.client_id, self.username, topic)
+        if allowed is True or allowed is False:
+            return allowed
+        self._wait_for(allowed, p)  # raises _Held: handled again once decided
 
     def _ack(self, packet: Packet) -> None:
         """Send a PUBACK, PUBREC or PUBCOMP once what its packet changed is durable.
@@ -599,15 +696,38 @@ class Connection:
                 sid = ids[0]
         codes: list[int] = []
         retained: list[tuple[str, SubOptions]] = []
+        # Every filter's authorization first, before anything changes: a pending decision
+        # handles the whole SUBSCRIBE again once it is done.
+        auth = broker.authenticator
+        allowed: list[bool] = []
         for s in p.subscriptions:
+            may = auth.can_subscribe(self.client_id, self.username, s.topic_filter)
+            if may is not True and may is not False:
+                self._wait_for(may, p)
+            allowed.append(bool(may))
+        for s, may in zip(p.subscriptions, allowed, strict=True):
             share, real = split_shared(s.topic_filter)
             if share is not None and s.no_local and v5:
                 # MQTT-3.8.3-4 v5: No Local on a shared subscription is a protocol error.
                 raise ProtocolViolation(Reason.PROTOCOL_ERROR, "no local on a shared subscription")
-            if not broker.authenticator.can_subscribe(
-                self.client_id, self.username, s.topic_filter
-            ):
+            if not may:
                 codes.append(Reason.NOT_AUTHORIZED if v5 else 0x80)
+                continue
+            config = broker.config
+            if (config.max_topic_levels or config.max_topic_length) and _over_topic_limits(
+                s.topic_filter, config.max_topic_levels, config.max_topic_length
+            ):
+                broker.stats.limited_topics += 1
+                codes.append(Reason.TOPIC_FILTER_INVALID if v5 else 0x80)
+                continue
+            most = config.max_subscriptions
+            if (
+                most
+                and len(session.subscriptions) >= most
+                and s.topic_filter not in session.subscriptions
+            ):
+                broker.stats.limited_subscriptions += 1
+                codes.append(Reason.QUOTA_EXCEEDED if v5 else 0x80)
                 continue
             granted = min(s.qos, self.max_qos)
             opts = SubOptions(granted, s.no_local, s.retain_as_published, s.retain_handling, sid)
@@ -654,7 +774,7 @@ class Connection:
             broker = self.broker
             now = time.time()
             # Read access per retained message, as for any delivery (Mosquitto's retain__send).
-            can_read = broker.authenticator.can_read if broker.checks_read else None
+            can_read = broker.can_read
             for real, opts in retained:
                 sids = (opts.subscription_id,) if opts.subscription_id else ()
                 for message in broker.retained_for(real, now):
