@@ -29,6 +29,7 @@ from midge.config import (
 from midge.gctune import GcTuner
 from midge.server import Server
 from midge.store.base import StoreError
+from midge.transport.tls import make_context
 
 log = logging.getLogger("midge")
 
@@ -111,6 +112,11 @@ def run_broker(
                 raise ConfigError(f"invalid --workers {workers}: expected 1 or more")
             config.workers = workers
         _durable_by_default(config)
+        # Certificates are read before anything starts (and before --workers fork), so a bad
+        # certfile or keyfile is reported once, with its line, and nothing is left running.
+        for listener in config.listeners:
+            if listener.tls:
+                make_context(listener)
     except ConfigError as exc:
         print(f"midge: error: {exc}", file=sys.stderr)
         return 1
@@ -162,7 +168,7 @@ async def _serve(config: Config) -> int:
     server = Server(config)
     try:
         await server.start()
-    except StoreError as exc:
+    except (StoreError, ConfigError) as exc:
         print(f"midge: error: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:

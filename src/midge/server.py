@@ -18,9 +18,10 @@ from typing import Any
 from midge.auth.base import Authenticator
 from midge.broker.broker import Broker
 from midge.cluster.router import Router
-from midge.config import Config, resolve_listener
+from midge.config import Config, ConfigError, resolve_listener
 from midge.store.base import Store
 from midge.transport.tcp import ListenerState, listen
+from midge.transport.tls import ServerTls
 
 log = logging.getLogger("midge.server")
 
@@ -43,10 +44,14 @@ class Server:
         self.listeners: list[ListenerState] = []
         #: (host, port, ...) of each listening socket, in listener order.
         self.addresses: list[tuple[Any, ...]] = []
+        #: Each listener's TLS (None for a plain listener), in listener order.
+        self.tls: list[ServerTls | None] = []
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         config = self.config
+        # Certificates first: a bad certfile is a ConfigError before anything is opened.
+        self.tls = [ServerTls(lst) if lst.tls else None for lst in config.listeners]
         store: Store | None = None
         if config.data_dir and config.durability != "none":
             from midge.store.sqlite import SqliteStore
@@ -69,11 +74,12 @@ class Server:
             self.router.bind(self.broker)
             self.broker.router = self.router
         try:
-            for listener in self.config.listeners:
+            for listener, tls in zip(self.config.listeners, self.tls, strict=True):
                 state = await listen(
                     self.broker,
                     resolve_listener(self.config, listener),
                     reuse_port=self.router is not None,
+                    tls=tls,
                 )
                 self.listeners.append(state)
                 assert state.server is not None
@@ -84,6 +90,25 @@ class Server:
             if store is not None:
                 store.close()
             raise
+
+    def reload_certificates(self) -> list[ConfigError]:
+        """Read every TLS listener's certificate, key and CA files again (SIGHUP): new
+        connections get the new ones, established connections keep theirs. A listener whose
+        files fail keeps its current certificates; its error is logged and returned."""
+        errors: list[ConfigError] = []
+        for tls in self.tls:
+            if tls is None:
+                continue
+            try:
+                tls.reload()
+            except ConfigError as exc:
+                log.error(
+                    "certificates of the listener on port %s not reloaded: %s",
+                    tls.listener.port,
+                    exc,
+                )
+                errors.append(exc)
+        return errors
 
     async def _close_listeners(self) -> None:
         for state in self.listeners:

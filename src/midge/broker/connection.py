@@ -127,6 +127,7 @@ class Connection:
         "auth_method",
         "authenticating",
         "broker",
+        "cert_username",
         "client_id",
         "decoder",
         "keepalive",
@@ -161,6 +162,9 @@ class Connection:
         self.version = 4
         self.client_id = ""
         self.username: str | None = None
+        #: The username from the client's TLS certificate, set by the transport on a
+        #: use_identity_as_username / use_subject_as_username listener (None: no usable one).
+        self.cert_username: str | None = None
         self.session: Session | None = None
         self.will: Message | None = None
         self.auth_method: str | None = None
@@ -315,10 +319,20 @@ class Connection:
             except CodecError:
                 self._refuse(Reason.TOPIC_NAME_INVALID, "invalid will topic")
                 return
+        username, password = p.username, p.password
+        cert_identity = listener.use_identity_as_username or listener.use_subject_as_username
+        if cert_identity:
+            # Mosquitto (handle_connect.c): the client certificate names the user; CONNECT's
+            # username and password are ignored and no password check is made. Without a usable
+            # certificate the CONNECT is refused as a bad user name or password (v3: 4).
+            if self.cert_username is None:
+                self._refuse(Reason.BAD_USER_NAME_OR_PASSWORD, "no username in a certificate")
+                return
+            username, password = self.cert_username, None
         request = ConnectRequest(
             client_id,
-            p.username,
-            p.password,
+            username,
+            password,
             self.peer,
             version,
             props.get(Prop.AUTHENTICATION_METHOD) if v5 else None,
@@ -334,10 +348,11 @@ class Connection:
                 return
             self._auth_step(self._exchange.start(request.auth_data))
             return
-        code = broker.authenticator.authenticate(request)
-        if code:
-            self._refuse(code, "not authorised")
-            return
+        if not cert_identity:
+            code = broker.authenticator.authenticate(request)
+            if code:
+                self._refuse(code, "not authorised")
+                return
         self._accept(None)
 
     def _auth_step(self, step: tuple[int, bytes | None]) -> None:
@@ -377,7 +392,7 @@ class Connection:
         v5 = version == MQTT5
         props = p.properties
         self.client_id = client_id
-        self.username = p.username
+        self.username = p.username if self.cert_username is None else self.cert_username
         if v5:
             expiry = props.get(Prop.SESSION_EXPIRY_INTERVAL, 0)
             rm = props.get(Prop.RECEIVE_MAXIMUM)

@@ -1,4 +1,8 @@
-"""asyncio glue for plain TCP: hands bytes to a :class:`~midge.broker.connection.Connection`."""
+"""asyncio glue for TCP and TLS: hands bytes to a :class:`~midge.broker.connection.Connection`.
+
+A TLS listener is the same listener with asyncio's TLS layer in front (``create_server(ssl=...)``,
+contexts from :mod:`midge.transport.tls`); the connection sees the same bytes either way.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ from typing import cast
 from midge.broker.broker import Broker
 from midge.broker.connection import Connection
 from midge.config import ListenerConfig
+from midge.transport.tls import ServerTls, peer_username
 
 log = logging.getLogger("midge.transport")
 
@@ -41,6 +46,9 @@ class MQTTProtocol(asyncio.Protocol):
         peername = tr.get_extra_info("peername")
         peer = f"{peername[0]}:{peername[1]}" if peername else "?"
         conn = Connection(self.broker, tr, self.listener, peer)
+        listener = self.listener
+        if listener.use_identity_as_username or listener.use_subject_as_username:
+            conn.cert_username = peer_username(tr, listener)
         conn.on_lost = self._lost  # called once, when the transport is gone
         # From here on the transport talks to the Connection directly: one Python call less per
         # read on the hot path.
@@ -59,9 +67,16 @@ class ListenerState:
         self.server: asyncio.Server | None = None
 
 
-async def listen(broker: Broker, config: ListenerConfig, reuse_port: bool = False) -> ListenerState:
+async def listen(
+    broker: Broker,
+    config: ListenerConfig,
+    reuse_port: bool = False,
+    tls: ServerTls | None = None,
+) -> ListenerState:
     """Open one listener. ``reuse_port``: SO_REUSEPORT, so that the ``--workers`` processes each
-    listen on the same port and the kernel spreads the connections among them."""
+    listen on the same port and the kernel spreads the connections among them. ``tls``: a TLS
+    listener; its handshake must finish within ``connect_timeout``, the time a client has to
+    send CONNECT."""
     loop = asyncio.get_running_loop()
     state = ListenerState(config)
     host: str | None = config.host or None
@@ -79,5 +94,7 @@ async def listen(broker: Broker, config: ListenerConfig, reuse_port: bool = Fals
         reuse_address=True,
         reuse_port=reuse_port or None,
         backlog=4096,
+        ssl=tls.front if tls is not None else None,
+        ssl_handshake_timeout=broker.config.connect_timeout if tls is not None else None,
     )
     return state
