@@ -126,6 +126,14 @@ class Config:
     upgrade_outgoing_qos: bool = False
     set_tcp_nodelay: bool = False
 
+    # Limits (midge's own; 0 or -1 = none). See docs/security.md, "Limits".
+    global_max_connections: int = -1  # client connections over all listeners
+    max_connection_rate: int = 0  # new connections per second from one IP address
+    max_publish_rate: int = 0  # PUBLISH packets per second from one client
+    max_subscriptions: int = 0  # topic filters one client may hold
+    max_topic_levels: int = 0  # levels in a topic name or filter
+    max_topic_length: int = 0  # UTF-8 bytes in a topic name or filter
+
     # Client identifiers
     allow_zero_length_clientid: bool = True
     auto_id_prefix: str = "auto-"
@@ -448,6 +456,12 @@ _SIMPLE_INT: dict[str, Callable[[int], int]] = {
     "max_packet_size": _check_int(20, 2**31 - 1, " (Mosquitto forbids less than 20 bytes)"),
     "message_size_limit": _check_int(0, MAX_PAYLOAD, " (0 = no limit)"),
     "workers": _check_int(1, 256, " (broker processes; midge only)"),
+    "global_max_connections": _clamp_negative(-1),
+    "max_connection_rate": _clamp_negative(0),
+    "max_publish_rate": _clamp_negative(0),
+    "max_subscriptions": _clamp_negative(0),
+    "max_topic_levels": _clamp_negative(0),
+    "max_topic_length": _check_int(0, 65535, " (0 = no limit)"),
 }
 _SIMPLE_BOOL = (
     "queue_qos0_messages",

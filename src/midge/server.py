@@ -20,7 +20,7 @@ from midge.broker.broker import Broker
 from midge.cluster.router import Router
 from midge.config import Config, ConfigError, resolve_listener
 from midge.store.base import Store
-from midge.transport.tcp import ListenerState, listen
+from midge.transport.tcp import ConnectionLimits, ListenerState, listen
 from midge.transport.tls import ServerTls
 
 log = logging.getLogger("midge.server")
@@ -73,12 +73,14 @@ class Server:
         if self.router is not None:
             self.router.bind(self.broker)
             self.broker.router = self.router
+        limits = ConnectionLimits(config.global_max_connections, config.max_connection_rate)
         try:
             for listener, tls in zip(self.config.listeners, self.tls, strict=True):
                 state = await listen(
                     self.broker,
                     resolve_listener(self.config, listener),
                     reuse_port=self.router is not None,
+                    limits=limits,
                     tls=tls,
                 )
                 self.listeners.append(state)

@@ -161,3 +161,25 @@ def test_a_session_deleted_in_the_batch_forgets_its_new_deliveries(tmp_path: Pat
         store.delivery_done("c", 3, m2)
 
     assert run(tmp_path, batch, later) == [(1, 1), (0, 0)]
+
+
+def test_many_rows_in_one_batch_keep_their_order(tmp_path: Path) -> None:
+    """A batch of 200 queued messages (multi-row inserts of 64, 64, 64, 8) comes back whole and
+    in queue order."""
+    messages = [message(n) for n in range(200)]
+
+    def batch(store: SqliteStore) -> None:
+        store.session_saved("c", 4, 100)
+        for m in messages:
+            store.delivery_added("c", (m, 1, False, (7,)), 0)
+
+    assert run(tmp_path, batch) == [(200, 200)]
+    store = SqliteStore(str(tmp_path))
+    store.open()
+    try:
+        (restored,) = store.load().sessions
+    finally:
+        store.close()
+    assert [(d[0].topic, d[0].payload, d[3]) for d in restored.queue] == [
+        (m.topic, m.payload, (7,)) for m in messages
+    ]

@@ -93,6 +93,14 @@ class Transport(Protocol):
     def get_write_buffer_size(self) -> int: ...
 
 
+def _over_topic_limits(topic: str, levels: int, length: int) -> bool:
+    """True if ``topic`` (a name or a filter) has more than ``levels`` levels or more than
+    ``length`` UTF-8 bytes (0: no limit)."""
+    if levels and topic.count("/") >= levels:
+        return True
+    return bool(length) and len(topic.encode("utf-8")) > length
+
+
 def _reserved_for_server(topic: str) -> bool:
     """Topics clients may not publish to (MQTT 4.7.2: $-topics are the server's), as Mosquitto:
     ``$SYS/...`` except bridge state, and ``$share/...`` which only names subscriptions."""
@@ -119,6 +127,8 @@ class Connection:
         "_connect",
         "_exchange",
         "_out",
+        "_pub_stamp",
+        "_pub_tokens",
         "_timer",
         "alias_in",
         "alias_in_max",
@@ -138,6 +148,7 @@ class Connection:
         "on_lost",
         "peer",
         "receive_maximum",
+        "refuse_reason",
         "send_quota",
         "send_quota_bytes",
         "session",
@@ -193,6 +204,11 @@ class Connection:
         self._acks_waiting = 0
         #: Called once when the transport is gone (the transport layer's bookkeeping).
         self.on_lost: Callable[[], None] | None = None
+        #: Non-zero: a connection limit refused this client; its CONNECT is answered with this.
+        self.refuse_reason = 0
+        #: max_publish_rate's token bucket (a second's worth to start with).
+        self._pub_tokens = float(config.max_publish_rate)
+        self._pub_stamp = self.last_seen
         self._timer: Any = broker.scheduler.call_later(config.connect_timeout, self._timeout)
         broker.connections.add(self)
 
@@ -283,12 +299,24 @@ class Connection:
 
     # -- CONNECT ----------------------------------------------------------------------------------
 
+    def refuse_at_connect(self, reason: int, timeout: float) -> None:
+        """A connection limit refused this client (the transport counts it): answer its CONNECT
+        with ``reason`` (v3: "server unavailable") and close; close after ``timeout`` seconds
+        if no CONNECT comes."""
+        self.refuse_reason = reason
+        self._cancel_timer()
+        self._timer = self.broker.scheduler.call_later(timeout, self._timeout)
+
     def _on_connect(self, p: Connect) -> None:
         broker = self.broker
         config = broker.config
         listener = self.listener
         version = self.version = p.protocol_level
         v5 = version == MQTT5
+        if self.refuse_reason:
+            why = "connection rate" if self.refuse_reason == Reason.CONNECTION_RATE_EXCEEDED else ""
+            self._refuse(self.refuse_reason, f"over the {why or 'connection'} limit")
+            return
         props = p.properties
         client_id = p.client_id
         assigned = False
@@ -498,6 +526,19 @@ class Connection:
                 raise ProtocolViolation(Reason.PROTOCOL_ERROR, "subscription id from client")
         elif not topic:
             raise ProtocolViolation(Reason.TOPIC_NAME_INVALID, "empty topic name")
+        config = self.broker.config
+        rate = config.max_publish_rate
+        if rate:
+            # A token bucket: max_publish_rate a second, bursts up to a second's worth.
+            now = self.broker.scheduler.time()
+            tokens = self._pub_tokens + (now - self._pub_stamp) * rate
+            self._pub_stamp = now
+            if tokens > rate:
+                tokens = float(rate)
+            if tokens < 1:
+                self.broker.stats.limited_publish_rate += 1
+                raise ProtocolViolation(Reason.MESSAGE_RATE_TOO_HIGH, "over max_publish_rate")
+            self._pub_tokens = tokens - 1
         qos = p.qos
         if qos > self.max_qos:
             raise ProtocolViolation(
@@ -514,9 +555,14 @@ class Connection:
         if qos and v5 and len(session.awaiting_rel) >= self.receive_maximum:
             raise ProtocolViolation(Reason.RECEIVE_MAXIMUM_EXCEEDED, "receive maximum exceeded")
         reason = 0
-        config = self.broker.config
         limit = config.message_size_limit
-        if limit and len(p.payload) > limit:
+        if (config.max_topic_levels or config.max_topic_length) and _over_topic_limits(
+            topic, config.max_topic_levels, config.max_topic_length
+        ):
+            # Not routed; v5 says why in PUBACK/PUBREC (0x90: "not accepted by this Server").
+            self.broker.stats.limited_topics += 1
+            reason = Reason.TOPIC_NAME_INVALID
+        elif limit and len(p.payload) > limit:
             # Dropped. Mosquitto acknowledges with 0x95, which PUBACK/PUBREC may not carry; 0x83
             # ("valid, but not accepted by this implementation") is the spec's nearest code.
             reason = Reason.IMPLEMENTATION_SPECIFIC_ERROR
@@ -622,6 +668,22 @@ class Connection:
                 self.client_id, self.username, s.topic_filter
             ):
                 codes.append(Reason.NOT_AUTHORIZED if v5 else 0x80)
+                continue
+            config = broker.config
+            if (config.max_topic_levels or config.max_topic_length) and _over_topic_limits(
+                s.topic_filter, config.max_topic_levels, config.max_topic_length
+            ):
+                broker.stats.limited_topics += 1
+                codes.append(Reason.TOPIC_FILTER_INVALID if v5 else 0x80)
+                continue
+            most = config.max_subscriptions
+            if (
+                most
+                and len(session.subscriptions) >= most
+                and s.topic_filter not in session.subscriptions
+            ):
+                broker.stats.limited_subscriptions += 1
+                codes.append(Reason.QUOTA_EXCEEDED if v5 else 0x80)
                 continue
             granted = min(s.qos, self.max_qos)
             opts = SubOptions(granted, s.no_local, s.retain_as_published, s.retain_handling, sid)

@@ -40,6 +40,11 @@ class Stats:
     """Counters for $SYS and metrics (observability comes in a later issue)."""
 
     __slots__ = (
+        "limited_connection_rate",
+        "limited_connections",
+        "limited_publish_rate",
+        "limited_subscriptions",
+        "limited_topics",
         "messages_dropped",
         "messages_received",
         "messages_sent",
@@ -53,6 +58,15 @@ class Stats:
         self.messages_dropped = 0
         #: Of those, the ones a full session queue dropped (max_queued_messages / _bytes).
         self.queue_dropped = 0
+        #: What the limits refused (docs/security.md, "Limits"): connections over
+        #: max_connections / global_max_connections, over max_connection_rate, clients
+        #: disconnected over max_publish_rate, subscriptions over max_subscriptions, topics over
+        #: max_topic_levels / max_topic_length.
+        self.limited_connections = 0
+        self.limited_connection_rate = 0
+        self.limited_publish_rate = 0
+        self.limited_subscriptions = 0
+        self.limited_topics = 0
 
 
 class Session:

@@ -145,18 +145,57 @@ def _props_from(blob: bytes | None, where: int) -> dict[int, Any]:
     return props
 
 
+#: Rows per multi-row INSERT (at most 8 columns: 512 parameters, well under SQLite's limit).
+_CHUNK = 64
+#: The two inserts that run once per stored message, as "INSERT ... VALUES " and their width.
+_MULTI = {
+    _MSG_INSERT: (_MSG_INSERT[: _MSG_INSERT.index("VALUES") + 7], 8),
+    _DELIVERY_ADD: (_DELIVERY_ADD[: _DELIVERY_ADD.index("VALUES") + 7], 7),
+}
+_multi_sql: dict[tuple[str, int], str] = {}
+
+
+def _run(db: sqlite3.Connection, sql: str, rows: list[tuple[Any, ...]]) -> None:
+    """Run ``sql`` for each of ``rows``, in order.
+
+    The per-message inserts go as multi-row ``INSERT ... VALUES (...), (...)`` in chunks of
+    64, 32, ... 1 rows (few distinct statements, all in sqlite3's statement cache): the sqlite3
+    module releases and re-takes the GIL around every statement step, and with the broker's
+    loop busy on the other thread each of those hand-offs costs a context switch. One step per
+    chunk instead of one per row: measured, about a tenth of the broker's CPU per queued message.
+    """
+    multi = _MULTI.get(sql)
+    if multi is None or len(rows) == 1:
+        db.executemany(sql, rows)
+        return
+    head, width = multi
+    i = 0
+    n = len(rows)
+    size = _CHUNK
+    while i < n:
+        while size > n - i:
+            size //= 2
+        key = (sql, size)
+        text = _multi_sql.get(key)
+        if text is None:
+            group = "(" + ", ".join("?" * width) + ")"
+            text = _multi_sql[key] = head + ", ".join([group] * size)
+        db.execute(text, [value for row in rows[i : i + size] for value in row])
+        i += size
+
+
 def _write(db: sqlite3.Connection, ops: Ops) -> None:
-    """One batch in one transaction. New messages go first, all in one ``executemany`` (their
-    ids are never reused, and nothing refers to a message by constraint, so the order of those
-    inserts against the rest does not matter); the rest keep their order, with runs of the same
-    statement (a message queued for many sessions, say) as one ``executemany``."""
+    """One batch in one transaction. New messages go first, all together (their ids are never
+    reused, and nothing refers to a message by constraint, so the order of those inserts against
+    the rest does not matter); the rest keep their order, with runs of the same statement (a
+    message queued for many sessions, say) run together (:func:`_run`)."""
     live = [op for op in ops if op is not None]
     if not live:
         return  # everything in it was cancelled: nothing to write
     db.execute("BEGIN")
     inserts = [params for sql, params in live if sql is _MSG_INSERT]
     if inserts:
-        db.executemany(_MSG_INSERT, inserts)
+        _run(db, _MSG_INSERT, inserts)
     run_sql: str | None = None
     run: list[tuple[Any, ...]] = []
     for sql, params in live:
@@ -164,13 +203,13 @@ def _write(db: sqlite3.Connection, ops: Ops) -> None:
             continue
         if sql is not run_sql:
             if run_sql is not None:
-                db.executemany(run_sql, run)
+                _run(db, run_sql, run)
             run_sql = sql
             run = [params]
         else:
             run.append(params)
     if run_sql is not None:
-        db.executemany(run_sql, run)
+        _run(db, run_sql, run)
     db.execute("COMMIT")
 
 

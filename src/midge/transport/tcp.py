@@ -10,10 +10,12 @@ import asyncio
 import contextlib
 import logging
 import socket
+import time
 from typing import cast
 
 from midge.broker.broker import Broker
 from midge.broker.connection import Connection
+from midge.codec.reasons import Reason
 from midge.config import ListenerConfig
 from midge.transport.tls import ServerTls, peer_username
 
@@ -33,37 +35,102 @@ class MQTTProtocol(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         tr = cast(asyncio.Transport, transport)
-        limit = self.listener.max_connections
-        if self.broker.shutting_down or (limit >= 0 and self.listening.active >= limit):
-            # Mosquitto closes connections beyond max_connections straight away.
+        broker = self.broker
+        if broker.shutting_down:
             tr.abort()
             return
-        self.listening.active += 1
+        limits = self.listening.limits
+        peername = tr.get_extra_info("peername")
+        refuse = 0
+        limit = self.listener.max_connections
+        if (limit >= 0 and self.listening.active >= limit) or limits.full():
+            refuse = Reason.QUOTA_EXCEEDED
+            broker.stats.limited_connections += 1
+        elif limits.rate and not limits.admit(peername[0] if peername else "?"):
+            refuse = Reason.CONNECTION_RATE_EXCEEDED
+            broker.stats.limited_connection_rate += 1
+        if refuse:
+            if limits.refusing >= MAX_REFUSING:
+                tr.abort()  # too many waiting to be told: close at once, as Mosquitto does
+                return
+            limits.refusing += 1
+        else:
+            self.listening.active += 1
+            limits.active += 1
         sock = tr.get_extra_info("socket")
         if sock is not None and self.broker.config.set_tcp_nodelay:
             with contextlib.suppress(OSError):  # not a TCP socket
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        peername = tr.get_extra_info("peername")
         peer = f"{peername[0]}:{peername[1]}" if peername else "?"
-        conn = Connection(self.broker, tr, self.listener, peer)
+        conn = Connection(broker, tr, self.listener, peer)
         listener = self.listener
         if listener.use_identity_as_username or listener.use_subject_as_username:
             conn.cert_username = peer_username(tr, listener)
-        conn.on_lost = self._lost  # called once, when the transport is gone
+        if refuse:
+            # Told why at CONNECT (v5 0x97 / 0x9F, v3 "server unavailable"), then closed.
+            conn.refuse_at_connect(refuse, REFUSE_TIMEOUT)
+            conn.on_lost = self._refused
+        else:
+            conn.on_lost = self._lost  # called once, when the transport is gone
         # From here on the transport talks to the Connection directly: one Python call less per
         # read on the hot path.
         tr.set_protocol(conn)  # type: ignore[arg-type]
 
     def _lost(self) -> None:
         self.listening.active -= 1
+        self.listening.limits.active -= 1
+
+    def _refused(self) -> None:
+        self.listening.limits.refusing -= 1
+
+
+#: Seconds a refused client has to send its CONNECT (and be told why) before it is closed.
+REFUSE_TIMEOUT = 2.0
+#: Refused connections waiting for their CONNECT at most; beyond, new ones are closed at once.
+MAX_REFUSING = 256
+
+
+class ConnectionLimits:
+    """The broker-wide limits on accepting connections, shared by every listener:
+    ``global_max_connections`` and ``max_connection_rate`` (new connections per second from one
+    IP address: a token bucket per address holding a second's worth)."""
+
+    def __init__(self, max_total: int = -1, rate: int = 0) -> None:
+        self.max_total = max_total
+        self.rate = rate
+        self.active = 0
+        self.refusing = 0
+        self._buckets: dict[str, tuple[float, float]] = {}  # address -> (tokens, when)
+        self._clock = time.monotonic
+
+    def full(self) -> bool:
+        return self.max_total >= 0 and self.active >= self.max_total
+
+    def admit(self, address: str) -> bool:
+        """Take a token for a connection from ``address``; False when there is none left."""
+        now = self._clock()
+        rate = self.rate
+        buckets = self._buckets
+        tokens, then = buckets.get(address, (float(rate), now))
+        tokens = min(float(rate), tokens + (now - then) * rate)
+        if len(buckets) > 100_000:
+            # Forget addresses whose bucket has refilled (they start full anyway).
+            for key in [k for k, (t, w) in buckets.items() if t + (now - w) * rate >= rate]:
+                del buckets[key]
+        if tokens < 1:
+            buckets[address] = (tokens, now)
+            return False
+        buckets[address] = (tokens - 1, now)
+        return True
 
 
 class ListenerState:
     """A listening socket and how many connections it holds (for ``max_connections``)."""
 
-    def __init__(self, config: ListenerConfig) -> None:
+    def __init__(self, config: ListenerConfig, limits: ConnectionLimits | None = None) -> None:
         self.config = config
         self.active = 0
+        self.limits = limits if limits is not None else ConnectionLimits()
         self.server: asyncio.Server | None = None
 
 
@@ -71,14 +138,15 @@ async def listen(
     broker: Broker,
     config: ListenerConfig,
     reuse_port: bool = False,
+    limits: ConnectionLimits | None = None,
     tls: ServerTls | None = None,
 ) -> ListenerState:
     """Open one listener. ``reuse_port``: SO_REUSEPORT, so that the ``--workers`` processes each
-    listen on the same port and the kernel spreads the connections among them. ``tls``: a TLS
-    listener; its handshake must finish within ``connect_timeout``, the time a client has to
-    send CONNECT."""
+    listen on the same port and the kernel spreads the connections among them. ``limits``: the
+    broker-wide connection limits, shared by all its listeners. ``tls``: a TLS listener; its
+    handshake must finish within ``connect_timeout``, the time a client has to send CONNECT."""
     loop = asyncio.get_running_loop()
-    state = ListenerState(config)
+    state = ListenerState(config, limits)
     host: str | None = config.host or None
     family = socket.AF_UNSPEC
     domain = getattr(config, "socket_domain", None)
