@@ -617,6 +617,9 @@ def test_reload_certificates_for_new_connections(
     subject = dict(x[0] for x in after.sock.getpeercert()["subject"])
     assert subject["commonName"] == "renewed.localhost"
     assert after.connect("after").reason_code == 0
+    tls12 = tls_clients(broker.port, client_context(certs, maximum=ssl.TLSVersion.TLSv1_2))
+    subject = dict(x[0] for x in tls12.sock.getpeercert()["subject"])
+    assert subject["commonName"] == "renewed.localhost"
     # The established connection is untouched.
     before.subscribe("a/b")
 
@@ -785,3 +788,19 @@ def test_same_conf_in_midge_and_mosquitto(certs: Certs, tmp_path: Path, broker_k
         else:
             proc.close()
         shutil.rmtree(shared, ignore_errors=True)
+
+
+def test_reload_takes_new_ca_certificates(
+    make_broker: Any, certs: Certs, tls_clients: Callable[..., TlsClient], tmp_path: Path
+) -> None:
+    """The CA file is read again too: a client refused before is accepted after the reload
+    (the verification of new handshakes uses the new context's CA store)."""
+    cafile = tmp_path / "live-ca.crt"
+    shutil.copy(certs.pki.other_cafile, cafile)
+    listener = tls_listener(certs, cafile=str(cafile), require_certificate=True)
+    broker = make_broker(listeners=[listener])
+    refused_by_tls(broker.port, client_context(certs, certs.alice))
+    shutil.copy(certs.pki.cafile, cafile)
+    assert broker.call(broker.server.reload_certificates) == []
+    client = tls_clients(broker.port, client_context(certs, certs.alice))
+    assert client.connect("alice").reason_code == 0
