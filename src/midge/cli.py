@@ -18,6 +18,8 @@ import time
 from collections.abc import Callable, Sequence
 
 from midge import __version__
+from midge.auth import scram_cli
+from midge.auth.plugin import PluginError
 from midge.bench import cli as bench_cli
 from midge.config import (
     DEFAULT_DATA_DIR,
@@ -80,6 +82,7 @@ def _parser() -> argparse.ArgumentParser:
         "routing; overrides the 'workers' option (default 1)",
     )
     bench_cli.add_parser(sub)
+    scram_cli.add_parser(sub)
     return parser
 
 
@@ -93,6 +96,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_broker(args.config_file, args.host, args.port, args.verbose, args.workers)
     if args.command == "bench":
         return bench_cli.run(args)
+    if args.command == "scram":
+        return scram_cli.run(args)
     parser.print_help()
     return 0
 
@@ -168,7 +173,7 @@ async def _serve(config: Config) -> int:
     server = Server(config)
     try:
         await server.start()
-    except (StoreError, ConfigError) as exc:
+    except (StoreError, ConfigError, PluginError) as exc:
         print(f"midge: error: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:

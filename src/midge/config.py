@@ -134,6 +134,15 @@ class Config:
     max_topic_levels: int = 0  # levels in a topic name or filter
     max_topic_length: int = 0  # UTF-8 bytes in a topic name or filter
 
+    # Authentication and authorization backends (midge only; docs/security.md, "Plugins"):
+    # a Python plugin (``module:factory`` or an entry point of group ``midge.auth``) with its
+    # options, and/or the HTTP backend; their decisions are cached for ``auth_cache_ttl`` s.
+    auth_python: str | None = None
+    auth_python_options: dict[str, str] = field(default_factory=dict)
+    auth_http_url: str | None = None
+    auth_http_timeout: float = 5.0
+    auth_cache_ttl: float = 60.0
+
     # Client identifiers
     allow_zero_length_clientid: bool = True
     auto_id_prefix: str = "auto-"
@@ -162,6 +171,9 @@ class Config:
 
     # Files
     pid_file: str | None = None
+    # midge only: SCRAM-SHA-256/512 credentials for MQTT 5 enhanced authentication
+    # (midge.auth.scram, docs/security.md); None: the SCRAM methods are refused (0x8C).
+    scram_file: str | None = None
     source: str | None = None  # the file this was read from, for messages
 
     # Things the operator should see at startup (deprecated options, ignored -p ports, ...): the
@@ -485,6 +497,18 @@ def _check_connect_timeout(value: float) -> float:
     return value
 
 
+def _check_ttl(value: float) -> float:
+    if not math.isfinite(value) or value < 0:
+        raise _Bad(f"{value} is out of range: expected a number of seconds, 0 or more")
+    return value
+
+
+def _check_auth_target(name: str, value: str) -> str:
+    if name == "auth_http_url" and not value.startswith(("http://", "https://")):
+        raise _Bad(f"invalid URL '{value}': expected http://... or https://...")
+    return value
+
+
 def _check_protocol(value: str) -> str:
     if value == "mqtt":
         return value
@@ -609,8 +633,13 @@ _GLOBAL_OPTIONS = (
     "log_type",
     "log_timestamp_format",
     "pid_file",
+    "scram_file",
     "include_dir",
     "connect_timeout",
+    "auth_python",
+    "auth_http_url",
+    "auth_http_timeout",
+    "auth_cache_ttl",
     "persistence",
     "retained_persistence",
     "persistence_location",
@@ -686,10 +715,13 @@ class _ConfParser:
         cfg = self.config
         if name in UNSUPPORTED_OPTIONS:
             raise self.error(_unsupported_message(name), path, line)
+        if name.startswith("auth_python_opt_") and len(name) > len("auth_python_opt_"):
+            cfg.auth_python_options[name[len("auth_python_opt_") :]] = value
+            return
         if name.startswith(("auth_opt_", "plugin_opt_")):
             raise self.error(
-                f"'{name}' is not supported yet by midge (plugin options come with security "
-                "support); remove the line or comment it out",
+                f"'{name}' is not supported by midge (options of Mosquitto's C plugins); "
+                "midge's Python plugins take auth_python_opt_NAME; remove the line",
                 path,
                 line,
             )
@@ -712,13 +744,17 @@ class _ConfParser:
                 )
         elif name in _SIMPLE_BOOL:
             setattr(cfg, name, self.bool_value(name, value))
-        elif name == "connect_timeout":
+        elif name in ("connect_timeout", "auth_http_timeout", "auth_cache_ttl"):
             word = self.word(name, value)
             try:
-                timeout = float(word)
+                number = float(word)
             except ValueError:
                 raise _Bad(f"invalid value '{word}': expected a number of seconds") from None
-            cfg.connect_timeout = _check_connect_timeout(timeout)
+            check = _check_ttl if name == "auth_cache_ttl" else _check_connect_timeout
+            setattr(cfg, name, check(number))
+        elif name in ("auth_python", "auth_http_url"):
+            self.once(0, name, path, line)
+            setattr(cfg, name, _check_auth_target(name, self.word(name, value)))
         elif name == "per_listener_settings":
             flag = self.bool_value(name, value)
             if flag and self.security_set:
@@ -761,7 +797,7 @@ class _ConfParser:
             words.append(self.word(name, value))
             self.log_types = words
             _log_types(words)  # validate now, so the error names this line
-        elif name in ("log_timestamp_format", "pid_file"):
+        elif name in ("log_timestamp_format", "pid_file", "scram_file"):
             self.once(0, name, path, line)
             setattr(cfg, name, value)
         elif name in _LISTENER_SCOPED:
@@ -1059,7 +1095,13 @@ _TOML_GLOBAL_KEYS = (
     "log_type",
     "log_timestamp_format",
     "pid_file",
+    "scram_file",
     "connect_timeout",
+    "auth_python",
+    "auth_python_options",
+    "auth_http_url",
+    "auth_http_timeout",
+    "auth_cache_ttl",
     "listener",
     "persistence",
     "persistence_location",
@@ -1216,19 +1258,31 @@ class _TomlReader:
             setattr(cfg, key, self.boolean(value, t, key))
         elif key == "allow_zero_length_clientid":
             cfg.allow_zero_length_clientid = self.boolean(value, t, key)
-        elif key in ("auto_id_prefix", "log_timestamp_format", "pid_file"):
+        elif key in ("auto_id_prefix", "log_timestamp_format", "pid_file", "scram_file"):
             setattr(cfg, key, self.string(value, t, key))
         elif key in _TOML_GLOBAL_LISTENER_DEFAULTS:
             setattr(cfg, key, self.integer(value, t, key, _LISTENER_INT[key]))
-        elif key == "connect_timeout":
+        elif key in ("connect_timeout", "auth_http_timeout", "auth_cache_ttl"):
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise self.error(
                     f"'{key}' must be a number of seconds, not {self.describe(value)}", t, key
                 )
+            check = _check_ttl if key == "auth_cache_ttl" else _check_connect_timeout
             try:
-                cfg.connect_timeout = _check_connect_timeout(float(value))
+                setattr(cfg, key, check(float(value)))
             except _Bad as exc:
                 raise self.error(f"{key}: {exc}", t, key) from None
+        elif key in ("auth_python", "auth_http_url"):
+            try:
+                setattr(cfg, key, _check_auth_target(key, self.string(value, t, key)))
+            except _Bad as exc:
+                raise self.error(f"{key}: {exc}", t, key) from None
+        elif key == "auth_python_options":
+            if not isinstance(value, dict) or not all(
+                isinstance(v, str | int | float | bool) for v in value.values()
+            ):
+                raise self.error(f"'{key}' must be a table of NAME = value", t, key)
+            cfg.auth_python_options = {str(k): str(v) for k, v in value.items()}
         elif key == "persistent_client_expiration":
             if isinstance(value, int) and not isinstance(value, bool):
                 cfg.persistent_client_expiration = self.integer(value, t, key, _check_int(1, None))

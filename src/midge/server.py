@@ -52,6 +52,31 @@ class Server:
         config = self.config
         # Certificates first: a bad certfile is a ConfigError before anything is opened.
         self.tls = [ServerTls(lst) if lst.tls else None for lst in config.listeners]
+        authenticator = self.authenticator
+        if config.scram_file:
+            # SCRAM (MQTT 5 enhanced authentication) in front of the configured authenticator;
+            # a bad scram_file is a ConfigError naming its line, before any listener opens.
+            from midge.auth.scram import ScramAuthenticator
+
+            authenticator = ScramAuthenticator.from_file(config.scram_file, authenticator)
+        self._plugins: list[Any] = []
+        if config.auth_python or config.auth_http_url:
+            # Python plugins and the HTTP backend (midge.auth.plugin), asked after the built-in
+            # checks; a PluginError names the plugin and the fix.
+            from midge.auth.plugin import PluginAuthenticator, load_plugin
+
+            if config.auth_python:
+                self._plugins.append(load_plugin(config.auth_python, config.auth_python_options))
+            if config.auth_http_url:
+                from midge.auth.http import HttpAuth
+
+                self._plugins.append(HttpAuth(config.auth_http_url, config.auth_http_timeout))
+            authenticator = PluginAuthenticator(
+                self._plugins,
+                cache_ttl=config.auth_cache_ttl,
+                timeout=config.auth_http_timeout,
+                inner=authenticator,
+            )
         store: Store | None = None
         if config.data_dir and config.durability != "none":
             from midge.store.sqlite import SqliteStore
@@ -60,7 +85,7 @@ class Server:
             sqlite_store.open()
             try:
                 restored = sqlite_store.load()
-                self.broker = Broker(config, loop, self.authenticator, sqlite_store)
+                self.broker = Broker(config, loop, authenticator, sqlite_store)
                 self.broker.restore(restored)
             except BaseException:
                 sqlite_store.close()
@@ -69,7 +94,7 @@ class Server:
             store = sqlite_store
             log.info("durable store %s (durability %s)", sqlite_store.path, config.durability)
         else:
-            self.broker = Broker(config, loop, self.authenticator)
+            self.broker = Broker(config, loop, authenticator)
         if self.router is not None:
             self.router.bind(self.broker)
             self.broker.router = self.router
@@ -135,6 +160,13 @@ class Server:
                     break
                 await asyncio.sleep(0.01)
             broker.store.close()
+        for plugin in getattr(self, "_plugins", []):
+            close = getattr(plugin, "close", None)
+            if close is not None:
+                try:
+                    await asyncio.wait_for(close(), CLOSE_TIMEOUT)
+                except Exception:  # pragma: no cover - a plugin's own trouble at exit
+                    log.exception("closing auth plugin %r", plugin)
         for state in self.listeners:
             if state.server is not None:
                 try:

@@ -186,6 +186,12 @@ GLOBALS: list[tuple[str, str, str, Any]] = [
         "pid_file",
         "/run/midge/midge.pid",
     ),
+    (
+        "scram_file /etc/midge/users.scram",
+        'scram_file = "/etc/midge/users.scram"',
+        "scram_file",
+        "/etc/midge/users.scram",
+    ),
     ("per_listener_settings true", "per_listener_settings = true", "per_listener_settings", True),
     ("connect_timeout 3", "connect_timeout = 3", "connect_timeout", 3.0),
     ("connect_timeout 0.5", "connect_timeout = 0.5", "connect_timeout", 0.5),
@@ -637,6 +643,7 @@ def test_bad_values(conf_text: str, toml_text: str, words: str) -> None:
         "retain_available",
         "auto_id_prefix",
         "pid_file",
+        "scram_file",
         "log_timestamp_format",
         "persistent_client_expiration",
         "max_qos",
@@ -687,7 +694,8 @@ def test_unsupported_options_say_which_work_brings_them() -> None:
     assert "websockets" in str(conf_error("http_dir /srv\n"))
     assert "bridges" in str(conf_error("connection upstream\n"))
     assert "$SYS" in str(conf_error("sys_interval 10\n"))
-    assert "security" in str(conf_error("auth_opt_host localhost\n"))
+    # Mosquitto's C plugins cannot load in midge: their options say what midge takes instead.
+    assert "auth_python_opt_NAME" in str(conf_error("auth_opt_host localhost\n"))
     assert "security" in str(toml_error("plugin_opt_x = 1\n"))
 
 
@@ -1041,3 +1049,24 @@ def test_real_mosquitto_accepts_the_debian_style_conf() -> None:
         assert b"Error" not in out, out.decode(errors="replace")
         # and midge reads the very same files
         assert load_config(main).listeners[0].port == port
+
+
+def test_auth_plugin_options() -> None:
+    c = conf(
+        "auth_python mypkg.auth:create\nauth_python_opt_users a:b\nauth_python_opt_mode strict\n"
+        "auth_http_url https://auth.example/mqtt\nauth_http_timeout 2.5\nauth_cache_ttl 0\n"
+    )
+    assert c.auth_python == "mypkg.auth:create"
+    assert c.auth_python_options == {"users": "a:b", "mode": "strict"}
+    assert (c.auth_http_url, c.auth_http_timeout, c.auth_cache_ttl) == (
+        "https://auth.example/mqtt",
+        2.5,
+        0.0,
+    )
+    t = parse_toml(
+        'auth_python = "mypkg.auth:create"\nauth_http_url = "http://127.0.0.1:8080"\n'
+        'auth_http_timeout = 1\nauth_cache_ttl = 30\n[auth_python_options]\nusers = "a:b"\n'
+    )
+    assert t.auth_python_options == {"users": "a:b"} and t.auth_cache_ttl == 30.0
+    assert "expected http://" in str(conf_error("auth_http_url ftp://x\n"))
+    assert "auth_cache_ttl" in str(conf_error("auth_cache_ttl -1\n"))

@@ -1,13 +1,20 @@
 """The authentication and authorization interfaces the broker core calls.
 
-Decisions are plain return values so the core stays synchronous; a backend that must wait on the
-network (LDAP, OAuth, HTTP — later issues) answers from a cache and refreshes it in the background.
+Decisions are plain return values, so the core stays synchronous. A backend that must ask
+elsewhere (a plugin, the network: midge.auth.plugin) may instead return a :class:`Pending`
+decision (an ``asyncio.Future`` is one) from ``authenticate``, ``can_publish`` or
+``can_subscribe``: the connection then stops reading, keeps the packet, and handles it again once
+the decision is done. For CONNECT the connection takes the pending's result itself; for PUBLISH and
+SUBSCRIBE the backend must answer the same question from its cache when asked again. Packets after
+the waiting one wait too, so their order holds (MQTT-4.6.0).
+
 Reason codes are MQTT 5's; the connection maps them to v3 return codes (MQTT-3.2.2-5 3.1.1 table).
 """
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from midge.codec.reasons import Reason
 
@@ -36,6 +43,17 @@ class ConnectRequest:
         self.auth_data = auth_data
 
 
+class Pending(Protocol):
+    """A decision not made yet (``asyncio.Future`` is one). Its result is what the synchronous
+    call would have returned: a reason code for ``authenticate``, a bool for the others."""
+
+    def add_done_callback(self, fn: Callable[[Any], object], /) -> None: ...
+
+    def done(self) -> bool: ...
+
+    def result(self) -> Any: ...
+
+
 class AuthExchange(Protocol):
     """One MQTT 5 enhanced-authentication exchange (4.12), e.g. a SCRAM conversation.
 
@@ -49,9 +67,9 @@ class AuthExchange(Protocol):
 
 
 class Authenticator(Protocol):
-    def authenticate(self, request: ConnectRequest) -> int:
+    def authenticate(self, request: ConnectRequest) -> int | Pending:
         """Plain CONNECT (no Authentication Method): a reason code, 0 accepts; 0x86 bad user
-        name or password, 0x87 not authorized."""
+        name or password, 0x87 not authorized (or a Pending one)."""
         ...
 
     def enhanced(self, request: ConnectRequest) -> AuthExchange | None:
@@ -59,9 +77,11 @@ class Authenticator(Protocol):
         (the CONNECT is then refused with 0x8C, or the re-authentication ends the connection)."""
         ...
 
-    def can_publish(self, client_id: str, username: str | None, topic: str) -> bool: ...
+    def can_publish(self, client_id: str, username: str | None, topic: str) -> bool | Pending: ...
 
-    def can_subscribe(self, client_id: str, username: str | None, topic_filter: str) -> bool: ...
+    def can_subscribe(
+        self, client_id: str, username: str | None, topic_filter: str
+    ) -> bool | Pending: ...
 
 
 class AllowAll:
@@ -82,3 +102,12 @@ class AllowAll:
 
     def can_subscribe(self, client_id: str, username: str | None, topic_filter: str) -> bool:
         return True
+
+
+def checks_publish(authenticator: Authenticator) -> bool:
+    """Whether ``authenticator`` may refuse a PUBLISH at all (False: the broker skips the call
+    on every message). AllowAll never does; a wrapper says so with a ``checks_publish``
+    attribute; any other authenticator is asked."""
+    if isinstance(authenticator, AllowAll):
+        return False
+    return bool(getattr(authenticator, "checks_publish", True))

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Protocol
 
-from midge.auth.base import AllowAll, Authenticator
+from midge.auth.base import AllowAll, Authenticator, checks_publish
 from midge.broker.message import Message, SubOptions
 from midge.broker.session import NEVER, Session, Stats
 from midge.broker.topictree import RetainedTree, SharedGroup, TopicTree
@@ -68,7 +68,7 @@ class Broker:
         self.scheduler = scheduler
         self.authenticator: Authenticator = authenticator or AllowAll()
         #: False when every topic is open to everyone: the per-PUBLISH check is skipped.
-        self.checks_publish = not isinstance(self.authenticator, AllowAll)
+        self.checks_publish = checks_publish(self.authenticator)
         self.store: Store = store or MemoryStore()
         #: The store when it keeps anything (SQLite): persistent sessions report to it and acks
         #: wait for its commits. None for the memory store, so the core skips all of that.

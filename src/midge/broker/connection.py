@@ -15,9 +15,9 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any, Final, Protocol
+from typing import Any, Final, NoReturn, Protocol
 
-from midge.auth.base import AuthExchange, ConnectRequest
+from midge.auth.base import AuthExchange, ConnectRequest, Pending
 from midge.broker.broker import Broker
 from midge.broker.message import Message, SubOptions
 from midge.broker.session import NEVER, Session
@@ -127,8 +127,10 @@ class Connection:
         "_connect",
         "_exchange",
         "_out",
+        "_pending",
         "_pub_stamp",
         "_pub_tokens",
+        "_replay",
         "_timer",
         "alias_in",
         "alias_in_max",
@@ -206,6 +208,10 @@ class Connection:
         self.on_lost: Callable[[], None] | None = None
         #: Non-zero: a connection limit refused this client; its CONNECT is answered with this.
         self.refuse_reason = 0
+        #: A packet waiting for a Pending authentication or authorization decision (handled
+        #: again once it is done), and the pending CONNECT decision itself.
+        self._replay: Packet | None = None
+        self._pending: Pending | None = None
         #: max_publish_rate's token bucket (a second's worth to start with).
         self._pub_tokens = float(config.max_publish_rate)
         self._pub_stamp = self.last_seen
@@ -222,9 +228,13 @@ class Connection:
         decoder.receive(data)
         try:
             while self.state < CLOSED:
-                packet = decoder.next_packet()
-                if packet is None:
-                    break
+                packet = self._replay
+                if packet is not None:
+                    self._replay = None
+                else:
+                    packet = decoder.next_packet()
+                    if packet is None:
+                        break
                 self._handle(packet)
         except _Held:
             pass
@@ -252,6 +262,20 @@ class Connection:
             # A bug of ours must cost this one connection, never the broker.
             log.exception("internal error handling a packet from %s", self.client_id or self.peer)
             self._violation(Reason.IMPLEMENTATION_SPECIFIC_ERROR, "internal error")
+
+    def _wait_for(self, pending: Pending, packet: Packet) -> NoReturn:
+        """The authenticator must ask elsewhere: stop with ``packet`` kept and reading paused;
+        handle it again (and what came after it, in order) once ``pending`` is done."""
+        self._replay = packet
+        self.transport.pause_reading()
+        pending.add_done_callback(lambda _: self.broker.scheduler.call_soon(self._decided))
+        raise _Held
+
+    def _decided(self) -> None:
+        if self.state == CLOSED:
+            return
+        self.transport.resume_reading()
+        self.data_received(b"")
 
     def _handle(self, packet: Packet) -> None:
         if self.state == CONNECTING:
@@ -377,7 +401,24 @@ class Connection:
             self._auth_step(self._exchange.start(request.auth_data))
             return
         if not cert_identity:
-            code = broker.authenticator.authenticate(request)
+            pending = self._pending
+            if pending is not None:
+                # Handled again after a pending decision: take its result (a failure fails
+                # closed).
+                self._pending = None
+                try:
+                    result = pending.result()
+                    code = result if isinstance(result, int) else Reason.NOT_AUTHORIZED
+                except Exception:
+                    log.exception("authentication of %s failed", client_id)
+                    code = Reason.NOT_AUTHORIZED
+            else:
+                decision = broker.authenticator.authenticate(request)
+                if not isinstance(decision, int):
+                    self._connect = None
+                    self._pending = decision
+                    self._wait_for(decision, p)
+                code = decision
             if code:
                 self._refuse(code, "not authorised")
                 return
@@ -421,6 +462,12 @@ class Connection:
         props = p.properties
         self.client_id = client_id
         self.username = p.username if self.cert_username is None else self.cert_username
+        if self._exchange is not None and self.cert_username is None:
+            # An enhanced-authentication method may establish who the client is (SCRAM's n=):
+            # that is the user name ACLs see when the CONNECT carried none.
+            identity = getattr(self._exchange, "username", None)
+            if isinstance(identity, str):
+                self.username = identity
         if v5:
             expiry = props.get(Prop.SESSION_EXPIRY_INTERVAL, 0)
             rm = props.get(Prop.RECEIVE_MAXIMUM)
@@ -567,8 +614,7 @@ class Connection:
             # ("valid, but not accepted by this implementation") is the spec's nearest code.
             reason = Reason.IMPLEMENTATION_SPECIFIC_ERROR
         elif (topic[0] == "$" and _reserved_for_server(topic)) or (
-            self.broker.checks_publish
-            and not self.broker.authenticator.can_publish(self.client_id, self.username, topic)
+            self.broker.checks_publish and not self._may_publish(topic, p)
         ):
             reason = Reason.NOT_AUTHORIZED
         else:
@@ -588,6 +634,12 @@ class Connection:
                 if session.store is not None:
                     session.store.inbound_added(self.client_id, pid)
             self._ack(Pubrec(pid, reason if v5 else 0))
+
+    def _may_publish(self, topic: str, p: Publish) -> bool:
+        allowed = self.broker.authenticator.can_publish(self.client_id, self.username, topic)
+        if allowed is True or allowed is False:
+            return allowed
+        self._wait_for(allowed, p)  # raises _Held: handled again once decided
 
     def _ack(self, packet: Packet) -> None:
         """Send a PUBACK, PUBREC or PUBCOMP once what its packet changed is durable.
@@ -659,14 +711,21 @@ class Connection:
                 sid = ids[0]
         codes: list[int] = []
         retained: list[tuple[str, SubOptions]] = []
+        # Every filter's authorization first, before anything changes: a pending decision
+        # handles the whole SUBSCRIBE again once it is done.
+        auth = broker.authenticator
+        allowed: list[bool] = []
         for s in p.subscriptions:
+            may = auth.can_subscribe(self.client_id, self.username, s.topic_filter)
+            if may is not True and may is not False:
+                self._wait_for(may, p)
+            allowed.append(bool(may))
+        for s, may in zip(p.subscriptions, allowed, strict=True):
             share, real = split_shared(s.topic_filter)
             if share is not None and s.no_local and v5:
                 # MQTT-3.8.3-4 v5: No Local on a shared subscription is a protocol error.
                 raise ProtocolViolation(Reason.PROTOCOL_ERROR, "no local on a shared subscription")
-            if not broker.authenticator.can_subscribe(
-                self.client_id, self.username, s.topic_filter
-            ):
+            if not may:
                 codes.append(Reason.NOT_AUTHORIZED if v5 else 0x80)
                 continue
             config = broker.config

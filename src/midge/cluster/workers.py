@@ -49,7 +49,7 @@ from midge import __version__
 from midge.broker.message import Message, SubOptions
 from midge.broker.session import Outgoing, Session
 from midge.broker.topictree import TopicTree
-from midge.config import Config
+from midge.config import Config, ConfigError
 from midge.gctune import GcTuner
 
 if TYPE_CHECKING:
@@ -653,8 +653,11 @@ async def _worker_main(
     server = Server(config, router=router)
     try:
         await server.start()
-    except OSError as exc:
-        control.send(("error", f"cannot open listener: {exc.strerror or exc}"))
+    except (OSError, ConfigError) as exc:
+        if isinstance(exc, ConfigError):
+            control.send(("error", str(exc)))
+        else:
+            control.send(("error", f"cannot open listener: {exc.strerror or exc}"))
         control.close()
         await asyncio.sleep(0)
         return 1
