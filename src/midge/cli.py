@@ -32,6 +32,7 @@ from midge.config import (
 from midge.gctune import GcTuner
 from midge.server import Server
 from midge.store.base import StoreError
+from midge.transport.tls import make_context
 
 log = logging.getLogger("midge")
 
@@ -129,6 +130,11 @@ def run_broker(
         _durable_by_default(config)
         # Read the password and ACL files now: a bad line stops the start with file:line.
         build_authenticator(config)
+        # Certificates are read before anything starts (and before --workers fork), so a bad
+        # certfile or keyfile is reported once, with its line, and nothing is left running.
+        for listener in config.listeners:
+            if listener.tls:
+                make_context(listener)
     except ConfigError as exc:
         print(f"midge: error: {exc}", file=sys.stderr)
         return 1

@@ -75,6 +75,29 @@ class ListenerConfig:
     password_file: str | None = None
     acl_file: str | None = None
 
+    # TLS (docs/security.md, Mosquitto's "Certificate based SSL/TLS Support"). These are always
+    # per listener in Mosquitto, whatever per_listener_settings says; TLS is on when both certfile
+    # and keyfile are set. The files are read when the listener starts (midge.transport.tls).
+    certfile: str | None = None  # PEM server certificate (chain)
+    keyfile: str | None = None  # PEM private key of certfile
+    cafile: str | None = None  # PEM CA certificates trusted for client certificates
+    capath: str | None = None  # directory of hashed PEM CA certificates (openssl rehash)
+    require_certificate: bool = False  # clients must present a certificate signed by the CA
+    use_identity_as_username: bool = False  # the certificate's CN is the username
+    use_subject_as_username: bool = False  # the certificate's subject (RFC 2253) is the username
+    tls_version: str | None = None  # minimum version: "tlsv1.2" (the default) or "tlsv1.3"
+    ciphers: str | None = None  # OpenSSL cipher list (TLS 1.2); None: Mosquitto's default list
+    #: Where each option of this listener was set: option -> (file, line), so that problems found
+    #: only when the listener starts (an unreadable certfile) still name the line to fix.
+    where: dict[str, tuple[str, int | None]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
+
+    @property
+    def tls(self) -> bool:
+        """True for a TLS listener (Mosquitto: "this option and keyfile must be present")."""
+        return self.certfile is not None and self.keyfile is not None
+
 
 @dataclass(slots=True)
 class Config:
@@ -279,21 +302,12 @@ _UNSUPPORTED_GROUPS: dict[str, tuple[str, ...]] = {
         "check_retain_source",
         "clientid_prefixes",
         "use_username_as_clientid",
-        "use_identity_as_username",
-        "use_subject_as_username",
-        "cafile",
-        "capath",
-        "certfile",
-        "keyfile",
-        "ciphers",
         "ciphers_tls1.3",
         "crlfile",
         "dhparamfile",
-        "require_certificate",
         "tls_engine",
         "tls_engine_kpass_sha1",
         "tls_keyform",
-        "tls_version",
     ),
     "persistence": ("persistence_file",),
     "websockets": ("http_dir", "websockets_log_level", "websockets_headers_size"),
@@ -362,6 +376,11 @@ _UNSUPPORTED_NOTES: dict[str, str] = {
     "log_facility": "it only matters for syslog, which comes later",
     "memory_limit": "no memory accounting yet",
     "persistence_file": "midge keeps midge.db in persistence_location (data_dir)",
+    "ciphers_tls1.3": "Python's ssl module cannot restrict TLS 1.3 cipher suites; 'ciphers' "
+    "restricts TLS 1.2",
+    "tls_engine": "OpenSSL engines are not available to Python's ssl module",
+    "tls_engine_kpass_sha1": "OpenSSL engines are not available to Python's ssl module",
+    "tls_keyform": "only PEM key files are supported, which is Mosquitto's default",
 }
 
 
@@ -518,6 +537,67 @@ def _check_host(value: str) -> str:
     return value
 
 
+#: TLS listener options with a string value; tls_version is a single word.
+_TLS_STRINGS = ("certfile", "keyfile", "cafile", "capath", "ciphers", "tls_version")
+_TLS_BOOLS = ("require_certificate", "use_identity_as_username", "use_subject_as_username")
+#: Every TLS listener option midge implements (Mosquitto's names).
+TLS_OPTIONS = (*_TLS_STRINGS, *_TLS_BOOLS)
+#: Mosquitto's tls_version values that midge accepts: the minimum is always TLS 1.2.
+TLS_VERSIONS = ("tlsv1.2", "tlsv1.3")
+
+
+def _check_tls_version(value: str) -> str:
+    if value in TLS_VERSIONS:
+        return value
+    if value in ("tlsv1.1", "tlsv1", "tlsv1.0", "sslv3"):
+        raise _Bad(
+            f"'{value}' is not allowed: midge always requires TLS 1.2 or later; use tlsv1.2 "
+            "(the default) or tlsv1.3"
+        )
+    raise _Bad(f"invalid value '{value}': expected tlsv1.2 or tlsv1.3")
+
+
+def tls_problem(listener: ListenerConfig) -> tuple[str, str] | None:
+    """The first inconsistency among ``listener``'s TLS options: (option at fault, message), or
+    None. The readers report it with that option's file and line.
+
+    Mosquitto starts with most of these and then behaves in a way nobody wants (a ``certfile``
+    without ``keyfile`` silently gives a plain listener; ``require_certificate`` without a CA
+    refuses every client; ``use_identity_as_username`` without ``require_certificate`` never asks
+    for a certificate, so every CONNECT is refused). midge refuses to start instead.
+    """
+    has_cert = listener.certfile is not None
+    has_key = listener.keyfile is not None
+    if has_cert != has_key:
+        present, missing = ("certfile", "keyfile") if has_cert else ("keyfile", "certfile")
+        return present, (
+            f"'{present}' without '{missing}': a TLS listener needs both its certificate "
+            f"(certfile) and that certificate's private key (keyfile); add '{missing}'"
+        )
+    if not listener.tls:
+        for name in TLS_OPTIONS:
+            if name in ("certfile", "keyfile") or not getattr(listener, name):
+                continue
+            return name, (
+                f"'{name}' has no effect on a listener without TLS: add certfile and keyfile "
+                f"to this listener, or remove '{name}'"
+            )
+        return None
+    if listener.require_certificate and not (listener.cafile or listener.capath):
+        return "require_certificate", (
+            "'require_certificate true' needs 'cafile' or 'capath' (the CA certificates client "
+            "certificates are checked against); add one"
+        )
+    for name in ("use_identity_as_username", "use_subject_as_username"):
+        if getattr(listener, name) and not listener.require_certificate:
+            return name, (
+                f"'{name} true' needs 'require_certificate true' on this listener: without it "
+                "clients are not asked for a certificate, so every connection would be refused; "
+                "add 'require_certificate true'"
+            )
+    return None
+
+
 def _sort_key_mosquitto(name: str) -> list[tuple[str, str]]:
     """Mosquitto's include_dir order: case-insensitive, upper case first within the same letter."""
     return [(c.upper(), c) for c in name]
@@ -590,6 +670,7 @@ _LISTENER_OPTIONS = (
     "protocol",
     "socket_domain",
     *_LISTENER_INT,
+    *TLS_OPTIONS,
 )
 _LISTENER_SCOPED = (
     *_PER_LISTENER_SECURITY,
@@ -597,6 +678,7 @@ _LISTENER_SCOPED = (
     "maximum_qos",
     "protocol",
     "socket_domain",
+    *TLS_OPTIONS,
 )
 KNOWN_OPTIONS: tuple[str, ...] = (*_GLOBAL_OPTIONS, *_PER_LISTENER_SECURITY, *_LISTENER_OPTIONS)
 
@@ -855,6 +937,17 @@ class _ConfParser:
             target.protocol = _check_protocol(self.word(name, value))
         elif name == "socket_domain":
             target.socket_domain = _check_socket_domain(self.word(name, value))
+        elif name in _TLS_STRINGS:
+            # Always per listener (Mosquitto 2.0: per_listener_settings does not apply); a string
+            # option is refused when given twice for one listener, as Mosquitto does.
+            self.once(scope, name, path, line)
+            if name == "tls_version":
+                value = _check_tls_version(self.word(name, value))
+            setattr(target, name, value)
+            target.where[name] = (path, line)
+        elif name in _TLS_BOOLS:
+            setattr(target, name, self.bool_value(name, value))
+            target.where[name] = (path, line)
 
     # -- logging
 
@@ -941,6 +1034,7 @@ class _ConfParser:
             or d.socket_domain is not None
             or d.allow_zero_length_clientid is False
             or d.password_file is not None
+            or any(getattr(d, name) for name in TLS_OPTIONS)
         ):
             for other in cfg.listeners:
                 if other.port == d.port and other.port != 0 and other.host == d.host:
@@ -968,6 +1062,12 @@ class _ConfParser:
                         "move it below a 'listener' line",
                         *where,
                     )
+        for lst in cfg.listeners:
+            problem = tls_problem(lst)
+            if problem is not None:
+                name, message = problem
+                at = lst.where.get(name) or self.current_line.get(id(lst))
+                raise ConfigError(message, *(at or (self.main_path, None)))
         if not cfg.listeners:
             cfg.listeners = [ListenerConfig()]
         if self.log_dest is not None:
@@ -996,6 +1096,7 @@ _TOML_LISTENER_KEYS = (
     "allow_anonymous",
     "password_file",
     "acl_file",
+    *TLS_OPTIONS,
 )
 _TOML_GLOBAL_KEYS = (
     *_SIMPLE_INT,
@@ -1344,6 +1445,18 @@ class _TomlReader:
                     setattr(lst, key, check(text))
                 except _Bad as exc:
                     raise self.error(f"{key}: {exc}", t, key) from None
+            elif key in _TLS_STRINGS:
+                text = self.string(value, t, key)
+                if key == "tls_version":
+                    try:
+                        text = _check_tls_version(text)
+                    except _Bad as exc:
+                        raise self.error(f"{key}: {exc}", t, key) from None
+                setattr(lst, key, text)
+                lst.where[key] = (self.path, self.lines.get((t, key)))
+            elif key in _TLS_BOOLS:
+                setattr(lst, key, self.boolean(value, t, key))
+                lst.where[key] = (self.path, self.lines.get((t, key)))
             elif key in _PER_LISTENER_SECURITY:
                 if not cfg.per_listener_settings:
                     raise self.error(
@@ -1377,4 +1490,7 @@ class _TomlReader:
                     t,
                     "port",
                 )
+        problem = tls_problem(lst)
+        if problem is not None:
+            raise self.error(problem[1], t, problem[0])
         return lst

@@ -22,6 +22,7 @@ from midge.cluster.router import Router
 from midge.config import Config, ConfigError, resolve_listener
 from midge.store.base import Store
 from midge.transport.tcp import ConnectionLimits, ListenerState, listen
+from midge.transport.tls import ServerTls
 
 log = logging.getLogger("midge.server")
 
@@ -44,10 +45,14 @@ class Server:
         self.listeners: list[ListenerState] = []
         #: (host, port, ...) of each listening socket, in listener order.
         self.addresses: list[tuple[Any, ...]] = []
+        #: Each listener's TLS (None for a plain listener), in listener order.
+        self.tls: list[ServerTls | None] = []
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         config = self.config
+        # Certificates first: a bad certfile is a ConfigError before anything is opened.
+        self.tls = [ServerTls(lst) if lst.tls else None for lst in config.listeners]
         authenticator = self.authenticator
         if authenticator is None:
             # password_file / acl_file / allow_anonymous (docs/security.md); a bad file raises
@@ -111,12 +116,13 @@ class Server:
             self.broker.router = self.router
         limits = ConnectionLimits(config.global_max_connections, config.max_connection_rate)
         try:
-            for listener in self.config.listeners:
+            for listener, tls in zip(self.config.listeners, self.tls, strict=True):
                 state = await listen(
                     self.broker,
                     resolve_listener(self.config, listener),
                     reuse_port=self.router is not None,
                     limits=limits,
+                    tls=tls,
                 )
                 self.listeners.append(state)
                 assert state.server is not None
@@ -129,11 +135,13 @@ class Server:
             raise
 
     def reload(self) -> bool:
-        """SIGHUP: re-read the password and ACL files without dropping connections; clients
+        """SIGHUP: re-read the TLS certificates, the SCRAM file, and the password and ACL files,
+        without dropping connections; clients
         whose user was removed or whose password changed are disconnected (v5: DISCONNECT 0x87).
         A file that does not parse keeps the old ones (logged with file:line). True if
         reloaded."""
         broker = self.broker
+        self.reload_certificates()  # TLS listeners: new handshakes get the new files
         auth = None if broker is None else find_layer(broker.authenticator, FileAuthenticator)
         if broker is not None:
             # SCRAM's credentials file is re-read too (midge.auth.scram).
@@ -164,6 +172,25 @@ class Server:
             sum(1 for _ in revoked),
         )
         return True
+
+    def reload_certificates(self) -> list[ConfigError]:
+        """Read every TLS listener's certificate, key and CA files again (SIGHUP): new
+        connections get the new ones, established connections keep theirs. A listener whose
+        files fail keeps its current certificates; its error is logged and returned."""
+        errors: list[ConfigError] = []
+        for tls in self.tls:
+            if tls is None:
+                continue
+            try:
+                tls.reload()
+            except ConfigError as exc:
+                log.error(
+                    "certificates of the listener on port %s not reloaded: %s",
+                    tls.listener.port,
+                    exc,
+                )
+                errors.append(exc)
+        return errors
 
     async def _close_listeners(self) -> None:
         for state in self.listeners:

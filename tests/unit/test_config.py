@@ -690,7 +690,7 @@ def test_unsupported_options_say_which_work_brings_them() -> None:
     assert "midge.db" in str(conf_error("persistence_file mosquitto.db\n"))
     assert "security" in str(conf_error("psk_file /etc/mosquitto/psk\n"))
     assert "security" in str(conf_error("auth_plugin /usr/lib/x.so\n"))
-    assert "security" in str(conf_error("listener 8883\ncertfile /c.pem\n"))
+    assert "security" in str(conf_error("listener 8883\ncrlfile /crl.pem\n"))
     assert "websockets" in str(conf_error("http_dir /srv\n"))
     assert "bridges" in str(conf_error("connection upstream\n"))
     assert "$SYS" in str(conf_error("sys_interval 10\n"))

@@ -139,6 +139,7 @@ class Connection:
         "auth_method",
         "authenticating",
         "broker",
+        "cert_username",
         "client_id",
         "decoder",
         "keepalive",
@@ -174,6 +175,9 @@ class Connection:
         self.version = 4
         self.client_id = ""
         self.username: str | None = None
+        #: The username from the client's TLS certificate, set by the transport on a
+        #: use_identity_as_username / use_subject_as_username listener (None: no usable one).
+        self.cert_username: str | None = None
         self.session: Session | None = None
         self.will: Message | None = None
         self.auth_method: str | None = None
@@ -367,10 +371,20 @@ class Connection:
             except CodecError:
                 self._refuse(Reason.TOPIC_NAME_INVALID, "invalid will topic")
                 return
+        username, password = p.username, p.password
+        cert_identity = listener.use_identity_as_username or listener.use_subject_as_username
+        if cert_identity:
+            # Mosquitto (handle_connect.c): the client certificate names the user; CONNECT's
+            # username and password are ignored and no password check is made. Without a usable
+            # certificate the CONNECT is refused as a bad user name or password (v3: 4).
+            if self.cert_username is None:
+                self._refuse(Reason.BAD_USER_NAME_OR_PASSWORD, "no username in a certificate")
+                return
+            username, password = self.cert_username, None
         request = ConnectRequest(
             client_id,
-            p.username,
-            p.password,
+            username,
+            password,
             self.peer,
             version,
             props.get(Prop.AUTHENTICATION_METHOD) if v5 else None,
@@ -387,26 +401,28 @@ class Connection:
                 return
             self._auth_step(self._exchange.start(request.auth_data))
             return
-        pending = self._pending
-        if pending is not None:
-            # Handled again after a pending decision: take its result (a failure fails closed).
-            self._pending = None
-            try:
-                result = pending.result()
-                code = result if isinstance(result, int) else Reason.NOT_AUTHORIZED
-            except Exception:
-                log.exception("authentication of %s failed", client_id)
-                code = Reason.NOT_AUTHORIZED
-        else:
-            decision = broker.authenticator.authenticate(request)
-            if not isinstance(decision, int):
-                self._connect = None
-                self._pending = decision
-                self._wait_for(decision, p)
-            code = decision
-        if code:
-            self._refuse(code, "not authorised")
-            return
+        if not cert_identity:
+            pending = self._pending
+            if pending is not None:
+                # Handled again after a pending decision: take its result (a failure fails
+                # closed).
+                self._pending = None
+                try:
+                    result = pending.result()
+                    code = result if isinstance(result, int) else Reason.NOT_AUTHORIZED
+                except Exception:
+                    log.exception("authentication of %s failed", client_id)
+                    code = Reason.NOT_AUTHORIZED
+            else:
+                decision = broker.authenticator.authenticate(request)
+                if not isinstance(decision, int):
+                    self._connect = None
+                    self._pending = decision
+                    self._wait_for(decision, p)
+                code = decision
+            if code:
+                self._refuse(code, "not authorised")
+                return
         self._accept(None)
 
     def _auth_step(self, step: tuple[int, bytes | None]) -> None:
@@ -446,8 +462,8 @@ class Connection:
         v5 = version == MQTT5
         props = p.properties
         self.client_id = client_id
-        self.username = p.username
-        if self._exchange is not None:
+        self.username = p.username if self.cert_username is None else self.cert_username
+        if self._exchange is not None and self.cert_username is None:
             # An enhanced-authentication method may establish who the client is (SCRAM's n=):
             # that is the user name ACLs see when the CONNECT carried none.
             identity = getattr(self._exchange, "username", None)

@@ -1,4 +1,8 @@
-"""asyncio glue for plain TCP: hands bytes to a :class:`~midge.broker.connection.Connection`."""
+"""asyncio glue for TCP and TLS: hands bytes to a :class:`~midge.broker.connection.Connection`.
+
+A TLS listener is the same listener with asyncio's TLS layer in front (``create_server(ssl=...)``,
+contexts from :mod:`midge.transport.tls`); the connection sees the same bytes either way.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ from midge.broker.broker import Broker
 from midge.broker.connection import Connection
 from midge.codec.reasons import Reason
 from midge.config import ListenerConfig
+from midge.transport.tls import ServerTls, peer_username
 
 log = logging.getLogger("midge.transport")
 
@@ -58,6 +63,9 @@ class MQTTProtocol(asyncio.Protocol):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         peer = f"{peername[0]}:{peername[1]}" if peername else "?"
         conn = Connection(broker, tr, self.listener, peer)
+        listener = self.listener
+        if listener.use_identity_as_username or listener.use_subject_as_username:
+            conn.cert_username = peer_username(tr, listener)
         if refuse:
             # Told why at CONNECT (v5 0x97 / 0x9F, v3 "server unavailable"), then closed.
             conn.refuse_at_connect(refuse, REFUSE_TIMEOUT)
@@ -131,10 +139,12 @@ async def listen(
     config: ListenerConfig,
     reuse_port: bool = False,
     limits: ConnectionLimits | None = None,
+    tls: ServerTls | None = None,
 ) -> ListenerState:
     """Open one listener. ``reuse_port``: SO_REUSEPORT, so that the ``--workers`` processes each
     listen on the same port and the kernel spreads the connections among them. ``limits``: the
-    broker-wide connection limits, shared by all its listeners."""
+    broker-wide connection limits, shared by all its listeners. ``tls``: a TLS listener; its
+    handshake must finish within ``connect_timeout``, the time a client has to send CONNECT."""
     loop = asyncio.get_running_loop()
     state = ListenerState(config, limits)
     host: str | None = config.host or None
@@ -152,5 +162,7 @@ async def listen(
         reuse_address=True,
         reuse_port=reuse_port or None,
         backlog=4096,
+        ssl=tls.front if tls is not None else None,
+        ssl_handshake_timeout=broker.config.connect_timeout if tls is not None else None,
     )
     return state
