@@ -61,7 +61,7 @@ test-pure: $(STAMP) debs
 
 test-compiled: $(CSTAMP) debs
 	$(CBIN)/python -c "import midge.broker.connection as m; assert m.__file__.endswith('.so'), m.__file__"
-	$(CBIN)/pytest -n 2 -p no:cacheprovider tests/conformance tests/interop tests/fuzz tests/unit tests/durability tests/test_enhanced_auth.py tests/test_workers.py tests/test_limits.py tests/test_auth_plugins.py tests/test_scram_auth.py $(PYTEST_ARGS)
+	$(CBIN)/pytest -n 2 -p no:cacheprovider tests/conformance tests/interop tests/fuzz tests/unit tests/durability tests/test_enhanced_auth.py tests/test_workers.py tests/test_limits.py tests/test_auth_plugins.py tests/test_scram_auth.py tests/test_auth_ldap.py $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) $(CVENV) build dist src/*.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis

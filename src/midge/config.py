@@ -124,7 +124,10 @@ class Config:
     auth_cache_ttl: float = 60.0
     # The LDAP backend (midge.auth.ldap, docs/security.md "LDAP backend"): the ``auth_ldap_*``
     # lines as read (option, value, file, line), and checked into settings when reading ends.
-    auth_ldap_options: list[tuple[str, str, str | None, int | None]] = field(default_factory=list)
+    # (not in repr: a service password is among them)
+    auth_ldap_options: list[tuple[str, str, str | None, int | None]] = field(
+        default_factory=list, repr=False
+    )
     auth_ldap: LdapSettings | None = None
 
     # Client identifiers

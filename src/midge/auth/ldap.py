@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import re
 import threading
@@ -420,10 +421,10 @@ class LdapAuth:
                     version=ssl.PROTOCOL_TLS_CLIENT,
                     sni=host,
                 )
-            servers.append(
-                ldap3.Server(url, tls=tls, connect_timeout=settings.timeout, get_info=ldap3.NONE)
-            )
-        self._server = ldap3.ServerPool(servers, ldap3.FIRST, active=1, exhaust=False)
+            servers.append((url, tls))
+        #: Tried in order for each new connection (the first that answers is used). A Server is
+        #: made for each: ldap3's remembers an address that failed and would not try it again.
+        self._servers = servers
         self._pool = _Pool(self._open, settings.pool_size)
         self._limit = asyncio.Semaphore(settings.pool_size)
         #: user name -> (group names and DNs, until): filled at login, read by authorize
@@ -450,25 +451,33 @@ class LdapAuth:
     # -- blocking work, in a thread
 
     def _open(self) -> Any:
+        """A new connection to the first server that answers (StartTLS done if configured)."""
         import ldap3
+        from ldap3.core.exceptions import LDAPException
 
-        conn = ldap3.Connection(
-            self._server,
-            auto_bind=ldap3.AUTO_BIND_NONE,
-            raise_exceptions=False,
-            receive_timeout=self.settings.timeout,
-            read_only=True,
-            auto_referrals=False,
-        )
-        try:
-            conn.open(read_server_info=False)
-            if self.settings.start_tls and not conn.start_tls(read_server_info=False):
-                raise LdapUnavailable(f"StartTLS failed: {conn.result}")
-        except ldap3.core.exceptions.LDAPException as exc:
-            _close(conn)
-            urls = " ".join(self.settings.urls)
-            raise LdapUnavailable(f"cannot connect to {urls}: {exc}") from None
-        return conn
+        errors = []
+        for url, tls in self._servers:
+            server = ldap3.Server(
+                url, tls=tls, connect_timeout=self.settings.timeout, get_info=ldap3.NONE
+            )
+            conn = ldap3.Connection(
+                server,
+                auto_bind=ldap3.AUTO_BIND_NONE,
+                raise_exceptions=False,
+                # (ldap3 sets SO_RCVTIMEO in whole seconds; the plugin timeout bounds the call)
+                receive_timeout=max(1, math.ceil(self.settings.timeout)),
+                read_only=True,
+                auto_referrals=False,
+            )
+            try:
+                conn.open(read_server_info=False)
+                if self.settings.start_tls and not conn.start_tls(read_server_info=False):
+                    raise LdapUnavailable(f"StartTLS refused: {conn.result.get('description')}")
+                return conn
+            except (LDAPException, LdapUnavailable) as exc:
+                _close(conn)
+                errors.append(f"{url}: {exc}")
+        raise LdapUnavailable("cannot connect: " + "; ".join(errors))
 
     def _with_connection(self, work: Callable[[Any], Any]) -> Any:
         """``work(conn)`` on a pooled connection; once more on a new one if a kept connection
@@ -509,6 +518,7 @@ class LdapAuth:
         else:
             import ldap3
 
+            conn.user = conn.password = None  # (the last bind's, which ldap3 would send)
             if not conn.rebind(authentication=ldap3.ANONYMOUS, read_server_info=False):
                 raise LdapUnavailable(f"anonymous bind refused: {conn.result}")
 
