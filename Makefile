@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-DEBS   := mosquitto-clients mosquitto
+DEBS   := mosquitto-clients mosquitto slapd ldap-utils
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
 # The mypyc-compiled build of the hot modules (setup.py), in a venv of its own: `make compiled`.
@@ -35,7 +35,8 @@ $(CSTAMP): $(SOURCES)
 run: $(STAMP)
 	$(BIN)/midge broker --host 127.0.0.1 --port 1883
 
-# Debian packages the tests drive (mosquitto_pub/sub, the mosquitto reference broker).
+# Debian packages the tests drive (mosquitto_pub/sub, the mosquitto reference broker; slapd and
+# ldap-utils for the LDAP backend's tests).
 debs:
 	@missing=""; for p in $(DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
@@ -60,7 +61,7 @@ test-pure: $(STAMP) debs
 
 test-compiled: $(CSTAMP) debs
 	$(CBIN)/python -c "import midge.broker.connection as m; assert m.__file__.endswith('.so'), m.__file__"
-	$(CBIN)/pytest -n 2 -p no:cacheprovider tests/conformance tests/interop tests/fuzz tests/unit tests/durability tests/test_enhanced_auth.py tests/test_workers.py tests/test_limits.py tests/test_auth_plugins.py tests/test_scram_auth.py tests/security $(PYTEST_ARGS)
+	$(CBIN)/pytest -n 2 -p no:cacheprovider tests/conformance tests/interop tests/fuzz tests/unit tests/durability tests/test_enhanced_auth.py tests/test_workers.py tests/test_limits.py tests/test_auth_plugins.py tests/test_scram_auth.py tests/test_auth_ldap.py tests/test_oauth.py tests/security $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) $(CVENV) build dist src/*.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -20,9 +20,12 @@ import re
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from midge.codec.packets import UNLIMITED_PACKET_SIZE as UNLIMITED_PACKET_SIZE
+
+if TYPE_CHECKING:
+    from midge.auth.ldap import LdapSettings
 
 MAX_PAYLOAD = 268_435_455  # the largest Remaining Length, hence the largest possible payload
 
@@ -147,6 +150,13 @@ class Config:
     auth_http_url: str | None = None
     auth_http_timeout: float = 5.0
     auth_cache_ttl: float = 60.0
+    # The LDAP backend (midge.auth.ldap, docs/security.md "LDAP backend"): the ``auth_ldap_*``
+    # lines as read (option, value, file, line), and checked into settings when reading ends.
+    # (not in repr: a service password is among them)
+    auth_ldap_options: list[tuple[str, str, str | None, int | None]] = field(
+        default_factory=list, repr=False
+    )
+    auth_ldap: LdapSettings | None = None
 
     # Client identifiers
     allow_zero_length_clientid: bool = True
@@ -733,6 +743,9 @@ class _ConfParser:
         if name.startswith("auth_python_opt_") and len(name) > len("auth_python_opt_"):
             cfg.auth_python_options[name[len("auth_python_opt_") :]] = value
             return
+        if name.startswith("auth_ldap_"):
+            cfg.auth_ldap_options.append((name, value, path, line))
+            return
         if name.startswith(("auth_opt_", "plugin_opt_")):
             raise self.error(
                 f"'{name}' is not supported by midge (options of Mosquitto's C plugins); "
@@ -1074,7 +1087,16 @@ class _ConfParser:
             cfg.log_dest = self.log_dest
         if self.log_types is not None:
             cfg.log_type = _log_types(self.log_types)
+        _finish_ldap(cfg)
         return cfg
+
+
+def _finish_ldap(cfg: Config) -> None:
+    """Check the ``auth_ldap_*`` options (midge.auth.ldap) once the whole file is read."""
+    if cfg.auth_ldap_options:
+        from midge.auth.ldap import parse_settings
+
+        cfg.auth_ldap = parse_settings(cfg.auth_ldap_options)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1184,6 +1206,7 @@ class _TomlReader:
             cfg.listeners = [ListenerConfig()]
         else:
             cfg.local_only = False
+        _finish_ldap(cfg)
         return cfg
 
     # -- typed values
@@ -1300,6 +1323,19 @@ class _TomlReader:
                 setattr(cfg, key, _check_auth_target(key, self.string(value, t, key)))
             except _Bad as exc:
                 raise self.error(f"{key}: {exc}", t, key) from None
+        elif key.startswith("auth_ldap_"):
+            line = self.lines.get((t, key))
+            for item in value if isinstance(value, list) else [value]:
+                if isinstance(item, bool):
+                    item = str(item).lower()
+                if not isinstance(item, str | int | float):
+                    raise self.error(
+                        f"'{key}' must be a string, number or boolean (or an array of strings), "
+                        f"not {self.describe(value)}",
+                        t,
+                        key,
+                    )
+                cfg.auth_ldap_options.append((key, str(item), self.path, line))
         elif key == "auth_python_options":
             if not isinstance(value, dict) or not all(
                 isinstance(v, str | int | float | bool) for v in value.values()

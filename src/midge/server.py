@@ -71,7 +71,7 @@ class Server:
 
             authenticator = ScramAuthenticator.from_file(config.scram_file, authenticator)
         self._plugins: list[Any] = []
-        if config.auth_python or config.auth_http_url:
+        if config.auth_python or config.auth_http_url or config.auth_ldap:
             # Python plugins and the HTTP backend (midge.auth.plugin), asked after the built-in
             # checks; a PluginError names the plugin and the fix.
             from midge.auth.plugin import PluginAuthenticator, load_plugin
@@ -82,6 +82,10 @@ class Server:
                 from midge.auth.http import HttpAuth
 
                 self._plugins.append(HttpAuth(config.auth_http_url, config.auth_http_timeout))
+            if config.auth_ldap:
+                from midge.auth.ldap import create as create_ldap
+
+                self._plugins.append(create_ldap(config.auth_ldap, config.auth_cache_ttl))
             authenticator = PluginAuthenticator(
                 self._plugins,
                 cache_ttl=config.auth_cache_ttl,
