@@ -20,9 +20,26 @@ from midge.codec.reasons import Reason
 
 
 class ConnectRequest:
-    """What a client presents at CONNECT."""
+    """What a client presents at CONNECT, and what its authenticator concluded.
 
-    __slots__ = ("auth_data", "auth_method", "client_id", "password", "peer", "username", "version")
+    An authenticator that accepts may set ``identity``, the user name the connection takes
+    instead of the CONNECT's (what ACLs and logs see; e.g. a token's ``sub`` claim), and
+    ``expires``, the time (``time.time()``) at which the credentials stop being valid: the
+    connection is closed then (v5: DISCONNECT 0x87 Not authorized). Set them before returning
+    the decision (or before its Pending is done).
+    """
+
+    __slots__ = (
+        "auth_data",
+        "auth_method",
+        "client_id",
+        "expires",
+        "identity",
+        "password",
+        "peer",
+        "username",
+        "version",
+    )
 
     def __init__(
         self,
@@ -41,6 +58,8 @@ class ConnectRequest:
         self.version = version
         self.auth_method = auth_method
         self.auth_data = auth_data
+        self.identity: str | None = None
+        self.expires: float | None = None
 
 
 class Pending(Protocol):
