@@ -55,9 +55,9 @@ class Server:
 
             authenticator = ScramAuthenticator.from_file(config.scram_file, authenticator)
         self._plugins: list[Any] = []
-        if config.auth_python or config.auth_http_url:
-            # Python plugins and the HTTP backend (midge.auth.plugin), asked after the built-in
-            # checks; a PluginError names the plugin and the fix.
+        if config.auth_python or config.auth_http_url or config.auth_oauth.mode:
+            # Python plugins, the HTTP and the OAuth backends (midge.auth.plugin), asked after
+            # the built-in checks; a PluginError names the plugin and the fix.
             from midge.auth.plugin import PluginAuthenticator, load_plugin
 
             if config.auth_python:
@@ -66,6 +66,12 @@ class Server:
                 from midge.auth.http import HttpAuth
 
                 self._plugins.append(HttpAuth(config.auth_http_url, config.auth_http_timeout))
+            if config.auth_oauth.mode:
+                from midge.auth import oauth
+
+                self._plugins.append(
+                    oauth.create(config.auth_oauth, config.auth_http_timeout, config.auth_cache_ttl)
+                )
             authenticator = PluginAuthenticator(
                 self._plugins,
                 cache_ttl=config.auth_cache_ttl,
