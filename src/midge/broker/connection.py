@@ -358,7 +358,11 @@ class Connection:
             prefix = listener.auto_id_prefix
             if prefix is None:
                 prefix = config.auto_id_prefix
-            client_id = prefix + uuid.uuid4().hex
+            if self._request is not None:
+                # Handled again after a pending decision: the id the decision was made for.
+                client_id = self._request.client_id
+            else:
+                client_id = prefix + uuid.uuid4().hex
             assigned = True
         if p.will is not None:
             w = p.will
