@@ -208,6 +208,7 @@ def test_mosquitto_conf(
         "# Place your local configuration in /etc/mosquitto/conf.d/\n"
         "max_keepalive 30\n"
         "retain_available false\n"
+        "allow_anonymous true\n"  # listeners are configured: Mosquitto 2 refuses anonymous
         "\n"
         f"listener {first} 127.0.0.1\n"
         "max_topic_alias 5\n"
@@ -262,6 +263,7 @@ def test_midge_toml(
         "# midge's own format\n"
         "max_keepalive = 30\n"
         "retain_available = false\n"
+        "allow_anonymous = true\n"
         "\n"
         "[[listener]]\n"
         f"port = {first}\n"

@@ -329,7 +329,7 @@ def test_sigterm_publishes_wills_across_workers_and_exits_0(
 
 def test_workers_option_in_config_file(start: Any, tmp_path: Any, clients: list[RawClient]) -> None:
     conf = tmp_path / "midge.conf"
-    conf.write_text("workers 2\nlistener 0 127.0.0.1\n")
+    conf.write_text("workers 2\nallow_anonymous true\nlistener 0 127.0.0.1\n")
     proc = ProcBroker(("-c", str(conf)))
     try:
         proc.wait_listening()

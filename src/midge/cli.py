@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 
 from midge import __version__
 from midge.auth import scram_cli
+from midge.auth.files import build_authenticator
 from midge.auth.plugin import PluginError
 from midge.bench import cli as bench_cli
 from midge.config import (
@@ -80,6 +81,11 @@ def _parser() -> argparse.ArgumentParser:
         help="run N broker processes sharing the listeners (SO_REUSEPORT), with cross-worker "
         "routing; overrides the 'workers' option (default 1)",
     )
+    sub.add_parser(
+        "passwd",
+        help="manage a password file (mosquitto_passwd's options; 'midge passwd -h')",
+        add_help=False,
+    )
     bench_cli.add_parser(sub)
     scram_cli.add_parser(sub)
     return parser
@@ -89,6 +95,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     if args_list and args_list[0] in _MOSQUITTO_FLAGS:
         args_list.insert(0, "broker")
+    if args_list and args_list[0] == "passwd":
+        # mosquitto_passwd's positional command line, parsed as mosquitto_passwd does.
+        from midge.auth import passwd_cmd
+
+        return passwd_cmd.main(args_list[1:])
     parser = _parser()
     args = parser.parse_args(args_list)
     if args.command == "broker":
@@ -116,6 +127,8 @@ def run_broker(
                 raise ConfigError(f"invalid --workers {workers}: expected 1 or more")
             config.workers = workers
         _durable_by_default(config)
+        # Read the password and ACL files now: a bad line stops the start with file:line.
+        build_authenticator(config)
     except ConfigError as exc:
         print(f"midge: error: {exc}", file=sys.stderr)
         return 1
@@ -192,9 +205,8 @@ async def _serve(config: Config) -> int:
     gc_tuner.start()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    loop.add_signal_handler(
-        signal.SIGHUP, lambda: log.warning("SIGHUP: configuration reload is not supported yet")
-    )
+    # SIGHUP re-reads the password and ACL files (the rest of the configuration stays).
+    loop.add_signal_handler(signal.SIGHUP, server.reload)
     await stop.wait()
     log.info("shutting down")
     gc_tuner.stop()

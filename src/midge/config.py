@@ -69,6 +69,11 @@ class ListenerConfig:
     allow_zero_length_clientid: bool | None = None  # None: Config.allow_zero_length_clientid
     auto_id_prefix: str | None = None  # None: Config.auto_id_prefix
     socket_domain: str | None = None  # "ipv4", "ipv6", or None for both
+    # Security (docs/security.md), set here only when per_listener_settings is true; None:
+    # Config's value. allow_anonymous None means Mosquitto 2's default (see midge.auth.files).
+    allow_anonymous: bool | None = None
+    password_file: str | None = None
+    acl_file: str | None = None
 
 
 @dataclass(slots=True)
@@ -167,8 +172,14 @@ class Config:
     allow_zero_length_clientid: bool = True
     auto_id_prefix: str = "auto-"
 
-    # Listener-scoped options apply per listener when True (security options in a later issue)
+    # Listener-scoped options apply per listener when True
     per_listener_settings: bool = False
+
+    # Security (docs/security.md). allow_anonymous None: not set, Mosquitto 2's default applies
+    # (allowed in local-only mode, refused as soon as a listener is configured).
+    allow_anonymous: bool | None = None
+    password_file: str | None = None  # Mosquitto password file (midge passwd / mosquitto_passwd)
+    acl_file: str | None = None  # Mosquitto ACL file
 
     # Logging
     verbose: bool = False  # -v: every log type, overriding log_type
@@ -303,9 +314,6 @@ def apply_cli_overrides(
 
 _UNSUPPORTED_GROUPS: dict[str, tuple[str, ...]] = {
     "security (authentication, access control, TLS)": (
-        "acl_file",
-        "allow_anonymous",
-        "password_file",
         "psk_file",
         "psk_hint",
         "auth_plugin",
@@ -689,7 +697,14 @@ _GLOBAL_OPTIONS = (
     "data_dir",
     *_AUTOSAVE,
 )
-_PER_LISTENER_SECURITY = ("allow_zero_length_clientid", "auto_id_prefix")
+_PER_LISTENER_SECURITY = (
+    "allow_zero_length_clientid",
+    "auto_id_prefix",
+    "allow_anonymous",
+    "password_file",
+    "acl_file",
+)
+_SECURITY_STRINGS = ("auto_id_prefix", "password_file", "acl_file")
 _LISTENER_OPTIONS = (
     "listener",
     "port",
@@ -803,8 +818,9 @@ class _ConfParser:
             flag = self.bool_value(name, value)
             if flag and self.security_set:
                 raise _Bad(
-                    "must be set before any per-listener security option "
-                    "(allow_zero_length_clientid, auto_id_prefix); move it to the top of the file"
+                    "must be set before any per-listener security option (allow_anonymous, "
+                    "password_file, acl_file, allow_zero_length_clientid, auto_id_prefix); move "
+                    "it to the top of the file"
                 )
             cfg.per_listener_settings = flag
         elif name == "persistent_client_expiration":
@@ -951,18 +967,12 @@ class _ConfParser:
         if name in _PER_LISTENER_SECURITY:
             self.security_set = True
             per_listener = self.config.per_listener_settings
-            if name == "auto_id_prefix":
+            where: ListenerConfig | Config = target if per_listener else self.config
+            if name in _SECURITY_STRINGS:
                 self.once(scope if per_listener else 0, name, path, line)
-                if per_listener:
-                    target.auto_id_prefix = value
-                else:
-                    self.config.auto_id_prefix = value
+                setattr(where, name, value)
             else:
-                flag = self.bool_value(name, value)
-                if per_listener:
-                    target.allow_zero_length_clientid = flag
-                else:
-                    self.config.allow_zero_length_clientid = flag
+                setattr(where, name, self.bool_value(name, value))
         elif name in ("max_qos", "maximum_qos"):
             target.max_qos = _LISTENER_INT["max_qos"](self.int_value(name, value))
         elif name in _LISTENER_INT:
@@ -1065,6 +1075,7 @@ class _ConfParser:
             or d.protocol != "mqtt"
             or d.socket_domain is not None
             or d.allow_zero_length_clientid is False
+            or d.password_file is not None
         ):
             for other in cfg.listeners:
                 if other.port == d.port and other.port != 0 and other.host == d.host:
@@ -1083,7 +1094,7 @@ class _ConfParser:
         else:
             # Mosquitto keeps these on a default listener it then never creates: the setting would
             # be lost without a word. Say so instead.
-            for name in ("max_topic_alias", "auto_id_prefix"):
+            for name in ("max_topic_alias", "auto_id_prefix", "allow_anonymous", "acl_file"):
                 if name in self.default_set:
                     where = self.default_set[name]
                     raise ConfigError(
@@ -1117,6 +1128,9 @@ _TOML_LISTENER_KEYS = (
     "socket_domain",
     "allow_zero_length_clientid",
     "auto_id_prefix",
+    "allow_anonymous",
+    "password_file",
+    "acl_file",
 )
 _TOML_GLOBAL_KEYS = (
     *_SIMPLE_INT,
@@ -1293,11 +1307,20 @@ class _TomlReader:
             return
         if key in _SIMPLE_INT:
             setattr(cfg, key, self.integer(value, t, key, _SIMPLE_INT[key]))
-        elif key in _SIMPLE_BOOL or key == "per_listener_settings":
+        elif key in (
+            *_SIMPLE_BOOL,
+            "per_listener_settings",
+            "allow_zero_length_clientid",
+            "allow_anonymous",
+        ):
             setattr(cfg, key, self.boolean(value, t, key))
-        elif key == "allow_zero_length_clientid":
-            cfg.allow_zero_length_clientid = self.boolean(value, t, key)
-        elif key in ("auto_id_prefix", "log_timestamp_format", "pid_file", "scram_file"):
+        elif key in (
+            "auto_id_prefix",
+            "log_timestamp_format",
+            "pid_file",
+            "scram_file",
+            *_SECURITY_STRINGS,
+        ):
             setattr(cfg, key, self.string(value, t, key))
         elif key in _TOML_GLOBAL_LISTENER_DEFAULTS:
             setattr(cfg, key, self.integer(value, t, key, _LISTENER_INT[key]))
@@ -1475,10 +1498,10 @@ class _TomlReader:
                         t,
                         key,
                     )
-                if key == "auto_id_prefix":
-                    lst.auto_id_prefix = self.string(value, t, key)
+                if key in _SECURITY_STRINGS:
+                    setattr(lst, key, self.string(value, t, key))
                 else:
-                    lst.allow_zero_length_clientid = self.boolean(value, t, key)
+                    setattr(lst, key, self.boolean(value, t, key))
             elif key in _TOML_GLOBAL_KEYS or key in KNOWN_OPTIONS:
                 raise self.error(
                     f"'{key}' is a global option, not a listener option; move it above the "

@@ -15,10 +15,11 @@ import asyncio
 import logging
 from typing import Any
 
-from midge.auth.base import Authenticator
+from midge.auth.base import Authenticator, find_layer, layers
+from midge.auth.files import FileAuthenticator, anonymous_notices, build_authenticator
 from midge.broker.broker import Broker
 from midge.cluster.router import Router
-from midge.config import Config, resolve_listener
+from midge.config import Config, ConfigError, resolve_listener
 from midge.store.base import Store
 from midge.transport.tcp import ConnectionLimits, ListenerState, listen
 
@@ -48,6 +49,16 @@ class Server:
         loop = asyncio.get_running_loop()
         config = self.config
         authenticator = self.authenticator
+        if authenticator is None:
+            # password_file / acl_file / allow_anonymous (docs/security.md); a bad file raises
+            # ConfigError before anything is opened.
+            files = build_authenticator(config)
+            if isinstance(files, FileAuthenticator):
+                for notice in files.load():
+                    log.warning("%s", notice)
+                authenticator = files
+            for notice in anonymous_notices(config):
+                log.warning("%s", notice)
         if config.scram_file:
             # SCRAM (MQTT 5 enhanced authentication) in front of the configured authenticator;
             # a bad scram_file is a ConfigError naming its line, before any listener opens.
@@ -78,6 +89,11 @@ class Server:
                 timeout=config.auth_http_timeout,
                 inner=authenticator,
             )
+            file_layer = find_layer(authenticator, FileAuthenticator)
+            if file_layer is not None:
+                file_layer.usernames_elsewhere = any(
+                    getattr(p, "authenticate", None) for p in self._plugins
+                )
         store: Store | None = None
         if config.data_dir and config.durability != "none":
             from midge.store.sqlite import SqliteStore
@@ -117,6 +133,43 @@ class Server:
             if store is not None:
                 store.close()
             raise
+
+    def reload(self) -> bool:
+        """SIGHUP: re-read the password and ACL files without dropping connections; clients
+        whose user was removed or whose password changed are disconnected (v5: DISCONNECT 0x87).
+        A file that does not parse keeps the old ones (logged with file:line). True if
+        reloaded."""
+        broker = self.broker
+        auth = None if broker is None else find_layer(broker.authenticator, FileAuthenticator)
+        if broker is not None:
+            # SCRAM's credentials file is re-read too (midge.auth.scram).
+            for layer in layers(broker.authenticator):
+                reload = getattr(layer, "reload", None)
+                if reload is not None and not isinstance(layer, FileAuthenticator):
+                    try:
+                        reload()
+                    except ConfigError as exc:
+                        log.error("reload failed, keeping the previous file: %s", exc)
+        if auth is None or broker is None:
+            log.info("SIGHUP: no password or ACL file to reload")
+            return False
+        try:
+            notices, revoked = auth.reload()
+        except ConfigError as exc:
+            log.error("reload failed, keeping the previous password and ACL files: %s", exc)
+            return False
+        for notice in notices:
+            log.warning("%s", notice)
+        for client_id in revoked:
+            session = broker.sessions.get(client_id)
+            conn = session.connection if session is not None else None
+            if conn is not None:
+                conn.revoke("credentials no longer valid after reload")
+        log.info(
+            "reloaded password and ACL files (%d client(s) disconnected)",
+            sum(1 for _ in revoked),
+        )
+        return True
 
     async def _close_listeners(self) -> None:
         for state in self.listeners:

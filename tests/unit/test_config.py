@@ -688,8 +688,8 @@ def test_unsupported_mosquitto_options_are_named(name: str) -> None:
 
 def test_unsupported_options_say_which_work_brings_them() -> None:
     assert "midge.db" in str(conf_error("persistence_file mosquitto.db\n"))
-    assert "security" in str(conf_error("password_file /etc/mosquitto/passwd\n"))
-    assert "security" in str(conf_error("allow_anonymous true\n"))
+    assert "security" in str(conf_error("psk_file /etc/mosquitto/psk\n"))
+    assert "security" in str(conf_error("auth_plugin /usr/lib/x.so\n"))
     assert "security" in str(conf_error("listener 8883\ncertfile /c.pem\n"))
     assert "websockets" in str(conf_error("http_dir /srv\n"))
     assert "bridges" in str(conf_error("connection upstream\n"))

@@ -13,10 +13,15 @@ Reason codes are MQTT 5's; the connection maps them to v3 return codes (MQTT-3.2
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, Protocol
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from midge.codec.reasons import Reason
+
+T = TypeVar("T")
+
+if TYPE_CHECKING:
+    from midge.config import ListenerConfig
 
 
 class ConnectRequest:
@@ -35,6 +40,7 @@ class ConnectRequest:
         "client_id",
         "expires",
         "identity",
+        "listener",
         "password",
         "peer",
         "username",
@@ -50,6 +56,7 @@ class ConnectRequest:
         version: int,
         auth_method: str | None = None,
         auth_data: bytes | None = None,
+        listener: ListenerConfig | None = None,
     ) -> None:
         self.client_id = client_id
         self.username = username
@@ -58,6 +65,8 @@ class ConnectRequest:
         self.version = version
         self.auth_method = auth_method
         self.auth_data = auth_data
+        #: The listener the client connected to (per_listener_settings decide by it).
+        self.listener = listener
         self.identity: str | None = None
         self.expires: float | None = None
 
@@ -102,6 +111,11 @@ class Authenticator(Protocol):
         self, client_id: str, username: str | None, topic_filter: str
     ) -> bool | Pending: ...
 
+    # Optional, outside the protocol: an authenticator (or a layer it wraps, see layers()) with a
+    # true ``checks_read`` attribute is asked ``can_read(client_id, topic) -> bool`` for every
+    # delivery — routed, retained on subscribe — as Mosquitto checks read access on delivery;
+    # one with ``session_ended(client_id)`` is told when a client's session ends.
+
 
 class AllowAll:
     """The default: anyone may connect, publish and subscribe; no enhanced authentication.
@@ -130,3 +144,21 @@ def checks_publish(authenticator: Authenticator) -> bool:
     if isinstance(authenticator, AllowAll):
         return False
     return bool(getattr(authenticator, "checks_publish", True))
+
+
+def layers(authenticator: Any) -> Iterator[Any]:
+    """``authenticator`` and those it wraps (each wrapper keeps the next in ``inner``: plugins
+    around SCRAM around the password/ACL files)."""
+    seen = 0
+    while authenticator is not None and seen < 16:
+        yield authenticator
+        authenticator = getattr(authenticator, "inner", None)
+        seen += 1
+
+
+def find_layer(authenticator: Any, kind: type[T]) -> T | None:
+    """The first layer of ``authenticator`` that is a ``kind``."""
+    for layer in layers(authenticator):
+        if isinstance(layer, kind):
+            return layer
+    return None

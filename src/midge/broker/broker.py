@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Protocol
 
-from midge.auth.base import AllowAll, Authenticator, checks_publish
+from midge.auth.base import AllowAll, Authenticator, checks_publish, layers
 from midge.broker.message import Message, SubOptions
 from midge.broker.session import NEVER, Session, Stats
 from midge.broker.topictree import RetainedTree, SharedGroup, TopicTree
@@ -49,11 +49,13 @@ class Scheduler(Protocol):
 class PendingWill:
     """A will waiting for its delay (MQTT-3.1.3-9 v5) or for its session to end."""
 
-    __slots__ = ("handle", "message")
+    __slots__ = ("handle", "message", "username")
 
-    def __init__(self, message: Message, handle: Any) -> None:
+    def __init__(self, message: Message, handle: Any, username: str | None = None) -> None:
         self.message = message
         self.handle = handle
+        #: The will's client's username: the will is authorized as its publish (ACL).
+        self.username = username
 
 
 class Broker:
@@ -69,6 +71,20 @@ class Broker:
         self.authenticator: Authenticator = authenticator or AllowAll()
         #: False when every topic is open to everyone: the per-PUBLISH check is skipped.
         self.checks_publish = checks_publish(self.authenticator)
+        # Read access on delivery (an ACL file: midge.auth.files), from whichever layer of the
+        # authenticator has it; None when nothing restricts reads, so routing pays one check.
+        reader = next(
+            (a for a in layers(self.authenticator) if getattr(a, "checks_read", False)), None
+        )
+        self.can_read: Callable[[str, str], bool] | None = (
+            reader.can_read if reader is not None else None
+        )
+        self.checks_read = self.can_read is not None
+        #: Told when a client's session ends, to drop what it keeps per client (optional).
+        ender = next((a for a in layers(self.authenticator) if hasattr(a, "session_ended")), None)
+        self._auth_session_ended: Callable[[str], None] | None = (
+            ender.session_ended if ender is not None else None
+        )
         self.store: Store = store or MemoryStore()
         #: The store when it keeps anything (SQLite): persistent sessions report to it and acks
         #: wait for its commits. None for the memory store, so the core skips all of that.
@@ -158,13 +174,14 @@ class Broker:
             if delay and expiry and not self.shutting_down:
                 delay = min(delay, expiry) if expiry != NEVER else delay
                 handle = self.scheduler.call_later(delay, self._will_due, session.client_id)
-                self.wills[session.client_id] = PendingWill(will, handle)
+                self.wills[session.client_id] = PendingWill(will, handle, conn.username)
                 if session.store is not None:
                     session.store.will_saved(session.client_id, will, time.time() + delay)
             else:
-                self.publish_will(will)
+                self.publish_will(will, conn.username)
         if expiry == 0:
             self._end_session(session)
+            self._forget(session.client_id)
             return
         if session.store is not None:
             session.store.session_detached(session.client_id, expiry, time.time())
@@ -174,7 +191,11 @@ class Broker:
     def _will_due(self, client_id: str) -> None:
         pending = self._pop_will(client_id)
         if pending is not None:
-            self.publish_will(pending.message)
+            self.publish_will(pending.message, pending.username)
+
+    def _forget(self, client_id: str) -> None:
+        if self._auth_session_ended is not None:
+            self._auth_session_ended(client_id)
 
     def _expire(self, session: Session) -> None:
         """The session's expiry interval passed with no connection (MQTT-3.1.2-23 v5)."""
@@ -184,8 +205,9 @@ class Broker:
         pending = self._pop_will(session.client_id)
         if pending is not None:
             pending.handle.cancel()
-            self.publish_will(pending.message)
+            self.publish_will(pending.message, pending.username)
         self._end_session(session)
+        self._forget(session.client_id)
 
     def _displace(self, session: Session, clean_start: bool) -> None:
         """A new connection claims ``session``: take the old connection over, settle the wills
@@ -197,12 +219,12 @@ class Broker:
             will = old.take_will()
             old.taken_over()
             if will is not None and ends:
-                self.publish_will(will)
+                self.publish_will(will, old.username)
         pending = self._pop_will(session.client_id)
         if pending is not None:
             pending.handle.cancel()
             if ends:
-                self.publish_will(pending.message)
+                self.publish_will(pending.message, pending.username)
         if session.expiry_handle is not None:
             session.expiry_handle.cancel()
             session.expiry_handle = None
@@ -285,8 +307,19 @@ class Broker:
             self.store.retained_changed(message)
         self.route(message, groups if groups is not None else set())
 
-    def publish_will(self, will: Message) -> None:
-        """Publish a will as the CONNECT gave it; its Message Expiry starts now (v5 3.1.3.2.4)."""
+    def publish_will(self, will: Message, username: str | None = None) -> None:
+        """Publish a will as the CONNECT gave it; its Message Expiry starts now (v5 3.1.3.2.4).
+
+        With an ACL it is authorized as a PUBLISH by its client (``username``), when it is
+        published, as Mosquitto does: a will the client may not publish is dropped."""
+        if (
+            self.checks_publish
+            and will.origin is not None
+            # a decision still pending (a plugin) does not hold the will back
+            and self.authenticator.can_publish(will.origin, username, will.topic) is False
+        ):
+            log.info("will of %s on %s dropped: not authorised", will.origin, will.topic)
+            return
         props = will.properties
         if props:
             props = {k: v for k, v in props.items() if k != Prop.WILL_DELAY_INTERVAL}
@@ -302,6 +335,9 @@ class Broker:
         sessions = self.sessions
         origin = message.origin
         mqos = message.qos
+        # Read access is checked per delivery (Mosquitto's subs__send), only with an ACL.
+        can_read = self.can_read
+        topic = message.topic
         upgrade = self.config.upgrade_outgoing_qos
         # Encoded bytes shared by the deliveries of this message; one delivery needs none.
         cache: dict[Any, Any] | None = {} if shared or len(subs) > 1 else None
@@ -309,7 +345,7 @@ class Broker:
         if len(subs) == 1:
             # The common case: one plain subscription per matched client, no aggregation needed.
             cid, opts = subs[0]
-            if not (opts.no_local and cid == origin):
+            if not (opts.no_local and cid == origin) and (can_read is None or can_read(cid, topic)):
                 session = sessions.get(cid)
                 if session is not None:
                     qos = opts.qos if upgrade or opts.qos < mqos else mqos
@@ -341,7 +377,7 @@ class Broker:
                         target[2].append(sid)
             for cid, (gqos, rap, sids) in targets.items():
                 session = sessions.get(cid)
-                if session is None:
+                if session is None or (can_read is not None and not can_read(cid, topic)):
                     continue
                 qos = gqos if upgrade or gqos < mqos else mqos
                 session.deliver(message, qos, message.retain and rap, tuple(sids), cache)
@@ -349,7 +385,7 @@ class Broker:
         for group in shared:
             if groups is not None and (group.name, group.filter) not in groups:
                 continue
-            picked = self._pick(group)
+            picked = self._pick(group, can_read, topic)
             if picked is None:
                 continue
             session, opts = picked
@@ -365,8 +401,14 @@ class Broker:
             delivered = True
         return delivered
 
-    def _pick(self, group: SharedGroup) -> tuple[Session, SubOptions] | None:
-        """Round-robin over the group's members, preferring connected ones (MQTT 5 4.8.2)."""
+    def _pick(
+        self,
+        group: SharedGroup,
+        can_read: Callable[[str, str], bool] | None = None,
+        topic: str = "",
+    ) -> tuple[Session, SubOptions] | None:
+        """Round-robin over the group's members, preferring connected ones (MQTT 5 4.8.2);
+        with an ACL, only members allowed to read ``topic``."""
         members = list(group.members.items())
         n = len(members)
         if not n:
@@ -376,7 +418,7 @@ class Broker:
         for k in range(n):
             cid, opts = members[(start + k) % n]
             session = self.sessions.get(cid)
-            if session is None:
+            if session is None or (can_read is not None and not can_read(cid, topic)):
                 continue
             if session.connection is not None:
                 group.next = start + k + 1
@@ -519,7 +561,7 @@ class Broker:
         for conn in list(self.connections):
             will = conn.take_will()
             if will is not None:
-                self.publish_will(will)
+                self.publish_will(will, conn.username)
         for client_id in list(self.wills):
             self._will_due(client_id)
 

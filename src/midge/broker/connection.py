@@ -385,6 +385,7 @@ class Connection:
             version,
             props.get(Prop.AUTHENTICATION_METHOD) if v5 else None,
             props.get(Prop.AUTHENTICATION_DATA) if v5 else None,
+            listener,
         )
         self._connect = (p, client_id, assigned)
         if request.auth_method is not None:
@@ -792,9 +793,13 @@ class Connection:
             assert session is not None
             broker = self.broker
             now = time.time()
+            # Read access per retained message, as for any delivery (Mosquitto's retain__send).
+            can_read = broker.can_read
             for real, opts in retained:
                 sids = (opts.subscription_id,) if opts.subscription_id else ()
                 for message in broker.retained_for(real, now):
+                    if can_read is not None and not can_read(self.client_id, message.topic):
+                        continue
                     qos = message.qos if message.qos < opts.qos else opts.qos
                     # MQTT-3.3.1-8: retained messages sent on subscribe carry RETAIN 1.
                     session.deliver(message, qos, True, sids)
@@ -857,7 +862,14 @@ class Connection:
                 raise ProtocolViolation(Reason.PROTOCOL_ERROR, "re-authentication before CONNACK")
             self._exchange = self.broker.authenticator.enhanced(
                 ConnectRequest(
-                    self.client_id, self.username, None, self.peer, self.version, method, data
+                    self.client_id,
+                    self.username,
+                    None,
+                    self.peer,
+                    self.version,
+                    method,
+                    data,
+                    self.listener,
                 )
             )
             if self._exchange is None:
@@ -1057,6 +1069,11 @@ class Connection:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+
+    def revoke(self, why: str) -> None:
+        """The client's credentials are no longer valid (a reload removed or changed its user):
+        close, with a v5 DISCONNECT 0x87 Not authorized; the will is published."""
+        self._violation(Reason.NOT_AUTHORIZED, why)
 
     def take_will(self) -> Message | None:
         will, self.will = self.will, None

@@ -651,6 +651,7 @@ async def _worker_main(
     assert control is not None
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     server = Server(config, router=router)
+    loop.add_signal_handler(signal.SIGHUP, server.reload)
     try:
         await server.start()
     except (OSError, ConfigError) as exc:
@@ -725,9 +726,14 @@ async def _supervise(
     loop.add_signal_handler(signal.SIGCHLD, reap)
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop_signal)
-    loop.add_signal_handler(
-        signal.SIGHUP, lambda: log.warning("SIGHUP: configuration reload is not supported yet")
-    )
+
+    def hangup() -> None:
+        # Each worker re-reads the password and ACL files itself.
+        for pid in list(alive):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGHUP)
+
+    loop.add_signal_handler(signal.SIGHUP, hangup)
     reap()
 
     async def wait_until(cond: Callable[[], bool], timeout: float) -> bool:

@@ -1,0 +1,228 @@
+"""The issue's end-to-end test: only Mosquitto's tools and formats, and both brokers.
+
+A ``mosquitto.conf`` with a listener, a ``password_file`` written by the real ``mosquitto_passwd``
+and an ``acl_file`` with ``user``, ``topic`` and ``pattern`` lines, driven by ``mosquitto_pub`` and
+``mosquitto_sub`` over MQTT 3.1.1 and 5 with ``-u``/``-P``. The same files are given to the real
+``mosquitto`` and to ``midge broker``, and both must pass the same assertions. Then what only midge
+is asked here: reload on SIGHUP, and a bad file refused with its line.
+
+TLS hook: the TLS work adds its listener through ``EXTRA_LISTENERS`` (mosquitto.conf lines appended
+to the configuration both brokers read) and the client options through ``client_args``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from midge.codec.packets import Disconnect, Publish
+from tests.procbroker import ProcBroker, free_port, run_midge
+from tests.rawclient import Closed, RawClient
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("mosquitto_passwd") is None or shutil.which("mosquitto_sub") is None,
+    reason="mosquitto-clients / mosquitto are not installed (make debs)",
+)
+MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+MQTT_VERSION = {4: "mqttv311", 5: "mqttv5"}
+REFUSED = {4: 5, 5: 0x87}  # mosquitto_pub's exit status is the CONNACK code
+#: mosquitto.conf lines for more listeners (the TLS listener comes with the TLS work).
+EXTRA_LISTENERS = ""
+
+ACL = """\
+# anonymous clients get nothing here (and are refused anyway: a listener is configured)
+user alice
+topic readwrite alice/#
+topic write shared/#
+topic deny alice/private
+user bob
+topic read alice/#
+topic read shared/bob
+pattern readwrite users/%u/#
+"""
+
+
+def write_config(directory: Path, port: int) -> Path:
+    passwd = directory / "passwd"
+    subprocess.run(["mosquitto_passwd", "-c", "-b", str(passwd), "alice", "alice pw"], check=True)
+    subprocess.run(["mosquitto_passwd", "-b", str(passwd), "bob", "bob-pw"], check=True)
+    os.chmod(passwd, 0o644)
+    (directory / "acl").write_text(ACL)
+    conf = directory / "mosquitto.conf"
+    conf.write_text(
+        f"listener {port} 127.0.0.1\n"
+        f"password_file {passwd}\n"
+        f"acl_file {directory / 'acl'}\n" + EXTRA_LISTENERS
+    )
+    return conf
+
+
+def client_args(port: int, version: int, user: str | None, password: str | None) -> list[str]:
+    args = ["-h", "127.0.0.1", "-p", str(port), "-V", MQTT_VERSION[version]]
+    if user is not None:
+        args += ["-u", user]
+    if password is not None:
+        args += ["-P", password]
+    return args
+
+
+def pub(
+    port: int, version: int, user: str | None, password: str | None, topic: str, *extra: str
+) -> int:
+    result = subprocess.run(
+        ["mosquitto_pub", *client_args(port, version, user, password), "-t", topic, *extra],
+        capture_output=True,
+        timeout=15,
+        check=False,
+    )
+    return result.returncode
+
+
+class Sub:
+    """mosquitto_sub printing ``topic payload`` lines, for at most ``wait`` seconds."""
+
+    def __init__(self, port: int, version: int, user: str, password: str, topic: str) -> None:
+        self.proc = subprocess.Popen(
+            [
+                "stdbuf",
+                "-oL",
+                "mosquitto_sub",
+                *client_args(port, version, user, password),
+                "-t",
+                topic,
+                "-v",
+                "-W",
+                "4",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        time.sleep(0.5)  # subscribed (the SUBACK comes well within this on loopback)
+
+    def lines(self) -> list[str]:
+        out, _ = self.proc.communicate(timeout=15)
+        return out.splitlines()
+
+
+def scenario(port: int, version: int) -> None:
+    """The assertions both brokers must pass."""
+    refused = REFUSED[version]
+    assert pub(port, version, "alice", "alice pw", "alice/t", "-m", "x") == 0
+    assert pub(port, version, "alice", "wrong", "alice/t", "-m", "x") == refused
+    assert pub(port, version, "mallory", "alice pw", "alice/t", "-m", "x") == refused
+    assert pub(port, version, None, None, "alice/t", "-m", "x") == refused
+
+    # topic lines: bob reads what alice writes, only where both rules agree
+    sub = Sub(port, version, "bob", "bob-pw", "#")
+    assert pub(port, version, "alice", "alice pw", "shared/other", "-m", "not for bob") == 0
+    assert pub(port, version, "alice", "alice pw", "alice/private", "-m", "denied") == 0
+    assert pub(port, version, "alice", "alice pw", "shared/bob", "-m", "for bob") == 0
+    assert pub(port, version, "alice", "alice pw", "alice/news", "-m", "hello", "-q", "1") == 0
+    assert pub(port, version, "bob", "bob-pw", "alice/news", "-m", "bob cannot write") == 0
+    # pattern line: %u
+    assert pub(port, version, "bob", "bob-pw", "users/bob/x", "-m", "own", "-q", "1") == 0
+    assert pub(port, version, "alice", "alice pw", "users/bob/x", "-m", "not alice's") == 0
+    assert sub.lines() == ["shared/bob for bob", "alice/news hello", "users/bob/x own"]
+
+    # retained messages are read-checked too
+    assert pub(port, version, "alice", "alice pw", "alice/r", "-m", "kept", "-r", "-q", "1") == 0
+    assert pub(port, version, "alice", "alice pw", "shared/r", "-m", "hidden", "-r") == 0
+    sub = Sub(port, version, "bob", "bob-pw", "#")
+    assert sub.lines() == ["alice/r kept"]
+    for topic in ("alice/r", "shared/r"):
+        assert pub(port, version, "alice", "alice pw", topic, "-r", "-n") == 0
+
+
+@pytest.fixture
+def files(shared_dir: Path) -> Iterator[tuple[Path, int]]:
+    port = free_port()
+    yield write_config(shared_dir, port), port
+
+
+@pytest.mark.parametrize("version", [4, 5], ids=["v311", "v5"])
+def test_real_mosquitto_with_the_files(files: tuple[Path, int], version: int) -> None:
+    conf, port = files
+    proc = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 5
+        while pub(port, version, "alice", "alice pw", "alice/t", "-m", "") != 0:
+            assert time.monotonic() < deadline, "mosquitto did not start"
+            time.sleep(0.1)
+        scenario(port, version)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        assert proc.stderr is not None
+        proc.stderr.close()
+
+
+@pytest.mark.parametrize("version", [4, 5], ids=["v311", "v5"])
+def test_midge_with_the_files(files: tuple[Path, int], version: int) -> None:
+    conf, port = files
+    with ProcBroker(["-c", str(conf)]) as broker:
+        broker.wait_listening()
+        scenario(port, version)
+        assert broker.stop() == 0
+
+
+def test_sighup_reloads_without_dropping_connections(files: tuple[Path, int]) -> None:
+    conf, port = files
+    passwd = conf.parent / "passwd"
+    acl = conf.parent / "acl"
+    with ProcBroker(["-c", str(conf)]) as broker:
+        broker.wait_listening()
+        alice = RawClient("127.0.0.1", port, version=5)
+        assert alice.connect("alice-1", username="alice", password=b"alice pw").reason_code == 0
+        bob = RawClient("127.0.0.1", port, version=5)
+        assert bob.connect("bob-1", username="bob", password=b"bob-pw").reason_code == 0
+        bob3 = RawClient("127.0.0.1", port, version=4)
+        assert bob3.connect("bob-3", username="bob", password=b"bob-pw").reason_code == 0
+        assert alice.subscribe("alice/#").reason_codes == [0]
+        assert alice.subscribe("extra/#").reason_codes == [0x87]
+
+        # The ACL grows a rule; bob leaves the password file (mosquitto_passwd -D).
+        acl.write_text(ACL + "user alice\ntopic read extra/#\n")
+        subprocess.run(["mosquitto_passwd", "-D", str(passwd), "bob"], check=True)
+        broker.send_signal(signal.SIGHUP)
+        assert broker.wait_output("reloaded password and ACL files"), broker.describe()
+
+        packet = bob.recv()  # v5: told why, then closed
+        assert isinstance(packet, Disconnect) and packet.reason_code == 0x87
+        assert bob.wait_closed()
+        with pytest.raises(Closed):  # v3.1.1: closed without a word
+            bob3.recv()
+        assert alice.subscribe("extra/#").reason_codes == [0]  # still connected, new rule
+        alice.publish("alice/after", b"still here")
+        assert alice.expect(Publish).payload == b"still here"
+        assert pub(port, 5, "bob", "bob-pw", "alice/t", "-m", "x") == 0x87
+
+        # A reload that does not parse keeps the old files, and says where.
+        acl.write_text("user alice\ntopic readonly alice/#\n")
+        broker.send_signal(signal.SIGHUP)
+        assert broker.wait_output(f"{acl}:2: invalid access 'readonly'"), broker.describe()
+        assert alice.subscribe("extra/#").reason_codes == [0]
+        for c in (alice, bob, bob3):
+            c.close()
+        assert broker.stop() == 0
+
+
+def test_bad_files_stop_the_start_with_file_and_line(files: tuple[Path, int]) -> None:
+    conf, _ = files
+    passwd = conf.parent / "passwd"
+    passwd.write_text(passwd.read_text() + "carol:plaintext\n")
+    result = run_midge(["broker", "-c", str(conf)])
+    assert result.returncode == 1
+    assert f"{passwd}:3: the password of user 'carol' is not hashed" in result.stderr
+    assert "Traceback" not in result.stderr
+    conf.write_text(conf.read_text().replace(str(passwd), str(passwd) + ".missing"))
+    result = run_midge(["broker", "-c", str(conf)])
+    assert result.returncode == 1
+    assert "cannot read password file: No such file or directory" in result.stderr
