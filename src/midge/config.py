@@ -103,6 +103,48 @@ class ListenerConfig:
 
 
 @dataclass(slots=True)
+class OAuthConfig:
+    """The OAuth 2.0 / OIDC backend (midge.auth.oauth; docs/security.md): an access token given
+    as the MQTT password, verified as a JWT (``mode`` "jwt") or by RFC 7662 token introspection
+    ("introspection"). Each field is the option ``auth_oauth_<field>`` (mosquitto.conf and TOML);
+    ``mode`` None leaves the backend off."""
+
+    mode: str | None = None
+    jwks_url: str | None = None  # None: from the issuer's OIDC discovery document
+    issuer: str | None = None  # the expected ``iss``, and where discovery starts
+    audience: str | None = None  # the expected ``aud`` (None: not checked, with a notice)
+    introspection_url: str | None = None  # None: from the issuer's OIDC discovery document
+    client_id: str | None = None  # introspection: the broker's client credentials
+    client_secret: str | None = None
+    secret: str | None = None  # a shared secret: HS256/384/512 tokens are accepted then
+    username_claim: str = "sub"  # the claim the connection's user name is taken from
+    match_username: bool = False  # True: the CONNECT's user name must equal that claim
+    acl_claim: str | None = None  # a claim listing the topics allowed (None: not restricted)
+    leeway: float = 10.0  # seconds of clock skew allowed for exp, nbf and iat
+    refresh_interval: float = 300.0  # seconds between JWKS fetches
+
+
+#: ``auth_oauth_*`` option -> its kind: "url", "word", "text" (the rest of the line), "bool",
+#: "seconds" (0 or more), "interval" (more than 0).
+OAUTH_OPTIONS: dict[str, str] = {
+    "auth_oauth_mode": "word",
+    "auth_oauth_jwks_url": "url",
+    "auth_oauth_issuer": "word",
+    "auth_oauth_audience": "word",
+    "auth_oauth_introspection_url": "url",
+    "auth_oauth_client_id": "word",
+    "auth_oauth_client_secret": "text",
+    "auth_oauth_secret": "text",
+    "auth_oauth_username_claim": "word",
+    "auth_oauth_match_username": "bool",
+    "auth_oauth_acl_claim": "word",
+    "auth_oauth_leeway": "seconds",
+    "auth_oauth_refresh_interval": "interval",
+}
+OAUTH_MODES = ("jwt", "introspection")
+
+
+@dataclass(slots=True)
 class Config:
     """Everything the broker needs to start. Defaults match Mosquitto 2's where it has one."""
 
@@ -157,6 +199,7 @@ class Config:
         default_factory=list, repr=False
     )
     auth_ldap: LdapSettings | None = None
+    auth_oauth: OAuthConfig = field(default_factory=OAuthConfig)
 
     # Client identifiers
     allow_zero_length_clientid: bool = True
@@ -527,6 +570,84 @@ def _check_auth_target(name: str, value: str) -> str:
     return value
 
 
+def _oauth_value(name: str, value: Any) -> Any:
+    """An ``auth_oauth_*`` value, checked (``value`` is TOML's, or a mosquitto.conf string)."""
+    kind = OAUTH_OPTIONS[name]
+    if kind == "bool":
+        if isinstance(value, bool):
+            return value
+        if value not in ("true", "false"):
+            raise _Bad(f"invalid value '{value}': expected true or false")
+        return value == "true"
+    if kind in ("seconds", "interval"):
+        try:
+            if isinstance(value, bool):
+                raise ValueError
+            number = float(value)
+        except ValueError:
+            raise _Bad(f"invalid value '{value}': expected a number of seconds") from None
+        if kind == "seconds":
+            return _check_ttl(number)
+        return _check_connect_timeout(number)
+    if not isinstance(value, str):
+        raise _Bad("expected a string")
+    if not value:
+        raise _Bad("must not be empty")
+    is_url = kind == "url" or (name == "auth_oauth_issuer" and "://" in value)
+    if is_url and not value.startswith(("http://", "https://")):
+        raise _Bad(f"invalid URL '{value}': expected http://... or https://...")
+    if name == "auth_oauth_mode" and value not in OAUTH_MODES:
+        raise _Bad(
+            f"invalid mode '{value}': expected jwt (verify signed tokens against the "
+            "provider's keys) or introspection (ask the provider, RFC 7662)"
+        )
+    return value
+
+
+def _check_oauth(oauth: OAuthConfig, given: list[str]) -> tuple[str, str] | None:
+    """(option to blame, message) if the ``auth_oauth_*`` options given do not fit together."""
+    if oauth.mode is None:
+        if given:
+            return given[0], (
+                "auth_oauth_mode is not set: add 'auth_oauth_mode jwt' or "
+                "'auth_oauth_mode introspection' to turn the OAuth backend on"
+            )
+        return None
+    mode_opt = "auth_oauth_mode"
+    if oauth.mode == "jwt":
+        if not (oauth.jwks_url or oauth.issuer or oauth.secret):
+            return mode_opt, (
+                "jwt mode needs auth_oauth_jwks_url (the provider's keys), or auth_oauth_issuer "
+                "(found by OIDC discovery), or auth_oauth_secret (HS256 tokens)"
+            )
+        if oauth.jwks_url is None and oauth.issuer is not None and "://" not in oauth.issuer:
+            return "auth_oauth_issuer", (
+                f"'{oauth.issuer}' is not a URL, so its keys cannot be discovered: give "
+                "auth_oauth_jwks_url too, or the issuer's https:// URL"
+            )
+    else:
+        if not (oauth.introspection_url or (oauth.issuer and "://" in oauth.issuer)):
+            return mode_opt, (
+                "introspection mode needs auth_oauth_introspection_url, or auth_oauth_issuer's "
+                "URL (found by OIDC discovery)"
+            )
+        if not (oauth.client_id and oauth.client_secret):
+            return mode_opt, (
+                "introspection mode needs the broker's client credentials: "
+                "auth_oauth_client_id and auth_oauth_client_secret"
+            )
+    return None
+
+
+def _oauth_notices(oauth: OAuthConfig, where: str) -> list[str]:
+    if oauth.mode is not None and oauth.audience is None:
+        return [
+            f"{where}auth_oauth_audience is not set: tokens issued for any audience are "
+            "accepted; set it to this broker's audience"
+        ]
+    return []
+
+
 def _check_protocol(value: str) -> str:
     if value == "mqtt":
         return value
@@ -658,6 +779,7 @@ _GLOBAL_OPTIONS = (
     "auth_http_url",
     "auth_http_timeout",
     "auth_cache_ttl",
+    *OAUTH_OPTIONS,
     "persistence",
     "retained_persistence",
     "persistence_location",
@@ -783,6 +905,10 @@ class _ConfParser:
         elif name in ("auth_python", "auth_http_url"):
             self.once(0, name, path, line)
             setattr(cfg, name, _check_auth_target(name, self.word(name, value)))
+        elif name in OAUTH_OPTIONS:
+            self.once(0, name, path, line)
+            text = value if OAUTH_OPTIONS[name] == "text" else self.word(name, value)
+            setattr(cfg.auth_oauth, name[len("auth_oauth_") :], _oauth_value(name, text))
         elif name == "per_listener_settings":
             flag = self.bool_value(name, value)
             if flag and self.security_set:
@@ -1036,6 +1162,15 @@ class _ConfParser:
 
     def finish(self) -> Config:
         cfg = self.config
+        given = [n for n in OAUTH_OPTIONS if (0, n) in self.seen]
+        problem = _check_oauth(cfg.auth_oauth, given)
+        if problem is not None:
+            opt, message = problem
+            opath, oline = self.seen.get((0, opt), (self.main_path, None))
+            raise ConfigError(f"{opt}: {message}", opath, oline)
+        if cfg.auth_oauth.mode is not None:
+            mpath, mline = self.seen[(0, "auth_oauth_mode")]
+            cfg.notices.extend(_oauth_notices(cfg.auth_oauth, f"{mpath}:{mline}: "))
         d = self.default
         # Mosquitto creates the default listener if any of its options differs from the default.
         if (
@@ -1138,6 +1273,7 @@ _TOML_GLOBAL_KEYS = (
     "auth_http_url",
     "auth_http_timeout",
     "auth_cache_ttl",
+    *OAUTH_OPTIONS,
     "listener",
     "persistence",
     "persistence_location",
@@ -1202,6 +1338,10 @@ class _TomlReader:
             )
         for key, value in data.items():
             self.global_key(cfg, key, value)
+        problem = _check_oauth(cfg.auth_oauth, [k for k in OAUTH_OPTIONS if k in data])
+        if problem is not None:
+            raise self.error(f"{problem[0]}: {problem[1]}", -1, problem[0])
+        cfg.notices.extend(_oauth_notices(cfg.auth_oauth, f"{self.path}: "))
         if not cfg.listeners:
             cfg.listeners = [ListenerConfig()]
         else:
@@ -1336,6 +1476,11 @@ class _TomlReader:
                         key,
                     )
                 cfg.auth_ldap_options.append((key, str(item), self.path, line))
+        elif key in OAUTH_OPTIONS:
+            try:
+                setattr(cfg.auth_oauth, key[len("auth_oauth_") :], _oauth_value(key, value))
+            except _Bad as exc:
+                raise self.error(f"{key}: {exc}", t, key) from None
         elif key == "auth_python_options":
             if not isinstance(value, dict) or not all(
                 isinstance(v, str | int | float | bool) for v in value.values()

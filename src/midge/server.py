@@ -71,9 +71,9 @@ class Server:
 
             authenticator = ScramAuthenticator.from_file(config.scram_file, authenticator)
         self._plugins: list[Any] = []
-        if config.auth_python or config.auth_http_url or config.auth_ldap:
-            # Python plugins and the HTTP backend (midge.auth.plugin), asked after the built-in
-            # checks; a PluginError names the plugin and the fix.
+        if config.auth_python or config.auth_http_url or config.auth_ldap or config.auth_oauth.mode:
+            # Python plugins and the HTTP, LDAP and OAuth backends (midge.auth.plugin), asked
+            # after the built-in checks; a PluginError names the plugin and the fix.
             from midge.auth.plugin import PluginAuthenticator, load_plugin
 
             if config.auth_python:
@@ -86,6 +86,12 @@ class Server:
                 from midge.auth.ldap import create as create_ldap
 
                 self._plugins.append(create_ldap(config.auth_ldap, config.auth_cache_ttl))
+            if config.auth_oauth.mode:
+                from midge.auth import oauth
+
+                self._plugins.append(
+                    oauth.create(config.auth_oauth, config.auth_http_timeout, config.auth_cache_ttl)
+                )
             authenticator = PluginAuthenticator(
                 self._plugins,
                 cache_ttl=config.auth_cache_ttl,

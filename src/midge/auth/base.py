@@ -25,12 +25,21 @@ if TYPE_CHECKING:
 
 
 class ConnectRequest:
-    """What a client presents at CONNECT."""
+    """What a client presents at CONNECT, and what its authenticator concluded.
+
+    An authenticator that accepts may set ``identity``, the user name the connection takes
+    instead of the CONNECT's (what ACLs and logs see; e.g. a token's ``sub`` claim), and
+    ``expires``, the time (``time.time()``) at which the credentials stop being valid: the
+    connection is closed then (v5: DISCONNECT 0x87 Not authorized). Set them before returning
+    the decision (or before its Pending is done).
+    """
 
     __slots__ = (
         "auth_data",
         "auth_method",
         "client_id",
+        "expires",
+        "identity",
         "listener",
         "password",
         "peer",
@@ -58,6 +67,8 @@ class ConnectRequest:
         self.auth_data = auth_data
         #: The listener the client connected to (per_listener_settings decide by it).
         self.listener = listener
+        self.identity: str | None = None
+        self.expires: float | None = None
 
 
 class Pending(Protocol):

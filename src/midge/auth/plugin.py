@@ -53,9 +53,14 @@ MIN_KEEP = 5.0
 
 
 class Client:
-    """What a plugin is told about a client."""
+    """What a plugin is told about a client.
 
-    __slots__ = ("client_id", "password", "peer", "username", "version")
+    ``authenticate`` may change ``username`` (the connection then takes that name: ACLs, logs
+    and ``authorize`` see it) and set ``expires`` (a ``time.time()`` value: the connection is
+    closed then, v5 with DISCONNECT 0x87), e.g. from an access token's claims.
+    """
+
+    __slots__ = ("client_id", "expires", "password", "peer", "username", "version")
 
     def __init__(
         self,
@@ -70,6 +75,7 @@ class Client:
         self.password = password
         self.peer = peer
         self.version = version
+        self.expires: float | None = None
 
     def __repr__(self) -> str:  # never the password
         return f"Client({self.client_id!r}, {self.username!r}, peer={self.peer!r})"
@@ -159,9 +165,18 @@ class PluginAuthenticator:
         client = Client(
             request.client_id, request.username, request.password, request.peer, request.version
         )
-        return asyncio.ensure_future(self._authenticate(client))
+        return asyncio.ensure_future(self._authenticate(client, request))
 
-    async def _authenticate(self, client: Client) -> int:
+    async def _authenticate(self, client: Client, request: ConnectRequest) -> int:
+        code = await self._authenticate_plugins(client)
+        if code == Reason.SUCCESS:
+            # What the plugins concluded about the client (midge.auth.base.ConnectRequest).
+            if client.username != request.username and client.username is not None:
+                request.identity = client.username
+            request.expires = client.expires
+        return code
+
+    async def _authenticate_plugins(self, client: Client) -> int:
         for fn in self._authn:
             answer = await self._call(fn(client), f"authenticate {client!r}")
             if answer is None:

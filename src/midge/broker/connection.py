@@ -126,11 +126,13 @@ class Connection:
         "_acks_waiting",
         "_connect",
         "_exchange",
+        "_expiry",
         "_out",
         "_pending",
         "_pub_stamp",
         "_pub_tokens",
         "_replay",
+        "_request",
         "_timer",
         "alias_in",
         "alias_in_max",
@@ -212,6 +214,10 @@ class Connection:
         #: again once it is done), and the pending CONNECT decision itself.
         self._replay: Packet | None = None
         self._pending: Pending | None = None
+        #: The ConnectRequest decided on (its identity and expiry are applied at CONNACK), and
+        #: the timer that closes the connection when the credentials expire.
+        self._request: ConnectRequest | None = None
+        self._expiry: Any = None
         #: max_publish_rate's token bucket (a second's worth to start with).
         self._pub_tokens = float(config.max_publish_rate)
         self._pub_stamp = self.last_seen
@@ -356,7 +362,11 @@ class Connection:
             prefix = listener.auto_id_prefix
             if prefix is None:
                 prefix = config.auto_id_prefix
-            client_id = prefix + uuid.uuid4().hex
+            if self._request is not None:
+                # Handled again after a pending decision: the id the decision was made for.
+                client_id = self._request.client_id
+            else:
+                client_id = prefix + uuid.uuid4().hex
             assigned = True
         if p.will is not None:
             w = p.will
@@ -407,6 +417,8 @@ class Connection:
                 # Handled again after a pending decision: take its result (a failure fails
                 # closed).
                 self._pending = None
+                if self._request is not None:
+                    request = self._request  # the one decided on: its identity and expiry
                 try:
                     result = pending.result()
                     code = result if isinstance(result, int) else Reason.NOT_AUTHORIZED
@@ -418,11 +430,13 @@ class Connection:
                 if not isinstance(decision, int):
                     self._connect = None
                     self._pending = decision
+                    self._request = request
                     self._wait_for(decision, p)
                 code = decision
             if code:
                 self._refuse(code, "not authorised")
                 return
+        self._request = request
         self._accept(None)
 
     def _auth_step(self, step: tuple[int, bytes | None]) -> None:
@@ -463,6 +477,9 @@ class Connection:
         props = p.properties
         self.client_id = client_id
         self.username = p.username if self.cert_username is None else self.cert_username
+        request, self._request = self._request, None
+        if self.cert_username is None and request is not None and request.identity is not None:
+            self.username = request.identity  # e.g. an access token's claim (ConnectRequest)
         if self._exchange is not None and self.cert_username is None:
             # An enhanced-authentication method may establish who the client is (SCRAM's n=):
             # that is the user name ACLs see when the CONNECT carried none.
@@ -490,6 +507,9 @@ class Connection:
         broker.session_started(session, expiry, version)
         self.session = session
         self.state = CONNECTED
+        if request is not None and request.expires is not None:
+            delay = max(0.0, request.expires - time.time())
+            self._expiry = broker.scheduler.call_later(delay, self._expired)
         ack_props: Properties = auth_props or {}
         keepalive = p.keep_alive
         if v5:
@@ -1052,6 +1072,15 @@ class Connection:
         else:
             self._timer = self.broker.scheduler.call_later(limit - idle, self._timeout)
 
+    def _expired(self) -> None:
+        """The credentials the client connected with expired (an access token's ``exp``): close
+        the connection, v5 with DISCONNECT 0x87 Not authorized as EMQX does (a DISCONNECT
+        reason code, MQTT 5 3.14.2.1). The will is published: the client did not disconnect
+        normally (MQTT-3.1.2-8)."""
+        self._expiry = None
+        if self.state == CONNECTED:
+            self._violation(Reason.NOT_AUTHORIZED, "credentials expired")
+
     def _cancel_timer(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
@@ -1086,6 +1115,9 @@ class Connection:
         connected = self.state == CONNECTED
         self.state = CLOSED
         self._cancel_timer()
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
         self.flush()
         self.transport.close()
         self.broker.connections.discard(self)
