@@ -6,8 +6,8 @@ and an ``acl_file`` with ``user``, ``topic`` and ``pattern`` lines, driven by ``
 ``mosquitto`` and to ``midge broker``, and both must pass the same assertions. Then what only midge
 is asked here: reload on SIGHUP, and a bad file refused with its line.
 
-TLS hook: the TLS work adds its listener through ``EXTRA_LISTENERS`` (mosquitto.conf lines appended
-to the configuration both brokers read) and the client options through ``client_args``.
+The configuration has a plain and a TLS listener (a server certificate made by the test, clients
+given the CA with ``--cafile``); the password and ACL files apply to both.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import pytest
 from midge.codec.packets import Disconnect, Publish
 from tests.procbroker import ProcBroker, free_port, run_midge
 from tests.rawclient import Closed, RawClient
+from tests.security.certs import Pki
 
 pytestmark = pytest.mark.skipif(
     shutil.which("mosquitto_passwd") is None or shutil.which("mosquitto_sub") is None,
@@ -33,8 +34,8 @@ pytestmark = pytest.mark.skipif(
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 MQTT_VERSION = {4: "mqttv311", 5: "mqttv5"}
 REFUSED = {4: 5, 5: 0x87}  # mosquitto_pub's exit status is the CONNACK code
-#: mosquitto.conf lines for more listeners (the TLS listener comes with the TLS work).
-EXTRA_LISTENERS = ""
+#: The CA file clients are given for each TLS port (set by the ``files`` fixture).
+TLS_CA: dict[int, str] = {}
 
 ACL = """\
 # anonymous clients get nothing here (and are refused anyway: a listener is configured)
@@ -49,23 +50,32 @@ pattern readwrite users/%u/#
 """
 
 
-def write_config(directory: Path, port: int) -> Path:
+def write_config(directory: Path, port: int, tls_port: int) -> Path:
     passwd = directory / "passwd"
     subprocess.run(["mosquitto_passwd", "-c", "-b", str(passwd), "alice", "alice pw"], check=True)
     subprocess.run(["mosquitto_passwd", "-b", str(passwd), "bob", "bob-pw"], check=True)
     os.chmod(passwd, 0o644)
     (directory / "acl").write_text(ACL)
     conf = directory / "mosquitto.conf"
+    pki = Pki(directory)
+    for path in (pki.server_cert, pki.server_key, pki.cafile):
+        os.chmod(path, 0o644)  # mosquitto reads them as the mosquitto user
+    TLS_CA[tls_port] = pki.cafile
     conf.write_text(
         f"listener {port} 127.0.0.1\n"
         f"password_file {passwd}\n"
-        f"acl_file {directory / 'acl'}\n" + EXTRA_LISTENERS
+        f"acl_file {directory / 'acl'}\n"
+        f"listener {tls_port} 127.0.0.1\n"
+        f"certfile {pki.server_cert}\n"
+        f"keyfile {pki.server_key}\n"
     )
     return conf
 
 
 def client_args(port: int, version: int, user: str | None, password: str | None) -> list[str]:
     args = ["-h", "127.0.0.1", "-p", str(port), "-V", MQTT_VERSION[version]]
+    if port in TLS_CA:
+        args += ["--cafile", TLS_CA[port]]
     if user is not None:
         args += ["-u", user]
     if password is not None:
@@ -141,15 +151,28 @@ def scenario(port: int, version: int) -> None:
         assert pub(port, version, "alice", "alice pw", topic, "-r", "-n") == 0
 
 
+def tls_scenario(tls_port: int, port: int, version: int) -> None:
+    """The same users and rules over the TLS listener, next to the plain one."""
+    refused = REFUSED[version]
+    assert pub(tls_port, version, "alice", "alice pw", "alice/t", "-m", "x") == 0
+    assert pub(tls_port, version, "alice", "wrong", "alice/t", "-m", "x") == refused
+    sub = Sub(tls_port, version, "bob", "bob-pw", "#")
+    assert pub(port, version, "alice", "alice pw", "alice/private", "-m", "denied") == 0
+    assert pub(port, version, "alice", "alice pw", "shared/bob", "-m", "plain to tls") == 0
+    assert pub(tls_port, version, "alice", "alice pw", "alice/n", "-m", "tls", "-q", "1") == 0
+    assert sub.lines() == ["shared/bob plain to tls", "alice/n tls"]
+
+
 @pytest.fixture
-def files(shared_dir: Path) -> Iterator[tuple[Path, int]]:
-    port = free_port()
-    yield write_config(shared_dir, port), port
+def files(shared_dir: Path) -> Iterator[tuple[Path, int, int]]:
+    port, tls_port = free_port(), free_port()
+    yield write_config(shared_dir, port, tls_port), port, tls_port
+    TLS_CA.pop(tls_port, None)
 
 
 @pytest.mark.parametrize("version", [4, 5], ids=["v311", "v5"])
-def test_real_mosquitto_with_the_files(files: tuple[Path, int], version: int) -> None:
-    conf, port = files
+def test_real_mosquitto_with_the_files(files: tuple[Path, int, int], version: int) -> None:
+    conf, port, tls_port = files
     proc = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 5
@@ -157,6 +180,7 @@ def test_real_mosquitto_with_the_files(files: tuple[Path, int], version: int) ->
             assert time.monotonic() < deadline, "mosquitto did not start"
             time.sleep(0.1)
         scenario(port, version)
+        tls_scenario(tls_port, port, version)
     finally:
         proc.terminate()
         proc.wait(10)
@@ -165,16 +189,17 @@ def test_real_mosquitto_with_the_files(files: tuple[Path, int], version: int) ->
 
 
 @pytest.mark.parametrize("version", [4, 5], ids=["v311", "v5"])
-def test_midge_with_the_files(files: tuple[Path, int], version: int) -> None:
-    conf, port = files
-    with ProcBroker(["-c", str(conf)]) as broker:
+def test_midge_with_the_files(files: tuple[Path, int, int], version: int) -> None:
+    conf, port, tls_port = files
+    with ProcBroker(["-c", str(conf)], listeners=2) as broker:
         broker.wait_listening()
         scenario(port, version)
+        tls_scenario(tls_port, port, version)
         assert broker.stop() == 0
 
 
-def test_sighup_reloads_without_dropping_connections(files: tuple[Path, int]) -> None:
-    conf, port = files
+def test_sighup_reloads_without_dropping_connections(files: tuple[Path, int, int]) -> None:
+    conf, port, _ = files
     passwd = conf.parent / "passwd"
     acl = conf.parent / "acl"
     with ProcBroker(["-c", str(conf)]) as broker:
@@ -214,8 +239,8 @@ def test_sighup_reloads_without_dropping_connections(files: tuple[Path, int]) ->
         assert broker.stop() == 0
 
 
-def test_bad_files_stop_the_start_with_file_and_line(files: tuple[Path, int]) -> None:
-    conf, _ = files
+def test_bad_files_stop_the_start_with_file_and_line(files: tuple[Path, int, int]) -> None:
+    conf, _, _ = files
     passwd = conf.parent / "passwd"
     passwd.write_text(passwd.read_text() + "carol:plaintext\n")
     result = run_midge(["broker", "-c", str(conf)])
