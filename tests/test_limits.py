@@ -202,3 +202,32 @@ def test_options_read_from_mosquitto_conf_and_toml() -> None:
         "max_subscriptions = 10\nmax_topic_levels = 8\nmax_topic_length = 256\n"
     )
     assert (t.max_publish_rate, t.max_subscriptions, t.max_topic_length) == (1000, 10, 256)
+
+
+@pytest.mark.parametrize("version", [V311, V5])
+@pytest.mark.parametrize(
+    ("config", "packet", "reason"),
+    [
+        ({"max_packet_size": 100}, Publish("p/big", b"x" * 200), Reason.PACKET_TOO_LARGE),
+        ({"max_qos": 1}, Publish("p/q2", b"x", 2, packet_id=1), Reason.QOS_NOT_SUPPORTED),
+        ({"retain_available": False}, Publish("p/r", b"x", retain=True), 0x9A),
+    ],
+)
+def test_packet_limits_are_answered_and_counted(
+    make_broker: Callable[..., RunningBroker],
+    clients: Callable[..., RawClient],
+    version: int,
+    config: dict[str, Any],
+    packet: Publish,
+    reason: int,
+) -> None:
+    """max_packet_size, max_qos, retain_available: v5 DISCONNECT with the reason, v3 closed;
+    each counted in the broker's stats by reason code."""
+    broker = make_broker(**config)
+    client = clients(broker, version)
+    assert client.connect("big").reason_code == 0
+    client.send(packet)
+    if version == V5:
+        assert client.expect(Disconnect).reason_code == reason
+    assert client.wait_closed(2)
+    assert stats(broker).refused.get(reason) == 1

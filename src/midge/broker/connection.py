@@ -558,6 +558,8 @@ class Connection:
 
     def _refuse(self, reason: int, why: str) -> None:
         """CONNACK with a failure (v3: the mapped return code), then close (MQTT-3.2.2-5)."""
+        refused = self.broker.stats.refused
+        refused[reason] = refused.get(reason, 0) + 1
         if self.version == MQTT5:
             self._send(Connack(False, reason))
         elif reason in V5_TO_V3_CONNACK:
@@ -1047,6 +1049,8 @@ class Connection:
         """Close after a protocol violation; v5 says why with DISCONNECT (MQTT-4.13.1-1 v5)."""
         if self.state == CLOSED:
             return
+        refused = self.broker.stats.refused
+        refused[reason] = refused.get(reason, 0) + 1
         log.info("closing %s (%s): %s", self.client_id or self.peer, hex(reason), why)
         if self.state == CONNECTED and self.version == MQTT5:
             if reason not in REASONS_BY_PACKET[PacketType.DISCONNECT]:

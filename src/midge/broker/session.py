@@ -49,6 +49,7 @@ class Stats:
         "messages_received",
         "messages_sent",
         "queue_dropped",
+        "refused",
     )
 
     def __init__(self) -> None:
@@ -67,6 +68,10 @@ class Stats:
         self.limited_publish_rate = 0
         self.limited_subscriptions = 0
         self.limited_topics = 0
+        #: Every refusal by reason code: CONNACK failures and the broker's DISCONNECTs (v3
+        #: clients too, by the MQTT 5 reason the close stands for): 0x95 packet too large,
+        #: 0x9B QoS not supported, 0x9A retain not supported, 0x87 not authorized, ...
+        self.refused: dict[int, int] = {}
 
 
 class Session:
