@@ -85,3 +85,21 @@ def raw(broker: RunningBroker) -> Iterator[Callable[..., Any]]:
     yield open_client
     for client in opened:
         client.close()
+
+
+@pytest.fixture
+def clients() -> Iterator[Callable[..., Any]]:
+    """``clients(broker, version=5)`` opens a :class:`tests.rawclient.RawClient` to any running
+    broker (``make_broker(...)``'s); every client opened is closed when the test ends."""
+    from tests.rawclient import RawClient
+
+    opened: list[RawClient] = []
+
+    def open_client(broker: RunningBroker, version: int = 5) -> RawClient:
+        client = RawClient(broker.host, broker.port, version)
+        opened.append(client)
+        return client
+
+    yield open_client
+    for client in opened:
+        client.close()

@@ -214,20 +214,6 @@ def own_directory() -> Iterator[Callable[..., Slapd]]:
         server.stop()
 
 
-@pytest.fixture
-def clients() -> Iterator[Callable[..., RawClient]]:
-    opened: list[RawClient] = []
-
-    def open_client(broker: RunningBroker, version: int = V5) -> RawClient:
-        client = RawClient(broker.host, broker.port, version)
-        opened.append(client)
-        return client
-
-    yield open_client
-    for client in opened:
-        client.close()
-
-
 def login(client: RawClient, user: str | None, password: bytes | None, cid: str = "") -> int:
     fields = {} if user is None else {"username": user}
     if password is not None:

@@ -84,20 +84,6 @@ def service() -> Iterator[AuthService]:
     s.close()
 
 
-@pytest.fixture
-def clients() -> Iterator[Callable[..., RawClient]]:
-    opened: list[RawClient] = []
-
-    def open_client(broker: RunningBroker, version: int = V5) -> RawClient:
-        client = RawClient(broker.host, broker.port, version)
-        opened.append(client)
-        return client
-
-    yield open_client
-    for client in opened:
-        client.close()
-
-
 def login(client: RawClient, user: str, password: str, cid: str = "") -> int:
     return client.connect(cid or f"c-{user}", username=user, password=password.encode()).reason_code
 

@@ -13,7 +13,7 @@ broker's stats. A broker on a real socket, our raw client.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -26,20 +26,6 @@ from tests.conftest import RunningBroker
 from tests.rawclient import RawClient
 
 V5, V311 = 5, 4
-
-
-@pytest.fixture
-def clients() -> Iterator[Callable[..., RawClient]]:
-    opened: list[RawClient] = []
-
-    def open_client(broker: RunningBroker, version: int = V5) -> RawClient:
-        client = RawClient(broker.host, broker.port, version)
-        opened.append(client)
-        return client
-
-    yield open_client
-    for client in opened:
-        client.close()
 
 
 def stats(broker: RunningBroker) -> Any:

@@ -138,20 +138,6 @@ def idp() -> Iterator[IdentityProvider]:
     provider.close()
 
 
-@pytest.fixture
-def clients() -> Iterator[Callable[..., RawClient]]:
-    opened: list[RawClient] = []
-
-    def open_client(broker: RunningBroker, version: int = V5) -> RawClient:
-        client = RawClient(broker.host, broker.port, version)
-        opened.append(client)
-        return client
-
-    yield open_client
-    for client in opened:
-        client.close()
-
-
 def jwt_broker(
     make_broker: Callable[..., RunningBroker], idp: IdentityProvider, **opts: Any
 ) -> RunningBroker:
