@@ -183,3 +183,29 @@ def test_many_rows_in_one_batch_keep_their_order(tmp_path: Path) -> None:
     assert [(d[0].topic, d[0].payload, d[3]) for d in restored.queue] == [
         (m.topic, m.payload, (7,)) for m in messages
     ]
+
+
+def test_a_database_without_session_users_is_upgraded(tmp_path: Path) -> None:
+    """Sessions kept by an earlier midge (no username column) load, and gain the column."""
+    db = sqlite3.connect(tmp_path / "midge.db")
+    db.executescript(
+        "PRAGMA journal_mode = WAL;"
+        "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+        "INSERT INTO meta VALUES ('schema', '1');"
+        "CREATE TABLE sessions (client_id TEXT PRIMARY KEY, version INTEGER NOT NULL,"
+        " expiry INTEGER NOT NULL, disconnected_at REAL);"
+        "INSERT INTO sessions VALUES ('old', 4, 3600, 1.0e12);"
+    )
+    db.close()
+    store = SqliteStore(str(tmp_path))
+    store.open()
+    try:
+        (session,) = store.load().sessions
+    finally:
+        store.close()
+    assert (session.client_id, session.username) == ("old", None)
+    db = sqlite3.connect(tmp_path / "midge.db")
+    try:
+        assert "username" in {row[1] for row in db.execute("PRAGMA table_info(sessions)")}
+    finally:
+        db.close()

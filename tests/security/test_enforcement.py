@@ -263,3 +263,46 @@ def test_local_only_allows_anonymous_even_with_a_password_file(
         assert c.connect("anon").reason_code == 0
     with RawClient(broker.host, broker.port) as c:
         assert c.connect("x", username="alice", password=b"nope").reason_code == 5
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_a_session_restored_from_disk_is_read_checked_as_its_user(
+    make_broker: Callable[..., Any], tmp_path: Path, version: int
+) -> None:
+    """bob's persistent session comes back after a restart before bob does: what alice publishes
+    meanwhile is queued for him as his user may read (the user is kept with the session), and
+    what he may not read is not."""
+    pw, acl = write_files(tmp_path)
+    data = tmp_path / "data"
+    config = {"password_file": pw, "acl_file": acl, "local_only": False, "data_dir": str(data)}
+    persistent: dict[str, Any] = (
+        {"clean_start": False, "properties": {0x11: 3600}}
+        if version == 5
+        else {"clean_start": False}
+    )
+
+    def connect(broker: Any, user: str, client_id: str, **fields: Any) -> RawClient:
+        c = RawClient(broker.host, broker.port, version=version)
+        connack = c.connect(client_id, username=user, password=PASSWORDS[user].encode(), **fields)
+        assert connack.reason_code == 0
+        return c
+
+    broker = make_broker(**config)
+    bob = connect(broker, "bob", "bob-1", **persistent)
+    assert bob.subscribe("#", 1).reason_codes == [1]
+    bob.disconnect()
+    broker.stop()
+
+    broker = make_broker(**config)  # the same data directory: bob's session is restored
+    alice = connect(broker, "alice", "alice-1")
+    alice.publish("shared/x", b"not for bob", qos=1)
+    alice.publish("alice/x", b"for bob", qos=1)
+    alice.close()
+    bob = connect(broker, "bob", "bob-1", **persistent)
+    try:
+        got = bob.expect(Publish)
+        assert (got.topic, got.payload) == ("alice/x", b"for bob")
+        bob.ack(got)
+        bob.expect_nothing()
+    finally:
+        bob.close()

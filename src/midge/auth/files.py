@@ -235,9 +235,21 @@ class FileAuthenticator:
             topic_filter = topic_filter.split("/", 2)[2]
         return acl.can_subscribe(topic_filter)
 
+    def session_restored(self, client_id: str, username: str | None) -> None:
+        """A persistent session came back from disk (its client not connected yet): its
+        deliveries are read-checked as ``username``, the user its client last authenticated as.
+        With per_listener_settings there is no telling which listener's rules: none are given,
+        and it gets nothing until its client is back (fail closed)."""
+        if self.per_listener:
+            return
+        domain = self.global_domain
+        acl = domain.acl.for_client(client_id, username) if domain.acl else None
+        self.clients[client_id] = _Client(username, domain, acl, None)
+
     def can_read(self, client_id: str, topic: str) -> bool:
         """Delivery of a message on ``topic`` to the client as it last authenticated (an unknown
-        client — a session restored from disk whose client has not reconnected — gets nothing)."""
+        client gets nothing: with per_listener_settings, a session restored from disk whose
+        client has not reconnected)."""
         client = self.clients.get(client_id)
         if client is None:
             return not self.checks_read

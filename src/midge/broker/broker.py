@@ -85,6 +85,14 @@ class Broker:
         self._auth_session_ended: Callable[[str], None] | None = (
             ender.session_ended if ender is not None else None
         )
+        #: Told, at restore, the user each session restored from disk last authenticated as, so
+        #: access control applies to its deliveries before its client is back (optional).
+        restorer = next(
+            (a for a in layers(self.authenticator) if hasattr(a, "session_restored")), None
+        )
+        self._auth_session_restored: Callable[[str, str | None], None] | None = (
+            restorer.session_restored if restorer is not None else None
+        )
         self.store: Store = store or MemoryStore()
         #: The store when it keeps anything (SQLite): persistent sessions report to it and acks
         #: wait for its commits. None for the memory store, so the core skips all of that.
@@ -130,7 +138,9 @@ class Broker:
         session.connection = conn
         return session, present
 
-    def session_started(self, session: Session, expiry: int, version: int) -> None:
+    def session_started(
+        self, session: Session, expiry: int, version: int, username: str | None = None
+    ) -> None:
         """The CONNECT set the session's expiry: a persistent one (expiry > 0) is recorded in the
         durable store with all it holds; one that stops being persistent leaves it."""
         session.expiry_interval = expiry
@@ -143,7 +153,7 @@ class Broker:
                 store.session_deleted(cid, session.stored_messages())
                 session.store = None
             return
-        store.session_saved(cid, version, expiry)
+        store.session_saved(cid, version, expiry, username)
         if session.store is None:
             session.store = store
             for topic_filter, options in session.subscriptions.items():
@@ -522,6 +532,8 @@ class Broker:
                 self.tree.subscribe(cid, topic_filter, options)
             session.restore(stored.queue, stored.inflight, stored.awaiting_rel)
             self.sessions[cid] = session
+            if self._auth_session_restored is not None:
+                self._auth_session_restored(cid, stored.username)
             gone = stored.disconnected_at
             if gone is None:
                 gone = now

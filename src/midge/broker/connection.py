@@ -504,7 +504,7 @@ class Connection:
         # The connection is decided: stop the CONNECT timer, attach the session.
         self._cancel_timer()
         session, present = broker.attach(self, client_id, p.clean_start)
-        broker.session_started(session, expiry, version)
+        broker.session_started(session, expiry, version, self.username)
         self.session = session
         self.state = CONNECTED
         if request is not None and request.expires is not None:

@@ -41,7 +41,9 @@ class StoredSession:
     """One persistent session as :meth:`Store.load` gives it back.
 
     ``disconnected_at`` is the wall-clock time its connection closed (None: it was connected when
-    the broker stopped, so its expiry starts again at the restart). ``inflight`` holds
+    the broker stopped, so its expiry starts again at the restart). ``username`` is the user its
+    client last authenticated as (access control applies to the session's deliveries before the
+    client is back). ``inflight`` holds
     (packet id, delivery, released) in the order they were sent; ``queue`` the waiting deliveries
     in order.
     """
@@ -54,13 +56,20 @@ class StoredSession:
         "inflight",
         "queue",
         "subscriptions",
+        "username",
         "version",
     )
 
     def __init__(
-        self, client_id: str, version: int, expiry_interval: int, disconnected_at: float | None
+        self,
+        client_id: str,
+        version: int,
+        expiry_interval: int,
+        disconnected_at: float | None,
+        username: str | None = None,
     ) -> None:
         self.client_id = client_id
+        self.username = username
         self.version = version
         self.expiry_interval = expiry_interval
         self.disconnected_at = disconnected_at
@@ -116,8 +125,11 @@ class Store(Protocol):
 
     # -- sessions -------------------------------------------------------------------------------
 
-    def session_saved(self, client_id: str, version: int, expiry_interval: int) -> None:
-        """A persistent session is connected (new, resumed, or its expiry changed)."""
+    def session_saved(
+        self, client_id: str, version: int, expiry_interval: int, username: str | None = None
+    ) -> None:
+        """A persistent session is connected (new, resumed, or its expiry changed), by a client
+        authenticated as ``username``."""
 
     def session_detached(self, client_id: str, expiry_interval: int, at: float) -> None:
         """Its connection closed at wall-clock ``at``; it expires ``expiry_interval`` later."""

@@ -33,7 +33,9 @@ class MemoryStore:
     def close(self) -> None:
         pass
 
-    def session_saved(self, client_id: str, version: int, expiry_interval: int) -> None:
+    def session_saved(
+        self, client_id: str, version: int, expiry_interval: int, username: str | None = None
+    ) -> None:
         pass
 
     def session_detached(self, client_id: str, expiry_interval: int, at: float) -> None:

@@ -62,7 +62,7 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS sessions (
     client_id TEXT PRIMARY KEY, version INTEGER NOT NULL, expiry INTEGER NOT NULL,
-    disconnected_at REAL);
+    disconnected_at REAL, username TEXT);
 CREATE TABLE IF NOT EXISTS subscriptions (
     client_id TEXT NOT NULL, topic_filter TEXT NOT NULL, qos INTEGER NOT NULL,
     no_local INTEGER NOT NULL, rap INTEGER NOT NULL, rh INTEGER NOT NULL, sub_id INTEGER,
@@ -90,9 +90,10 @@ CREATE TABLE IF NOT EXISTS wills (
 QUEUED, SENT, RELEASED = 0, 1, 2
 
 _SESSION_SAVE = (
-    "INSERT INTO sessions (client_id, version, expiry, disconnected_at) VALUES (?, ?, ?, NULL) "
+    "INSERT INTO sessions (client_id, version, expiry, disconnected_at, username) "
+    "VALUES (?, ?, ?, NULL, ?) "
     "ON CONFLICT (client_id) DO UPDATE SET version = excluded.version, "
-    "expiry = excluded.expiry, disconnected_at = NULL"
+    "expiry = excluded.expiry, disconnected_at = NULL, username = excluded.username"
 )
 _SESSION_DETACH = "UPDATE sessions SET expiry = ?, disconnected_at = ? WHERE client_id = ?"
 _SUB_SAVE = (
@@ -327,6 +328,10 @@ class SqliteStore:
                 # A new file: incremental auto-vacuum must be chosen before the first table.
                 db.execute("PRAGMA auto_vacuum = INCREMENTAL")
             db.executescript(_SCHEMA)
+            columns = {row[1] for row in db.execute("PRAGMA table_info(sessions)")}
+            if "username" not in columns:
+                # Written by a midge before sessions kept their user (same schema version).
+                db.execute("ALTER TABLE sessions ADD COLUMN username TEXT")
             row = db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
             if row is None:
                 db.execute("INSERT INTO meta (key, value) VALUES ('schema', ?)", (SCHEMA_VERSION,))
@@ -389,10 +394,10 @@ class SqliteStore:
             self._next_id = max(messages, default=0) + 1
             refs = self._refs
             sessions: dict[str, StoredSession] = {}
-            for cid, version, expiry, disconnected_at in db.execute(
-                "SELECT client_id, version, expiry, disconnected_at FROM sessions"
+            for cid, version, expiry, disconnected_at, username in db.execute(
+                "SELECT client_id, version, expiry, disconnected_at, username FROM sessions"
             ):
-                sessions[cid] = StoredSession(cid, version, expiry, disconnected_at)
+                sessions[cid] = StoredSession(cid, version, expiry, disconnected_at, username)
             for cid, tf, qos, no_local, rap, rh, sub_id in db.execute(
                 "SELECT client_id, topic_filter, qos, no_local, rap, rh, sub_id FROM subscriptions"
             ):
@@ -645,8 +650,10 @@ class SqliteStore:
         else:
             self._op(_MSG_DELETE, (mid,))
 
-    def session_saved(self, client_id: str, version: int, expiry_interval: int) -> None:
-        self._op(_SESSION_SAVE, (client_id, version, expiry_interval))
+    def session_saved(
+        self, client_id: str, version: int, expiry_interval: int, username: str | None = None
+    ) -> None:
+        self._op(_SESSION_SAVE, (client_id, version, expiry_interval, username))
 
     def session_detached(self, client_id: str, expiry_interval: int, at: float) -> None:
         self._op(_SESSION_DETACH, (expiry_interval, at, client_id))
