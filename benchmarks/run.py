@@ -80,6 +80,12 @@ class Row:
         return self.quick_label if quick and self.quick_label else self.label
 
 
+def _restore_args(messages: int, drain: int) -> list[str]:
+    """The restore row: an offline persistent session given ``messages`` as fast as acks allow."""
+    args = ["fanin", "-n", "10", "--qos", "1", "--rate", "max", "--offline", "--no-reconnect"]
+    return [*args, "--messages", str(messages), "--drain", str(drain)]
+
+
 ROWS = [
     Row(
         "fanin-q0",
@@ -164,38 +170,10 @@ ROWS = [
     Row(
         "restore",
         "restore 1,000,000 queued messages at start-up",
-        [
-            "fanin",
-            "-n",
-            "10",
-            "--qos",
-            "1",
-            "--rate",
-            "max",
-            "--offline",
-            "--no-reconnect",
-            "--messages",
-            "1000000",
-            "--drain",
-            "120",
-        ],
+        _restore_args(1_000_000, 120),
         "restore",
         "measured (no target)",
-        quick_args=[
-            "fanin",
-            "-n",
-            "10",
-            "--qos",
-            "1",
-            "--rate",
-            "max",
-            "--offline",
-            "--no-reconnect",
-            "--messages",
-            "50000",
-            "--drain",
-            "60",
-        ],
+        quick_args=_restore_args(50_000, 60),
         quick_label="restore 50,000 queued messages at start-up (quick mode)",
         only=("midge", "mosquitto"),
         durabilities=("fsync",),

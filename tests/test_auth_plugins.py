@@ -24,6 +24,7 @@ import pytest
 from midge.codec.packets import Puback, Publish
 from midge.codec.reasons import ConnackV3, Reason
 from tests.conftest import RunningBroker
+from tests.interop.clients import mosquitto_pub
 from tests.procbroker import ProcBroker, free_port
 from tests.rawclient import RawClient
 
@@ -236,52 +237,35 @@ def test_python_plugin_with_mosquitto_clients(tmp_path: Path) -> None:
         )
         try:
             time.sleep(0.5)
-            ok = subprocess.run(
-                [
-                    "mosquitto_pub",
-                    *common,
-                    "-u",
-                    "alice",
-                    "-P",
-                    "wonder",
-                    "-t",
-                    "rooms/alice/x",
-                    "-m",
-                    "hello",
-                    "-q",
-                    "1",
-                ],
-                capture_output=True,
-                text=True,
-                timeout=10,
-                check=False,
+            mosquitto_pub(
+                port,
+                "rooms/alice/x",
+                "-u",
+                "alice",
+                "-P",
+                "wonder",
+                version=5,
+                message="hello",
+                qos=1,
             )
-            assert ok.returncode == 0, ok.stderr
             out, _ = sub.communicate(timeout=10)
             assert out.strip() == "hello"
         finally:
             sub.kill()
             sub.wait()
-        bad = subprocess.run(
-            [
-                "mosquitto_pub",
-                *common,
-                "-u",
-                "alice",
-                "-P",
-                "wrong",
-                "-t",
-                "rooms/alice/x",
-                "-m",
-                "no",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=False,
+        bad = mosquitto_pub(
+            port,
+            "rooms/alice/x",
+            "-u",
+            "alice",
+            "-P",
+            "wrong",
+            version=5,
+            message="no",
+            must_succeed=False,
         )
         assert bad.returncode != 0
-        assert "bad user name or password" in bad.stderr.lower()
+        assert "bad user name or password" in bad.stderr.decode().lower()
 
 
 def test_a_plugin_that_cannot_load_stops_the_broker(tmp_path: Path) -> None:

@@ -30,6 +30,7 @@ from midge.codec.packets import Disconnect, Puback, Publish, Will
 from midge.codec.reasons import ConnackV3, Reason
 from midge.config import OAuthConfig
 from tests.conftest import RunningBroker
+from tests.interop.clients import mosquitto_pub
 from tests.procbroker import ProcBroker, free_port
 from tests.rawclient import RawClient
 
@@ -498,43 +499,18 @@ def test_mosquitto_clients_with_a_token(tmp_path: Path, idp: IdentityProvider) -
         )
         try:
             time.sleep(0.5)
-            ok = subprocess.run(
-                ["mosquitto_pub", *common, "-t", "rooms/alice/x", "-m", "hello", "-q", "1"],
-                capture_output=True,
-                text=True,
-                timeout=10,
-                check=False,
-            )
-            assert ok.returncode == 0, ok.stderr
+            mosquitto_pub(port, "rooms/alice/x", "-u", "alice", "-P", token, message="hello", qos=1)
             out, err = sub.communicate(timeout=10)
             assert out.strip() == "hello", (err, proc.stderr_lines)
         finally:
             sub.kill()
             sub.wait()
         expired = idp.token("k1", ttl=-60)
-        no = subprocess.run(
-            [
-                "mosquitto_pub",
-                "-h",
-                "127.0.0.1",
-                "-p",
-                str(port),
-                "-u",
-                "alice",
-                "-P",
-                expired,
-                "-t",
-                "rooms/alice/x",
-                "-m",
-                "no",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=False,
+        no = mosquitto_pub(
+            port, "rooms/alice/x", "-u", "alice", "-P", expired, message="no", must_succeed=False
         )
         assert no.returncode != 0
-        assert "bad user name or password" in no.stderr.lower()
+        assert "bad user name or password" in no.stderr.decode().lower()
 
 
 def test_bad_oauth_configuration_stops_the_broker(tmp_path: Path) -> None:

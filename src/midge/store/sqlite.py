@@ -163,7 +163,7 @@ def _run(db: sqlite3.Connection, sql: str, rows: list[tuple[Any, ...]]) -> None:
     64, 32, ... 1 rows (few distinct statements, all in sqlite3's statement cache): the sqlite3
     module releases and re-takes the GIL around every statement step, and with the broker's
     loop busy on the other thread each of those hand-offs costs a context switch. One step per
-    chunk instead of one per row: measured, about a tenth of the broker's CPU per queued message.
+    chunk instead of one per row: measured, 10.7 -> 10.0 us of broker CPU per queued message.
     """
     multi = _MULTI.get(sql)
     if multi is None or len(rows) == 1:
