@@ -12,28 +12,36 @@ CBIN   := $(CVENV)/bin
 CSTAMP := $(CVENV)/.installed
 SOURCES := $(shell find src -name '*.py') setup.py pyproject.toml
 
-.PHONY: install compiled run test test-pure test-compiled lint typecheck debs clean
+.PHONY: install compiled run dist test test-pure test-compiled lint typecheck debs clean
 
 install: $(STAMP)
 
+# The developer's venv: an editable install, which stays pure Python (setup.py).
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-# A normal (non-editable) install compiled with mypyc; rebuilt when a source file changes.
+# A normal install, as users get it: the hot modules compiled with mypyc (setup.py); rebuilt
+# when a source file changes. It must really be compiled: `midge --version` says so.
 compiled: $(CSTAMP)
 
 $(CSTAMP): $(SOURCES)
 	$(PYTHON) -m venv $(CVENV)
 	$(CBIN)/pip install --quiet --upgrade pip
-	$(CBIN)/pip install --quiet '.[test]'
-	MIDGE_MYPYC=1 $(CBIN)/pip install --quiet --force-reinstall --no-deps .
+	$(CBIN)/pip install --quiet --force-reinstall '.[test]'
+	$(CBIN)/midge --version | grep -q 'compiled with mypyc' || { $(CBIN)/midge --version; exit 1; }
 	touch $(CSTAMP)
 
-run: $(STAMP)
-	$(BIN)/midge broker --host 127.0.0.1 --port 1883
+# The broker as users run it: the compiled build, on 127.0.0.1:1883, durable in ./data.
+run: $(CSTAMP)
+	$(CBIN)/midge broker --host 127.0.0.1 --port 1883
+
+# An sdist and a wheel in dist/; the wheel holds the compiled hot modules (MIDGE_PURE=1: pure).
+dist: $(STAMP)
+	rm -rf dist
+	$(BIN)/python -m build --outdir dist .
 
 # Debian packages the tests drive (mosquitto_pub/sub, the mosquitto reference broker; slapd and
 # ldap-utils for the LDAP backend's tests).
@@ -60,7 +68,7 @@ test-pure: $(STAMP) debs
 	$(BIN)/pytest -n 2 $(PYTEST_ARGS)
 
 test-compiled: $(CSTAMP) debs
-	$(CBIN)/python -c "import midge.broker.connection as m; assert m.__file__.endswith('.so'), m.__file__"
+	$(CBIN)/python -c "from midge.build import build_kind as k; assert k() == 'compiled', k()"
 	$(CBIN)/pytest -n 2 -p no:cacheprovider tests/conformance tests/interop tests/fuzz tests/unit tests/durability tests/test_enhanced_auth.py tests/test_workers.py tests/test_limits.py tests/test_auth_plugins.py tests/test_scram_auth.py tests/test_auth_ldap.py tests/test_oauth.py tests/security $(PYTEST_ARGS)
 
 clean:

@@ -17,11 +17,11 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 
-from midge import __version__
 from midge.auth import scram_cli
 from midge.auth.files import build_authenticator
 from midge.auth.plugin import PluginError
 from midge.bench import cli as bench_cli
+from midge.build import describe
 from midge.config import (
     DEFAULT_DATA_DIR,
     Config,
@@ -44,7 +44,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="midge", description="midge: an MQTT 3.1, 3.1.1 and 5.0 broker and tools."
     )
-    parser.add_argument("--version", action="version", version=f"midge {__version__}")
+    parser.add_argument("--version", action="version", version=describe())
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     broker = sub.add_parser(
         "broker",
@@ -139,6 +139,7 @@ def run_broker(
         print(f"midge: error: {exc}", file=sys.stderr)
         return 1
     _setup_logging(config)
+    log.info("%s starting", describe())
     for notice in config.notices:
         log.warning("%s", notice)
     try:
@@ -204,7 +205,7 @@ async def _serve(config: Config) -> int:
         host, port = address[0], address[1]
         shown = f"[{host}]" if ":" in host else host
         print(f"midge: listening on {shown}:{port} (mqtt)", flush=True)
-    log.info("midge %s running", __version__)
+    log.info("%s running", describe())
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     gc_tuner = GcTuner(loop)
