@@ -96,9 +96,13 @@ def pub(
 
 
 class Sub:
-    """mosquitto_sub printing ``topic payload`` lines, for at most ``wait`` seconds."""
+    """mosquitto_sub printing ``topic payload`` lines until it has ``count`` of them (at most 10
+    seconds). Started with ``-d``, so the SUBACK is seen rather than waited for; the debug lines
+    (``Client ... received ...``, ``Subscribed (mid: 1): 0``) are left out of :meth:`lines`."""
 
-    def __init__(self, port: int, version: int, user: str, password: str, topic: str) -> None:
+    def __init__(
+        self, port: int, version: int, user: str, password: str, topic: str, count: int
+    ) -> None:
         self.proc = subprocess.Popen(
             [
                 "stdbuf",
@@ -108,18 +112,27 @@ class Sub:
                 "-t",
                 topic,
                 "-v",
+                "-d",
+                "-C",
+                str(count),
                 "-W",
-                "4",
+                "10",
             ],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
         )
-        time.sleep(0.5)  # subscribed (the SUBACK comes well within this on loopback)
+        assert self.proc.stdout is not None
+        self.seen: list[str] = []
+        for line in self.proc.stdout:
+            self.seen.append(line.rstrip("\n"))
+            if "received SUBACK" in line:
+                break
 
     def lines(self) -> list[str]:
         out, _ = self.proc.communicate(timeout=15)
-        return out.splitlines()
+        every = self.seen + out.splitlines()
+        return [line for line in every if not line.startswith(("Client ", "Subscribed (mid"))]
 
 
 def scenario(port: int, version: int) -> None:
@@ -130,8 +143,10 @@ def scenario(port: int, version: int) -> None:
     assert pub(port, version, "mallory", "alice pw", "alice/t", "-m", "x") == refused
     assert pub(port, version, None, None, "alice/t", "-m", "x") == refused
 
-    # topic lines: bob reads what alice writes, only where both rules agree
-    sub = Sub(port, version, "bob", "bob-pw", "#")
+    # topic lines: bob reads what alice writes, only where both rules agree; alice's last message
+    # marks the end (the broker routes each client's messages in order, and these come one
+    # client after the other), so anything delivered that should not be comes before it
+    sub = Sub(port, version, "bob", "bob-pw", "#", count=4)
     assert pub(port, version, "alice", "alice pw", "shared/other", "-m", "not for bob") == 0
     assert pub(port, version, "alice", "alice pw", "alice/private", "-m", "denied") == 0
     assert pub(port, version, "alice", "alice pw", "shared/bob", "-m", "for bob") == 0
@@ -140,13 +155,20 @@ def scenario(port: int, version: int) -> None:
     # pattern line: %u
     assert pub(port, version, "bob", "bob-pw", "users/bob/x", "-m", "own", "-q", "1") == 0
     assert pub(port, version, "alice", "alice pw", "users/bob/x", "-m", "not alice's") == 0
-    assert sub.lines() == ["shared/bob for bob", "alice/news hello", "users/bob/x own"]
+    assert pub(port, version, "alice", "alice pw", "shared/bob", "-m", "end") == 0
+    assert sub.lines() == [
+        "shared/bob for bob",
+        "alice/news hello",
+        "users/bob/x own",
+        "shared/bob end",
+    ]
 
     # retained messages are read-checked too
     assert pub(port, version, "alice", "alice pw", "alice/r", "-m", "kept", "-r", "-q", "1") == 0
     assert pub(port, version, "alice", "alice pw", "shared/r", "-m", "hidden", "-r") == 0
-    sub = Sub(port, version, "bob", "bob-pw", "#")
-    assert sub.lines() == ["alice/r kept"]
+    sub = Sub(port, version, "bob", "bob-pw", "#", count=2)
+    assert pub(port, version, "alice", "alice pw", "shared/bob", "-m", "end") == 0
+    assert sub.lines() == ["alice/r kept", "shared/bob end"]
     for topic in ("alice/r", "shared/r"):
         assert pub(port, version, "alice", "alice pw", topic, "-r", "-n") == 0
 
@@ -156,11 +178,12 @@ def tls_scenario(tls_port: int, port: int, version: int) -> None:
     refused = REFUSED[version]
     assert pub(tls_port, version, "alice", "alice pw", "alice/t", "-m", "x") == 0
     assert pub(tls_port, version, "alice", "wrong", "alice/t", "-m", "x") == refused
-    sub = Sub(tls_port, version, "bob", "bob-pw", "#")
+    sub = Sub(tls_port, version, "bob", "bob-pw", "#", count=3)
     assert pub(port, version, "alice", "alice pw", "alice/private", "-m", "denied") == 0
     assert pub(port, version, "alice", "alice pw", "shared/bob", "-m", "plain to tls") == 0
     assert pub(tls_port, version, "alice", "alice pw", "alice/n", "-m", "tls", "-q", "1") == 0
-    assert sub.lines() == ["shared/bob plain to tls", "alice/n tls"]
+    assert pub(port, version, "alice", "alice pw", "shared/bob", "-m", "end") == 0
+    assert sub.lines() == ["shared/bob plain to tls", "alice/n tls", "shared/bob end"]
 
 
 @pytest.fixture
