@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from midge.auth.base import AllowAll
+from midge.auth.base import Authenticator, Capability
 from midge.auth.scram_cli import set_user
 from midge.codec.packets import Auth, Connack, Connect, Disconnect, Publish
 from midge.codec.properties import Prop
@@ -27,8 +27,10 @@ SHA256 = "SCRAM-SHA-256"
 SHA512 = "SCRAM-SHA-512"
 
 
-class OnlyAliceMaySubscribe(AllowAll):
-    """An inner authenticator (the ACL's role): ``alice/#`` for alice, nothing for others."""
+class OnlyAliceMaySubscribe(Authenticator):
+    """A layer after SCRAM (the ACL's role): ``alice/#`` for alice, nothing for others."""
+
+    provides = frozenset({Capability.SUBSCRIBE})
 
     def __init__(self) -> None:
         self.seen: list[str | None] = []
