@@ -114,9 +114,8 @@ class FileAuthenticator(Authenticator):
 
     Each client's ACL is compiled once, at CONNECT, for its client id, username and listener,
     and keeps a small cache of decisions (see :class:`midge.auth.acl.ClientAcl`); a reload
-    recompiles them. Without an ACL file it provides no publish or read check (the broker then
-    skips the per-message calls), and no subscribe check unless per_listener_settings (where a
-    client it did not authenticate is refused: fail closed).
+    recompiles them. Without an ACL file it provides no publish or read check: the broker then
+    skips the per-message calls.
     """
 
     provides = frozenset(
@@ -151,18 +150,11 @@ class FileAuthenticator(Authenticator):
         any_acl = any(d.acl_file for d in self._all_domains())
         #: Whether deliveries are read-checked at all (an unknown client then gets nothing).
         self.checks_read = any_acl
-        checks = {Capability.PUBLISH, Capability.READ} if any_acl else set()
-        if any_acl or self.per_listener:
-            checks.add(Capability.SUBSCRIBE)
-        self.provides = frozenset(
-            {
-                Capability.CONNECT,
-                Capability.RELOAD,
-                Capability.SESSION_END,
-                Capability.SESSION_RESTORED,
-                *checks,
-            }
-        )
+        if not any_acl:
+            # Nothing to check per message (the broker skips those calls). SUBSCRIBE stays: once
+            # per filter, it refuses a client this layer did not authenticate with
+            # per_listener_settings (fail closed) and keeps the identity of one it did not.
+            self.provides = self.provides - {Capability.PUBLISH, Capability.READ}
         #: True when a later layer of the chain checks usernames and passwords (a plugin:
         #: midge.auth.plugin): a username that no password file knows is left to it (Mosquitto
         #: defers).
