@@ -501,6 +501,15 @@ def test_a_method_without_its_declaration_is_refused_when_the_class_is_defined()
                 return None
 
 
+def test_a_layer_must_be_an_authenticator() -> None:
+    class Undeclared:
+        def can_publish(self, client_id: str, username: str | None, topic: str) -> bool:
+            return False
+
+    with pytest.raises(TypeError, match=r"not a midge\.auth\.base\.Authenticator"):
+        AuthChain([AllowAll(), Undeclared()])  # type: ignore[list-item]
+
+
 def test_a_plugin_declares_what_it_defines_without_saying_so() -> None:
     class OnlyAuthorize:
         async def authorize(self, client: Any, action: str, topic: str) -> bool:

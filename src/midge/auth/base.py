@@ -253,6 +253,12 @@ class AuthChain(Authenticator):
 
     def __init__(self, layers: Iterable[Authenticator] = ()) -> None:
         self.layers: tuple[Authenticator, ...] = tuple(layers)
+        for layer in self.layers:
+            if not isinstance(layer, Authenticator):
+                raise TypeError(
+                    f"{layer!r} is not a midge.auth.base.Authenticator: subclass it and declare "
+                    "what it provides"
+                )
         self.provides = frozenset(cap for layer in self.layers for cap in layer.provides)
 
         def having(cap: Capability) -> tuple[Authenticator, ...]:
