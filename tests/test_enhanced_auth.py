@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from midge.auth.base import AllowAll, AuthExchange, ConnectRequest
+from midge.auth.base import Authenticator, AuthExchange, Capability, ConnectRequest
 from midge.codec.packets import Auth, Connack, Connect, Disconnect, Pingreq
 from midge.codec.properties import Prop
 from midge.codec.reasons import Reason
@@ -24,7 +24,7 @@ METHOD = "HMAC-CHALLENGE"
 SECRET = b"s3cret"
 
 
-class _Exchange:
+class _Exchange(AuthExchange):
     def __init__(self) -> None:
         self.nonce = os.urandom(16)
 
@@ -40,7 +40,9 @@ class _Exchange:
         return Reason.NOT_AUTHORIZED, None
 
 
-class ChallengeAuthenticator(AllowAll):
+class ChallengeAuthenticator(Authenticator):
+    provides = frozenset({Capability.ENHANCED})
+
     def enhanced(self, request: ConnectRequest) -> AuthExchange | None:
         return _Exchange() if request.auth_method == METHOD else None
 

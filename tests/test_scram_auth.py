@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from midge.auth.base import AllowAll
+from midge.auth.base import Authenticator, Capability
 from midge.auth.scram_cli import set_user
 from midge.codec.packets import Auth, Connack, Connect, Disconnect, Publish
 from midge.codec.properties import Prop
@@ -27,8 +27,10 @@ SHA256 = "SCRAM-SHA-256"
 SHA512 = "SCRAM-SHA-512"
 
 
-class OnlyAliceMaySubscribe(AllowAll):
-    """An inner authenticator (the ACL's role): ``alice/#`` for alice, nothing for others."""
+class OnlyAliceMaySubscribe(Authenticator):
+    """A layer after SCRAM (the ACL's role): ``alice/#`` for alice, nothing for others."""
+
+    provides = frozenset({Capability.SUBSCRIBE})
 
     def __init__(self) -> None:
         self.seen: list[str | None] = []
@@ -225,6 +227,24 @@ def test_other_methods_still_refused_with_0x8c(
     with RawClient(b.host, b.port, version=5) as c:
         c.send(Connect("c", protocol_level=5, properties=_props("SCRAM-SHA-1", b"n,,n=a,r=b")))
         assert c.expect(Connack).reason_code == Reason.BAD_AUTHENTICATION_METHOD
+
+
+def test_reload_rereads_the_scram_file(make_broker: Callable[..., Any], scram_file: str) -> None:
+    """SIGHUP (Server.reload) reloads the SCRAM layer of the chain; a file that does not parse
+    keeps the credentials in force."""
+    b = make_broker(scram_file=scram_file)
+
+    def carol() -> int:
+        with RawClient(b.host, b.port, version=5) as c:
+            return _connect_scram(c, ScramClient(SHA256, "carol", "pw"), SHA256).reason_code
+
+    set_user(scram_file, "carol", "pw")
+    assert carol() == Reason.NOT_AUTHORIZED  # not read yet
+    assert b.call(b.server.reload) is True
+    assert carol() == Reason.SUCCESS
+    Path(scram_file).write_text("carol\n")
+    assert b.call(b.server.reload) is False
+    assert carol() == Reason.SUCCESS
 
 
 # -- the real command line: midge scram, then midge broker -c with scram_file

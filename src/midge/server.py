@@ -15,7 +15,7 @@ import asyncio
 import logging
 from typing import Any
 
-from midge.auth.base import Authenticator, find_layer, layers
+from midge.auth.base import AuthChain, Authenticator, Capability
 from midge.auth.files import FileAuthenticator, anonymous_notices, build_authenticator
 from midge.broker.broker import Broker
 from midge.cluster.router import Router
@@ -38,7 +38,10 @@ class Server:
         router: Router | None = None,
     ) -> None:
         self.config = config
+        #: In place of the password/ACL files' layer (tests; SCRAM and plugins still compose).
         self.authenticator = authenticator
+        #: The layers the broker asks (midge.auth.base.AuthChain), set by ``start``.
+        self.auth: AuthChain = AuthChain()
         #: Cross-worker routing for ``--workers N`` (its listeners then share ports: SO_REUSEPORT).
         self.router = router
         self.broker: Broker | None = None
@@ -64,45 +67,48 @@ class Server:
                 authenticator = files
             for notice in anonymous_notices(config):
                 log.warning("%s", notice)
+        # The chain, in the order its layers are asked (midge.auth.base.AuthChain): SCRAM first
+        # (its methods before any other layer's), the files (or the given authenticator), then
+        # the plugins, asked only when the built-in checks allow.
+        layers: list[Authenticator] = []
         if config.scram_file:
-            # SCRAM (MQTT 5 enhanced authentication) in front of the configured authenticator;
-            # a bad scram_file is a ConfigError naming its line, before any listener opens.
+            # SCRAM (MQTT 5 enhanced authentication); a bad scram_file is a ConfigError naming
+            # its line, before any listener opens.
             from midge.auth.scram import ScramAuthenticator
 
-            authenticator = ScramAuthenticator.from_file(config.scram_file, authenticator)
-        self._plugins: list[Any] = []
+            layers.append(ScramAuthenticator.from_file(config.scram_file))
+        if authenticator is not None:
+            layers.append(authenticator)
         if config.auth_python or config.auth_http_url or config.auth_ldap or config.auth_oauth.mode:
-            # Python plugins and the HTTP, LDAP and OAuth backends (midge.auth.plugin), asked
-            # after the built-in checks; a PluginError names the plugin and the fix.
+            # Python plugins and the HTTP, LDAP and OAuth backends (midge.auth.plugin); a
+            # PluginError names the plugin and the fix.
             from midge.auth.plugin import PluginAuthenticator, load_plugin
 
+            plugins: list[Any] = []
             if config.auth_python:
-                self._plugins.append(load_plugin(config.auth_python, config.auth_python_options))
+                plugins.append(load_plugin(config.auth_python, config.auth_python_options))
             if config.auth_http_url:
                 from midge.auth.http import HttpAuth
 
-                self._plugins.append(HttpAuth(config.auth_http_url, config.auth_http_timeout))
+                plugins.append(HttpAuth(config.auth_http_url, config.auth_http_timeout))
             if config.auth_ldap:
                 from midge.auth.ldap import create as create_ldap
 
-                self._plugins.append(create_ldap(config.auth_ldap, config.auth_cache_ttl))
+                plugins.append(create_ldap(config.auth_ldap, config.auth_cache_ttl))
             if config.auth_oauth.mode:
                 from midge.auth import oauth
 
-                self._plugins.append(
+                plugins.append(
                     oauth.create(config.auth_oauth, config.auth_http_timeout, config.auth_cache_ttl)
                 )
-            authenticator = PluginAuthenticator(
-                self._plugins,
-                cache_ttl=config.auth_cache_ttl,
-                timeout=config.auth_http_timeout,
-                inner=authenticator,
+            plugin_layer = PluginAuthenticator(
+                plugins, cache_ttl=config.auth_cache_ttl, timeout=config.auth_http_timeout
             )
-            file_layer = find_layer(authenticator, FileAuthenticator)
-            if file_layer is not None:
-                file_layer.usernames_elsewhere = any(
-                    getattr(p, "authenticate", None) for p in self._plugins
-                )
+            if isinstance(authenticator, FileAuthenticator):
+                # A username no password file knows is left to a plugin that checks passwords.
+                authenticator.usernames_elsewhere = Capability.CONNECT in plugin_layer.provides
+            layers.append(plugin_layer)
+        self.auth = AuthChain(layers)
         store: Store | None = None
         if config.data_dir and config.durability != "none":
             from midge.store.sqlite import SqliteStore
@@ -111,7 +117,7 @@ class Server:
             sqlite_store.open()
             try:
                 restored = sqlite_store.load()
-                self.broker = Broker(config, loop, authenticator, sqlite_store)
+                self.broker = Broker(config, loop, self.auth, sqlite_store)
                 self.broker.restore(restored)
             except BaseException:
                 sqlite_store.close()
@@ -120,7 +126,7 @@ class Server:
             store = sqlite_store
             log.info("durable store %s (durability %s)", sqlite_store.path, config.durability)
         else:
-            self.broker = Broker(config, loop, authenticator)
+            self.broker = Broker(config, loop, self.auth)
         if self.router is not None:
             self.router.bind(self.broker)
             self.broker.router = self.router
@@ -145,43 +151,25 @@ class Server:
             raise
 
     def reload(self) -> bool:
-        """SIGHUP: re-read the TLS certificates, the SCRAM file, and the password and ACL files,
-        without dropping connections; clients
-        whose user was removed or whose password changed are disconnected (v5: DISCONNECT 0x87).
-        A file that does not parse keeps the old ones (logged with file:line). True if
-        reloaded."""
+        """SIGHUP: re-read the TLS certificates and every layer of the authentication chain that
+        reloads (the password and ACL files, the SCRAM file), without dropping connections;
+        clients whose user was removed or whose password changed are disconnected (v5:
+        DISCONNECT 0x87). A file that does not parse keeps the old ones (logged with file:line).
+        True if every such layer reloaded."""
         broker = self.broker
         self.reload_certificates()  # TLS listeners: new handshakes get the new files
-        auth = None if broker is None else find_layer(broker.authenticator, FileAuthenticator)
-        if broker is not None:
-            # SCRAM's credentials file is re-read too (midge.auth.scram).
-            for layer in layers(broker.authenticator):
-                reload = getattr(layer, "reload", None)
-                if reload is not None and not isinstance(layer, FileAuthenticator):
-                    try:
-                        reload()
-                    except ConfigError as exc:
-                        log.error("reload failed, keeping the previous file: %s", exc)
-        if auth is None or broker is None:
-            log.info("SIGHUP: no password or ACL file to reload")
+        if broker is None or Capability.RELOAD not in self.auth.provides:
+            log.info("SIGHUP: no password, ACL or SCRAM file to reload")
             return False
-        try:
-            notices, revoked = auth.reload()
-        except ConfigError as exc:
-            log.error("reload failed, keeping the previous password and ACL files: %s", exc)
-            return False
-        for notice in notices:
+        done = self.auth.reload()  # logs each layer's outcome
+        for notice in done.notices:
             log.warning("%s", notice)
-        for client_id in revoked:
+        for client_id in done.revoked:
             session = broker.sessions.get(client_id)
             conn = session.connection if session is not None else None
             if conn is not None:
                 conn.revoke("credentials no longer valid after reload")
-        log.info(
-            "reloaded password and ACL files (%d client(s) disconnected)",
-            sum(1 for _ in revoked),
-        )
-        return True
+        return not done.errors
 
     def reload_certificates(self) -> list[ConfigError]:
         """Read every TLS listener's certificate, key and CA files again (SIGHUP): new
@@ -225,13 +213,7 @@ class Server:
                     break
                 await asyncio.sleep(0.01)
             broker.store.close()
-        for plugin in getattr(self, "_plugins", []):
-            close = getattr(plugin, "close", None)
-            if close is not None:
-                try:
-                    await asyncio.wait_for(close(), CLOSE_TIMEOUT)
-                except Exception:  # pragma: no cover - a plugin's own trouble at exit
-                    log.exception("closing auth plugin %r", plugin)
+        await self.auth.close()
         for state in self.listeners:
             if state.server is not None:
                 try:

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from midge.auth.base import AllowAll, AuthExchange, ConnectRequest
+from midge.auth.base import Authenticator, AuthExchange, Capability, ConnectRequest
 from midge.codec import Decoder
 from midge.codec.packets import Auth, Connack, Connect, Disconnect, Subscribe, Subscription
 from midge.codec.properties import Prop
@@ -30,7 +30,7 @@ AM = Prop.AUTHENTICATION_METHOD
 AD = Prop.AUTHENTICATION_DATA
 
 
-class _Challenge:
+class _Challenge(AuthExchange):
     """One exchange: challenge, then the response must be b"response"."""
 
     def start(self, data: bytes | None) -> tuple[int, bytes | None]:
@@ -42,7 +42,9 @@ class _Challenge:
         return Reason.NOT_AUTHORIZED, None
 
 
-class _TestAuthenticator(AllowAll):
+class _TestAuthenticator(Authenticator):
+    provides = frozenset({Capability.CONNECT, Capability.ENHANCED})
+
     def authenticate(self, request: ConnectRequest) -> int:
         if request.username == "alice" and request.password != b"secret":
             return Reason.BAD_USER_NAME_OR_PASSWORD

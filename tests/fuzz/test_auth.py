@@ -20,7 +20,7 @@ import pytest
 from hypothesis import event, given
 from hypothesis import strategies as st
 
-from midge.auth.base import AllowAll, AuthExchange, ConnectRequest
+from midge.auth.base import Authenticator, AuthExchange, Capability, ConnectRequest
 from midge.codec.packets import MQTT5, Auth, Connack, Connect, Disconnect, Packet, Pingreq
 from midge.codec.properties import Prop
 from midge.codec.reasons import Reason
@@ -44,7 +44,7 @@ FUZZ = fuzz_settings(150)
 METHOD = "FUZZ-CHALLENGE"
 
 
-class _Exchange:
+class _Exchange(AuthExchange):
     """start("hello") -> challenge; start("ok") -> success; step("answer") -> success;
     step("again") -> another challenge; anything else fails with 0x87."""
 
@@ -63,7 +63,9 @@ class _Exchange:
         return Reason.NOT_AUTHORIZED, None
 
 
-class ChallengeAuthenticator(AllowAll):
+class ChallengeAuthenticator(Authenticator):
+    provides = frozenset({Capability.ENHANCED})
+
     def enhanced(self, request: ConnectRequest) -> AuthExchange | None:
         return _Exchange() if request.auth_method == METHOD else None
 

@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from midge.auth.base import Authenticator, Capability
 from midge.codec.packets import Connack
 from midge.config import ConfigError, ListenerConfig, parse_mosquitto_conf, parse_toml
 from midge.transport.tls import make_context, rfc2253
@@ -55,8 +56,12 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
     return Certs(tmp_path_factory.mktemp("pki"))
 
 
-class Recorder:
+class Recorder(Authenticator):
     """An authenticator that allows everything and records what the core asked it."""
+
+    provides = frozenset(
+        {Capability.CONNECT, Capability.ENHANCED, Capability.PUBLISH, Capability.SUBSCRIBE}
+    )
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, str | None, Any]] = []

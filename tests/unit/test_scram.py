@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from midge.auth.base import ConnectRequest
+from midge.auth.base import Capability, ConnectRequest
 from midge.auth.scram import (
     ScramAuthenticator,
     ScramExchange,
@@ -208,8 +208,10 @@ def test_a_second_client_final_fails() -> None:
     assert ex.step(final) == (Reason.NOT_AUTHORIZED, None)
 
 
-def test_other_methods_go_to_the_inner_authenticator() -> None:
+def test_other_methods_and_the_rest_are_other_layers() -> None:
+    """SCRAM provides enhanced authentication only; the chain asks other layers for the rest."""
     auth = ScramAuthenticator(ScramStore())
+    assert auth.provides == {Capability.ENHANCED}
     assert auth.enhanced(ConnectRequest("c", None, None, "p", 5, "OTHER", None)) is None
     assert auth.authenticate(ConnectRequest("c", "u", b"p", "p", 4)) == 0
     assert auth.can_publish("c", None, "t") and auth.can_subscribe("c", None, "#")

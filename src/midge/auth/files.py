@@ -26,7 +26,7 @@ import logging
 from dataclasses import dataclass
 
 from midge.auth.acl import READ, WRITE, AclFile, ClientAcl, load_acl_file
-from midge.auth.base import AllowAll, Authenticator, AuthExchange, ConnectRequest
+from midge.auth.base import AllowAll, Authenticator, Capability, ConnectRequest, Reloaded
 from midge.auth.passwd import PasswordFile, PasswordHash, load_password_file
 from midge.codec.reasons import Reason
 from midge.config import Config, ListenerConfig
@@ -109,14 +109,27 @@ def anonymous_notices(config: Config) -> list[str]:
     return notices
 
 
-class FileAuthenticator:
+class FileAuthenticator(Authenticator):
     """:class:`~midge.auth.base.Authenticator` over password/ACL files and allow_anonymous.
 
     Each client's ACL is compiled once, at CONNECT, for its client id, username and listener,
     and keeps a small cache of decisions (see :class:`midge.auth.acl.ClientAcl`); a reload
-    recompiles them. ``checks_publish``/``checks_read`` tell the broker whether per-message
-    checks are needed at all (no ACL file: they are not).
+    recompiles them. Without an ACL file it provides no publish or read check: the broker then
+    skips the per-message calls.
     """
+
+    provides = frozenset(
+        {
+            Capability.CONNECT,
+            Capability.PUBLISH,
+            Capability.SUBSCRIBE,
+            Capability.READ,
+            Capability.RELOAD,
+            Capability.SESSION_END,
+            Capability.SESSION_RESTORED,
+        }
+    )
+    name = "password and ACL files"
 
     def __init__(self, config: Config) -> None:
         self.per_listener = config.per_listener_settings
@@ -135,10 +148,16 @@ class FileAuthenticator:
                 self.anon_by_listener[_key(lst)] = domain.allow_anonymous
         self.load()
         any_acl = any(d.acl_file for d in self._all_domains())
-        self.checks_publish = any_acl
+        #: Whether deliveries are read-checked at all (an unknown client then gets nothing).
         self.checks_read = any_acl
-        #: True when a plugin checks usernames and passwords (midge.auth.plugin, asked after this
-        #: layer): a username that no password file knows is left to it (Mosquitto defers).
+        if not any_acl:
+            # Nothing to check per message (the broker skips those calls). SUBSCRIBE stays: once
+            # per filter, it refuses a client this layer did not authenticate with
+            # per_listener_settings (fail closed) and keeps the identity of one it did not.
+            self.provides = self.provides - {Capability.PUBLISH, Capability.READ}
+        #: True when a later layer of the chain checks usernames and passwords (a plugin:
+        #: midge.auth.plugin): a username that no password file knows is left to it (Mosquitto
+        #: defers).
         self.usernames_elsewhere = False
         #: client id -> (username, domain, compiled ACL or None, password entry it logged in with)
         self.clients: dict[str, _Client] = {}
@@ -160,7 +179,7 @@ class FileAuthenticator:
                 notices.extend(copy.acl.notices)
         return notices
 
-    # -- the Authenticator protocol ------------------------------------------------------------
+    # -- the Authenticator capabilities ---------------------------------------------------------
 
     def _domain(self, listener: ListenerConfig | None) -> Domain | None:
         if not self.per_listener:
@@ -194,9 +213,6 @@ class FileAuthenticator:
         acl = domain.acl.for_client(request.client_id, username) if domain.acl else None
         self.clients[request.client_id] = _Client(username, domain, acl, entry)
         return Reason.SUCCESS
-
-    def enhanced(self, request: ConnectRequest) -> AuthExchange | None:
-        return None
 
     def _acl(self, client_id: str, username: str | None) -> ClientAcl | bool | None:
         """The client's compiled ACL; None: no ACL (everything allowed); False: unknown client
@@ -262,9 +278,9 @@ class FileAuthenticator:
 
     # -- reload ------------------------------------------------------------------------------------
 
-    def reload(self) -> tuple[list[str], list[str]]:
-        """Re-read the files (SIGHUP). Returns (notices, client ids to disconnect): clients whose
-        user is gone or whose password entry changed. Raises ConfigError (nothing changed)."""
+    def reload(self) -> Reloaded:
+        """Re-read the files (SIGHUP). Revoked: the clients whose user is gone or whose password
+        entry changed. Raises ConfigError (nothing changed)."""
         notices = self.load()
         revoked: list[str] = []
         for client_id, client in list(self.clients.items()):
@@ -277,7 +293,7 @@ class FileAuthenticator:
                     continue
             acl = domain.acl
             client.acl = acl.for_client(client_id, client.username) if acl else None
-        return notices, revoked
+        return Reloaded(notices, revoked)
 
 
 @dataclass(slots=True)

@@ -2,7 +2,8 @@
 
 The contract (docs/security.md, "Plugins"). A plugin is any object with some of these
 coroutine functions; what it leaves out is allowed (authorization) or left to the next check
-(authentication: then any client is accepted):
+(authentication: then any client is accepted). Which ones a plugin defines is found once, when it
+is loaded (:func:`plugin_methods`), and is what its layer declares it provides:
 
 ``async def authenticate(client: Client) -> bool | int``
     At CONNECT: True (or 0) accepts; False refuses with "bad user name or password" (v5 0x86,
@@ -10,6 +11,8 @@ coroutine functions; what it leaves out is allowed (authorization) or left to th
 ``async def authorize(client: Client, action: str, topic: str) -> bool``
     ``action`` is "publish" (a topic name) or "subscribe" (a topic filter, shared ones with their
     ``$share/GROUP/`` prefix).
+``async def close() -> None``
+    When the broker stops (connections, pools).
 
 A plugin is named by ``auth_python``: ``package.module:factory`` (a callable given the
 ``auth_python_opt_NAME VALUE`` options as a ``dict[str, str]`` and returning the plugin), or the
@@ -31,16 +34,11 @@ import inspect
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any
 
-from midge.auth.base import (
-    Authenticator,
-    AuthExchange,
-    ConnectRequest,
-    Pending,
-    checks_publish,
-)
+from midge.auth.base import Authenticator, Capability, ConnectRequest, Pending
 from midge.codec.reasons import Reason
 
 log = logging.getLogger("midge.auth")
@@ -50,6 +48,8 @@ CACHE_SIZE = 100_000
 #: A decision that was just made is kept at least this long, even with ``cache_ttl`` 0: the
 #: connection that waited for it asks again right away.
 MIN_KEEP = 5.0
+#: How long a plugin's ``close`` may take when the broker stops.
+CLOSE_TIMEOUT = 2.0
 
 
 class Client:
@@ -113,20 +113,49 @@ def load_plugin(name: str, options: dict[str, str]) -> Any:
         plugin = factory(dict(options))
     except Exception as exc:
         raise PluginError(f"auth_python {name}: the factory failed: {exc}") from None
-    for method in ("authenticate", "authorize"):
-        fn = getattr(plugin, method, None)
+    methods = plugin_methods(plugin)
+    for method, fn in (("authenticate", methods.authenticate), ("authorize", methods.authorize)):
         if fn is not None and not inspect.iscoroutinefunction(fn):
             raise PluginError(f"auth_python {name}: '{method}' must be an async function")
     return plugin
 
 
-class PluginAuthenticator:
-    """An :class:`~midge.auth.base.Authenticator` asking ``plugins`` in turn.
+@dataclass(frozen=True, slots=True)
+class PluginMethods:
+    """The methods of the plugin interface that one plugin defines (None: it does not)."""
+
+    plugin: Any
+    authenticate: Callable[[Client], Awaitable[Any]] | None
+    authorize: Callable[[Client, str, str], Awaitable[Any]] | None
+    close: Callable[[], Awaitable[Any]] | None
+
+
+def plugin_methods(plugin: Any) -> PluginMethods:
+    """What ``plugin`` defines of the plugin interface: the one place a plugin (any object, so
+    that existing plugins need no declaration) is looked into; done once, when it is loaded."""
+    return PluginMethods(
+        plugin,
+        getattr(plugin, "authenticate", None) or None,
+        getattr(plugin, "authorize", None) or None,
+        getattr(plugin, "close", None) or None,
+    )
+
+
+class PluginAuthenticator(Authenticator):
+    """The layer of the chain that asks ``plugins`` in turn.
 
     Authentication: each plugin that has ``authenticate`` must accept. Authorization: each plugin
-    that has ``authorize`` must allow. ``inner`` (say, the password and ACL files) is asked
-    first, synchronously; a refusal there is final.
+    that has ``authorize`` must allow. The layers before it in the chain (the password and ACL
+    files) are asked first, synchronously; a refusal there is final. What it provides follows
+    from what the plugins define: ``authenticate`` (CONNECT), ``authorize`` (PUBLISH and
+    SUBSCRIBE), ``close`` (CLOSE).
     """
+
+    #: At most; per instance, what its plugins define.
+    provides = frozenset(
+        {Capability.CONNECT, Capability.PUBLISH, Capability.SUBSCRIBE, Capability.CLOSE}
+    )
+    name = "auth plugins"
 
     def __init__(
         self,
@@ -134,32 +163,30 @@ class PluginAuthenticator:
         *,
         cache_ttl: float = 60.0,
         timeout: float = 5.0,
-        inner: Authenticator | None = None,
     ) -> None:
         self.plugins = plugins
         self.cache_ttl = cache_ttl
         self.timeout = timeout
-        self.inner = inner
-        self._authn = [p.authenticate for p in plugins if getattr(p, "authenticate", None)]
-        self._authz = [p.authorize for p in plugins if getattr(p, "authorize", None)]
+        methods = [plugin_methods(p) for p in plugins]
+        self._authn = [m.authenticate for m in methods if m.authenticate is not None]
+        self._authz = [m.authorize for m in methods if m.authorize is not None]
+        self._closers = [(m.plugin, m.close) for m in methods if m.close is not None]
+        provides: set[Capability] = set()
+        if self._authn:
+            provides.add(Capability.CONNECT)
+        if self._authz:
+            provides.update((Capability.PUBLISH, Capability.SUBSCRIBE))
+        if self._closers:
+            provides.add(Capability.CLOSE)
+        self.provides = frozenset(provides)
         #: (client id, username, action, topic) -> (allowed, until)
         self._cache: dict[tuple[str, str | None, str, str], tuple[bool, float]] = {}
         self._pending: dict[tuple[str, str | None, str, str], asyncio.Future[bool]] = {}
         self._clock = time.monotonic
 
-    @property
-    def checks_publish(self) -> bool:
-        return bool(self._authz) or (self.inner is not None and checks_publish(self.inner))
-
     # -- authentication ---------------------------------------------------------------------
 
     def authenticate(self, request: ConnectRequest) -> int | Pending:
-        if self.inner is not None:
-            code = self.inner.authenticate(request)
-            if not isinstance(code, int):
-                return code  # an inner backend that waits itself
-            if code:
-                return code
         if not self._authn:
             return Reason.SUCCESS
         client = Client(
@@ -191,9 +218,6 @@ class PluginAuthenticator:
             return Reason.NOT_AUTHORIZED
         return Reason.SUCCESS
 
-    def enhanced(self, request: ConnectRequest) -> AuthExchange | None:
-        return self.inner.enhanced(request) if self.inner is not None else None
-
     # -- authorization -----------------------------------------------------------------------
 
     def can_publish(self, client_id: str, username: str | None, topic: str) -> bool | Pending:
@@ -207,11 +231,6 @@ class PluginAuthenticator:
     def _decide(
         self, client_id: str, username: str | None, action: str, topic: str
     ) -> bool | Pending:
-        if self.inner is not None:
-            check = self.inner.can_publish if action == "publish" else self.inner.can_subscribe
-            first = check(client_id, username, topic)
-            if first is not True:
-                return first  # False, or the inner backend's own pending decision
         if not self._authz:
             return True
         key = (client_id, username, action, topic)
@@ -260,3 +279,10 @@ class PluginAuthenticator:
         """Drop cached decisions (e.g. on reload)."""
         for key in [k for k in self._cache if predicate(k)]:
             del self._cache[key]
+
+    async def close(self) -> None:
+        for plugin, close in self._closers:
+            try:
+                await asyncio.wait_for(close(), CLOSE_TIMEOUT)
+            except Exception:  # pragma: no cover - a plugin's own trouble at exit
+                log.exception("closing auth plugin %r", plugin)

@@ -52,14 +52,7 @@ import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from midge.auth.base import (
-    AllowAll,
-    Authenticator,
-    AuthExchange,
-    ConnectRequest,
-    Pending,
-    checks_publish,
-)
+from midge.auth.base import Authenticator, AuthExchange, Capability, ConnectRequest, Reloaded
 from midge.codec.reasons import Reason
 from midge.config import ConfigError
 
@@ -293,7 +286,7 @@ def _attributes(text: str, what: str) -> list[tuple[str, str]]:
     return pairs
 
 
-class ScramExchange:
+class ScramExchange(AuthExchange):
     """One SCRAM conversation: :meth:`start` takes client-first, :meth:`step` client-final.
 
     After success :attr:`username` is the authenticated user (the connection adopts it)."""
@@ -446,53 +439,39 @@ class ScramExchange:
 # The authenticator
 
 
-class ScramAuthenticator:
-    """Serves the SCRAM methods from a :class:`ScramStore`; everything else goes to ``inner``.
+class ScramAuthenticator(Authenticator):
+    """Serves the SCRAM methods from a :class:`ScramStore`: a layer of the chain
+    (:class:`~midge.auth.base.AuthChain`) that provides enhanced authentication only.
 
-    ``inner`` decides plain CONNECTs, publish and subscribe (the password/ACL authenticator, or
-    :class:`AllowAll`), and any other Authentication Method, so the two compose."""
+    Plain CONNECTs, publish and subscribe are the other layers' (the password/ACL files, a
+    plugin), and so are other Authentication Methods: this layer comes first in the chain and
+    answers None for them, so the two compose."""
 
-    def __init__(
-        self,
-        store: ScramStore,
-        inner: Authenticator | None = None,
-        path: str | None = None,
-    ) -> None:
+    provides = frozenset({Capability.ENHANCED, Capability.RELOAD})
+    name = "SCRAM file"
+
+    def __init__(self, store: ScramStore, path: str | None = None) -> None:
         self.store = store
-        self.inner: Authenticator = inner if inner is not None else AllowAll()
-        #: The scram_file, for :meth:`reload`.
+        #: The scram_file, for :meth:`reload` (without one there is nothing to reload).
         self.path = path
+        if path is None:
+            self.provides = frozenset({Capability.ENHANCED})
         # Salts for simulated (unknown) users are stable for the life of the process.
         self._secret = secrets.token_bytes(32)
 
     @classmethod
-    def from_file(cls, path: str, inner: Authenticator | None = None) -> ScramAuthenticator:
-        return cls(load_scram_file(path), inner, path)
+    def from_file(cls, path: str) -> ScramAuthenticator:
+        return cls(load_scram_file(path), path)
 
-    def reload(self) -> None:
+    def reload(self) -> Reloaded:
         """Re-read the scram_file (a :class:`ConfigError` keeps the old credentials)."""
         if self.path is not None:
             self.store = load_scram_file(self.path)
-
-    @property
-    def checks_publish(self) -> bool:
-        """Whether PUBLISH needs asking at all: only if the inner authenticator restricts it."""
-        return checks_publish(self.inner)
-
-    def authenticate(self, request: ConnectRequest) -> int | Pending:
-        return self.inner.authenticate(request)
+        return Reloaded()
 
     def enhanced(self, request: ConnectRequest) -> AuthExchange | None:
         method = request.auth_method
         if method in MECHANISMS:
             assert method is not None
             return ScramExchange(method, self.store, request.username, self._secret)
-        return self.inner.enhanced(request)
-
-    def can_publish(self, client_id: str, username: str | None, topic: str) -> bool | Pending:
-        return self.inner.can_publish(client_id, username, topic)
-
-    def can_subscribe(
-        self, client_id: str, username: str | None, topic_filter: str
-    ) -> bool | Pending:
-        return self.inner.can_subscribe(client_id, username, topic_filter)
+        return None

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Protocol
 
-from midge.auth.base import AllowAll, Authenticator, checks_publish, layers
+from midge.auth.base import AuthChain, Authenticator, chain
 from midge.broker.message import Message, SubOptions
 from midge.broker.session import NEVER, Session, Stats
 from midge.broker.topictree import RetainedTree, SharedGroup, TopicTree
@@ -68,31 +68,15 @@ class Broker:
     ) -> None:
         self.config = config
         self.scheduler = scheduler
-        self.authenticator: Authenticator = authenticator or AllowAll()
+        #: The authentication chain (midge.auth.base): every layer that provides a capability
+        #: is asked; what the per-message paths need is computed once from the declarations.
+        self.authenticator: AuthChain = chain(authenticator)
         #: False when every topic is open to everyone: the per-PUBLISH check is skipped.
-        self.checks_publish = checks_publish(self.authenticator)
-        # Read access on delivery (an ACL file: midge.auth.files), from whichever layer of the
-        # authenticator has it; None when nothing restricts reads, so routing pays one check.
-        reader = next(
-            (a for a in layers(self.authenticator) if getattr(a, "checks_read", False)), None
-        )
-        self.can_read: Callable[[str, str], bool] | None = (
-            reader.can_read if reader is not None else None
-        )
+        self.checks_publish = self.authenticator.checks_publish
+        # Read access on delivery (an ACL file: midge.auth.files); None when nothing restricts
+        # reads, so routing pays one check.
+        self.can_read: Callable[[str, str], bool] | None = self.authenticator.read_check
         self.checks_read = self.can_read is not None
-        #: Told when a client's session ends, to drop what it keeps per client (optional).
-        ender = next((a for a in layers(self.authenticator) if hasattr(a, "session_ended")), None)
-        self._auth_session_ended: Callable[[str], None] | None = (
-            ender.session_ended if ender is not None else None
-        )
-        #: Told, at restore, the user each session restored from disk last authenticated as, so
-        #: access control applies to its deliveries before its client is back (optional).
-        restorer = next(
-            (a for a in layers(self.authenticator) if hasattr(a, "session_restored")), None
-        )
-        self._auth_session_restored: Callable[[str, str | None], None] | None = (
-            restorer.session_restored if restorer is not None else None
-        )
         self.store: Store = store or MemoryStore()
         #: The store when it keeps anything (SQLite): persistent sessions report to it and acks
         #: wait for its commits. None for the memory store, so the core skips all of that.
@@ -204,8 +188,7 @@ class Broker:
             self.publish_will(pending.message, pending.username)
 
     def _forget(self, client_id: str) -> None:
-        if self._auth_session_ended is not None:
-            self._auth_session_ended(client_id)
+        self.authenticator.session_ended(client_id)
 
     def _expire(self, session: Session) -> None:
         """The session's expiry interval passed with no connection (MQTT-3.1.2-23 v5)."""
@@ -532,8 +515,7 @@ class Broker:
                 self.tree.subscribe(cid, topic_filter, options)
             session.restore(stored.queue, stored.inflight, stored.awaiting_rel)
             self.sessions[cid] = session
-            if self._auth_session_restored is not None:
-                self._auth_session_restored(cid, stored.username)
+            self.authenticator.session_restored(cid, stored.username)
             gone = stored.disconnected_at
             if gone is None:
                 gone = now

@@ -483,8 +483,8 @@ class Connection:
         if self._exchange is not None and self.cert_username is None:
             # An enhanced-authentication method may establish who the client is (SCRAM's n=):
             # that is the user name ACLs see when the CONNECT carried none.
-            identity = getattr(self._exchange, "username", None)
-            if isinstance(identity, str):
+            identity = self._exchange.username
+            if identity is not None:
                 self.username = identity
         if v5:
             expiry = props.get(Prop.SESSION_EXPIRY_INTERVAL, 0)
