@@ -43,6 +43,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from midge.auth.ldap_options import NAMES, REPEATABLE
 from midge.auth.plugin import Client, PluginError
 from midge.codec.reasons import Reason
 from midge.codec.topics import split_shared, topic_matches
@@ -97,24 +98,8 @@ class LdapSettings:
     pool_size: int = 4
 
 
-OPTIONS = (
-    "auth_ldap_url",
-    "auth_ldap_bind_dn",
-    "auth_ldap_search_base",
-    "auth_ldap_search_filter",
-    "auth_ldap_service_dn",
-    "auth_ldap_service_password",
-    "auth_ldap_group_base",
-    "auth_ldap_group_filter",
-    "auth_ldap_group_attribute",
-    "auth_ldap_group_rule",
-    "auth_ldap_start_tls",
-    "auth_ldap_ca_file",
-    "auth_ldap_timeout",
-    "auth_ldap_pool_size",
-)
-#: Options that may be given more than once.
-REPEATABLE = ("auth_ldap_url", "auth_ldap_group_rule")
+#: The ``auth_ldap_*`` options (declared in midge.auth.ldap_options, the configuration table).
+OPTIONS = NAMES
 
 
 def normalize_dn(dn: str) -> str:
