@@ -20,7 +20,7 @@ from midge.config.options import group_settings
 from midge.config.table import TLS_OPTIONS
 
 if TYPE_CHECKING:
-    from midge.auth.ldap import LdapSettings
+    from midge.auth.ldap_options import LdapSettings
     from midge.auth.oauth_options import OAuthConfig
 
 #: Where ``midge broker`` keeps its database when the configuration names no directory.
@@ -38,7 +38,7 @@ NOT_OPTIONS = {
         "source",
         "notices",
     ),
-    "ListenerConfig": ("host", "where"),
+    "ListenerConfig": ("where",),
 }
 
 

@@ -796,6 +796,7 @@ _UNSUPPORTED = (
         "unsupported",
         field=None,
         prefix=True,
+        note="Mosquitto's C plugins: midge takes Python plugins, `auth_python`",
         apply="c_plugin_option",
         unsupported="security (authentication, access control, TLS)",
     ),
