@@ -163,8 +163,9 @@ class ConfParser:
 
     def _hook(self, opt: Option, name: str, value: Any, path: str, line: int, level: int) -> None:
         assert opt.apply is not None or opt.kind == COLLECT
-        if opt.kind == COLLECT:
-            self.config.auth_ldap_options.append((name, value, path, line))
+        if opt.kind == COLLECT:  # (option, text, file, line), for the group's finish
+            assert opt.attr is not None
+            getattr(self.config, opt.attr).append((name, value, path, line))
             return
         getattr(self, f"_apply_{opt.apply}")(opt, name, value, path, line)
 

@@ -256,7 +256,7 @@ class TomlReader:
         opt = _toml_option(key, in_listener=False)
         if opt is not None:
             if opt.kind == COLLECT:
-                self.collect(cfg, key, value)
+                self.collect(cfg, opt, key, value)
                 return
             if opt.apply in ("listener", "python_options"):
                 getattr(self, f"_apply_{opt.apply}")(cfg, key, value)
@@ -295,8 +295,11 @@ class TomlReader:
             )
         raise self.error(f"unknown option '{key}'{closest(key, names(TOML))}", t, key)
 
-    def collect(self, cfg: Config, key: str, value: Any) -> None:
-        """An option its group checks once the file is read (``auth_ldap_*``)."""
+    def collect(self, cfg: Config, opt: Option, key: str, value: Any) -> None:
+        """An option its group checks once the file is read (``auth_ldap_*``): each value as
+        (option, text, file, line)."""
+        assert opt.attr is not None
+        collected = getattr(cfg, opt.attr)
         t = -1
         line = self.lines.get((t, key))
         for item in value if isinstance(value, list) else [value]:
@@ -309,7 +312,7 @@ class TomlReader:
                     t,
                     key,
                 )
-            cfg.auth_ldap_options.append((key, str(item), self.path, line))
+            collected.append((key, str(item), self.path, line))
 
     def _apply_python_options(self, cfg: Config, key: str, value: Any) -> None:
         if not isinstance(value, dict) or not all(
