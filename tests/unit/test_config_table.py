@@ -94,3 +94,23 @@ def test_aliases_name_an_option() -> None:
     for opt in all_options():
         if opt.alias_of is not None:
             assert any(o.alias_of is None for o in named(opt.alias_of)), opt.name
+
+
+def test_every_behaviour_is_implemented_by_the_readers_that_read_it() -> None:
+    from midge.config.mosquitto import ConfParser
+    from midge.config.toml import TomlReader
+
+    # Behaviours a reader handles before its generic path (TOML's listener-table keys, the
+    # refusals, the TOML top-level messages for conf-only options).
+    handled_inline = {
+        "conf": {"include_dir", "c_plugin_option"},
+        "toml": {"port", "c_plugin_option", "include_dir", "bind_address", "python_opt"},
+    }
+    readers = {"conf": ConfParser, "toml": TomlReader}
+    for opt in all_options():
+        if opt.apply is None:
+            continue
+        for fmt in opt.formats:
+            if opt.apply in handled_inline[fmt]:
+                continue
+            assert hasattr(readers[fmt], f"_apply_{opt.apply}"), (opt.name, fmt)

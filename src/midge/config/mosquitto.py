@@ -139,9 +139,11 @@ class ConfParser:
             raise ConfigError(f"unknown option '{name}'{closest(name, names(CONF))}", path, line)
         if opt.kind == UNSUPPORTED:
             raise ConfigError(unsupported_message(opt), path, line)
-        real = real_option(opt)
+        real = real_option(opt)  # maximum_qos -> max_qos, persistence_location -> data_dir, ...
+        # Taken as written, even empty: a prefix option (auth_python_opt_NAME, ...), a collected
+        # one (auth_ldap_*, checked by its group), include_dir.
         if opt.prefix or real.kind == COLLECT:
-            self._hook(real, name, value, path, line, level)
+            self._hook(real, name, value, path, line)
             return
         if real.apply == "include_dir":
             self._apply_include_dir(value, path, line, level)
@@ -150,19 +152,19 @@ class ConfParser:
             raise ConfigError(f"missing value for '{name}'", path, line)
         if real.scope == GLOBAL:
             self.given.setdefault(real.name, (path, line))
-        if real.once and real.scope == GLOBAL:
-            self.once(0, real.name, path, line)
+            if real.once:
+                self.once(0, real.name, path, line)
         if real.scope in (LISTENER, PER_LISTENER) and real.apply is None:
             self.listener_scoped(real, name, value, path, line)
             return
         parsed = self.value(real, name, value)
         if real.apply is not None:
-            self._hook(real, name, parsed, path, line, level)
+            self._hook(real, name, parsed, path, line)
         else:
             self.store(self.config, real, parsed)
 
-    def _hook(self, opt: Option, name: str, value: Any, path: str, line: int, level: int) -> None:
-        assert opt.apply is not None or opt.kind == COLLECT
+    def _hook(self, opt: Option, name: str, value: Any, path: str, line: int) -> None:
+        """The option's own behaviour: ``_apply_<opt.apply>``, or collecting it."""
         if opt.kind == COLLECT:  # (option, text, file, line), for the group's finish
             assert opt.attr is not None
             getattr(self.config, opt.attr).append((name, value, path, line))

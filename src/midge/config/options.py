@@ -82,6 +82,7 @@ class Option:
     unsupported: str = ""  # UNSUPPORTED: the support it comes with (a group of the docs)
     note: str = ""  # UNSUPPORTED: why, when more specific than the group
     row_of: str | None = None  # docs: listed in the row of that option
+    suggest: bool = True  # offered by "did you mean ...?" for a misspelt name
 
     @property
     def attr(self) -> str | None:
@@ -158,15 +159,6 @@ def named(name: str) -> list[Option]:
     return [o for o in all_options() if o.prefix and name.startswith(o.name) and name != o.name]
 
 
-def option(name: str) -> Option:
-    """The entry called ``name`` (the first, if the formats give it two)."""
-    return _by_name[name][0] if groups() and name in _by_name else _missing(name)
-
-
-def _missing(name: str) -> Option:
-    raise KeyError(name)
-
-
 def group_settings(name: str) -> Any:
     """A fresh default settings object of the group called ``name`` (``Config.<name>``)."""
     for group in groups():
@@ -180,7 +172,7 @@ def names(fmt: str) -> list[str]:
     supported = [
         o.name
         for o in all_options()
-        if fmt in o.formats and o.kind != UNSUPPORTED and not o.prefix and o.name != "maximum_qos"
+        if fmt in o.formats and o.kind != UNSUPPORTED and not o.prefix and o.suggest
     ]
     refused = [o.name for o in all_options() if o.kind == UNSUPPORTED and not o.prefix]
     return [*supported, *refused]

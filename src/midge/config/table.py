@@ -129,6 +129,7 @@ _LISTENERS = (
         "",
         "listeners",
         alias_of="max_qos",
+        suggest=False,
         formats=(CONF,),
         row_of="max_qos",
         check=checks.int_range(0, 2),
