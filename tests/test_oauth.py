@@ -26,9 +26,9 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
 from midge.auth.oauth import allowed, filter_covers, parse_acl
+from midge.auth.oauth_options import OAuthConfig
 from midge.codec.packets import Disconnect, Puback, Publish, Will
 from midge.codec.reasons import ConnackV3, Reason
-from midge.config import OAuthConfig
 from tests.conftest import RunningBroker
 from tests.interop.clients import mosquitto_pub
 from tests.procbroker import ProcBroker, free_port

@@ -1,8 +1,8 @@
 """The OAuth 2.0 / OIDC backend: an access token given as the MQTT password.
 
 A plugin (:mod:`midge.auth.plugin`) built from the ``auth_oauth_*`` options
-(:class:`midge.config.OAuthConfig`; docs/security.md, "OAuth 2.0 / OIDC backend"). The token is
-checked in one of two ways:
+(:class:`midge.auth.oauth_options.OAuthConfig`; docs/security.md, "OAuth 2.0 / OIDC backend").
+The token is checked in one of two ways:
 
 ``jwt``
     The token is a JWT signed by the provider (RFC 7519, RFC 7515). Its signature is verified
@@ -42,10 +42,10 @@ import logging
 import time
 from typing import Any
 
+from midge.auth.oauth_options import OAuthConfig
 from midge.auth.plugin import Client, PluginError
 from midge.codec.reasons import Reason
 from midge.codec.topics import split_shared, topic_matches, validate_topic_filter
-from midge.config import OAuthConfig
 
 log = logging.getLogger("midge.auth.oauth")
 

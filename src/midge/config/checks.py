@@ -1,0 +1,150 @@
+"""Value checkers the option table names (``Option.check``).
+
+A checker takes the value as read (a whole number, a word, ...) and returns it, possibly
+normalized, or raises :class:`~midge.config.errors.BadValue` with the problem and its fix; the
+reader adds the file, the line and the option name.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+
+from midge.config.errors import BadValue
+
+MAX_PAYLOAD = 268_435_455  # the largest Remaining Length, hence the largest possible payload
+
+#: Mosquitto's log types, in the order midge keeps them in ``Config.log_type``.
+LOG_TYPES = ("debug", "error", "warning", "notice", "information", "subscribe", "unsubscribe")
+#: Mosquitto's default ``log_type`` set.
+DEFAULT_LOG_TYPES = ("error", "warning", "notice", "information")
+DURABILITIES = ("fsync", "os", "none")
+#: Mosquitto's tls_version values that midge accepts: the minimum is always TLS 1.2.
+TLS_VERSIONS = ("tlsv1.2", "tlsv1.3")
+
+
+def int_range(lo: int, hi: int | None, what: str = "") -> Callable[[int], int]:
+    """``lo..hi`` (``hi`` None: no upper bound); ``what`` is added to the message."""
+
+    def check(value: int) -> int:
+        if value < lo or (hi is not None and value > hi):
+            rng = f"{lo}..{hi}" if hi is not None else f"at least {lo}"
+            raise BadValue(f"{value} is out of range: expected {rng}{what}")
+        return value
+
+    return check
+
+
+def negative_is(to: int) -> Callable[[int], int]:
+    """Mosquitto treats a negative count as 'no limit' (0 or -1); so does midge."""
+
+    def check(value: int) -> int:
+        return to if value < 0 else value
+
+    return check
+
+
+def inflight(value: int) -> int:
+    """Mosquitto: negative or 65535 means no maximum (0); above 65535 is an error."""
+    if value < 0 or value == 65535:
+        return 0
+    if value > 65535:
+        raise BadValue(f"{value} is out of range: expected 0..65535 (0 = no maximum)")
+    return value
+
+
+PORT = int_range(0, 65535, " (0 = any free port)")
+
+
+def positive_seconds(value: float) -> float:
+    if not math.isfinite(value) or value <= 0:
+        raise BadValue(f"{value} is out of range: expected a number of seconds greater than 0")
+    return value
+
+
+def seconds_or_zero(value: float) -> float:
+    if not math.isfinite(value) or value < 0:
+        raise BadValue(f"{value} is out of range: expected a number of seconds, 0 or more")
+    return value
+
+
+def http_url(value: str) -> str:
+    if not value.startswith(("http://", "https://")):
+        raise BadValue(f"invalid URL '{value}': expected http://... or https://...")
+    return value
+
+
+def durability(value: str) -> str:
+    if value not in DURABILITIES:
+        raise BadValue(
+            f"invalid value '{value}': expected fsync (committed and fsynced before an ack), "
+            "os (committed, not fsynced) or none (memory only)"
+        )
+    return value
+
+
+def parse_duration(text: str) -> int | None:
+    """Mosquitto's ``<n>h|d|w|m|y`` (month = 30 days, year = 365 days) in seconds, or None."""
+    m = re.fullmatch(r"([0-9]+)([hdwmy])", text)
+    if m is None or int(m.group(1)) <= 0:
+        return None
+    mult = {"h": 3600, "d": 86400, "w": 7 * 86400, "m": 30 * 86400, "y": 365 * 86400}
+    return int(m.group(1)) * mult[m.group(2)]
+
+
+def protocol(value: str) -> str:
+    if value == "mqtt":
+        return value
+    if value == "websockets":
+        raise BadValue("'websockets' is not supported yet by midge; use 'mqtt'")
+    raise BadValue(f"invalid protocol '{value}': expected mqtt")
+
+
+def socket_domain(value: str) -> str:
+    if value not in ("ipv4", "ipv6"):
+        raise BadValue(f"invalid socket_domain '{value}': expected ipv4 or ipv6")
+    return value
+
+
+def host(value: str) -> str:
+    if value.startswith("/"):
+        raise BadValue("Unix socket listeners are not supported yet by midge; give an IP address")
+    return value
+
+
+def tls_version(value: str) -> str:
+    if value in TLS_VERSIONS:
+        return value
+    if value in ("tlsv1.1", "tlsv1", "tlsv1.0", "sslv3"):
+        raise BadValue(
+            f"'{value}' is not allowed: midge always requires TLS 1.2 or later; use tlsv1.2 "
+            "(the default) or tlsv1.3"
+        )
+    raise BadValue(f"invalid value '{value}': expected tlsv1.2 or tlsv1.3")
+
+
+def log_types(values: list[str]) -> list[str]:
+    """Turn Mosquitto ``log_type`` words (accumulated in order) into midge's canonical list."""
+    chosen: set[str] = set()
+    for value in values:
+        if value == "none":
+            chosen = set()
+        elif value == "all":
+            chosen = set(LOG_TYPES)
+        elif value in LOG_TYPES:
+            chosen.add(value)
+        elif value == "websockets":
+            raise BadValue("'websockets' is not supported yet by midge (it comes with websockets)")
+        else:
+            raise BadValue(
+                f"invalid log_type '{value}': expected one of {', '.join(LOG_TYPES)}, all, none"
+            )
+    return [t for t in LOG_TYPES if t in chosen]
+
+
+def autosave_notice(where: str, name: str) -> str:
+    return (
+        f"{where}'{name}' ignored: midge writes every change as it happens (group commit), "
+        "with no snapshot interval"
+    )
