@@ -7,9 +7,6 @@ it; what the broker sends back is read through the codec, or byte for byte throu
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any
-
 import pytest
 
 from midge.codec.packets import (
@@ -52,12 +49,6 @@ from tests.rawclient import (
     raw_subscribe,
     raw_unsubscribe,
 )
-
-
-@pytest.fixture
-def clients(broker: Any) -> Iterator[Clients]:
-    with Clients(broker) as opened:
-        yield opened
 
 
 def _varint_at(data: bytes, pos: int) -> tuple[int, int]:
