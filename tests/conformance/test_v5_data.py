@@ -42,6 +42,7 @@ from tests.conformance.test_v5_support import (
 )
 from tests.rawclient import (
     Will,
+    fixed_header,
     mqtt_string,
     raw_connect,
     raw_packet,
@@ -64,8 +65,9 @@ def _varint_at(data: bytes, pos: int) -> tuple[int, int]:
 
 def _body(frame: bytes) -> bytes:
     """A packet's bytes after the fixed header."""
-    _, pos = _varint_at(frame, 1)
-    return frame[pos:]
+    header = fixed_header(frame)
+    assert header is not None, frame
+    return frame[header[1] :]
 
 
 # -- 1.5.4 UTF-8 Encoded String -----------------------------------------------------------------

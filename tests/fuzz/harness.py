@@ -64,7 +64,7 @@ from midge.codec.properties import Prop
 from midge.codec.reasons import CodecError, UnsupportedProtocolVersion
 from midge.config import Config, ListenerConfig
 from tests.conftest import RunningBroker
-from tests.rawclient import RawClient, varint
+from tests.rawclient import RawClient, frame_end, varint
 
 #: The sentinel's subscription; fuzz clients may publish to it too (the check skips strangers).
 SENTINEL_TOPIC = "sentinel/health"
@@ -362,7 +362,7 @@ def decode_all(data: bytes, version: int) -> list[Packet]:
     every Remaining Length must be minimally encoded (MQTT-1.5.5-1)."""
     pos = 0
     while pos < len(data):
-        end = frame(data, pos)
+        end = frame_end(data, pos)
         assert end is not None, f"the broker sent a partial packet: {data[pos:]!r}"
         length = data[pos + 1 : end]
         header = length[: next(i for i, b in enumerate(length) if not b & 0x80) + 1]
@@ -407,25 +407,6 @@ class Expect:
     #: normal DISCONNECT (MQTT-3.1.2-8 3.1.1; MQTT 5.0 3.1.2.5: any reason but 0x00 keeps it).
     will: bool = True
     why: str = ""
-
-
-def frame(data: bytes, pos: int) -> int | None:
-    """The end offset of the complete packet starting at ``pos``, or None if the stream does not
-    hold all of it (or its Remaining Length is invalid: the decoder reports that)."""
-    i = pos + 1
-    length = 0
-    shift = 0
-    while True:
-        if i >= len(data) or i - pos > 4:
-            return None
-        byte = data[i]
-        length |= (byte & 0x7F) << shift
-        i += 1
-        if not byte & 0x80:
-            break
-        shift += 7
-    end = i + length
-    return end if end <= len(data) else None
 
 
 def decode_one(data: bytes, version: int | None) -> Packet | CodecError | None:
@@ -480,7 +461,7 @@ class Oracle:
         expect = Expect(version=self.version or 4)
         pos = 0
         if self.version is None:
-            end = frame(data, 0)
+            end = frame_end(data, 0)
             if end is None:
                 result = decode_one(data, None)
                 if not isinstance(result, CodecError):
@@ -502,7 +483,7 @@ class Oracle:
         assert version is not None
         v5 = version == MQTT5
         while pos < len(data):
-            end = frame(data, pos)
+            end = frame_end(data, pos)
             if end is None:
                 result = decode_one(data[pos:], version)
                 if isinstance(result, CodecError):
