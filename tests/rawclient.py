@@ -214,6 +214,19 @@ class RawClient:
         """``count`` PUBLISH packets (other packets stay queued)."""
         return [self.wait_for(Publish, timeout) for _ in range(count)]
 
+    def more_publishes(self, timeout: float = 0.5, ack: bool = False) -> list[Publish]:
+        """Every PUBLISH that arrives until ``timeout`` passes with none (or EOF); other packets
+        stay queued. With ``ack`` each QoS 1/2 one is acknowledged as it comes."""
+        out: list[Publish] = []
+        while True:
+            try:
+                message: Publish = self.wait_for(Publish, timeout)
+            except (TimeoutError, Closed):
+                return out
+            out.append(message)
+            if ack and message.qos:
+                self.ack(message, others_stay_queued=True)
+
     def no_publish(self, timeout: float = 0.5) -> None:
         """Assert no PUBLISH arrives within ``timeout`` (other packets stay queued)."""
         try:
@@ -487,6 +500,21 @@ def accepted(raw: Raw, client_id: str, version: int = 4, **fields: Any) -> RawCl
     connack = client.connect(client_id, **fields)
     assert connack.reason_code == 0, connack
     return client
+
+
+def subscriber(
+    raw: Raw, topic_filter: str, qos: int = 2, version: int = 4, client_id: str | None = None
+) -> RawClient:
+    """A connected client subscribed to ``topic_filter``; asserts it was granted ``qos``."""
+    client = accepted(raw, client_id or f"v311-sub-{topic_filter}"[:60], version)
+    suback = client.subscribe(topic_filter, qos)
+    assert suback.reason_codes == [qos]
+    return client
+
+
+def publishes(packets: list[Any]) -> list[Publish]:
+    """The PUBLISHes among ``packets``."""
+    return [p for p in packets if isinstance(p, Publish)]
 
 
 def tap(client: RawClient) -> bytearray:

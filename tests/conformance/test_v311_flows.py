@@ -12,22 +12,16 @@ import pytest
 from midge.codec.packets import Puback, Pubcomp, Publish, Pubrec, Pubrel
 from tests.rawclient import (
     Raw,
-    RawClient,
     accepted,
     complete_sent_publishes,
     expect_closed_silently,
     raw_publish,
     read_raw_packet,
     receive_publishes,
+    subscriber,
 )
 
 BOTH = pytest.mark.parametrize("version", [3, 4], ids=["mqtt31", "mqtt311"])
-
-
-def subscriber(raw: Raw, topic_filter: str, qos: int, version: int = 4) -> RawClient:
-    client = accepted(raw, "v311-flow-sub", version)
-    assert client.subscribe(topic_filter, qos).reason_codes == [qos]
-    return client
 
 
 @BOTH

@@ -31,16 +31,10 @@ from tests.rawclient import (
     raw_subscribe,
     read_raw_packet,
     subscribe_collecting,
+    subscriber,
 )
 
 BOTH = pytest.mark.parametrize("version", [3, 4], ids=["mqtt31", "mqtt311"])
-
-
-def subscriber(raw: Raw, topic_filter: str, qos: int = 2, version: int = 4) -> RawClient:
-    client = accepted(raw, f"v311-sub-{topic_filter}"[:60], version)
-    suback = client.subscribe(topic_filter, qos)
-    assert suback.reason_codes == [qos]
-    return client
 
 
 def retained_after_subscribe(client: RawClient, topic_filter: str, qos: int) -> list[Publish]:

@@ -14,7 +14,14 @@ from typing import Any
 import pytest
 
 from midge.codec.packets import Pingreq, Pingresp, Puback, Pubcomp, Publish, Pubrec, Pubrel
-from tests.rawclient import Raw, RawClient, raw_publish, receive_publishes, subscribe_collecting
+from tests.rawclient import (
+    Raw,
+    RawClient,
+    publishes,
+    raw_publish,
+    receive_publishes,
+    subscribe_collecting,
+)
 
 BOTH = pytest.mark.parametrize("version", [3, 4], ids=["mqtt31", "mqtt311"])
 
@@ -31,10 +38,6 @@ def connect(
 
 def publisher(raw: Raw, version: int = 4) -> RawClient:
     return connect(raw, "v311-session-pub", version)[0]
-
-
-def publishes(packets: list[Any]) -> list[Publish]:
-    return [p for p in packets if isinstance(p, Publish)]
 
 
 @BOTH

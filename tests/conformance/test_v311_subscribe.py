@@ -18,6 +18,7 @@ from tests.rawclient import (
     RawClient,
     accepted,
     expect_closed_silently,
+    publishes,
     raw_packet,
     raw_subscribe,
     raw_unsubscribe,
@@ -27,10 +28,6 @@ from tests.rawclient import (
 )
 
 BOTH = pytest.mark.parametrize("version", [3, 4], ids=["mqtt31", "mqtt311"])
-
-
-def publishes(packets: list[Any]) -> list[Publish]:
-    return [p for p in packets if isinstance(p, Publish)]
 
 
 # -- 3.8.1 / 3.8.3: what a SUBSCRIBE must look like --------------------------------------------

@@ -25,7 +25,7 @@ from tests.conformance.test_v5_support import (
     raw_ack,
     tap,
 )
-from tests.rawclient import Closed, raw_publish
+from tests.rawclient import raw_publish
 
 SEI = Prop.SESSION_EXPIRY_INTERVAL
 ALIAS = Prop.TOPIC_ALIAS
@@ -496,7 +496,7 @@ def test_MQTT_3_3_4_2_overlapping_subscriptions_respect_maximum_qos(clients: Cli
     at QoS 2 here, and no copy above its subscription's QoS)."""
     sub, pub = _pair(clients, "ovl", Subscription("ovl/+", 0), Subscription("ovl/#", 2))
     pub.pub("ovl/t", b"x", qos=2)
-    got = [sub.publishes(1)[0], *_more_publishes(sub)]
+    got = [sub.publishes(1)[0], *sub.more_publishes()]
     assert 1 <= len(got) <= 2
     assert max(p.qos for p in got) == 2
     for msg in got:
@@ -517,7 +517,7 @@ def test_MQTT_3_3_4_3_subscription_identifiers_of_overlapping_subscriptions(
     sub.sub(Subscription("sid/t", 1))
     pub = clients.connect("sid-pub")
     pub.pub("sid/t", b"x", qos=1)
-    got = [sub.publishes(1)[0], *_more_publishes(sub)]
+    got = [sub.publishes(1)[0], *sub.more_publishes()]
     ids = [sorted(p.properties.get(SUB_ID, [])) for p in got]
     if len(got) == 1:
         assert ids == [[1, 2]]
@@ -617,12 +617,3 @@ def test_MQTT_3_7_2_1_pubcomp_reason_codes(clients: Clients) -> None:
     c.send(Pubrel(999))
     pubcomp = c.expect(Pubcomp)
     assert pubcomp.packet_id == 999 and pubcomp.reason_code in PUBCOMP_REASONS
-
-
-def _more_publishes(client: RawClient, timeout: float = 0.5) -> list[Publish]:
-    out = []
-    while True:
-        try:
-            out.append(client.wait_for(Publish, timeout))
-        except (TimeoutError, Closed):
-            return out

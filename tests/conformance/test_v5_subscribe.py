@@ -29,9 +29,8 @@ from tests.conformance.test_v5_support import (
     SUBACK_REASONS,
     UNSUBACK_REASONS,
     Clients,
-    RawClient,
 )
-from tests.rawclient import Closed, raw_packet, raw_subscribe, raw_unsubscribe
+from tests.rawclient import raw_packet, raw_subscribe, raw_unsubscribe
 
 SEI = Prop.SESSION_EXPIRY_INTERVAL
 
@@ -426,8 +425,8 @@ def test_MQTT_4_8_2_3_shared_delivery_respects_granted_qos(clients: Clients) -> 
     pub = clients.connect("share-pub")
     for i in range(10):
         pub.pub("sq/t", bytes([i]), qos=2)
-    got_low = _drain(low)
-    got_high = _drain(high)
+    got_low = low.more_publishes(0.6, ack=True)
+    got_high = high.more_publishes(0.6, ack=True)
     assert sorted(p.payload[0] for p in got_low + got_high) == list(range(10))
     assert all(p.qos == 0 for p in got_low)
     assert all(p.qos == 2 for p in got_high)
@@ -482,15 +481,3 @@ def test_MQTT_4_8_2_6_negative_ack_discards_shared_message(clients: Clients) -> 
     first.ping()
     other.no_publish(0.6)
     first.no_publish(0.2)
-
-
-def _drain(client: RawClient, timeout: float = 0.6) -> list[Publish]:
-    out = []
-    while True:
-        try:
-            msg = client.wait_for(Publish, timeout)
-        except (TimeoutError, Closed):
-            return out
-        out.append(msg)
-        if msg.qos:
-            client.ack(msg, others_stay_queued=True)
