@@ -574,16 +574,6 @@ def frames(data: bytes | bytearray) -> list[bytes]:
     return out
 
 
-def wait_until(predicate: Callable[[], Any], timeout: float = SOON, interval: float = 0.02) -> bool:
-    """Poll ``predicate()`` until it is true or ``timeout`` passes; returns its last value."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value or time.monotonic() >= deadline:
-            return bool(value)
-        time.sleep(interval)
-
-
 def raw_until_closed(client: RawClient, timeout: float = SOON) -> bytes:
     """Every byte the broker sends until it closes, read without the decoder (for answers that
     need not be packets of the client's version, e.g. to an unsupported protocol version)."""

@@ -21,10 +21,9 @@ from tests.rawclient import (
     raw_until_closed,
     tap,
     varint,
-    wait_until,
 )
 
-__all__ = ["SOON", "Clients", "RawClient", "frames", "raw_until_closed", "tap", "wait_until"]
+__all__ = ["SOON", "Clients", "RawClient", "frames", "raw_until_closed", "tap"]
 
 V5 = 5
 
