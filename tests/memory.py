@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -180,14 +181,16 @@ class MemoryLink:
         self.paused = False
         self.server_closed = False  # the broker closed its end (the client reads EOF)
         self.client_closed = False
+        self.client_eof = False  # the client shut down its sending side (half-close)
+        self._eof_told = False
         self._lost = False
         self._scheduled = False
 
     # -- the client end -------------------------------------------------------------------------
 
     def send(self, data: bytes) -> None:
-        if self.client_closed:
-            raise ConnectionResetError("the client closed this link")
+        if self.client_closed or self.client_eof:
+            raise BrokenPipeError("the client closed its sending side")
         if self.server_closed:
             raise BrokenPipeError("the broker closed the connection")
         self._inbox += data
@@ -205,6 +208,13 @@ class MemoryLink:
         if self.server_closed or self.client_closed:
             return b""
         raise TimeoutError("no packet from the broker")
+
+    def shutdown_write(self) -> None:
+        """The client half-closes (``shutdown(SHUT_WR)``): the broker reads EOF after the bytes
+        sent before it; the client can still read."""
+        if not self.client_eof:
+            self.client_eof = True
+            self._schedule()
 
     def close(self) -> None:
         """The client closes its socket."""
@@ -253,8 +263,24 @@ class MemoryLink:
             data = bytes(self._inbox)
             self._inbox.clear()
             conn.data_received(data)
+            if self.client_closed or self.client_eof:
+                # As on a socket, the end of the stream is read on a later turn of the loop,
+                # after what the bytes made ready (the answer's flush) has run.
+                self._schedule()
+            return
         if self.client_closed and not self.paused and not self._inbox:
             self._connection_lost()
+        elif self.client_eof and not self._eof_told and not self.paused and not self._inbox:
+            # As an asyncio transport: eof_received, and a false answer closes the transport.
+            self._eof_told = True
+            try:
+                keep_open = conn.eof_received()
+            except Exception:
+                # What an asyncio transport does with a protocol that raises: log, close.
+                logging.getLogger("asyncio").exception("Fatal error: eof_received() call failed")
+                keep_open = False
+            if not keep_open:
+                self.close_transport()
 
     def _connection_lost(self) -> None:
         if not self._lost:

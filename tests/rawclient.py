@@ -435,6 +435,13 @@ class RawClient:
         self.send(Pingreq())
         self.wait_for(Pingresp, timeout)
 
+    def shutdown_write(self) -> None:
+        """Half-close: the broker reads EOF; this client can still read what it sends."""
+        if self.link is not None:
+            self.link.shutdown_write()
+        else:
+            self.sock.shutdown(socket.SHUT_WR)
+
     def disconnect(self, reason_code: int = 0, properties: dict[int, Any] | None = None) -> None:
         self.send(Disconnect(reason_code, properties or {}))
         self.close()
