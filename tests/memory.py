@@ -7,10 +7,13 @@ of ``midge.broker`` goes through here. It relies on exactly:
 - the ``Scheduler`` protocol: ``call_soon(cb, *args)``, ``call_later(delay, cb, *args)`` (both
   return a handle with ``cancel()``), ``time()``; :class:`ManualClock` also has ``wall()``;
 - ``Connection(broker, transport, listener, peer)``, ``Connection.data_received(bytes)``,
-  ``Connection.connection_lost(exc)``, and the ``Transport`` protocol (``write``, ``writelines``,
-  ``close``, ``pause_reading``, ``resume_reading``, ``get_write_buffer_size``);
-- ``midge.auth.files.build_authenticator`` and ``midge.config.resolve_listener``, as
-  :class:`midge.server.Server` uses them.
+  ``Connection.eof_received()``, ``Connection.connection_lost(exc)``, and the ``Transport``
+  protocol (``write``, ``writelines``, ``close``, ``pause_reading``, ``resume_reading``,
+  ``get_write_buffer_size``);
+- ``midge.auth.files.build_authenticator`` (and ``FileAuthenticator.load()``) and
+  ``midge.config.resolve_listener``, as :class:`midge.server.Server` uses them;
+- ``Broker.connections``, ``.sessions`` and ``.retained``, which tests inspect through
+  ``MemoryBroker.call``.
 
 Time only passes when a test calls :meth:`ManualClock.advance`. "Waiting" for the broker means
 running the callbacks that are ready (:meth:`ManualClock.run`) until there are none left: anything
