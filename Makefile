@@ -66,7 +66,7 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 # The whole suite on the pure-Python build, then the broker-facing tests on the compiled one
-# (the same code must pass both ways).
+# (the same code must pass both ways; the tests that run only the real Mosquitto are not run twice).
 test: $(STAMP) debs lint typecheck test-pure test-compiled
 
 test-pure: $(STAMP) debs
@@ -74,7 +74,8 @@ test-pure: $(STAMP) debs
 
 test-compiled: $(CSTAMP) debs
 	$(CBIN)/python -c "from midge.build import build_kind as k; assert k() == 'compiled', k()"
-	$(CBIN)/pytest -n 2 -p no:cacheprovider tests/conformance tests/interop tests/fuzz tests/unit tests/durability tests/test_enhanced_auth.py tests/test_workers.py tests/test_limits.py tests/test_auth_plugins.py tests/test_scram_auth.py tests/test_auth_ldap.py tests/test_oauth.py tests/security $(PYTEST_ARGS)
+	$(CBIN)/pytest -n 2 -p no:cacheprovider tests/conformance tests/interop tests/fuzz tests/unit tests/durability tests/test_enhanced_auth.py tests/test_workers.py tests/test_limits.py tests/test_auth_plugins.py tests/test_scram_auth.py tests/test_auth_ldap.py tests/test_oauth.py tests/security \
+		--deselect tests/security/test_mosquitto_files.py::test_real_mosquitto_with_the_files $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) $(CVENV) build dist src/*.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -69,8 +69,9 @@ def broker(make_broker: Callable[..., RunningBroker]) -> RunningBroker:
 
 
 @pytest.fixture
-def raw(broker: RunningBroker) -> Iterator[Callable[..., Any]]:
-    """``raw(version=4)`` opens a :class:`tests.rawclient.RawClient` to ``broker``.
+def raw(broker: Any) -> Iterator[Callable[..., Any]]:
+    """``raw(version=4)`` opens a :class:`tests.rawclient.RawClient` to ``broker`` (a socket
+    one, or in memory where ``broker`` is a :class:`tests.memory.MemoryBroker`).
 
     Every client opened is closed when the test ends."""
     from tests.rawclient import RawClient
@@ -78,7 +79,7 @@ def raw(broker: RunningBroker) -> Iterator[Callable[..., Any]]:
     opened: list[RawClient] = []
 
     def open_client(version: int = 4, **kwargs: Any) -> RawClient:
-        client = RawClient(broker.host, broker.port, version=version, **kwargs)
+        client = RawClient.to(broker, version=version, **kwargs)
         opened.append(client)
         return client
 
@@ -95,8 +96,8 @@ def clients() -> Iterator[Callable[..., Any]]:
 
     opened: list[RawClient] = []
 
-    def open_client(broker: RunningBroker, version: int = 5) -> RawClient:
-        client = RawClient(broker.host, broker.port, version)
+    def open_client(broker: Any, version: int = 5) -> RawClient:
+        client = RawClient.to(broker, version)
         opened.append(client)
         return client
 

@@ -1,13 +1,22 @@
-"""A small blocking MQTT client for conformance tests: sends any packet, or any bytes at all.
+"""The one raw MQTT test client: sends any packet, or any bytes at all, and sees exactly what the
+broker answers and whether it closes.
 
-It uses midge's codec to encode and decode, and a plain socket, so a test can send malformed or
-out-of-order packets and then see exactly what the broker answers and whether it closes.
+It uses midge's codec to encode and decode, over either a real socket (``RawClient(host, port)``)
+or an in-memory link to a :class:`tests.memory.MemoryBroker` (``RawClient(broker.link())``);
+``RawClient.to(broker)`` picks whichever ``broker`` is. The methods are the same both ways. In
+memory a wait does not last: once the broker has done all it can without time passing, what has
+not arrived will not (``timeout`` arguments are ignored); a test lets time pass with
+``broker.advance(seconds)``.
+
+:func:`frame_end` is the one frame splitter: every helper that cuts a byte stream into packets
+(:func:`frames`, :func:`read_raw_packet`, the fuzz oracle) uses it.
 """
 
 from __future__ import annotations
 
 import socket
 import time
+from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 from midge.codec import Decoder, encode
@@ -16,6 +25,8 @@ from midge.codec.packets import (
     Connect,
     Disconnect,
     Packet,
+    Pingreq,
+    Pingresp,
     Puback,
     Pubcomp,
     Publish,
@@ -28,10 +39,13 @@ from midge.codec.packets import (
     Unsubscribe,
     Will,
 )
+from tests.memory import MemoryLink
 
 P = TypeVar("P")
 
 DEFAULT_TIMEOUT = 5.0
+#: How long to wait for something the broker should do "now" (a packet, a close).
+SOON = 3.0
 
 
 class Closed(Exception):
@@ -39,17 +53,61 @@ class Closed(Exception):
 
 
 class RawClient:
-    """One TCP connection to a broker. ``version`` is the protocol level used to encode/decode."""
+    """One connection to a broker: a TCP socket to ``host``/``port``, or ``host`` a
+    :class:`~tests.memory.MemoryLink`. ``version`` is the protocol level used to encode/decode."""
 
-    def __init__(self, host: str, port: int, version: int = 4, timeout: float = DEFAULT_TIMEOUT):
+    def __init__(
+        self,
+        host: str | MemoryLink,
+        port: int = 0,
+        version: int = 4,
+        timeout: float = DEFAULT_TIMEOUT,
+    ):
         self.version = version
         self.timeout = timeout
-        self.sock = socket.create_connection((host, port), timeout=timeout)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.link: MemoryLink | None = None
+        self._sock: socket.socket | None = None
+        if isinstance(host, MemoryLink):
+            self.link = host
+        else:
+            self._sock = socket.create_connection((host, port), timeout=timeout)
+            self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.decoder = Decoder(version=version)
         self.pending: list[Packet] = []
         self.closed = False
         self._next_id = 0
+        #: Every byte received is also appended to each of these (see :func:`tap`).
+        self.taps: list[bytearray] = []
+        #: The CONNACK of :meth:`connect5`.
+        self.connack: Connack | None = None
+
+    @classmethod
+    def to(cls, broker: Any, version: int = 4, timeout: float = DEFAULT_TIMEOUT) -> RawClient:
+        """A client to ``broker``: in memory if it is a :class:`~tests.memory.MemoryBroker`,
+        else over TCP to its ``host``/``port``."""
+        link = getattr(broker, "link", None)
+        if link is not None:
+            return cls(link(), version=version, timeout=timeout)
+        return cls(broker.host, broker.port, version=version, timeout=timeout)
+
+    @property
+    def sock(self) -> socket.socket:
+        """The socket (a socket client only)."""
+        assert self._sock is not None, "an in-memory client has no socket"
+        return self._sock
+
+    @sock.setter
+    def sock(self, value: socket.socket) -> None:
+        self._sock = value
+
+    @property
+    def in_memory(self) -> bool:
+        return self.link is not None
+
+    def advance(self, seconds: float) -> None:
+        """Let ``seconds`` pass on the in-memory broker's clock (its timers fire in order)."""
+        assert self.link is not None, "time passes by itself on a socket"
+        self.link.clock.advance(seconds)
 
     # -- sending -----------------------------------------------------------------------------
 
@@ -57,7 +115,10 @@ class RawClient:
         self.send_raw(encode(packet, self.version))
 
     def send_raw(self, data: bytes) -> None:
-        self.sock.sendall(data)
+        if self.link is not None:
+            self.link.send(data)
+        else:
+            self.sock.sendall(data)
 
     def next_packet_id(self) -> int:
         self._next_id = self._next_id % 65535 + 1
@@ -65,26 +126,42 @@ class RawClient:
 
     # -- receiving ---------------------------------------------------------------------------
 
-    def recv(self, timeout: float | None = None) -> Packet:
-        """The next packet; raises ``TimeoutError`` if none arrives, ``Closed`` on EOF."""
-        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
-        while not self.pending:
-            if self.closed:
-                raise Closed("connection closed by the broker")
+    def read_bytes(self, size: int, deadline: float) -> bytes:
+        """Up to ``size`` bytes as they come (b"" at EOF: ``closed`` is then set), bypassing the
+        decoder; ``TimeoutError`` if none by ``deadline`` (``time.monotonic()``)."""
+        if self.closed:
+            return b""
+        if self.link is not None:
+            data = self.link.recv(size)
+        else:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise TimeoutError("no packet from the broker")
             self.sock.settimeout(remaining)
             try:
-                data = self.sock.recv(65536)
+                data = self.sock.recv(size)
             except TimeoutError:
                 raise TimeoutError("no packet from the broker") from None
             except (ConnectionResetError, BrokenPipeError):
                 data = b""
-            if not data:
-                self.closed = True
-                continue
-            self.pending.extend(self.decoder.feed(data))
+        if not data:
+            self.closed = True
+        for log in self.taps:
+            log += data
+        return data
+
+    def _deadline(self, timeout: float | None) -> float:
+        return time.monotonic() + (self.timeout if timeout is None else timeout)
+
+    def recv(self, timeout: float | None = None) -> Packet:
+        """The next packet; raises ``TimeoutError`` if none arrives, ``Closed`` on EOF."""
+        deadline = self._deadline(timeout)
+        while not self.pending:
+            if self.closed:
+                raise Closed("connection closed by the broker")
+            data = self.read_bytes(65536, deadline)
+            if data:
+                self.pending.extend(self.decoder.feed(data))
         return self.pending.pop(0)
 
     def expect(self, cls: type[P], timeout: float | None = None) -> P:
@@ -103,7 +180,7 @@ class RawClient:
 
     def wait_closed(self, timeout: float | None = None) -> bool:
         """Read (and drop) packets until the broker closes; False if it is still open at timeout."""
-        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        deadline = self._deadline(timeout)
         while True:
             try:
                 self.recv(max(0.0, deadline - time.monotonic()))
@@ -121,6 +198,43 @@ class RawClient:
             except (TimeoutError, Closed):
                 return packets
 
+    def wait_for(self, cls: type[Any], timeout: float | None = None) -> Any:
+        """The first packet of type ``cls``; packets of other types stay queued, in order."""
+        skipped: list[Packet] = []
+        try:
+            while True:
+                packet = self.recv(timeout)
+                if isinstance(packet, cls):
+                    return packet
+                skipped.append(packet)
+        finally:
+            self.pending[:0] = skipped
+
+    def publishes(self, count: int, timeout: float = SOON) -> list[Publish]:
+        """``count`` PUBLISH packets (other packets stay queued)."""
+        return [self.wait_for(Publish, timeout) for _ in range(count)]
+
+    def more_publishes(self, timeout: float = 0.5, ack: bool = False) -> list[Publish]:
+        """Every PUBLISH that arrives until ``timeout`` passes with none (or EOF); other packets
+        stay queued. With ``ack`` each QoS 1/2 one is acknowledged as it comes."""
+        out: list[Publish] = []
+        while True:
+            try:
+                message: Publish = self.wait_for(Publish, timeout)
+            except (TimeoutError, Closed):
+                return out
+            out.append(message)
+            if ack and message.qos:
+                self.ack(message, others_stay_queued=True)
+
+    def no_publish(self, timeout: float = 0.5) -> None:
+        """Assert no PUBLISH arrives within ``timeout`` (other packets stay queued)."""
+        try:
+            packet = self.wait_for(Publish, timeout)
+        except (TimeoutError, Closed):
+            return
+        raise AssertionError(f"expected no PUBLISH, got {packet!r}")
+
     # -- conveniences ------------------------------------------------------------------------
 
     def connect(self, client_id: str = "", **fields: Any) -> Connack:
@@ -130,6 +244,15 @@ class RawClient:
             fields.setdefault("protocol_name", "MQIsdp")
         self.send(Connect(client_id=client_id, **fields))
         return self.expect(Connack)
+
+    def connect5(self, client_id: str = "", ok: bool = True, **fields: Any) -> Connack:
+        """CONNECT (keep-alive 0 unless given); with ``ok`` the CONNACK must be a success."""
+        fields.setdefault("keep_alive", 0)
+        connack = self.connect(client_id, **fields)
+        self.connack = connack
+        if ok:
+            assert connack.reason_code == 0x00, f"CONNECT refused: {connack!r}"
+        return connack
 
     def subscribe(
         self, topic_filter: str, qos: int = 0, properties: dict[int, Any] | None = None, **opts: Any
@@ -168,14 +291,156 @@ class RawClient:
             return self.expect(Pubcomp)
         return None
 
-    def ack(self, publish: Publish) -> None:
-        """Acknowledge a received PUBLISH completely (PUBACK, or PUBREC/PUBREL/PUBCOMP)."""
+    def ack(self, publish: Publish, others_stay_queued: bool = False) -> None:
+        """Acknowledge a received PUBLISH completely (PUBACK, or PUBREC/PUBREL/PUBCOMP). The
+        PUBREL must be the next packet, unless ``others_stay_queued``: packets arriving before it
+        then stay queued."""
         if publish.qos == 1:
             self.send(Puback(publish.packet_id or 0))
         elif publish.qos == 2:
             self.send(Pubrec(publish.packet_id or 0))
-            self.expect(Pubrel)
+            if others_stay_queued:
+                pubrel: Pubrel = self.wait_for(Pubrel)
+                assert pubrel.packet_id == publish.packet_id, pubrel
+            else:
+                self.expect(Pubrel)
             self.send(Pubcomp(publish.packet_id or 0))
+
+    # -- requests that tolerate interleaved PUBLISHes -------------------------------------------
+
+    def sub(
+        self,
+        *subscriptions: Subscription | str,
+        qos: int = 0,
+        properties: dict[int, Any] | None = None,
+    ) -> Suback:
+        """SUBSCRIBE; a ``str`` is a filter at ``qos``. PUBLISHes sent before the SUBACK (allowed,
+        MQTT 5.0 section 3.8.4) stay queued for the test to read."""
+        subs = [Subscription(s, qos) if isinstance(s, str) else s for s in subscriptions]
+        pid = self.next_packet_id()
+        self.send(Subscribe(pid, subs, properties or {}))
+        suback: Suback = self.wait_for(Suback)
+        assert suback.packet_id == pid, f"SUBACK for {suback.packet_id}, expected {pid}"
+        return suback
+
+    def unsub(self, *topic_filters: str) -> Unsuback:
+        pid = self.next_packet_id()
+        self.send(Unsubscribe(pid, list(topic_filters)))
+        unsuback: Unsuback = self.wait_for(Unsuback)
+        assert unsuback.packet_id == pid, f"UNSUBACK for {unsuback.packet_id}, expected {pid}"
+        return unsuback
+
+    def pub(
+        self,
+        topic: str,
+        payload: bytes = b"",
+        qos: int = 0,
+        retain: bool = False,
+        properties: dict[int, Any] | None = None,
+        dup: bool = False,
+    ) -> Packet | None:
+        """PUBLISH and complete the flow; returns the PUBACK, PUBCOMP or failing PUBREC (other
+        packets arriving meanwhile stay queued)."""
+        pid = self.next_packet_id() if qos else None
+        self.send(Publish(topic, payload, qos, retain, dup, pid, properties or {}))
+        if qos == 1:
+            puback: Puback = self.wait_for(Puback)
+            assert puback.packet_id == pid
+            return puback
+        if qos == 2:
+            pubrec: Pubrec = self.wait_for(Pubrec)
+            assert pubrec.packet_id == pid
+            if pubrec.reason_code >= 0x80:
+                return pubrec
+            self.send(Pubrel(pid or 0))
+            pubcomp: Pubcomp = self.wait_for(Pubcomp)
+            assert pubcomp.packet_id == pid
+            return pubcomp
+        return None
+
+    # -- the end of a connection ----------------------------------------------------------------
+
+    def expect_disconnect(
+        self, reasons: int | Iterable[int] | None = None, timeout: float = SOON
+    ) -> Disconnect:
+        """The broker sends DISCONNECT (with a reason code in ``reasons``), then closes.
+
+        Packets that were already on their way (PUBLISHes, acks) are skipped; nothing may follow
+        the DISCONNECT (MQTT-3.14.4-1) and the connection must then close (MQTT-3.14.4-2).
+        """
+        if isinstance(reasons, int):
+            reasons = {reasons}
+        wanted = None if reasons is None else frozenset(reasons)
+        while True:
+            try:
+                packet = self.recv(timeout)
+            except Closed:
+                raise AssertionError("the broker closed without sending DISCONNECT") from None
+            except TimeoutError:
+                raise AssertionError(f"no DISCONNECT from the broker in {timeout} s") from None
+            if isinstance(packet, Disconnect):
+                break
+            assert not isinstance(packet, Connack), f"MQTT-3.2.0-2: a second CONNACK {packet!r}"
+        if wanted is not None:
+            assert packet.reason_code in wanted, (
+                f"DISCONNECT reason {packet.reason_code:#04x}, expected one of "
+                + ", ".join(f"{r:#04x}" for r in sorted(wanted))
+            )
+        assert not self.pending, f"MQTT-3.14.4-1: packets after DISCONNECT: {self.pending!r}"
+        self.expect_closed(timeout)
+        return packet
+
+    def expect_closed(self, timeout: float = SOON) -> None:
+        """The broker closes the connection without sending any (further) packet."""
+        try:
+            packet = self.recv(timeout)
+        except Closed:
+            return
+        except TimeoutError:
+            raise AssertionError(f"still open after {timeout} s") from None
+        raise AssertionError(f"expected the connection to close, got {packet!r}")
+
+    def expect_refused(
+        self, reasons: Iterable[int] | None = None, timeout: float = SOON
+    ) -> Connack | None:
+        """A CONNECT is refused: the broker closes, after at most one CONNACK whose reason code
+        is 0x80 or more (and in ``reasons`` if given). Returns that CONNACK, if any."""
+        wanted = None if reasons is None else frozenset(reasons)
+        try:
+            packet = self.recv(timeout)
+        except Closed:
+            return None
+        except TimeoutError:
+            raise AssertionError(f"still open after {timeout} s") from None
+        assert isinstance(packet, Connack), f"expected CONNACK or close, got {packet!r}"
+        assert packet.reason_code >= 0x80, f"CONNECT accepted: {packet!r}"
+        assert not packet.session_present, "MQTT-3.2.2-6: refusing CONNACK with Session Present"
+        if wanted is not None:
+            assert packet.reason_code in wanted, f"CONNACK reason {packet.reason_code:#04x}"
+        self.expect_closed(timeout)
+        return packet
+
+    def is_open(self, timeout: float = 0.3) -> bool:
+        """True if the connection is still open after ``timeout`` (no packet may arrive)."""
+        try:
+            packet = self.recv(timeout)
+        except Closed:
+            return False
+        except TimeoutError:
+            return True
+        raise AssertionError(f"expected nothing, got {packet!r}")
+
+    def ping(self, timeout: float = SOON) -> None:
+        """PINGREQ and wait for the PINGRESP: everything the broker sent before it has arrived."""
+        self.send(Pingreq())
+        self.wait_for(Pingresp, timeout)
+
+    def shutdown_write(self) -> None:
+        """Half-close: the broker reads EOF; this client can still read what it sends."""
+        if self.link is not None:
+            self.link.shutdown_write()
+        else:
+            self.sock.shutdown(socket.SHUT_WR)
 
     def disconnect(self, reason_code: int = 0, properties: dict[int, Any] | None = None) -> None:
         self.send(Disconnect(reason_code, properties or {}))
@@ -183,7 +448,10 @@ class RawClient:
 
     def close(self) -> None:
         try:
-            self.sock.close()
+            if self.link is not None:
+                self.link.close()
+            elif self._sock is not None:
+                self._sock.close()
         finally:
             self.closed = True
 
@@ -192,6 +460,141 @@ class RawClient:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class Clients:
+    """Opens protocol level 5 :class:`RawClient` connections to one broker (in memory or on a
+    socket); closes them all on exit."""
+
+    def __init__(self, running: Any, version: int = 5) -> None:
+        self.running = running
+        self.version = version
+        self.opened: list[RawClient] = []
+
+    def open(self) -> RawClient:
+        client = RawClient.to(self.running, self.version)
+        self.opened.append(client)
+        return client
+
+    def connect(self, client_id: str = "", **fields: Any) -> RawClient:
+        """A connected client (``fields`` as in :class:`Connect`); the CONNECT must succeed."""
+        client = self.open()
+        client.connect5(client_id, **fields)
+        return client
+
+    def advance(self, seconds: float) -> None:
+        """Let ``seconds`` pass on the in-memory broker's clock."""
+        self.running.advance(seconds)
+
+    def close(self) -> None:
+        for client in self.opened:
+            client.close()
+
+    def __enter__(self) -> Clients:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+#: The ``raw`` fixture: ``raw(version=4)`` opens a client to the test's broker.
+Raw = Callable[..., RawClient]
+
+
+def accepted(raw: Raw, client_id: str, version: int = 4, **fields: Any) -> RawClient:
+    """A connected client; asserts the CONNACK accepted it."""
+    client = raw(version)
+    connack = client.connect(client_id, **fields)
+    assert connack.reason_code == 0, connack
+    return client
+
+
+def subscriber(
+    raw: Raw, topic_filter: str, qos: int = 2, version: int = 4, client_id: str | None = None
+) -> RawClient:
+    """A connected client subscribed to ``topic_filter``; asserts it was granted ``qos``."""
+    client = accepted(raw, client_id or f"v311-sub-{topic_filter}"[:60], version)
+    suback = client.subscribe(topic_filter, qos)
+    assert suback.reason_codes == [qos]
+    return client
+
+
+def publishes(packets: list[Any]) -> list[Publish]:
+    """The PUBLISHes among ``packets``."""
+    return [p for p in packets if isinstance(p, Publish)]
+
+
+def tap(client: RawClient) -> bytearray:
+    """From now on, every byte ``client`` receives is also appended to the returned bytearray."""
+    log = bytearray()
+    client.taps.append(log)
+    return log
+
+
+def fixed_header(data: bytes | bytearray, pos: int = 0) -> tuple[int, int] | None:
+    """``(remaining_length, body_start)`` of the packet starting at ``pos``, or None if ``data``
+    does not hold its whole fixed header yet (or its Remaining Length has more than four bytes:
+    invalid, the decoder reports that)."""
+    i = pos + 1
+    length = 0
+    shift = 0
+    while True:
+        if i >= len(data) or i - pos > 4:
+            return None
+        byte = data[i]
+        length |= (byte & 0x7F) << shift
+        i += 1
+        if not byte & 0x80:
+            return length, i
+        shift += 7
+
+
+def frame_end(data: bytes | bytearray, pos: int = 0) -> int | None:
+    """The end offset of the complete packet starting at ``pos``, or None if ``data`` does not
+    hold all of it yet. The one frame splitter of the tests."""
+    header = fixed_header(data, pos)
+    if header is None:
+        return None
+    end = header[1] + header[0]
+    return end if end <= len(data) else None
+
+
+def frames(data: bytes | bytearray) -> list[bytes]:
+    """Split a received byte stream into whole packets (fixed header included).
+
+    Also checks MQTT-1.5.5-1 on every Remaining Length: the fewest bytes for the value.
+    """
+    out: list[bytes] = []
+    pos = 0
+    while pos < len(data):
+        header = fixed_header(data, pos)
+        end = frame_end(data, pos)
+        assert header is not None and end is not None, "a partial packet at the end of the stream"
+        length, start = header
+        count = start - pos - 1
+        assert len(varint(length)) == count, (
+            f"MQTT-1.5.5-1: Remaining Length {length} sent in {count} bytes "
+            f"({bytes(data[pos + 1 : start]).hex()})"
+        )
+        out.append(bytes(data[pos:end]))
+        pos = end
+    return out
+
+
+def raw_until_closed(client: RawClient, timeout: float = SOON) -> bytes:
+    """Every byte the broker sends until it closes, read without the decoder (for answers that
+    need not be packets of the client's version, e.g. to an unsupported protocol version)."""
+    assert not client.pending, "packets already decoded"
+    deadline = time.monotonic() + timeout
+    data = b""
+    while True:
+        try:
+            chunk = client.read_bytes(65536, deadline)
+        except TimeoutError:
+            raise AssertionError(f"still open after {timeout} s (received {data.hex()})") from None
+        if not chunk:
+            return data
+        data += chunk
 
 
 __all__ = ["Closed", "RawClient", "Will"]
@@ -326,45 +729,26 @@ def raw_unsubscribe(
 
 
 def read_raw_packet(client: RawClient, timeout: float | None = None) -> bytes:
-    """The next packet's exact bytes (fixed header included), read from the socket directly.
+    """The next packet's exact bytes (fixed header included), read without the decoder.
 
     Bypasses the decoder, to check bits the decoder would normalise away (reserved flags, the
     absence of a Packet Identifier). Only valid when nothing is buffered in ``client`` yet, i.e.
     before anything else was received on it or right after a packet was fully consumed.
     """
     assert not client.pending, "packets already decoded; read_raw_packet would skip them"
-    deadline = time.monotonic() + (client.timeout if timeout is None else timeout)
-
-    def read_exactly(n: int) -> bytes:
-        data = b""
-        while len(data) < n:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError("no packet from the broker")
-            client.sock.settimeout(remaining)
-            try:
-                chunk = client.sock.recv(n - len(data))
-            except TimeoutError:
-                raise TimeoutError("no packet from the broker") from None
-            except (ConnectionResetError, BrokenPipeError):
-                chunk = b""
-            if not chunk:
-                client.closed = True
-                raise Closed("connection closed by the broker")
-            data += chunk
-        return data
-
-    header = read_exactly(1)
-    length_bytes = b""
-    multiplier, length = 1, 0
+    deadline = client._deadline(timeout)
+    data = b""
     while True:
-        byte = read_exactly(1)
-        length_bytes += byte
-        length += (byte[0] & 0x7F) * multiplier
-        multiplier *= 128
-        if not byte[0] & 0x80:
-            break
-    return header + length_bytes + read_exactly(length)
+        header = fixed_header(data)
+        # One byte at a time until the fixed header is whole, then exactly the rest: nothing
+        # past this packet is consumed.
+        want = 1 if header is None else header[1] + header[0] - len(data)
+        if want <= 0:
+            return data
+        chunk = client.read_bytes(want, deadline)
+        if not chunk:
+            raise Closed("connection closed by the broker")
+        data += chunk
 
 
 def subscribe_collecting(

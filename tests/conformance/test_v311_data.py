@@ -24,7 +24,9 @@ from midge.codec.packets import (
     Will,
 )
 from tests.rawclient import (
+    Raw,
     RawClient,
+    accepted,
     expect_closed_silently,
     mqtt_string,
     raw_connect,
@@ -35,7 +37,6 @@ from tests.rawclient import (
     read_raw_packet,
 )
 
-Raw = Callable[..., RawClient]
 BOTH = pytest.mark.parametrize("version", [3, 4], ids=["mqtt31", "mqtt311"])
 
 ILL_FORMED = [
@@ -48,13 +49,6 @@ ILL_FORMED = [
     pytest.param(b"\xe2\x82", id="truncated"),
     pytest.param(b"\xf4\x90\x80\x80", id="above-10ffff"),
 ]
-
-
-def accepted(raw: Raw, client_id: str, version: int = 4, **fields: Any) -> RawClient:
-    client = raw(version)
-    connack = client.connect(client_id, **fields)
-    assert connack.reason_code == 0, connack
-    return client
 
 
 # -- 1.5.3: UTF-8 encoded strings --------------------------------------------------------------
@@ -337,8 +331,8 @@ def test_MQTT_4_8_0_2_oversized_packet_closes_only_that_connection(
     clients carry on unaffected (the spec's SHOULD NOT affect other clients)."""
     broker = make_broker(max_packet_size=1024)
     with (
-        RawClient(broker.host, broker.port) as big,
-        RawClient(broker.host, broker.port) as bystander,
+        RawClient.to(broker) as big,
+        RawClient.to(broker) as bystander,
     ):
         assert big.connect("v311-big").reason_code == 0
         assert bystander.connect("v311-bystander").reason_code == 0
@@ -348,7 +342,7 @@ def test_MQTT_4_8_0_2_oversized_packet_closes_only_that_connection(
         bystander.expect_nothing(0.2)
         bystander.send(Pingreq())
         bystander.expect(Pingresp, timeout=2)
-        with RawClient(broker.host, broker.port) as small:
+        with RawClient.to(broker) as small:
             assert small.connect("v311-small").reason_code == 0
             assert small.publish("v311/big/t", b"small", qos=1) is not None
         assert bystander.expect(Publish, timeout=2).payload == b"small"

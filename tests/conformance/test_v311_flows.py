@@ -7,36 +7,21 @@ for protocol levels 3 and 4.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
 import pytest
 
 from midge.codec.packets import Puback, Pubcomp, Publish, Pubrec, Pubrel
 from tests.rawclient import (
-    RawClient,
+    Raw,
+    accepted,
     complete_sent_publishes,
     expect_closed_silently,
     raw_publish,
     read_raw_packet,
     receive_publishes,
+    subscriber,
 )
 
-Raw = Callable[..., RawClient]
 BOTH = pytest.mark.parametrize("version", [3, 4], ids=["mqtt31", "mqtt311"])
-
-
-def accepted(raw: Raw, client_id: str, version: int = 4, **fields: Any) -> RawClient:
-    client = raw(version)
-    connack = client.connect(client_id, **fields)
-    assert connack.reason_code == 0, connack
-    return client
-
-
-def subscriber(raw: Raw, topic_filter: str, qos: int, version: int = 4) -> RawClient:
-    client = accepted(raw, "v311-flow-sub", version)
-    assert client.subscribe(topic_filter, qos).reason_codes == [qos]
-    return client
 
 
 @BOTH

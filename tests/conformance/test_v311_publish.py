@@ -7,9 +7,6 @@ Mosquitto 2.0.11's.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
 import pytest
 
 from midge.codec.packets import (
@@ -23,7 +20,9 @@ from midge.codec.packets import (
     Subscription,
 )
 from tests.rawclient import (
+    Raw,
     RawClient,
+    accepted,
     complete_sent_publishes,
     expect_closed_silently,
     mqtt_string,
@@ -32,24 +31,10 @@ from tests.rawclient import (
     raw_subscribe,
     read_raw_packet,
     subscribe_collecting,
+    subscriber,
 )
 
-Raw = Callable[..., RawClient]
 BOTH = pytest.mark.parametrize("version", [3, 4], ids=["mqtt31", "mqtt311"])
-
-
-def accepted(raw: Raw, client_id: str, version: int = 4, **fields: Any) -> RawClient:
-    client = raw(version)
-    connack = client.connect(client_id, **fields)
-    assert connack.reason_code == 0, connack
-    return client
-
-
-def subscriber(raw: Raw, topic_filter: str, qos: int = 2, version: int = 4) -> RawClient:
-    client = accepted(raw, f"v311-sub-{topic_filter}"[:60], version)
-    suback = client.subscribe(topic_filter, qos)
-    assert suback.reason_codes == [qos]
-    return client
 
 
 def retained_after_subscribe(client: RawClient, topic_filter: str, qos: int) -> list[Publish]:

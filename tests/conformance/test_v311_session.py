@@ -14,9 +14,15 @@ from typing import Any
 import pytest
 
 from midge.codec.packets import Pingreq, Pingresp, Puback, Pubcomp, Publish, Pubrec, Pubrel
-from tests.rawclient import RawClient, raw_publish, receive_publishes, subscribe_collecting
+from tests.rawclient import (
+    Raw,
+    RawClient,
+    publishes,
+    raw_publish,
+    receive_publishes,
+    subscribe_collecting,
+)
 
-Raw = Callable[..., RawClient]
 BOTH = pytest.mark.parametrize("version", [3, 4], ids=["mqtt31", "mqtt311"])
 
 
@@ -32,10 +38,6 @@ def connect(
 
 def publisher(raw: Raw, version: int = 4) -> RawClient:
     return connect(raw, "v311-session-pub", version)[0]
-
-
-def publishes(packets: list[Any]) -> list[Publish]:
-    return [p for p in packets if isinstance(p, Publish)]
 
 
 @BOTH
@@ -79,15 +81,15 @@ def test_MQTT_3_1_2_5_offline_queue_limited(make_broker: Callable[..., Any]) -> 
     """MQTT-3.1.2-5 with a bounded store (Mosquitto's ``max_queued_messages``): an offline
     session keeps the oldest QoS 1/2 messages up to the limit and drops the newer ones."""
     broker = make_broker(max_queued_messages=3)
-    with RawClient(broker.host, broker.port) as client:
+    with RawClient.to(broker) as client:
         assert client.connect("v311-queue", clean_start=False).reason_code == 0
         client.subscribe("v311/queue/#", 1)
         client.disconnect()
-    with RawClient(broker.host, broker.port) as pub:
+    with RawClient.to(broker) as pub:
         assert pub.connect("v311-queue-pub").reason_code == 0
         for n in range(10):
             pub.publish(f"v311/queue/{n}", f"{n}".encode(), qos=1 + n % 2)
-    with RawClient(broker.host, broker.port) as client:
+    with RawClient.to(broker) as client:
         assert client.connect("v311-queue", clean_start=False).session_present
         got = receive_publishes(client, 3, timeout=2)
         assert [p.payload for p in got] == [b"0", b"1", b"2"]

@@ -14,8 +14,11 @@ import pytest
 
 from midge.codec.packets import Pubcomp, Publish, Pubrec, Pubrel, Suback, Subscribe, Subscription
 from tests.rawclient import (
+    Raw,
     RawClient,
+    accepted,
     expect_closed_silently,
+    publishes,
     raw_packet,
     raw_subscribe,
     raw_unsubscribe,
@@ -24,19 +27,7 @@ from tests.rawclient import (
     subscribe_collecting,
 )
 
-Raw = Callable[..., RawClient]
 BOTH = pytest.mark.parametrize("version", [3, 4], ids=["mqtt31", "mqtt311"])
-
-
-def accepted(raw: Raw, client_id: str, version: int = 4, **fields: Any) -> RawClient:
-    client = raw(version)
-    connack = client.connect(client_id, **fields)
-    assert connack.reason_code == 0, connack
-    return client
-
-
-def publishes(packets: list[Any]) -> list[Publish]:
-    return [p for p in packets if isinstance(p, Publish)]
 
 
 # -- 3.8.1 / 3.8.3: what a SUBSCRIBE must look like --------------------------------------------
@@ -184,8 +175,8 @@ def test_MQTT_3_8_4_6_granted_qos_capped_by_max_qos(make_broker: Callable[..., A
     0x00, 0x01, 0x02 and 0x80 are used as return codes."""
     broker = make_broker(max_qos=1)
     with (
-        RawClient(broker.host, broker.port) as client,
-        RawClient(broker.host, broker.port) as pub,
+        RawClient.to(broker) as client,
+        RawClient.to(broker) as pub,
     ):
         assert client.connect("v311-maxqos").reason_code == 0
         assert pub.connect("v311-maxqos-pub").reason_code == 0

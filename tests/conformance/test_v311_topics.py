@@ -6,14 +6,12 @@ protocol levels 3 and 4. An invalid filter closes the connection, as in Mosquitt
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
 import pytest
 
 from midge.codec.packets import Publish
 from tests.rawclient import (
-    RawClient,
+    Raw,
+    accepted,
     expect_closed_silently,
     raw_connect,
     raw_publish,
@@ -21,15 +19,7 @@ from tests.rawclient import (
     raw_unsubscribe,
 )
 
-Raw = Callable[..., RawClient]
 BOTH = pytest.mark.parametrize("version", [3, 4], ids=["mqtt31", "mqtt311"])
-
-
-def accepted(raw: Raw, client_id: str, version: int = 4, **fields: Any) -> RawClient:
-    client = raw(version)
-    connack = client.connect(client_id, **fields)
-    assert connack.reason_code == 0, connack
-    return client
 
 
 def matches(raw: Raw, topic_filter: str, topics: list[str], version: int = 4) -> list[str]:

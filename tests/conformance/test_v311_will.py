@@ -7,23 +7,19 @@ also apply to MQTT 3.1 run for protocol levels 3 and 4.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
 import pytest
 
 from midge.codec.packets import Disconnect, Publish, Will
-from tests.rawclient import RawClient, expect_closed_silently, raw_publish, subscribe_collecting
+from tests.rawclient import (
+    Raw,
+    RawClient,
+    accepted,
+    expect_closed_silently,
+    raw_publish,
+    subscribe_collecting,
+)
 
-Raw = Callable[..., RawClient]
 BOTH = pytest.mark.parametrize("version", [3, 4], ids=["mqtt31", "mqtt311"])
-
-
-def accepted(raw: Raw, client_id: str, version: int = 4, **fields: Any) -> RawClient:
-    client = raw(version)
-    connack = client.connect(client_id, **fields)
-    assert connack.reason_code == 0, connack
-    return client
 
 
 def watcher(raw: Raw, topic_filter: str = "v311/will/#", qos: int = 2) -> RawClient:
@@ -48,6 +44,10 @@ def test_MQTT_3_1_2_8_will_published_when_connection_lost(raw: Raw, version: int
     elif how == "protocol-error":
         client.send_raw(raw_publish("v311/will/x", b"", qos=3, packet_id=1))
         expect_closed_silently(client)
+    else:
+        client.advance(1.0)
+        watch.expect_nothing()  # not before the Keep Alive has passed
+        client.advance(1.0)
     published = watch.expect(Publish, timeout=4.0)
     assert (published.topic, published.payload) == ("v311/will/lost", will.payload)
 
@@ -63,7 +63,8 @@ def test_MQTT_3_1_2_10_will_removed_once_published(raw: Raw, version: int) -> No
     assert watch.expect(Publish, timeout=2.0).payload == b"once"
     second = accepted(raw, "v311-will-once", version, clean_start=False)
     second.close()
-    watch.expect_nothing(0.5)
+    watch.advance(0.5)
+    watch.expect_nothing()
 
 
 @BOTH
@@ -77,10 +78,12 @@ def test_MQTT_3_14_4_3_disconnect_discards_will(raw: Raw, version: int) -> None:
     )
     client.send(Disconnect())
     expect_closed_silently(client)
-    watch.expect_nothing(0.5)
+    watch.advance(0.5)
+    watch.expect_nothing()
     resumed = accepted(raw, "v311-will-bye", version, clean_start=False)
     resumed.close()
-    watch.expect_nothing(0.5)
+    watch.advance(0.5)
+    watch.expect_nothing()
 
 
 @BOTH
@@ -90,7 +93,8 @@ def test_MQTT_3_1_2_12_no_will_flag_publishes_nothing(raw: Raw, version: int) ->
     watch = watcher(raw, "#", 0)
     client = accepted(raw, "v311-nowill", version)
     client.close()
-    watch.expect_nothing(0.7)
+    watch.advance(0.7)
+    watch.expect_nothing()
 
 
 @BOTH

@@ -8,9 +8,7 @@ the response b"response"; user "alice" must give password b"secret".
 
 from __future__ import annotations
 
-import asyncio
-import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -20,10 +18,7 @@ from midge.codec import Decoder
 from midge.codec.packets import Auth, Connack, Connect, Disconnect, Subscribe, Subscription
 from midge.codec.properties import Prop
 from midge.codec.reasons import Reason
-from midge.config import Config, ListenerConfig
-from midge.server import Server
-from tests.conformance.test_v5_support import Client5, Clients, frames, tap
-from tests.conftest import RunningBroker
+from tests.conformance.test_v5_support import Clients, RawClient, frames, tap
 
 METHOD = "TEST-CHALLENGE"
 AM = Prop.AUTHENTICATION_METHOD
@@ -54,37 +49,20 @@ class _TestAuthenticator(Authenticator):
         return _Challenge() if request.auth_method == METHOD else None
 
 
-class _AuthBroker(RunningBroker):
-    """A :class:`RunningBroker` whose server uses ``_TestAuthenticator``."""
-
-    def __init__(self) -> None:
-        self.config = Config(listeners=[ListenerConfig(port=0, host="127.0.0.1")])
-        self.loop = asyncio.new_event_loop()
-        self.server = Server(self.config, _TestAuthenticator())
-        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self._thread.start()
-        asyncio.run_coroutine_threadsafe(self.server.start(), self.loop).result(10)
-        self.host, self.port = self.server.addresses[0][:2]
-
-
 @pytest.fixture
-def clients() -> Iterator[Clients]:
-    running = _AuthBroker()
-    try:
-        with Clients(running) as opened:
-            yield opened
-    finally:
-        running.stop()
+def clients(make_broker: Callable[..., Any]) -> Iterator[Clients]:
+    with Clients(make_broker(authenticator=_TestAuthenticator())) as opened:
+        yield opened
 
 
-def _start(c: Client5, client_id: str, properties: dict[int, Any] | None = None) -> Auth:
+def _start(c: RawClient, client_id: str, properties: dict[int, Any] | None = None) -> Auth:
     """CONNECT with the test method; returns the server's first AUTH."""
     props = {AM: METHOD, **(properties or {})}
     c.send(Connect(client_id, protocol_level=5, keep_alive=0, properties=props))
     return c.expect(Auth)
 
 
-def _authenticated(clients: Clients, client_id: str) -> Client5:
+def _authenticated(clients: Clients, client_id: str) -> RawClient:
     c = clients.open()
     _start(c, client_id)
     c.send(Auth(Reason.CONTINUE_AUTHENTICATION, {AM: METHOD, AD: b"response"}))

@@ -7,9 +7,6 @@ it; what the broker sends back is read through the codec, or byte for byte throu
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any
-
 import pytest
 
 from midge.codec.packets import (
@@ -45,6 +42,7 @@ from tests.conformance.test_v5_support import (
 )
 from tests.rawclient import (
     Will,
+    fixed_header,
     mqtt_string,
     raw_connect,
     raw_packet,
@@ -52,12 +50,6 @@ from tests.rawclient import (
     raw_subscribe,
     raw_unsubscribe,
 )
-
-
-@pytest.fixture
-def clients(broker: Any) -> Iterator[Clients]:
-    with Clients(broker) as opened:
-        yield opened
 
 
 def _varint_at(data: bytes, pos: int) -> tuple[int, int]:
@@ -73,8 +65,9 @@ def _varint_at(data: bytes, pos: int) -> tuple[int, int]:
 
 def _body(frame: bytes) -> bytes:
     """A packet's bytes after the fixed header."""
-    _, pos = _varint_at(frame, 1)
-    return frame[pos:]
+    header = fixed_header(frame)
+    assert header is not None, frame
+    return frame[header[1] :]
 
 
 # -- 1.5.4 UTF-8 Encoded String -----------------------------------------------------------------

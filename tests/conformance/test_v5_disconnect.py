@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any
-
 import pytest
 
 from midge.codec import Decoder
@@ -21,12 +18,6 @@ from tests.conformance.test_v5_support import (
 from tests.rawclient import Will, raw_connect, raw_packet, raw_publish
 
 SEI = Prop.SESSION_EXPIRY_INTERVAL
-
-
-@pytest.fixture
-def clients(broker: Any) -> Iterator[Clients]:
-    with Clients(broker) as opened:
-        yield opened
 
 
 @pytest.mark.parametrize(
@@ -148,7 +139,8 @@ def test_MQTT_3_14_4_3_normal_disconnect_discards_will(clients: Clients) -> None
     short.send_raw(raw_packet(0xE0))
     long = clients.connect("d43b", will=Will("d43/b", b"no"))
     long.send_raw(raw_packet(0xE0, b"\x00\x05\x1f\x00\x02ok"))
-    watcher.no_publish(0.8)
+    clients.advance(0.8)
+    watcher.no_publish()
 
 
 def test_MQTT_3_15_1_1_auth_reserved_flags(clients: Clients) -> None:

@@ -9,14 +9,13 @@ most tempted to add a Reason String (failures); every packet on the wire must fi
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from midge.codec.packets import Connect, Puback, Pubcomp, Publish, Pubrec, Pubrel
 from midge.codec.properties import Prop
-from tests.conformance.test_v5_support import Client5, Clients, frames, tap
+from tests.conformance.test_v5_support import Clients, RawClient, frames, tap
 from tests.rawclient import raw_connect
 
 SEI = Prop.SESSION_EXPIRY_INTERVAL
@@ -24,15 +23,9 @@ MPS = Prop.MAXIMUM_PACKET_SIZE
 SMALL = 16  # room for any ack with a Reason Code and no properties, not for a Reason String
 
 
-@pytest.fixture
-def clients(broker: Any) -> Iterator[Clients]:
-    with Clients(broker) as opened:
-        yield opened
-
-
 def _small(
     clients: Clients, client_id: str, maximum: int = SMALL, **fields: Any
-) -> tuple[Client5, bytearray]:
+) -> tuple[RawClient, bytearray]:
     c = clients.open()
     wire = tap(c)
     properties = {MPS: maximum, Prop.REQUEST_PROBLEM_INFORMATION: 1, **fields.pop("properties", {})}

@@ -4,7 +4,6 @@ Topic Aliases, Subscription Identifiers in deliveries, and the acknowledgement R
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -18,30 +17,24 @@ from tests.conformance.test_v5_support import (
     PUBCOMP_REASONS,
     PUBREC_REASONS,
     PUBREL_REASONS,
-    Client5,
     Clients,
+    RawClient,
     frames,
     p_str,
     props,
     raw_ack,
     tap,
 )
-from tests.rawclient import Closed, raw_publish
+from tests.rawclient import raw_publish
 
 SEI = Prop.SESSION_EXPIRY_INTERVAL
 ALIAS = Prop.TOPIC_ALIAS
 SUB_ID = Prop.SUBSCRIPTION_IDENTIFIER
 
 
-@pytest.fixture
-def clients(broker: Any) -> Iterator[Clients]:
-    with Clients(broker) as opened:
-        yield opened
-
-
 def _pair(
     clients: Clients, name: str, *subs: Subscription | str, qos: int = 2
-) -> tuple[Client5, Client5]:
+) -> tuple[RawClient, RawClient]:
     """A subscriber (subscribed to ``subs``) and a publisher."""
     sub = clients.connect(f"{name}-sub")
     sub.sub(*subs, qos=qos)
@@ -282,7 +275,8 @@ def test_MQTT_3_3_2_5_expired_message_not_delivered(clients: Clients) -> None:
     pub = clients.connect("exp5-pub")
     pub.pub("exp5/t", b"short", qos=1, properties={Prop.MESSAGE_EXPIRY_INTERVAL: 1})
     pub.pub("exp5/t", b"long", qos=1, properties={Prop.MESSAGE_EXPIRY_INTERVAL: 60})
-    time.sleep(2.1)
+    time.sleep(2.1)  # message expiry reads time.time() in the core today
+    clients.advance(2.1)
     again = clients.connect("exp5", clean_start=False, properties={SEI: 60})
     [msg] = again.publishes(1)
     assert msg.payload == b"long"
@@ -300,7 +294,8 @@ def test_MQTT_3_3_2_6_expiry_interval_reduced_by_waiting_time(clients: Clients) 
     pub.pub("exp6/t", b"x", qos=1, properties={Prop.MESSAGE_EXPIRY_INTERVAL: 10})
     [msg] = live.publishes(1)
     assert 0 < msg.properties[Prop.MESSAGE_EXPIRY_INTERVAL] <= 10
-    time.sleep(2.1)
+    time.sleep(2.1)  # message expiry reads time.time() in the core today
+    clients.advance(2.1)
     again = clients.connect("exp6-off", clean_start=False, properties={SEI: 60})
     [msg] = again.publishes(1)
     assert 0 < msg.properties[Prop.MESSAGE_EXPIRY_INTERVAL] <= 8
@@ -501,12 +496,12 @@ def test_MQTT_3_3_4_2_overlapping_subscriptions_respect_maximum_qos(clients: Cli
     at QoS 2 here, and no copy above its subscription's QoS)."""
     sub, pub = _pair(clients, "ovl", Subscription("ovl/+", 0), Subscription("ovl/#", 2))
     pub.pub("ovl/t", b"x", qos=2)
-    got = [sub.publishes(1)[0], *_more_publishes(sub)]
+    got = [sub.publishes(1)[0], *sub.more_publishes()]
     assert 1 <= len(got) <= 2
     assert max(p.qos for p in got) == 2
     for msg in got:
         if msg.qos:
-            sub.ack(msg)
+            sub.ack(msg, others_stay_queued=True)
 
 
 def test_MQTT_3_3_4_3_subscription_identifiers_of_overlapping_subscriptions(
@@ -522,7 +517,7 @@ def test_MQTT_3_3_4_3_subscription_identifiers_of_overlapping_subscriptions(
     sub.sub(Subscription("sid/t", 1))
     pub = clients.connect("sid-pub")
     pub.pub("sid/t", b"x", qos=1)
-    got = [sub.publishes(1)[0], *_more_publishes(sub)]
+    got = [sub.publishes(1)[0], *sub.more_publishes()]
     ids = [sorted(p.properties.get(SUB_ID, [])) for p in got]
     if len(got) == 1:
         assert ids == [[1, 2]]
@@ -622,12 +617,3 @@ def test_MQTT_3_7_2_1_pubcomp_reason_codes(clients: Clients) -> None:
     c.send(Pubrel(999))
     pubcomp = c.expect(Pubcomp)
     assert pubcomp.packet_id == 999 and pubcomp.reason_code in PUBCOMP_REASONS
-
-
-def _more_publishes(client: Client5, timeout: float = 0.5) -> list[Publish]:
-    out = []
-    while True:
-        try:
-            out.append(client.wait_for(Publish, timeout))
-        except (TimeoutError, Closed):
-            return out

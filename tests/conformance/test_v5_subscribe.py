@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -30,18 +28,11 @@ from tests.conformance.test_v5_support import (
     PROTOCOL_ERROR,
     SUBACK_REASONS,
     UNSUBACK_REASONS,
-    Client5,
     Clients,
 )
-from tests.rawclient import Closed, raw_packet, raw_subscribe, raw_unsubscribe
+from tests.rawclient import raw_packet, raw_subscribe, raw_unsubscribe
 
 SEI = Prop.SESSION_EXPIRY_INTERVAL
-
-
-@pytest.fixture
-def clients(broker: Any) -> Iterator[Clients]:
-    with Clients(broker) as opened:
-        yield opened
 
 
 # -- 3.8 SUBSCRIBE ------------------------------------------------------------------------------
@@ -132,7 +123,7 @@ def test_MQTT_3_8_4_3_identical_filter_replaces_subscription(clients: Clients) -
     pub.pub("repl/t", b"1", qos=2)
     [msg] = sub.publishes(1)
     assert msg.qos == 2
-    sub.ack(msg)
+    sub.ack(msg, others_stay_queued=True)
     sub.no_publish()
     sub.sub("repl/t", qos=0)
     pub.pub("repl/t", b"2", qos=2)
@@ -208,7 +199,7 @@ def test_MQTT_3_8_4_8_delivery_qos_is_the_minimum(clients: Clients, granted: int
     assert [(p.payload[0], p.qos) for p in got] == [(q, min(q, granted)) for q in (0, 1, 2)]
     for msg in got:
         if msg.qos:
-            sub.ack(msg)
+            sub.ack(msg, others_stay_queued=True)
 
 
 # -- 3.9 SUBACK ---------------------------------------------------------------------------------
@@ -434,8 +425,8 @@ def test_MQTT_4_8_2_3_shared_delivery_respects_granted_qos(clients: Clients) -> 
     pub = clients.connect("share-pub")
     for i in range(10):
         pub.pub("sq/t", bytes([i]), qos=2)
-    got_low = _drain(low)
-    got_high = _drain(high)
+    got_low = low.more_publishes(0.6, ack=True)
+    got_high = high.more_publishes(0.6, ack=True)
     assert sorted(p.payload[0] for p in got_low + got_high) == list(range(10))
     assert all(p.qos == 0 for p in got_low)
     assert all(p.qos == 2 for p in got_high)
@@ -453,7 +444,7 @@ def test_MQTT_4_8_2_4_shared_qos2_delivery_completed_on_reconnect(clients: Clien
     again = clients.connect("sh4", clean_start=False, properties={SEI: 60})
     [msg] = again.publishes(1)
     assert (msg.payload, msg.packet_id, msg.dup) == (b"exactly once", first.packet_id, True)
-    again.ack(msg)
+    again.ack(msg, others_stay_queued=True)
 
 
 def test_MQTT_4_8_2_5_unfinished_qos2_not_sent_to_another_member(clients: Clients) -> None:
@@ -467,8 +458,10 @@ def test_MQTT_4_8_2_5_unfinished_qos2_not_sent_to_another_member(clients: Client
     other = clients.connect("sh5b")
     other.sub(Sub("$share/g5/s5/t", 2))
     first.close()
-    time.sleep(1.5)
-    other.no_publish(0.5)
+    clients.advance(1.5)
+    other.no_publish()
+    clients.advance(0.5)
+    other.no_publish()
     assert msg.payload == b"only for a"
 
 
@@ -488,15 +481,3 @@ def test_MQTT_4_8_2_6_negative_ack_discards_shared_message(clients: Clients) -> 
     first.ping()
     other.no_publish(0.6)
     first.no_publish(0.2)
-
-
-def _drain(client: Client5, timeout: float = 0.6) -> list[Publish]:
-    out = []
-    while True:
-        try:
-            msg = client.wait_for(Publish, timeout)
-        except (TimeoutError, Closed):
-            return out
-        out.append(msg)
-        if msg.qos:
-            client.ack(msg)

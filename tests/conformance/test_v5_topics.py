@@ -2,20 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any
-
 import pytest
 
 from midge.codec.packets import Publish
 from tests.conformance.test_v5_support import MALFORMED, PROTOCOL_ERROR, Clients
 from tests.rawclient import raw_publish, raw_subscribe
-
-
-@pytest.fixture
-def clients(broker: Any) -> Iterator[Clients]:
-    with Clients(broker) as opened:
-        yield opened
 
 
 def _delivered(clients: Clients, name: str, flt: str, topics: list[str]) -> list[str]:
@@ -34,7 +25,7 @@ def _delivered(clients: Clients, name: str, flt: str, topics: list[str]) -> list
     got = []
     while True:
         msg = sub.wait_for(Publish)
-        sub.ack(msg)
+        sub.ack(msg, others_stay_queued=True)
         if msg.topic == "$marker":
             return got
         got.append(msg.topic)

@@ -1,4 +1,5 @@
-"""Fixtures for the fuzz tests: a :class:`~tests.fuzz.harness.Rig` around a real broker."""
+"""Fixtures for the fuzz tests: a :class:`~tests.fuzz.harness.Rig` around the broker core in
+memory (tests/memory.py), and ``broker`` in memory too."""
 
 from __future__ import annotations
 
@@ -7,24 +8,26 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import RunningBroker
+from midge.config import Config
 from tests.fuzz.harness import Rig, capture_errors
+from tests.memory import MemoryBroker
 
 
 @pytest.fixture
-def make_rig(make_broker: Callable[..., RunningBroker]) -> Iterator[Callable[..., Rig]]:
+def make_rig() -> Iterator[Callable[..., Rig]]:
     """``make_rig(**config_overrides)``: a broker with a sentinel and an error log."""
     rigs: list[Rig] = []
     with capture_errors() as errors:
 
         def start(**overrides: Any) -> Rig:
-            rig = Rig(make_broker(**overrides), errors)
+            rig = Rig(MemoryBroker(Config(**overrides)), errors)
             rigs.append(rig)
             return rig
 
         yield start
         for rig in rigs:
             rig.close()
+            rig.running.stop()
         problems = errors.take()
     assert not problems, "the broker logged an error:\n" + "\n".join(problems)
 
@@ -33,3 +36,11 @@ def make_rig(make_broker: Callable[..., RunningBroker]) -> Iterator[Callable[...
 def rig(make_rig: Callable[..., Rig]) -> Rig:
     """A default broker with a sentinel and an error log."""
     return make_rig()
+
+
+@pytest.fixture
+def broker() -> Iterator[MemoryBroker]:
+    """A default broker, in memory."""
+    running = MemoryBroker(Config())
+    yield running
+    running.stop()

@@ -1,7 +1,10 @@
 """Machinery shared by the fuzz tests (this module holds no tests).
 
 A fuzz test reuses one broker across its hypothesis examples (starting one per example is slow),
-wrapped in a :class:`Rig`:
+wrapped in a :class:`Rig`. The broker is the core in memory (:class:`tests.memory.MemoryBroker`)
+unless a test gives the rig a real one on a socket; every helper here works with either. In
+memory, "within ``SOON`` seconds" means: once the broker has settled, and again after the clock
+is advanced by ``SOON``.
 
 * a *sentinel*: a v5 client connected before the first example and subscribed at QoS 1;
 * an :class:`ErrorLog`: a logging handler on the ``midge`` and ``asyncio`` loggers. The Connection
@@ -27,7 +30,6 @@ import contextlib
 import itertools
 import logging
 import os
-import socket
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -64,7 +66,8 @@ from midge.codec.properties import Prop
 from midge.codec.reasons import CodecError, UnsupportedProtocolVersion
 from midge.config import Config, ListenerConfig
 from tests.conftest import RunningBroker
-from tests.rawclient import RawClient, varint
+from tests.memory import MemoryBroker
+from tests.rawclient import RawClient, frame_end, varint
 
 #: The sentinel's subscription; fuzz clients may publish to it too (the check skips strangers).
 SENTINEL_TOPIC = "sentinel/health"
@@ -153,14 +156,16 @@ def capture_errors() -> Iterator[ErrorLog]:
 class Rig:
     """One running broker, its sentinel client and its error log, shared by many examples."""
 
-    def __init__(self, running: RunningBroker, errors: ErrorLog) -> None:
+    def __init__(self, running: RunningBroker | MemoryBroker, errors: ErrorLog) -> None:
         self.running = running
         self.errors = errors
-        self.host, self.port = running.host, running.port
+        #: The broker core (midge.broker.broker.Broker).
+        self.core = running.broker if isinstance(running, MemoryBroker) else running.server.broker
+        assert self.core is not None
         self.n = 0
         self._opened: list[RawClient] = []
         self.sentinel_id = "sentinel-" + uuid.uuid4().hex
-        self.sentinel = RawClient(self.host, self.port, version=5, timeout=SOON)
+        self.sentinel = RawClient.to(running, version=5, timeout=SOON)
         connack = self.sentinel.connect(self.sentinel_id, keep_alive=0)
         assert connack.reason_code == 0, connack
         self.sentinel.subscribe(SENTINEL_TOPIC, qos=1)
@@ -172,8 +177,8 @@ class Rig:
     # -- clients ---------------------------------------------------------------------------------
 
     def client(self, version: int = 4) -> RawClient:
-        """A new TCP connection (closed when the example ends)."""
-        client = RawClient(self.host, self.port, version=version, timeout=SOON)
+        """A new connection (closed when the example ends)."""
+        client = RawClient.to(self.running, version=version, timeout=SOON)
         self._opened.append(client)
         return client
 
@@ -199,20 +204,17 @@ class Rig:
     # -- broker state ----------------------------------------------------------------------------
 
     def connection_count(self) -> int:
-        core = self.running.server.broker
-        assert core is not None
+        core = self.core
         return int(self.running.call(lambda: len(core.connections)))
 
     def forget_retained(self) -> None:
         """Drop every retained message, so that an example does not depend on the ones before
         it (a ``#`` subscription would receive them all) and a failure replays the same way."""
-        core = self.running.server.broker
-        assert core is not None
+        core = self.core
         self.running.call(lambda: setattr(core, "retained", RetainedTree()))
 
     def session_ids(self) -> set[str]:
-        core = self.running.server.broker
-        assert core is not None
+        core = self.core
         return set(self.running.call(lambda: list(core.sessions)))
 
     # -- one example ------------------------------------------------------------------------------
@@ -246,7 +248,7 @@ class Rig:
     def check_healthy(self, sessions_clean: bool = False) -> None:
         self.assert_no_errors()
         payload = f"health {self.n} {uuid.uuid4().hex}".encode()
-        with RawClient(self.host, self.port, version=4, timeout=SOON) as publisher:
+        with RawClient.to(self.running, version=4, timeout=SOON) as publisher:
             connack = publisher.connect(f"health-{self.n}-{uuid.uuid4().hex[:8]}")
             assert connack.reason_code == 0, f"a fresh client was refused: {connack!r}"
             publisher.publish(SENTINEL_TOPIC, payload, qos=1)
@@ -291,9 +293,10 @@ class Rig:
 
 @contextlib.contextmanager
 def rig_on(config: Config, authenticator: Any = None) -> Iterator[Rig]:
-    """A rig on a broker of its own (for module-scoped fixtures; tests use ``make_rig``)."""
+    """A rig on a broker of its own, in memory (for module-scoped fixtures; tests use
+    ``make_rig``)."""
     with capture_errors() as errors:
-        running = RunningBroker(config, authenticator)
+        running = MemoryBroker(config, authenticator)
         try:
             rig = Rig(running, errors)
             yield rig
@@ -326,11 +329,14 @@ def send_chunks(client: RawClient, chunks: Chunks) -> bool:
     """Send every chunk; False if the broker closed before all of them were sent."""
     for data, pause in chunks:
         try:
-            client.sock.sendall(data)
+            client.send_raw(data)
         except (BrokenPipeError, ConnectionResetError):
             return False
         if pause:
-            time.sleep(PAUSE)
+            if client.link is not None:
+                client.link.clock.run()  # the broker reads this chunk alone
+            else:
+                time.sleep(PAUSE)
     return True
 
 
@@ -340,17 +346,16 @@ def read_to_eof(client: RawClient, timeout: float = SOON) -> tuple[bytes, bool]:
     assert not client.pending, "packets already decoded on this client"
     deadline = time.monotonic() + timeout
     received: list[bytes] = []
+    waited = False
     while True:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            return b"".join(received), False
-        client.sock.settimeout(remaining)
         try:
-            data = client.sock.recv(65536)
+            data = client.read_bytes(65536, deadline)
         except TimeoutError:
-            return b"".join(received), False
-        except ConnectionResetError:
-            return b"".join(received), True
+            if client.link is None or waited:
+                return b"".join(received), False
+            client.advance(timeout)  # in memory: let the time pass, once
+            waited = True
+            continue
         if not data:
             return b"".join(received), True
         received.append(data)
@@ -362,7 +367,7 @@ def decode_all(data: bytes, version: int) -> list[Packet]:
     every Remaining Length must be minimally encoded (MQTT-1.5.5-1)."""
     pos = 0
     while pos < len(data):
-        end = frame(data, pos)
+        end = frame_end(data, pos)
         assert end is not None, f"the broker sent a partial packet: {data[pos:]!r}"
         length = data[pos + 1 : end]
         header = length[: next(i for i, b in enumerate(length) if not b & 0x80) + 1]
@@ -407,25 +412,6 @@ class Expect:
     #: normal DISCONNECT (MQTT-3.1.2-8 3.1.1; MQTT 5.0 3.1.2.5: any reason but 0x00 keeps it).
     will: bool = True
     why: str = ""
-
-
-def frame(data: bytes, pos: int) -> int | None:
-    """The end offset of the complete packet starting at ``pos``, or None if the stream does not
-    hold all of it (or its Remaining Length is invalid: the decoder reports that)."""
-    i = pos + 1
-    length = 0
-    shift = 0
-    while True:
-        if i >= len(data) or i - pos > 4:
-            return None
-        byte = data[i]
-        length |= (byte & 0x7F) << shift
-        i += 1
-        if not byte & 0x80:
-            break
-        shift += 7
-    end = i + length
-    return end if end <= len(data) else None
 
 
 def decode_one(data: bytes, version: int | None) -> Packet | CodecError | None:
@@ -480,7 +466,7 @@ class Oracle:
         expect = Expect(version=self.version or 4)
         pos = 0
         if self.version is None:
-            end = frame(data, 0)
+            end = frame_end(data, 0)
             if end is None:
                 result = decode_one(data, None)
                 if not isinstance(result, CodecError):
@@ -502,7 +488,7 @@ class Oracle:
         assert version is not None
         v5 = version == MQTT5
         while pos < len(data):
-            end = frame(data, pos)
+            end = frame_end(data, pos)
             if end is None:
                 result = decode_one(data[pos:], version)
                 if isinstance(result, CodecError):
@@ -668,7 +654,7 @@ def exercise(
     complete = send_chunks(client, chunks)
     if not expect.closes and complete:
         with contextlib.suppress(OSError):
-            client.sock.shutdown(socket.SHUT_WR)
+            client.shutdown_write()
     data, eof = read_to_eof(client)
     if expect.closes:
         assert eof, f"the broker did not close the connection within {SOON} s ({expect.why})"

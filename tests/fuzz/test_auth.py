@@ -12,7 +12,6 @@ DISCONNECT comes only after CONNACK and is its last word, and the rig checks it 
 from __future__ import annotations
 
 import contextlib
-import socket
 from collections.abc import Iterator
 from typing import Any
 
@@ -180,7 +179,7 @@ def test_enhanced_authentication_exchanges(auth_rig: Rig, data: st.DataObject) -
         client = auth_rig.client(MQTT5)
         if send_chunks(client, chunks):
             with contextlib.suppress(OSError):  # SHUT_WR: the broker must close too
-                client.sock.shutdown(socket.SHUT_WR)
+                client.shutdown_write()
         raw, eof = read_to_eof(client)
         assert eof, "the broker did not close the connection after the client's EOF"
         check(decode_all(raw, MQTT5), method)

@@ -6,8 +6,6 @@ checks that :meth:`tests.fuzz.harness.Rig.example` fails and names the problem.
 
 from __future__ import annotations
 
-import socket
-
 import pytest
 
 import midge.broker.connection
@@ -49,7 +47,7 @@ def test_an_error_escaping_to_the_event_loop_fails_the_example(
     with pytest.raises(AssertionError, match="planted bug"), rig.example():
         client, _ = rig.connected(4)
         monkeypatch.setattr(Connection, "eof_received", _boom)
-        client.sock.shutdown(socket.SHUT_WR)
+        client.shutdown_write()
         read_to_eof(client)  # asyncio closes the transport after the fatal error
         monkeypatch.undo()
     rig.check_healthy()
@@ -59,7 +57,7 @@ def test_a_broker_that_stops_routing_fails_the_example(
     rig: Rig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """No exception at all, but messages go nowhere: the sentinel check fails."""
-    core = rig.running.server.broker
+    core = rig.core
     with pytest.raises(AssertionError, match="sentinel got no PUBLISH"), rig.example():
         monkeypatch.setattr(type(core), "route", lambda self, message: False)
     monkeypatch.undo()

@@ -7,14 +7,14 @@ before it closes: a DISCONNECT (``e0 01 <reason>``) with the reason code the MQT
 from __future__ import annotations
 
 from midge.codec.packets import Pingresp
-from tests.conftest import RunningBroker
 from tests.fuzz.harness import read_to_eof
+from tests.memory import MemoryBroker
 from tests.rawclient import RawClient, read_raw_packet
 
 
-def answer_to(broker: RunningBroker, packet: bytes) -> bytes:
+def answer_to(broker: MemoryBroker, packet: bytes) -> bytes:
     """Everything the broker sends a connected v5 client after ``packet``, until it closes."""
-    with RawClient(broker.host, broker.port, version=5) as client:
+    with RawClient.to(broker, version=5) as client:
         assert client.connect("regression", keep_alive=0).reason_code == 0
         client.send_raw(packet)
         data, closed = read_to_eof(client)
@@ -22,7 +22,7 @@ def answer_to(broker: RunningBroker, packet: bytes) -> bytes:
     return data
 
 
-def test_empty_topic_without_alias_is_a_protocol_error(broker: RunningBroker) -> None:
+def test_empty_topic_without_alias_is_a_protocol_error(broker: MemoryBroker) -> None:
     """PUBLISH QoS 0, topic "" (00 00), no properties, payload "p".
 
     MQTT 5.0 section 3.3.2.1: "It is a Protocol Error if the Topic Name is zero length and there
@@ -33,7 +33,7 @@ def test_empty_topic_without_alias_is_a_protocol_error(broker: RunningBroker) ->
     assert answer_to(broker, b"\x30\x04\x00\x00\x00p") == b"\xe0\x01\x82"
 
 
-def test_subscribe_maximum_qos_3_is_a_protocol_error(broker: RunningBroker) -> None:
+def test_subscribe_maximum_qos_3_is_a_protocol_error(broker: MemoryBroker) -> None:
     """SUBSCRIBE id 1, no properties, filter "a" with options 0x03 (Maximum QoS 3).
 
     MQTT 5.0 section 3.8.3.1: "It is a Protocol Error if the Maximum QoS field has the value 3"
@@ -43,7 +43,7 @@ def test_subscribe_maximum_qos_3_is_a_protocol_error(broker: RunningBroker) -> N
     assert answer_to(broker, b"\x82\x07\x00\x01\x00\x00\x01a\x03") == b"\xe0\x01\x82"
 
 
-def test_second_connect_with_unknown_level_is_a_protocol_error(broker: RunningBroker) -> None:
+def test_second_connect_with_unknown_level_is_a_protocol_error(broker: MemoryBroker) -> None:
     """A second CONNECT whose protocol level is 0: ``10 07 00 04 'MQTT' 00``.
 
     MQTT-3.1.0-2: a second CONNECT is a Protocol Error -> DISCONNECT 0x82. (Found: midge answered
@@ -53,7 +53,7 @@ def test_second_connect_with_unknown_level_is_a_protocol_error(broker: RunningBr
     assert answer_to(broker, b"\x10\x07\x00\x04MQTT\x00") == b"\xe0\x01\x82"
 
 
-def test_topic_alias_0_is_topic_alias_invalid(broker: RunningBroker) -> None:
+def test_topic_alias_0_is_topic_alias_invalid(broker: MemoryBroker) -> None:
     """PUBLISH QoS 0 to "a" with Topic Alias 0 (properties ``03 23 00 00``).
 
     MQTT 5.0 section 3.3.4: "A Topic Alias value of 0 or greater than the Maximum Topic Alias is
@@ -63,7 +63,7 @@ def test_topic_alias_0_is_topic_alias_invalid(broker: RunningBroker) -> None:
     assert answer_to(broker, b"\x30\x08\x00\x01a\x03\x23\x00\x00p") == b"\xe0\x01\x94"
 
 
-def test_forwarded_publish_has_a_minimal_remaining_length(broker: RunningBroker) -> None:
+def test_forwarded_publish_has_a_minimal_remaining_length(broker: MemoryBroker) -> None:
     """A v5 PUBLISH to "a" whose Remaining Length 4 is written in two bytes (``84 00``).
 
     The broker accepts a non-minimal Remaining Length from a client (as Mosquitto does), but
@@ -72,8 +72,8 @@ def test_forwarded_publish_has_a_minimal_remaining_length(broker: RunningBroker)
     subscriber.)
     """
     with (
-        RawClient(broker.host, broker.port, version=5) as sub,
-        RawClient(broker.host, broker.port, version=5) as pub,
+        RawClient.to(broker, version=5) as sub,
+        RawClient.to(broker, version=5) as pub,
     ):
         assert sub.connect("sub", keep_alive=0).reason_code == 0
         sub.subscribe("a")

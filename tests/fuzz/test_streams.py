@@ -9,7 +9,6 @@ after every example by :meth:`tests.fuzz.harness.Rig.example`).
 from __future__ import annotations
 
 import contextlib
-import socket
 from typing import Any
 
 import pytest
@@ -131,7 +130,7 @@ def test_connections_sharing_client_ids(rig: Rig, data: st.DataObject) -> None:
                     open_[i] = send_chunks(client, [plan[turn]])
         for client in clients:
             with contextlib.suppress(OSError):
-                client.sock.shutdown(socket.SHUT_WR)
+                client.shutdown_write()
         for (version, _), client in zip(crowd, clients, strict=True):
             raw, eof = read_to_eof(client)
             assert eof, f"a v{version} connection was not closed {SOON} s after its EOF"

@@ -119,7 +119,7 @@ class Sub:
                 "10",
             ],
             stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            stderr=subprocess.STDOUT,  # an error shows in the assertion's diff
             text=True,
         )
         assert self.proc.stdout is not None
@@ -130,8 +130,12 @@ class Sub:
                 break
 
     def lines(self) -> list[str]:
-        out, _ = self.proc.communicate(timeout=15)
-        every = self.seen + out.splitlines()
+        # Read on through the same buffered file (communicate() would read the pipe beneath it
+        # and lose what the loop above had already buffered); -W bounds how long this takes.
+        assert self.proc.stdout is not None
+        rest = self.proc.stdout.read()
+        self.proc.wait(15)
+        every = self.seen + rest.splitlines()
         return [line for line in every if not line.startswith(("Client ", "Subscribed (mid"))]
 
 

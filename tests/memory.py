@@ -1,0 +1,365 @@
+"""The broker core driven in memory, on a manual clock: no sockets, no threads, no sleeping.
+
+This is the one adapter between the tests and the core's API; everything the in-memory tests need
+of ``midge.broker`` goes through here. It relies on exactly:
+
+- ``Broker(config, scheduler, authenticator)``, ``Broker.shutdown()``;
+- the ``Scheduler`` protocol: ``call_soon(cb, *args)``, ``call_later(delay, cb, *args)`` (both
+  return a handle with ``cancel()``), ``time()``; :class:`ManualClock` also has ``wall()``;
+- ``Connection(broker, transport, listener, peer)``, ``Connection.data_received(bytes)``,
+  ``Connection.eof_received()``, ``Connection.connection_lost(exc)``, and the ``Transport``
+  protocol (``write``, ``writelines``, ``close``, ``pause_reading``, ``resume_reading``,
+  ``get_write_buffer_size``);
+- ``midge.auth.files.build_authenticator`` (and ``FileAuthenticator.load()``) and
+  ``midge.config.resolve_listener``, as :class:`midge.server.Server` uses them;
+- ``Broker.connections``, ``.sessions`` and ``.retained``, which tests inspect through
+  ``MemoryBroker.call``.
+
+Time only passes when a test calls :meth:`ManualClock.advance`. "Waiting" for the broker means
+running the callbacks that are ready (:meth:`ManualClock.run`) until there are none left: anything
+the broker will do without more time passing has then been done.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from midge.auth.base import Authenticator
+from midge.auth.files import FileAuthenticator, build_authenticator
+from midge.broker.broker import Broker
+from midge.broker.connection import Connection
+from midge.config import Config, ListenerConfig, resolve_listener
+
+#: Where the manual wall clock starts (a fixed date: runs are reproducible).
+WALL_START = 1_800_000_000.0
+#: Ready callbacks run by one :meth:`ManualClock.run` at most: more is a loop that never settles.
+MAX_STEPS = 1_000_000
+
+
+class Handle:
+    """A scheduled callback (what ``call_soon``/``call_later`` return); ``cancel()`` drops it."""
+
+    __slots__ = ("args", "callback", "cancelled", "when")
+
+    def __init__(self, when: float, callback: Callable[..., object], args: tuple[Any, ...]):
+        self.when = when
+        self.callback = callback
+        self.args = args
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class ManualClock:
+    """The core's ``Scheduler``, deterministic: ``call_soon`` callbacks run, in order, when
+    :meth:`run` is called; ``call_later`` timers fire in time order (ties in the order they were
+    set) only when :meth:`advance` moves the time past them. An exception in a callback is
+    raised to the test (a real loop would only log it)."""
+
+    def __init__(self, start: float = 0.0, wall_start: float = WALL_START) -> None:
+        self._now = start
+        self._wall_offset = wall_start - start
+        self._ready: list[Handle] = []
+        self._timers: list[tuple[float, int, Handle]] = []
+        self._seq = itertools.count()
+
+    # -- the Scheduler protocol -----------------------------------------------------------------
+
+    def time(self) -> float:
+        return self._now
+
+    def wall(self) -> float:
+        """The manual wall-clock time (``time.time()``'s stand-in), advancing with :meth:`time`."""
+        return self._now + self._wall_offset
+
+    def call_soon(self, callback: Callable[..., object], *args: Any) -> Handle:
+        handle = Handle(self._now, callback, args)
+        self._ready.append(handle)
+        return handle
+
+    def call_later(self, delay: float, callback: Callable[..., object], *args: Any) -> Handle:
+        handle = Handle(self._now + max(0.0, delay), callback, args)
+        heapq.heappush(self._timers, (handle.when, next(self._seq), handle))
+        return handle
+
+    # -- driving it -----------------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Run ready callbacks (and those they schedule) until none is left; how many ran."""
+        steps = 0
+        while self._ready:
+            batch, self._ready = self._ready, []
+            for handle in batch:
+                if handle.cancelled:
+                    continue
+                steps += 1
+                if steps > MAX_STEPS:
+                    raise RuntimeError("the broker never settles: callbacks keep scheduling more")
+                handle.callback(*handle.args)
+        return steps
+
+    def advance(self, seconds: float) -> None:
+        """Let ``seconds`` pass: every timer due by then fires at its own time, in order, each
+        followed by what it made ready."""
+        assert seconds >= 0, "time does not go back"
+        target = self._now + seconds
+        self.run()
+        while self._timers and self._timers[0][0] <= target:
+            when, _, handle = heapq.heappop(self._timers)
+            if handle.cancelled:
+                continue
+            self._now = max(self._now, when)
+            handle.callback(*handle.args)
+            self.run()
+        self._now = target
+        self.run()
+
+    def next_timer(self) -> float | None:
+        """Seconds until the next live timer is due (None if there is none)."""
+        while self._timers and self._timers[0][2].cancelled:
+            heapq.heappop(self._timers)
+        return self._timers[0][0] - self._now if self._timers else None
+
+
+class ManualPending:
+    """An asyncio-future-like Pending decision (``midge.auth.base.Pending``) that a test settles
+    with :meth:`set_result` (or :meth:`set_exception`); its done-callbacks run at once, as a
+    thread-safe future's would be handed to the loop."""
+
+    def __init__(self) -> None:
+        self._callbacks: list[Callable[[Any], object]] = []
+        self._done = False
+        self._result: Any = None
+        self._exception: BaseException | None = None
+
+    def done(self) -> bool:
+        return self._done
+
+    def result(self) -> Any:
+        assert self._done, "result() of a pending decision"
+        if self._exception is not None:
+            raise self._exception
+        return self._result
+
+    def add_done_callback(self, fn: Callable[[Any], object], /) -> None:
+        if self._done:
+            fn(self)
+        else:
+            self._callbacks.append(fn)
+
+    def set_result(self, result: Any) -> None:
+        self._settle(result, None)
+
+    def set_exception(self, exc: BaseException) -> None:
+        self._settle(None, exc)
+
+    def _settle(self, result: Any, exc: BaseException | None) -> None:
+        assert not self._done, "decided twice"
+        self._done, self._result, self._exception = True, result, exc
+        callbacks, self._callbacks = self._callbacks, []
+        for fn in callbacks:
+            fn(self)
+
+
+class MemoryLink:
+    """One client connection in memory: the client end (:meth:`send`, :meth:`recv`,
+    :meth:`close`) and the server end (the ``Transport`` given to the Connection).
+
+    Bytes the client sends reach the Connection on the clock's next :meth:`ManualClock.run`
+    (while reading is not paused); bytes the Connection writes are there for the client at once.
+    Either side closing is seen by the other as a socket close would be: the Connection gets
+    ``connection_lost`` after the bytes sent before it, the client reads EOF after what was
+    written before the close."""
+
+    def __init__(self, clock: ManualClock) -> None:
+        self.clock = clock
+        self.connection: Connection | None = None
+        self._inbox = bytearray()  # client -> broker, not yet delivered
+        self._outbox = bytearray()  # broker -> client, not yet read
+        self.paused = False
+        self.server_closed = False  # the broker closed its end (the client reads EOF)
+        self.client_closed = False
+        self.client_eof = False  # the client shut down its sending side (half-close)
+        self._eof_told = False
+        self._lost = False
+        self._scheduled = False
+
+    # -- the client end -------------------------------------------------------------------------
+
+    def send(self, data: bytes) -> None:
+        if self.client_closed or self.client_eof:
+            raise BrokenPipeError("the client closed its sending side")
+        if self.server_closed:
+            raise BrokenPipeError("the broker closed the connection")
+        self._inbox += data
+        self._schedule()
+
+    def recv(self, size: int) -> bytes:
+        """Up to ``size`` bytes from the broker, once it has done all it can without time
+        passing; b"" at EOF. ``TimeoutError`` if there is nothing (and it is open): nothing will
+        come unless the test advances the clock."""
+        self.clock.run()
+        if self._outbox:
+            data = bytes(self._outbox[:size])
+            del self._outbox[:size]
+            return data
+        if self.server_closed or self.client_closed:
+            return b""
+        raise TimeoutError("no packet from the broker")
+
+    def shutdown_write(self) -> None:
+        """The client half-closes (``shutdown(SHUT_WR)``): the broker reads EOF after the bytes
+        sent before it; the client can still read."""
+        if not self.client_eof:
+            self.client_eof = True
+            self._schedule()
+
+    def close(self) -> None:
+        """The client closes its socket."""
+        if not self.client_closed:
+            self.client_closed = True
+            self._schedule()
+
+    # -- the server end (midge.broker.connection.Transport) -------------------------------------
+
+    def write(self, data: bytes) -> None:
+        if not self.server_closed and not self.client_closed:
+            self._outbox += data
+
+    def writelines(self, data: list[bytes]) -> None:
+        self.write(b"".join(data))
+
+    def close_transport(self) -> None:
+        if not self.server_closed:
+            self.server_closed = True
+            self.clock.call_soon(self._connection_lost)
+
+    def pause_reading(self) -> None:
+        self.paused = True
+
+    def resume_reading(self) -> None:
+        if self.paused:
+            self.paused = False
+            self._schedule()
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+    # -- delivery -------------------------------------------------------------------------------
+
+    def _schedule(self) -> None:
+        if not self._scheduled:
+            self._scheduled = True
+            self.clock.call_soon(self._deliver)
+
+    def _deliver(self) -> None:
+        self._scheduled = False
+        conn = self.connection
+        if conn is None or self.paused or self._lost or self.server_closed:
+            return
+        if self._inbox:
+            data = bytes(self._inbox)
+            self._inbox.clear()
+            conn.data_received(data)
+            if self.client_closed or self.client_eof:
+                # As on a socket, the end of the stream is read on a later turn of the loop,
+                # after what the bytes made ready (the answer's flush) has run.
+                self._schedule()
+            return
+        if self.client_closed and not self.paused and not self._inbox:
+            self._connection_lost()
+        elif self.client_eof and not self._eof_told and not self.paused and not self._inbox:
+            # As an asyncio transport: eof_received, and a false answer closes the transport.
+            self._eof_told = True
+            try:
+                keep_open = conn.eof_received()
+            except Exception:
+                # What an asyncio transport does with a protocol that raises: log, close.
+                logging.getLogger("asyncio").exception("Fatal error: eof_received() call failed")
+                keep_open = False
+            if not keep_open:
+                self.close_transport()
+
+    def _connection_lost(self) -> None:
+        if not self._lost:
+            self._lost = True
+            if self.connection is not None:
+                self.connection.connection_lost(None)
+
+
+class _ServerEnd:
+    """What the Connection holds as its transport: the server end of a :class:`MemoryLink`."""
+
+    __slots__ = ("_link",)
+
+    def __init__(self, link: MemoryLink) -> None:
+        self._link = link
+
+    def write(self, data: bytes) -> None:
+        self._link.write(data)
+
+    def writelines(self, data: list[bytes]) -> None:
+        self._link.writelines(data)
+
+    def close(self) -> None:
+        self._link.close_transport()
+
+    def pause_reading(self) -> None:
+        self._link.pause_reading()
+
+    def resume_reading(self) -> None:
+        self._link.resume_reading()
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+
+class MemoryBroker:
+    """The broker core on a :class:`ManualClock`, accepting connections in memory.
+
+    ``link()`` opens a connection (a :class:`MemoryLink`); ``call(fn)`` runs ``fn`` once the
+    broker has settled (as :meth:`tests.conftest.RunningBroker.call` does on the loop);
+    ``advance(seconds)`` lets time pass. No listener limits (``max_connections``,
+    ``max_connection_rate``: the TCP transport's) and no store: those are tested on sockets.
+    """
+
+    def __init__(self, config: Config, authenticator: Authenticator | None = None) -> None:
+        self.config = config
+        self.clock = ManualClock()
+        if authenticator is None:
+            # As Server.start: password_file / acl_file / allow_anonymous.
+            authenticator = build_authenticator(config)
+            if isinstance(authenticator, FileAuthenticator):
+                authenticator.load()
+        self.broker = Broker(config, self.clock, authenticator)
+        listeners = config.listeners or [ListenerConfig()]
+        self.listener = resolve_listener(config, listeners[0])
+        self._peers = itertools.count(1)
+        self.links: list[MemoryLink] = []
+
+    def link(self) -> MemoryLink:
+        """A new connection, accepted (its CONNECT timeout starts now)."""
+        link = MemoryLink(self.clock)
+        link.connection = Connection(
+            self.broker, _ServerEnd(link), self.listener, f"memory:{next(self._peers)}"
+        )
+        self.links.append(link)
+        return link
+
+    def call(self, fn: Callable[[], Any]) -> Any:
+        self.clock.run()
+        return fn()
+
+    def advance(self, seconds: float) -> None:
+        self.clock.advance(seconds)
+
+    def stop(self) -> None:
+        """As Server.stop: publish wills, disconnect everyone."""
+        self.clock.run()
+        self.broker.shutdown()
+        self.clock.run()
