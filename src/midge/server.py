@@ -21,6 +21,7 @@ from midge.broker.broker import Broker
 from midge.cluster.router import Router
 from midge.config import Config, ConfigError, resolve_listener
 from midge.store.base import Store
+from midge.transport.clock import LoopClock
 from midge.transport.tcp import ConnectionLimits, ListenerState, listen
 from midge.transport.tls import ServerTls
 
@@ -111,7 +112,7 @@ class Server:
             sqlite_store.open()
             try:
                 restored = sqlite_store.load()
-                self.broker = Broker(config, loop, authenticator, sqlite_store)
+                self.broker = Broker(config, LoopClock(loop), authenticator, sqlite_store)
                 self.broker.restore(restored)
             except BaseException:
                 sqlite_store.close()
@@ -120,7 +121,7 @@ class Server:
             store = sqlite_store
             log.info("durable store %s (durability %s)", sqlite_store.path, config.durability)
         else:
-            self.broker = Broker(config, loop, authenticator)
+            self.broker = Broker(config, LoopClock(loop), authenticator)
         if self.router is not None:
             self.router.bind(self.broker)
             self.broker.router = self.router

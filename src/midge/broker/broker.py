@@ -1,7 +1,8 @@
 """The broker core: sessions by client id, routing, retained messages, wills and expiry.
 
 It knows no sockets and no asyncio: connections call it with plain method calls, and it keeps time
-through a :class:`Scheduler` (an asyncio loop is one). Routing is one trie walk per topic
+through a :class:`~midge.broker.clock.Scheduler` (timers, the monotonic and the wall
+clock; it never reads a clock itself). Routing is one trie walk per topic
 (cached for exact topics), then one ``session.deliver`` per matched client, sharing one
 encoding per distinct outgoing form of the message.
 """
@@ -9,11 +10,11 @@ encoding per distinct outgoing form of the message.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from midge.auth.base import AllowAll, Authenticator, checks_publish, layers
+from midge.broker.clock import Cancellable, Scheduler
 from midge.broker.message import Message, SubOptions
 from midge.broker.session import NEVER, Session, Stats
 from midge.broker.topictree import RetainedTree, SharedGroup, TopicTree
@@ -32,18 +33,7 @@ log = logging.getLogger("midge.broker")
 PURGE_INTERVAL = 60.0
 
 
-class Cancellable(Protocol):
-    def cancel(self) -> None: ...
-
-
-class Scheduler(Protocol):
-    """What the core needs of an event loop: timers. ``asyncio.AbstractEventLoop`` is one."""
-
-    def call_later(self, delay: float, callback: Callable[..., object], *args: Any) -> Any: ...
-
-    def call_soon(self, callback: Callable[..., object], *args: Any) -> Any: ...
-
-    def time(self) -> float: ...
+__all__ = ["Broker", "Cancellable", "PendingWill", "Scheduler"]
 
 
 class PendingWill:
@@ -186,7 +176,7 @@ class Broker:
                 handle = self.scheduler.call_later(delay, self._will_due, session.client_id)
                 self.wills[session.client_id] = PendingWill(will, handle, conn.username)
                 if session.store is not None:
-                    session.store.will_saved(session.client_id, will, time.time() + delay)
+                    session.store.will_saved(session.client_id, will, self.scheduler.wall() + delay)
             else:
                 self.publish_will(will, conn.username)
         if expiry == 0:
@@ -194,7 +184,7 @@ class Broker:
             self._forget(session.client_id)
             return
         if session.store is not None:
-            session.store.session_detached(session.client_id, expiry, time.time())
+            session.store.session_detached(session.client_id, expiry, self.scheduler.wall())
         if expiry != NEVER:
             session.expiry_handle = self.scheduler.call_later(expiry, self._expire, session)
 
@@ -334,7 +324,11 @@ class Broker:
         if props:
             props = {k: v for k, v in props.items() if k != Prop.WILL_DELAY_INTERVAL}
         w = will
-        self.publish(Message.from_publish(w.topic, w.payload, w.qos, w.retain, props, w.origin))
+        self.publish(
+            Message.from_publish(
+                w.topic, w.payload, w.qos, w.retain, props, w.origin, self.scheduler.wall()
+            )
+        )
 
     def route(self, message: Message, groups: set[tuple[str, str]] | None = None) -> bool:
         """Deliver to local subscribers. ``groups`` None: every matching shared group; otherwise
@@ -512,7 +506,7 @@ class Broker:
         twice, MQTT-4.3.3-2). Pending delayed wills are due at their wall-clock time.
         """
         store = self.durable_store
-        now = time.time()
+        now = self.scheduler.wall()
         for message in state.retained:
             self.retained.set(message)
         config = self.config
@@ -552,7 +546,7 @@ class Broker:
     def purge_expired(self) -> int:
         """Drop expired messages from detached persistent sessions' queues (and so from disk);
         a connected session drops them as their turn comes. Returns how many went."""
-        now = time.time()
+        now = self.scheduler.wall()
         dropped = 0
         for session in self.sessions.values():
             if session.connection is None and session.queue:

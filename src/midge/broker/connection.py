@@ -12,7 +12,6 @@ in comments are MQTT 3.1.1's unless marked v5.
 from __future__ import annotations
 
 import logging
-import time
 import uuid
 from collections.abc import Callable
 from typing import Any, Final, NoReturn, Protocol
@@ -508,7 +507,7 @@ class Connection:
         self.session = session
         self.state = CONNECTED
         if request is not None and request.expires is not None:
-            delay = max(0.0, request.expires - time.time())
+            delay = max(0.0, request.expires - broker.scheduler.wall())
             self._expiry = broker.scheduler.call_later(delay, self._expired)
         ack_props: Properties = auth_props or {}
         keepalive = p.keep_alive
@@ -546,7 +545,7 @@ class Connection:
             )
         if present:
             session.resend(self)
-        session.pump(time.time())
+        session.pump(self.broker.scheduler.wall())
 
     def _claimed(self, auth_props: Properties | None) -> None:
         """The other workers released the client id: accept, then read what the client sent
@@ -642,10 +641,13 @@ class Connection:
             reason = Reason.NOT_AUTHORIZED
         else:
             raw = p.raw
+            now = 0.0
             if v5 and props and (_ALIAS in props or _EXPIRY in props):
                 raw = None  # an alias to drop or an expiry to count down: re-encode
+                if _EXPIRY in props:
+                    now = self.broker.scheduler.wall()
             message = Message.from_publish(
-                topic, p.payload, qos, p.retain, props, self.client_id, None, raw, v5
+                topic, p.payload, qos, p.retain, props, self.client_id, now, raw, v5
             )
             if not self.broker.publish(message) and qos:
                 reason = Reason.NO_MATCHING_SUBSCRIBERS
@@ -688,14 +690,14 @@ class Connection:
         session = self.session
         assert session is not None
         if session.acked(p.packet_id, 1):
-            session.pump(time.time())
+            session.pump(self.broker.scheduler.wall())
 
     def _on_pubrec(self, p: Pubrec) -> None:
         session = self.session
         assert session is not None
         if p.reason_code >= 0x80:
             session.rejected(p.packet_id)
-            session.pump(time.time())
+            session.pump(self.broker.scheduler.wall())
         elif session.received(p.packet_id):
             # Recorded as released before PUBREL goes: after a crash the broker must re-send
             # PUBREL, never the PUBLISH the client may already have completed (exactly once).
@@ -718,7 +720,7 @@ class Connection:
         session = self.session
         assert session is not None
         if session.acked(p.packet_id, 2):
-            session.pump(time.time())
+            session.pump(self.broker.scheduler.wall())
 
     # -- SUBSCRIBE / UNSUBSCRIBE ---------------------------------------------------------------
 
@@ -810,7 +812,7 @@ class Connection:
             session = self.session
             assert session is not None
             broker = self.broker
-            now = time.time()
+            now = broker.scheduler.wall()
             # Read access per retained message, as for any delivery (Mosquitto's retain__send).
             can_read = broker.can_read
             for real, opts in retained:
@@ -932,7 +934,7 @@ class Connection:
             props = message.properties
             expiry = None
             if message.expires_at is not None:
-                expiry = message.remaining_expiry(time.time())
+                expiry = message.remaining_expiry(self.broker.scheduler.wall())
                 if expiry is not None and expiry <= 0:
                     if not dup:
                         return False  # MQTT-3.3.2-5 v5

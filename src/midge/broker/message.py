@@ -6,8 +6,6 @@ hot path reads their attributes directly (no dataclass machinery, no dict copies
 
 from __future__ import annotations
 
-import time
-
 from midge.codec.packets import Properties
 from midge.codec.properties import Prop
 
@@ -19,8 +17,8 @@ _HOP_PROPS = (Prop.TOPIC_ALIAS, Prop.SUBSCRIPTION_IDENTIFIER, Prop.MESSAGE_EXPIR
 class Message:
     """One application message: what a PUBLISH (or a will) carries, routed to many sessions.
 
-    ``expires_at`` is a wall-clock time (``time.time()``) so that expiry survives a restart once
-    messages are persisted; None means the message never expires (MQTT-3.3.2-5 v5).
+    ``expires_at`` is a wall-clock time (the scheduler's ``wall()``) so that expiry survives a
+    restart once messages are persisted; None means the message never expires (MQTT-3.3.2-5 v5).
     ``origin`` is the publishing client id, for No Local (MQTT-3.8.3-3 v5).
     """
 
@@ -72,16 +70,18 @@ class Message:
         retain: bool,
         properties: Properties,
         origin: str | None,
-        now: float | None = None,
+        now: float,
         raw: bytes | None = None,
         raw_v5: bool = False,
     ) -> Message:
-        """Build a message from a received PUBLISH or a will, stripping per-hop properties."""
+        """Build a message from a received PUBLISH or a will, stripping per-hop properties.
+
+        ``now`` is the wall-clock time (read only when the message has an expiry)."""
         expires_at = None
         if properties:
             expiry = properties.get(Prop.MESSAGE_EXPIRY_INTERVAL)
             if expiry is not None:
-                expires_at = (time.time() if now is None else now) + expiry
+                expires_at = now + expiry
             if any(p in properties for p in _HOP_PROPS):
                 properties = {k: v for k, v in properties.items() if k not in _HOP_PROPS}
         return cls(topic, payload, qos, retain, properties, expires_at, origin, raw, raw_v5)
