@@ -24,6 +24,7 @@ from midge.store.base import Store
 from midge.transport.clock import LoopClock
 from midge.transport.tcp import ConnectionLimits, ListenerState, listen
 from midge.transport.tls import ServerTls
+from midge.transport.writer import TurnWrites
 
 log = logging.getLogger("midge.server")
 
@@ -126,6 +127,7 @@ class Server:
             self.router.bind(self.broker)
             self.broker.router = self.router
         limits = ConnectionLimits(config.global_max_connections, config.max_connection_rate)
+        writes = TurnWrites(loop)
         try:
             for listener, tls in zip(self.config.listeners, self.tls, strict=True):
                 state = await listen(
@@ -134,6 +136,7 @@ class Server:
                     reuse_port=self.router is not None,
                     limits=limits,
                     tls=tls,
+                    writes=writes,
                 )
                 self.listeners.append(state)
                 assert state.server is not None

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 from midge.auth.base import AllowAll, Authenticator, checks_publish, layers
 from midge.broker.clock import Cancellable, Scheduler
-from midge.broker.message import Message, SubOptions
+from midge.broker.model import Message, SessionState, SubOptions
+from midge.broker.outgoing import FormCache
 from midge.broker.session import NEVER, Session, Stats
 from midge.broker.topictree import RetainedTree, SharedGroup, TopicTree
 from midge.codec.properties import Prop
@@ -97,7 +98,6 @@ class Broker:
         #: Cross-worker routing (``midge broker --workers N``); None for a single process, so the
         #: single-worker hot path pays one attribute check (see midge.cluster.router).
         self.router: Router | None = None
-        self._dirty: list[Connection] = []
 
     # -- sessions -----------------------------------------------------------------------------
 
@@ -117,13 +117,7 @@ class Broker:
                 session = None
         present = session is not None
         if session is None:
-            session = Session(
-                client_id,
-                self.config.max_queued_messages,
-                self.config.max_queued_bytes,
-                self.config.queue_qos0_messages,
-                self.stats,
-            )
+            session = self.new_session(None, client_id)
             self.sessions[client_id] = session
         session.connection = conn
         return session, present
@@ -167,7 +161,7 @@ class Broker:
         """``conn`` closed: publish or schedule its will, then end or keep the session."""
         if session.connection is not conn:
             return  # taken over already
-        session.connection = None
+        session.detached()
         expiry = session.expiry_interval
         if will is not None:
             delay = will.properties.get(Prop.WILL_DELAY_INTERVAL, 0) if will.properties else 0
@@ -215,7 +209,7 @@ class Broker:
         ends = clean_start or session.expiry_interval == 0
         old = session.connection
         if old is not None:
-            session.connection = None
+            session.detached()
             will = old.take_will()
             old.taken_over()
             if will is not None and ends:
@@ -344,7 +338,7 @@ class Broker:
         topic = message.topic
         upgrade = self.config.upgrade_outgoing_qos
         # Encoded bytes shared by the deliveries of this message; one delivery needs none.
-        cache: dict[Any, Any] | None = {} if shared or len(subs) > 1 else None
+        cache = FormCache() if shared or len(subs) > 1 else None
         delivered = False
         if len(subs) == 1:
             # The common case: one plain subscription per matched client, no aggregation needed.
@@ -432,21 +426,6 @@ class Broker:
         group.next = start + 1
         return fallback
 
-    # -- output ---------------------------------------------------------------------------------
-
-    def want_flush(self, conn: Connection) -> None:
-        """``conn`` has output: write it at the end of this loop turn, with everyone else's (one
-        scheduled callback per turn, however many connections have output)."""
-        if not self._dirty:
-            self.scheduler.call_soon(self._flush_all)
-        self._dirty.append(conn)
-
-    def _flush_all(self) -> None:
-        dirty = self._dirty
-        self._dirty = []
-        for conn in dirty:
-            conn.flush()
-
     # -- sessions moving between workers (midge.cluster.workers) -----------------------------------
 
     def release(self, client_id: str, clean_start: bool) -> Session | None:
@@ -464,6 +443,21 @@ class Broker:
         self._unsubscribe_all(session)
         del self.sessions[client_id]
         return None if clean_start else session
+
+    def new_session(self, state: SessionState | None = None, client_id: str = "") -> Session:
+        """A session with this broker's limits and counters, holding ``state`` if given (a
+        snapshot or what the store kept), not yet among :attr:`sessions`."""
+        config = self.config
+        session = Session(
+            state.client_id if state is not None else client_id,
+            config.max_queued_messages,
+            config.max_queued_bytes,
+            config.queue_qos0_messages,
+            self.stats,
+        )
+        if state is not None:
+            session.restore(state)
+        return session
 
     def adopt(self, session: Session) -> None:
         """Take a session released by another worker: subscribe it here. Its client attaches
@@ -509,22 +503,13 @@ class Broker:
         now = self.scheduler.wall()
         for message in state.retained:
             self.retained.set(message)
-        config = self.config
         for stored in state.sessions:
             cid = stored.client_id
-            session = Session(
-                cid,
-                config.max_queued_messages,
-                config.max_queued_bytes,
-                config.queue_qos0_messages,
-                self.stats,
-            )
-            expiry = session.expiry_interval = stored.expiry_interval
+            session = self.new_session(stored)
+            expiry = session.expiry_interval
             session.store = store
             for topic_filter, options in stored.subscriptions.items():
-                session.subscriptions[topic_filter] = options
                 self.tree.subscribe(cid, topic_filter, options)
-            session.restore(stored.queue, stored.inflight, stored.awaiting_rel)
             self.sessions[cid] = session
             if self._auth_session_restored is not None:
                 self._auth_session_restored(cid, stored.username)
