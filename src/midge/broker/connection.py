@@ -1,9 +1,18 @@
 """One client connection: the MQTT protocol state machine, bytes in, bytes out.
 
 It knows no sockets and no asyncio. The transport layer hands it bytes (:meth:`data_received`) and
-tells it when the peer has gone (:meth:`connection_lost`); it writes through a :class:`Transport`
-(anything with ``writelines``/``close``) and keeps time through the broker's scheduler. Outgoing
-packets are coalesced: one ``writelines`` per loop turn however many packets were produced.
+tells it when the peer has gone (:meth:`connection_lost`); it writes each packet through a
+:class:`Transport` as it is made (the transport coalesces them: one socket write per loop turn,
+:mod:`midge.transport.writer`) and keeps time through the broker's scheduler.
+
+A PUBLISH flows one way: Connection → Broker.route → Session.deliver → the session's sink, this
+connection's :class:`~midge.broker.outgoing.Outgoing`. The connection tells its session what the
+client acknowledged (plain calls); the session owns the windows and the QoS state.
+
+A packet that must wait (a pending authentication or authorization decision, or ``--workers N``
+until the other workers know a subscription) stops where it is: reading pauses, the packets after
+it stay queued in the decoder, and once decided the rest of its handling runs (:meth:`_resume`)
+before the queued packets are handled, in order. Nothing is handled twice.
 
 Version-specific behaviour (3 = MQTT 3.1, 4 = 3.1.1, 5 = 5.0) is decided here; the statement ids
 in comments are MQTT 3.1.1's unless marked v5.
@@ -867,7 +876,7 @@ class Connection:
                 if session.expiry_interval == 0 and expiry != 0:
                     # MQTT-3.14.2-2 v5
                     raise ProtocolViolation(Reason.PROTOCOL_ERROR, "session expiry was 0")
-                session.expiry_interval = expiry
+                session.set_expiry(expiry)
             if p.reason_code != Reason.SUCCESS:
                 # Only a normal disconnection (0x00) deletes the will (MQTT-3.14.4-3 v5, v5
                 # 3.1.2.5); 0x04 asks for it and an error reason from the client keeps it.

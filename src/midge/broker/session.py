@@ -165,6 +165,10 @@ class Session:
         self.send_quota_bytes = send_quota_bytes
         self.receive_maximum = receive_maximum
 
+    def set_expiry(self, expiry: int) -> None:
+        """The client changed its Session Expiry Interval (v5 DISCONNECT, MQTT-3.14.2-2)."""
+        self.expiry_interval = expiry
+
     def detached(self) -> None:
         """Its connection is gone (closed, or taken over): deliveries are queued from now on."""
         self.connection = None
