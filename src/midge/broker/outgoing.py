@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Final, Protocol
 
-from midge.codec import encode
+from midge.codec.encode import encode
 from midge.codec.packets import MQTT5, UNLIMITED_PACKET_SIZE, Properties, Publish, Pubrel
 from midge.codec.properties import Prop
 
