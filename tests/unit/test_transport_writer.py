@@ -56,7 +56,7 @@ def test_one_socket_write_per_loop_turn() -> None:
                 finally:
                     nested[0] = False
 
-            tr.write = counted_write  # type: ignore[method-assign]
+            tr.write = counted_write  # type: ignore[method-assign, assignment]
             tr.writelines = counted_lines  # type: ignore[method-assign, assignment]
         a = CoalescingTransport(raw[0][0], turn)
         b = CoalescingTransport(raw[1][0], turn)
