@@ -7,33 +7,46 @@ from __future__ import annotations
 import marshal
 
 from midge.broker.model import Message, SessionState, SubOptions
-from midge.broker.outgoing import FormCache
-from midge.broker.session import Session
+from midge.broker.outgoing import Outgoing
+from midge.broker.session import Session, Stats
 from midge.cluster.workers import state_from_data, state_to_data
+from midge.codec import Decoder
+from midge.codec.packets import UNLIMITED_PACKET_SIZE, Packet, Publish, Pubrel
 
 
-class RecordingSink:
-    """A sink that records what it was given and accepts everything."""
+class Wall:
+    """The clock the outgoing side reads (Message Expiry), fixed."""
+
+    def wall(self) -> float:
+        return 1000.0
+
+
+class Written:
+    """A transport that keeps what is written, decoded."""
 
     def __init__(self) -> None:
-        self.sent: list[tuple[str, int, int, bool]] = []
-        self.pubrels: list[int] = []
+        self.decoder = Decoder(4)
 
-    def publish(
-        self,
-        message: Message,
-        qos: int,
-        retain: bool,
-        sub_ids: tuple[int, ...],
-        pid: int,
-        dup: bool,
-        cache: FormCache | None,
-    ) -> bool:
-        self.sent.append((message.topic, qos, pid, dup))
-        return True
+    def write(self, data: bytes) -> None:
+        self.decoder.receive(data)
 
-    def pubrel(self, pid: int) -> None:
-        self.pubrels.append(pid)
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+    def packets(self) -> list[Packet]:
+        out = []
+        while (p := self.decoder.next_packet()) is not None:
+            out.append(p)
+        return out
+
+
+def attach(session: Session) -> Written:
+    """Attach ``session`` to a real outgoing side (v3.1.1) writing to a :class:`Written`."""
+    written = Written()
+    sink = Outgoing(written, Stats(), Wall())  # type: ignore[arg-type]
+    sink.start(4, UNLIMITED_PACKET_SIZE, 0)
+    session.open(sink, 2, 0, 10)
+    return written
 
 
 def busy_session() -> Session:
@@ -41,8 +54,7 @@ def busy_session() -> Session:
     s.set_expiry(300)
     s.subscriptions["a/#"] = SubOptions(1, True, False, 2, 7)
     s.subscriptions["b"] = SubOptions(2)
-    sink = RecordingSink()
-    s.open(sink, 2, 0, 10)
+    attach(s)
     s.deliver(Message("a/1", b"one", 1), 1, False, (7,))
     s.deliver(Message("a/2", b"two", 2, expires_at=1e12), 2, True, ())
     s.deliver(Message("a/3", b"three", 1), 1, False, ())  # over the window of 2: queued
@@ -89,15 +101,24 @@ def test_snapshot_restore_round_trip() -> None:
 def test_restored_session_resends_in_order_with_dup() -> None:
     copy = Session("c1")
     copy.restore(busy_session().snapshot())
-    sink = RecordingSink()
-    copy.open(sink, 2, 0, 10)
+    written = attach(copy)
     copy.resend()
     copy.pump(0.0)
-    assert sink.sent == [("a/1", 1, 1, True)]  # the window of 2 is full: a/3 stays queued
-    assert sink.pubrels == [2]
+    first = written.packets()
+    # The window of 2 is full: a/3 stays queued.
+    assert [type(p).__name__ for p in first] == ["Publish", "Pubrel"]
+    again = first[0]
+    assert isinstance(again, Publish) and (again.topic, again.packet_id, again.dup) == (
+        "a/1",
+        1,
+        True,
+    )
+    assert isinstance(first[1], Pubrel) and first[1].packet_id == 2
     assert copy.acked(1, 1)
     copy.pump(0.0)
-    assert sink.sent[-1] == ("a/3", 1, 3, False)  # the next packet id after the snapshot's
+    (new,) = written.packets()
+    # The next packet id after the snapshot's, not a re-send.
+    assert isinstance(new, Publish) and (new.topic, new.packet_id, new.dup) == ("a/3", 3, False)
 
 
 def test_worker_hand_off_carries_the_snapshot() -> None:

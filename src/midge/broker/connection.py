@@ -224,32 +224,30 @@ class Connection:
         if self.state == CLOSED:
             return
         self.last_seen = self.broker.scheduler.time()
-        self.decoder.receive(data)
-        self._process(None)
-
-    def _process(self, step: Callable[[], None] | None) -> None:
-        """Run ``step`` (the rest of a packet that waited), then handle the packets decoded
-        from what was received, in order, until one has to wait or there are no more."""
         decoder = self.decoder
+        decoder.receive(data)
         try:
-            if step is not None:
-                step()
             while self.state < CLOSED and not self._waiting:
                 packet = decoder.next_packet()
                 if packet is None:
                     break
                 self._handle(packet)
-        except UnsupportedProtocolVersion as exc:
+        except Exception as exc:
+            self._failed(exc)
+
+    def _failed(self, exc: Exception) -> None:
+        """Handling a packet raised ``exc``: answer what must be answered, then close."""
+        if isinstance(exc, UnsupportedProtocolVersion):
             if self.state == CONNECTING:
                 # Mosquitto answers in the v3 format (it cannot know which the client reads).
                 self._send(Connack(False, ConnackV3.UNACCEPTABLE_PROTOCOL_VERSION), 4)
                 self._violation(exc.reason, str(exc))
             else:
                 self._violation(Reason.PROTOCOL_ERROR, "second CONNECT")  # MQTT-3.1.0-2
-        except CodecError as exc:
+        elif isinstance(exc, CodecError):
             if (
                 self.state == CONNECTING
-                and decoder.version == MQTT5
+                and self.decoder.version == MQTT5
                 and exc.reason in REASONS_BY_PACKET[PacketType.CONNACK]
             ):
                 # A v5 CONNECT that fails validation is answered with its reason (MQTT-3.1.4-1,
@@ -257,11 +255,15 @@ class Connection:
                 self.version = MQTT5
                 self._send(Connack(False, exc.reason))
             self._violation(exc.reason, str(exc))
-        except ProtocolViolation as exc:
+        elif isinstance(exc, ProtocolViolation):
             self._violation(exc.reason, str(exc))
-        except Exception:
+        else:
             # A bug of ours must cost this one connection, never the broker.
-            log.exception("internal error handling a packet from %s", self.client_id or self.peer)
+            log.error(
+                "internal error handling a packet from %s",
+                self.client_id or self.peer,
+                exc_info=exc,
+            )
             self._violation(Reason.IMPLEMENTATION_SPECIFIC_ERROR, "internal error")
 
     def _wait(self) -> None:
@@ -286,7 +288,12 @@ class Connection:
             return
         self._waiting = False
         self.transport.resume_reading()
-        self._process(step)
+        try:
+            step()
+        except Exception as exc:
+            self._failed(exc)
+            return
+        self.data_received(b"")  # what the client sent after it, in order
 
     def _handle(self, packet: Packet) -> None:
         if self.state == CONNECTING:
