@@ -139,9 +139,11 @@ class Outgoing(Sink):
             return False
         version = self.version
         topic = message.topic
-        key: FormKey = (4, qos, retain, (), -1)
+        key: FormKey | None = None
         if version < MQTT5:
             props: Properties = message.properties if not message.raw_v5 else {}
+            if cache is not None:
+                key = (4, qos, retain, (), -1)
         else:
             props = message.properties
             expiry = -1
@@ -175,7 +177,7 @@ class Outgoing(Sink):
                     props[Prop.TOPIC_ALIAS] = alias
                     topic = ""
                 cache = None  # aliases make the bytes this connection's own
-        cached = cache.forms.get(key) if cache is not None else None
+        cached = cache.forms.get(key) if cache is not None and key is not None else None
         if cached is None:
             raw = message.raw
             if (
@@ -201,7 +203,7 @@ class Outgoing(Sink):
                 while data[hl - 1] & 0x80:
                     hl += 1
                 offset = hl + 2 + int.from_bytes(data[hl : hl + 2], "big")
-                if cache is not None:
+                if cache is not None and key is not None:
                     cache.forms[key] = (data, offset)
         else:
             data, offset = cached

@@ -67,8 +67,6 @@ class CoalescingTransport:
         if out is not None:
             self.out = None
             transport = self.transport
-            if transport.is_closing():
-                return
             if len(out) == 1:
                 transport.write(out[0])
             else:
