@@ -942,7 +942,7 @@ class Connection:
 
     def _write(self, data: bytes) -> None:
         if self.state != CLOSED:
-            self.transport.write(data)  # the transport coalesces a loop turn's writes
+            self.out.write(data)  # to the transport, which coalesces a loop turn's writes
 
     # -- closing ----------------------------------------------------------------------------------
 

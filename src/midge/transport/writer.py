@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from midge.broker.outgoing import NativeWriter
+
 
 class TurnWrites:
     """The transports that have output this loop turn; written out once, at its end."""
@@ -34,7 +36,7 @@ class TurnWrites:
             transport.flush()
 
 
-class CoalescingTransport:
+class CoalescingTransport(NativeWriter):
     """An asyncio transport whose writes wait for the end of the loop turn (see the module)."""
 
     __slots__ = ("out", "transport", "turn")
