@@ -185,6 +185,27 @@ def test_packets_wait_in_order_while_a_decision_is_pending(
     assert [(p.topic, p.payload) for p in got] == [(t, b"%d" % i) for i, t in enumerate(topics)]
 
 
+@pytest.mark.parametrize("version", [V311, V5])
+def test_a_publish_waiting_for_a_decision_takes_one_rate_token(
+    make_broker: Callable[..., RunningBroker],
+    clients: Callable[..., RawClient],
+    service: AuthService,
+    version: int,
+) -> None:
+    """A PUBLISH that waits for a pending authorization resumes where it stopped: it is counted
+    once against max_publish_rate (a second's worth is one token here), not again when
+    decided."""
+    broker = make_broker(auth_http_url=service.url, auth_cache_ttl=60, max_publish_rate=1)
+    pub = clients(broker, version)
+    login(pub, "alice", "wonder", "pub")
+    service.delay = 0.05
+    ack = pub.publish("alice/t", b"once", qos=1)
+    assert isinstance(ack, Puback)
+    assert ack.reason_code == (Reason.NO_MATCHING_SUBSCRIBERS if version == V5 else 0)
+    assert broker.call(lambda: broker.server.broker.stats.limited_publish_rate) == 0
+    assert service.count("/acl") == 1
+
+
 def test_python_plugin_in_process(
     make_broker: Callable[..., RunningBroker], clients: Callable[..., RawClient]
 ) -> None:

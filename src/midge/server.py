@@ -21,8 +21,10 @@ from midge.broker.broker import Broker
 from midge.cluster.router import Router
 from midge.config import Config, ConfigError, resolve_listener
 from midge.store.base import Store
+from midge.transport.clock import LoopClock
 from midge.transport.tcp import ConnectionLimits, ListenerState, listen
 from midge.transport.tls import ServerTls
+from midge.transport.writer import TurnWrites
 
 log = logging.getLogger("midge.server")
 
@@ -117,7 +119,7 @@ class Server:
             sqlite_store.open()
             try:
                 restored = sqlite_store.load()
-                self.broker = Broker(config, loop, self.auth, sqlite_store)
+                self.broker = Broker(config, LoopClock(loop), self.auth, sqlite_store)
                 self.broker.restore(restored)
             except BaseException:
                 sqlite_store.close()
@@ -126,11 +128,12 @@ class Server:
             store = sqlite_store
             log.info("durable store %s (durability %s)", sqlite_store.path, config.durability)
         else:
-            self.broker = Broker(config, loop, self.auth)
+            self.broker = Broker(config, LoopClock(loop), self.auth)
         if self.router is not None:
             self.router.bind(self.broker)
             self.broker.router = self.router
         limits = ConnectionLimits(config.global_max_connections, config.max_connection_rate)
+        writes = TurnWrites(loop)
         try:
             for listener, tls in zip(self.config.listeners, self.tls, strict=True):
                 state = await listen(
@@ -139,6 +142,7 @@ class Server:
                     reuse_port=self.router is not None,
                     limits=limits,
                     tls=tls,
+                    writes=writes,
                 )
                 self.listeners.append(state)
                 assert state.server is not None

@@ -12,7 +12,7 @@ import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
-from midge.broker.message import Message
+from midge.broker.model import Message
 from midge.store.sqlite import SqliteStore
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from midge.broker.message import Message, SubOptions
+from midge.broker.model import Message, SubOptions
 from midge.broker.topictree import RetainedTree, TopicTree
 from midge.codec.topics import topic_matches
 

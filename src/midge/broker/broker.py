@@ -1,7 +1,8 @@
 """The broker core: sessions by client id, routing, retained messages, wills and expiry.
 
 It knows no sockets and no asyncio: connections call it with plain method calls, and it keeps time
-through a :class:`Scheduler` (an asyncio loop is one). Routing is one trie walk per topic
+through a :class:`~midge.broker.clock.Scheduler` (timers, the monotonic and the wall
+clock; it never reads a clock itself). Routing is one trie walk per topic
 (cached for exact topics), then one ``session.deliver`` per matched client, sharing one
 encoding per distinct outgoing form of the message.
 """
@@ -9,12 +10,13 @@ encoding per distinct outgoing form of the message.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from midge.auth.base import AuthChain, Authenticator, chain
-from midge.broker.message import Message, SubOptions
+from midge.broker.clock import Cancellable, Scheduler
+from midge.broker.model import Message, SessionState, SubOptions
+from midge.broker.outgoing import FormCache
 from midge.broker.session import NEVER, Session, Stats
 from midge.broker.topictree import RetainedTree, SharedGroup, TopicTree
 from midge.codec.properties import Prop
@@ -32,18 +34,7 @@ log = logging.getLogger("midge.broker")
 PURGE_INTERVAL = 60.0
 
 
-class Cancellable(Protocol):
-    def cancel(self) -> None: ...
-
-
-class Scheduler(Protocol):
-    """What the core needs of an event loop: timers. ``asyncio.AbstractEventLoop`` is one."""
-
-    def call_later(self, delay: float, callback: Callable[..., object], *args: Any) -> Any: ...
-
-    def call_soon(self, callback: Callable[..., object], *args: Any) -> Any: ...
-
-    def time(self) -> float: ...
+__all__ = ["Broker", "Cancellable", "PendingWill", "Scheduler"]
 
 
 class PendingWill:
@@ -91,7 +82,6 @@ class Broker:
         #: Cross-worker routing (``midge broker --workers N``); None for a single process, so the
         #: single-worker hot path pays one attribute check (see midge.cluster.router).
         self.router: Router | None = None
-        self._dirty: list[Connection] = []
 
     # -- sessions -----------------------------------------------------------------------------
 
@@ -111,13 +101,7 @@ class Broker:
                 session = None
         present = session is not None
         if session is None:
-            session = Session(
-                client_id,
-                self.config.max_queued_messages,
-                self.config.max_queued_bytes,
-                self.config.queue_qos0_messages,
-                self.stats,
-            )
+            session = self.new_session(None, client_id)
             self.sessions[client_id] = session
         session.connection = conn
         return session, present
@@ -161,7 +145,7 @@ class Broker:
         """``conn`` closed: publish or schedule its will, then end or keep the session."""
         if session.connection is not conn:
             return  # taken over already
-        session.connection = None
+        session.detached()
         expiry = session.expiry_interval
         if will is not None:
             delay = will.properties.get(Prop.WILL_DELAY_INTERVAL, 0) if will.properties else 0
@@ -170,7 +154,7 @@ class Broker:
                 handle = self.scheduler.call_later(delay, self._will_due, session.client_id)
                 self.wills[session.client_id] = PendingWill(will, handle, conn.username)
                 if session.store is not None:
-                    session.store.will_saved(session.client_id, will, time.time() + delay)
+                    session.store.will_saved(session.client_id, will, self.scheduler.wall() + delay)
             else:
                 self.publish_will(will, conn.username)
         if expiry == 0:
@@ -178,7 +162,7 @@ class Broker:
             self._forget(session.client_id)
             return
         if session.store is not None:
-            session.store.session_detached(session.client_id, expiry, time.time())
+            session.store.session_detached(session.client_id, expiry, self.scheduler.wall())
         if expiry != NEVER:
             session.expiry_handle = self.scheduler.call_later(expiry, self._expire, session)
 
@@ -208,7 +192,7 @@ class Broker:
         ends = clean_start or session.expiry_interval == 0
         old = session.connection
         if old is not None:
-            session.connection = None
+            session.detached()
             will = old.take_will()
             old.taken_over()
             if will is not None and ends:
@@ -317,7 +301,11 @@ class Broker:
         if props:
             props = {k: v for k, v in props.items() if k != Prop.WILL_DELAY_INTERVAL}
         w = will
-        self.publish(Message.from_publish(w.topic, w.payload, w.qos, w.retain, props, w.origin))
+        self.publish(
+            Message.from_publish(
+                w.topic, w.payload, w.qos, w.retain, props, w.origin, self.scheduler.wall()
+            )
+        )
 
     def route(self, message: Message, groups: set[tuple[str, str]] | None = None) -> bool:
         """Deliver to local subscribers. ``groups`` None: every matching shared group; otherwise
@@ -333,7 +321,7 @@ class Broker:
         topic = message.topic
         upgrade = self.config.upgrade_outgoing_qos
         # Encoded bytes shared by the deliveries of this message; one delivery needs none.
-        cache: dict[Any, Any] | None = {} if shared or len(subs) > 1 else None
+        cache = FormCache() if shared or len(subs) > 1 else None
         delivered = False
         if len(subs) == 1:
             # The common case: one plain subscription per matched client, no aggregation needed.
@@ -421,21 +409,6 @@ class Broker:
         group.next = start + 1
         return fallback
 
-    # -- output ---------------------------------------------------------------------------------
-
-    def want_flush(self, conn: Connection) -> None:
-        """``conn`` has output: write it at the end of this loop turn, with everyone else's (one
-        scheduled callback per turn, however many connections have output)."""
-        if not self._dirty:
-            self.scheduler.call_soon(self._flush_all)
-        self._dirty.append(conn)
-
-    def _flush_all(self) -> None:
-        dirty = self._dirty
-        self._dirty = []
-        for conn in dirty:
-            conn.flush()
-
     # -- sessions moving between workers (midge.cluster.workers) -----------------------------------
 
     def release(self, client_id: str, clean_start: bool) -> Session | None:
@@ -453,6 +426,21 @@ class Broker:
         self._unsubscribe_all(session)
         del self.sessions[client_id]
         return None if clean_start else session
+
+    def new_session(self, state: SessionState | None = None, client_id: str = "") -> Session:
+        """A session with this broker's limits and counters, holding ``state`` if given (a
+        snapshot or what the store kept), not yet among :attr:`sessions`."""
+        config = self.config
+        session = Session(
+            state.client_id if state is not None else client_id,
+            config.max_queued_messages,
+            config.max_queued_bytes,
+            config.queue_qos0_messages,
+            self.stats,
+        )
+        if state is not None:
+            session.restore(state)
+        return session
 
     def adopt(self, session: Session) -> None:
         """Take a session released by another worker: subscribe it here. Its client attaches
@@ -495,25 +483,16 @@ class Broker:
         twice, MQTT-4.3.3-2). Pending delayed wills are due at their wall-clock time.
         """
         store = self.durable_store
-        now = time.time()
+        now = self.scheduler.wall()
         for message in state.retained:
             self.retained.set(message)
-        config = self.config
         for stored in state.sessions:
             cid = stored.client_id
-            session = Session(
-                cid,
-                config.max_queued_messages,
-                config.max_queued_bytes,
-                config.queue_qos0_messages,
-                self.stats,
-            )
-            expiry = session.expiry_interval = stored.expiry_interval
+            session = self.new_session(stored)
+            expiry = session.expiry_interval
             session.store = store
             for topic_filter, options in stored.subscriptions.items():
-                session.subscriptions[topic_filter] = options
                 self.tree.subscribe(cid, topic_filter, options)
-            session.restore(stored.queue, stored.inflight, stored.awaiting_rel)
             self.sessions[cid] = session
             self.authenticator.session_restored(cid, stored.username)
             gone = stored.disconnected_at
@@ -534,7 +513,7 @@ class Broker:
     def purge_expired(self) -> int:
         """Drop expired messages from detached persistent sessions' queues (and so from disk);
         a connected session drops them as their turn comes. Returns how many went."""
-        now = time.time()
+        now = self.scheduler.wall()
         dropped = 0
         for session in self.sessions.values():
             if session.connection is None and session.queue:

@@ -1,9 +1,18 @@
 """One client connection: the MQTT protocol state machine, bytes in, bytes out.
 
 It knows no sockets and no asyncio. The transport layer hands it bytes (:meth:`data_received`) and
-tells it when the peer has gone (:meth:`connection_lost`); it writes through a :class:`Transport`
-(anything with ``writelines``/``close``) and keeps time through the broker's scheduler. Outgoing
-packets are coalesced: one ``writelines`` per loop turn however many packets were produced.
+tells it when the peer has gone (:meth:`connection_lost`); it writes each packet through a
+:class:`Transport` as it is made (the transport coalesces them: one socket write per loop turn,
+:mod:`midge.transport.writer`) and keeps time through the broker's scheduler.
+
+A PUBLISH flows one way: Connection → Broker.route → Session.deliver → the session's sink, this
+connection's :class:`~midge.broker.outgoing.Outgoing`. The connection tells its session what the
+client acknowledged (plain calls); the session owns the windows and the QoS state.
+
+A packet that must wait (a pending authentication or authorization decision, or ``--workers N``
+until the other workers know a subscription) stops where it is: reading pauses, the packets after
+it stay queued in the decoder, and once decided the rest of its handling runs (:meth:`_resume`)
+before the queued packets are handled, in order. Nothing is handled twice.
 
 Version-specific behaviour (3 = MQTT 3.1, 4 = 3.1.1, 5 = 5.0) is decided here; the statement ids
 in comments are MQTT 3.1.1's unless marked v5.
@@ -12,14 +21,14 @@ in comments are MQTT 3.1.1's unless marked v5.
 from __future__ import annotations
 
 import logging
-import time
 import uuid
 from collections.abc import Callable
-from typing import Any, Final, NoReturn, Protocol
+from typing import Any, Final, Protocol
 
 from midge.auth.base import AuthExchange, ConnectRequest, Pending
 from midge.broker.broker import Broker
-from midge.broker.message import Message, SubOptions
+from midge.broker.model import Message, SubOptions
+from midge.broker.outgoing import Outgoing
 from midge.broker.session import NEVER, Session
 from midge.codec import Decoder, encode
 from midge.codec.packets import (
@@ -60,9 +69,6 @@ log = logging.getLogger("midge.connection")
 #: Mosquitto's "subscribe"/"unsubscribe" log types (enabled by -v or log_type).
 sublog = logging.getLogger("midge.subscribe")
 
-#: QoS 0 messages to a client whose socket buffer holds more than this are dropped (slow consumer).
-MAX_WRITE_BUFFER: Final = 8 * 1024 * 1024
-
 CONNECTING: Final = 0
 CONNECTED: Final = 1
 CLOSED: Final = 2
@@ -71,12 +77,6 @@ CLOSED: Final = 2
 CLAIMING: Final = 3
 _ALIAS: Final = int(Prop.TOPIC_ALIAS)
 _EXPIRY: Final = int(Prop.MESSAGE_EXPIRY_INTERVAL)
-
-
-class _Held(Exception):
-    """Raised out of a packet handler to stop decoding: the connection waits (``--workers N``,
-    a SUBACK until the other workers know the subscription) with the rest of its input still
-    buffered in the decoder and reading paused."""
 
 
 class Transport(Protocol):
@@ -91,6 +91,15 @@ class Transport(Protocol):
     def close(self) -> None: ...
 
     def get_write_buffer_size(self) -> int: ...
+
+
+def _result(pending: Pending) -> Any:
+    """A done decision's result; None (a refusal: fail closed) if the decision failed."""
+    try:
+        return pending.result()
+    except Exception:
+        log.exception("an authorization decision failed")
+        return None
 
 
 def _over_topic_limits(topic: str, levels: int, length: int) -> bool:
@@ -127,17 +136,13 @@ class Connection:
         "_connect",
         "_exchange",
         "_expiry",
-        "_out",
-        "_pending",
         "_pub_stamp",
         "_pub_tokens",
-        "_replay",
         "_request",
         "_timer",
+        "_waiting",
         "alias_in",
         "alias_in_max",
-        "alias_out",
-        "alias_out_max",
         "auth_method",
         "authenticating",
         "broker",
@@ -147,21 +152,17 @@ class Connection:
         "keepalive",
         "last_seen",
         "listener",
-        "max_out_packet",
         "max_qos",
         "on_lost",
+        "out",
         "peer",
-        "receive_maximum",
         "refuse_reason",
-        "send_quota",
-        "send_quota_bytes",
         "session",
         "state",
         "transport",
         "username",
         "version",
         "will",
-        "write_paused",
     )
 
     def __init__(
@@ -194,26 +195,19 @@ class Connection:
         self.alias_in_max = alias_max if alias_max is not None else config.max_topic_alias
         # Made on first use (most clients use no aliases; idle connections must stay small).
         self.alias_in: dict[int, str] | None = None
-        self.alias_out: dict[str, int] | None = None
-        self.alias_out_max = 0
-        self.max_out_packet = UNLIMITED_PACKET_SIZE
-        #: Outgoing window: the client's Receive Maximum and our max_inflight_messages.
-        self.send_quota = config.max_inflight_messages or 65535
-        self.send_quota_bytes = config.max_inflight_bytes
-        self.receive_maximum = config.max_inflight_messages or 65535
-        #: Output of this loop turn, None when there is none (then no flush is scheduled).
-        self._out: list[bytes] | None = None
-        self.write_paused = False
+        #: The outgoing side: PUBLISH encoding, outgoing topic aliases, the client's packet size
+        #: limit; the session's deliveries go there (midge.broker.outgoing).
+        self.out = Outgoing(transport, broker.stats, broker.scheduler)
         #: Acks held back until the store's commit (see _ack).
         self._acks_waiting = 0
         #: Called once when the transport is gone (the transport layer's bookkeeping).
         self.on_lost: Callable[[], None] | None = None
         #: Non-zero: a connection limit refused this client; its CONNECT is answered with this.
         self.refuse_reason = 0
-        #: A packet waiting for a Pending authentication or authorization decision (handled
-        #: again once it is done), and the pending CONNECT decision itself.
-        self._replay: Packet | None = None
-        self._pending: Pending | None = None
+        #: A packet is waiting (a Pending authentication or authorization decision, or the other
+        #: workers): reading is paused and the packets after it stay queued in the decoder; the
+        #: waiting packet resumes where it stopped (:meth:`_wait`).
+        self._waiting = False
         #: The ConnectRequest decided on (its identity and expiry are applied at CONNACK), and
         #: the timer that closes the connection when the credentials expire.
         self._request: ConnectRequest | None = None
@@ -233,28 +227,27 @@ class Connection:
         decoder = self.decoder
         decoder.receive(data)
         try:
-            while self.state < CLOSED:
-                packet = self._replay
-                if packet is not None:
-                    self._replay = None
-                else:
-                    packet = decoder.next_packet()
-                    if packet is None:
-                        break
+            while self.state < CLOSED and not self._waiting:
+                packet = decoder.next_packet()
+                if packet is None:
+                    break
                 self._handle(packet)
-        except _Held:
-            pass
-        except UnsupportedProtocolVersion as exc:
+        except Exception as exc:
+            self._failed(exc)
+
+    def _failed(self, exc: Exception) -> None:
+        """Handling a packet raised ``exc``: answer what must be answered, then close."""
+        if isinstance(exc, UnsupportedProtocolVersion):
             if self.state == CONNECTING:
                 # Mosquitto answers in the v3 format (it cannot know which the client reads).
                 self._send(Connack(False, ConnackV3.UNACCEPTABLE_PROTOCOL_VERSION), 4)
                 self._violation(exc.reason, str(exc))
             else:
                 self._violation(Reason.PROTOCOL_ERROR, "second CONNECT")  # MQTT-3.1.0-2
-        except CodecError as exc:
+        elif isinstance(exc, CodecError):
             if (
                 self.state == CONNECTING
-                and decoder.version == MQTT5
+                and self.decoder.version == MQTT5
                 and exc.reason in REASONS_BY_PACKET[PacketType.CONNACK]
             ):
                 # A v5 CONNECT that fails validation is answered with its reason (MQTT-3.1.4-1,
@@ -262,26 +255,45 @@ class Connection:
                 self.version = MQTT5
                 self._send(Connack(False, exc.reason))
             self._violation(exc.reason, str(exc))
-        except ProtocolViolation as exc:
+        elif isinstance(exc, ProtocolViolation):
             self._violation(exc.reason, str(exc))
-        except Exception:
+        else:
             # A bug of ours must cost this one connection, never the broker.
-            log.exception("internal error handling a packet from %s", self.client_id or self.peer)
+            log.error(
+                "internal error handling a packet from %s",
+                self.client_id or self.peer,
+                exc_info=exc,
+            )
             self._violation(Reason.IMPLEMENTATION_SPECIFIC_ERROR, "internal error")
 
-    def _wait_for(self, pending: Pending, packet: Packet) -> NoReturn:
-        """The authenticator must ask elsewhere: stop with ``packet`` kept and reading paused;
-        handle it again (and what came after it, in order) once ``pending`` is done."""
-        self._replay = packet
+    def _wait(self) -> None:
+        """The packet being handled must wait: stop decoding (what the client sent after it
+        stays queued, in order) and pause reading until :meth:`_resume`."""
+        self._waiting = True
         self.transport.pause_reading()
-        pending.add_done_callback(lambda _: self.broker.scheduler.call_soon(self._decided))
-        raise _Held
 
-    def _decided(self) -> None:
-        if self.state == CLOSED:
+    def _wait_for(self, pending: Pending, then: Callable[[Any], None]) -> None:
+        """Wait for an authenticator's ``pending`` decision, then call ``then(result)`` (a
+        failed decision fails closed: ``then(None)``) and go on with the packets after it."""
+        self._wait()
+
+        def decided(_: object) -> None:
+            self.broker.scheduler.call_soon(self._resume, lambda: then(_result(pending)))
+
+        pending.add_done_callback(decided)
+
+    def _resume(self, step: Callable[[], None]) -> None:
+        """The waiting packet may go on: finish it with ``step``, then handle what came after."""
+        if self.state == CLOSED or not self._waiting:
             return
+        self._waiting = False
         self.transport.resume_reading()
-        self.data_received(b"")
+        try:
+            step()
+        except Exception as exc:
+            self._failed(exc)
+            return
+        self.data_received(b"")  # what the client sent after it, in order
 
     def _handle(self, packet: Packet) -> None:
         if self.state == CONNECTING:
@@ -362,11 +374,7 @@ class Connection:
             prefix = listener.auto_id_prefix
             if prefix is None:
                 prefix = config.auto_id_prefix
-            if self._request is not None:
-                # Handled again after a pending decision: the id the decision was made for.
-                client_id = self._request.client_id
-            else:
-                client_id = prefix + uuid.uuid4().hex
+            client_id = prefix + uuid.uuid4().hex
             assigned = True
         if p.will is not None:
             w = p.will
@@ -411,33 +419,25 @@ class Connection:
                 return
             self._auth_step(self._exchange.start(request.auth_data))
             return
-        if not cert_identity:
-            pending = self._pending
-            if pending is not None:
-                # Handled again after a pending decision: take its result (a failure fails
-                # closed).
-                self._pending = None
-                if self._request is not None:
-                    request = self._request  # the one decided on: its identity and expiry
-                try:
-                    result = pending.result()
-                    code = result if isinstance(result, int) else Reason.NOT_AUTHORIZED
-                except Exception:
-                    log.exception("authentication of %s failed", client_id)
-                    code = Reason.NOT_AUTHORIZED
-            else:
-                decision = broker.authenticator.authenticate(request)
-                if not isinstance(decision, int):
-                    self._connect = None
-                    self._pending = decision
-                    self._request = request
-                    self._wait_for(decision, p)
-                code = decision
-            if code:
-                self._refuse(code, "not authorised")
-                return
         self._request = request
+        if not cert_identity:
+            decision = broker.authenticator.authenticate(request)
+            if not isinstance(decision, int):
+                # Decided elsewhere: the CONNECT goes on from here once it is done.
+                self._wait_for(decision, self._authenticated)
+                return
+            if decision:
+                self._refuse(decision, "not authorised")
+                return
         self._accept(None)
+
+    def _authenticated(self, result: Any) -> None:
+        """A pending authentication is decided: a reason code (a failure fails closed)."""
+        code = result if isinstance(result, int) else Reason.NOT_AUTHORIZED
+        if code:
+            self._refuse(code, "not authorised")
+        else:
+            self._accept(None)
 
     def _auth_step(self, step: tuple[int, bytes | None]) -> None:
         """Act on the authenticator's answer: continue (AUTH 0x18), succeed, or fail."""
@@ -486,18 +486,27 @@ class Connection:
             identity = self._exchange.username
             if identity is not None:
                 self.username = identity
+        # The windows: ours (max_inflight_messages, as our Receive Maximum too) and the
+        # client's Receive Maximum (v5), which the session keeps.
+        receive_maximum = config.max_inflight_messages or 65535
+        send_quota = receive_maximum
         if v5:
             expiry = props.get(Prop.SESSION_EXPIRY_INTERVAL, 0)
             rm = props.get(Prop.RECEIVE_MAXIMUM)
-            if rm is not None and rm < self.send_quota:
-                self.send_quota = rm
-            self.max_out_packet = props.get(Prop.MAXIMUM_PACKET_SIZE, UNLIMITED_PACKET_SIZE)
-            self.alias_out_max = props.get(Prop.TOPIC_ALIAS_MAXIMUM, 0)
+            if rm is not None and rm < send_quota:
+                send_quota = rm
+            self.out.start(
+                version,
+                props.get(Prop.MAXIMUM_PACKET_SIZE, UNLIMITED_PACKET_SIZE),
+                props.get(Prop.TOPIC_ALIAS_MAXIMUM, 0),
+            )
         elif p.clean_start:
             expiry = 0
         else:
             pce = config.persistent_client_expiration
             expiry = NEVER if pce is None else pce
+        if not v5:
+            self.out.start(version, UNLIMITED_PACKET_SIZE, 0)
         if p.will is not None:
             w = p.will
             self.will = Message(w.topic, w.payload, w.qos, w.retain, w.properties, None, client_id)
@@ -508,13 +517,13 @@ class Connection:
         self.session = session
         self.state = CONNECTED
         if request is not None and request.expires is not None:
-            delay = max(0.0, request.expires - time.time())
+            delay = max(0.0, request.expires - broker.scheduler.wall())
             self._expiry = broker.scheduler.call_later(delay, self._expired)
         ack_props: Properties = auth_props or {}
         keepalive = p.keep_alive
         if v5:
-            if self.receive_maximum != 65535:
-                ack_props[Prop.RECEIVE_MAXIMUM] = self.receive_maximum
+            if receive_maximum != 65535:
+                ack_props[Prop.RECEIVE_MAXIMUM] = receive_maximum
             if self.max_qos < 2:
                 ack_props[Prop.MAXIMUM_QOS] = self.max_qos
             if not config.retain_available:
@@ -544,9 +553,10 @@ class Connection:
                 p.clean_start,
                 keepalive,
             )
+        session.open(self.out, send_quota, config.max_inflight_bytes, receive_maximum)
         if present:
-            session.resend(self)
-        session.pump(time.time())
+            session.resend()
+        session.pump(broker.scheduler.wall())
 
     def _claimed(self, auth_props: Properties | None) -> None:
         """The other workers released the client id: accept, then read what the client sent
@@ -617,12 +627,12 @@ class Connection:
         if p.retain and not self.broker.config.retain_available:
             raise ProtocolViolation(Reason.RETAIN_NOT_SUPPORTED, "retain not supported")
         pid = p.packet_id or 0
-        if qos == 2 and pid in session.awaiting_rel:
+        if qos == 2 and session.qos2_known(pid):
             # MQTT-4.3.3-2: a re-sent PUBLISH (DUP) for a message already received is not routed
             # again; acknowledge it again.
             self._ack(Pubrec(pid))
             return
-        if qos and v5 and len(session.awaiting_rel) >= self.receive_maximum:
+        if qos and v5 and session.inbound_full():
             raise ProtocolViolation(Reason.RECEIVE_MAXIMUM_EXCEEDED, "receive maximum exceeded")
         reason = 0
         limit = config.message_size_limit
@@ -636,16 +646,40 @@ class Connection:
             # Dropped. Mosquitto acknowledges with 0x95, which PUBACK/PUBREC may not carry; 0x83
             # ("valid, but not accepted by this implementation") is the spec's nearest code.
             reason = Reason.IMPLEMENTATION_SPECIFIC_ERROR
-        elif (topic[0] == "$" and _reserved_for_server(topic)) or (
-            self.broker.checks_publish and not self._may_publish(topic, p)
-        ):
+        elif topic[0] == "$" and _reserved_for_server(topic):
             reason = Reason.NOT_AUTHORIZED
-        else:
+        elif self.broker.checks_publish:
+            allowed = self.broker.authenticator.can_publish(self.client_id, self.username, topic)
+            if allowed is not True and allowed is not False:
+                # Decided elsewhere: the PUBLISH goes on from here once it is done (its rate
+                # token and checks are not taken again).
+                self._wait_for(allowed, lambda result: self._publish_decided(p, topic, result))
+                return
+            if not allowed:
+                reason = Reason.NOT_AUTHORIZED
+        self._publish_checked(p, topic, reason)
+
+    def _publish_decided(self, p: Publish, topic: str, allowed: Any) -> None:
+        if self.state == CONNECTED:
+            self._publish_checked(p, topic, 0 if allowed is True else Reason.NOT_AUTHORIZED)
+
+    def _publish_checked(self, p: Publish, topic: str, reason: int) -> None:
+        """The PUBLISH is checked (``reason`` non-zero: refused): route it, then acknowledge."""
+        session = self.session
+        assert session is not None
+        qos = p.qos
+        pid = p.packet_id or 0
+        v5 = self.version == MQTT5
+        if not reason:
+            props = p.properties
             raw = p.raw
+            now = 0.0
             if v5 and props and (_ALIAS in props or _EXPIRY in props):
                 raw = None  # an alias to drop or an expiry to count down: re-encode
+                if _EXPIRY in props:
+                    now = self.broker.scheduler.wall()
             message = Message.from_publish(
-                topic, p.payload, qos, p.retain, props, self.client_id, None, raw, v5
+                topic, p.payload, qos, p.retain, props, self.client_id, now, raw, v5
             )
             if not self.broker.publish(message) and qos:
                 reason = Reason.NO_MATCHING_SUBSCRIBERS
@@ -653,16 +687,8 @@ class Connection:
             self._ack(Puback(pid, reason if v5 else 0))
         elif qos == 2:
             if reason < 0x80:
-                session.awaiting_rel[pid] = None
-                if session.store is not None:
-                    session.store.inbound_added(self.client_id, pid)
+                session.qos2_received(pid)
             self._ack(Pubrec(pid, reason if v5 else 0))
-
-    def _may_publish(self, topic: str, p: Publish) -> bool:
-        allowed = self.broker.authenticator.can_publish(self.client_id, self.username, topic)
-        if allowed is True or allowed is False:
-            return allowed
-        self._wait_for(allowed, p)  # raises _Held: handled again once decided
 
     def _ack(self, packet: Packet) -> None:
         """Send a PUBACK, PUBREC or PUBCOMP once what its packet changed is durable.
@@ -688,14 +714,14 @@ class Connection:
         session = self.session
         assert session is not None
         if session.acked(p.packet_id, 1):
-            session.pump(time.time())
+            session.pump(self.broker.scheduler.wall())
 
     def _on_pubrec(self, p: Pubrec) -> None:
         session = self.session
         assert session is not None
         if p.reason_code >= 0x80:
             session.rejected(p.packet_id)
-            session.pump(time.time())
+            session.pump(self.broker.scheduler.wall())
         elif session.received(p.packet_id):
             # Recorded as released before PUBREL goes: after a crash the broker must re-send
             # PUBREL, never the PUBLISH the client may already have completed (exactly once).
@@ -706,10 +732,7 @@ class Connection:
     def _on_pubrel(self, p: Pubrel) -> None:
         session = self.session
         assert session is not None
-        if p.packet_id in session.awaiting_rel:
-            del session.awaiting_rel[p.packet_id]
-            if session.store is not None:
-                session.store.inbound_removed(self.client_id, p.packet_id)
+        if session.qos2_released(p.packet_id):
             self._ack(Pubcomp(p.packet_id))
         else:
             self._ack(Pubcomp(p.packet_id, Reason.PACKET_IDENTIFIER_NOT_FOUND))
@@ -718,11 +741,32 @@ class Connection:
         session = self.session
         assert session is not None
         if session.acked(p.packet_id, 2):
-            session.pump(time.time())
+            session.pump(self.broker.scheduler.wall())
 
     # -- SUBSCRIBE / UNSUBSCRIBE ---------------------------------------------------------------
 
     def _on_subscribe(self, p: Subscribe) -> None:
+        self._authorize_subscribe(p, [])
+
+    def _authorize_subscribe(self, p: Subscribe, allowed: list[bool]) -> None:
+        """Every filter's authorization first, before anything changes; ``allowed``: the
+        decisions so far (a pending one: the SUBSCRIBE goes on from that filter once it is
+        done)."""
+        auth = self.broker.authenticator
+        for s in p.subscriptions[len(allowed) :]:
+            may = auth.can_subscribe(self.client_id, self.username, s.topic_filter)
+            if may is not True and may is not False:
+                self._wait_for(may, lambda result: self._subscribe_decided(p, allowed, result))
+                return
+            allowed.append(may)
+        self._subscribe(p, allowed)
+
+    def _subscribe_decided(self, p: Subscribe, allowed: list[bool], may: Any) -> None:
+        if self.state == CONNECTED:
+            allowed.append(may is True)
+            self._authorize_subscribe(p, allowed)
+
+    def _subscribe(self, p: Subscribe, allowed: list[bool]) -> None:
         session = self.session
         assert session is not None
         broker = self.broker
@@ -734,15 +778,6 @@ class Connection:
                 sid = ids[0]
         codes: list[int] = []
         retained: list[tuple[str, SubOptions]] = []
-        # Every filter's authorization first, before anything changes: a pending decision
-        # handles the whole SUBSCRIBE again once it is done.
-        auth = broker.authenticator
-        allowed: list[bool] = []
-        for s in p.subscriptions:
-            may = auth.can_subscribe(self.client_id, self.username, s.topic_filter)
-            if may is not True and may is not False:
-                self._wait_for(may, p)
-            allowed.append(bool(may))
         for s, may in zip(p.subscriptions, allowed, strict=True):
             share, real = split_shared(s.topic_filter)
             if share is not None and s.no_local and v5:
@@ -793,13 +828,14 @@ class Connection:
                 if code < 0x80
             ]
             if filters and not router.when_known(
-                filters, lambda: self._known(p.packet_id, codes, retained)
+                filters,
+                lambda: self._resume(lambda: self._subscribed(p.packet_id, codes, retained)),
             ):
                 # The other workers do not route these filters here yet: a message published
-                # there right after SUBACK would miss this subscription. SUBACK (and what the
-                # client sent after SUBSCRIBE, kept in order, as while CLAIMING) waits.
-                self.transport.pause_reading()
-                raise _Held
+                # there right after SUBACK would miss this subscription. SUBACK (then what the
+                # client sent after SUBSCRIBE, kept in order) waits.
+                self._wait()
+                return
         self._subscribed(p.packet_id, codes, retained)
 
     def _subscribed(
@@ -810,7 +846,7 @@ class Connection:
             session = self.session
             assert session is not None
             broker = self.broker
-            now = time.time()
+            now = broker.scheduler.wall()
             # Read access per retained message, as for any delivery (Mosquitto's retain__send).
             can_read = broker.can_read
             for real, opts in retained:
@@ -821,17 +857,6 @@ class Connection:
                     qos = message.qos if message.qos < opts.qos else opts.qos
                     # MQTT-3.3.1-8: retained messages sent on subscribe carry RETAIN 1.
                     session.deliver(message, qos, True, sids)
-
-    def _known(
-        self, packet_id: int, codes: list[int], retained: list[tuple[str, SubOptions]]
-    ) -> None:
-        """Every worker knows the subscriptions: SUBACK, the retained messages (as they are
-        now), then what the client sent after its SUBSCRIBE."""
-        if self.state != CONNECTED:
-            return  # closed (or taken over) meanwhile
-        self._subscribed(packet_id, codes, retained)
-        self.transport.resume_reading()
-        self.data_received(b"")
 
     def _on_unsubscribe(self, p: Unsubscribe) -> None:
         session = self.session
@@ -858,7 +883,7 @@ class Connection:
                 if session.expiry_interval == 0 and expiry != 0:
                     # MQTT-3.14.2-2 v5
                     raise ProtocolViolation(Reason.PROTOCOL_ERROR, "session expiry was 0")
-                session.expiry_interval = expiry
+                session.set_expiry(expiry)
             if p.reason_code != Reason.SUCCESS:
                 # Only a normal disconnection (0x00) deletes the will (MQTT-3.14.4-3 v5, v5
                 # 3.1.2.5); 0x04 asks for it and an error reason from the client keeps it.
@@ -901,147 +926,23 @@ class Connection:
 
     # -- output ---------------------------------------------------------------------------------
 
-    def send_publish(
-        self,
-        message: Message,
-        qos: int,
-        retain: bool,
-        sub_ids: tuple[int, ...],
-        pid: int,
-        dup: bool,
-        cache: dict[Any, Any] | None,
-    ) -> bool:
-        """Write one PUBLISH for ``message``; False if it was not sent (expired, too large)."""
-        if self.state != CONNECTED:
-            return False
-        if (
-            not qos
-            and self.write_paused
-            and self.transport.get_write_buffer_size() > MAX_WRITE_BUFFER
-        ):
-            self.broker.stats.messages_dropped += 1
-            return False
-        version = self.version
-        topic = message.topic
-        key: Any = None
-        if version < MQTT5:
-            props: Properties = message.properties if not message.raw_v5 else {}
-            if cache is not None:
-                key = (4, qos, retain)
-        else:
-            props = message.properties
-            expiry = None
-            if message.expires_at is not None:
-                expiry = message.remaining_expiry(time.time())
-                if expiry is not None and expiry <= 0:
-                    if not dup:
-                        return False  # MQTT-3.3.2-5 v5
-                    # Onward delivery has started: a re-send is not expired (MQTT-4.3.3-7 v5).
-                    expiry = 1
-            if expiry is not None or sub_ids:
-                props = dict(props)
-                if expiry is not None:
-                    props[Prop.MESSAGE_EXPIRY_INTERVAL] = expiry
-                if sub_ids:
-                    props[Prop.SUBSCRIPTION_IDENTIFIER] = list(sub_ids)
-            if cache is not None:
-                key = (5, qos, retain, sub_ids, expiry)
-            if self.alias_out_max:
-                aliases = self.alias_out
-                if aliases is None:
-                    aliases = self.alias_out = {}
-                alias = aliases.get(topic)
-                if alias is None and len(aliases) < self.alias_out_max:
-                    alias = aliases[topic] = len(aliases) + 1
-                    props = dict(props)
-                    props[Prop.TOPIC_ALIAS] = alias
-                elif alias is not None:
-                    props = dict(props)
-                    props[Prop.TOPIC_ALIAS] = alias
-                    topic = ""
-                cache = None  # aliases make the bytes this connection's own
-        cached = cache.get(key) if cache is not None else None
-        if cached is None:
-            raw = message.raw
-            if (
-                raw is not None
-                and qos == message.qos
-                and props is message.properties
-                and topic
-                and (version == MQTT5) == message.raw_v5
-            ):
-                # Nothing in the received bytes must change but the flags (and the packet id,
-                # patched below): forward them as they came, no re-encoding.
-                first = 0x30 | (qos << 1) | retain
-                data = raw if raw[0] == first else bytes((first,)) + raw[1:]
-            else:
-                data = encode(
-                    Publish(topic, message.payload, qos, retain, False, 1 if qos else None, props),
-                    version,
-                )
-            offset = 0
-            if qos or cache is not None:
-                # Where the packet id goes: after the fixed header and the topic name.
-                hl = 2
-                while data[hl - 1] & 0x80:
-                    hl += 1
-                offset = hl + 2 + int.from_bytes(data[hl : hl + 2], "big")
-                if cache is not None:
-                    cache[key] = (data, offset)
-        else:
-            data, offset = cached
-        if len(data) > self.max_out_packet:
-            # MQTT-3.1.2-24/-25 v5: never send more than the client allows; drop it for them.
-            self.broker.stats.messages_dropped += 1
-            return False
-        if qos or dup:
-            buf = bytearray(data)
-            if qos:
-                buf[offset] = pid >> 8
-                buf[offset + 1] = pid & 0xFF
-            if dup:
-                buf[0] |= 0x08
-            data = bytes(buf)
-        self._write(data)
-        self.broker.stats.messages_sent += 1
-        return True
-
-    def send_pubrel(self, pid: int) -> None:
-        self._send(Pubrel(pid))
-
     def _send(self, packet: Packet, version: int | None = None) -> None:
         data = encode(packet, self.version if version is None else version)
-        if len(data) > self.max_out_packet and self.version == MQTT5:
+        limit = self.out.max_packet
+        if len(data) > limit and self.version == MQTT5:
             props = getattr(packet, "properties", None)
             if props:
                 # Drop reason strings and user properties rather than exceed the client's limit.
                 props.pop(Prop.REASON_STRING, None)
                 props.pop(Prop.USER_PROPERTY, None)
                 data = encode(packet, self.version)
-            if len(data) > self.max_out_packet:
+            if len(data) > limit:
                 return
         self._write(data)
 
     def _write(self, data: bytes) -> None:
-        if self.state == CLOSED:
-            return
-        out = self._out
-        if out is None:
-            self._out = [data]
-            self.broker.want_flush(self)
-        else:
-            out.append(data)
-
-    def flush(self) -> None:
-        """Write what this loop turn produced for this client in one call (the broker calls it
-        once per turn for every connection that has output)."""
-        out = self._out
-        if out is not None:
-            self._out = None
-            if len(out) == 1:
-                self.transport.write(out[0])
-            else:
-                self.transport.writelines(out)
+        if self.state != CLOSED:
+            self.out.write(data)  # to the transport, which coalesces a loop turn's writes
 
     # -- closing ----------------------------------------------------------------------------------
 
@@ -1122,7 +1023,7 @@ class Connection:
         if self._expiry is not None:
             self._expiry.cancel()
             self._expiry = None
-        self.flush()
+        self.out.open = False
         self.transport.close()
         self.broker.connections.discard(self)
         session = self.session
@@ -1151,7 +1052,7 @@ class Connection:
     def pause_writing(self) -> None:
         # The client reads slower than we write: from now on QoS 0 messages are dropped once
         # MAX_WRITE_BUFFER is buffered (QoS 1/2 are bounded by the in-flight window anyway).
-        self.write_paused = True
+        self.out.paused = True
 
     def resume_writing(self) -> None:
-        self.write_paused = False
+        self.out.paused = False

@@ -1,10 +1,17 @@
-"""Per-client-id state that outlives a connection: subscriptions, in-flight and queued messages.
+"""Per-client-id state that outlives a connection: subscriptions, windows, QoS state, queue.
 
-A session is attached to at most one :class:`~midge.broker.connection.Connection` at a time. While
-attached, deliveries go out at once within the send window (the client's Receive Maximum and our
-``max_inflight_messages``, MQTT-4.9.0-1 v5); the rest wait in the queue. While detached, QoS 1/2
-messages are queued for a persistent session (MQTT-3.1.2-5 3.1.1, MQTT-4.4 v5) up to the limits,
-and are sent when it reconnects, after the unacknowledged ones are re-sent with DUP (MQTT-4.4.0-1).
+A session is attached to at most one :class:`~midge.broker.connection.Connection` at a time; while
+attached it has a :class:`~midge.broker.outgoing.Sink` (the connection's outgoing side) and the
+windows the CONNECT negotiated (:meth:`Session.open`). Deliveries go out at once within the send
+window (the client's Receive Maximum and our ``max_inflight_messages``, MQTT-4.9.0-1 v5); the rest
+wait in the queue. While detached, QoS 1/2 messages are queued for a persistent session
+(MQTT-3.1.2-5 3.1.1, MQTT-4.4 v5) up to the limits, and are sent when it reconnects, after the
+unacknowledged ones are re-sent with DUP (MQTT-4.4.0-1).
+
+The session owns all QoS state: outbound in-flight messages and inbound QoS 2 ids awaiting PUBREL.
+The connection tells it what the client sent (plain calls) and never writes its fields; the sink
+never calls back. :meth:`Session.snapshot` / :meth:`Session.restore` turn it into plain values
+(:class:`~midge.broker.model.SessionState`) and back, for the store and the ``--workers`` hand-off.
 """
 
 from __future__ import annotations
@@ -12,20 +19,18 @@ from __future__ import annotations
 from collections import deque
 from typing import TYPE_CHECKING, Any, Final
 
-from midge.broker.message import Message, SubOptions
+from midge.broker.model import Delivery, Message, SessionState, SubOptions
 
 if TYPE_CHECKING:
     from midge.broker.connection import Connection
+    from midge.broker.outgoing import FormCache, Sink
     from midge.store.base import Store
-
-#: An outgoing QoS 1/2 delivery: message, QoS, retain flag, subscription ids.
-Delivery = tuple[Message, int, bool, "tuple[int, ...]"]
 
 #: Session Expiry Interval meaning "never" (MQTT 5 3.1.2.11.2).
 NEVER: Final = 0xFFFFFFFF
 
 
-class Outgoing:
+class Inflight:
     """A QoS 1/2 PUBLISH sent and not yet completed. ``released``: PUBREC received, PUBREL sent."""
 
     __slots__ = ("delivery", "released", "size")
@@ -96,6 +101,10 @@ class Session:
         "queue",
         "queue_qos0",
         "queued_bytes",
+        "receive_maximum",
+        "send_quota",
+        "send_quota_bytes",
+        "sink",
         "stats",
         "store",
         "subscriptions",
@@ -113,11 +122,20 @@ class Session:
         self.client_id = client_id
         #: The broker's counters (queue overflows are counted there too).
         self.stats = stats
+        #: The attached connection (the broker's business: takeover, wills) and where
+        #: deliveries go while it is attached (None: detached).
         self.connection: Connection | None = None
+        self.sink: Sink | None = None
+        #: The windows the CONNECT negotiated (:meth:`open`): outgoing, the client's Receive
+        #: Maximum and our max_inflight_messages / max_inflight_bytes (0: no byte limit);
+        #: incoming, our Receive Maximum for QoS 1/2 PUBLISH awaiting completion (v5).
+        self.send_quota = 65535
+        self.send_quota_bytes = 0
+        self.receive_maximum = 65535
         self.subscriptions: dict[str, SubOptions] = {}
         #: Seconds the session lives after its connection closes; NEVER = forever.
         self.expiry_interval = 0
-        self.inflight: dict[int, Outgoing] = {}
+        self.inflight: dict[int, Inflight] = {}
         self.inflight_bytes = 0
         self.queue: deque[Delivery] | None = None
         self.queued_bytes = 0
@@ -136,6 +154,26 @@ class Session:
         #: one; None otherwise, so a clean session's traffic never touches the store.
         self.store: Store | None = None
 
+    # -- attachment -----------------------------------------------------------------------------
+
+    def open(
+        self, sink: Sink, send_quota: int, send_quota_bytes: int, receive_maximum: int
+    ) -> None:
+        """A client is attached (CONNACK): deliveries go to ``sink`` within these windows."""
+        self.sink = sink
+        self.send_quota = send_quota
+        self.send_quota_bytes = send_quota_bytes
+        self.receive_maximum = receive_maximum
+
+    def set_expiry(self, expiry: int) -> None:
+        """The client changed its Session Expiry Interval (v5 DISCONNECT, MQTT-3.14.2-2)."""
+        self.expiry_interval = expiry
+
+    def detached(self) -> None:
+        """Its connection is gone (closed, or taken over): deliveries are queued from now on."""
+        self.connection = None
+        self.sink = None
+
     # -- delivery ---------------------------------------------------------------------------
 
     def deliver(
@@ -144,26 +182,26 @@ class Session:
         qos: int,
         retain: bool,
         sub_ids: tuple[int, ...],
-        cache: dict[Any, Any] | None = None,
+        cache: FormCache | None = None,
     ) -> None:
         """Send ``message`` now if the window allows, otherwise queue it (or drop it)."""
-        conn = self.connection
+        sink = self.sink
         if qos == 0:
-            if conn is not None:
-                conn.send_publish(message, 0, retain, sub_ids, 0, False, cache)
+            if sink is not None:
+                sink.publish(message, 0, retain, sub_ids, 0, False, cache)
             elif self.queue_qos0:
                 self._enqueue((message, 0, retain, sub_ids))
             return
-        if conn is not None and not self.queue and self._window_open(conn):
-            self._send_new((message, qos, retain, sub_ids), conn, cache, False)
+        if sink is not None and not self.queue and self._window_open():
+            self._send_new((message, qos, retain, sub_ids), sink, cache, False)
         else:
             self._enqueue((message, qos, retain, sub_ids))
 
-    def _window_open(self, conn: Connection) -> bool:
-        quota = conn.send_quota
+    def _window_open(self) -> bool:
+        quota = self.send_quota
         if quota and len(self.inflight) >= quota:
             return False
-        limit = conn.send_quota_bytes
+        limit = self.send_quota_bytes
         return not (limit and self.inflight_bytes >= limit)
 
     def _enqueue(self, delivery: Delivery) -> None:
@@ -199,20 +237,20 @@ class Session:
         return pid
 
     def _send_new(
-        self, delivery: Delivery, conn: Connection, cache: dict[Any, Any] | None, queued: bool
+        self, delivery: Delivery, sink: Sink, cache: FormCache | None, queued: bool
     ) -> None:
         """Send a delivery now; ``queued``: it is the head of the queue, just taken off it."""
         message, qos, retain, sub_ids = delivery
         store = self.store
         if qos == 0:
-            conn.send_publish(message, 0, retain, sub_ids, 0, False, cache)
+            sink.publish(message, 0, retain, sub_ids, 0, False, cache)
             if queued and store is not None:
                 store.delivery_removed(self.client_id, message)
             return
         pid = self._allocate_pid()
-        if conn.send_publish(message, qos, retain, sub_ids, pid, False, cache):
+        if sink.publish(message, qos, retain, sub_ids, pid, False, cache):
             size = len(message.payload)
-            self.inflight[pid] = Outgoing(delivery, size)
+            self.inflight[pid] = Inflight(delivery, size)
             self.inflight_bytes += size
             if store is not None:
                 if queued:
@@ -224,11 +262,11 @@ class Session:
 
     def pump(self, now: float) -> None:
         """Move queued messages into the window while it has room (after an ack, or on connect)."""
-        conn = self.connection
+        sink = self.sink
         queue = self.queue
         if queue is None:
             return
-        while queue and conn is not None and self._window_open(conn):
+        while queue and sink is not None and self._window_open():
             delivery = queue.popleft()
             self.queued_bytes -= len(delivery[0].payload)
             if delivery[0].expired(now):
@@ -236,8 +274,8 @@ class Session:
                 if self.store is not None:
                     self.store.delivery_removed(self.client_id, delivery[0])
                 continue
-            self._send_new(delivery, conn, None, True)
-            conn = self.connection  # sending may have closed it
+            self._send_new(delivery, sink, None, True)
+            sink = self.sink  # sending may have closed it
 
     # -- acknowledgements from the client --------------------------------------------------
 
@@ -270,16 +308,45 @@ class Session:
             if self.store is not None:
                 self.store.delivery_done(self.client_id, pid, out.delivery[0])
 
+    # -- incoming QoS 2 ---------------------------------------------------------------------
+
+    def qos2_known(self, pid: int) -> bool:
+        """A QoS 2 PUBLISH with ``pid`` was received and its PUBREL has not come yet: a re-sent
+        one is not routed again (MQTT-4.3.3-2)."""
+        return pid in self.awaiting_rel
+
+    def inbound_full(self) -> bool:
+        """As many QoS 1/2 PUBLISH wait for completion as our Receive Maximum allows (v5)."""
+        return len(self.awaiting_rel) >= self.receive_maximum
+
+    def qos2_received(self, pid: int) -> None:
+        """A QoS 2 PUBLISH was accepted: remember ``pid`` until its PUBREL (MQTT-4.3.3-9)."""
+        self.awaiting_rel[pid] = None
+        if self.store is not None:
+            self.store.inbound_added(self.client_id, pid)
+
+    def qos2_released(self, pid: int) -> bool:
+        """PUBREL for ``pid``; False if no such PUBLISH was waiting."""
+        if pid not in self.awaiting_rel:
+            return False
+        del self.awaiting_rel[pid]
+        if self.store is not None:
+            self.store.inbound_removed(self.client_id, pid)
+        return True
+
     # -- reconnection -------------------------------------------------------------------------
 
-    def resend(self, conn: Connection) -> None:
+    def resend(self) -> None:
         """Re-send unacknowledged PUBLISH (DUP) and PUBREL in original order (MQTT-4.4.0-1)."""
+        sink = self.sink
+        if sink is None:
+            return
         for pid, out in list(self.inflight.items()):
             if out.released:
-                conn.send_pubrel(pid)
+                sink.pubrel(pid)
             else:
                 message, qos, retain, sub_ids = out.delivery
-                if not conn.send_publish(message, qos, retain, sub_ids, pid, True, None):
+                if not sink.publish(message, qos, retain, sub_ids, pid, True, None):
                     self.inflight.pop(pid, None)
                     self.inflight_bytes -= out.size
                     if self.store is not None:
@@ -313,25 +380,38 @@ class Session:
             messages.extend(d[0] for d in self.queue)
         return messages
 
-    def restore(
-        self,
-        queue: list[Delivery],
-        inflight: list[tuple[int, Delivery, bool]],
-        awaiting_rel: list[int],
-    ) -> None:
-        """Take back what the store kept (start-up): the queue, the in-flight window (re-sent
-        with DUP on reconnect, same packet ids, MQTT-4.4.0-1) and inbound QoS 2 ids."""
-        if queue:
-            self.queue = deque(queue)
-            self.queued_bytes = sum(len(d[0].payload) for d in queue)
-        for pid, delivery, released in inflight:
-            out = Outgoing(delivery, len(delivery[0].payload))
+    def snapshot(self, username: str | None = None, version: int = 0) -> SessionState:
+        """Everything the session holds as plain values (for another worker; the store keeps
+        the same form, reported change by change)."""
+        state = SessionState(self.client_id, version, self.expiry_interval, None, username)
+        state.subscriptions = dict(self.subscriptions)
+        state.inflight = [(pid, out.delivery, out.released) for pid, out in self.inflight.items()]
+        state.queue = list(self.queue) if self.queue else []
+        state.awaiting_rel = list(self.awaiting_rel)
+        state.next_pid = self._next_pid
+        state.dropped = self.dropped
+        return state
+
+    def restore(self, state: SessionState) -> None:
+        """Take back a snapshot or what the store kept (start-up): subscriptions, expiry, the
+        queue, the in-flight window (re-sent with DUP on reconnect, same packet ids,
+        MQTT-4.4.0-1) and inbound QoS 2 ids. The broker subscribes it in its tree."""
+        self.expiry_interval = state.expiry_interval
+        self.subscriptions.update(state.subscriptions)
+        if state.queue:
+            self.queue = deque(state.queue)
+            self.queued_bytes = sum(len(d[0].payload) for d in state.queue)
+        for pid, delivery, released in state.inflight:
+            out = Inflight(delivery, len(delivery[0].payload))
             out.released = released
             self.inflight[pid] = out
             self.inflight_bytes += out.size
             self._next_pid = pid % 65535 + 1
-        for pid in awaiting_rel:
+        if state.next_pid:
+            self._next_pid = state.next_pid
+        for pid in state.awaiting_rel:
             self.awaiting_rel[pid] = None
+        self.dropped = state.dropped
 
     def clear(self) -> None:
         """Forget everything (a clean start, MQTT-3.1.2-6 3.1.1 / MQTT-3.1.2-4 v5)."""

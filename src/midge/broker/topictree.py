@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Final, Generic, TypeVar
 
-from midge.broker.message import Message, SubOptions
+from midge.broker.model import Message, SubOptions
 from midge.codec.topics import split_shared
 
 T = TypeVar("T")

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from midge.broker.broker import Broker
-    from midge.broker.message import Message
+    from midge.broker.model import Message
 
 
 class Router(Protocol):

@@ -46,8 +46,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from midge import __version__
-from midge.broker.message import Message, SubOptions
-from midge.broker.session import Outgoing, Session
+from midge.broker.model import Message, SessionState, SubOptions
+from midge.broker.session import Session
 from midge.broker.topictree import TopicTree
 from midge.config import Config, ConfigError
 from midge.gctune import GcTuner
@@ -170,53 +170,48 @@ def message_from_data(d: Any) -> Message:
     return Message(*d)
 
 
-def session_to_data(s: Session) -> tuple[Any, ...]:
-    """Everything a session holds (MQTT-4.1 v5: subscriptions, in-flight and queued messages,
-    QoS 2 packet ids awaiting PUBREL), for the worker the client moved to."""
+def state_to_data(state: SessionState) -> tuple[Any, ...]:
+    """A session's snapshot (:meth:`midge.broker.session.Session.snapshot`) as plain data, for
+    the worker the client moved to."""
     subs = [
         (f, o.qos, o.no_local, o.retain_as_published, o.retain_handling, o.subscription_id)
-        for f, o in s.subscriptions.items()
+        for f, o in state.subscriptions.items()
     ]
     inflight = [
-        (pid, message_to_data(o.delivery[0]), *o.delivery[1:], o.released, o.size)
-        for pid, o in s.inflight.items()
+        (pid, message_to_data(d[0]), d[1], d[2], d[3], released)
+        for pid, d, released in state.inflight
     ]
-    queue = [(message_to_data(d[0]), *d[1:]) for d in s.queue or ()]
+    queue = [(message_to_data(d[0]), d[1], d[2], d[3]) for d in state.queue]
     return (
-        s.client_id,
-        s.expiry_interval,
-        s._next_pid,
-        s.dropped,
+        state.client_id,
+        state.expiry_interval,
+        state.next_pid,
+        state.dropped,
         subs,
         inflight,
         queue,
-        list(s.awaiting_rel),
+        state.awaiting_rel,
+        state.username,
+        state.version,
     )
 
 
-def session_from_data(d: Any, config: Config) -> Session:
-    client_id, expiry, next_pid, dropped, subs, inflight, queue, awaiting = d
-    s = Session(
-        client_id,
-        config.max_queued_messages,
-        config.max_queued_bytes,
-        config.queue_qos0_messages,
-    )
-    s.expiry_interval = expiry
-    s._next_pid = next_pid
-    s.dropped = dropped
+def state_from_data(d: Any) -> SessionState:
+    client_id, expiry, next_pid, dropped, subs, inflight, queue, awaiting, username, version = d
+    state = SessionState(client_id, version, expiry, None, username)
+    state.next_pid = next_pid
+    state.dropped = dropped
     for f, qos, nl, rap, rh, sid in subs:
-        s.subscriptions[f] = SubOptions(qos, nl, rap, rh, sid)
-    for pid, m, qos, retain, sids, released, size in inflight:
-        out = Outgoing((message_from_data(m), qos, retain, tuple(sids)), size)
-        out.released = released
-        s.inflight[pid] = out
-        s.inflight_bytes += size
-    for m, qos, retain, sids in queue:
-        s._enqueue((message_from_data(m), qos, retain, tuple(sids)))
-    for pid in awaiting:
-        s.awaiting_rel[pid] = None
-    return s
+        state.subscriptions[f] = SubOptions(qos, nl, rap, rh, sid)
+    state.inflight = [
+        (pid, (message_from_data(m), qos, retain, tuple(sids)), released)
+        for pid, m, qos, retain, sids, released in inflight
+    ]
+    state.queue = [
+        (message_from_data(m), qos, retain, tuple(sids)) for m, qos, retain, sids in queue
+    ]
+    state.awaiting_rel = list(awaiting)
+    return state
 
 
 # -- the router -----------------------------------------------------------------------------------
@@ -441,7 +436,7 @@ class WorkerRouter:
     def _on_claim(self, wid: int, cid: int, client_id: str, clean_start: bool) -> None:
         assert self.broker is not None
         session = self.broker.release(client_id, clean_start)
-        data = session_to_data(session) if session is not None else None
+        data = state_to_data(session.snapshot()) if session is not None else None
         link = self.peers.get(wid)
         if link is not None:
             link.send((RELEASED, cid, data))
@@ -454,7 +449,7 @@ class WorkerRouter:
                 log.warning("session %s released after its claim timed out: dropped", data[0])
             return
         if data is not None:
-            session = session_from_data(data, self.broker.config)
+            session = self.broker.new_session(state_from_data(data))
             self.broker.adopt(session)
             claim.sessions.append(session)
             claim.filters.extend(session.subscriptions)

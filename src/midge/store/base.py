@@ -28,55 +28,14 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Protocol
 
+from midge.broker.model import SessionState
+
 if TYPE_CHECKING:
-    from midge.broker.message import Message, SubOptions
-    from midge.broker.session import Delivery
+    from midge.broker.model import Delivery, Message, SubOptions
 
 
 class StoreError(Exception):
     """The store cannot be opened or used; the message names the file and what to do."""
-
-
-class StoredSession:
-    """One persistent session as :meth:`Store.load` gives it back.
-
-    ``disconnected_at`` is the wall-clock time its connection closed (None: it was connected when
-    the broker stopped, so its expiry starts again at the restart). ``username`` is the user its
-    client last authenticated as (access control applies to the session's deliveries before the
-    client is back). ``inflight`` holds
-    (packet id, delivery, released) in the order they were sent; ``queue`` the waiting deliveries
-    in order.
-    """
-
-    __slots__ = (
-        "awaiting_rel",
-        "client_id",
-        "disconnected_at",
-        "expiry_interval",
-        "inflight",
-        "queue",
-        "subscriptions",
-        "username",
-        "version",
-    )
-
-    def __init__(
-        self,
-        client_id: str,
-        version: int,
-        expiry_interval: int,
-        disconnected_at: float | None,
-        username: str | None = None,
-    ) -> None:
-        self.client_id = client_id
-        self.username = username
-        self.version = version
-        self.expiry_interval = expiry_interval
-        self.disconnected_at = disconnected_at
-        self.subscriptions: dict[str, SubOptions] = {}
-        self.queue: list[Delivery] = []
-        self.inflight: list[tuple[int, Delivery, bool]] = []
-        self.awaiting_rel: list[int] = []
 
 
 class StoredWill:
@@ -96,7 +55,8 @@ class StoreState:
     __slots__ = ("retained", "sessions", "wills")
 
     def __init__(self) -> None:
-        self.sessions: list[StoredSession] = []
+        #: The persistent sessions, in the form a session's snapshot takes.
+        self.sessions: list[SessionState] = []
         self.retained: list[Message] = []
         self.wills: list[StoredWill] = []
 

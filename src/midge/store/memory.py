@@ -8,8 +8,7 @@ from typing import TYPE_CHECKING
 from midge.store.base import StoreState
 
 if TYPE_CHECKING:
-    from midge.broker.message import Message, SubOptions
-    from midge.broker.session import Delivery
+    from midge.broker.model import Delivery, Message, SubOptions
 
 
 class MemoryStore:

@@ -33,15 +33,15 @@ import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from midge.broker.message import Message, SubOptions
+from midge.broker.model import Message, SessionState, SubOptions
 from midge.codec.decode import decode_properties
 from midge.codec.encode import encode_properties
 from midge.codec.packets import PacketType
 from midge.codec.properties import WILL
-from midge.store.base import StoredSession, StoredWill, StoreError, StoreState
+from midge.store.base import StoredWill, StoreError, StoreState
 
 if TYPE_CHECKING:
-    from midge.broker.session import Delivery
+    from midge.broker.model import Delivery
 
 log = logging.getLogger("midge.store")
 
@@ -393,11 +393,11 @@ class SqliteStore:
                 messages[mid] = m
             self._next_id = max(messages, default=0) + 1
             refs = self._refs
-            sessions: dict[str, StoredSession] = {}
+            sessions: dict[str, SessionState] = {}
             for cid, version, expiry, disconnected_at, username in db.execute(
                 "SELECT client_id, version, expiry, disconnected_at, username FROM sessions"
             ):
-                sessions[cid] = StoredSession(cid, version, expiry, disconnected_at, username)
+                sessions[cid] = SessionState(cid, version, expiry, disconnected_at, username)
             for cid, tf, qos, no_local, rap, rh, sub_id in db.execute(
                 "SELECT client_id, topic_filter, qos, no_local, rap, rh, sub_id FROM subscriptions"
             ):

@@ -1,7 +1,9 @@
 """asyncio glue for TCP and TLS: hands bytes to a :class:`~midge.broker.connection.Connection`.
 
 A TLS listener is the same listener with asyncio's TLS layer in front (``create_server(ssl=...)``,
-contexts from :mod:`midge.transport.tls`); the connection sees the same bytes either way.
+contexts from :mod:`midge.transport.tls`); the connection sees the same bytes either way. Either
+way the connection writes through a :class:`~midge.transport.writer.CoalescingTransport`: one
+socket write per loop turn however many packets it produced.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from midge.broker.connection import Connection
 from midge.codec.reasons import Reason
 from midge.config import ListenerConfig
 from midge.transport.tls import ServerTls, peer_username
+from midge.transport.writer import CoalescingTransport, TurnWrites
 
 log = logging.getLogger("midge.transport")
 
@@ -26,12 +29,19 @@ class MQTTProtocol(asyncio.Protocol):
     """One accepted socket: counts it, sets it up, and hands the transport to a Connection
     (``set_protocol``), which gets every later event directly. A refused socket is aborted here."""
 
-    __slots__ = ("broker", "listener", "listening")
+    __slots__ = ("broker", "listener", "listening", "writes")
 
-    def __init__(self, broker: Broker, listener: ListenerConfig, listening: ListenerState) -> None:
+    def __init__(
+        self,
+        broker: Broker,
+        listener: ListenerConfig,
+        listening: ListenerState,
+        writes: TurnWrites,
+    ) -> None:
         self.broker = broker
         self.listener = listener
         self.listening = listening
+        self.writes = writes
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         tr = cast(asyncio.Transport, transport)
@@ -62,7 +72,7 @@ class MQTTProtocol(asyncio.Protocol):
             with contextlib.suppress(OSError):  # not a TCP socket
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         peer = f"{peername[0]}:{peername[1]}" if peername else "?"
-        conn = Connection(broker, tr, self.listener, peer)
+        conn = Connection(broker, CoalescingTransport(tr, self.writes), self.listener, peer)
         listener = self.listener
         if listener.use_identity_as_username or listener.use_subject_as_username:
             conn.cert_username = peer_username(tr, listener)
@@ -140,12 +150,15 @@ async def listen(
     reuse_port: bool = False,
     limits: ConnectionLimits | None = None,
     tls: ServerTls | None = None,
+    writes: TurnWrites | None = None,
 ) -> ListenerState:
     """Open one listener. ``reuse_port``: SO_REUSEPORT, so that the ``--workers`` processes each
     listen on the same port and the kernel spreads the connections among them. ``limits``: the
     broker-wide connection limits, shared by all its listeners. ``tls``: a TLS listener; its
-    handshake must finish within ``connect_timeout``, the time a client has to send CONNECT."""
+    handshake must finish within ``connect_timeout``, the time a client has to send CONNECT.
+    ``writes``: the loop turn's pending output, shared by all listeners (one flush per turn)."""
     loop = asyncio.get_running_loop()
+    turn = writes if writes is not None else TurnWrites(loop)
     state = ListenerState(config, limits)
     host: str | None = config.host or None
     family = socket.AF_UNSPEC
@@ -155,7 +168,7 @@ async def listen(
     elif domain == "ipv6":
         family = socket.AF_INET6
     state.server = await loop.create_server(
-        lambda: MQTTProtocol(broker, config, state),
+        lambda: MQTTProtocol(broker, config, state, turn),
         host=host,
         port=config.port,
         family=family,

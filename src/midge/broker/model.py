@@ -1,12 +1,18 @@
-"""An application message as the broker routes it, and subscription options.
+"""The broker's data: an application message, subscription options, a delivery, and the stored
+form of a session.
 
-Both are ``__slots__`` classes: one is made per PUBLISH received and one per subscription, and the
-hot path reads their attributes directly (no dataclass machinery, no dict copies).
+- :class:`Message`: what a PUBLISH (or a will) carries, routed to many sessions.
+- :class:`SubOptions`: a subscription's options as granted.
+- :data:`Delivery`: one message on its way to one session (message, QoS, retain, subscription ids).
+- :class:`SessionState`: everything a session holds, as plain values: what
+  :meth:`midge.broker.session.Session.snapshot` gives and ``restore`` takes back. The durable
+  store hands these back at start-up and the ``--workers`` hand-off moves them between processes.
+
+The first two are ``__slots__`` classes: one is made per PUBLISH received and one per subscription,
+and the hot path reads their attributes directly (no dataclass machinery, no dict copies).
 """
 
 from __future__ import annotations
-
-import time
 
 from midge.codec.packets import Properties
 from midge.codec.properties import Prop
@@ -19,8 +25,8 @@ _HOP_PROPS = (Prop.TOPIC_ALIAS, Prop.SUBSCRIPTION_IDENTIFIER, Prop.MESSAGE_EXPIR
 class Message:
     """One application message: what a PUBLISH (or a will) carries, routed to many sessions.
 
-    ``expires_at`` is a wall-clock time (``time.time()``) so that expiry survives a restart once
-    messages are persisted; None means the message never expires (MQTT-3.3.2-5 v5).
+    ``expires_at`` is a wall-clock time (the scheduler's ``wall()``) so that expiry survives a
+    restart once messages are persisted; None means the message never expires (MQTT-3.3.2-5 v5).
     ``origin`` is the publishing client id, for No Local (MQTT-3.8.3-3 v5).
     """
 
@@ -72,16 +78,18 @@ class Message:
         retain: bool,
         properties: Properties,
         origin: str | None,
-        now: float | None = None,
+        now: float,
         raw: bytes | None = None,
         raw_v5: bool = False,
     ) -> Message:
-        """Build a message from a received PUBLISH or a will, stripping per-hop properties."""
+        """Build a message from a received PUBLISH or a will, stripping per-hop properties.
+
+        ``now`` is the wall-clock time (read only when the message has an expiry)."""
         expires_at = None
         if properties:
             expiry = properties.get(Prop.MESSAGE_EXPIRY_INTERVAL)
             if expiry is not None:
-                expires_at = (time.time() if now is None else now) + expiry
+                expires_at = now + expiry
             if any(p in properties for p in _HOP_PROPS):
                 properties = {k: v for k, v in properties.items() if k not in _HOP_PROPS}
         return cls(topic, payload, qos, retain, properties, expires_at, origin, raw, raw_v5)
@@ -144,3 +152,55 @@ class SubOptions:
             f"rap={self.retain_as_published}, rh={self.retain_handling}, "
             f"id={self.subscription_id})"
         )
+
+
+#: An outgoing delivery: message, QoS, retain flag, subscription ids. A tuple: one is made per
+#: queued or in-flight QoS 1/2 delivery.
+Delivery = tuple[Message, int, bool, tuple[int, ...]]
+
+
+class SessionState:
+    """A session as plain values (MQTT-4.1 v5: subscriptions, in-flight and queued messages, QoS 2
+    packet ids awaiting PUBREL), for the store and for the worker a client moves to.
+
+    ``disconnected_at`` is the wall-clock time its connection closed (None: connected, or not
+    known; its expiry then counts from now). ``username`` is the user its client last
+    authenticated as. ``inflight`` holds (packet id, delivery, released) in the order they were
+    sent (released: PUBREC received, PUBREL is what is re-sent); ``queue`` the waiting deliveries
+    in order; ``next_pid`` the next packet id to try (0: after the last in-flight one);
+    ``dropped`` how many its full queue dropped.
+    """
+
+    __slots__ = (
+        "awaiting_rel",
+        "client_id",
+        "disconnected_at",
+        "dropped",
+        "expiry_interval",
+        "inflight",
+        "next_pid",
+        "queue",
+        "subscriptions",
+        "username",
+        "version",
+    )
+
+    def __init__(
+        self,
+        client_id: str,
+        version: int,
+        expiry_interval: int,
+        disconnected_at: float | None = None,
+        username: str | None = None,
+    ) -> None:
+        self.client_id = client_id
+        self.username = username
+        self.version = version
+        self.expiry_interval = expiry_interval
+        self.disconnected_at = disconnected_at
+        self.subscriptions: dict[str, SubOptions] = {}
+        self.queue: list[Delivery] = []
+        self.inflight: list[tuple[int, Delivery, bool]] = []
+        self.awaiting_rel: list[int] = []
+        self.next_pid = 0
+        self.dropped = 0
