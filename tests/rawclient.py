@@ -264,10 +264,14 @@ class RawClient:
         return suback
 
     def unsubscribe(self, *topic_filters: str) -> Unsuback:
+        """UNSUBSCRIBE; the UNSUBACK must be the next packet (see :meth:`unsub`)."""
+        return self._unsubscribe(topic_filters, strict=True)
+
+    def _unsubscribe(self, topic_filters: tuple[str, ...], strict: bool) -> Unsuback:
         pid = self.next_packet_id()
         self.send(Unsubscribe(pid, list(topic_filters)))
-        unsuback = self.expect(Unsuback)
-        assert unsuback.packet_id == pid
+        unsuback: Unsuback = self.expect(Unsuback) if strict else self.wait_for(Unsuback)
+        assert unsuback.packet_id == pid, f"UNSUBACK for {unsuback.packet_id}, expected {pid}"
         return unsuback
 
     def publish(
@@ -278,18 +282,33 @@ class RawClient:
         retain: bool = False,
         properties: dict[int, Any] | None = None,
     ) -> Packet | None:
-        """Publish and complete the QoS flow; returns the PUBACK/PUBCOMP (None for QoS 0)."""
+        """Publish and complete the QoS flow; returns the PUBACK/PUBCOMP (None for QoS 0). Each
+        ack must be the next packet (see :meth:`pub`)."""
+        return self._publish(topic, payload, qos, retain, properties, False, strict=True)
+
+    def _publish(
+        self,
+        topic: str,
+        payload: bytes,
+        qos: int,
+        retain: bool,
+        properties: dict[int, Any] | None,
+        dup: bool,
+        strict: bool,
+    ) -> Packet | None:
         pid = self.next_packet_id() if qos else None
-        self.send(Publish(topic, payload, qos, retain, False, pid, properties or {}))
-        if qos == 1:
-            return self.expect(Puback)
-        if qos == 2:
-            pubrec = self.expect(Pubrec)
-            if pubrec.reason_code >= 0x80:
-                return pubrec
-            self.send(Pubrel(pid or 0))
-            return self.expect(Pubcomp)
-        return None
+        self.send(Publish(topic, payload, qos, retain, dup, pid, properties or {}))
+        if not qos:
+            return None
+        take = self.expect if strict else self.wait_for
+        ack: Puback | Pubrec = take(Puback if qos == 1 else Pubrec)
+        assert ack.packet_id == pid, f"{type(ack).__name__} for {ack.packet_id}, expected {pid}"
+        if qos == 1 or ack.reason_code >= 0x80:
+            return ack
+        self.send(Pubrel(pid or 0))
+        pubcomp: Pubcomp = take(Pubcomp)
+        assert pubcomp.packet_id == pid, f"PUBCOMP for {pubcomp.packet_id}, expected {pid}"
+        return pubcomp
 
     def ack(self, publish: Publish, others_stay_queued: bool = False) -> None:
         """Acknowledge a received PUBLISH completely (PUBACK, or PUBREC/PUBREL/PUBCOMP). The
@@ -324,11 +343,8 @@ class RawClient:
         return suback
 
     def unsub(self, *topic_filters: str) -> Unsuback:
-        pid = self.next_packet_id()
-        self.send(Unsubscribe(pid, list(topic_filters)))
-        unsuback: Unsuback = self.wait_for(Unsuback)
-        assert unsuback.packet_id == pid, f"UNSUBACK for {unsuback.packet_id}, expected {pid}"
-        return unsuback
+        """UNSUBSCRIBE; PUBLISHes arriving before the UNSUBACK stay queued."""
+        return self._unsubscribe(topic_filters, strict=False)
 
     def pub(
         self,
@@ -341,22 +357,7 @@ class RawClient:
     ) -> Packet | None:
         """PUBLISH and complete the flow; returns the PUBACK, PUBCOMP or failing PUBREC (other
         packets arriving meanwhile stay queued)."""
-        pid = self.next_packet_id() if qos else None
-        self.send(Publish(topic, payload, qos, retain, dup, pid, properties or {}))
-        if qos == 1:
-            puback: Puback = self.wait_for(Puback)
-            assert puback.packet_id == pid
-            return puback
-        if qos == 2:
-            pubrec: Pubrec = self.wait_for(Pubrec)
-            assert pubrec.packet_id == pid
-            if pubrec.reason_code >= 0x80:
-                return pubrec
-            self.send(Pubrel(pid or 0))
-            pubcomp: Pubcomp = self.wait_for(Pubcomp)
-            assert pubcomp.packet_id == pid
-            return pubcomp
-        return None
+        return self._publish(topic, payload, qos, retain, properties, dup, strict=False)
 
     # -- the end of a connection ----------------------------------------------------------------
 
