@@ -11,12 +11,14 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
 from midge.config import Config, ListenerConfig
 from midge.server import Server
+
+T = TypeVar("T")
 
 
 class RunningBroker:
@@ -48,19 +50,28 @@ class RunningBroker:
         self.loop.close()
 
 
-@pytest.fixture
-def make_broker() -> Iterator[Callable[..., RunningBroker]]:
-    started: list[RunningBroker] = []
+def each_stopped(make: Callable[..., T], stop: Callable[[T], object]) -> Iterator[Callable[..., T]]:
+    """For a fixture: yields ``make``, and once the test is over calls ``stop`` on everything it
+    made (brokers, client processes), in order."""
+    made: list[T] = []
 
-    def start(authenticator: Any = None, **overrides: Any) -> RunningBroker:
-        overrides.setdefault("listeners", [ListenerConfig(port=0, host="127.0.0.1")])
-        running = RunningBroker(Config(**overrides), authenticator)
-        started.append(running)
-        return running
+    def start(*args: Any, **kwargs: Any) -> T:
+        thing = make(*args, **kwargs)
+        made.append(thing)
+        return thing
 
     yield start
-    for running in started:
-        running.stop()
+    for thing in made:
+        stop(thing)
+
+
+@pytest.fixture
+def make_broker() -> Iterator[Callable[..., RunningBroker]]:
+    def start(authenticator: Any = None, **overrides: Any) -> RunningBroker:
+        overrides.setdefault("listeners", [ListenerConfig(port=0, host="127.0.0.1")])
+        return RunningBroker(Config(**overrides), authenticator)
+
+    yield from each_stopped(start, RunningBroker.stop)
 
 
 @pytest.fixture
@@ -76,16 +87,10 @@ def raw(broker: Any) -> Iterator[Callable[..., Any]]:
     Every client opened is closed when the test ends."""
     from tests.rawclient import RawClient
 
-    opened: list[RawClient] = []
-
     def open_client(version: int = 4, **kwargs: Any) -> RawClient:
-        client = RawClient.to(broker, version=version, **kwargs)
-        opened.append(client)
-        return client
+        return RawClient.to(broker, version=version, **kwargs)
 
-    yield open_client
-    for client in opened:
-        client.close()
+    yield from each_stopped(open_client, RawClient.close)
 
 
 @pytest.fixture
@@ -94,13 +99,7 @@ def clients() -> Iterator[Callable[..., Any]]:
     broker (``make_broker(...)``'s); every client opened is closed when the test ends."""
     from tests.rawclient import RawClient
 
-    opened: list[RawClient] = []
-
     def open_client(broker: Any, version: int = 5) -> RawClient:
-        client = RawClient.to(broker, version)
-        opened.append(client)
-        return client
+        return RawClient.to(broker, version)
 
-    yield open_client
-    for client in opened:
-        client.close()
+    yield from each_stopped(open_client, RawClient.close)

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from midge.config import Config
+from tests.conftest import each_stopped
 from tests.memory import MemoryBroker
 from tests.rawclient import Clients
 
@@ -29,16 +30,11 @@ def make_broker(
     if request.node.get_closest_marker("socket") is not None:
         yield make_broker
         return
-    started: list[MemoryBroker] = []
 
     def start(authenticator: Any = None, **overrides: Any) -> MemoryBroker:
-        running = MemoryBroker(Config(**overrides), authenticator)
-        started.append(running)
-        return running
+        return MemoryBroker(Config(**overrides), authenticator)
 
-    yield start
-    for running in started:
-        running.stop()
+    yield from each_stopped(start, MemoryBroker.stop)
 
 
 @pytest.fixture

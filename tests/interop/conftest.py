@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import each_stopped
 from tests.interop.clients import MosquittoSub, PahoClient, mosquitto_pub
 
 
@@ -36,16 +37,10 @@ def paho(broker: Any) -> Iterator[Callable[..., PahoClient]]:
 
 @pytest.fixture
 def mosquitto_sub(broker: Any) -> Iterator[Callable[..., MosquittoSub]]:
-    started: list[MosquittoSub] = []
-
     def start(topics: list[str], version: int = 4, **options: Any) -> MosquittoSub:
-        sub = MosquittoSub(broker.port, topics, version, **options)
-        started.append(sub)
-        return sub
+        return MosquittoSub(broker.port, topics, version, **options)
 
-    yield start
-    for sub in started:
-        sub.close()
+    yield from each_stopped(start, MosquittoSub.close)
 
 
 @pytest.fixture
