@@ -272,13 +272,24 @@ def test_authorization_every_layer_must_allow_and_the_first_other_answer_is_fina
     assert journal == [("a", what), ("b", what)]
 
     async def main() -> None:
-        journal.clear()
-        waiting: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        layers[1].allow = waiting
-        # The waiting layer's own Pending is the answer; the layers after it wait their turn
-        # (the connection asks again once it is done).
-        assert ask(AuthChain(layers)) is waiting
-        assert journal == [("a", what), ("b", what)]
+        for decided, final, c_asked in (
+            (True, False, True),
+            (True, True, True),
+            (False, False, False),
+        ):
+            journal.clear()
+            waiting: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+            layers[1].allow = waiting
+            layers[2].allow = final
+            # The chain's answer is pending; the layers after the waiting one wait their turn
+            # and are asked once it allows (the connection takes the result, it does not ask
+            # again).
+            answer = ask(AuthChain(layers))
+            assert not isinstance(answer, bool) and not answer.done()
+            assert journal == [("a", what), ("b", what)]
+            waiting.set_result(decided)
+            assert await _done(answer) is (decided and final)
+            assert (("c", what) in journal) == c_asked
 
     asyncio.run(main())
 
@@ -287,7 +298,7 @@ def test_authorization_pending_through_the_plugin_layer_then_from_its_cache(
     tmp_path: Path,
 ) -> None:
     """Files (no ACL) then the test plugin: the plugin's decision is pending, and once it is
-    done the same question is answered at once, as the connection asks it again."""
+    done the same question, asked again later, is answered at once from its cache."""
 
     async def main() -> None:
         plugin = load_plugin("tests.authplugin:create", {"users": "alice:secret", "delay": "0"})

@@ -10,11 +10,10 @@ documented on :class:`AuthChain`.
 Decisions are plain return values, so the core stays synchronous. A layer that must ask
 elsewhere (a plugin, the network: midge.auth.plugin) may instead return a :class:`Pending`
 decision (an ``asyncio.Future`` is one) from ``authenticate``, ``can_publish`` or
-``can_subscribe``: the connection then stops reading, keeps the packet, and handles it again once
-the decision is done. For CONNECT the connection takes the pending's result itself (the chain's
-pending covers the layers after the waiting one too); for PUBLISH and SUBSCRIBE the layer must
-answer the same question from its cache when asked again. Packets after the waiting one wait too,
-so their order holds (MQTT-4.6.0).
+``can_subscribe``: the connection then stops reading, keeps the packet, and once the decision is
+done goes on with it from where it stopped, with the decision's result (the packet is not handled
+twice). The chain's pending covers the layers after the waiting one too: once it allows, they are
+asked. Packets after the waiting one wait too, so their order holds (MQTT-4.6.0).
 
 Reason codes are MQTT 5's; the connection maps them to v3 return codes (MQTT-3.2.2-5 3.1.1 table).
 """
@@ -234,9 +233,9 @@ class AuthChain(Authenticator):
       layers after it are not asked. A Pending answer makes the chain's answer a Pending that,
       once it accepts, asks the layers after it (and is done when they are).
     - ``enhanced``: the first layer that returns an exchange serves the method; None if none.
-    - ``can_publish`` / ``can_subscribe``: every layer must allow; the first answer that is not
-      True (False, or a Pending) is the answer and the layers after it are not asked (asked
-      again once the Pending is done, the waiting layer answers from its cache).
+    - ``can_publish`` / ``can_subscribe``: every layer must allow; the first False is the answer
+      and the layers after it are not asked. A Pending answer makes the chain's answer a Pending
+      that, once it allows, asks the layers after it (and is done when they are).
     - ``can_read``: every layer must allow (synchronous).
     - ``session_ended`` / ``session_restored`` / ``close``: every layer is told.
     - ``reload``: every layer is reloaded; one that fails keeps its state, the others still
@@ -320,20 +319,40 @@ class AuthChain(Authenticator):
     # -- authorization ---------------------------------------------------------------------------
 
     def can_publish(self, client_id: str, username: str | None, topic: str) -> bool | Pending:
-        for check in self._publish:
-            allowed = check(client_id, username, topic)
-            if allowed is not True:
-                return allowed
-        return True
+        return self._allowed_from(self._publish, (client_id, username, topic), 0)
 
     def can_subscribe(
         self, client_id: str, username: str | None, topic_filter: str
     ) -> bool | Pending:
-        for check in self._subscribe:
-            allowed = check(client_id, username, topic_filter)
-            if allowed is not True:
-                return allowed
+        return self._allowed_from(self._subscribe, (client_id, username, topic_filter), 0)
+
+    def _allowed_from(
+        self,
+        checks: tuple[Callable[[str, str | None, str], bool | Pending], ...],
+        args: tuple[str, str | None, str],
+        start: int,
+    ) -> bool | Pending:
+        for i in range(start, len(checks)):
+            allowed = checks[i](*args)
+            if allowed is True:
+                continue
+            if allowed is False:
+                return False
+            return _Then(allowed, partial(self._after_allowed, checks, args, i + 1))
         return True
+
+    def _after_allowed(
+        self,
+        checks: tuple[Callable[[str, str | None, str], bool | Pending], ...],
+        args: tuple[str, str | None, str],
+        nxt: int,
+        result: Any,
+    ) -> Any:
+        """A layer's pending answer is in: anything but True is the answer (a non-bool fails
+        closed at the connection), True goes on with layer ``nxt``."""
+        if result is not True:
+            return result
+        return self._allowed_from(checks, args, nxt)
 
     def can_read(self, client_id: str, topic: str) -> bool:
         return all(check(client_id, topic) for check in self._read)
