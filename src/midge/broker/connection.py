@@ -80,13 +80,14 @@ _EXPIRY: Final = int(Prop.MESSAGE_EXPIRY_INTERVAL)
 
 
 class Transport(Protocol):
+    """What a connection needs of its transport: bytes out (coalescing them per loop turn is the
+    transport's business, midge.transport.writer), flow control, and close."""
+
     def write(self, data: bytes) -> None: ...
 
     def pause_reading(self) -> None: ...
 
     def resume_reading(self) -> None: ...
-
-    def writelines(self, data: list[bytes]) -> None: ...
 
     def close(self) -> None: ...
 
