@@ -10,6 +10,7 @@ pass.
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -83,6 +84,12 @@ def test_retained_message_expiry_counts_across_restart(memory: DurableMemoryBrok
         ("e/short", 1),
     ]
     memory.restart(down=0.7)
+    # The store's load purged the expired one from the disk (on the manual wall clock).
+    db = sqlite3.connect(memory.data_dir / "midge.db")
+    try:
+        assert [t for (t,) in db.execute("SELECT topic FROM retained")] == ["e/long"]
+    finally:
+        db.close()
     sub = memory.client(5)
     connect(sub, "sub", clean=True)
     sub.subscribe("e/#", 1)
