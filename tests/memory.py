@@ -15,6 +15,11 @@ of ``midge.broker`` goes through here. It relies on exactly:
 - ``Broker.connections``, ``.sessions`` and ``.retained``, which tests inspect through
   ``MemoryBroker.call``.
 
+:class:`DurableMemoryBroker` adds a real ``midge.store.sqlite.SqliteStore`` on a data directory,
+opened, loaded and restored as :class:`midge.server.Server` does (``open()``, ``load()``,
+``Broker(config, scheduler, authenticator, store)``, ``Broker.restore(state)``, ``start(loop)``,
+``close()``), and restarts on the same clock.
+
 Time only passes when a test calls :meth:`ManualClock.advance`. "Waiting" for the broker means
 running the callbacks that are ready (:meth:`ManualClock.run`) until there are none left: anything
 the broker will do without more time passing has then been done.
@@ -25,19 +30,30 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
+import queue
 from collections.abc import Callable
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from unittest import mock
 
+import midge.store.sqlite
 from midge.auth.base import Authenticator
 from midge.auth.files import FileAuthenticator, build_authenticator
 from midge.broker.broker import Broker
 from midge.broker.connection import Connection
 from midge.config import Config, ListenerConfig, resolve_listener
+from midge.store.sqlite import SqliteStore
+
+if TYPE_CHECKING:
+    from tests.rawclient import RawClient
 
 #: Where the manual wall clock starts (a fixed date: runs are reproducible).
 WALL_START = 1_800_000_000.0
 #: Ready callbacks run by one :meth:`ManualClock.run` at most: more is a loop that never settles.
 MAX_STEPS = 1_000_000
+#: How long :class:`StoreLoop` waits for the store's writer thread to commit a batch: a bound on
+#: a hung writer (a failure), never a wait the tests rely on.
+WRITER_TIMEOUT = 30.0
 
 
 class Handle:
@@ -67,6 +83,9 @@ class ManualClock:
         self._ready: list[Handle] = []
         self._timers: list[tuple[float, int, Handle]] = []
         self._seq = itertools.count()
+        #: Work outside the loop the broker waits for (a store's writer thread): each is called
+        #: when nothing is ready; True if it made callbacks ready (then :meth:`run` goes on).
+        self.outside: list[Callable[[], bool]] = []
 
     # -- the Scheduler protocol -----------------------------------------------------------------
 
@@ -92,16 +111,20 @@ class ManualClock:
     def run(self) -> int:
         """Run ready callbacks (and those they schedule) until none is left; how many ran."""
         steps = 0
-        while self._ready:
-            batch, self._ready = self._ready, []
-            for handle in batch:
-                if handle.cancelled:
-                    continue
-                steps += 1
-                if steps > MAX_STEPS:
-                    raise RuntimeError("the broker never settles: callbacks keep scheduling more")
-                handle.callback(*handle.args)
-        return steps
+        while True:
+            while self._ready:
+                batch, self._ready = self._ready, []
+                for handle in batch:
+                    if handle.cancelled:
+                        continue
+                    steps += 1
+                    if steps > MAX_STEPS:
+                        raise RuntimeError(
+                            "the broker never settles: callbacks keep scheduling more"
+                        )
+                    handle.callback(*handle.args)
+            if not any(wait() for wait in self.outside):
+                return steps
 
     def advance(self, seconds: float) -> None:
         """Let ``seconds`` pass: every timer due by then fires at its own time, in order, each
@@ -118,6 +141,17 @@ class ManualClock:
             self.run()
         self._now = target
         self.run()
+
+    def forget(self) -> None:
+        """Drop every timer and ready callback: what a killed process had scheduled dies with
+        it (the time goes on)."""
+        for handle in self._ready:
+            handle.cancel()
+        for _, _, handle in self._timers:
+            handle.cancel()
+        self._ready = []
+        self._timers = []
+        self.outside = []
 
     def next_timer(self) -> float | None:
         """Seconds until the next live timer is due (None if there is none)."""
@@ -328,19 +362,28 @@ class MemoryBroker:
     ``max_connection_rate``: the TCP transport's) and no store: those are tested on sockets.
     """
 
-    def __init__(self, config: Config, authenticator: Authenticator | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        authenticator: Authenticator | None = None,
+        clock: ManualClock | None = None,
+    ) -> None:
         self.config = config
-        self.clock = ManualClock()
+        self.clock = ManualClock() if clock is None else clock
         if authenticator is None:
             # As Server.start: password_file / acl_file / allow_anonymous.
             authenticator = build_authenticator(config)
             if isinstance(authenticator, FileAuthenticator):
                 authenticator.load()
-        self.broker = Broker(config, self.clock, authenticator)
+        self.authenticator = authenticator
+        self.broker = self._new_broker()
         listeners = config.listeners or [ListenerConfig()]
         self.listener = resolve_listener(config, listeners[0])
         self._peers = itertools.count(1)
         self.links: list[MemoryLink] = []
+
+    def _new_broker(self) -> Broker:
+        return Broker(self.config, self.clock, self.authenticator)
 
     def link(self) -> MemoryLink:
         """A new connection, accepted (its CONNECT timeout starts now)."""
@@ -363,3 +406,137 @@ class MemoryBroker:
         self.clock.run()
         self.broker.shutdown()
         self.clock.run()
+
+
+class StoreLoop:
+    """The ``loop`` a :class:`SqliteStore` is started on (``start(loop)``), on a
+    :class:`ManualClock`: the commit window's timer is a ready callback (a batch goes to the
+    writer thread as soon as the broker has done what it can without time passing), and the
+    writer's ``call_soon_threadsafe`` report of a committed batch is waited for, deterministically,
+    whenever the clock runs out of ready callbacks while a batch is being written. So "the broker
+    has settled" includes "what it reported to the store is committed, and the acknowledgements
+    that waited for it are sent"."""
+
+    def __init__(self, clock: ManualClock, store: SqliteStore) -> None:
+        self.clock = clock
+        self.store = store
+        self._written: queue.SimpleQueue[tuple[Callable[..., object], tuple[Any, ...]]] = (
+            queue.SimpleQueue()
+        )
+        clock.outside.append(self.wait_written)
+
+    def call_later(self, delay: float, callback: Callable[..., object], *args: Any) -> Handle:
+        return self.clock.call_soon(callback, *args)
+
+    def call_soon_threadsafe(self, callback: Callable[..., object], *args: Any) -> None:
+        self._written.put((callback, args))  # on the writer thread
+
+    def wait_written(self) -> bool:
+        """If a batch is with the writer: wait for its commit and make its report ready."""
+        if not self.store._writing:
+            return False
+        try:
+            callback, args = self._written.get(timeout=WRITER_TIMEOUT)
+        except queue.Empty:
+            raise RuntimeError("the store's writer never committed its batch") from None
+        self.clock.call_soon(callback, *args)
+        return True
+
+
+class _WallTime:
+    """``time`` for :meth:`SqliteStore.load`, which reads ``time.time()`` itself (not the
+    broker's Scheduler) to purge what expired while the broker was down: the manual wall."""
+
+    def __init__(self, clock: ManualClock) -> None:
+        self.clock = clock
+
+    def time(self) -> float:
+        return self.clock.wall()
+
+
+class DurableMemoryBroker(MemoryBroker):
+    """A :class:`MemoryBroker` with the real SQLite store on ``data_dir`` (as ``midge broker``
+    with ``data_dir``/``durability``), that is killed and restarted in process on the same
+    :class:`ManualClock`.
+
+    :meth:`kill` is what SIGKILL leaves: whatever was reported to the store is committed (a
+    settled broker has nothing uncommitted, as the process tests wait for the commit window),
+    then nothing more runs: no shutdown, no will, no timer of the dead broker fires, its clients
+    read EOF. :meth:`restart` kills it (if running), lets ``down`` seconds pass (wall and
+    monotonic time) and opens the same directory into a new Broker, as ``Server.start``.
+    """
+
+    def __init__(
+        self,
+        data_dir: Path,
+        config: Config | None = None,
+        authenticator: Authenticator | None = None,
+        clock: ManualClock | None = None,
+    ) -> None:
+        if config is None:
+            # As tests.durability.harness.DurableBroker: no limits that drop messages.
+            config = Config(max_queued_messages=0, max_inflight_messages=0)
+        self.data_dir = data_dir
+        config.data_dir = str(data_dir)
+        if config.durability == "none":
+            config.durability = "fsync"
+        self.store: SqliteStore | None = None
+        self.running = False
+        super().__init__(config, authenticator, clock)
+
+    def _new_broker(self) -> Broker:
+        store = SqliteStore(str(self.data_dir), self.config.durability)
+        store.open()
+        try:
+            with mock.patch.object(midge.store.sqlite, "time", _WallTime(self.clock)):
+                state = store.load()
+            broker = Broker(self.config, self.clock, self.authenticator, store)
+            broker.restore(state)
+        except BaseException:
+            store.close()
+            raise
+        store.start(StoreLoop(self.clock, store))  # type: ignore[arg-type]
+        self.store = store
+        self.running = True
+        self.clock.advance(0)  # what is already due (wills, sessions that expired) happens now
+        return broker
+
+    def client(self, version: int = 4) -> RawClient:
+        from tests.rawclient import RawClient  # it imports this module
+
+        return RawClient(self.link(), version=version)
+
+    def settle(self) -> None:
+        """Let the broker do all it can without time passing, its store commits included."""
+        self.clock.run()
+
+    def kill(self) -> None:
+        if not self.running:
+            return
+        self.clock.run()
+        assert self.store is not None
+        assert not self.store.pending, "a settled broker has committed everything"
+        self.store.close()
+        self.store = None
+        for link in self.links:
+            link.server_closed = True  # the process is gone: its clients read EOF
+            link.connection = None
+        self.links = []
+        self.clock.forget()
+        self.running = False
+
+    def restart(self, down: float = 0.0) -> None:
+        self.kill()
+        self.clock.advance(down)
+        self.broker = self._new_broker()
+
+    def stop(self) -> None:
+        """As Server.stop: publish wills, disconnect everyone, close the store."""
+        if not self.running:
+            return
+        super().stop()
+        assert self.store is not None
+        self.store.close()
+        self.store = None
+        self.clock.forget()
+        self.running = False

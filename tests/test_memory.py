@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import sqlite3
+from pathlib import Path
+
+import pytest
+
 from midge.auth.base import Authenticator, Capability, ConnectRequest
 from midge.codec.packets import Connack, Connect, Pingreq, Pingresp, Publish
+from midge.codec.properties import Prop
 from midge.config import Config
-from tests.memory import ManualClock, ManualPending, MemoryBroker
+from tests.memory import DurableMemoryBroker, ManualClock, ManualPending, MemoryBroker
 from tests.rawclient import Closed, RawClient
 
 
@@ -91,3 +97,40 @@ def test_a_pending_authentication_is_decided_by_the_test() -> None:
         pass
     else:
         raise AssertionError("a refused client stays connected")
+
+
+def test_durable_broker_acknowledges_after_the_commit_and_restarts_on_the_same_clock(
+    tmp_path: Path,
+) -> None:
+    """DurableMemoryBroker: a PUBACK (which waits for the store's commit) is there as soon as the
+    broker settles, and the row is then on disk; a kill leaves no timer of the dead broker and its
+    clients read EOF; the restart keeps the clock's time and restores from the directory."""
+    memory = DurableMemoryBroker(tmp_path)
+    try:
+        sub = memory.client(5)
+        sub.connect5("sub", clean_start=False, properties={Prop.SESSION_EXPIRY_INTERVAL: 60})
+        sub.subscribe("t", 1)
+        sub.disconnect()
+        pub = memory.client(5)
+        pub.connect5("pub")
+        pub.publish("t", b"kept", qos=1)  # waits for the PUBACK
+        db = sqlite3.connect(tmp_path / "midge.db")
+        try:
+            assert db.execute("SELECT count(*) FROM deliveries").fetchone()[0] == 1
+        finally:
+            db.close()
+        assert memory.clock.next_timer() is not None  # the session's expiry, the sweep
+        wall = memory.clock.wall()
+        memory.kill()
+        assert memory.clock.next_timer() is None
+        with pytest.raises(Closed):
+            pub.recv()
+        memory.restart(down=2.0)
+        assert memory.clock.wall() == wall + 2.0
+        again = memory.client(5)
+        assert again.connect5("sub", clean_start=False).session_present
+        assert again.expect(Publish).payload == b"kept"
+        memory.advance(60.0)
+        assert memory.call(lambda: "sub" in memory.broker.sessions)  # attached: no expiry
+    finally:
+        memory.stop()
