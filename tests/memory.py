@@ -34,9 +34,7 @@ import queue
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from unittest import mock
 
-import midge.store.sqlite
 from midge.auth.base import Authenticator
 from midge.auth.files import FileAuthenticator, build_authenticator
 from midge.broker.broker import Broker
@@ -443,17 +441,6 @@ class StoreLoop:
         return True
 
 
-class _WallTime:
-    """``time`` for :meth:`SqliteStore.load`, which reads ``time.time()`` itself (not the
-    broker's Scheduler) to purge what expired while the broker was down: the manual wall."""
-
-    def __init__(self, clock: ManualClock) -> None:
-        self.clock = clock
-
-    def time(self) -> float:
-        return self.clock.wall()
-
-
 class DurableMemoryBroker(MemoryBroker):
     """A :class:`MemoryBroker` with the real SQLite store on ``data_dir`` (as ``midge broker``
     with ``data_dir``/``durability``), that is killed and restarted in process on the same
@@ -488,8 +475,7 @@ class DurableMemoryBroker(MemoryBroker):
         store = SqliteStore(str(self.data_dir), self.config.durability)
         store.open()
         try:
-            with mock.patch.object(midge.store.sqlite, "time", _WallTime(self.clock)):
-                state = store.load()
+            state = store.load(self.clock.wall())
             broker = Broker(self.config, self.clock, self.authenticator, store)
             broker.restore(state)
         except BaseException:

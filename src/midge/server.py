@@ -118,8 +118,9 @@ class Server:
             sqlite_store = SqliteStore(config.data_dir, config.durability)
             sqlite_store.open()
             try:
-                restored = sqlite_store.load()
-                self.broker = Broker(config, LoopClock(loop), self.auth, sqlite_store)
+                clock = LoopClock(loop)
+                restored = sqlite_store.load(clock.wall())
+                self.broker = Broker(config, clock, self.auth, sqlite_store)
                 self.broker.restore(restored)
             except BaseException:
                 sqlite_store.close()

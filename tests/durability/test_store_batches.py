@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -37,7 +38,7 @@ def run(tmp_path: Path, *batches: Callable[[SqliteStore], None]) -> list[tuple[i
     CHANGES.clear()
     store = SqliteStore(str(tmp_path))
     store.open()
-    store.load()
+    store.load(time.time())
     seen: list[tuple[int, int]] = []
 
     async def go() -> None:
@@ -177,7 +178,7 @@ def test_many_rows_in_one_batch_keep_their_order(tmp_path: Path) -> None:
     store = SqliteStore(str(tmp_path))
     store.open()
     try:
-        (restored,) = store.load().sessions
+        (restored,) = store.load(time.time()).sessions
     finally:
         store.close()
     assert [(d[0].topic, d[0].payload, d[3]) for d in restored.queue] == [
@@ -200,7 +201,7 @@ def test_a_database_without_session_users_is_upgraded(tmp_path: Path) -> None:
     store = SqliteStore(str(tmp_path))
     store.open()
     try:
-        (session,) = store.load().sessions
+        (session,) = store.load(time.time()).sessions
     finally:
         store.close()
     assert (session.client_id, session.username) == ("old", None)

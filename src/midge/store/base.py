@@ -72,8 +72,9 @@ class Store(Protocol):
         """Changes have been reported that are not known to be durable yet."""
         ...
 
-    def load(self) -> StoreState:
-        """The state to restore at start-up (before any client connects)."""
+    def load(self, now: float) -> StoreState:
+        """The state to restore at start-up (before any client connects); what expired by
+        ``now`` (wall-clock seconds, the broker's Scheduler.wall()) is purged, not restored."""
         ...
 
     def commit(self, callback: Callable[[], None]) -> None:

@@ -23,7 +23,7 @@ class MemoryStore:
     def pending(self) -> bool:
         return False
 
-    def load(self) -> StoreState:
+    def load(self, now: float) -> StoreState:
         return StoreState()
 
     def commit(self, callback: Callable[[], None]) -> None:

@@ -29,7 +29,6 @@ import os
 import queue
 import sqlite3
 import threading
-import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -367,11 +366,11 @@ class SqliteStore:
 
     # -- loading -------------------------------------------------------------------------------
 
-    def load(self) -> StoreState:
-        """Read everything back; expired messages, sessions and orphans are purged first."""
+    def load(self, now: float) -> StoreState:
+        """Read everything back; what expired by ``now`` (wall clock, from the broker's
+        Scheduler), and orphans, are purged first."""
         db = self._db
         assert db is not None, "open() first"
-        now = time.time()
         state = StoreState()
         try:
             db.execute("BEGIN")
