@@ -8,7 +8,7 @@ of ``midge.broker`` goes through here. It relies on exactly:
   return a handle with ``cancel()``), ``time()``; :class:`ManualClock` also has ``wall()``;
 - ``Connection(broker, transport, listener, peer)``, ``Connection.data_received(bytes)``,
   ``Connection.eof_received()``, ``Connection.connection_lost(exc)``, and the ``Transport``
-  protocol (``write``, ``writelines``, ``close``, ``pause_reading``, ``resume_reading``,
+  protocol (``write``, ``close``, ``pause_reading``, ``resume_reading``,
   ``get_write_buffer_size``);
 - ``midge.auth.files.build_authenticator`` (and ``FileAuthenticator.load()``) and
   ``midge.config.resolve_listener``, as :class:`midge.server.Server` uses them;
@@ -263,9 +263,6 @@ class MemoryLink:
         if not self.server_closed and not self.client_closed:
             self._outbox += data
 
-    def writelines(self, data: list[bytes]) -> None:
-        self.write(b"".join(data))
-
     def close_transport(self) -> None:
         if not self.server_closed:
             self.server_closed = True
@@ -334,9 +331,6 @@ class _ServerEnd:
 
     def write(self, data: bytes) -> None:
         self._link.write(data)
-
-    def writelines(self, data: list[bytes]) -> None:
-        self._link.writelines(data)
 
     def close(self) -> None:
         self._link.close_transport()

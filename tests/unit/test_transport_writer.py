@@ -62,7 +62,8 @@ def test_one_socket_write_per_loop_turn() -> None:
         b = CoalescingTransport(raw[1][0], turn)
         a.write(b"1")
         b.write(b"x")
-        a.writelines([b"2", b"3"])
+        a.write(b"2")
+        a.write(b"3")
         a.write(b"4")
         assert calls == []  # nothing before the end of the turn
         assert await _read(raw[0][1], 4) == b"1234"

@@ -6,8 +6,8 @@ timers' own clock) and ``wall()`` (seconds since the epoch: message expiry, dela
 session expiry, which must survive a restart and so are stored as wall-clock times).
 
 In production :class:`midge.transport.clock.LoopClock` adapts the asyncio loop (``midge.server``
-builds it); tests may
-pass a manual clock implementing the same four methods and advance it by hand.
+builds it); tests may pass a manual clock implementing the same four methods and advance it by
+hand (tests/memory.py).
 """
 
 from __future__ import annotations

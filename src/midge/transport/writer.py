@@ -55,15 +55,6 @@ class CoalescingTransport(NativeWriter):
         else:
             out.append(data)
 
-    def writelines(self, data: list[bytes]) -> None:
-        if data:
-            out = self.out
-            if out is None:
-                self.out = list(data)
-                self.turn.add(self)
-            else:
-                out.extend(data)
-
     def flush(self) -> None:
         out = self.out
         if out is not None:
