@@ -204,7 +204,9 @@ class FileAuthenticator(Authenticator):
                 return Reason.NOT_AUTHORIZED
         elif domain.passwords is not None:
             entry = domain.passwords.users.get(username)
-            if entry is None or request.password is None or not entry.verify(request.password):
+            # A zero-length password never authenticates, whatever the file holds (Mosquitto 2
+            # refuses it too, even for a user whose hash is the empty string's).
+            if entry is None or not request.password or not entry.verify(request.password):
                 return Reason.NOT_AUTHORIZED
         elif not self.usernames_elsewhere and not self._anonymous(domain, request.listener):
             # Mosquitto: without a password file (and no plugin checking passwords) a username

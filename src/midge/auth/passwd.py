@@ -126,9 +126,10 @@ class PasswordFile:
     lines: dict[str, int]
 
     def check(self, username: str, password: bytes | None) -> bool:
-        """Mosquitto's rule: the user must be in the file and the password must match."""
+        """Mosquitto's rule: the user must be in the file and the password must match; a
+        zero-length password never does."""
         entry = self.users.get(username)
-        if entry is None or password is None:
+        if entry is None or not password:
             return False
         return entry.verify(password)
 
