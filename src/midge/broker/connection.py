@@ -21,6 +21,7 @@ in comments are MQTT 3.1.1's unless marked v5.
 from __future__ import annotations
 
 import logging
+import os
 import uuid
 from collections.abc import Callable
 from typing import Any, Final, Protocol
@@ -121,6 +122,12 @@ def _reserved_for_server(topic: str) -> bool:
             and topic.count("/") == 4
         )
     return topic.startswith("$share")
+
+
+def _random_id() -> str:
+    """An assigned client id's random part, in Mosquitto 2's form: 16 random bytes as upper-case
+    hex in 8-4-4-4-12 groups (``5D43402F-65F6-C268-033F-EAFD134BB6ED``), after the prefix."""
+    return str(uuid.UUID(bytes=os.urandom(16))).upper()
 
 
 class ProtocolViolation(Exception):
@@ -375,7 +382,7 @@ class Connection:
             prefix = listener.auto_id_prefix
             if prefix is None:
                 prefix = config.auto_id_prefix
-            client_id = prefix + uuid.uuid4().hex
+            client_id = prefix + _random_id()
             assigned = True
         if p.will is not None:
             w = p.will
