@@ -389,7 +389,8 @@ def _publish(buf: bytes, pos: int, end: int, flags: int, version: int) -> Publis
             raise _short("packet identifier")
         packet_id = (buf[pos] << 8) | buf[pos + 1]
         if not packet_id:
-            raise MalformedPacket("PUBLISH packet identifier 0 (MQTT-2.3.1-1)")
+            # MQTT-2.3.1-1 names no code; Mosquitto 2.0.11 answers 0x82 (Protocol Error).
+            raise ProtocolError("PUBLISH packet identifier 0 (MQTT-2.3.1-1)")
         pos += 2
     if version == MQTT5:
         if pos < end and buf[pos] == 0:
@@ -406,7 +407,8 @@ def _publish(buf: bytes, pos: int, end: int, flags: int, version: int) -> Publis
         if not topic:
             raise TopicNameInvalid("empty topic name (MQTT-4.7.3-1)")
     if "+" in topic or "#" in topic:
-        raise TopicNameInvalid(f"topic name {topic!r} contains a wildcard (MQTT-3.3.2-2)")
+        # MQTT-3.3.2-2 names no code; Mosquitto 2.0.11 answers 0x82 (Protocol Error).
+        raise ProtocolError(f"topic name {topic!r} contains a wildcard (MQTT-3.3.2-2)")
     return Publish(topic, buf[pos:end], qos, bool(flags & 0x01), dup, packet_id, props)
 
 
@@ -454,16 +456,17 @@ def _subscribe(buf: bytes, pos: int, end: int, flags: int, version: int) -> Subs
         pos += 1
         qos = opts & 0x03
         if qos == 3:
-            if version == MQTT5:
-                # v5 3.8.3.1: "It is a Protocol Error if the Maximum QoS field has the value 3".
-                raise ProtocolError("SUBSCRIBE Maximum QoS 3 (MQTT 5 3.8.3.1)")
-            raise MalformedPacket("SUBSCRIBE requested QoS 3 (MQTT-3.8.3-4)")
+            # v5 3.8.3.1 calls it a Protocol Error, v3.1.1 (MQTT-3.8.3-4) malformed; Mosquitto
+            # 2.0.11 answers 0x81 (Malformed Packet) in v5, and either code closes the connection
+            # (MQTT 5 4.13), so midge answers as Mosquitto does.
+            raise MalformedPacket("SUBSCRIBE requested QoS 3 (MQTT-3.8.3-4, MQTT 5 3.8.3.1)")
         if version == MQTT5:
             if opts & 0xC0:
                 raise MalformedPacket("SUBSCRIBE options reserved bits set (MQTT-3.8.3-5)")
             rh = (opts >> 4) & 0x03
             if rh == 3:
-                raise ProtocolError("SUBSCRIBE retain handling 3 (MQTT 5.0 section 3.8.3.1)")
+                # A Protocol Error in the spec; 0x81 as Mosquitto 2.0.11 answers (see QoS 3).
+                raise MalformedPacket("SUBSCRIBE retain handling 3 (MQTT 5.0 section 3.8.3.1)")
             validate_topic_filter(flt)
             no_local = bool(opts & 0x04)
             if no_local and flt.startswith("$share/"):
@@ -475,7 +478,8 @@ def _subscribe(buf: bytes, pos: int, end: int, flags: int, version: int) -> Subs
             validate_topic_filter(flt)
             subs.append(Subscription(flt, qos))
     if not subs:
-        raise ProtocolError("SUBSCRIBE with no topic filters (MQTT-3.8.3-3)")
+        # A Protocol Error in the spec; 0x81 as Mosquitto 2.0.11 answers (see QoS 3).
+        raise MalformedPacket("SUBSCRIBE with no topic filters (MQTT-3.8.3-3)")
     return Subscribe(packet_id, subs, props)
 
 
@@ -504,7 +508,8 @@ def _unsubscribe(buf: bytes, pos: int, end: int, flags: int, version: int) -> Un
         validate_topic_filter(flt)
         filters.append(flt)
     if not filters:
-        raise ProtocolError("UNSUBSCRIBE with no topic filters (MQTT-3.10.3-2)")
+        # A Protocol Error in the spec; 0x81 as Mosquitto 2.0.11 answers (see SUBSCRIBE).
+        raise MalformedPacket("UNSUBSCRIBE with no topic filters (MQTT-3.10.3-2)")
     return Unsubscribe(packet_id, filters, props)
 
 
