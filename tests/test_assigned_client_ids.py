@@ -5,19 +5,12 @@ mosquitto is asked for one over the same raw CONNECT, and both must match the sa
 from __future__ import annotations
 
 import re
-import shutil
-import subprocess
-import time
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
 
 from midge.codec.packets import Connack, Connect
 from midge.codec.properties import Prop
 from midge.config import Config
+from tests.differential.harness import mosquitto, needs_mosquitto
 from tests.memory import MemoryBroker
-from tests.procbroker import free_port
 from tests.rawclient import RawClient
 
 FORM = re.compile(r"auto-[0-9A-F]{8}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{12}")
@@ -42,33 +35,11 @@ def test_midge_assigns_ids_of_mosquittos_form() -> None:
         assert FORM.fullmatch(cid), cid
 
 
-@pytest.fixture
-def mosquitto(tmp_path: Path) -> Iterator[int]:
-    exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-    if not Path(exe).exists():
-        pytest.skip("mosquitto is not installed (make debs)")
-    port = free_port()
-    conf = tmp_path / "m.conf"
-    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\n")
-    proc = subprocess.Popen([exe, "-c", str(conf)], stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 5
-        while True:
-            try:
-                RawClient("127.0.0.1", port).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "mosquitto did not start"
-                time.sleep(0.05)
-        yield port
-    finally:
-        proc.terminate()
-        proc.wait(10)
-
-
-def test_mosquitto_assigns_ids_of_that_form(mosquitto: int) -> None:
-    client = RawClient("127.0.0.1", mosquitto, version=5)
-    try:
-        assert FORM.fullmatch(_assigned(client))
-    finally:
-        client.close()
+@needs_mosquitto
+def test_mosquitto_assigns_ids_of_that_form() -> None:
+    with mosquitto(["allow_anonymous true"]) as port:
+        client = RawClient("127.0.0.1", port, version=5)
+        try:
+            assert FORM.fullmatch(_assigned(client))
+        finally:
+            client.close()

@@ -7,19 +7,17 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
 from midge.codec.packets import Connect
-from tests.procbroker import ProcBroker, free_port
+from tests.differential.harness import midge, mosquitto
 from tests.rawclient import RawClient, read_raw_packet
 
 pytestmark = pytest.mark.skipif(
     shutil.which("mosquitto_passwd") is None, reason="mosquitto is not installed (make debs)"
 )
-MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 
 
 def _connacks(port: int) -> list[bytes]:
@@ -39,37 +37,20 @@ def _connacks(port: int) -> list[bytes]:
 
 
 @pytest.fixture
-def conf(shared_dir: Path) -> tuple[Path, int]:
-    passwd = shared_dir / "passwd"
-    subprocess.run(["mosquitto_passwd", "-c", "-b", str(passwd), "empty", ""], check=True)
-    subprocess.run(["mosquitto_passwd", "-b", str(passwd), "full", "secret"], check=True)
-    os.chmod(passwd, 0o644)
-    port = free_port()
-    conf = shared_dir / "mosquitto.conf"
-    conf.write_text(f"listener {port} 127.0.0.1\npassword_file {passwd}\n")
-    return conf, port
+def passwd(shared_dir: Path) -> Path:
+    path = shared_dir / "passwd"
+    subprocess.run(["mosquitto_passwd", "-c", "-b", str(path), "empty", ""], check=True)
+    subprocess.run(["mosquitto_passwd", "-b", str(path), "full", "secret"], check=True)
+    os.chmod(path, 0o644)
+    return path
 
 
-def test_empty_password_is_refused_as_mosquitto_refuses_it(conf: tuple[Path, int]) -> None:
-    path, port = conf
-    proc = subprocess.Popen([MOSQUITTO, "-c", str(path)], stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 5
-        while True:
-            try:
-                RawClient("127.0.0.1", port).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "mosquitto did not start"
-                time.sleep(0.05)
+def test_empty_password_is_refused_as_mosquitto_refuses_it(passwd: Path) -> None:
+    lines = [f"password_file {passwd}"]
+    with mosquitto(lines) as port:
         theirs = _connacks(port)
-    finally:
-        proc.terminate()
-        proc.wait(10)
-    with ProcBroker(["-c", str(path)]) as broker:
-        broker.wait_listening()
+    with midge(lines) as port:
         ours = _connacks(port)
-        assert broker.stop() == 0
     # Byte for byte, but for the properties of the accepting v5 CONNACK (their order is
     # another point of issue 11): its reason code must agree.
     assert ours[:4] == theirs[:4]
