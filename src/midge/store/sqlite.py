@@ -16,8 +16,8 @@ the file does not grow without bound under churn.
 The data directory holds ``midge.db`` (with its ``-wal`` and ``-shm``) and ``midge.lock``, held
 with an exclusive ``flock`` while the broker runs (another database name, Mosquitto's
 ``persistence_file``, names its lock the same way: ``mosquitto.db``, ``mosquitto.lock``): a second
-broker on the same directory stops at start. A database that cannot be opened, is locked, is not
-SQLite (Mosquitto's own file), or fails its check stops the broker at start with a
+broker on the same directory stops at start. A database that cannot be opened, is locked, is
+Mosquitto's own file, or fails its check stops the broker at start with a
 :class:`~midge.store.base.StoreError` naming the file and the fix: it never starts empty.
 """
 
@@ -215,26 +215,24 @@ def _write(db: sqlite3.Connection, ops: Ops) -> None:
     db.execute("COMMIT")
 
 
-#: The first bytes of every SQLite 3 database file.
-SQLITE_MAGIC = b"SQLite format 3\x00"
+#: The first bytes of a database Mosquitto wrote (its ``mosquitto.db``).
+MOSQUITTO_MAGIC = b"\x00\xb5\x00mosquitto db"
 
 
-def _check_is_sqlite(path: str) -> None:
-    """Refuse a file that is not SQLite (Mosquitto's own ``mosquitto.db``, under a
-    mosquitto.conf that names it) before SQLite gets to touch it."""
+def _check_not_mosquitto(path: str) -> None:
+    """Refuse Mosquitto's own database (a mosquitto.conf with ``persistence true`` names
+    ``mosquitto.db`` by default) before SQLite gets to touch it; any other file that is not
+    SQLite is reported by the checks that follow."""
     try:
         with open(path, "rb") as f:
-            head = f.read(len(SQLITE_MAGIC))
-    except FileNotFoundError:
-        return
-    except OSError as exc:
-        raise StoreError(f"cannot read database {path}: {exc.strerror or exc}") from None
-    if head and head != SQLITE_MAGIC:
-        what = " (it looks like Mosquitto's)" if b"mosquitto" in head else ""
+            head = f.read(len(MOSQUITTO_MAGIC))
+    except OSError:
+        return  # missing (a new database) or unreadable: the checks that follow say which
+    if head == MOSQUITTO_MAGIC:
         raise StoreError(
-            f"{path} is not a midge database{what}: midge keeps its state in SQLite, its own "
-            "format, and cannot read another broker's file; move the file away (midge then "
-            "starts empty) or set persistence_file (or persistence_location) to another name"
+            f"{path} is Mosquitto's database, not midge's: midge keeps its state in its own "
+            "SQLite format and cannot read it; move it away (midge then starts empty) or set "
+            "persistence_file (or persistence_location) to another name"
         )
 
 
@@ -333,7 +331,7 @@ class SqliteStore:
                 f"cannot open database {path}: permission denied; "
                 "give the broker read and write access to it"
             )
-        _check_is_sqlite(path)
+        _check_not_mosquitto(path)
         try:
             db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         except sqlite3.Error as exc:
