@@ -173,9 +173,14 @@ def _durable_by_default(config: Config) -> None:
     if config.durability == "none":
         return
     if config.workers > 1:
-        if config.data_dir is not None:
+        if config.data_dir is not None or config.persistence_file is not None:
+            named = (
+                f"data_dir {config.data_dir}"
+                if config.data_dir is not None
+                else f"persistence_file {config.persistence_file}"
+            )
             raise ConfigError(
-                f"persistence (data_dir {config.data_dir}) does not work with {config.workers} "
+                f"persistence ({named}) does not work with {config.workers} "
                 "workers yet: set 'persistence false' (or durability = \"none\") or use one worker",
                 config.source,
             )

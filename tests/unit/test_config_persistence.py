@@ -40,6 +40,16 @@ def test_cli_workers_with_explicit_data_dir_is_an_error() -> None:
         _durable_by_default(c)
 
 
+def test_cli_workers_with_explicit_persistence_file_is_an_error() -> None:
+    c = parse_mosquitto_conf("workers 2\npersistence true\npersistence_file m.db\n")
+    with pytest.raises(ConfigError, match=r"persistence_file m\.db\) does not work with 2"):
+        _durable_by_default(c)
+    # Without a name, Mosquitto's default location gives way to memory, with a notice.
+    c = parse_mosquitto_conf("workers 2\npersistence true\n")
+    _durable_by_default(c)
+    assert c.durability == "none" and any("2 workers" in n for n in c.notices)
+
+
 @pytest.mark.parametrize(
     ("text", "durability", "data_dir"),
     [

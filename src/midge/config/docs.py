@@ -236,7 +236,7 @@ acknowledges it, which is stronger than either.
 
 A `Config()` built in code (the in-process brokers of the tests) has no `data_dir` and keeps
 everything in memory. With `workers` above 1, persistence is off (a notice says so); an
-explicit `data_dir` with several workers is an error, as they cannot share one database yet.""",
+explicit `data_dir` or `persistence_file` with several workers is an error, as they cannot share one database yet.""",
     ),
     Section("logging", "Logging (global)"),
     Section("processes", "Processes (global)"),
