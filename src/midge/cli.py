@@ -24,6 +24,9 @@ from midge.bench import cli as bench_cli
 from midge.build import describe
 from midge.config import (
     DEFAULT_DATA_DIR,
+    DEFAULT_DB_NAME,
+    MOSQUITTO_DATA_DIR,
+    MOSQUITTO_DB_NAME,
     Config,
     ConfigError,
     apply_cli_overrides,
@@ -161,15 +164,23 @@ def run_broker(
 
 def _durable_by_default(config: Config) -> None:
     """The broker keeps its state in SQLite in ./data unless told otherwise (``persistence
-    false`` or ``durability = "none"``, or another ``data_dir``). Several workers cannot share one
-    database yet: with ``--workers N`` the default is memory (with a notice), and an explicit
-    data_dir is an error."""
+    false`` or ``durability = "none"``, or another ``data_dir``). Under a mosquitto.conf the reader
+    has already turned persistence off unless the file turns it on; when it is on, the database is
+    Mosquitto's default, ``mosquitto.db`` in the current directory, unless ``persistence_file`` or
+    ``persistence_location`` say otherwise. Several workers cannot share one database yet: with
+    ``--workers N`` the default is memory (with a notice), and an explicit data_dir is an
+    error."""
     if config.durability == "none":
         return
     if config.workers > 1:
-        if config.data_dir is not None:
+        if config.data_dir is not None or config.persistence_file is not None:
+            named = (
+                f"data_dir {config.data_dir}"
+                if config.data_dir is not None
+                else f"persistence_file {config.persistence_file}"
+            )
             raise ConfigError(
-                f"persistence (data_dir {config.data_dir}) does not work with {config.workers} "
+                f"persistence ({named}) does not work with {config.workers} "
                 "workers yet: set 'persistence false' (or durability = \"none\") or use one worker",
                 config.source,
             )
@@ -180,7 +191,9 @@ def _durable_by_default(config: Config) -> None:
         )
         return
     if config.data_dir is None:
-        config.data_dir = DEFAULT_DATA_DIR
+        config.data_dir = MOSQUITTO_DATA_DIR if config.mosquitto_conf else DEFAULT_DATA_DIR
+    if config.persistence_file is None:
+        config.persistence_file = MOSQUITTO_DB_NAME if config.mosquitto_conf else DEFAULT_DB_NAME
 
 
 async def _serve(config: Config) -> int:

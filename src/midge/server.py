@@ -19,7 +19,7 @@ from midge.auth.base import AuthChain, Authenticator, Capability
 from midge.auth.files import FileAuthenticator, anonymous_notices, build_authenticator
 from midge.broker.broker import Broker
 from midge.cluster.router import Router
-from midge.config import Config, ConfigError, resolve_listener
+from midge.config import DEFAULT_DB_NAME, Config, ConfigError, resolve_listener
 from midge.store.base import Store
 from midge.transport.clock import LoopClock
 from midge.transport.tcp import ConnectionLimits, ListenerState, listen
@@ -115,7 +115,9 @@ class Server:
         if config.data_dir and config.durability != "none":
             from midge.store.sqlite import SqliteStore
 
-            sqlite_store = SqliteStore(config.data_dir, config.durability)
+            sqlite_store = SqliteStore(
+                config.data_dir, config.durability, config.persistence_file or DEFAULT_DB_NAME
+            )
             sqlite_store.open()
             try:
                 clock = LoopClock(loop)

@@ -40,6 +40,16 @@ def test_cli_workers_with_explicit_data_dir_is_an_error() -> None:
         _durable_by_default(c)
 
 
+def test_cli_workers_with_explicit_persistence_file_is_an_error() -> None:
+    c = parse_mosquitto_conf("workers 2\npersistence true\npersistence_file m.db\n")
+    with pytest.raises(ConfigError, match=r"persistence_file m\.db\) does not work with 2"):
+        _durable_by_default(c)
+    # Without a name, Mosquitto's default location gives way to memory, with a notice.
+    c = parse_mosquitto_conf("workers 2\npersistence true\n")
+    _durable_by_default(c)
+    assert c.durability == "none" and any("2 workers" in n for n in c.notices)
+
+
 @pytest.mark.parametrize(
     ("text", "durability", "data_dir"),
     [
@@ -82,14 +92,84 @@ def test_bad_durability_is_named() -> None:
 
 
 def test_autosave_options_are_accepted_with_a_notice() -> None:
-    c = parse_mosquitto_conf("autosave_interval 1800\nautosave_on_changes false\n", "m.conf")
+    c = parse_mosquitto_conf(
+        "persistence true\nautosave_interval 1800\nautosave_on_changes false\n", "m.conf"
+    )
     assert len(c.notices) == 2 and "autosave_interval" in c.notices[0]
     assert "group commit" in c.notices[0]
+    assert c.durability == "fsync"
 
 
-def test_persistence_file_is_refused_with_the_reason() -> None:
-    with pytest.raises(ConfigError, match=r"midge\.db"):
-        parse_mosquitto_conf("persistence_file mosquitto.db\n")
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "listener 1883\nallow_anonymous true\n",
+        "persistence_location /var/lib/mosquitto/\n",
+        "autosave_interval 60\n",
+    ],
+)
+def test_mosquitto_conf_without_persistence_true_keeps_nothing(text: str) -> None:
+    """Issue 11: Mosquitto's default is ``persistence false``, and so is midge's under a conf."""
+    c = parse_mosquitto_conf(text)
+    _durable_by_default(c)
+    assert c.durability == "none"
+
+
+def test_location_without_persistence_says_it_has_no_effect() -> None:
+    c = parse_mosquitto_conf(
+        "persistence_location /var/lib/mosquitto/\npersistence_file m.db\n", "m.conf"
+    )
+    assert c.durability == "none"
+    assert [n.split(": ", 1)[0] for n in c.notices] == ["m.conf:1", "m.conf:2"]
+    assert "'persistence_location' has no effect" in c.notices[0]
+    assert "persistence true" in c.notices[0]
+
+
+@pytest.mark.parametrize(
+    ("text", "durability", "data_dir", "db_file"),
+    [
+        # Mosquitto's defaults: mosquitto.db in the current directory.
+        ("persistence true\n", "fsync", ".", "mosquitto.db"),
+        (
+            "persistence true\npersistence_location /var/lib/m/\npersistence_file s.db\n",
+            "fsync",
+            "/var/lib/m/",
+            "s.db",
+        ),
+        ("retained_persistence true\npersistence_file s.db\n", "fsync", ".", "s.db"),
+        # midge's own options turn it on too, and keep their meaning.
+        ("durability os\ndata_dir /srv/midge\n", "os", "/srv/midge", "mosquitto.db"),
+        ("durability fsync\n", "fsync", ".", "mosquitto.db"),
+        ("persistence true\npersistence false\n", "none", None, None),
+        ("persistence true\ndurability none\n", "none", None, None),
+    ],
+)
+def test_cli_under_mosquitto_conf(
+    text: str, durability: str, data_dir: str | None, db_file: str | None
+) -> None:
+    c = parse_mosquitto_conf(text)
+    _durable_by_default(c)
+    assert (c.durability, c.data_dir, c.persistence_file) == (durability, data_dir, db_file)
+
+
+@pytest.mark.parametrize(
+    ("text", "data_dir", "db_file"),
+    [
+        ("", "./data", "midge.db"),
+        ('persistence_file = "x.db"\n', "./data", "x.db"),
+        ('persistence_location = "/m"\n', "/m", "midge.db"),
+    ],
+)
+def test_cli_under_toml_stays_durable(text: str, data_dir: str, db_file: str) -> None:
+    c = parse_toml(text)
+    _durable_by_default(c)
+    assert (c.durability, c.data_dir, c.persistence_file) == ("fsync", data_dir, db_file)
+
+
+def test_persistence_file_given_twice_is_an_error() -> None:
+    with pytest.raises(ConfigError, match="given twice"):
+        parse_mosquitto_conf("persistence_file a.db\npersistence_file b.db\n")
 
 
 def test_data_dir_given_twice_is_an_error() -> None:

@@ -64,6 +64,9 @@ from midge.config.checks import (
 from midge.config.errors import ConfigError
 from midge.config.model import (
     DEFAULT_DATA_DIR,
+    DEFAULT_DB_NAME,
+    MOSQUITTO_DATA_DIR,
+    MOSQUITTO_DB_NAME,
     Config,
     ListenerConfig,
     apply_cli_overrides,
@@ -97,10 +100,13 @@ def load_config(path: str) -> Config:
 
 __all__ = [
     "DEFAULT_DATA_DIR",
+    "DEFAULT_DB_NAME",
     "DEFAULT_LOG_TYPES",
     "DURABILITIES",
     "LOG_TYPES",
     "MAX_PAYLOAD",
+    "MOSQUITTO_DATA_DIR",
+    "MOSQUITTO_DB_NAME",
     "TLS_OPTIONS",
     "TLS_VERSIONS",
     "UNLIMITED_PACKET_SIZE",

@@ -43,7 +43,8 @@ midge reads two formats, and both produce the same typed `Config` (`src/midge/co
 other name is `mosquitto.conf`. Without `-c`, midge runs with the defaults below, which are
 Mosquitto 2's: one listener on `127.0.0.1:1883`; and, unlike Mosquitto, it is durable by default:
 its state is kept in SQLite in `./data` (see [Persistence](#persistence-global) and
-[durability.md](durability.md)).
+[durability.md](durability.md)). The same holds with a TOML file. A `mosquitto.conf` means what it
+means to Mosquitto: persistence is off unless it says `persistence true`.
 
 Nothing in a configuration file is silently ignored. Every problem stops the broker with a message
 that names the file, the line, the option and the fix, for example:
@@ -223,10 +224,19 @@ limit, the default.""",
         "persistence",
         "Persistence (global)",
         intro=r"""See [durability.md](durability.md) for what is kept, the guarantee and the failure modes.""",
-        footer=r"""A `Config()` built in code (the in-process brokers of the tests) has no `data_dir` and keeps
-everything in memory; `midge broker` fills in `./data` when the configuration names no directory
-and persistence is not off. With `workers` above 1, persistence is off (a notice says so); an
-explicit `data_dir` with several workers is an error, as they cannot share one database yet.""",
+        footer=r"""With no file or a TOML file, `midge broker` is durable: it keeps its state in `./data/midge.db`
+unless told otherwise. Under a `mosquitto.conf` it follows Mosquitto's defaults: nothing survives
+a restart (no session, no retained message) unless the file says `persistence true` (or sets
+midge's own `durability fsync` or `os`); then the database is `persistence_location` (default: the
+current directory) / `persistence_file` (default: `mosquitto.db`). The file is midge's own SQLite
+format, not Mosquitto's: midge refuses to start on a file Mosquitto wrote rather than touch it, so
+point `persistence_file` or `persistence_location` elsewhere when migrating. `autosave_interval`
+and `autosave_on_changes` are accepted with a notice: midge writes every change before it
+acknowledges it, which is stronger than either.
+
+A `Config()` built in code (the in-process brokers of the tests) has no `data_dir` and keeps
+everything in memory. With `workers` above 1, persistence is off (a notice says so); an
+explicit `data_dir` or `persistence_file` with several workers is an error, as they cannot share one database yet.""",
     ),
     Section("logging", "Logging (global)"),
     Section("processes", "Processes (global)"),
@@ -262,7 +272,6 @@ UNSUPPORTED_ROWS: tuple[tuple[str, str, str, str], ...] = (
         "",
         "",
     ),
-    ("Persistence", "persistence", "", ""),
     ("WebSockets", "websockets", "`protocol websockets`", "`log_type websockets`"),
     ("Bridges", "bridges", "", ""),
     ("`$SYS`", "$SYS", "", ""),

@@ -25,6 +25,12 @@ if TYPE_CHECKING:
 
 #: Where ``midge broker`` keeps its database when the configuration names no directory.
 DEFAULT_DATA_DIR = "./data"
+#: The database's name there (``persistence_file``).
+DEFAULT_DB_NAME = "midge.db"
+#: Mosquitto's defaults, used under a mosquitto.conf that turns persistence on without naming
+#: them: ``persistence_location`` the current directory, ``persistence_file`` ``mosquitto.db``.
+MOSQUITTO_DATA_DIR = "."
+MOSQUITTO_DB_NAME = "mosquitto.db"
 
 #: Model fields that no option sets directly: the readers' bookkeeping and values built by an
 #: option's behaviour (``listener`` builds ``listeners``, ``log_dest file`` sets ``log_file``, ...).
@@ -36,6 +42,7 @@ NOT_OPTIONS = {
         "log_file",
         "auth_ldap",
         "source",
+        "mosquitto_conf",
         "notices",
     ),
     "ListenerConfig": ("where",),
@@ -183,8 +190,12 @@ class Config:
     # is committed and fsynced), "os" (committed, not fsynced), "none" (memory only). ``data_dir``
     # None keeps nothing on disk (in-process brokers, tests); ``midge broker`` uses ./data then.
     # Mosquitto's ``persistence false`` is durability "none"; ``persistence_location`` is data_dir.
+    # ``persistence_file``: the database's name in data_dir; None: ``midge.db``, or Mosquitto's
+    # ``mosquitto.db`` under a mosquitto.conf. Under a mosquitto.conf persistence is off unless the
+    # file turns it on, as in Mosquitto (``mosquitto_conf``, set by that reader).
     durability: str = "fsync"
     data_dir: str | None = None
+    persistence_file: str | None = None
 
     # Processes (midge only): broker processes sharing the listeners, with cross-worker routing
     workers: int = 1
@@ -195,6 +206,7 @@ class Config:
     # (midge.auth.scram, docs/security.md); None: the SCRAM methods are refused (0x8C).
     scram_file: str | None = None
     source: str | None = None  # the file this was read from, for messages
+    mosquitto_conf: bool = False  # read from a mosquitto.conf: Mosquitto's persistence defaults
 
     # Things the operator should see at startup (deprecated options, ignored -p ports, ...): the
     # broker logs each at notice level. Reading a file never fails silently; this is for options

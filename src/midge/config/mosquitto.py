@@ -97,7 +97,10 @@ class ConfParser:
 
     def __init__(self, path: str) -> None:
         self.main_path = path
-        self.config = Config(source=path)
+        self.config = Config(source=path, mosquitto_conf=True)
+        # Persistence is off unless the file turns it on (Mosquitto's default): set once the file
+        # says ``persistence`` (either way) or midge's ``durability``.
+        self.persistence_chosen = False
         self.config.listeners = []
         # Listener options before any ``listener`` line configure Mosquitto's default listener,
         # which exists (port 1883, every address) only if one of them was set.
@@ -279,12 +282,14 @@ class ConfParser:
     def _apply_persistence(self, opt: Option, name: str, on: bool, path: str, line: int) -> None:
         # retained_persistence is Mosquitto's old name for persistence.
         cfg = self.config
+        self.persistence_chosen = True
         if not on:
             cfg.durability = "none"
         elif cfg.durability == "none":
             cfg.durability = "fsync"
 
     def _apply_durability(self, opt: Option, name: str, value: str, path: str, line: int) -> None:
+        self.persistence_chosen = True
         self.config.durability = value
 
     def _apply_autosave(self, opt: Option, name: str, value: Any, path: str, line: int) -> None:
@@ -522,8 +527,25 @@ class ConfParser:
             cfg.log_dest = self.log_dest
         if self.log_types is not None:
             cfg.log_type = checks.log_types(self.log_types)
+        self._finish_persistence()
         self._finish_groups(last=True)
         return cfg
+
+    def _finish_persistence(self) -> None:
+        """As Mosquitto: without ``persistence true`` nothing is kept across a restart; say so
+        when the file names a location that then has no effect."""
+        cfg = self.config
+        if self.persistence_chosen:
+            return
+        cfg.durability = "none"
+        for name in ("data_dir", "persistence_file"):
+            found = self.given.get(name)
+            if found is not None:
+                shown = "persistence_location" if name == "data_dir" else name
+                cfg.notices.append(
+                    f"{found[0]}:{found[1]}: '{shown}' has no effect: persistence is off, as in "
+                    "Mosquitto, unless the file says 'persistence true'"
+                )
 
 
 def parse_mosquitto_conf(text: str, path: str = "<string>") -> Config:

@@ -552,8 +552,10 @@ _PERSISTENCE = (
         "`retained_persistence` is accepted as its old name.",
         "persistence",
         field=None,
-        default_doc="true for `midge broker`",
-        mosquitto="Mosquitto's default is false, and it saves a snapshot every "
+        default_doc="true for `midge broker` with no file or a TOML file; false under a "
+        "mosquitto.conf (unless it sets midge's `durability fsync\\|os`)",
+        mosquitto="Mosquitto's default is false, and so is midge's under a mosquitto.conf: "
+        "without `persistence true` nothing survives a restart. Mosquitto saves a snapshot every "
         "`autosave_interval` (losing what came since); midge commits every change before "
         "acknowledging it.",
         apply="persistence",
@@ -574,15 +576,30 @@ _PERSISTENCE = (
         "persistence_location",
         GLOBAL,
         TEXT,
-        "Directory of the database (`midge.db` with its `-wal`/`-shm` files) and its lock file "
-        "`midge.lock`; created if missing.",
+        "Directory of the database (see `persistence_file`, with its `-wal`/`-shm` files) and "
+        "its lock file (the database's name ending `.lock`: `midge.lock`); created if missing.",
         "persistence",
         alias_of="data_dir",
         field="data_dir",
         once=True,
         syntax="`persistence_location DIR` / `data_dir DIR` (the same option)",
-        default_doc="`./data` for `midge broker`",
-        mosquitto="Mosquitto's `persistence_file` is refused: midge's file is always `midge.db`.",
+        default_doc="`./data` for `midge broker`; the current directory under a mosquitto.conf",
+        mosquitto="Mosquitto's default is the current directory too. With persistence off it has "
+        "no effect (a notice says so).",
+    ),
+    Option(
+        "persistence_file",
+        GLOBAL,
+        TEXT,
+        "Name of the database file in `persistence_location`. Its format is midge's own "
+        "(SQLite): midge cannot read a file Mosquitto wrote, and stops at start, naming it, "
+        "rather than touch one.",
+        "persistence",
+        once=True,
+        syntax="`persistence_file NAME`",
+        default_doc="`midge.db`; `mosquitto.db` under a mosquitto.conf",
+        mosquitto="Mosquitto's default is `mosquitto.db`; its file and midge's are not "
+        "interchangeable.",
     ),
     Option(
         "data_dir",
@@ -612,7 +629,8 @@ _PERSISTENCE = (
         GLOBAL,
         INT,
         "Accepted and ignored with a notice: midge has no snapshot interval, it commits "
-        "continuously (group commit).",
+        "every change before acknowledging it (group commit), which is stronger than any "
+        "autosave setting.",
         "persistence",
         field=None,
         syntax="`autosave_interval N`, `autosave_on_changes BOOL`",
@@ -800,11 +818,6 @@ _UNSUPPORTED = (
         note="Mosquitto's C plugins: midge takes Python plugins, `auth_python`",
         apply="c_plugin_option",
         unsupported="security (authentication, access control, TLS)",
-    ),
-    *_refused(
-        "persistence",
-        "persistence_file",
-        {"persistence_file": "midge keeps midge.db in persistence_location (data_dir)"},
     ),
     *_refused("websockets", "http_dir websockets_log_level websockets_headers_size"),
     *_refused(

@@ -14,9 +14,11 @@ or the retained store). Deleted pages are reused, and an incremental vacuum runs
 the file does not grow without bound under churn.
 
 The data directory holds ``midge.db`` (with its ``-wal`` and ``-shm``) and ``midge.lock``, held
-with an exclusive ``flock`` while the broker runs: a second broker on the same directory stops at
-start. A database that cannot be opened, is locked, or fails its check stops the broker at start
-with a :class:`~midge.store.base.StoreError` naming the file and the fix: it never starts empty.
+with an exclusive ``flock`` while the broker runs (another database name, Mosquitto's
+``persistence_file``, names its lock the same way: ``mosquitto.db``, ``mosquitto.lock``): a second
+broker on the same directory stops at start. A database that cannot be opened, is locked, is
+Mosquitto's own file, or fails its check stops the broker at start with a
+:class:`~midge.store.base.StoreError` naming the file and the fix: it never starts empty.
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ VACUUM_EVERY = 2000
 #: Bytes the WAL file is truncated to after a checkpoint.
 JOURNAL_SIZE_LIMIT = 64 * 1024 * 1024
 SCHEMA_VERSION = 1
-DB_NAME = "midge.db"
+DB_NAME = "midge.db"  # midge.config.DEFAULT_DB_NAME
 LOCK_NAME = "midge.lock"
 
 SYNCHRONOUS = {"fsync": "FULL", "os": "NORMAL"}
@@ -213,6 +215,27 @@ def _write(db: sqlite3.Connection, ops: Ops) -> None:
     db.execute("COMMIT")
 
 
+#: The first bytes of a database Mosquitto wrote (its ``mosquitto.db``).
+MOSQUITTO_MAGIC = b"\x00\xb5\x00mosquitto db"
+
+
+def _check_not_mosquitto(path: str) -> None:
+    """Refuse Mosquitto's own database (a mosquitto.conf with ``persistence true`` names
+    ``mosquitto.db`` by default) before SQLite gets to touch it; any other file that is not
+    SQLite is reported by the checks that follow."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(len(MOSQUITTO_MAGIC))
+    except OSError:
+        return  # missing (a new database) or unreadable: the checks that follow say which
+    if head == MOSQUITTO_MAGIC:
+        raise StoreError(
+            f"{path} is Mosquitto's database, not midge's: midge keeps its state in its own "
+            "SQLite format and cannot read it; move it away (midge then starts empty) or set "
+            "persistence_file (or persistence_location) to another name"
+        )
+
+
 class SqliteStore:
     """The SQLite store for ``data_dir``; ``durability`` is ``"fsync"`` or ``"os"``.
 
@@ -222,13 +245,15 @@ class SqliteStore:
 
     durable = True
 
-    def __init__(self, data_dir: str, durability: str = "fsync") -> None:
+    def __init__(self, data_dir: str, durability: str = "fsync", db_name: str = DB_NAME) -> None:
         if durability not in SYNCHRONOUS:
             raise ValueError(f"durability {durability!r}: expected 'fsync' or 'os'")
-        self.data_dir = data_dir
         self.durability = durability
-        self.path = os.path.join(data_dir, DB_NAME)
-        self.lock_path = os.path.join(data_dir, LOCK_NAME)
+        self.path = os.path.join(data_dir, db_name)
+        # The directory that holds the file (persistence_file may name a subdirectory).
+        self.data_dir = os.path.dirname(self.path) or "."
+        stem, ext = os.path.splitext(self.path)
+        self.lock_path = stem + ".lock" if ext != ".lock" else self.path + ".lock"
         self._lock_fd: int | None = None
         self._db: sqlite3.Connection | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -306,6 +331,7 @@ class SqliteStore:
                 f"cannot open database {path}: permission denied; "
                 "give the broker read and write access to it"
             )
+        _check_not_mosquitto(path)
         try:
             db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         except sqlite3.Error as exc:
