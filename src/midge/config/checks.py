@@ -10,8 +10,12 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from midge.config.errors import BadValue
+
+if TYPE_CHECKING:
+    from midge.config.options import Option
 
 MAX_PAYLOAD = 268_435_455  # the largest Remaining Length, hence the largest possible payload
 
@@ -141,6 +145,11 @@ def log_types(values: list[str]) -> list[str]:
                 f"invalid log_type '{value}': expected one of {', '.join(LOG_TYPES)}, all, none"
             )
     return [t for t in LOG_TYPES if t in chosen]
+
+
+def ignored_notice(where: str, option: Option) -> str:
+    """The notice for an option midge accepts and ignores (its doc says why)."""
+    return f"{where}{option.name} is accepted and has no effect: {option.doc}"
 
 
 def autosave_notice(where: str, name: str) -> str:

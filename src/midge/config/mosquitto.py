@@ -292,6 +292,9 @@ class ConfParser:
         self.persistence_chosen = True
         self.config.durability = value
 
+    def _apply_ignored(self, opt: Option, name: str, value: Any, path: str, line: int) -> None:
+        self.config.notices.append(checks.ignored_notice(f"{path}:{line}: ", opt))
+
     def _apply_autosave(self, opt: Option, name: str, value: Any, path: str, line: int) -> None:
         self.config.notices.append(checks.autosave_notice(f"{path}:{line}: ", name))
 

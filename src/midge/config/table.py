@@ -650,6 +650,35 @@ _PERSISTENCE = (
     ),
 )
 
+_IGNORED = (
+    Option(
+        "retry_interval",
+        GLOBAL,
+        INT,
+        "Accepted and ignored, with a notice, as Mosquitto 2 does: an unacknowledged QoS 1/2 "
+        "message is re-sent when its client reconnects (MQTT-4.4.0-1), never on a timer.",
+        "sessions",
+        field=None,
+        check=checks.int_range(0, None),
+        default_doc="—",
+        mosquitto="Mosquitto 2 ignores it too (with a warning).",
+        apply="ignored",
+    ),
+    Option(
+        "log_facility",
+        GLOBAL,
+        INT,
+        "The syslog facility (0..7: local0..local7) of `log_dest syslog`; accepted, and without "
+        "effect while midge does not log to syslog (with a notice).",
+        "logging",
+        field=None,
+        check=checks.int_range(0, 7),
+        default_doc="—",
+        mosquitto="Mosquitto uses it for syslog.",
+        apply="ignored",
+    ),
+)
+
 _LOGGING = (
     Option(
         "log_dest",
@@ -835,12 +864,10 @@ _UNSUPPORTED = (
     *_refused("listener options", "mount_point bind_interface"),
     *_refused(
         "other",
-        "allow_duplicate_messages log_facility memory_limit retry_interval user",
+        "allow_duplicate_messages memory_limit user",
         {
             "allow_duplicate_messages": "deprecated in Mosquitto; midge never sends duplicates",
-            "retry_interval": "Mosquitto 2 no longer has it either",
             "user": "run midge as the user you want instead",
-            "log_facility": "it only matters for syslog, which comes later",
             "memory_limit": "no memory accounting yet",
         },
     ),
@@ -856,6 +883,7 @@ OPTIONS: tuple[Option, ...] = (
     *_LIMITS,
     *_PERSISTENCE,
     *_LOGGING,
+    *_IGNORED,
     *_PROCESSES,
     *_FILES,
     *_UNSUPPORTED,

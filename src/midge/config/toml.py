@@ -336,6 +336,9 @@ class TomlReader:
     def _apply_durability(self, cfg: Config, key: str, value: str) -> None:
         cfg.durability = value
 
+    def _apply_ignored(self, cfg: Config, key: str, value: Any) -> None:
+        cfg.notices.append(checks.ignored_notice(f"{self.path}: ", named(key)[0]))
+
     def _apply_autosave(self, cfg: Config, key: str, value: Any) -> None:
         if key == "autosave_interval":  # (mosquitto.conf takes any whole number here)
             self.checked(checks.int_range(0, None), value, -1, key)
