@@ -224,7 +224,9 @@ class Session:
         if self.store is not None:
             self.store.delivery_added(self.client_id, delivery, 0)
 
-    def _allocate_pid(self) -> int:
+    def _free_pid(self) -> int:
+        """The next free packet id; taken (``_next_pid`` moves on) only once the PUBLISH
+        carrying it is sent."""
         pid = self._next_pid
         inflight = self.inflight
         for _ in range(65535):
@@ -233,7 +235,6 @@ class Session:
             pid = pid % 65535 + 1
         else:  # pragma: no cover - the window is far below 65535
             raise RuntimeError("no free packet identifier")
-        self._next_pid = pid % 65535 + 1
         return pid
 
     def _send_new(
@@ -247,8 +248,9 @@ class Session:
             if queued and store is not None:
                 store.delivery_removed(self.client_id, message)
             return
-        pid = self._allocate_pid()
+        pid = self._free_pid()
         if sink.publish(message, qos, retain, sub_ids, pid, False, cache):
+            self._next_pid = pid % 65535 + 1
             size = len(message.payload)
             self.inflight[pid] = Inflight(delivery, size)
             self.inflight_bytes += size
