@@ -3,11 +3,113 @@ packets actually written: driven in memory."""
 
 from __future__ import annotations
 
-from midge.codec.packets import Publish
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from midge.codec.encode import encode
+from midge.codec.packets import Connack, Connect, Publish
 from midge.codec.properties import Prop
-from midge.config import Config
+from midge.config import Config, load_config
 from tests.memory import MemoryBroker
-from tests.rawclient import RawClient
+from tests.procbroker import free_port
+from tests.rawclient import RawClient, tap
+
+MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+needs_mosquitto = pytest.mark.skipif(
+    not Path(MOSQUITTO).exists(), reason="mosquitto is not installed (make debs)"
+)
+#: What both brokers are given, so that every optional CONNACK property is sent.
+CONF = """\
+listener {port} 127.0.0.1
+allow_anonymous true
+max_keepalive 60
+retain_available false
+max_packet_size 2000
+max_qos 1
+max_inflight_messages 7
+"""
+
+
+class Pair:
+    """The real Mosquitto 2.0.11 (on a socket) and midge (in memory), given the same
+    mosquitto.conf: :meth:`both` sends the same bytes to each and returns what each answered."""
+
+    def __init__(self, conf: Path, port: int) -> None:
+        self.port = port
+        self.midge = MemoryBroker(load_config(str(conf)))
+
+    def answer(self, client: RawClient, data: bytes) -> tuple[bytes, Any]:
+        received = tap(client)
+        client.send_raw(data)
+        packet = client.recv()
+        return bytes(received), packet
+
+    def both(self, data: bytes, version: int) -> tuple[tuple[bytes, Any], tuple[bytes, Any]]:
+        with RawClient("127.0.0.1", self.port, version=version) as mosq:
+            theirs = self.answer(mosq, data)
+        with RawClient(self.midge.link(), version=version) as ours:
+            mine = self.answer(ours, data)
+        return theirs, mine
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
+    port = free_port()
+    conf = tmp_path_factory.mktemp("mosquitto") / "mosquitto.conf"
+    conf.write_text(CONF.format(port=port))
+    proc = subprocess.Popen(
+        [MOSQUITTO, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        deadline = time.monotonic() + 5
+        while True:
+            try:
+                RawClient("127.0.0.1", port).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "mosquitto did not start"
+                time.sleep(0.05)
+        yield Pair(conf, port)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+@needs_mosquitto
+@pytest.mark.parametrize(
+    ("client_id", "keep_alive", "properties"),
+    [
+        ("c1", 30, {}),
+        ("c2", 30, {Prop.SESSION_EXPIRY_INTERVAL: 100}),
+        ("c3", 100, {}),
+        ("c4", 0, {Prop.RECEIVE_MAXIMUM: 5, Prop.TOPIC_ALIAS_MAXIMUM: 3}),
+        ("", 30, {}),
+        ("", 0, {Prop.SESSION_EXPIRY_INTERVAL: 100}),
+    ],
+)
+def test_connack_properties_in_mosquittos_order(
+    pair: Pair, client_id: str, keep_alive: int, properties: dict[int, Any]
+) -> None:
+    """The CONNACK properties (their order is the server's choice, MQTT 5 3.2.2.3) come in the
+    order Mosquitto 2.0.11 sends them, byte for byte but for the Assigned Client Identifier."""
+    connect = Connect(
+        protocol_level=5, client_id=client_id, keep_alive=keep_alive, properties=properties
+    )
+    (theirs, their_ack), (mine, my_ack) = pair.both(encode(connect, 5), 5)
+    assert isinstance(their_ack, Connack) and isinstance(my_ack, Connack)
+    if client_id:
+        assert mine == theirs
+    else:
+        assert list(my_ack.properties) == list(their_ack.properties)
+        their_ack.properties.pop(Prop.ASSIGNED_CLIENT_IDENTIFIER)
+        my_ack.properties.pop(Prop.ASSIGNED_CLIENT_IDENTIFIER)
+        assert my_ack == their_ack
 
 
 def test_topic_alias_of_a_publish_too_large_to_send_is_not_registered() -> None:
