@@ -24,10 +24,12 @@ MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 needs_mosquitto = pytest.mark.skipif(
     not Path(MOSQUITTO).exists(), reason="mosquitto is not installed (make debs)"
 )
-#: What both brokers are given, so that every optional CONNACK property is sent.
+#: What both brokers are given (:func:`pair`), so that every optional CONNACK property is sent.
 CONF = """\
 listener {port} 127.0.0.1
 allow_anonymous true
+"""
+LIMITS = """\
 max_keepalive 60
 retain_available false
 max_packet_size 2000
@@ -44,6 +46,12 @@ class Pair:
         self.port = port
         self.midge = MemoryBroker(load_config(str(conf)))
 
+    def client(self, real: bool, version: int = 5) -> RawClient:
+        """A client to the real mosquitto (``real``) or to midge."""
+        if real:
+            return RawClient("127.0.0.1", self.port, version=version)
+        return RawClient(self.midge.link(), version=version)
+
     def answer(self, client: RawClient, data: bytes) -> tuple[bytes, Any]:
         received = tap(client)
         client.send_raw(data)
@@ -51,18 +59,27 @@ class Pair:
         return bytes(received), packet
 
     def both(self, data: bytes, version: int) -> tuple[tuple[bytes, Any], tuple[bytes, Any]]:
-        with RawClient("127.0.0.1", self.port, version=version) as mosq:
+        with self.client(True, version) as mosq:
             theirs = self.answer(mosq, data)
-        with RawClient(self.midge.link(), version=version) as ours:
+        with self.client(False, version) as ours:
             mine = self.answer(ours, data)
         return theirs, mine
 
 
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
+    yield from start_pair(tmp_path_factory, LIMITS)
+
+
+@pytest.fixture(scope="module")
+def plain_pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
+    yield from start_pair(tmp_path_factory, "")
+
+
+def start_pair(tmp_path_factory: pytest.TempPathFactory, extra: str) -> Iterator[Pair]:
     port = free_port()
     conf = tmp_path_factory.mktemp("mosquitto") / "mosquitto.conf"
-    conf.write_text(CONF.format(port=port))
+    conf.write_text(CONF.format(port=port) + extra)
     proc = subprocess.Popen(
         [MOSQUITTO, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
@@ -179,3 +196,52 @@ def test_resumed_session_resends_within_a_smaller_receive_maximum() -> None:
             assert next_one.dup and next_one.packet_id == int(next_one.payload) + 1
     assert seen == [b"%d" % i for i in range(10)] + [b"queued"]
     assert outstanding[-1].dup is False
+
+
+@needs_mosquitto
+@pytest.mark.parametrize("version", [3, 4])
+@pytest.mark.parametrize("keep_alive", [0, 60, 61, 100])
+def test_v3_keep_alive_above_max_keepalive_is_accepted_as_by_mosquitto_2_0_11(
+    pair: Pair, version: int, keep_alive: int
+) -> None:
+    """Mosquitto 2.0.11 accepts a v3.1/3.1.1 CONNECT whose Keep Alive exceeds max_keepalive (or
+    is 0; later Mosquitto releases refuse it with return code 2): so does midge, same bytes."""
+    connect = Connect(
+        protocol_level=version,
+        protocol_name="MQIsdp" if version == 3 else "MQTT",
+        client_id="v3",
+        keep_alive=keep_alive,
+    )
+    (theirs, _), (mine, _) = pair.both(encode(connect, version), version)
+    assert mine == theirs == b"\x20\x02\x00\x00"
+
+
+def qos_flow_bytes(sub: RawClient, pub: RawClient, qos: int) -> tuple[bytes, bytes]:
+    """``pub`` publishes at ``qos`` to ``sub`` (subscribed at ``qos``) and each completes its
+    flow: the raw bytes each received from the broker meanwhile."""
+    to_sub, to_pub = tap(sub), tap(pub)
+    pub.publish("f", b"m", qos=qos)
+    sub.ack(sub.expect(Publish))
+    return bytes(to_sub), bytes(to_pub)
+
+
+@needs_mosquitto
+@pytest.mark.parametrize("qos", [1, 2])
+def test_successful_acks_are_sent_short_as_by_mosquitto(plain_pair: Pair, qos: int) -> None:
+    """MQTT 5 3.4.2.1: a PUBACK/PUBREC/PUBREL/PUBCOMP with reason Success and no properties may
+    omit both (remaining length 2); Mosquitto does, and so does midge: the same bytes."""
+    answers = []
+    for real in (True, False):
+        with plain_pair.client(real) as sub, plain_pair.client(real) as pub:
+            sub.connect5("sub")
+            sub.subscribe("f", qos)
+            pub.connect5("pub")
+            answers.append(qos_flow_bytes(sub, pub, qos))
+    theirs, mine = answers
+    assert mine == theirs
+    to_sub, to_pub = mine
+    if qos == 1:
+        assert to_pub == b"\x40\x02\x00\x01"
+    else:
+        assert to_pub == b"\x50\x02\x00\x01\x70\x02\x00\x01"
+        assert to_sub.endswith(b"\x62\x02\x00\x01")
