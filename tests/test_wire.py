@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from midge.codec.encode import encode
-from midge.codec.packets import Connack, Connect, Publish
+from midge.codec.packets import Connack, Connect, Pubcomp, Publish, Pubrec, Pubrel
 from midge.codec.properties import Prop
 from midge.config import Config, load_config
 from tests.memory import MemoryBroker
@@ -245,3 +245,40 @@ def test_successful_acks_are_sent_short_as_by_mosquitto(plain_pair: Pair, qos: i
     else:
         assert to_pub == b"\x50\x02\x00\x01\x70\x02\x00\x01"
         assert to_sub.endswith(b"\x62\x02\x00\x01")
+
+
+def test_resumed_session_resends_pubrel_and_publish_in_order_within_the_window() -> None:
+    """MQTT-4.4.0-1 with MQTT-3.3.4-9 v5: the PUBRELs and PUBLISHes of a resumed session go out
+    in their original order, one at a time under Receive Maximum 1."""
+    broker = MemoryBroker(Config())
+    sub = RawClient(broker.link(), version=5)
+    sub.connect5("q2", properties={Prop.SESSION_EXPIRY_INTERVAL: 300})
+    sub.subscribe("r/#", 2)
+    pub = RawClient(broker.link(), version=5)
+    pub.connect5("pub")
+    for i in range(4):
+        pub.publish("r/t", b"%d" % i, qos=2)
+    first = sub.publishes(4)
+    for p in first[:2]:
+        sub.send(Pubrec(p.packet_id or 0))
+        assert sub.expect(Pubrel).packet_id == p.packet_id
+    sub.close()
+
+    again = RawClient(broker.link(), version=5)
+    again.connect5(
+        "q2",
+        clean_start=False,
+        properties={Prop.SESSION_EXPIRY_INTERVAL: 300, Prop.RECEIVE_MAXIMUM: 1},
+    )
+    assert again.expect(Pubrel).packet_id == 1
+    again.expect_nothing(0.1)
+    again.send(Pubcomp(1))
+    assert again.expect(Pubrel).packet_id == 2
+    again.expect_nothing(0.1)
+    again.send(Pubcomp(2))
+    for pid in (3, 4):
+        resent = again.expect(Publish)
+        assert (resent.packet_id, resent.dup, resent.payload) == (pid, True, b"%d" % (pid - 1))
+        again.expect_nothing(0.1)
+        again.ack(resent)
+    again.expect_nothing(0.1)
