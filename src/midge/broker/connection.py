@@ -527,19 +527,12 @@ class Connection:
         if request is not None and request.expires is not None:
             delay = max(0.0, request.expires - broker.scheduler.wall())
             self._expiry = broker.scheduler.call_later(delay, self._expired)
-        ack_props: Properties = auth_props or {}
+        ack_props: Properties = {}
         keepalive = p.keep_alive
         if v5:
-            if receive_maximum != 65535:
-                ack_props[Prop.RECEIVE_MAXIMUM] = receive_maximum
-            if self.max_qos < 2:
-                ack_props[Prop.MAXIMUM_QOS] = self.max_qos
-            if not config.retain_available:
-                ack_props[Prop.RETAIN_AVAILABLE] = 0
-            if config.max_packet_size:
-                ack_props[Prop.MAXIMUM_PACKET_SIZE] = config.max_packet_size
-            if assigned:
-                ack_props[Prop.ASSIGNED_CLIENT_IDENTIFIER] = client_id
+            # Mosquitto 2.0.11's order: Topic Alias Maximum, Server Keep Alive, Assigned Client
+            # Identifier, the authentication properties, Retain Available, Maximum Packet Size,
+            # Receive Maximum, Maximum QoS (the specification leaves the order open).
             if self.alias_in_max:
                 ack_props[Prop.TOPIC_ALIAS_MAXIMUM] = self.alias_in_max
             mk = config.max_keepalive
@@ -547,6 +540,20 @@ class Connection:
                 # Mosquitto's rule: a v5 client is told to use max_keepalive (MQTT-3.2.2-21 v5).
                 keepalive = mk
                 ack_props[Prop.SERVER_KEEP_ALIVE] = mk
+            if assigned:
+                ack_props[Prop.ASSIGNED_CLIENT_IDENTIFIER] = client_id
+            if auth_props:
+                ack_props.update(auth_props)
+            if not config.retain_available:
+                ack_props[Prop.RETAIN_AVAILABLE] = 0
+            if config.max_packet_size:
+                ack_props[Prop.MAXIMUM_PACKET_SIZE] = config.max_packet_size
+            if receive_maximum != 65535:
+                ack_props[Prop.RECEIVE_MAXIMUM] = receive_maximum
+            if self.max_qos < 2:
+                ack_props[Prop.MAXIMUM_QOS] = self.max_qos
+        elif auth_props:
+            ack_props.update(auth_props)
         self.keepalive = keepalive
         # MQTT-3.2.2-1/-2: session present only when resuming; MQTT 3.1 has no such flag.
         self._send(Connack(present and version >= 4, 0, ack_props))

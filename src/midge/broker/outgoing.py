@@ -8,7 +8,8 @@ PUBLISH went out. Here live:
   :class:`FormCache` keyed by (version, QoS, retain, subscription ids, expiry); a packet id and
   DUP are patched into a copy of the shared bytes;
 - raw forwarding: a received PUBLISH whose bytes need no change but the flags is sent as it came;
-- the outgoing topic aliases (MQTT 5 3.3.2.3.4), this connection's own;
+- the outgoing topic aliases (MQTT 5 3.3.2.3.4), this connection's own, registered only when
+  the PUBLISH that sets one is written;
 - the client's Maximum Packet Size (MQTT-3.1.2-24/-25 v5) and the slow-consumer rule for QoS 0.
 
 Bytes go to the transport (``write``); coalescing them into one write per loop turn is the
@@ -155,6 +156,7 @@ class Outgoing(Sink):
         version = self.version
         topic = message.topic
         key: FormKey | None = None
+        new_alias = 0
         if version < MQTT5:
             props: Properties = message.properties if not message.raw_v5 else {}
             if cache is not None:
@@ -184,9 +186,11 @@ class Outgoing(Sink):
                     aliases = self.aliases = {}
                 alias = aliases.get(topic)
                 if alias is None and len(aliases) < self.alias_max:
-                    alias = aliases[topic] = len(aliases) + 1
+                    # Registered only once the packet is written (below): a PUBLISH dropped as
+                    # too large must not leave an alias the client never learned.
+                    new_alias = len(aliases) + 1
                     props = dict(props)
-                    props[Prop.TOPIC_ALIAS] = alias
+                    props[Prop.TOPIC_ALIAS] = new_alias
                 elif alias is not None:
                     props = dict(props)
                     props[Prop.TOPIC_ALIAS] = alias
@@ -235,6 +239,10 @@ class Outgoing(Sink):
                 buf[0] |= 0x08
             data = bytes(buf)
         self.write(data)
+        if new_alias:
+            aliases = self.aliases
+            if aliases is not None:
+                aliases[topic] = new_alias
         self.stats.messages_sent += 1
         return True
 

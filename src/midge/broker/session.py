@@ -102,6 +102,8 @@ class Session:
         "queue_qos0",
         "queued_bytes",
         "receive_maximum",
+        "resending",
+        "resending_bytes",
         "send_quota",
         "send_quota_bytes",
         "sink",
@@ -137,6 +139,11 @@ class Session:
         self.expiry_interval = 0
         self.inflight: dict[int, Inflight] = {}
         self.inflight_bytes = 0
+        #: On a resumed session, the in-flight packet ids (in original order) not re-sent yet on
+        #: this connection, and their bytes: they wait for room in the send window
+        #: (MQTT-3.3.4-9 v5), and the window counts only the others.
+        self.resending: dict[int, None] | None = None
+        self.resending_bytes = 0
         self.queue: deque[Delivery] | None = None
         self.queued_bytes = 0
         #: Inbound QoS 2 packet ids whose PUBREL has not come yet (MQTT-4.3.3-9 3.1.1); a dict
@@ -173,6 +180,8 @@ class Session:
         """Its connection is gone (closed, or taken over): deliveries are queued from now on."""
         self.connection = None
         self.sink = None
+        self.resending = None
+        self.resending_bytes = 0
 
     # -- delivery ---------------------------------------------------------------------------
 
@@ -192,17 +201,24 @@ class Session:
             elif self.queue_qos0:
                 self._enqueue((message, 0, retain, sub_ids))
             return
-        if sink is not None and not self.queue and self._window_open():
+        if sink is not None and not self.queue and not self.resending and self._window_open():
             self._send_new((message, qos, retain, sub_ids), sink, cache, False)
         else:
             self._enqueue((message, qos, retain, sub_ids))
 
     def _window_open(self) -> bool:
+        count = len(self.inflight)
+        size = self.inflight_bytes
+        resending = self.resending
+        if resending:
+            # Not on the wire on this connection yet: outside the window.
+            count -= len(resending)
+            size -= self.resending_bytes
         quota = self.send_quota
-        if quota and len(self.inflight) >= quota:
+        if quota and count >= quota:
             return False
         limit = self.send_quota_bytes
-        return not (limit and self.inflight_bytes >= limit)
+        return not (limit and size >= limit)
 
     def _enqueue(self, delivery: Delivery) -> None:
         size = len(delivery[0].payload)
@@ -224,7 +240,9 @@ class Session:
         if self.store is not None:
             self.store.delivery_added(self.client_id, delivery, 0)
 
-    def _allocate_pid(self) -> int:
+    def _free_pid(self) -> int:
+        """The next free packet id; taken (``_next_pid`` moves on) only once the PUBLISH
+        carrying it is sent."""
         pid = self._next_pid
         inflight = self.inflight
         for _ in range(65535):
@@ -233,7 +251,6 @@ class Session:
             pid = pid % 65535 + 1
         else:  # pragma: no cover - the window is far below 65535
             raise RuntimeError("no free packet identifier")
-        self._next_pid = pid % 65535 + 1
         return pid
 
     def _send_new(
@@ -247,8 +264,9 @@ class Session:
             if queued and store is not None:
                 store.delivery_removed(self.client_id, message)
             return
-        pid = self._allocate_pid()
+        pid = self._free_pid()
         if sink.publish(message, qos, retain, sub_ids, pid, False, cache):
+            self._next_pid = pid % 65535 + 1
             size = len(message.payload)
             self.inflight[pid] = Inflight(delivery, size)
             self.inflight_bytes += size
@@ -261,8 +279,14 @@ class Session:
             store.delivery_removed(self.client_id, message)
 
     def pump(self, now: float) -> None:
-        """Move queued messages into the window while it has room (after an ack, or on connect)."""
+        """Move queued messages into the window while it has room (after an ack, or on connect):
+        first the in-flight ones still to re-send, then the queue."""
         sink = self.sink
+        if self.resending and sink is not None:
+            self._resend_pending(sink)
+            if self.resending:
+                return
+            sink = self.sink
         queue = self.queue
         if queue is None:
             return
@@ -286,9 +310,17 @@ class Session:
             return False
         del self.inflight[pid]
         self.inflight_bytes -= out.size
+        self._not_resending(pid, out)
         if self.store is not None:
             self.store.delivery_done(self.client_id, pid, out.delivery[0])
         return True
+
+    def _not_resending(self, pid: int, out: Inflight) -> None:
+        """``pid`` needs no re-sending any more (acknowledged, or sent again)."""
+        resending = self.resending
+        if resending and pid in resending:
+            del resending[pid]
+            self.resending_bytes -= out.size
 
     def received(self, pid: int) -> bool:
         """PUBREC for ``pid``: the message is now the client's; PUBREL follows."""
@@ -296,6 +328,7 @@ class Session:
         if out is None or out.delivery[1] != 2:
             return False
         out.released = True
+        self._not_resending(pid, out)  # its PUBREL goes now
         if self.store is not None:
             self.store.delivery_released(self.client_id, pid)
         return True
@@ -305,6 +338,7 @@ class Session:
         out = self.inflight.pop(pid, None)
         if out is not None:
             self.inflight_bytes -= out.size
+            self._not_resending(pid, out)
             if self.store is not None:
                 self.store.delivery_done(self.client_id, pid, out.delivery[0])
 
@@ -337,20 +371,35 @@ class Session:
     # -- reconnection -------------------------------------------------------------------------
 
     def resend(self) -> None:
-        """Re-send unacknowledged PUBLISH (DUP) and PUBREL in original order (MQTT-4.4.0-1)."""
+        """Re-send unacknowledged PUBLISH (DUP) and PUBREL in original order (MQTT-4.4.0-1), as
+        many as the send window allows (MQTT-3.3.4-9 v5: a client resuming with a smaller
+        Receive Maximum); :meth:`pump` re-sends the rest as acks open the window."""
         sink = self.sink
-        if sink is None:
+        if sink is None or not self.inflight:
             return
-        for pid, out in list(self.inflight.items()):
+        self.resending = dict.fromkeys(self.inflight)
+        self.resending_bytes = self.inflight_bytes
+        self._resend_pending(sink)
+
+    def _resend_pending(self, sink: Sink) -> None:
+        resending = self.resending
+        inflight = self.inflight
+        current: Sink | None = sink
+        while resending and current is not None and self._window_open():
+            pid = next(iter(resending))
+            out = inflight[pid]
+            del resending[pid]
+            self.resending_bytes -= out.size
             if out.released:
-                sink.pubrel(pid)
+                current.pubrel(pid)
             else:
                 message, qos, retain, sub_ids = out.delivery
-                if not sink.publish(message, qos, retain, sub_ids, pid, True, None):
-                    self.inflight.pop(pid, None)
+                if not current.publish(message, qos, retain, sub_ids, pid, True, None):
+                    del inflight[pid]
                     self.inflight_bytes -= out.size
                     if self.store is not None:
                         self.store.delivery_done(self.client_id, pid, message)
+            current = self.sink  # sending may have closed it
 
     def drop_expired(self, now: float) -> int:
         """Remove queued messages whose Message Expiry has passed (MQTT-3.3.2-5 v5) from a
@@ -418,6 +467,8 @@ class Session:
         self.subscriptions.clear()
         self.inflight.clear()
         self.inflight_bytes = 0
+        self.resending = None
+        self.resending_bytes = 0
         self.queue = None
         self.queued_bytes = 0
         self.awaiting_rel.clear()
