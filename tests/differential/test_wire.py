@@ -3,11 +3,7 @@ packets actually written: driven in memory."""
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,36 +11,28 @@ import pytest
 from midge.codec.encode import encode
 from midge.codec.packets import Connack, Connect, Pubcomp, Publish, Pubrec, Pubrel
 from midge.codec.properties import Prop
-from midge.config import Config, load_config
+from midge.config import Config, parse_mosquitto_conf
+from tests.differential.harness import mosquitto, needs_mosquitto
 from tests.memory import MemoryBroker
-from tests.procbroker import free_port
 from tests.rawclient import RawClient, tap
 
-MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-needs_mosquitto = pytest.mark.skipif(
-    not Path(MOSQUITTO).exists(), reason="mosquitto is not installed (make debs)"
-)
 #: What both brokers are given (:func:`pair`), so that every optional CONNACK property is sent.
-CONF = """\
-listener {port} 127.0.0.1
-allow_anonymous true
-"""
-LIMITS = """\
-max_keepalive 60
-retain_available false
-max_packet_size 2000
-max_qos 1
-max_inflight_messages 7
-"""
+LIMITS = [
+    "max_keepalive 60",
+    "retain_available false",
+    "max_packet_size 2000",
+    "max_qos 1",
+    "max_inflight_messages 7",
+]
 
 
 class Pair:
     """The real Mosquitto 2.0.11 (on a socket) and midge (in memory), given the same
     mosquitto.conf: :meth:`both` sends the same bytes to each and returns what each answered."""
 
-    def __init__(self, conf: Path, port: int) -> None:
+    def __init__(self, conf: str, port: int) -> None:
         self.port = port
-        self.midge = MemoryBroker(load_config(str(conf)))
+        self.midge = MemoryBroker(parse_mosquitto_conf(conf))
 
     def client(self, real: bool, version: int = 5) -> RawClient:
         """A client to the real mosquitto (``real``) or to midge."""
@@ -67,35 +55,20 @@ class Pair:
 
 
 @pytest.fixture(scope="module")
-def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
-    yield from start_pair(tmp_path_factory, LIMITS)
+def pair() -> Iterator[Pair]:
+    yield from start_pair(LIMITS)
 
 
 @pytest.fixture(scope="module")
-def plain_pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
-    yield from start_pair(tmp_path_factory, "")
+def plain_pair() -> Iterator[Pair]:
+    yield from start_pair([])
 
 
-def start_pair(tmp_path_factory: pytest.TempPathFactory, extra: str) -> Iterator[Pair]:
-    port = free_port()
-    conf = tmp_path_factory.mktemp("mosquitto") / "mosquitto.conf"
-    conf.write_text(CONF.format(port=port) + extra)
-    proc = subprocess.Popen(
-        [MOSQUITTO, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    try:
-        deadline = time.monotonic() + 5
-        while True:
-            try:
-                RawClient("127.0.0.1", port).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "mosquitto did not start"
-                time.sleep(0.05)
-        yield Pair(conf, port)
-    finally:
-        proc.terminate()
-        proc.wait(10)
+def start_pair(extra: list[str]) -> Iterator[Pair]:
+    """The real mosquitto and midge (in memory) with the same configuration lines."""
+    lines = ["allow_anonymous true", *extra]
+    with mosquitto(lines) as port:
+        yield Pair("\n".join([f"listener {port} 127.0.0.1", *lines]) + "\n", port)
 
 
 @needs_mosquitto
