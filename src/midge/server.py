@@ -48,6 +48,8 @@ class Server:
         self.router = router
         self.broker: Broker | None = None
         self.listeners: list[ListenerState] = []
+        #: The loop turn's output and the lingering (closed, draining) sockets of every listener.
+        self.writes: TurnWrites | None = None
         #: (host, port, ...) of each listening socket, in listener order.
         self.addresses: list[tuple[Any, ...]] = []
         #: Each listener's TLS (None for a plain listener), in listener order.
@@ -136,7 +138,7 @@ class Server:
             self.router.bind(self.broker)
             self.broker.router = self.router
         limits = ConnectionLimits(config.global_max_connections, config.max_connection_rate)
-        writes = TurnWrites(loop)
+        writes = self.writes = TurnWrites(loop)
         try:
             for listener, tls in zip(self.config.listeners, self.tls, strict=True):
                 state = await listen(
@@ -215,10 +217,17 @@ class Server:
             broker.shutdown()
             deadline = asyncio.get_running_loop().time() + CLOSE_TIMEOUT
             # Let the closing transports flush (DISCONNECT, wills routed to other clients).
-            while any(s.active for s in self.listeners):
+            # Closed sockets linger (midge.transport.writer): once their output is written they
+            # are aborted, so that stopping stays prompt.
+            writes = self.writes
+            while any(s.active for s in self.listeners) or (
+                writes is not None and writes.pending_output()
+            ):
                 if asyncio.get_running_loop().time() > deadline:
                     break
                 await asyncio.sleep(0.01)
+            if writes is not None:
+                writes.abort_lingering()
             broker.store.close()
         await self.auth.close()
         for state in self.listeners:

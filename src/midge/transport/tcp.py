@@ -177,5 +177,7 @@ async def listen(
         backlog=4096,
         ssl=tls.front if tls is not None else None,
         ssl_handshake_timeout=broker.config.connect_timeout if tls is not None else None,
+        # A closed TLS connection waits this long for the client's close_notify (writer.LINGER).
+        ssl_shutdown_timeout=turn.linger if tls is not None else None,
     )
     return state

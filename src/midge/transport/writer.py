@@ -5,6 +5,13 @@ ack, a PUBLISH per delivery). :class:`CoalescingTransport` wraps the asyncio tra
 what a loop turn wrote and hands it to the socket at the end of the turn, in one call, for every
 connection that has output (:class:`TurnWrites` schedules one callback per turn however many
 connections wrote). Closing writes what is kept first.
+
+Closing is graceful (:meth:`CoalescingTransport.close`): closing a socket whose peer is still
+sending makes the kernel answer with RST, and a client that has not yet read our last packet
+(DISCONNECT 0x93, a CONNACK that refuses it) loses it with the reset. So the transport writes what
+is pending, half-closes (``write_eof``: FIN after the last byte), reads and discards what the
+peer still sends until it closes too or :data:`LINGER` seconds pass, and only then closes. The
+lingering sockets are kept in :attr:`TurnWrites.lingering` so that a stopping server can abort them.
 """
 
 from __future__ import annotations
@@ -14,15 +21,33 @@ from typing import Any
 
 from midge.broker.outgoing import NativeWriter
 
+#: Seconds a closed connection's socket keeps reading (and discarding) what the peer still sends,
+#: waiting for it to close its side, before it is aborted. Long enough for a client to read the
+#: packet that tells it why it is closed; short enough that a peer that never closes costs little.
+LINGER = 2.0
+
 
 class TurnWrites:
     """The transports that have output this loop turn; written out once, at its end."""
 
-    __slots__ = ("dirty", "loop")
+    __slots__ = ("dirty", "linger", "lingering", "loop")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, linger: float = LINGER) -> None:
         self.loop = loop
         self.dirty: list[CoalescingTransport] = []
+        #: Seconds a closed socket lingers (see the module).
+        self.linger = linger
+        #: The sockets closed by their connection, still draining what the peer sends.
+        self.lingering: set[Lingering] = set()
+
+    def abort_lingering(self) -> None:
+        """Abort every lingering socket now (the server is stopping)."""
+        for lingering in list(self.lingering):
+            lingering.transport.abort()
+
+    def pending_output(self) -> bool:
+        """Whether a lingering socket still has output asyncio has not handed to the kernel."""
+        return any(ling.transport.get_write_buffer_size() for ling in self.lingering)
 
     def add(self, transport: CoalescingTransport) -> None:
         if not self.dirty:
@@ -66,8 +91,32 @@ class CoalescingTransport(NativeWriter):
                 transport.writelines(out)
 
     def close(self) -> None:
+        """Write what is pending, then close gracefully (see the module): the socket lingers,
+        reading into a :class:`Lingering` protocol, so what the peer still sends never reaches
+        the connection. The connection is told it is lost (``connection_lost``) at once, on the
+        next loop turn: the broker's connection counts drop when the connection closes, not when
+        the socket is finally gone."""
         self.flush()
-        self.transport.close()
+        transport = self.transport
+        if transport.is_closing() or isinstance(transport.get_protocol(), Lingering):
+            transport.close()  # closing already: the peer went, or close() was called before
+            return
+        protocol = transport.get_protocol()
+        turn = self.turn
+        lingering = Lingering(transport, turn)
+        transport.set_protocol(lingering)
+        turn.lingering.add(lingering)
+        turn.loop.call_soon(protocol.connection_lost, None)
+        if transport.can_write_eof():
+            transport.write_eof()  # FIN once asyncio's buffer is written
+            if not transport.is_reading():
+                transport.resume_reading()  # the connection may have paused it
+        else:
+            # TLS: asyncio cannot half-close a TLS stream. close() writes what is buffered, sends
+            # close_notify and waits (ssl_shutdown_timeout, set to the linger by the listener)
+            # for the peer's, discarding application data meanwhile, then closes the socket.
+            transport.close()
+        lingering.timer = turn.loop.call_later(turn.linger, transport.abort)
 
     def abort(self) -> None:
         self.out = None
@@ -87,3 +136,27 @@ class CoalescingTransport(NativeWriter):
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         return self.transport.get_extra_info(name, default)
+
+
+class Lingering(asyncio.Protocol):
+    """The protocol of a socket its connection closed: discards what the peer still sends and
+    closes once the peer has closed its side (or is aborted when the linger is over)."""
+
+    __slots__ = ("timer", "transport", "turn")
+
+    def __init__(self, transport: asyncio.Transport, turn: TurnWrites) -> None:
+        self.transport = transport
+        self.turn = turn
+        self.timer: asyncio.TimerHandle | None = None
+
+    def data_received(self, data: bytes) -> None:
+        pass  # the connection is closed: nothing more is read from this peer
+
+    def eof_received(self) -> bool:
+        return False  # the peer closed its side: close ours (after what is still buffered)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.turn.lingering.discard(self)
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
