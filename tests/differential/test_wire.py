@@ -130,30 +130,44 @@ def test_topic_alias_of_a_publish_too_large_to_send_is_not_registered() -> None:
     assert again.packet_id == 2
 
 
+def _unacknowledged(
+    client_id: str, qos: int, count: int
+) -> tuple[MemoryBroker, RawClient, RawClient, list[Publish]]:
+    """A persistent v5 subscriber to ``r/#`` that received ``count`` QoS ``qos`` messages and
+    acknowledged none yet: (broker, subscriber, publisher, what it received)."""
+    broker = MemoryBroker(Config())
+    sub = RawClient(broker.link(), version=5)
+    sub.connect5(client_id, properties={Prop.SESSION_EXPIRY_INTERVAL: 300})
+    sub.subscribe("r/#", qos)
+    pub = RawClient(broker.link(), version=5)
+    pub.connect5("pub")
+    for i in range(count):
+        pub.publish("r/t", b"%d" % i, qos=qos)
+    return broker, sub, pub, sub.publishes(count)
+
+
+def _resume(broker: MemoryBroker, client_id: str, receive_maximum: int) -> RawClient:
+    """The subscriber back, with Receive Maximum ``receive_maximum``; its session is present."""
+    again = RawClient(broker.link(), version=5)
+    connack = again.connect5(
+        client_id,
+        clean_start=False,
+        properties={Prop.SESSION_EXPIRY_INTERVAL: 300, Prop.RECEIVE_MAXIMUM: receive_maximum},
+    )
+    assert connack.session_present
+    return again
+
+
 def test_resumed_session_resends_within_a_smaller_receive_maximum() -> None:
     """MQTT-3.3.4-9 v5: never more unacknowledged QoS 1/2 PUBLISH than the client's Receive
     Maximum, also when a session resumes with a smaller one (MQTT-4.4.0-1: re-sent in original
     order, DUP set); the rest follow as the client acknowledges, then the queue."""
-    broker = MemoryBroker(Config())
-    sub = RawClient(broker.link(), version=5)
-    sub.connect5("resumed", properties={Prop.SESSION_EXPIRY_INTERVAL: 300})
-    sub.subscribe("r/#", 1)
-    pub = RawClient(broker.link(), version=5)
-    pub.connect5("pub")
-    for i in range(10):
-        pub.publish("r/t", b"%d" % i, qos=1)
-    first = sub.publishes(10)
+    broker, sub, pub, first = _unacknowledged("resumed", 1, 10)
     assert [p.packet_id for p in first] == list(range(1, 11))
     sub.close()
     pub.publish("r/t", b"queued", qos=1)
 
-    again = RawClient(broker.link(), version=5)
-    connack = again.connect5(
-        "resumed",
-        clean_start=False,
-        properties={Prop.SESSION_EXPIRY_INTERVAL: 300, Prop.RECEIVE_MAXIMUM: 2},
-    )
-    assert connack.session_present
+    again = _resume(broker, "resumed", 2)
     window = again.publishes(2)
     again.no_publish()
     assert [(p.packet_id, p.dup, p.payload) for p in window] == [(1, True, b"0"), (2, True, b"1")]
@@ -223,26 +237,13 @@ def test_successful_acks_are_sent_short_as_by_mosquitto(plain_pair: Pair, qos: i
 def test_resumed_session_resends_pubrel_and_publish_in_order_within_the_window() -> None:
     """MQTT-4.4.0-1 with MQTT-3.3.4-9 v5: the PUBRELs and PUBLISHes of a resumed session go out
     in their original order, one at a time under Receive Maximum 1."""
-    broker = MemoryBroker(Config())
-    sub = RawClient(broker.link(), version=5)
-    sub.connect5("q2", properties={Prop.SESSION_EXPIRY_INTERVAL: 300})
-    sub.subscribe("r/#", 2)
-    pub = RawClient(broker.link(), version=5)
-    pub.connect5("pub")
-    for i in range(4):
-        pub.publish("r/t", b"%d" % i, qos=2)
-    first = sub.publishes(4)
+    broker, sub, _, first = _unacknowledged("q2", 2, 4)
     for p in first[:2]:
         sub.send(Pubrec(p.packet_id or 0))
         assert sub.expect(Pubrel).packet_id == p.packet_id
     sub.close()
 
-    again = RawClient(broker.link(), version=5)
-    again.connect5(
-        "q2",
-        clean_start=False,
-        properties={Prop.SESSION_EXPIRY_INTERVAL: 300, Prop.RECEIVE_MAXIMUM: 1},
-    )
+    again = _resume(broker, "q2", 1)
     assert again.expect(Pubrel).packet_id == 1
     again.expect_nothing(0.1)
     again.send(Pubcomp(1))
