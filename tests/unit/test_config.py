@@ -32,6 +32,7 @@ from midge.config import (
     parse_toml,
     resolve_listener,
 )
+from midge.config.docs import render
 
 
 def conf(text: str, path: str = "test.conf") -> Config:
@@ -705,52 +706,16 @@ def test_unsupported_options_say_which_work_brings_them() -> None:
 
 
 def test_toml_complete_example() -> None:
-    c = toml(
-        """
-# midge.toml
-per_listener_settings = false
-allow_zero_length_clientid = true
-auto_id_prefix = "auto-"
-max_inflight_messages = 20
-max_inflight_bytes = 0
-max_queued_messages = 1000
-max_queued_bytes = 0
-queue_qos0_messages = false
-persistent_client_expiration = "14d"
-max_keepalive = 65535
-max_packet_size = 1048576
-message_size_limit = 0
-retain_available = true
-upgrade_outgoing_qos = false
-set_tcp_nodelay = true
-max_qos = 2
-max_topic_alias = 10
-connect_timeout = 10
-log_dest = ["stderr", "file /var/log/midge/midge.log"]
-log_type = ["error", "warning", "notice", "information"]
-log_timestamp = true
-log_timestamp_format = "%Y-%m-%dT%H:%M:%S"
-connection_messages = true
-pid_file = "/run/midge.pid"
-
-[[listener]]
-port = 1883
-
-[[listener]]
-port = 1884
-address = "127.0.0.1"
-max_connections = 100
-max_qos = 1
-max_topic_alias = 0
-socket_domain = "ipv4"
-protocol = "mqtt"
-"""
-    )
+    """The complete example docs/configuration.md shows (taken from its generator, so the page's
+    example is the one that must parse) reads into these values."""
+    page = render()
+    start = page.index("```toml\n", page.index("A complete example:")) + len("```toml\n")
+    c = toml(page[start : page.index("```", start)])
     assert c.max_packet_size == 1048576 and c.set_tcp_nodelay is True
     assert c.persistent_client_expiration == 14 * 86400
     assert c.log_dest == ["stderr", "file"] and c.log_file == "/var/log/midge/midge.log"
     assert c.log_timestamp_format == "%Y-%m-%dT%H:%M:%S"
-    assert c.pid_file == "/run/midge.pid"
+    assert c.pid_file == "/run/midge/midge.pid"
     assert c.listeners == [
         ListenerConfig(port=1883, host=None),
         ListenerConfig(
