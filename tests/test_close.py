@@ -9,8 +9,10 @@ sees the broker's EOF.
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import socket
+import struct
 import time
 from collections.abc import Callable, Iterator
 
@@ -19,7 +21,7 @@ import pytest
 from midge.codec import Decoder, encode
 from midge.codec.packets import Connack, Connect, Disconnect, Packet, Publish
 from midge.codec.reasons import ConnackV3, Reason
-from midge.transport.writer import LINGER
+from midge.transport.writer import LINGER, CoalescingTransport, TurnWrites
 from tests.conftest import RunningBroker
 
 V5 = 5
@@ -194,3 +196,36 @@ def test_stop_aborts_lingering_sockets_promptly(
     assert time.monotonic() - started < LINGER / 2
     got = packets(sock.recv(65536), V5)
     assert isinstance(got[0], Disconnect) and got[0].reason_code == Reason.SERVER_SHUTTING_DOWN
+
+
+def test_closing_after_the_peer_reset_does_not_raise() -> None:
+    """The peer reset the connection (RST) before the loop read it: ``write_eof`` fails with
+    ENOTCONN. Closing then aborts the socket at once, and the connection is told it is lost.
+    (Seen in CI: a broker stopping while an OAuth test client had just reset.)"""
+
+    async def scenario() -> tuple[list[Exception | None], int]:
+        loop = asyncio.get_running_loop()
+        server = socket.create_server(("127.0.0.1", 0))
+        client = socket.create_connection(server.getsockname(), timeout=5)
+        accepted, _ = server.accept()
+        server.close()
+        lost: list[Exception | None] = []
+
+        class Recorder(asyncio.Protocol):
+            def connection_lost(self, exc: Exception | None) -> None:
+                lost.append(exc)
+
+        transport, _ = await loop.connect_accepted_socket(Recorder, accepted)
+        turn = TurnWrites(loop)
+        writer = CoalescingTransport(transport, turn)  # type: ignore[arg-type]
+        # RST from the client; no await until close(), so the loop has not read it.
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        client.close()
+        writer.close()
+        for _ in range(5):
+            await asyncio.sleep(0)
+        return lost, len(turn.lingering)
+
+    lost, lingering = asyncio.run(scenario())
+    assert lost == [None]
+    assert lingering == 0

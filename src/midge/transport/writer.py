@@ -108,7 +108,12 @@ class CoalescingTransport(NativeWriter):
         turn.lingering.add(lingering)
         turn.loop.call_soon(protocol.connection_lost, None)
         if transport.can_write_eof():
-            transport.write_eof()  # FIN once asyncio's buffer is written
+            try:
+                transport.write_eof()  # FIN once asyncio's buffer is written
+            except OSError:
+                # The peer is gone already (reset: ENOTCONN from shutdown): nothing to linger for.
+                transport.abort()
+                return
             if not transport.is_reading():
                 transport.resume_reading()  # the connection may have paused it
         else:
