@@ -13,11 +13,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import resource
+import sys
 from typing import Any
 
 from midge.auth.base import AuthChain, Authenticator, Capability
 from midge.auth.files import FileAuthenticator, anonymous_notices, build_authenticator
 from midge.broker.broker import Broker
+from midge.broker.systree import SysTree
 from midge.cluster.router import Router
 from midge.config import DEFAULT_DB_NAME, Config, ConfigError, resolve_listener
 from midge.store.base import Store
@@ -32,14 +36,33 @@ log = logging.getLogger("midge.server")
 CLOSE_TIMEOUT = 2.0
 
 
+def process_memory() -> tuple[int, int]:
+    """The process's resident memory now and at its peak, in bytes: ``$SYS/broker/heap/current``
+    and ``heap/maximum`` (docs/mosquitto.md, "$SYS"). One small read of /proc/self/statm (where
+    there is none, the peak stands for both)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    if sys.platform != "darwin":
+        peak *= 1024  # kilobytes on Linux, bytes on macOS
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            current = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        current = peak
+    return current, max(current, peak)
+
+
 class Server:
     def __init__(
         self,
         config: Config,
         authenticator: Authenticator | None = None,
         router: Router | None = None,
+        sys_tree: bool = True,
     ) -> None:
         self.config = config
+        #: Whether this process publishes $SYS (with ``--workers``, worker 0 only).
+        self.publishes_sys = sys_tree
+        self.sys_tree: SysTree | None = None
         #: In place of the password/ACL files' layer (tests; SCRAM and plugins still compose).
         self.authenticator = authenticator
         #: The layers the broker asks (midge.auth.base.AuthChain), set by ``start``.
@@ -137,6 +160,9 @@ class Server:
         if self.router is not None:
             self.router.bind(self.broker)
             self.broker.router = self.router
+        if config.sys_interval and self.publishes_sys:
+            self.sys_tree = SysTree(self.broker, config.sys_interval, process_memory)
+            self.sys_tree.start()
         limits = ConnectionLimits(config.global_max_connections, config.max_connection_rate)
         writes = self.writes = TurnWrites(loop)
         try:
@@ -213,6 +239,8 @@ class Server:
             if state.server is not None:
                 state.server.close()
         broker = self.broker
+        if self.sys_tree is not None:
+            self.sys_tree.stop()
         if broker is not None:
             broker.shutdown()
             deadline = asyncio.get_running_loop().time() + CLOSE_TIMEOUT

@@ -179,6 +179,7 @@ class Broker:
         session.expiry_handle = None
         if session.connection is not None or self.sessions.get(session.client_id) is not session:
             return
+        self.stats.clients_expired += 1
         pending = self._pop_will(session.client_id)
         if pending is not None:
             pending.handle.cancel()
@@ -270,7 +271,10 @@ class Broker:
         if message.retain:
             # MQTT-3.3.1-5..-7 (3.1.1 and v5): store, replace, or clear on an empty payload.
             self.retained.set(message)
-            self.store.retained_changed(message)
+            if not message.topic.startswith("$SYS"):
+                # $SYS is the running broker's own state: never kept across a restart (nor
+                # written every sys_interval), as in Mosquitto.
+                self.store.retained_changed(message)
         if self.router is not None:
             return self.router.publish(message)
         return self.route(message)
@@ -281,7 +285,8 @@ class Broker:
         again. ``groups`` are the shared groups (name, filter) this worker was picked to serve."""
         if message.retain:
             self.retained.set(message)
-            self.store.retained_changed(message)
+            if not message.topic.startswith("$SYS"):
+                self.store.retained_changed(message)
         self.route(message, groups if groups is not None else set())
 
     def publish_will(self, will: Message, username: str | None = None) -> None:

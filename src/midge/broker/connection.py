@@ -225,13 +225,17 @@ class Connection:
         self._pub_stamp = self.last_seen
         self._timer: Any = broker.scheduler.call_later(config.connect_timeout, self._timeout)
         broker.connections.add(self)
+        broker.stats.sockets += 1
 
     # -- input ----------------------------------------------------------------------------------
 
     def data_received(self, data: bytes) -> None:
         if self.state == CLOSED:
             return
-        self.last_seen = self.broker.scheduler.time()
+        broker = self.broker
+        self.last_seen = broker.scheduler.time()
+        stats = broker.stats
+        stats.bytes_received += len(data)
         decoder = self.decoder
         decoder.receive(data)
         try:
@@ -239,6 +243,7 @@ class Connection:
                 packet = decoder.next_packet()
                 if packet is None:
                     break
+                stats.packets_received += 1
                 self._handle(packet)
         except Exception as exc:
             self._failed(exc)
@@ -359,6 +364,7 @@ class Connection:
 
     def _on_connect(self, p: Connect) -> None:
         broker = self.broker
+        broker.stats.connects += 1
         config = broker.config
         listener = self.listener
         version = self.version = p.protocol_level
@@ -598,6 +604,9 @@ class Connection:
     def _on_publish(self, p: Publish) -> None:
         session = self.session
         assert session is not None
+        stats = self.broker.stats
+        stats.publish_received += 1
+        stats.publish_bytes_received += len(p.payload)
         topic = p.topic
         props = p.properties
         v5 = self.version == MQTT5

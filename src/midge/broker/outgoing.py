@@ -243,7 +243,9 @@ class Outgoing(Sink):
             aliases = self.aliases
             if aliases is not None:
                 aliases[topic] = new_alias
-        self.stats.messages_sent += 1
+        stats = self.stats
+        stats.messages_sent += 1
+        stats.publish_bytes_sent += len(message.payload)
         return True
 
     def pubrel(self, pid: int) -> None:
@@ -252,7 +254,10 @@ class Outgoing(Sink):
 
     def write(self, data: bytes) -> None:
         """Hand one packet to the transport (every packet of the connection goes through here;
-        the transport coalesces them)."""
+        the transport coalesces them); counted for $SYS."""
+        stats = self.stats
+        stats.packets_sent += 1
+        stats.bytes_sent += len(data)
         native = self.native
         if native is not None:
             native.write(data)

@@ -42,9 +42,17 @@ class Inflight:
 
 
 class Stats:
-    """Counters for $SYS and metrics (observability comes in a later issue)."""
+    """Counters for $SYS (:mod:`midge.broker.systree`) and metrics.
+
+    Plain integer increments where the event happens; :mod:`midge.broker.systree` reads them
+    every ``sys_interval`` and never resets them.
+    """
 
     __slots__ = (
+        "bytes_received",
+        "bytes_sent",
+        "clients_expired",
+        "connects",
         "limited_connection_rate",
         "limited_connections",
         "limited_publish_rate",
@@ -53,13 +61,37 @@ class Stats:
         "messages_dropped",
         "messages_received",
         "messages_sent",
+        "packets_received",
+        "packets_sent",
+        "publish_bytes_received",
+        "publish_bytes_sent",
+        "publish_received",
         "queue_dropped",
         "refused",
+        "sockets",
     )
 
     def __init__(self) -> None:
+        #: Messages routed: PUBLISH accepted from clients, wills, $SYS updates.
         self.messages_received = 0
+        #: PUBLISH packets sent ($SYS/broker/publish/messages/sent).
         self.messages_sent = 0
+        #: Every MQTT packet read from / written to a client, and their bytes on the wire
+        #: ($SYS/broker/messages/received|sent, $SYS/broker/bytes/received|sent).
+        self.packets_received = 0
+        self.packets_sent = 0
+        self.bytes_received = 0
+        self.bytes_sent = 0
+        #: PUBLISH packets read, and the payload bytes of those read and sent
+        #: ($SYS/broker/publish/messages/received, $SYS/broker/publish/bytes/received|sent).
+        self.publish_received = 0
+        self.publish_bytes_received = 0
+        self.publish_bytes_sent = 0
+        #: Connections accepted (sockets) and CONNECT packets handled ($SYS load averages).
+        self.sockets = 0
+        self.connects = 0
+        #: Sessions ended by their expiry interval ($SYS/broker/clients/expired).
+        self.clients_expired = 0
         #: Every message not delivered for want of room: full queues, slow consumers, too large.
         self.messages_dropped = 0
         #: Of those, the ones a full session queue dropped (max_queued_messages / _bytes).

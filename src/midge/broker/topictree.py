@@ -64,7 +64,9 @@ class TopicTree:
     def __init__(self) -> None:
         self._root = _Node()
         self._cache: dict[str, Matches] = {}
+        #: Subscriptions held, and of those the shared ones ($SYS counts them apart).
         self.count = 0
+        self.shared_count = 0
 
     def subscribe(self, client_id: str, topic_filter: str, options: SubOptions) -> bool:
         """Add or replace a subscription; True if it is new (False: replaced, MQTT-3.8.4-3)."""
@@ -90,6 +92,8 @@ class TopicTree:
             group.members[client_id] = options
         if new:
             self.count += 1
+            if share is not None:
+                self.shared_count += 1
         self._cache.clear()
         return new
 
@@ -115,6 +119,7 @@ class TopicTree:
                 return False
             if not group.members:
                 del node.shared[share]  # type: ignore[union-attr]
+            self.shared_count -= 1
         self.count -= 1
         # Prune empty nodes so the trie does not grow without bound under churn.
         for depth in range(len(levels), 0, -1):
@@ -188,7 +193,9 @@ class RetainedTree:
 
     def __init__(self) -> None:
         self._root: _RNode[Message] = _RNode()
+        #: Retained messages held, and their payload bytes ($SYS).
         self.count = 0
+        self.payload_bytes = 0
 
     def set(self, message: Message) -> None:
         """Store ``message`` as the topic's retained message; an empty payload clears it."""
@@ -202,8 +209,12 @@ class RetainedTree:
             if child is None:
                 child = node.children[level] = _RNode()
             node = child
-        if node.value is None:
+        old = node.value
+        if old is None:
             self.count += 1
+        else:
+            self.payload_bytes -= len(old.payload)
+        self.payload_bytes += len(message.payload)
         node.value = message
 
     def get(self, topic: str) -> Message | None:
@@ -226,6 +237,7 @@ class RetainedTree:
             path.append(node)
         if node.value is None:
             return
+        self.payload_bytes -= len(node.value.payload)
         node.value = None
         self.count -= 1
         for depth in range(len(levels), 0, -1):

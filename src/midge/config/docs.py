@@ -52,7 +52,7 @@ that names the file, the line, the option and the fix, for example:
 ```
 /etc/midge/conf.d/10-limits.conf:3: max_qos: 3 is out of range: expected 0..2
 midge.conf:12: unknown option 'max_queued_mesages'; did you mean 'max_queued_messages'?
-midge.conf:4: 'sys_interval' is not supported yet by midge (it comes with $SYS support); remove the line or comment it out
+midge.conf:4: 'http_dir' is not supported yet by midge (it comes with websockets support); remove the line or comment it out
 midge.toml:9: 'max_queued_messages' is a global option, not a listener option; move it above the first [[listener]] table
 ```
 
@@ -239,6 +239,7 @@ everything in memory. With `workers` above 1, persistence is off (a notice says 
 explicit `data_dir` or `persistence_file` with several workers is an error, as they cannot share one database yet.""",
     ),
     Section("logging", "Logging (global)"),
+    Section("sys", "`$SYS` broker status (global)"),
     Section("processes", "Processes (global)"),
     Section("files", "Files (global)"),
 )
@@ -274,7 +275,6 @@ UNSUPPORTED_ROWS: tuple[tuple[str, str, str, str], ...] = (
     ),
     ("WebSockets", "websockets", "`protocol websockets`", "`log_type websockets`"),
     ("Bridges", "bridges", "", ""),
-    ("`$SYS`", "$SYS", "", ""),
     (
         "Listener features not built yet",
         "listener options",

@@ -139,6 +139,9 @@ class Config:
     upgrade_outgoing_qos: bool = False
     set_tcp_nodelay: bool = False
 
+    # $SYS (midge.broker.systree): seconds between updates; 0 = none
+    sys_interval: int = 10
+
     # Limits (midge's own; 0 or -1 = none). See docs/security.md, "Limits".
     global_max_connections: int = -1  # client connections over all listeners
     max_connection_rate: int = 0  # new connections per second from one IP address

@@ -734,6 +734,20 @@ _LOGGING = (
     ),
 )
 
+_SYS = (
+    Option(
+        "sys_interval",
+        GLOBAL,
+        INT,
+        "Seconds between updates of the `$SYS/broker/...` status topics (0..65535); 0 = no "
+        "`$SYS` at all. See [mosquitto.md](mosquitto.md#sys) for what differs from Mosquitto.",
+        "sys",
+        default=10,
+        check=checks.int_range(0, 65535),
+        mosquitto="Same topics and payload formats; with `--workers`, worker 0's numbers.",
+    ),
+)
+
 _PROCESSES = (
     Option(
         "workers",
@@ -860,7 +874,6 @@ _UNSUPPORTED = (
         "remote_password username remote_username restart_timeout round_robin start_type "
         "threshold topic try_private",
     ),
-    *_refused("$SYS", "sys_interval"),
     *_refused("listener options", "mount_point bind_interface"),
     *_refused(
         "other",
@@ -883,6 +896,7 @@ OPTIONS: tuple[Option, ...] = (
     *_LIMITS,
     *_PERSISTENCE,
     *_LOGGING,
+    *_SYS,
     *_IGNORED,
     *_PROCESSES,
     *_FILES,
