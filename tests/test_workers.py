@@ -329,7 +329,7 @@ def test_sigterm_publishes_wills_across_workers_and_exits_0(
 
 def test_workers_option_in_config_file(start: Any, tmp_path: Any, clients: list[RawClient]) -> None:
     conf = tmp_path / "midge.conf"
-    conf.write_text("workers 2\nallow_anonymous true\nlistener 0 127.0.0.1\n")
+    conf.write_text("workers 2\nallow_anonymous true\nsys_interval 1\nlistener 0 127.0.0.1\n")
     proc = ProcBroker(("-c", str(conf)))
     try:
         proc.wait_listening()
@@ -337,6 +337,11 @@ def test_workers_option_in_config_file(start: Any, tmp_path: Any, clients: list[
         client = RawClient(proc.host, proc.port)
         clients.append(client)
         assert isinstance(client.connect("c"), Connack)
+        # $SYS: worker 0 alone publishes (docs/workers.md), so the uptime seen from either
+        # worker rises by one update at a time; two publishers would send each second twice.
+        client.subscribe("$SYS/broker/uptime", 0)
+        uptimes = [int(p.payload.split()[0]) for p in receive_publishes(client, 4, timeout=10)]
+        assert uptimes == sorted(set(uptimes)), uptimes
         assert proc.stop() == 0
     finally:
         proc.close()
