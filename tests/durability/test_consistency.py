@@ -42,7 +42,11 @@ def snapshot(broker: Broker) -> dict[str, Any]:
             ),
             sorted(s.awaiting_rel),
         )
-    retained = sorted((m.topic, m.payload, m.qos) for m in broker.retained.all() if m.payload)
+    retained = sorted(
+        (m.topic, m.payload, m.qos)
+        for m in broker.retained.all()
+        if m.payload and not m.topic.startswith("$SYS")  # this run's own: never kept
+    )
     return {"sessions": sessions, "retained": retained}
 
 

@@ -186,8 +186,8 @@ def test_sys_topics_only_where_allowed(secured: Callable[..., Any], version: int
     root = client(version, "root")  # 'topic read #' does not reach $SYS (MQTT-4.7.2-1)
     assert root.subscribe("$SYS/#").reason_codes == [SUB_REFUSED[version]]
     alice = client(version, "alice")
-    assert alice.subscribe("$SYS/broker/#").reason_codes == [0]
-    ack = alice.publish("$SYS/broker/fake", b"x", qos=1)  # clients never publish to $SYS
+    assert alice.sub("$SYS/broker/#").reason_codes == [0]  # the $SYS tree may come first
+    ack = alice.pub("$SYS/broker/fake", b"x", qos=1)  # clients never publish to $SYS
     assert isinstance(ack, Puback) and ack.reason_code == (0x87 if version == 5 else 0)
 
 
