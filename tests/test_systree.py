@@ -5,6 +5,7 @@ compares the topic names and payload formats with the real Mosquitto."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 from midge.broker.model import Message
@@ -14,6 +15,7 @@ from midge.codec.properties import Prop
 from midge.codec.reasons import Reason
 from midge.config import Config, parse_mosquitto_conf, parse_toml
 from midge.store.memory import MemoryStore
+from tests.conftest import RunningBroker
 from tests.memory import MemoryBroker
 from tests.rawclient import RawClient, tap
 
@@ -253,3 +255,17 @@ def test_sys_interval_in_both_formats() -> None:
     assert Config().sys_interval == 10
     assert parse_mosquitto_conf("sys_interval 0\n", "m.conf").sys_interval == 0
     assert parse_toml("sys_interval = 60\n", "m.toml").sys_interval == 60
+
+
+def test_the_server_publishes_sys_unless_sys_interval_is_0(
+    make_broker: Callable[..., RunningBroker],
+) -> None:
+    on = make_broker()
+    values = on.call(lambda: {m.topic: m.payload for m in on.server.broker.retained.all()})
+    # heap/...: the process's resident memory and its peak (docs/mosquitto.md, "$SYS").
+    current = int(values["$SYS/broker/heap/current"])
+    assert 1_000_000 < current <= int(values["$SYS/broker/heap/maximum"])
+    assert values["$SYS/broker/uptime"] == b"0 seconds"
+    off = make_broker(sys_interval=0)
+    assert off.server.sys_tree is None
+    assert off.call(lambda: off.server.broker.retained.count) == 0

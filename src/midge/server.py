@@ -57,11 +57,11 @@ class Server:
         config: Config,
         authenticator: Authenticator | None = None,
         router: Router | None = None,
-        sys_tree: bool = True,
+        publish_sys: bool = True,
     ) -> None:
         self.config = config
         #: Whether this process publishes $SYS (with ``--workers``, worker 0 only).
-        self.publishes_sys = sys_tree
+        self.publish_sys = publish_sys
         self.sys_tree: SysTree | None = None
         #: In place of the password/ACL files' layer (tests; SCRAM and plugins still compose).
         self.authenticator = authenticator
@@ -160,7 +160,7 @@ class Server:
         if self.router is not None:
             self.router.bind(self.broker)
             self.broker.router = self.router
-        if config.sys_interval and self.publishes_sys:
+        if config.sys_interval and self.publish_sys:
             self.sys_tree = SysTree(self.broker, config.sys_interval, process_memory)
             self.sys_tree.start()
         limits = ConnectionLimits(config.global_max_connections, config.max_connection_rate)

@@ -647,7 +647,7 @@ async def _worker_main(
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     # $SYS: worker 0 alone publishes, its own numbers (docs/workers.md); its retained values
     # reach every worker like any retained message.
-    server = Server(config, router=router, sys_tree=wid == 0)
+    server = Server(config, router=router, publish_sys=wid == 0)
     loop.add_signal_handler(signal.SIGHUP, server.reload)
     try:
         await server.start()
