@@ -6,6 +6,7 @@ the bytes each client receives are compared."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -25,7 +26,7 @@ from midge.codec.properties import Prop
 from midge.config import Config
 from tests.differential.harness import needs_mosquitto
 from tests.differential.test_wire import Pair, start_pair
-from tests.memory import MemoryBroker
+from tests.memory import DurableMemoryBroker, MemoryBroker
 from tests.rawclient import RawClient, tap
 
 
@@ -205,6 +206,24 @@ def test_own_qos2_copy_follows_the_pubrec() -> None:
     assert client.expect(Pubrec).packet_id == 7
     copy = client.expect(Publish)
     assert (copy.topic, copy.qos, copy.packet_id) == ("me", 2, 1)
+
+
+def test_own_qos2_copy_follows_the_pubrec_with_a_durable_store(tmp_path: Path) -> None:
+    """With a durable store the PUBREC waits for the commit (the message recorded for the
+    persistent session first); the copy, and anything else for this client, waits with it."""
+    broker = DurableMemoryBroker(tmp_path)
+    client = RawClient(broker.link(), version=5)
+    client.connect5("durable-self", properties={Prop.SESSION_EXPIRY_INTERVAL: 300})
+    client.subscribe("me", 2)
+    received = tap(client)
+    client.send(Publish("me", b"x", 2, False, False, 7, {}))
+    client.send(Pingreq())
+    assert isinstance(client.recv(), Pubrec)
+    copy = client.expect(Publish)
+    assert (copy.topic, copy.packet_id) == ("me", 1)
+    client.expect(Pingresp)
+    assert bytes(received).startswith(b"\x50\x02\x00\x07")
+    broker.kill()
 
 
 def test_packet_ids_wrap_and_skip_ids_in_use() -> None:

@@ -735,23 +735,22 @@ class Connection:
         waits for a commit, the following ones wait too.
         """
         store = self.broker.durable_store
-        out = self.out
-        if out.held is not None and self.state == CLOSED:
-            out.held = None
         if store is not None and (self._acks_waiting or store.pending):
-            if out.held is not None:
-                out.release(None)  # what routing wrote here does not wait for the commit
             self._acks_waiting += 1
             store.commit(lambda: self._acked(packet))
-        elif out.held is not None:
-            # The PUBREC of a QoS 2 PUBLISH goes before the copies routing wrote to this client.
-            out.release(self._encoded(packet))
         else:
-            self._send(packet)
+            self._acked(packet, False)
 
-    def _acked(self, packet: Packet) -> None:
-        self._acks_waiting -= 1
-        self._send(packet)
+    def _acked(self, packet: Packet, waited: bool = True) -> None:
+        if waited:
+            self._acks_waiting -= 1
+        out = self.out
+        if out.held is None:
+            self._send(packet)
+        elif self.state != CLOSED:
+            # The PUBREC of a QoS 2 PUBLISH goes before what was written to this client since
+            # it was routed (its own copy, held by _publish_checked).
+            out.release(self._encoded(packet))
 
     def _on_puback(self, p: Puback) -> None:
         session = self.session
@@ -1072,7 +1071,10 @@ class Connection:
         if self._expiry is not None:
             self._expiry.cancel()
             self._expiry = None
-        self.out.open = False
+        out = self.out
+        if out.held is not None:
+            out.release(None)  # e.g. a DISCONNECT written while a PUBREC waited for the store
+        out.open = False
         self.transport.close()
         self.broker.connections.discard(self)
         session = self.session

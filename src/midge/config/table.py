@@ -328,8 +328,7 @@ _SECURITY = (
         once=True,
         syntax="`acl_file PATH`",
         default_doc="none (every topic open)",
-        mosquitto="A refused SUBSCRIBE gets SUBACK 0x80 / 0x87 where no message could ever pass "
-        "(Mosquitto grants it and delivers nothing).",
+        mosquitto="Same: every SUBSCRIBE is granted, each delivery is checked for read access.",
     ),
 )
 
