@@ -68,11 +68,14 @@ def clients() -> Iterator[Callable[..., PahoClient]]:
         client.close()
 
 
-def roundtrip(clients: Callable[..., PahoClient], host: str, port: int, tag: str = "") -> None:
-    """The broker at host:port serves: a QoS 1 message goes from one client to another."""
+def roundtrip(
+    clients: Callable[..., PahoClient], host: str, port: int, tag: str = "", keepalive: int = 60
+) -> None:
+    """The broker at host:port serves: a QoS 1 message goes from one client to another (the
+    v3.1.1 one with ``keepalive``: a larger one than max_keepalive is refused)."""
     sub = clients(host, port, f"sub{tag}", 5)
     sub.subscribe("cli/check", 1)
-    clients(host, port, f"pub{tag}", 4).publish("cli/check", b"served", 1)
+    clients(host, port, f"pub{tag}", 4, keepalive=keepalive).publish("cli/check", b"served", 1)
     message = sub.expect()
     assert (message.topic, message.payload) == ("cli/check", b"served")
 
@@ -228,9 +231,10 @@ def test_mosquitto_conf(
         "TopicAliasMaximum": 10,
         "RetainAvailable": 0,
     }
-    qos2 = clients("127.0.0.1", first, "sub-max-qos", 4)
+    # A v3.1.1 client above max_keepalive would be refused (return code 2).
+    qos2 = clients("127.0.0.1", first, "sub-max-qos", 4, keepalive=30)
     assert qos2.subscribe("t", 2) == [1]  # granted QoS capped by the listener's max_qos
-    roundtrip(clients, "127.0.0.1", second)
+    roundtrip(clients, "127.0.0.1", second, keepalive=30)
     assert broker.stop() == 0
 
 
@@ -281,7 +285,7 @@ def test_midge_toml(
         "TopicAliasMaximum": 5,
         "RetainAvailable": 0,
     }
-    roundtrip(clients, "127.0.0.1", second)
+    roundtrip(clients, "127.0.0.1", second, keepalive=30)
     assert broker.stop() == 0
 
 

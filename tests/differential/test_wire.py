@@ -185,24 +185,6 @@ def test_resumed_session_resends_within_a_smaller_receive_maximum() -> None:
     assert outstanding[-1].dup is False
 
 
-@needs_mosquitto
-@pytest.mark.parametrize("version", [3, 4])
-@pytest.mark.parametrize("keep_alive", [0, 60, 61, 100])
-def test_v3_keep_alive_above_max_keepalive_is_accepted_as_by_mosquitto_2_0_11(
-    pair: Pair, version: int, keep_alive: int
-) -> None:
-    """Mosquitto 2.0.11 accepts a v3.1/3.1.1 CONNECT whose Keep Alive exceeds max_keepalive (or
-    is 0; later Mosquitto releases refuse it with return code 2): so does midge, same bytes."""
-    connect = Connect(
-        protocol_level=version,
-        protocol_name="MQIsdp" if version == 3 else "MQTT",
-        client_id="v3",
-        keep_alive=keep_alive,
-    )
-    (theirs, _), (mine, _) = pair.both(encode(connect, version), version)
-    assert mine == theirs == b"\x20\x02\x00\x00"
-
-
 def qos_flow_bytes(sub: RawClient, pub: RawClient, qos: int) -> tuple[bytes, bytes]:
     """``pub`` publishes at ``qos`` to ``sub`` (subscribed at ``qos``) and each completes its
     flow: the raw bytes each received from the broker meanwhile."""

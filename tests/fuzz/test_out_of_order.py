@@ -156,7 +156,7 @@ class Model:
                 self.answers.append(Puback(pid, self.reason(0x10)))  # no matching subscribers
             else:
                 self.awaiting_rel.add(pid)
-                self.answers.append(Pubrec(pid, self.reason(0x10)))
+                self.answers.append(Pubrec(pid))  # Success: Mosquitto's, whoever subscribed
         elif isinstance(packet, Pubrel):
             found = packet.packet_id in self.awaiting_rel
             self.awaiting_rel.discard(packet.packet_id)

@@ -220,27 +220,29 @@ class Model:
         delivered = self.route(topic, payload, qos, retain)
         if qos == 0:
             return [packet], []
-        code = self.rc(0x00 if delivered else 0x10)
+        # v5 0x10 as Mosquitto: no subscription matched (No Local ones too); a QoS 2 PUBREC is
+        # always Success (Mosquitto routes at PUBREL, so it cannot know yet).
+        code = self.rc(0x00 if delivered or qos == 2 else 0x10)
         if qos == 1:
             return [packet], [Puback(pid, code)]
         self.awaiting_rel.add(pid)
         return [packet], [Pubrec(pid, code)]
 
     def route(self, topic: str, payload: bytes, qos: int, retain: bool) -> bool:
-        """Expect the deliveries of one message; True if any subscription took it."""
-        plain = [
+        """Expect the deliveries of one message; True if any subscription matched."""
+        mine = [
             s
             for f, s in self.subs.items()
-            if not f.startswith("$share/") and topic_matches(f, topic) and not s.no_local
+            if not f.startswith("$share/") and topic_matches(f, topic)
         ]
-        delivered = False
+        delivered = bool(mine)
+        plain = [s for s in mine if not s.no_local]
         if plain:
             # Overlapping subscriptions: one copy at the highest granted QoS (MQTT-3.3.5-1 3.1.1,
             # MQTT-3.3.4-2 v5), never above the message's (MQTT-3.8.4-8 v5).
             best = max(s.qos for s in plain)
             rap = any(s.rap for s in plain)
             self.expected[(topic, payload, min(qos, best), retain and rap)] += 1
-            delivered = True
         for f, s in self.subs.items():
             share, real = split_shared(f)
             if share is not None and topic_matches(real, topic):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from midge.auth.acl import READ, WRITE, covers, intersect, parse_acl
+from midge.auth.acl import READ, WRITE, parse_acl
 from midge.config import ConfigError
 
 ACL = """\
@@ -114,69 +114,6 @@ def test_no_matching_rule_and_unknown_user_are_refused() -> None:
     assert not stranger.allowed("anything", READ)
     assert not stranger.allowed("public/news", READ)
     assert not acl_for("s", None, "").allowed("x", READ)  # empty file: everything refused
-
-
-def test_subscribe_decisions() -> None:
-    alice = acl_for("dev-1", "alice")
-    assert alice.can_subscribe("alice/#")
-    assert alice.can_subscribe("#")  # overlaps alice/# (deliveries are filtered)
-    assert alice.can_subscribe("+/x")
-    assert alice.can_subscribe("shared/+/status")
-    assert alice.can_subscribe("shared/a/status")
-    assert not alice.can_subscribe("alice/secret")  # covered by a deny
-    assert not alice.can_subscribe("alerts/with space")  # write-only
-    assert not alice.can_subscribe("bob/#")
-    assert alice.can_subscribe("$SYS/#")
-    assert alice.can_subscribe("users/alice/inbox")
-    assert not alice.can_subscribe("users/bob/inbox")
-    assert not alice.can_subscribe("clients/dev-1/locked")  # deny pattern covers it
-    assert alice.can_subscribe("clients/dev-1/#")
-    anon = acl_for("c", None)
-    assert anon.can_subscribe("public/+")
-    assert not anon.can_subscribe("$SYS/#")
-    assert not anon.can_subscribe("private/#")
-    root = acl_for("r", "root", "user root\ntopic #\n")
-    assert not root.can_subscribe("$SYS/#")  # '#' gives no $SYS
-    assert root.can_subscribe("a/#")
-
-
-@pytest.mark.parametrize(
-    ("a", "b", "expected"),
-    [
-        ("a/+/c", "+/b/#", "a/b/c"),
-        ("a/#", "a", "a"),
-        ("a/#", "+/b", "a/b"),
-        ("#", "x/y", "x/y"),
-        ("a/b", "a/c", None),
-        ("a/+", "a/b/c", None),
-        ("#", "$SYS/x", None),
-        ("+/x", "$SYS/x", None),
-        ("$SYS/#", "$SYS/+/y", "$SYS/+/y"),
-        ("+", "+", "+"),
-    ],
-)
-def test_filter_intersection(a: str, b: str, expected: str | None) -> None:
-    got = intersect(tuple(a.split("/")), tuple(b.split("/")))
-    assert (None if got is None else "/".join(got)) == expected
-    got = intersect(tuple(b.split("/")), tuple(a.split("/")))
-    assert (None if got is None else "/".join(got)) == expected
-
-
-@pytest.mark.parametrize(
-    ("outer", "inner", "expected"),
-    [
-        ("a/#", "a", True),
-        ("a/#", "a/+/c", True),
-        ("a/+", "a/b", True),
-        ("a/b", "a/+", False),
-        ("a/+", "a/#", False),
-        ("#", "$SYS/x", False),
-        ("$SYS/#", "$SYS/x", True),
-        ("a/b", "a/b", True),
-    ],
-)
-def test_filter_covering(outer: str, inner: str, expected: bool) -> None:
-    assert covers(tuple(outer.split("/")), tuple(inner.split("/"))) is expected
 
 
 @pytest.mark.parametrize(

@@ -538,3 +538,31 @@ def test_a_plugin_declares_what_it_defines_without_saying_so() -> None:
     assert PluginAuthenticator([object()]).provides == frozenset()
     # Nothing to ask: a chain with only such a plugin checks nothing per message.
     assert not AuthChain([PluginAuthenticator([OnlyAuthenticate()])]).checks_publish
+
+
+def test_the_file_layer_grants_every_filter_and_read_checks_clients_of_other_layers(
+    tmp_path: Path,
+) -> None:
+    """An ACL file refuses no SUBSCRIBE (Mosquitto 2's security_default.c); a subscriber that
+    another layer authenticated (SCRAM, a plugin) is registered with its rules there, so its
+    deliveries are still read-checked, under the identity it subscribed with."""
+    files = _files(tmp_path, "user alice\ntopic read alice/#\nuser bob\ntopic read bob/#\n")
+    assert files.can_read("scram-1", "alice/x") is False  # unknown: nothing, fail closed
+    assert files.can_subscribe("scram-1", "alice", "#") is True
+    assert files.can_subscribe("scram-1", "alice", "bob/#") is True
+    assert files.can_read("scram-1", "alice/x") is True
+    assert files.can_read("scram-1", "bob/x") is False
+    # The client id comes back as another user (authenticated elsewhere): its rules now.
+    assert files.can_subscribe("scram-1", "bob", "#") is True
+    assert files.can_read("scram-1", "alice/x") is False
+    assert files.can_read("scram-1", "bob/x") is True
+    per_listener = tmp_path / "per"
+    per_listener.mkdir()
+    (per_listener / "acl").write_text("topic read #\n")
+    conf = (
+        f"per_listener_settings true\nlistener 0 127.0.0.1\nacl_file {per_listener / 'acl'}\n"
+        "allow_anonymous true\n"
+    )
+    files = FileAuthenticator(parse_mosquitto_conf(conf))
+    # No telling which listener's rules apply to a client this layer did not see: refused.
+    assert files.can_subscribe("elsewhere", "carol", "x") is False

@@ -25,10 +25,9 @@ Decisions, exactly as Mosquitto evaluates them for a topic and an access (read o
 ``$``-topics are matched only by rules whose filter starts with ``$`` (MQTT-4.7.2-1); ``$SYS``
 is readable only where a rule allows it.
 
-SUBSCRIBE: Mosquitto 2.0 accepts every subscription and filters at delivery. midge refuses
-(SUBACK 0x80 / v5 0x87) a filter through which no message could ever be delivered — no rule
-granting read overlaps it, or a deny rule covers all of it — and checks read access on every
-delivery as Mosquitto does. Both brokers deliver the same messages; midge also tells the client.
+SUBSCRIBE: as Mosquitto 2.0 (security_default.c grants every filter), an ACL file refuses no
+subscription; read access is checked on every delivery, routed or retained, so a client gets
+the messages its rules let it read through any filter.
 """
 
 from __future__ import annotations
@@ -191,67 +190,6 @@ def matches(flt: Levels, topic: Levels) -> bool:
     return len(flt) == n
 
 
-def covers(outer: Levels, inner: Levels) -> bool:
-    """Whether every topic matching filter ``inner`` matches filter ``outer``."""
-    if inner[0][:1] == "$" and outer[0] in ("+", "#"):
-        return False
-    n = len(inner)
-    for i, f in enumerate(outer):
-        if f == "#":
-            return True
-        if i >= n:
-            return False
-        x = inner[i]
-        if x == "#":
-            return False
-        if f == "+":
-            continue
-        if x == "+" or x != f:
-            return False
-    return len(outer) == n
-
-
-def _dollar_clash(wild: str, literal: str, level: int) -> bool:
-    return level == 0 and wild in ("+", "#") and literal[:1] == "$"
-
-
-def intersect(a: Levels, b: Levels) -> Levels | None:
-    """A filter matching exactly the topics both ``a`` and ``b`` match, or None if none."""
-    out: list[str] = []
-    i = 0
-    while True:
-        if i == len(a) and i == len(b):
-            return tuple(out)
-        if i == len(a):
-            return tuple(out) if b[i:] == ("#",) else None
-        if i == len(b):
-            return tuple(out) if a[i:] == ("#",) else None
-        x, y = a[i], b[i]
-        if x == "#":
-            if y not in ("+", "#") and _dollar_clash(x, y, i):
-                return None
-            return (*out, *b[i:])
-        if y == "#":
-            if x not in ("+", "#") and _dollar_clash(y, x, i):
-                return None
-            return (*out, *a[i:])
-        if x == "+" and y == "+":
-            out.append("+")
-        elif x == "+":
-            if _dollar_clash(x, y, i):
-                return None
-            out.append(y)
-        elif y == "+":
-            if _dollar_clash(y, x, i):
-                return None
-            out.append(x)
-        elif x == y:
-            out.append(x)
-        else:
-            return None
-        i += 1
-
-
 class ClientAcl:
     """One client's compiled rules, with a bounded cache of decisions per topic."""
 
@@ -297,26 +235,5 @@ class ClientAcl:
                 if granted == DENY:
                     return False
                 if granted & access:
-                    return True
-        return False
-
-    def can_subscribe(self, topic_filter: str) -> bool:
-        """Whether any message could be delivered through ``topic_filter`` (see the module
-        docstring): some rule granting read overlaps it and the deny rules that come first do
-        not cover the overlap."""
-        sub = _split(topic_filter)
-        user_denies = [f for f, a in self.user_rules if a == DENY]
-        for flt, granted in self.user_rules:
-            if granted & READ:
-                common = intersect(flt, sub)
-                if common is not None and not any(covers(d, common) for d in user_denies):
-                    return True
-        if self.dangerous:
-            return False
-        denies = user_denies + [f for f, a in self.patterns if a == DENY]
-        for flt, granted in self.patterns:
-            if granted & READ:
-                common = intersect(flt, sub)
-                if common is not None and not any(covers(d, common) for d in denies):
                     return True
         return False

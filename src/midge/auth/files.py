@@ -243,15 +243,20 @@ class FileAuthenticator(Authenticator):
         return acl.allowed(topic, WRITE)
 
     def can_subscribe(self, client_id: str, username: str | None, topic_filter: str) -> bool:
-        acl = self._acl(client_id, username)
-        if acl is None:
+        """An ACL file refuses no filter, as Mosquitto 2 (security_default.c): deliveries are
+        read-checked instead (:meth:`can_read`). A subscriber that another layer authenticated
+        (SCRAM, a plugin) is registered here under its identity, so that its deliveries are
+        read-checked with its rules; with per_listener_settings there is no telling which
+        listener's rules apply: refused (fail closed)."""
+        client = self.clients.get(client_id)
+        if client is not None and client.username == username:
             return True
-        if acl is False:
+        if self.per_listener:
             return False
-        assert isinstance(acl, ClientAcl)
-        if topic_filter.startswith("$share/"):
-            topic_filter = topic_filter.split("/", 2)[2]
-        return acl.can_subscribe(topic_filter)
+        domain = self.global_domain
+        acl = domain.acl.for_client(client_id, username) if domain.acl else None
+        self.clients[client_id] = _Client(username, domain, acl, None)
+        return True
 
     def session_restored(self, client_id: str, username: str | None) -> None:
         """A persistent session came back from disk (its client not connected yet): its

@@ -314,7 +314,8 @@ class Broker:
 
     def route(self, message: Message, groups: set[tuple[str, str]] | None = None) -> bool:
         """Deliver to local subscribers. ``groups`` None: every matching shared group; otherwise
-        only those (name, filter) groups, which the cluster router picked this worker for."""
+        only those (name, filter) groups, which the cluster router picked this worker for.
+        Returns whether any subscription matched."""
         subs, shared = self.tree.match(message.topic)
         if not subs and not shared:
             return False
@@ -327,7 +328,6 @@ class Broker:
         upgrade = self.config.upgrade_outgoing_qos
         # Encoded bytes shared by the deliveries of this message; one delivery needs none.
         cache = FormCache() if shared or len(subs) > 1 else None
-        delivered = False
         if len(subs) == 1:
             # The common case: one plain subscription per matched client, no aggregation needed.
             cid, opts = subs[0]
@@ -343,7 +343,6 @@ class Broker:
                         (sid,) if sid else (),
                         cache,
                     )
-                    delivered = True
         elif subs:
             # Overlapping subscriptions of one client: one delivery at the highest QoS with every
             # subscription identifier (MQTT-3.3.5-1 3.1.1, MQTT-3.3.4-3/-5 v5).
@@ -367,7 +366,6 @@ class Broker:
                     continue
                 qos = gqos if upgrade or gqos < mqos else mqos
                 session.deliver(message, qos, message.retain and rap, tuple(sids), cache)
-                delivered = True
         for group in shared:
             if groups is not None and (group.name, group.filter) not in groups:
                 continue
@@ -384,8 +382,9 @@ class Broker:
                 (sid,) if sid else (),
                 cache,
             )
-            delivered = True
-        return delivered
+        # Some subscription matched, even if no one could read it or it was the publisher's own
+        # with No Local: Mosquitto answers Success then too, not 0x10 (its subs__process).
+        return True
 
     def _pick(
         self,

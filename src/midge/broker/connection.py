@@ -479,6 +479,18 @@ class Connection:
         assert self._connect is not None
         p, client_id, assigned = self._connect
         broker = self.broker
+        mk = broker.config.max_keepalive
+        if (
+            self.version != MQTT5
+            and mk
+            and (p.keep_alive > mk or (not p.keep_alive and mk < 65535))
+        ):
+            # A v3.1/3.1.1 client cannot be told a Server Keep Alive: Mosquitto (documented in
+            # mosquitto.conf(5) for max_keepalive, since 2.0.12) refuses it as "identifier
+            # rejected". Keep Alive 0 (none) exceeds a max_keepalive below 65535, midge's
+            # default, which is Mosquitto 2.0.11's: a default configuration refuses no client.
+            self._refuse(Reason.CLIENT_IDENTIFIER_NOT_VALID, "keep alive above max_keepalive")
+            return
         if broker.router is not None and self.state == CONNECTING:
             # Client ids are unique across workers: the others release this one first.
             self.state = CLAIMING
@@ -705,7 +717,15 @@ class Connection:
             message = Message.from_publish(
                 topic, p.payload, qos, p.retain, props, self.client_id, now, raw, v5
             )
-            if not self.broker.publish(message) and qos:
+            if qos == 2:
+                # Mosquitto routes a QoS 2 message at PUBREL, so a client subscribed to its own
+                # topic gets PUBREC before the copy: what routing writes to this client waits
+                # for the PUBREC (see _ack).
+                self.out.hold()
+                self.broker.publish(message)
+            elif not self.broker.publish(message) and qos:
+                # v5 0x10 as Mosquitto: no subscription matches (a read-denied one still does).
+                # For QoS 2 Mosquitto cannot know yet at PUBREC, which is always Success.
                 reason = Reason.NO_MATCHING_SUBSCRIBERS
         if qos == 1:
             self._ack(Puback(pid, reason if v5 else 0))
@@ -728,11 +748,18 @@ class Connection:
             self._acks_waiting += 1
             store.commit(lambda: self._acked(packet))
         else:
-            self._send(packet)
+            self._acked(packet, False)
 
-    def _acked(self, packet: Packet) -> None:
-        self._acks_waiting -= 1
-        self._send(packet)
+    def _acked(self, packet: Packet, waited: bool = True) -> None:
+        if waited:
+            self._acks_waiting -= 1
+        out = self.out
+        if out.held is None:
+            self._send(packet)
+        elif self.state != CLOSED:
+            # The PUBREC of a QoS 2 PUBLISH goes before what was written to this client since
+            # it was routed (its own copy, held by _publish_checked).
+            out.release(self._encoded(packet))
 
     def _on_puback(self, p: Puback) -> None:
         session = self.session
@@ -951,6 +978,12 @@ class Connection:
     # -- output ---------------------------------------------------------------------------------
 
     def _send(self, packet: Packet, version: int | None = None) -> None:
+        data = self._encoded(packet, version)
+        if data is not None:
+            self._write(data)
+
+    def _encoded(self, packet: Packet, version: int | None = None) -> bytes | None:
+        """``packet``'s bytes for this client; None if they exceed its Maximum Packet Size."""
         data = encode(packet, self.version if version is None else version)
         limit = self.out.max_packet
         if len(data) > limit and self.version == MQTT5:
@@ -961,8 +994,8 @@ class Connection:
                 props.pop(Prop.USER_PROPERTY, None)
                 data = encode(packet, self.version)
             if len(data) > limit:
-                return
-        self._write(data)
+                return None
+        return data
 
     def _write(self, data: bytes) -> None:
         if self.state != CLOSED:
@@ -1047,7 +1080,10 @@ class Connection:
         if self._expiry is not None:
             self._expiry.cancel()
             self._expiry = None
-        self.out.open = False
+        out = self.out
+        if out.held is not None:
+            out.release(None)  # e.g. a DISCONNECT written while a PUBREC waited for the store
+        out.open = False
         self.transport.close()
         self.broker.connections.discard(self)
         session = self.session

@@ -105,6 +105,7 @@ class Outgoing(Sink):
         "alias_max",
         "aliases",
         "clock",
+        "held",
         "max_packet",
         "native",
         "open",
@@ -129,6 +130,8 @@ class Outgoing(Sink):
         self.alias_max = 0
         # Made on first use (most clients take no aliases; idle connections must stay small).
         self.aliases: dict[str, int] | None = None
+        #: Not None between :meth:`hold` and :meth:`release`: the packets written meanwhile.
+        self.held: list[bytes] | None = None
 
     def start(self, version: int, max_packet: int, alias_max: int) -> None:
         """The CONNECT is accepted with what it negotiated: PUBLISH may go out from now on."""
@@ -252,9 +255,29 @@ class Outgoing(Sink):
         if self.open:
             self.write(encode(Pubrel(pid), self.version))
 
+    def hold(self) -> None:
+        """Keep the packets written from now on until :meth:`release` (a QoS 2 PUBLISH is being
+        routed, and its PUBREC must go before the copies to this client)."""
+        if self.held is None:
+            self.held = []
+
+    def release(self, first: bytes | None) -> None:
+        """Write ``first`` (if any), then the packets held since :meth:`hold`, in order."""
+        held = self.held
+        self.held = None
+        if first is not None:
+            self.write(first)
+        if held:
+            for data in held:
+                self.write(data)
+
     def write(self, data: bytes) -> None:
         """Hand one packet to the transport (every packet of the connection goes through here;
-        the transport coalesces them); counted for $SYS."""
+        the transport coalesces them); counted for $SYS when it is written."""
+        held = self.held
+        if held is not None:
+            held.append(data)
+            return
         stats = self.stats
         stats.packets_sent += 1
         stats.bytes_sent += len(data)

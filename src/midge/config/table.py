@@ -328,8 +328,7 @@ _SECURITY = (
         once=True,
         syntax="`acl_file PATH`",
         default_doc="none (every topic open)",
-        mosquitto="A refused SUBSCRIBE gets SUBACK 0x80 / 0x87 where no message could ever pass "
-        "(Mosquitto grants it and delivers nothing).",
+        mosquitto="Same: every SUBSCRIBE is granted, each delivery is checked for read access.",
     ),
 )
 
@@ -397,13 +396,15 @@ _SESSIONS = (
         "max_keepalive",
         GLOBAL,
         INT,
-        "Largest keepalive (0..65535) a v5 client may use; others are sent a Server Keep Alive "
-        "of N.",
+        "Largest keepalive (0..65535) a client may use: a v5 client asking for more (or for 0) "
+        "is sent a Server Keep Alive of N; a v3.1/3.1.1 client asking for more (or for 0, when "
+        "N < 65535) is refused with return code 2 (identifier rejected). 0: no limit.",
         "sessions",
         default=65535,
         check=checks.int_range(0, 65535),
-        mosquitto="Mosquitto 2.0.11 refuses values below 10; later 2.0 releases and midge accept "
-        "0..65535.",
+        mosquitto="Mosquitto 2.0.11 refuses values below 10 and does not apply the limit to "
+        "v3.1/3.1.1 clients; 2.0.12 and later refuse them as midge does (documented in "
+        "mosquitto.conf(5)); midge accepts 0..65535.",
     ),
     Option(
         "connect_timeout",
