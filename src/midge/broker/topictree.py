@@ -189,6 +189,8 @@ class RetainedTree:
     def __init__(self) -> None:
         self._root: _RNode[Message] = _RNode()
         self.count = 0
+        #: The payload bytes of the retained messages (counted by ``memory_limit``).
+        self.bytes = 0
 
     def set(self, message: Message) -> None:
         """Store ``message`` as the topic's retained message; an empty payload clears it."""
@@ -202,8 +204,12 @@ class RetainedTree:
             if child is None:
                 child = node.children[level] = _RNode()
             node = child
-        if node.value is None:
+        old = node.value
+        if old is None:
             self.count += 1
+        else:
+            self.bytes -= len(old.payload)
+        self.bytes += len(message.payload)
         node.value = message
 
     def get(self, topic: str) -> Message | None:
@@ -224,10 +230,12 @@ class RetainedTree:
                 return
             node = child
             path.append(node)
-        if node.value is None:
+        old = node.value
+        if old is None:
             return
         node.value = None
         self.count -= 1
+        self.bytes -= len(old.payload)
         for depth in range(len(levels), 0, -1):
             n = path[depth]
             if n.value is not None or n.children:
