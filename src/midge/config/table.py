@@ -364,7 +364,8 @@ _SESSIONS = (
         "is dropped and counted (stats `messages_dropped`, `queue_dropped`).",
         "sessions",
         default=1000,
-        mosquitto="Same: Mosquitto also bounds a connected client's unwritten QoS 0 packets by it.",
+        mosquitto="Same; Mosquitto also bounds a connected client's unwritten QoS 0 packets by "
+        "it, counting all its unwritten packets ([mosquitto.md](mosquitto.md)).",
         check=checks.negative_is(0),
     ),
     Option(
