@@ -210,12 +210,13 @@ class MemoryLink:
 
     Flow control (:meth:`limit_output`): by default the client end takes whatever the broker
     writes, at once (a client reading as fast as the broker writes). Limited, the link is what a
-    socket under asyncio is: the kernel's buffer holds ``kernel`` bytes for the client to read,
-    the rest waits in the transport's buffer (``get_write_buffer_size``); the Connection is told
-    ``pause_writing()`` during the write that takes that buffer above ``high`` and
-    ``resume_writing()`` on the loop turn after the client's reading has brought it down to
-    ``low`` or below, as asyncio's transports do. A client that never calls :meth:`recv` is a
-    stalled reader."""
+    socket is under midge's transport (midge.transport.writer) and asyncio: a loop turn's writes
+    are kept and handed over at the end of the turn, in one go; the kernel's buffer holds
+    ``kernel`` bytes for the client to read, the rest waits in the transport's buffer
+    (``get_write_buffer_size``); the Connection is told ``pause_writing()`` by the hand-over that
+    takes that buffer above ``high`` and ``resume_writing()`` on the loop turn after the
+    client's reading has brought it down to ``low`` or below, as asyncio's transports do. A
+    client that never calls :meth:`recv` is a stalled reader."""
 
     def __init__(self, clock: ManualClock) -> None:
         self.clock = clock
@@ -226,7 +227,10 @@ class MemoryLink:
         self._kernel: int | None = None
         self._high = 0
         self._low = 0
+        self._turn: list[bytes] | None = None  # this loop turn's writes, handed over at its end
         self._buffered = bytearray()  # the transport's buffer: written, not in _outbox yet
+        #: The most the transport's buffer has held (with limit_output).
+        self.max_buffered = 0
         self.writing_paused = False
         self._resume_scheduled = False
         self.paused = False
@@ -292,8 +296,20 @@ class MemoryLink:
         if self._kernel is None:
             self._outbox += data
             return
-        self._buffered += data
+        if self._turn is None:
+            self._turn = []
+            self.clock.call_soon(self._flush)
+        self._turn.append(data)
+
+    def _flush(self) -> None:
+        """The end of the loop turn: its writes reach the transport (CoalescingTransport.flush)."""
+        turn, self._turn = self._turn, None
+        if not turn or self.server_closed or self.client_closed:
+            return
+        for data in turn:
+            self._buffered += data
         self._transmit()
+        self.max_buffered = max(self.max_buffered, len(self._buffered))
         if not self.writing_paused and len(self._buffered) > self._high:
             # asyncio: the protocol is paused from within the write that crossed the mark
             self.writing_paused = True
@@ -326,6 +342,7 @@ class MemoryLink:
 
     def close_transport(self) -> None:
         if not self.server_closed:
+            self._flush()  # what the turn wrote goes first, as CoalescingTransport.close does
             self.server_closed = True
             self.clock.call_soon(self._connection_lost)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import pytest
 
+from midge.broker.session import DRAIN_BYTES
 from midge.codec.packets import Publish
 from midge.config import Config
 from tests.memory import MemoryBroker
@@ -109,14 +110,18 @@ def test_qos1_is_not_held_back_by_a_paused_socket_and_qos0_keeps_its_order() -> 
     sub.link.limit_output(KERNEL, HIGH)
     pub = RawClient(broker.link(), version=4)
     pub.connect("pub")
-    pub.send(Publish("t", b"a" * SIZE, 0))
-    pub.send(Publish("t", b"b" * SIZE, 0))
-    pub.publish("t", b"c", 1)  # QoS 1: the in-flight window bounds it, not the socket
-    pub.send(Publish("t", b"d" * SIZE, 0))
-    broker.clock.run()
+    for packet in (
+        Publish("t", b"a" * SIZE, 0),  # written: the socket is backed up from now on
+        Publish("t", b"b" * SIZE, 0),  # waits in the session
+        Publish("t", b"c", 1, packet_id=1),  # QoS 1: the in-flight window bounds it, not the socket
+        Publish("t", b"d" * SIZE, 0),  # waits, after b
+    ):
+        pub.send(packet)
+        broker.clock.run()  # each on a loop turn of its own
     session = broker.broker.sessions["slow"]
     assert session.backlog is not None and len(session.backlog) == 2
     assert len(session.inflight) == 1
+    assert pub.recv().packet_id == 1  # type: ignore[attr-defined]
     got = sub.more_publishes(ack=True)
     assert [m.payload[:1] for m in got] == [b"a", b"c", b"b", b"d"]
     assert broker.broker.stats.messages_dropped == 0
@@ -131,3 +136,22 @@ def test_a_client_that_goes_away_takes_its_waiting_qos0_with_it() -> None:
     broker.clock.run()
     assert broker.broker.memory_used() == 0
     assert "slow" not in broker.broker.sessions
+
+
+def test_resuming_writes_a_loop_turn_s_worth_at_a_time() -> None:
+    """What waited goes out about DRAIN_BYTES per loop turn, not all at once: the transport's
+    buffer stays near its high-water mark instead of taking the whole backlog."""
+    high = 200_000
+    broker = MemoryBroker(Config(max_queued_messages=100))
+    sub = RawClient(broker.link(), version=4)
+    sub.connect("slow")
+    sub.subscribe("t", 0)
+    assert sub.link is not None
+    sub.link.limit_output(KERNEL, high)
+    publish_burst(broker, 60)
+    session = broker.broker.sessions["slow"]
+    assert session.backlog is not None and len(session.backlog) > 30
+    assert numbers(sub.more_publishes()) == list(range(60))
+    assert broker.broker.stats.messages_dropped == 0
+    assert DRAIN_BYTES <= 64 * 1024
+    assert sub.link.max_buffered <= high + 64 * 1024 + SIZE

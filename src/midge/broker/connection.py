@@ -1080,6 +1080,11 @@ class Connection:
 
     def resume_writing(self) -> None:
         self.out.paused = False
+        self._drain()
+
+    def _drain(self) -> None:
+        """Write what the session held back for the socket, a loop turn's worth at a time (the
+        transport coalesces a turn's writes: only then can it pause us again)."""
         session = self.session
-        if session is not None:
-            session.writable()
+        if session is not None and not self.out.paused and session.writable():
+            self.broker.scheduler.call_soon(self._drain)

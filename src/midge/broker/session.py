@@ -28,6 +28,10 @@ if TYPE_CHECKING:
 
 #: Session Expiry Interval meaning "never" (MQTT 5 3.1.2.11.2).
 NEVER: Final = 0xFFFFFFFF
+#: Payload bytes of held-back QoS 0 messages written per loop turn once the socket drains
+#: (:meth:`Session.writable`): asyncio's default high-water mark, so the transport's buffer
+#: never holds much more than that and what waits stays in the bounded backlog.
+DRAIN_BYTES: Final = 64 * 1024
 
 
 class Inflight:
@@ -295,20 +299,29 @@ class Session:
         self.backlog_bytes += size
         self._held(size)
 
-    def writable(self) -> None:
+    def writable(self, budget: int = DRAIN_BYTES) -> bool:
         """The client's socket drained (the transport resumed writing): send the QoS 0 messages
-        that waited for it, in order, until it is backed up again."""
+        that waited for it, in order, until about ``budget`` payload bytes are written (at least
+        one message) or it is backed up again. True if some still wait and it is not backed up:
+        the caller calls again on the next loop turn, once what was written has reached the
+        transport (which pauses it again if the client is still slow)."""
         backlog = self.backlog
         sink = self.sink
-        while backlog and sink is not None and not sink.paused:
+        written = 0
+        while backlog and sink is not None and not sink.paused and written < budget:
             message, qos, retain, sub_ids = backlog.popleft()
             size = len(message.payload)
             self.backlog_bytes -= size
             self._held(-size)
+            written += size + 1  # an empty payload is a message too
             sink.publish(message, qos, retain, sub_ids, 0, False, None)
             sink = self.sink  # sending may have closed it
-        if backlog is not None and not backlog and self.backlog is backlog:
+        if backlog is None or self.backlog is not backlog:
+            return False
+        if not backlog:
             self.backlog = None
+            return False
+        return sink is not None and not sink.paused
 
     def _free_pid(self) -> int:
         """The next free packet id; taken (``_next_pid`` moves on) only once the PUBLISH
