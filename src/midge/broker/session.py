@@ -65,7 +65,8 @@ class Stats:
     def __init__(self) -> None:
         self.messages_received = 0
         self.messages_sent = 0
-        #: Every message not delivered for want of room: full queues, slow consumers, too large.
+        #: Every message not delivered for want of room: full queues (slow consumers too), too
+        #: large for the client, and the PUBLISHes refused over memory_limit.
         self.messages_dropped = 0
         #: Of those, the ones a full session queue dropped (max_queued_messages / _bytes): the
         #: offline queue, the queue behind the in-flight window, and the QoS 0 messages waiting
