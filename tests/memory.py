@@ -206,13 +206,33 @@ class MemoryLink:
     (while reading is not paused); bytes the Connection writes are there for the client at once.
     Either side closing is seen by the other as a socket close would be: the Connection gets
     ``connection_lost`` after the bytes sent before it, the client reads EOF after what was
-    written before the close."""
+    written before the close.
+
+    Flow control (:meth:`limit_output`): by default the client end takes whatever the broker
+    writes, at once (a client reading as fast as the broker writes). Limited, the link is what a
+    socket is under midge's transport (midge.transport.writer) and asyncio: a loop turn's writes
+    are kept and handed over at the end of the turn, in one go; the kernel's buffer holds
+    ``kernel`` bytes for the client to read, the rest waits in the transport's buffer
+    (``get_write_buffer_size``); the Connection is told ``pause_writing()`` by the hand-over that
+    takes that buffer above ``high`` and ``resume_writing()`` on the loop turn after the
+    client's reading has brought it down to ``low`` or below, as asyncio's transports do. A
+    client that never calls :meth:`recv` is a stalled reader."""
 
     def __init__(self, clock: ManualClock) -> None:
         self.clock = clock
         self.connection: Connection | None = None
         self._inbox = bytearray()  # client -> broker, not yet delivered
         self._outbox = bytearray()  # broker -> client, not yet read
+        # Flow control (limit_output): None = the client takes everything at once.
+        self._kernel: int | None = None
+        self._high = 0
+        self._low = 0
+        self._turn: list[bytes] | None = None  # this loop turn's writes, handed over at its end
+        self._buffered = bytearray()  # the transport's buffer: written, not in _outbox yet
+        #: The most the transport's buffer has held (with limit_output).
+        self.max_buffered = 0
+        self.writing_paused = False
+        self._resume_scheduled = False
         self.paused = False
         self.server_closed = False  # the broker closed its end (the client reads EOF)
         self.client_closed = False
@@ -220,6 +240,15 @@ class MemoryLink:
         self._eof_told = False
         self._lost = False
         self._scheduled = False
+
+    def limit_output(self, kernel: int, high: int = 65536, low: int | None = None) -> None:
+        """Model a socket and asyncio's write buffer limits (see the class): ``kernel`` bytes
+        (at least 1) for the client to read, the high-water mark ``high`` and the low-water mark
+        ``low`` (asyncio's default: a quarter of ``high``)."""
+        assert kernel >= 1, "a socket holds at least a byte"
+        self._kernel = kernel
+        self._high = high
+        self._low = high // 4 if low is None else low
 
     # -- the client end -------------------------------------------------------------------------
 
@@ -236,9 +265,11 @@ class MemoryLink:
         passing; b"" at EOF. ``TimeoutError`` if there is nothing (and it is open): nothing will
         come unless the test advances the clock."""
         self.clock.run()
+        self._transmit()
         if self._outbox:
             data = bytes(self._outbox[:size])
             del self._outbox[:size]
+            self._transmit()  # reading made room in the kernel's buffer
             return data
         if self.server_closed or self.client_closed:
             return b""
@@ -260,11 +291,58 @@ class MemoryLink:
     # -- the server end (midge.broker.connection.Transport) -------------------------------------
 
     def write(self, data: bytes) -> None:
-        if not self.server_closed and not self.client_closed:
+        if self.server_closed or self.client_closed:
+            return
+        if self._kernel is None:
             self._outbox += data
+            return
+        if self._turn is None:
+            self._turn = []
+            self.clock.call_soon(self._flush)
+        self._turn.append(data)
+
+    def _flush(self) -> None:
+        """The end of the loop turn: its writes reach the transport (CoalescingTransport.flush)."""
+        turn, self._turn = self._turn, None
+        if not turn or self.server_closed or self.client_closed:
+            return
+        for data in turn:
+            self._buffered += data
+        self._transmit()
+        self.max_buffered = max(self.max_buffered, len(self._buffered))
+        if not self.writing_paused and len(self._buffered) > self._high:
+            # asyncio: the protocol is paused from within the write that crossed the mark
+            self.writing_paused = True
+            if self.connection is not None:
+                self.connection.pause_writing()
+
+    def _transmit(self) -> None:
+        """The kernel takes what its buffer has room for from the transport's buffer; once
+        that is at the low-water mark the protocol is resumed on the next loop turn."""
+        kernel = self._kernel
+        if kernel is None:
+            return
+        room = kernel - len(self._outbox)
+        if room > 0 and self._buffered:
+            self._outbox += self._buffered[:room]
+            del self._buffered[:room]
+        if self.writing_paused and not self._resume_scheduled and len(self._buffered) <= self._low:
+            self._resume_scheduled = True
+            self.clock.call_soon(self._resume_writing)
+
+    def _resume_writing(self) -> None:
+        self._resume_scheduled = False
+        if self.writing_paused and len(self._buffered) <= self._low:
+            self.writing_paused = False
+            if self.connection is not None and not self.server_closed:
+                self.connection.resume_writing()
+
+    def get_write_buffer_size(self) -> int:
+        return len(self._buffered)
 
     def close_transport(self) -> None:
         if not self.server_closed:
+            self._flush()  # what the turn wrote goes first, as CoalescingTransport.close does
             self.server_closed = True
             self.clock.call_soon(self._connection_lost)
 
@@ -275,9 +353,6 @@ class MemoryLink:
         if self.paused:
             self.paused = False
             self._schedule()
-
-    def get_write_buffer_size(self) -> int:
-        return 0
 
     # -- delivery -------------------------------------------------------------------------------
 
@@ -342,7 +417,7 @@ class _ServerEnd:
         self._link.resume_reading()
 
     def get_write_buffer_size(self) -> int:
-        return 0
+        return self._link.get_write_buffer_size()
 
 
 class MemoryBroker:

@@ -14,7 +14,7 @@ from midge.codec.properties import Prop
 from midge.config import Config, parse_mosquitto_conf
 from tests.differential.harness import mosquitto, needs_mosquitto
 from tests.memory import MemoryBroker
-from tests.rawclient import RawClient, tap
+from tests.rawclient import Closed, RawClient, read_raw_packet, tap
 
 #: What both brokers are given (:func:`pair`), so that every optional CONNACK property is sent.
 LIMITS = [
@@ -238,3 +238,47 @@ def test_resumed_session_resends_pubrel_and_publish_in_order_within_the_window()
         again.expect_nothing(0.1)
         again.ack(resent)
     again.expect_nothing(0.1)
+
+
+@pytest.fixture(scope="module")
+def memory_pair() -> Iterator[Pair]:
+    yield from start_pair(["memory_limit 60000"])
+
+
+def _after_publish(client: RawClient, version: int, publish: bytes) -> list[bytes]:
+    """CONNECT, then ``publish``: every packet received after the CONNACK, ``b""`` for the close."""
+    client.send(Connect("mem", protocol_level=version, keep_alive=60))
+    read_raw_packet(client)  # the CONNACK
+    client.send_raw(publish)
+    received: list[bytes] = []
+    while True:
+        try:
+            received.append(read_raw_packet(client, 1.0))
+        except (Closed, ConnectionError):
+            return [*received, b""]
+        except TimeoutError:
+            return received
+
+
+@needs_mosquitto
+@pytest.mark.parametrize("version", [4, 5])
+def test_memory_limit_refuses_a_publish_that_does_not_fit(memory_pair: Pair, version: int) -> None:
+    """A PUBLISH bigger than ``memory_limit``: Mosquitto cannot allocate it and disconnects the
+    publisher (v5 with DISCONNECT 0x80); midge does the same to a v3.1.1 client, byte for byte,
+    and answers a v5 one with PUBACK 0x97 Quota exceeded, keeping it connected (the deliberate
+    difference docs/mosquitto.md records)."""
+    publish = encode(Publish("big", bytes(100_000), 1, packet_id=1), version)
+    with memory_pair.client(True, version) as mosq:
+        theirs = _after_publish(mosq, version, publish)
+    stats = memory_pair.midge.broker.stats
+    dropped = stats.messages_dropped
+    with memory_pair.client(False, version) as ours:
+        mine = _after_publish(ours, version, publish)
+    if version == 4:
+        assert mine == theirs == [b""]
+    else:
+        # Mosquitto closes while the PUBLISH is still coming in: the reset may lose its
+        # DISCONNECT 0x80.
+        assert theirs in ([bytes((0xE0, 1, 0x80)), b""], [b""])
+        assert mine == [bytes((0x40, 3, 0, 1, 0x97))]
+    assert stats.messages_dropped == dropped + 1

@@ -10,6 +10,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 from paho.mqtt.packettypes import PacketTypes
@@ -418,3 +419,29 @@ def test_thousand_messages_in_order_at_qos1(paho: Paho, version: int) -> None:
     publisher.wait_published(infos[-1], timeout=30)
     assert [bytes(m.payload) for m in got] == [b"%d" % i for i in range(count)]
     assert all(m.qos == 1 for m in got)
+
+
+def test_qos0_burst_of_large_messages_reaches_a_reading_subscriber(paho: Paho) -> None:
+    """Issue 11: 8 messages of 4 MB at QoS 0, back to back, to a subscriber that keeps reading:
+    all 8 arrive, in order, as with Mosquitto. While its socket is backed up they wait in its
+    session (bounded by max_queued_messages / max_queued_bytes, none of them reached here)
+    rather than being dropped as they once were beyond an 8 MiB write buffer (which lost 3 to 7
+    of them to a subscriber slower than the publisher)."""
+    count, size = 8, 4_000_000
+    sub = paho("sub", 4)
+    sub.subscribe("burst", 0)
+    handle = sub.client.on_message
+
+    def busy(client: Any, userdata: Any, message: Any) -> None:
+        time.sleep(0.1)  # each message takes a moment to handle: the burst comes faster
+        handle(client, userdata, message)
+
+    sub.client.on_message = busy
+    publisher = paho("pub", 4)
+    payloads = [bytes([i]) * size for i in range(count)]
+    infos = [publisher.publish("burst", p, 0, wait=False) for p in payloads]
+    got = sub.collect(count, timeout=20)
+    publisher.wait_published(infos[-1], timeout=20)
+    assert [m.payload[:1] for m in got] == [p[:1] for p in payloads]
+    assert all(len(m.payload) == size for m in got)
+    sub.expect_nothing(0.2)

@@ -121,6 +121,7 @@ GLOBALS: list[tuple[str, str, str, Any]] = [
     ("max_queued_messages 50", "max_queued_messages = 50", "max_queued_messages", 50),
     ("max_queued_bytes 100000", "max_queued_bytes = 100000", "max_queued_bytes", 100000),
     ("queue_qos0_messages true", "queue_qos0_messages = true", "queue_qos0_messages", True),
+    ("memory_limit 1048576", "memory_limit = 1048576", "memory_limit", 1048576),
     (
         "persistent_client_expiration 2h",
         'persistent_client_expiration = "2h"',
@@ -604,6 +605,7 @@ def test_logging_errors(conf_text: str, toml_text: str, words: str) -> None:
         ("max_keepalive -1", "max_keepalive = -1", "out of range"),
         ("max_packet_size 19", "max_packet_size = 19", "less than 20 bytes"),
         ("max_packet_size 0", "max_packet_size = 0", "out of range"),
+        ("memory_limit -1", "memory_limit = -1", "out of range: expected at least 0"),
         ("message_size_limit 268435456", "message_size_limit = 268435456", "out of range"),
         ("max_inflight_messages 65536", "max_inflight_messages = 65536", "out of range"),
         (

@@ -260,6 +260,15 @@ class Broker:
                 self.retained.set(cleared)
                 self.store.retained_changed(cleared)
 
+    # -- memory -------------------------------------------------------------------------------
+
+    def memory_used(self) -> int:
+        """What ``memory_limit`` counts: the payload bytes of the retained messages and of every
+        message a session holds (queued, in flight, or QoS 0 waiting for a slow socket), once
+        per session that holds it. Python's own heap is not measured per message: this is the
+        part of it that grows with the traffic."""
+        return self.stats.held_bytes + self.retained.payload_bytes
+
     # -- routing --------------------------------------------------------------------------------
 
     def publish(self, message: Message) -> bool:
@@ -429,6 +438,9 @@ class Broker:
         self._displace(session, clean_start)
         self._unsubscribe_all(session)
         del self.sessions[client_id]
+        # What it holds leaves this broker's count (memory_limit) with it.
+        self.stats.held_bytes -= session.held()
+        session.stats = None
         return None if clean_start else session
 
     def new_session(self, state: SessionState | None = None, client_id: str = "") -> Session:
@@ -452,7 +464,12 @@ class Broker:
         existing = self.sessions.get(session.client_id)
         if existing is not None:
             self._end_session(existing)
-        session.stats = self.stats
+        if session.stats is not self.stats:
+            held = session.held()
+            if session.stats is not None:
+                session.stats.held_bytes -= held
+            self.stats.held_bytes += held
+            session.stats = self.stats
         self.sessions[session.client_id] = session
         router = self.router
         for topic_filter, options in session.subscriptions.items():

@@ -672,7 +672,15 @@ class Connection:
             raise ProtocolViolation(Reason.RECEIVE_MAXIMUM_EXCEEDED, "receive maximum exceeded")
         reason = 0
         limit = config.message_size_limit
-        if (config.max_topic_levels or config.max_topic_length) and _over_topic_limits(
+        memory = config.memory_limit
+        if memory and self.broker.memory_used() + len(p.payload) > memory:
+            # memory_limit: not routed, counted. v5 says why (0x97 Quota exceeded) and stays
+            # connected; a v3 client is closed, as Mosquitto closes it (it re-sends QoS 1/2).
+            self.broker.stats.messages_dropped += 1
+            if not v5:
+                raise ProtocolViolation(Reason.QUOTA_EXCEEDED, "memory_limit reached")
+            reason = Reason.QUOTA_EXCEEDED
+        elif (config.max_topic_levels or config.max_topic_length) and _over_topic_limits(
             topic, config.max_topic_levels, config.max_topic_length
         ):
             # Not routed; v5 says why in PUBACK/PUBREC (0x90: "not accepted by this Server").
@@ -1110,9 +1118,18 @@ class Connection:
         return False  # close our side too
 
     def pause_writing(self) -> None:
-        # The client reads slower than we write: from now on QoS 0 messages are dropped once
-        # MAX_WRITE_BUFFER is buffered (QoS 1/2 are bounded by the in-flight window anyway).
+        # The client reads slower than we write: its session holds QoS 0 messages back from now
+        # on, within max_queued_messages / max_queued_bytes (QoS 1/2 are bounded by the
+        # in-flight window anyway).
         self.out.paused = True
 
     def resume_writing(self) -> None:
         self.out.paused = False
+        self._drain()
+
+    def _drain(self) -> None:
+        """Write what the session held back for the socket, a loop turn's worth at a time (the
+        transport coalesces a turn's writes: only then can it pause us again)."""
+        session = self.session
+        if session is not None and not self.out.paused and session.writable():
+            self.broker.scheduler.call_soon(self._drain)

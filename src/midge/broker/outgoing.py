@@ -10,7 +10,10 @@ PUBLISH went out. Here live:
 - raw forwarding: a received PUBLISH whose bytes need no change but the flags is sent as it came;
 - the outgoing topic aliases (MQTT 5 3.3.2.3.4), this connection's own, registered only when
   the PUBLISH that sets one is written;
-- the client's Maximum Packet Size (MQTT-3.1.2-24/-25 v5) and the slow-consumer rule for QoS 0.
+- the client's Maximum Packet Size (MQTT-3.1.2-24/-25 v5);
+- :attr:`Sink.paused`, which tells the session that the client reads slower than we write: it then
+  holds QoS 0 messages back (:meth:`midge.broker.session.Session.writable`) rather than pile them
+  into the transport's buffer.
 
 Bytes go to the transport (``write``); coalescing them into one write per loop turn is the
 transport's business (:mod:`midge.transport.writer`).
@@ -18,7 +21,7 @@ transport's business (:mod:`midge.transport.writer`).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Final, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from midge.codec.encode import encode
 from midge.codec.packets import MQTT5, UNLIMITED_PACKET_SIZE, Properties, Publish, Pubrel
@@ -28,9 +31,6 @@ if TYPE_CHECKING:
     from midge.broker.clock import Scheduler
     from midge.broker.model import Message
     from midge.broker.session import Stats
-
-#: QoS 0 messages to a client whose socket buffer holds more than this are dropped (slow consumer).
-MAX_WRITE_BUFFER: Final = 8 * 1024 * 1024
 
 #: A form of a PUBLISH: version, QoS, retain, subscription ids, Message Expiry sent (-1: none).
 FormKey = tuple[int, int, bool, tuple[int, ...], int]
@@ -53,9 +53,17 @@ class Sink:
     A base class to subclass rather than a ``Protocol``: compiled by mypyc, the session's call
     then goes through a native method table (a ``Protocol`` call is a generic Python call, which
     costs measurably once per delivery). It never calls back into the session.
+
+    ``paused``: the transport asked us to stop writing (its buffer is above its high-water mark:
+    the client reads slower than we write). The session then keeps QoS 0 messages back until
+    the transport resumes (bounded by max_queued_messages / max_queued_bytes); QoS 1/2 are
+    bounded by the in-flight window anyway.
     """
 
-    __slots__ = ()
+    __slots__ = ("paused",)
+
+    def __init__(self) -> None:
+        self.paused = False
 
     def publish(
         self,
@@ -67,7 +75,7 @@ class Sink:
         dup: bool,
         cache: FormCache | None,
     ) -> bool:
-        """Send one PUBLISH; False if it was not sent (expired, too large, slow consumer)."""
+        """Send one PUBLISH; False if it was not sent (expired, too large, closed)."""
         raise NotImplementedError
 
     def pubrel(self, pid: int) -> None:
@@ -97,8 +105,7 @@ class NativeWriter:
 class Outgoing(Sink):
     """One connection's :class:`Sink`: encodes PUBLISH for its client and writes it.
 
-    ``open`` is False until CONNACK and after close: nothing is written then. ``paused``: the
-    transport asked us to stop writing (the client reads slower than we write).
+    ``open`` is False until CONNACK and after close: nothing is written then.
     """
 
     __slots__ = (
@@ -109,13 +116,13 @@ class Outgoing(Sink):
         "max_packet",
         "native",
         "open",
-        "paused",
         "stats",
         "transport",
         "version",
     )
 
     def __init__(self, transport: Writer, stats: Stats, clock: Scheduler) -> None:
+        super().__init__()
         self.transport = transport
         self.native: NativeWriter | None = (
             transport if isinstance(transport, NativeWriter) else None
@@ -124,7 +131,6 @@ class Outgoing(Sink):
         self.clock = clock
         self.version = 4
         self.open = False
-        self.paused = False
         #: The client's Maximum Packet Size (v5) and Topic Alias Maximum.
         self.max_packet = UNLIMITED_PACKET_SIZE
         self.alias_max = 0
@@ -152,9 +158,6 @@ class Outgoing(Sink):
     ) -> bool:
         """Write one PUBLISH for ``message``; False if it was not sent (expired, too large)."""
         if not self.open:
-            return False
-        if not qos and self.paused and self.transport.get_write_buffer_size() > MAX_WRITE_BUFFER:
-            self.stats.messages_dropped += 1
             return False
         version = self.version
         topic = message.topic

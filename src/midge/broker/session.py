@@ -28,6 +28,10 @@ if TYPE_CHECKING:
 
 #: Session Expiry Interval meaning "never" (MQTT 5 3.1.2.11.2).
 NEVER: Final = 0xFFFFFFFF
+#: Payload bytes of held-back QoS 0 messages written per loop turn once the socket drains
+#: (:meth:`Session.writable`): asyncio's default high-water mark, so the transport's buffer
+#: never holds much more than that and what waits stays in the bounded backlog.
+DRAIN_BYTES: Final = 64 * 1024
 
 
 class Inflight:
@@ -53,6 +57,7 @@ class Stats:
         "bytes_sent",
         "clients_expired",
         "connects",
+        "held_bytes",
         "limited_connection_rate",
         "limited_connections",
         "limited_publish_rate",
@@ -92,10 +97,17 @@ class Stats:
         self.connects = 0
         #: Sessions ended by their expiry interval ($SYS/broker/clients/expired).
         self.clients_expired = 0
-        #: Every message not delivered for want of room: full queues, slow consumers, too large.
+        #: Every message not delivered for want of room: full queues (slow consumers too), too
+        #: large for the client, and the PUBLISHes refused over memory_limit.
         self.messages_dropped = 0
-        #: Of those, the ones a full session queue dropped (max_queued_messages / _bytes).
+        #: Of those, the ones a full session queue dropped (max_queued_messages / _bytes): the
+        #: offline queue, the queue behind the in-flight window, and the QoS 0 messages waiting
+        #: for a connected client's socket to drain (:meth:`Session.writable`).
         self.queue_dropped = 0
+        #: The payload bytes every session holds: queued, in flight, and QoS 0 waiting for a
+        #: paused socket, counted once per session that holds them. With the retained messages'
+        #: bytes, what ``memory_limit`` counts (:meth:`midge.broker.broker.Broker.memory_used`).
+        self.held_bytes = 0
         #: What the limits refused (docs/security.md, "Limits"): connections over
         #: max_connections / global_max_connections, over max_connection_rate, clients
         #: disconnected over max_publish_rate, subscriptions over max_subscriptions, topics over
@@ -121,6 +133,8 @@ class Session:
     __slots__ = (
         "_next_pid",
         "awaiting_rel",
+        "backlog",
+        "backlog_bytes",
         "client_id",
         "connection",
         "dropped",
@@ -178,6 +192,12 @@ class Session:
         self.resending_bytes = 0
         self.queue: deque[Delivery] | None = None
         self.queued_bytes = 0
+        #: QoS 0 deliveries waiting for the attached client's socket to drain (the transport
+        #: paused writing: the client reads slower than we write), and their bytes. Bounded by
+        #: max_queued_messages / max_queued_bytes apart from :attr:`queue`, as Mosquitto bounds
+        #: the QoS 0 packets it has not written yet; None when there are none.
+        self.backlog: deque[Delivery] | None = None
+        self.backlog_bytes = 0
         #: Inbound QoS 2 packet ids whose PUBREL has not come yet (MQTT-4.3.3-9 3.1.1); a dict
         #: used as a set (an empty dict is a third of an empty set's size).
         self.awaiting_rel: dict[int, None] = {}
@@ -209,11 +229,26 @@ class Session:
         self.expiry_interval = expiry
 
     def detached(self) -> None:
-        """Its connection is gone (closed, or taken over): deliveries are queued from now on."""
+        """Its connection is gone (closed, or taken over): deliveries are queued from now on.
+        QoS 0 messages still waiting for its socket go with it, as Mosquitto's unwritten packets
+        do."""
         self.connection = None
         self.sink = None
         self.resending = None
         self.resending_bytes = 0
+        if self.backlog is not None:
+            self._held(-self.backlog_bytes)
+            self.backlog = None
+            self.backlog_bytes = 0
+
+    def held(self) -> int:
+        """The payload bytes this session holds (queued, in flight, waiting for its socket)."""
+        return self.queued_bytes + self.inflight_bytes + self.backlog_bytes
+
+    def _held(self, delta: int) -> None:
+        stats = self.stats
+        if stats is not None:
+            stats.held_bytes += delta
 
     # -- delivery ---------------------------------------------------------------------------
 
@@ -229,7 +264,10 @@ class Session:
         sink = self.sink
         if qos == 0:
             if sink is not None:
-                sink.publish(message, 0, retain, sub_ids, 0, False, cache)
+                if sink.paused or self.backlog is not None:
+                    self._hold((message, 0, retain, sub_ids))
+                else:
+                    sink.publish(message, 0, retain, sub_ids, 0, False, cache)
             elif self.queue_qos0:
                 self._enqueue((message, 0, retain, sub_ids))
             return
@@ -252,25 +290,71 @@ class Session:
         limit = self.send_quota_bytes
         return not (limit and size >= limit)
 
-    def _enqueue(self, delivery: Delivery) -> None:
-        size = len(delivery[0].payload)
-        queued = len(self.queue) if self.queue is not None else 0
+    def _full(self, queued: int, queued_bytes: int, size: int) -> bool:
+        """Whether a queue holding ``queued`` messages of ``queued_bytes`` takes no message of
+        ``size`` bytes more (max_queued_messages / max_queued_bytes, 0: no limit); if so, the
+        message is dropped and counted (Mosquitto's policy: a full queue drops the new one)."""
         if (self.max_queued and queued >= self.max_queued) or (
-            self.max_queued_bytes and self.queued_bytes + size > self.max_queued_bytes
+            self.max_queued_bytes and queued_bytes + size > self.max_queued_bytes
         ):
-            # Mosquitto's policy: a full queue drops the new message (counted).
             self.dropped += 1
             stats = self.stats
             if stats is not None:
                 stats.messages_dropped += 1
                 stats.queue_dropped += 1
+            return True
+        return False
+
+    def _enqueue(self, delivery: Delivery) -> None:
+        size = len(delivery[0].payload)
+        queued = len(self.queue) if self.queue is not None else 0
+        if self._full(queued, self.queued_bytes, size):
             return
         if self.queue is None:
             self.queue = deque()
         self.queue.append(delivery)
         self.queued_bytes += size
+        self._held(size)
         if self.store is not None:
             self.store.delivery_added(self.client_id, delivery, 0)
+
+    def _hold(self, delivery: Delivery) -> None:
+        """A QoS 0 delivery to a connected client whose socket is backed up: it waits for
+        :meth:`writable`, within max_queued_messages / max_queued_bytes (Mosquitto's bound on
+        the QoS 0 packets it has not written yet); beyond them it is dropped and counted."""
+        size = len(delivery[0].payload)
+        backlog = self.backlog
+        if self._full(len(backlog) if backlog is not None else 0, self.backlog_bytes, size):
+            return
+        if backlog is None:
+            backlog = self.backlog = deque()
+        backlog.append(delivery)
+        self.backlog_bytes += size
+        self._held(size)
+
+    def writable(self, budget: int = DRAIN_BYTES) -> bool:
+        """The client's socket drained (the transport resumed writing): send the QoS 0 messages
+        that waited for it, in order, until about ``budget`` payload bytes are written (at least
+        one message) or it is backed up again. True if some still wait and it is not backed up:
+        the caller calls again on the next loop turn, once what was written has reached the
+        transport (which pauses it again if the client is still slow)."""
+        backlog = self.backlog
+        sink = self.sink
+        written = 0
+        while backlog and sink is not None and not sink.paused and written < budget:
+            message, qos, retain, sub_ids = backlog.popleft()
+            size = len(message.payload)
+            self.backlog_bytes -= size
+            self._held(-size)
+            written += size + 1  # an empty payload is a message too
+            sink.publish(message, qos, retain, sub_ids, 0, False, None)
+            sink = self.sink  # sending may have closed it
+        if backlog is None or self.backlog is not backlog:
+            return False
+        if not backlog:
+            self.backlog = None
+            return False
+        return sink is not None and not sink.paused
 
     def _free_pid(self) -> int:
         """The next free packet id; taken (``_next_pid`` moves on) only once the PUBLISH
@@ -302,6 +386,7 @@ class Session:
             size = len(message.payload)
             self.inflight[pid] = Inflight(delivery, size)
             self.inflight_bytes += size
+            self._held(size)
             if store is not None:
                 if queued:
                     store.delivery_sent(self.client_id, pid)
@@ -324,7 +409,9 @@ class Session:
             return
         while queue and sink is not None and self._window_open():
             delivery = queue.popleft()
-            self.queued_bytes -= len(delivery[0].payload)
+            size = len(delivery[0].payload)
+            self.queued_bytes -= size
+            self._held(-size)
             if delivery[0].expired(now):
                 # MQTT-3.3.2-5 v5: an expired message is not delivered
                 if self.store is not None:
@@ -342,6 +429,7 @@ class Session:
             return False
         del self.inflight[pid]
         self.inflight_bytes -= out.size
+        self._held(-out.size)
         self._not_resending(pid, out)
         if self.store is not None:
             self.store.delivery_done(self.client_id, pid, out.delivery[0])
@@ -370,6 +458,7 @@ class Session:
         out = self.inflight.pop(pid, None)
         if out is not None:
             self.inflight_bytes -= out.size
+            self._held(-out.size)
             self._not_resending(pid, out)
             if self.store is not None:
                 self.store.delivery_done(self.client_id, pid, out.delivery[0])
@@ -429,6 +518,7 @@ class Session:
                 if not current.publish(message, qos, retain, sub_ids, pid, True, None):
                     del inflight[pid]
                     self.inflight_bytes -= out.size
+                    self._held(-out.size)
                     if self.store is not None:
                         self.store.delivery_done(self.client_id, pid, message)
             current = self.sink  # sending may have closed it
@@ -445,7 +535,9 @@ class Session:
             message = delivery[0]
             if message.expires_at is not None and message.expires_at <= now:
                 expired.append(message)
-                self.queued_bytes -= len(message.payload)
+                size = len(message.payload)
+                self.queued_bytes -= size
+                self._held(-size)
             else:
                 kept.append(delivery)
         if expired:
@@ -477,6 +569,7 @@ class Session:
         """Take back a snapshot or what the store kept (start-up): subscriptions, expiry, the
         queue, the in-flight window (re-sent with DUP on reconnect, same packet ids,
         MQTT-4.4.0-1) and inbound QoS 2 ids. The broker subscribes it in its tree."""
+        before = self.held()
         self.expiry_interval = state.expiry_interval
         self.subscriptions.update(state.subscriptions)
         if state.queue:
@@ -493,9 +586,13 @@ class Session:
         for pid in state.awaiting_rel:
             self.awaiting_rel[pid] = None
         self.dropped = state.dropped
+        self._held(self.held() - before)
 
     def clear(self) -> None:
         """Forget everything (a clean start, MQTT-3.1.2-6 3.1.1 / MQTT-3.1.2-4 v5)."""
+        self._held(-self.held())
+        self.backlog = None
+        self.backlog_bytes = 0
         self.subscriptions.clear()
         self.inflight.clear()
         self.inflight_bytes = 0

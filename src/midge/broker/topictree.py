@@ -235,11 +235,12 @@ class RetainedTree:
                 return
             node = child
             path.append(node)
-        if node.value is None:
+        old = node.value
+        if old is None:
             return
-        self.payload_bytes -= len(node.value.payload)
         node.value = None
         self.count -= 1
+        self.payload_bytes -= len(old.payload)
         for depth in range(len(levels), 0, -1):
             n = path[depth]
             if n.value is not None or n.children:

@@ -125,6 +125,7 @@ class Config:
     )
     max_queued_messages: int = 1000  # per offline/slow session; 0 = unlimited
     max_queued_bytes: int = 0  # 0 = unlimited
+    memory_limit: int = 0  # bytes of messages held (Broker.memory_used); 0 = unlimited
     queue_qos0_messages: bool = False  # queue QoS 0 for offline persistent sessions (non-standard)
     persistent_client_expiration: int | None = None  # seconds; None = never expire (v3 sessions)
     max_keepalive: int = 65535

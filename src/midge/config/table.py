@@ -356,19 +356,43 @@ _SESSIONS = (
         "max_queued_messages",
         GLOBAL,
         INT,
-        "QoS 1/2 messages queued per client beyond those in flight; 0 = no maximum (negative = 0).",
+        "Messages queued per client beyond those in flight; 0 = no maximum (negative = 0). "
+        "Bounds two queues apart: the QoS 1/2 messages waiting for the in-flight window or for a "
+        "disconnected client, and the QoS 0 messages waiting for a connected client whose socket "
+        "is backed up (it reads slower than messages come). A message that finds its queue full "
+        "is dropped and counted (stats `messages_dropped`, `queue_dropped`).",
         "sessions",
         default=1000,
+        mosquitto="Same; Mosquitto also bounds a connected client's unwritten QoS 0 packets by "
+        "it, counting all its unwritten packets ([mosquitto.md](mosquitto.md)).",
         check=checks.negative_is(0),
     ),
     Option(
         "max_queued_bytes",
         GLOBAL,
         INT,
-        "Bytes queued per client beyond those in flight; 0 = no maximum.",
+        "Payload bytes queued per client beyond those in flight; 0 = no maximum. Bounds the same "
+        "two queues as `max_queued_messages`, each apart; the first limit reached drops.",
         "sessions",
         default=0,
         check=checks.negative_is(0),
+    ),
+    Option(
+        "memory_limit",
+        GLOBAL,
+        INT,
+        "Bytes of messages the broker may hold; 0 = no limit. Counted: the payloads of the "
+        "retained messages and of every message a session holds (queued, in flight, or QoS 0 "
+        "waiting for a slow socket), once per session. Once an incoming PUBLISH would go "
+        "beyond it, the PUBLISH is refused and counted as dropped: MQTT 5 QoS 1/2 with reason "
+        "0x97 Quota exceeded in PUBACK/PUBREC (the client stays connected), MQTT 5 QoS 0 "
+        "silently; an MQTT 3.1/3.1.1 client is disconnected, as Mosquitto does. Publishing works "
+        "again once deliveries free memory.",
+        "sessions",
+        default=0,
+        mosquitto="Mosquitto counts its whole heap and disconnects the publisher (v5 with "
+        "DISCONNECT 0x80) whatever the QoS; see [mosquitto.md](mosquitto.md).",
+        check=checks.int_range(0, None),
     ),
     Option(
         "queue_qos0_messages",
@@ -878,11 +902,10 @@ _UNSUPPORTED = (
     *_refused("listener options", "mount_point bind_interface"),
     *_refused(
         "other",
-        "allow_duplicate_messages memory_limit user",
+        "allow_duplicate_messages user",
         {
             "allow_duplicate_messages": "deprecated in Mosquitto; midge never sends duplicates",
             "user": "run midge as the user you want instead",
-            "memory_limit": "no memory accounting yet",
         },
     ),
 )
