@@ -10,7 +10,8 @@ PUBLISH went out. Here live:
 - raw forwarding: a received PUBLISH whose bytes need no change but the flags is sent as it came;
 - the outgoing topic aliases (MQTT 5 3.3.2.3.4), this connection's own, registered only when
   the PUBLISH that sets one is written;
-- the client's Maximum Packet Size (MQTT-3.1.2-24/-25 v5) and the slow-consumer rule for QoS 0.
+- the client's Maximum Packet Size (MQTT-3.1.2-24/-25 v5) and the slow-consumer rule for QoS 0;
+- the listener's ``mount_point``, removed from the topics this client receives.
 
 Bytes go to the transport (``write``); coalescing them into one write per loop turn is the
 transport's business (:mod:`midge.transport.writer`).
@@ -106,6 +107,7 @@ class Outgoing(Sink):
         "aliases",
         "clock",
         "max_packet",
+        "mount",
         "native",
         "open",
         "paused",
@@ -129,6 +131,9 @@ class Outgoing(Sink):
         self.alias_max = 0
         # Made on first use (most clients take no aliases; idle connections must stay small).
         self.aliases: dict[str, int] | None = None
+        #: The length of the listener's mount_point (0: none): every topic this client is sent
+        #: starts with it (its subscriptions were prefixed) and is sent without it.
+        self.mount = 0
 
     def start(self, version: int, max_packet: int, alias_max: int) -> None:
         """The CONNECT is accepted with what it negotiated: PUBLISH may go out from now on."""
@@ -155,6 +160,12 @@ class Outgoing(Sink):
             return False
         version = self.version
         topic = message.topic
+        mount = self.mount
+        if mount:
+            if len(topic) <= mount:
+                return False  # the mount point itself: nothing left to send (as Mosquitto)
+            topic = topic[mount:]
+            cache = None  # the bytes are this listener's own
         key: FormKey | None = None
         new_alias = 0
         if version < MQTT5:
@@ -204,6 +215,7 @@ class Outgoing(Sink):
                 and qos == message.qos
                 and props is message.properties
                 and topic
+                and not mount
                 and (version == MQTT5) == message.raw_v5
             ):
                 # Nothing in the received bytes must change but the flags (and the packet id,

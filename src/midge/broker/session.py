@@ -110,6 +110,7 @@ class Session:
         "stats",
         "store",
         "subscriptions",
+        "version",
         "will_handle",
     )
 
@@ -122,6 +123,9 @@ class Session:
         stats: Stats | None = None,
     ) -> None:
         self.client_id = client_id
+        #: The protocol level its client last connected with (Mosquitto's context->protocol):
+        #: an MQTT 5 client gets one copy per matching subscription (Broker.route).
+        self.version = 4
         #: The broker's counters (queue overflows are counted there too).
         self.stats = stats
         #: The attached connection (the broker's business: takeover, wills) and where
@@ -446,6 +450,8 @@ class Session:
         queue, the in-flight window (re-sent with DUP on reconnect, same packet ids,
         MQTT-4.4.0-1) and inbound QoS 2 ids. The broker subscribes it in its tree."""
         self.expiry_interval = state.expiry_interval
+        if state.version:
+            self.version = state.version
         self.subscriptions.update(state.subscriptions)
         if state.queue:
             self.queue = deque(state.queue)
