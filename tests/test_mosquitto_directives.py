@@ -422,3 +422,16 @@ def test_will_remembers_its_source_for_check_retain_source(tmp_path: Path) -> No
     bob.connect("bob-id", username="bob")
     bob.subscribe("r/#", 1)
     bob.no_publish()
+
+
+def test_global_directives_in_toml() -> None:
+    """The global ones in midge's TOML too, with the same deprecation notices."""
+    cfg = parse_toml(
+        'clientid_prefixes = "c-"\ncheck_retain_source = true\nallow_duplicate_messages = true\n'
+    )
+    assert (cfg.clientid_prefixes, cfg.check_retain_source, cfg.allow_duplicate_messages) == (
+        "c-",
+        True,
+        True,
+    )
+    assert sum("is deprecated" in n for n in cfg.notices) == 2
