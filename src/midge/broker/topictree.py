@@ -135,7 +135,7 @@ class TopicTree:
         subs: list[tuple[str, SubOptions]] = []
         shared: list[SharedGroup] = []
         levels = topic.split("/")
-        _search(self._root, levels, 0, len(levels), topic.startswith("$"), subs, shared)
+        _search(self._root, levels, len(levels), topic.startswith("$"), subs, shared)
         result: Matches = (subs, shared)
         if len(self._cache) >= CACHE_SIZE:
             # Drop the oldest entry (dicts keep insertion order): a cheap approximate LRU.
@@ -145,44 +145,50 @@ class TopicTree:
 
 
 def _search(
-    node: _Node,
+    root: _Node,
     levels: list[str],
-    i: int,
     last: int,
     dollar: bool,
     subs: list[tuple[str, SubOptions]],
     shared: list[SharedGroup],
 ) -> None:
-    """:meth:`TopicTree.match` below ``node``, which matched ``levels[:i]``."""
-    children = node.children
-    if not children:
-        return
-    # "+" and "#" do not match a first level starting with "$" (MQTT-4.7.2-1).
-    wild = not (dollar and i == 0)
-    if i < last:
-        child = children.get(levels[i])
-        if child is not None:
-            _search(child, levels, i + 1, last, dollar, subs, shared)
-            if i + 1 == last:
-                _take(child, subs, shared)
+    """:meth:`TopicTree.match`: Mosquitto's recursive walk, on an explicit stack (a topic may
+    have thousands of levels). An entry is (node, level, take): visit ``node``, which matched
+    ``levels[:level]``, or (take) collect its subscriptions; each visit pushes its steps in
+    reverse, so that they run in Mosquitto's order."""
+    stack: list[tuple[_Node, int, bool]] = [(root, 0, False)]
+    while stack:
+        node, i, take = stack.pop()
+        if take:
+            if node.subs:
+                subs.extend(node.subs.items())
+            if node.shared:
+                shared.extend(node.shared.values())
+            continue
+        children = node.children
+        if not children:
+            continue
+        # "+" and "#" do not match a first level starting with "$" (MQTT-4.7.2-1).
+        wild = not (dollar and i == 0)
+        # Pushed last first: popped as the child's visit and take, then "+"'s, then "#".
         if wild:
-            plus = children.get("+")
-            if plus is not None:
-                _search(plus, levels, i + 1, last, dollar, subs, shared)
-                if i + 1 == last:
-                    _take(plus, subs, shared)
-    if wild:
-        # "a/#" matches "a/b" and "a" too (MQTT-4.7.1-2: # includes the parent level).
-        hash_node = children.get("#")
-        if hash_node is not None:
-            _take(hash_node, subs, shared)
-
-
-def _take(node: _Node, subs: list[tuple[str, SubOptions]], shared: list[SharedGroup]) -> None:
-    if node.subs:
-        subs.extend(node.subs.items())
-    if node.shared:
-        shared.extend(node.shared.values())
+            # "a/#" matches "a/b" and "a" too (MQTT-4.7.1-2: # includes the parent level).
+            hash_node = children.get("#")
+            if hash_node is not None:
+                stack.append((hash_node, 0, True))
+        if i < last:
+            end = i + 1 == last
+            if wild:
+                plus = children.get("+")
+                if plus is not None:
+                    if end:
+                        stack.append((plus, 0, True))
+                    stack.append((plus, i + 1, False))
+            child = children.get(levels[i])
+            if child is not None:
+                if end:
+                    stack.append((child, 0, True))
+                stack.append((child, i + 1, False))
 
 
 class _RNode(Generic[T]):
