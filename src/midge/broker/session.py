@@ -436,7 +436,9 @@ class Session:
     def snapshot(self, username: str | None = None, version: int = 0) -> SessionState:
         """Everything the session holds as plain values (for another worker; the store keeps
         the same form, reported change by change)."""
-        state = SessionState(self.client_id, version, self.expiry_interval, None, username)
+        state = SessionState(
+            self.client_id, version or self.version, self.expiry_interval, None, username
+        )
         state.subscriptions = dict(self.subscriptions)
         state.inflight = [(pid, out.delivery, out.released) for pid, out in self.inflight.items()]
         state.queue = list(self.queue) if self.queue else []
