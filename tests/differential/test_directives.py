@@ -8,21 +8,28 @@ docs/mosquitto.md lists: Mosquitto 2.0.11 does not remove a listener's mount poi
 its clients receive, nor add it to their UNSUBSCRIBE (a bug fixed in 2.0.12 for the first,
 documented behaviour for both), and its one copy for an MQTT 3.1.1 client with overlapping
 subscriptions takes the QoS of the subscription it meets first, where MQTT-3.3.5-1 asks for the
-highest. ``check_retain_source`` needs an ACL changed under a running broker: it is tested in
-memory only (tests/test_mosquitto_directives.py).
+highest. ``check_retain_source`` needs an ACL changed under the running broker: Mosquitto is
+sent SIGHUP (a third process).
 """
 
 from __future__ import annotations
 
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from midge.codec.packets import Publish, Subscribe, Subscription, Unsubscribe
+from midge.codec.packets import Disconnect, Publish, Subscribe, Subscription, Unsubscribe
 from midge.codec.properties import Prop
 from midge.config import parse_mosquitto_conf
-from tests.differential.harness import mosquitto, needs_mosquitto
+from tests.differential.harness import mosquitto, mosquitto_process, needs_mosquitto
 from tests.memory import MemoryBroker
 from tests.procbroker import free_port
 from tests.rawclient import RawClient, tap
@@ -37,10 +44,25 @@ class Side:
     """One broker of the pair: the real Mosquitto (ports of its listeners, in the order the
     configuration gives them) or midge in memory (the same configuration)."""
 
-    def __init__(self, ports: list[int] | None = None, memory: MemoryBroker | None = None):
+    def __init__(
+        self,
+        ports: list[int] | None = None,
+        memory: MemoryBroker | None = None,
+        process: subprocess.Popen[bytes] | None = None,
+    ):
         self.ports = ports
         self.memory = memory
+        self.process = process
         self.clients: list[RawClient] = []
+
+    def reload(self) -> None:
+        """Re-read the password and ACL files (Mosquitto: SIGHUP, then a moment for it)."""
+        if self.process is not None:
+            self.process.send_signal(signal.SIGHUP)
+            time.sleep(1.0)
+        else:
+            assert self.memory is not None
+            self.memory.call(self.memory.authenticator.reload)
 
     @property
     def real(self) -> bool:
@@ -62,9 +84,14 @@ class Side:
 
 
 class Pair:
-    def __init__(self, lines: list[str], ports: list[int]) -> None:
+    def __init__(
+        self, lines: list[str], ports: list[int], process: subprocess.Popen[bytes] | None = None
+    ) -> None:
         text = "\n".join([f"listener {ports[0]} 127.0.0.1", *lines]) + "\n"
-        self.sides = (Side(ports=ports), Side(memory=MemoryBroker(parse_mosquitto_conf(text))))
+        self.sides = (
+            Side(ports=ports, process=process),
+            Side(memory=MemoryBroker(parse_mosquitto_conf(text))),
+        )
 
     def run(self, scenario: Callable[[Side], Any]) -> tuple[Any, Any]:
         """The scenario on Mosquitto, then on midge: what each returned."""
@@ -287,3 +314,52 @@ def test_allow_duplicate_messages_true_one_copy_per_subscription(
     theirs, mine = duplicates_pair.run(scenario)
     assert mine == theirs
     assert mine.count(b"o/a/b") == 3
+
+
+# -- check_retain_source -------------------------------------------------------------------------
+
+ACL_OPEN = (
+    "user alice\ntopic readwrite r/#\nuser carol\ntopic readwrite r/#\nuser bob\ntopic read r/#\n"
+)
+ACL_REVOKED = ACL_OPEN.replace("user alice\ntopic readwrite", "user alice\ntopic read")
+
+
+@pytest.fixture(scope="module")
+def acl() -> Iterator[Path]:
+    directory = Path(tempfile.mkdtemp(prefix="midge-diff-acl-"))
+    os.chmod(directory, 0o755)  # Mosquitto reads it after dropping to its own user
+    path = directory / "acl"
+    path.write_text(ACL_OPEN)
+    os.chmod(path, 0o644)
+    yield path
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def retain_pair(acl: Path) -> Iterator[Pair]:
+    lines = ["allow_anonymous true", f"acl_file {acl}", "check_retain_source true"]
+    with mosquitto_process(lines) as (port, process):
+        yield Pair(lines, [port], process)
+
+
+def test_check_retain_source_after_the_acl_changed(retain_pair: Pair, acl: Path) -> None:
+    """Two users publish a retained message each; one then loses write access (ACL reloaded):
+    a new subscriber gets only the other's message."""
+
+    def scenario(side: Side) -> bytes:
+        acl.write_text(ACL_OPEN)
+        side.reload()
+        for user in ("alice", "carol"):
+            c = side.client(4)
+            c.connect(f"{user}-id", keep_alive=60, username=user)
+            c.pub(f"r/{user}", user.encode(), qos=1, retain=True)
+            c.send(Disconnect())
+        acl.write_text(ACL_REVOKED)
+        side.reload()
+        bob = side.client(4)
+        bob.connect("bob-id", keep_alive=60, username="bob")
+        return received(bob, lambda: bob.send(Subscribe(1, [Subscription("r/#", 1)])))
+
+    theirs, mine = retain_pair.run(scenario)
+    assert mine == theirs
+    assert b"carol" in mine and b"alice" not in mine
