@@ -452,11 +452,15 @@ class MemoryBroker:
     def _new_broker(self) -> Broker:
         return Broker(self.config, self.clock, self.authenticator)
 
-    def link(self) -> MemoryLink:
-        """A new connection, accepted (its CONNECT timeout starts now)."""
+    def link(self, listener: int = 0) -> MemoryLink:
+        """A new connection, accepted (its CONNECT timeout starts now), on the configured
+        listener of that index (the first by default)."""
         link = MemoryLink(self.clock)
+        on = self.listener
+        if listener:
+            on = resolve_listener(self.config, self.config.listeners[listener])
         link.connection = Connection(
-            self.broker, _ServerEnd(link), self.listener, f"memory:{next(self._peers)}"
+            self.broker, _ServerEnd(link), on, f"memory:{next(self._peers)}"
         )
         self.links.append(link)
         return link

@@ -56,6 +56,13 @@ def _wait_listening(port: int, proc: subprocess.Popen[bytes] | None = None) -> N
 @contextmanager
 def mosquitto(lines: list[str]) -> Iterator[int]:
     """The real mosquitto with ``lines`` after its ``listener``; yields the port."""
+    with mosquitto_process(lines) as (port, _):
+        yield port
+
+
+@contextmanager
+def mosquitto_process(lines: list[str]) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
+    """As :func:`mosquitto`, yielding the port and the process (to send it SIGHUP)."""
     directory = Path(tempfile.mkdtemp(prefix="midge-diff-"))
     os.chmod(directory, 0o755)
     port = free_port()
@@ -66,7 +73,7 @@ def mosquitto(lines: list[str]) -> Iterator[int]:
     )
     try:
         _wait_listening(port, proc)
-        yield port
+        yield port, proc
     finally:
         proc.terminate()
         proc.wait(10)

@@ -237,9 +237,14 @@ class Model:
         ]
         delivered = bool(mine)
         plain = [s for s in mine if not s.no_local]
-        if plain:
-            # Overlapping subscriptions: one copy at the highest granted QoS (MQTT-3.3.5-1 3.1.1,
-            # MQTT-3.3.4-2 v5), never above the message's (MQTT-3.8.4-8 v5).
+        if plain and self.v5:
+            # As Mosquitto: one copy per matching subscription, each at its own QoS
+            # (MQTT-3.3.4-2/-5 v5), never above the message's (MQTT-3.8.4-8 v5).
+            for s in plain:
+                self.expected[(topic, payload, min(qos, s.qos), retain and s.rap)] += 1
+        elif plain:
+            # Overlapping subscriptions: one copy at the highest granted QoS (MQTT-3.3.5-1
+            # 3.1.1; allow_duplicate_messages false, Mosquitto's default).
             best = max(s.qos for s in plain)
             rap = any(s.rap for s in plain)
             self.expected[(topic, payload, min(qos, best), retain and rap)] += 1

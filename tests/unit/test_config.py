@@ -421,7 +421,8 @@ def test_duplicate_listener_is_an_error() -> None:
         ("listener 1883\nmax_qos 3\n", 2, "max_qos: 3 is out of range: expected 0..2"),
         ("listener 1883\nmax_qos -1\n", 2, "out of range"),
         ("listener 1883\nmax_topic_alias 65536\n", 2, "out of range: expected 0..65535"),
-        ("listener 1883\nmount_point site1/\n", 2, "'mount_point' is not supported yet"),
+        ("listener 1883\nmount_point site1/#\n", 2, "invalid mount_point 'site1/#'"),
+        ("mount_point site1/\nlistener 1883\n", 1, "'mount_point' must follow a 'listener'"),
         ("listener 1883\nbind_interface eth0\n", 2, "'bind_interface' is not supported yet"),
         ("port 70000\n", 1, "out of range"),
         ("port x\n", 1, "invalid value 'x': expected a whole number"),
@@ -443,7 +444,7 @@ def test_listener_errors(text: str, line: int, words: str) -> None:
         ('[[listener]]\nport = 1\nprotocol = "websockets"\n', 3, "'websockets' is not"),
         ('[[listener]]\nport = 1\nsocket_domain = "x"\n', 3, "invalid socket_domain"),
         ("[[listener]]\nport = 1\nmax_qos = 3\n", 3, "expected 0..2"),
-        ('[[listener]]\nport = 1\nmount_point = "a/"\n', 3, "'mount_point' is not supported"),
+        ('[[listener]]\nport = 1\nmount_point = "a/+"\n', 3, "invalid mount_point 'a/+'"),
         ('[[listener]]\nport = 1\naddress = "/run/m.sock"\n', 3, "Unix socket"),
         ('[[listener]]\nport = 1\naddress = "a"\nhost = "b"\n', 4, "not both"),
         (

@@ -115,3 +115,23 @@ def test_retained_replace_and_clear() -> None:
     assert sorted(m.topic for m in tree.match("#")) == ["a"]
     tree.set(Message("a", b""))
     assert tree._root.children == {}
+
+
+def test_match_order_is_mosquittos() -> None:
+    """Matches come in Mosquitto's order (sub__search): at each level the exact child (its
+    deeper matches first, then its own), then "+" likewise, then "#". An MQTT 5 client with
+    overlapping subscriptions gets its copies in this order."""
+    order = ["a/b/#", "a/b", "a/+/#", "a/+", "a/#", "+/b/#", "+/b", "+/+/#", "+/+", "+/#", "#"]
+    tree = TopicTree()
+    for flt in reversed(order):
+        tree.subscribe(flt, flt, SubOptions())
+    subs, _ = tree.match("a/b")
+    assert [cid for cid, _ in subs] == order
+
+
+def test_match_of_a_very_deep_topic() -> None:
+    """Thousands of levels (a topic may be 65535 bytes): no recursion limit."""
+    tree = TopicTree()
+    tree.subscribe("deep", "+/" * 5000 + "#", SubOptions())
+    subs, _ = tree.match("x/" * 6000 + "x")
+    assert [cid for cid, _ in subs] == ["deep"]

@@ -196,6 +196,15 @@ class Authenticator:
     ) -> bool | Pending:
         return True
 
+    def source_can_publish(
+        self, client_id: str, username: str | None, port: int | None, topic: str
+    ) -> bool | Pending:
+        """check_retain_source: may the client that published a retained message (connected
+        or not) still publish to ``topic``? It connected as ``username`` to the listener on
+        ``port`` (None: not known). Asked of the layers that provide ``can_publish``; by
+        default their ``can_publish`` with that identity."""
+        return self.can_publish(client_id, username, topic)
+
     def can_read(self, client_id: str, topic: str) -> bool:
         """Delivery of a message on ``topic`` to ``client_id`` (as it last authenticated)."""
         return True
@@ -356,6 +365,19 @@ class AuthChain(Authenticator):
 
     def can_read(self, client_id: str, topic: str) -> bool:
         return all(check(client_id, topic) for check in self._read)
+
+    def source_can_publish(
+        self, client_id: str, username: str | None, port: int | None, topic: str
+    ) -> bool | Pending:
+        """Every layer that checks PUBLISH must allow (a pending answer is returned as is: the
+        broker then does not hold the message back)."""
+        for layer in self.layers:
+            if Capability.PUBLISH not in layer.provides:
+                continue
+            allowed = layer.source_can_publish(client_id, username, port, topic)
+            if allowed is not True:
+                return allowed
+        return True
 
     # -- lifecycle -------------------------------------------------------------------------------
 

@@ -140,10 +140,14 @@ class FileAuthenticator(Authenticator):
         #: Without per_listener_settings the anonymous rule still depends on the listener's
         #: address in local-only mode.
         self.anon_by_listener: dict[_Key, bool] = {}
+        #: Per listener: the listener's port -> its domain (check_retain_source names the
+        #: listener a retained message came from by its port, as Mosquitto does).
+        self.by_port: dict[int, Domain] = {}
         for lst in config.listeners:
             domain = _domain_for(config, lst)
             if self.per_listener:
-                self.domains.setdefault(_key(lst), domain)
+                domain = self.domains.setdefault(_key(lst), domain)
+                self.by_port.setdefault(lst.port, domain)
             else:
                 self.anon_by_listener[_key(lst)] = domain.allow_anonymous
         self.load()
@@ -241,6 +245,22 @@ class FileAuthenticator(Authenticator):
             return False
         assert isinstance(acl, ClientAcl)
         return acl.allowed(topic, WRITE)
+
+    def source_can_publish(
+        self, client_id: str, username: str | None, port: int | None, topic: str
+    ) -> bool:
+        """The ACL of that identity on that listener, compiled afresh (its client may be gone;
+        nothing is kept). Per listener, an unknown listener is refused (as Mosquitto does)."""
+        if self.per_listener:
+            found = self.by_port.get(port) if port is not None else None
+            if found is None:
+                return False
+            domain = found
+        else:
+            domain = self.global_domain
+        if domain.acl is None:
+            return True
+        return domain.acl.for_client(client_id, username).allowed(topic, WRITE)
 
     def can_subscribe(self, client_id: str, username: str | None, topic_filter: str) -> bool:
         """An ACL file refuses no filter, as Mosquitto 2 (security_default.c): deliveries are

@@ -112,6 +112,7 @@ class Broker:
         """The CONNECT set the session's expiry: a persistent one (expiry > 0) is recorded in the
         durable store with all it holds; one that stops being persistent leaves it."""
         session.expiry_interval = expiry
+        session.version = version
         store = self.durable_store
         if store is None:
             return
@@ -315,11 +316,24 @@ class Broker:
         if props:
             props = {k: v for k, v in props.items() if k != Prop.WILL_DELAY_INTERVAL}
         w = will
-        self.publish(
-            Message.from_publish(
-                w.topic, w.payload, w.qos, w.retain, props, w.origin, self.scheduler.wall()
-            )
+        message = Message.from_publish(
+            w.topic, w.payload, w.qos, w.retain, props, w.origin, self.scheduler.wall()
         )
+        message.source = w.source
+        self.publish(message)
+
+    def retain_source_allowed(self, message: Message) -> bool:
+        """check_retain_source: whether the client that published the retained ``message`` may
+        still publish to its topic (the ACL may have changed since), as Mosquitto checks it
+        before sending a retained message: with that client's id, username and listener,
+        whether or not it is connected. A message of unknown source (the broker's own) passes;
+        a decision still pending (a plugin) does not hold it back."""
+        origin = message.origin
+        if origin is None:
+            return True
+        username, port = message.source if message.source is not None else (None, None)
+        allowed = self.authenticator.source_can_publish(origin, username, port, message.topic)
+        return allowed is not False
 
     def route(self, message: Message, groups: set[tuple[str, str]] | None = None) -> bool:
         """Deliver to local subscribers. ``groups`` None: every matching shared group; otherwise
@@ -353,14 +367,31 @@ class Broker:
                         cache,
                     )
         elif subs:
-            # Overlapping subscriptions of one client: one delivery at the highest QoS with every
-            # subscription identifier (MQTT-3.3.5-1 3.1.1, MQTT-3.3.4-3/-5 v5).
+            # Several subscriptions (of one client or more), as Mosquitto 2.0.11 delivers them:
+            # an MQTT 5 client, and any client with allow_duplicate_messages, gets one copy per
+            # matching subscription, each with its own QoS and identifier (MQTT-3.3.4-5 v5),
+            # in the trie's order; an MQTT 3 client otherwise one copy at the highest QoS of
+            # its subscriptions (MQTT-3.3.5-1 3.1.1).
+            copies = self.config.allow_duplicate_messages
             targets: dict[str, list[Any]] = {}
             for cid, opts in subs:
                 if opts.no_local and cid == origin:
                     continue  # MQTT-3.8.3-3 v5
-                target = targets.get(cid)
+                session = sessions.get(cid)
+                if session is None or (can_read is not None and not can_read(cid, topic)):
+                    continue
                 sid = opts.subscription_id
+                if copies or session.version == 5:
+                    qos = opts.qos if upgrade or opts.qos < mqos else mqos
+                    session.deliver(
+                        message,
+                        qos,
+                        message.retain and opts.retain_as_published,
+                        (sid,) if sid else (),
+                        cache,
+                    )
+                    continue
+                target = targets.get(cid)
                 if target is None:
                     targets[cid] = [opts.qos, opts.retain_as_published, [sid] if sid else []]
                 else:
@@ -370,9 +401,7 @@ class Broker:
                     if sid:
                         target[2].append(sid)
             for cid, (gqos, rap, sids) in targets.items():
-                session = sessions.get(cid)
-                if session is None or (can_read is not None and not can_read(cid, topic)):
-                    continue
+                session = sessions[cid]
                 qos = gqos if upgrade or gqos < mqos else mqos
                 session.deliver(message, qos, message.retain and rap, tuple(sids), cache)
         for group in shared:
@@ -527,7 +556,10 @@ class Broker:
         for will in state.wills:
             delay = max(0.0, will.due_at - now)
             handle = self.scheduler.call_later(delay, self._will_due, will.client_id)
-            self.wills[will.client_id] = PendingWill(will.message, handle)
+            source = will.message.source
+            self.wills[will.client_id] = PendingWill(
+                will.message, handle, source[0] if source is not None else None
+            )
         if store is not None:
             self.scheduler.call_later(PURGE_INTERVAL, self._purge_tick)
 

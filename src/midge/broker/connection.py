@@ -20,6 +20,7 @@ in comments are MQTT 3.1.1's unless marked v5.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import uuid
@@ -124,6 +125,14 @@ def _reserved_for_server(topic: str) -> bool:
     return topic.startswith("$share")
 
 
+def _mounted(mount: str, topic_filter: str) -> str:
+    """``topic_filter`` below the listener's mount point; a shared subscription's filter part."""
+    share, real = split_shared(topic_filter)
+    if share is None:
+        return mount + topic_filter
+    return f"$share/{share}/{mount}{real}"
+
+
 def _random_id() -> str:
     """An assigned client id's random part, in Mosquitto 2's form: 16 random bytes as upper-case
     hex in 8-4-4-4-12 groups (``5D43402F-65F6-C268-033F-EAFD134BB6ED``), after the prefix."""
@@ -161,6 +170,7 @@ class Connection:
         "last_seen",
         "listener",
         "max_qos",
+        "mount",
         "on_lost",
         "out",
         "peer",
@@ -199,6 +209,9 @@ class Connection:
         self.keepalive = 0
         self.last_seen = broker.scheduler.time()
         self.max_qos = listener.max_qos if listener.max_qos is not None else config.max_qos
+        #: The listener's mount_point ("" none): prefixed to every topic name and filter this
+        #: client gives (wills too), removed from the topics it is sent (by ``out``).
+        self.mount = listener.mount_point or ""
         alias_max = listener.max_topic_alias
         self.alias_in_max = alias_max if alias_max is not None else config.max_topic_alias
         # Made on first use (most clients use no aliases; idle connections must stay small).
@@ -206,6 +219,7 @@ class Connection:
         #: The outgoing side: PUBLISH encoding, outgoing topic aliases, the client's packet size
         #: limit; the session's deliveries go there (midge.broker.outgoing).
         self.out = Outgoing(transport, broker.stats, broker.scheduler)
+        self.out.mount = len(self.mount)
         #: Acks held back until the store's commit (see _ack).
         self._acks_waiting = 0
         #: Called once when the transport is gone (the transport layer's bookkeeping).
@@ -390,6 +404,12 @@ class Connection:
                 prefix = config.auto_id_prefix
             client_id = prefix + _random_id()
             assigned = True
+        prefixes = config.clientid_prefixes
+        if prefixes is not None and not client_id.startswith(prefixes):
+            # Mosquitto's clientid_prefixes (handle_connect.c): "not authorized", generated ids
+            # included.
+            self._refuse(Reason.NOT_AUTHORIZED, "client id without the clientid_prefixes prefix")
+            return
         if p.will is not None:
             w = p.will
             if w.retain and not config.retain_available:
@@ -413,6 +433,13 @@ class Connection:
                 self._refuse(Reason.BAD_USER_NAME_OR_PASSWORD, "no username in a certificate")
                 return
             username, password = self.cert_username, None
+        if listener.use_username_as_clientid:
+            # Mosquitto: the username (a certificate's, on such a listener) replaces the client
+            # id before authentication; a client without one is "not authorized".
+            if username is None:
+                self._refuse(Reason.NOT_AUTHORIZED, "no username for use_username_as_clientid")
+                return
+            client_id = username
         request = ConnectRequest(
             client_id,
             username,
@@ -535,7 +562,10 @@ class Connection:
             self.out.start(version, UNLIMITED_PACKET_SIZE, 0)
         if p.will is not None:
             w = p.will
-            self.will = Message(w.topic, w.payload, w.qos, w.retain, w.properties, None, client_id)
+            self.will = Message(
+                self.mount + w.topic, w.payload, w.qos, w.retain, w.properties, None, client_id
+            )
+            self.will.source = (self.username, self.listener.port)
         # The connection is decided: stop the CONNECT timer, attach the session.
         self._cancel_timer()
         session, present = broker.attach(self, client_id, p.clean_start)
@@ -642,6 +672,8 @@ class Connection:
                 raise ProtocolViolation(Reason.PROTOCOL_ERROR, "subscription id from client")
         elif not topic:
             raise ProtocolViolation(Reason.TOPIC_NAME_INVALID, "empty topic name")
+        if self.mount:
+            topic = self.mount + topic  # mount_point: the client's topics live below it
         config = self.broker.config
         rate = config.max_publish_rate
         if rate:
@@ -722,9 +754,14 @@ class Connection:
                 raw = None  # an alias to drop or an expiry to count down: re-encode
                 if _EXPIRY in props:
                     now = self.broker.scheduler.wall()
+            if self.mount:
+                raw = None  # the topic received is not the message's (mount_point)
             message = Message.from_publish(
                 topic, p.payload, qos, p.retain, props, self.client_id, now, raw, v5
             )
+            if p.retain:
+                # Remembered with the retained message (and on disk): check_retain_source.
+                message.source = (self.username, self.listener.port)
             if qos == 2:
                 # Mosquitto routes a QoS 2 message at PUBREL, so a client subscribed to its own
                 # topic gets PUBREC before the copy: what routing writes to this client waits
@@ -805,6 +842,18 @@ class Connection:
     # -- SUBSCRIBE / UNSUBSCRIBE ---------------------------------------------------------------
 
     def _on_subscribe(self, p: Subscribe) -> None:
+        mount = self.mount
+        if mount:
+            # mount_point: every filter is below the mount point, shared ones too (their
+            # filter part); ACLs, the subscription and its retained messages see it prefixed.
+            p = Subscribe(
+                p.packet_id,
+                [
+                    dataclasses.replace(s, topic_filter=_mounted(mount, s.topic_filter))
+                    for s in p.subscriptions
+                ],
+                p.properties,
+            )
         self._authorize_subscribe(p, [])
 
     def _authorize_subscribe(self, p: Subscribe, allowed: list[bool]) -> None:
@@ -908,10 +957,15 @@ class Connection:
             now = broker.scheduler.wall()
             # Read access per retained message, as for any delivery (Mosquitto's retain__send).
             can_read = broker.can_read
+            # check_retain_source: may its publisher still publish there (Mosquitto's
+            # retain__process, after the read check)?
+            check_source = broker.config.check_retain_source and broker.checks_publish
             for real, opts in retained:
                 sids = (opts.subscription_id,) if opts.subscription_id else ()
                 for message in broker.retained_for(real, now):
                     if can_read is not None and not can_read(self.client_id, message.topic):
+                        continue
+                    if check_source and not broker.retain_source_allowed(message):
                         continue
                     qos = message.qos if message.qos < opts.qos else opts.qos
                     # MQTT-3.3.1-8: retained messages sent on subscribe carry RETAIN 1.
@@ -920,9 +974,10 @@ class Connection:
     def _on_unsubscribe(self, p: Unsubscribe) -> None:
         session = self.session
         assert session is not None
+        mount = self.mount
         codes: list[int] = [
             Reason.SUCCESS
-            if self.broker.unsubscribe(session, f)
+            if self.broker.unsubscribe(session, _mounted(mount, f) if mount else f)
             else Reason.NO_SUBSCRIPTION_EXISTED
             for f in p.topic_filters
         ]

@@ -39,6 +39,7 @@ class Message:
         "raw",
         "raw_v5",
         "retain",
+        "source",
         "store_id",
         "topic",
     )
@@ -68,6 +69,9 @@ class Message:
         #: The durable store's id for it, once a persistent session or the retained store
         #: references it (0: not stored); see midge.store.base.
         self.store_id = 0
+        #: Who published it, for check_retain_source (set on retained messages and wills):
+        #: (username, listener port) of ``origin``; None: not known (the broker's own).
+        self.source: tuple[str | None, int] | None = None
 
     @classmethod
     def from_publish(

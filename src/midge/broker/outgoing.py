@@ -13,7 +13,8 @@ PUBLISH went out. Here live:
 - the client's Maximum Packet Size (MQTT-3.1.2-24/-25 v5);
 - :attr:`Sink.paused`, which tells the session that the client reads slower than we write: it then
   holds QoS 0 messages back (:meth:`midge.broker.session.Session.writable`) rather than pile them
-  into the transport's buffer.
+  into the transport's buffer;
+- the listener's ``mount_point``, removed from the topics this client receives.
 
 Bytes go to the transport (``write``); coalescing them into one write per loop turn is the
 transport's business (:mod:`midge.transport.writer`).
@@ -114,6 +115,7 @@ class Outgoing(Sink):
         "clock",
         "held",
         "max_packet",
+        "mount",
         "native",
         "open",
         "stats",
@@ -138,6 +140,9 @@ class Outgoing(Sink):
         self.aliases: dict[str, int] | None = None
         #: Not None between :meth:`hold` and :meth:`release`: the packets written meanwhile.
         self.held: list[bytes] | None = None
+        #: The length of the listener's mount_point (0: none): every topic this client is sent
+        #: starts with it (its subscriptions were prefixed) and is sent without it.
+        self.mount = 0
 
     def start(self, version: int, max_packet: int, alias_max: int) -> None:
         """The CONNECT is accepted with what it negotiated: PUBLISH may go out from now on."""
@@ -161,6 +166,12 @@ class Outgoing(Sink):
             return False
         version = self.version
         topic = message.topic
+        mount = self.mount
+        if mount:
+            if len(topic) <= mount:
+                return False  # the mount point itself: nothing left to send (as Mosquitto)
+            topic = topic[mount:]
+            cache = None  # the bytes are this listener's own
         key: FormKey | None = None
         new_alias = 0
         if version < MQTT5:
@@ -210,6 +221,7 @@ class Outgoing(Sink):
                 and qos == message.qos
                 and props is message.properties
                 and topic
+                and not mount
                 and (version == MQTT5) == message.raw_v5
             ):
                 # Nothing in the received bytes must change but the flags (and the packet id,

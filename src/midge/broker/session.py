@@ -156,6 +156,7 @@ class Session:
         "stats",
         "store",
         "subscriptions",
+        "version",
         "will_handle",
     )
 
@@ -168,6 +169,9 @@ class Session:
         stats: Stats | None = None,
     ) -> None:
         self.client_id = client_id
+        #: The protocol level its client last connected with (Mosquitto's context->protocol):
+        #: an MQTT 5 client gets one copy per matching subscription (Broker.route).
+        self.version = 4
         #: The broker's counters (queue overflows are counted there too).
         self.stats = stats
         #: The attached connection (the broker's business: takeover, wills) and where
@@ -556,7 +560,9 @@ class Session:
     def snapshot(self, username: str | None = None, version: int = 0) -> SessionState:
         """Everything the session holds as plain values (for another worker; the store keeps
         the same form, reported change by change)."""
-        state = SessionState(self.client_id, version, self.expiry_interval, None, username)
+        state = SessionState(
+            self.client_id, version or self.version, self.expiry_interval, None, username
+        )
         state.subscriptions = dict(self.subscriptions)
         state.inflight = [(pid, out.delivery, out.released) for pid, out in self.inflight.items()]
         state.queue = list(self.queue) if self.queue else []
@@ -571,6 +577,8 @@ class Session:
         MQTT-4.4.0-1) and inbound QoS 2 ids. The broker subscribes it in its tree."""
         before = self.held()
         self.expiry_interval = state.expiry_interval
+        if state.version:
+            self.version = state.version
         self.subscriptions.update(state.subscriptions)
         if state.queue:
             self.queue = deque(state.queue)

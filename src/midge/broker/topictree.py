@@ -130,54 +130,70 @@ class TopicTree:
         return True
 
     def match(self, topic: str) -> Matches:
-        """Every subscription matching ``topic`` (a topic name, never a filter)."""
+        """Every subscription matching ``topic`` (a topic name, never a filter), in Mosquitto's
+        order (its sub__search): at each level the exact child's matches (deeper ones first,
+        then its own), then the ``+`` child's likewise, then ``#``. A client with several
+        matching subscriptions may be sent one copy per subscription, in this order."""
         cached = self._cache.get(topic)
         if cached is not None:
             return cached
         subs: list[tuple[str, SubOptions]] = []
         shared: list[SharedGroup] = []
         levels = topic.split("/")
-        last = len(levels)
-        dollar = topic.startswith("$")
-        stack: list[tuple[_Node, int]] = [(self._root, 0)]
-        while stack:
-            node, i = stack.pop()
-            children = node.children
-            if i == last:
-                if node.subs:
-                    subs.extend(node.subs.items())
-                if node.shared:
-                    shared.extend(node.shared.values())
-                # "a/#" also matches "a" (MQTT-4.7.1-2: # includes the parent level).
-                hash_node = children.get("#")
-                if hash_node is not None:
-                    if hash_node.subs:
-                        subs.extend(hash_node.subs.items())
-                    if hash_node.shared:
-                        shared.extend(hash_node.shared.values())
-                continue
-            if not children:
-                continue
-            wild = not (dollar and i == 0)
-            if wild:
-                hash_node = children.get("#")
-                if hash_node is not None:
-                    if hash_node.subs:
-                        subs.extend(hash_node.subs.items())
-                    if hash_node.shared:
-                        shared.extend(hash_node.shared.values())
-                plus = children.get("+")
-                if plus is not None:
-                    stack.append((plus, i + 1))
-            child = children.get(levels[i])
-            if child is not None:
-                stack.append((child, i + 1))
+        _search(self._root, levels, len(levels), topic.startswith("$"), subs, shared)
         result: Matches = (subs, shared)
         if len(self._cache) >= CACHE_SIZE:
             # Drop the oldest entry (dicts keep insertion order): a cheap approximate LRU.
             del self._cache[next(iter(self._cache))]
         self._cache[topic] = result
         return result
+
+
+def _search(
+    root: _Node,
+    levels: list[str],
+    last: int,
+    dollar: bool,
+    subs: list[tuple[str, SubOptions]],
+    shared: list[SharedGroup],
+) -> None:
+    """:meth:`TopicTree.match`: Mosquitto's recursive walk, on an explicit stack (a topic may
+    have thousands of levels). An entry is (node, level, take): visit ``node``, which matched
+    ``levels[:level]``, or (take) collect its subscriptions; each visit pushes its steps in
+    reverse, so that they run in Mosquitto's order."""
+    stack: list[tuple[_Node, int, bool]] = [(root, 0, False)]
+    while stack:
+        node, i, take = stack.pop()
+        if take:
+            if node.subs:
+                subs.extend(node.subs.items())
+            if node.shared:
+                shared.extend(node.shared.values())
+            continue
+        children = node.children
+        if not children:
+            continue
+        # "+" and "#" do not match a first level starting with "$" (MQTT-4.7.2-1).
+        wild = not (dollar and i == 0)
+        # Pushed last first: popped as the child's visit and take, then "+"'s, then "#".
+        if wild:
+            # "a/#" matches "a/b" and "a" too (MQTT-4.7.1-2: # includes the parent level).
+            hash_node = children.get("#")
+            if hash_node is not None:
+                stack.append((hash_node, 0, True))
+        if i < last:
+            end = i + 1 == last
+            if wild:
+                plus = children.get("+")
+                if plus is not None:
+                    if end:
+                        stack.append((plus, 0, True))
+                    stack.append((plus, i + 1, False))
+            child = children.get(levels[i])
+            if child is not None:
+                if end:
+                    stack.append((child, 0, True))
+                stack.append((child, i + 1, False))
 
 
 class _RNode(Generic[T]):

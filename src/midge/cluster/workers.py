@@ -163,11 +163,16 @@ def message_to_data(m: Message) -> tuple[Any, ...]:
         m.origin,
         m.raw,
         m.raw_v5,
+        m.source,
     )
 
 
 def message_from_data(d: Any) -> Message:
-    return Message(*d)
+    m = Message(*d[:-1])
+    source = d[-1]
+    if source is not None:
+        m.source = (source[0], source[1])  # check_retain_source: who published it
+    return m
 
 
 def state_to_data(state: SessionState) -> tuple[Any, ...]:

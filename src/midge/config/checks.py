@@ -152,8 +152,28 @@ def ignored_notice(where: str, option: Option) -> str:
     return f"{where}{option.name} is accepted and has no effect: {option.doc}"
 
 
+def deprecated_notice(where: str, name: str) -> str:
+    """Mosquitto's notice for an option it still reads but will remove."""
+    return (
+        f"{where}the '{name}' option is deprecated and will be removed in a future version "
+        "(as in Mosquitto)"
+    )
+
+
 def autosave_notice(where: str, name: str) -> str:
     return (
         f"{where}'{name}' ignored: midge writes every change as it happens (group commit), "
         "with no snapshot interval"
     )
+
+
+def mount_point(value: str) -> str:
+    """A topic prefix: a valid topic name, no wildcard (Mosquitto refuses those too)."""
+    if "+" in value or "#" in value:
+        raise BadValue(
+            f"invalid mount_point '{value}': it contains a wildcard ('+' or '#'); "
+            "a mount point is a plain topic prefix such as 'tenant1/'"
+        )
+    if "\0" in value:
+        raise BadValue("invalid mount_point: it contains a NUL character")
+    return value

@@ -95,6 +95,9 @@ class ListenerConfig:
     use_subject_as_username: bool = False  # the certificate's subject (RFC 2253) is the username
     tls_version: str | None = None  # minimum version: "tlsv1.2" (the default) or "tlsv1.3"
     ciphers: str | None = None  # OpenSSL cipher list (TLS 1.2); None: Mosquitto's default list
+    # Mosquitto's per-listener client and topic directives (always per listener).
+    mount_point: str | None = None  # prefix of every topic of this listener's clients
+    use_username_as_clientid: bool = False  # the client id is the username (none: refused)
     #: Where each option of this listener was set: option -> (file, line), so that problems found
     #: only when the listener starts (an unreadable certfile) still name the line to fix.
     where: dict[str, tuple[str, int | None]] = field(
@@ -171,6 +174,13 @@ class Config:
     # Client identifiers
     allow_zero_length_clientid: bool = True
     auto_id_prefix: str = "auto-"
+
+    clientid_prefixes: str | None = None  # only client ids with this prefix may connect
+
+    # Retained and overlapping deliveries (Mosquitto's check_retain_source and deprecated
+    # allow_duplicate_messages: see the option table)
+    check_retain_source: bool = False
+    allow_duplicate_messages: bool = False
 
     # Listener-scoped options apply per listener when True
     per_listener_settings: bool = False

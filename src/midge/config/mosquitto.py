@@ -295,6 +295,10 @@ class ConfParser:
     def _apply_ignored(self, opt: Option, name: str, value: Any, path: str, line: int) -> None:
         self.config.notices.append(checks.ignored_notice(f"{path}:{line}: ", opt))
 
+    def _apply_deprecated(self, opt: Option, name: str, value: Any, path: str, line: int) -> None:
+        self.store(self.config, opt, value)
+        self.config.notices.append(checks.deprecated_notice(f"{path}:{line}: ", opt.name))
+
     def _apply_autosave(self, opt: Option, name: str, value: Any, path: str, line: int) -> None:
         self.config.notices.append(checks.autosave_notice(f"{path}:{line}: ", name))
 
@@ -370,6 +374,13 @@ class ConfParser:
         """A listener option, or a security option that is per listener if
         per_listener_settings: on the current listener (or the default listener before any
         ``listener`` line), else on the whole configuration."""
+        if opt.name == "mount_point" and self.current is None:
+            raise ConfigError(
+                "'mount_point' must follow a 'listener' line (as in Mosquitto): it applies to "
+                "that listener; add 'listener PORT' before it",
+                path,
+                line,
+            )
         target = self.current if self.current is not None else self.default
         per_listener = opt.scope == PER_LISTENER
         on_listener = not per_listener or self.config.per_listener_settings
@@ -489,6 +500,7 @@ class ConfParser:
             or d.protocol != "mqtt"
             or d.socket_domain is not None
             or d.allow_zero_length_clientid is False
+            or d.use_username_as_clientid
             or d.password_file is not None
             or any(getattr(d, name) for name in TLS_OPTIONS)
         ):

@@ -829,6 +829,81 @@ _FILES = (
     ),
 )
 
+#: Mosquitto's directives about which clients may connect under which id, where a listener's
+#: topics live, and how retained and overlapping deliveries behave (issue 11): kept together.
+_CLIENTS_AND_TOPICS = (
+    Option(
+        "mount_point",
+        LISTENER,
+        TEXT,
+        "Prefix every topic of this listener's clients with PREFIX: what they publish (wills "
+        "too) goes to `PREFIX` + topic, what they subscribe to is `PREFIX` + filter (ACLs see "
+        "the prefixed names), and the prefix is removed from what they receive. They see "
+        "nothing outside PREFIX (no `$SYS`); clients of other listeners see the prefixed "
+        "topics.",
+        "listeners",
+        once=True,
+        check=checks.mount_point,
+        syntax="`mount_point PREFIX`",
+        default_doc="none",
+        mosquitto="Same, as documented; Mosquitto 2.0.0..2.0.11 forget to remove the prefix "
+        "from what the client receives (fixed in 2.0.12), midge removes it. In a "
+        "mosquitto.conf it must follow a `listener` line.",
+    ),
+    Option(
+        "use_username_as_clientid",
+        LISTENER,
+        BOOL,
+        "The client id is replaced by the username (before authentication, so ACL `%c` is the "
+        "username); a second client with the same username takes the first one over. A client "
+        'without username is refused: CONNACK 0x87 (v3: 5 "not authorized").',
+        "clientid",
+        default=False,
+        mosquitto="Same. Per listener, whatever `per_listener_settings` says.",
+    ),
+    Option(
+        "clientid_prefixes",
+        GLOBAL,
+        TEXT,
+        "Deprecated (as in Mosquitto): only client ids starting with PREFIX may connect; others "
+        'are refused with CONNACK 0x87 (v3: 5 "not authorized"). Generated ids are checked '
+        "too.",
+        "clientid",
+        once=True,
+        syntax="`clientid_prefixes PREFIX`",
+        default_doc="none (every id)",
+        mosquitto="Same, with the same deprecation notice. Global.",
+        apply="deprecated",
+    ),
+    Option(
+        "check_retain_source",
+        GLOBAL,
+        BOOL,
+        "When a retained message is delivered to a new subscriber, check again that the client "
+        "that published it (its client id, username and listener, remembered with the message "
+        "and kept on disk) may still publish to its topic; if not (the ACL changed since), it "
+        "is not delivered.",
+        "security",
+        default=False,
+        mosquitto="Same. Mosquitto's man page says the default is true, its code (2.0.11) uses "
+        "false; midge follows the code.",
+    ),
+    Option(
+        "allow_duplicate_messages",
+        GLOBAL,
+        BOOL,
+        "Deprecated (as in Mosquitto). A message matching several subscriptions of one client: "
+        "false sends an MQTT 3.1/3.1.1 client one copy (at the highest QoS of those "
+        "subscriptions); true sends it one copy per subscription. MQTT 5 clients always get one "
+        "copy per subscription, each with that subscription's QoS and identifier.",
+        "packets",
+        default=False,
+        mosquitto="Same, with the same deprecation notice; Mosquitto's one v3 copy takes the QoS "
+        "of the subscription it meets first, midge the highest (MQTT-3.3.5-1).",
+        apply="deprecated",
+    ),
+)
+
 
 def _refused(group: str, names: str, notes: dict[str, str] | None = None) -> tuple[Option, ...]:
     notes = notes or {}
@@ -853,9 +928,8 @@ _TLS_ENGINE = "OpenSSL engines are not available to Python's ssl module"
 _UNSUPPORTED = (
     *_refused(
         "security (authentication, access control, TLS)",
-        "psk_file psk_hint auth_plugin plugin auth_plugin_deny_special_chars check_retain_source "
-        "clientid_prefixes use_username_as_clientid ciphers_tls1.3 crlfile dhparamfile tls_engine "
-        "tls_engine_kpass_sha1 tls_keyform",
+        "psk_file psk_hint auth_plugin plugin auth_plugin_deny_special_chars "
+        "ciphers_tls1.3 crlfile dhparamfile tls_engine tls_engine_kpass_sha1 tls_keyform",
         {
             "ciphers_tls1.3": "Python's ssl module cannot restrict TLS 1.3 cipher suites; "
             "'ciphers' restricts TLS 1.2",
@@ -899,12 +973,11 @@ _UNSUPPORTED = (
         "remote_password username remote_username restart_timeout round_robin start_type "
         "threshold topic try_private",
     ),
-    *_refused("listener options", "mount_point bind_interface"),
+    *_refused("listener options", "bind_interface"),
     *_refused(
         "other",
-        "allow_duplicate_messages user",
+        "user",
         {
-            "allow_duplicate_messages": "deprecated in Mosquitto; midge never sends duplicates",
             "user": "run midge as the user you want instead",
         },
     ),
@@ -924,6 +997,7 @@ OPTIONS: tuple[Option, ...] = (
     *_IGNORED,
     *_PROCESSES,
     *_FILES,
+    *_CLIENTS_AND_TOPICS,
     *_UNSUPPORTED,
 )
 

@@ -339,6 +339,12 @@ class TomlReader:
     def _apply_ignored(self, cfg: Config, key: str, value: Any) -> None:
         cfg.notices.append(checks.ignored_notice(f"{self.path}: ", named(key)[0]))
 
+    def _apply_deprecated(self, cfg: Config, key: str, value: Any) -> None:
+        opt = named(key)[0]
+        assert opt.attr is not None
+        setattr(cfg, opt.attr, value)
+        cfg.notices.append(checks.deprecated_notice(f"{self.path}: ", opt.name))
+
     def _apply_autosave(self, cfg: Config, key: str, value: Any) -> None:
         if key == "autosave_interval":  # (mosquitto.conf takes any whole number here)
             self.checked(checks.int_range(0, None), value, -1, key)

@@ -80,12 +80,24 @@ DROP INDEX IF EXISTS deliveries_pid;
 CREATE TABLE IF NOT EXISTS inbound (
     client_id TEXT NOT NULL, pid INTEGER NOT NULL, PRIMARY KEY (client_id, pid)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS retained (
-    topic TEXT PRIMARY KEY, message_id INTEGER NOT NULL) WITHOUT ROWID;
+    topic TEXT PRIMARY KEY, message_id INTEGER NOT NULL, source_username TEXT,
+    source_port INTEGER) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS wills (
     client_id TEXT PRIMARY KEY, topic TEXT NOT NULL, payload BLOB NOT NULL,
     qos INTEGER NOT NULL, retain INTEGER NOT NULL, props BLOB, origin TEXT,
-    due_at REAL NOT NULL);
+    due_at REAL NOT NULL, source_username TEXT, source_port INTEGER);
 """
+
+#: Columns added since schema version 1 was first written, (table, column, type): an older
+#: database gets them when opened (NULL in existing rows), and keeps its schema version.
+_ADDED_COLUMNS = (
+    ("sessions", "username", "TEXT"),
+    # check_retain_source: who published a retained message or a will (Message.source).
+    ("retained", "source_username", "TEXT"),
+    ("retained", "source_port", "INTEGER"),
+    ("wills", "source_username", "TEXT"),
+    ("wills", "source_port", "INTEGER"),
+)
 
 # Delivery states.
 QUEUED, SENT, RELEASED = 0, 1, 2
@@ -119,11 +131,14 @@ _DELIVERY_RELEASED = "UPDATE deliveries SET state = 2 WHERE client_id = ? AND pi
 _DELIVERY_DONE = "DELETE FROM deliveries WHERE client_id = ? AND pid = ? AND state > 0"
 _INBOUND_ADD = "INSERT OR IGNORE INTO inbound (client_id, pid) VALUES (?, ?)"
 _INBOUND_DELETE = "DELETE FROM inbound WHERE client_id = ? AND pid = ?"
-_RETAINED_SET = "INSERT OR REPLACE INTO retained (topic, message_id) VALUES (?, ?)"
+_RETAINED_SET = (
+    "INSERT OR REPLACE INTO retained (topic, message_id, source_username, source_port) "
+    "VALUES (?, ?, ?, ?)"
+)
 _RETAINED_DELETE = "DELETE FROM retained WHERE topic = ?"
 _WILL_SAVE = (
-    "INSERT OR REPLACE INTO wills (client_id, topic, payload, qos, retain, props, origin, due_at) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+    "INSERT OR REPLACE INTO wills (client_id, topic, payload, qos, retain, props, origin, due_at, "
+    "source_username, source_port) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _WILL_DELETE = "DELETE FROM wills WHERE client_id = ?"
 _SESSION_DELETES = tuple(
@@ -353,10 +368,11 @@ class SqliteStore:
                 # A new file: incremental auto-vacuum must be chosen before the first table.
                 db.execute("PRAGMA auto_vacuum = INCREMENTAL")
             db.executescript(_SCHEMA)
-            columns = {row[1] for row in db.execute("PRAGMA table_info(sessions)")}
-            if "username" not in columns:
-                # Written by a midge before sessions kept their user (same schema version).
-                db.execute("ALTER TABLE sessions ADD COLUMN username TEXT")
+            for table, column, kind in _ADDED_COLUMNS:
+                columns = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+                if column not in columns:
+                    # Written by a midge before this column existed (same schema version).
+                    db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
             row = db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
             if row is None:
                 db.execute("INSERT INTO meta (key, value) VALUES ('schema', ?)", (SCHEMA_VERSION,))
@@ -448,18 +464,25 @@ class SqliteStore:
                 s = sessions.get(cid)
                 if s is not None:
                     s.awaiting_rel.append(pid)
-            for topic, mid in db.execute("SELECT topic, message_id FROM retained"):
+            for topic, mid, source_username, source_port in db.execute(
+                "SELECT topic, message_id, source_username, source_port FROM retained"
+            ):
                 rm = messages.get(mid)
                 if rm is not None:
+                    if source_port is not None:
+                        rm.source = (source_username, source_port)
                     state.retained.append(rm)
                     self._retained[topic] = rm
                     refs[mid] = refs.get(mid, 0) + 1
-            for cid, topic, payload, qos, retain, props, origin, due_at in db.execute(
-                "SELECT client_id, topic, payload, qos, retain, props, origin, due_at FROM wills"
+            for cid, topic, payload, qos, retain, props, origin, due_at, su, sp in db.execute(
+                "SELECT client_id, topic, payload, qos, retain, props, origin, due_at, "
+                "source_username, source_port FROM wills"
             ):
                 will = Message(
                     topic, bytes(payload), qos, bool(retain), _props_from(props, WILL), None, origin
                 )
+                if sp is not None:
+                    will.source = (su, sp)
                 state.wills.append(StoredWill(cid, will, due_at))
             db.execute("COMMIT")
         except sqlite3.DatabaseError as exc:
@@ -766,7 +789,11 @@ class SqliteStore:
             # The retained copy is a message of its own (its QoS and properties as published).
             self._ref(message)
             self._retained[topic] = message
-            self._op(_RETAINED_SET, (topic, message.store_id))
+            source = message.source
+            self._op(
+                _RETAINED_SET,
+                (topic, message.store_id, *(source if source is not None else (None, None))),
+            )
         else:
             self._op(_RETAINED_DELETE, (topic,))
         if old is not None:
@@ -785,6 +812,7 @@ class SqliteStore:
                 _props_blob(m.properties),
                 m.origin,
                 due_at,
+                *(m.source if m.source is not None else (None, None)),
             ),
         )
 
