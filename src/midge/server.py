@@ -6,7 +6,8 @@
 
 With ``config.data_dir`` set and ``durability`` other than "none", state is kept in SQLite there
 (:mod:`midge.store.sqlite`): ``start`` opens it (a :class:`~midge.store.base.StoreError` if it
-cannot: locked, corrupt, unreadable) and restores it before the first listener opens.
+cannot: locked, corrupt, unreadable) and restores it before the first listener accepts. The
+listeners are bound before, and ``user`` (:mod:`midge.privileges`) takes effect between the two.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from midge.auth.files import FileAuthenticator, anonymous_notices, build_authent
 from midge.broker.broker import Broker
 from midge.cluster.router import Router
 from midge.config import DEFAULT_DB_NAME, Config, ConfigError, resolve_listener
+from midge.privileges import drop_privileges
 from midge.store.base import Store
 from midge.transport.clock import LoopClock
 from midge.transport.tcp import ConnectionLimits, ListenerState, listen
@@ -113,6 +115,36 @@ class Server:
                 authenticator.usernames_elsewhere = Capability.CONNECT in plugin_layer.provides
             layers.append(plugin_layer)
         self.auth = AuthChain(layers)
+        if self.router is not None and any(lst.unix_socket_path for lst in config.listeners):
+            raise ConfigError(
+                "Unix socket listeners do not work with several workers yet: use one worker",
+                config.source,
+            )
+        # Bind every listener before anything else (still root, for ports below 1024), change
+        # user (``user``), and only then open the database as that user; nothing is accepted
+        # until the broker exists (start_serving below).
+        limits = ConnectionLimits(config.global_max_connections, config.max_connection_rate)
+        writes = self.writes = TurnWrites(loop)
+        try:
+            for listener, tls in zip(self.config.listeners, self.tls, strict=True):
+                state = await listen(
+                    None,
+                    resolve_listener(self.config, listener),
+                    reuse_port=self.router is not None,
+                    limits=limits,
+                    tls=tls,
+                    writes=writes,
+                    connect_timeout=config.connect_timeout,
+                )
+                self.listeners.append(state)
+                assert state.server is not None
+                for sock in state.server.sockets:
+                    name = sock.getsockname()
+                    self.addresses.append((name,) if isinstance(name, str) else tuple(name))
+            drop_privileges(config)
+        except BaseException:
+            await self._close_listeners()
+            raise
         store: Store | None = None
         if config.data_dir and config.durability != "none":
             from midge.store.sqlite import SqliteStore
@@ -120,7 +152,11 @@ class Server:
             sqlite_store = SqliteStore(
                 config.data_dir, config.durability, config.persistence_file or DEFAULT_DB_NAME
             )
-            sqlite_store.open()
+            try:
+                sqlite_store.open()
+            except BaseException:
+                await self._close_listeners()
+                raise
             try:
                 clock = LoopClock(loop)
                 restored = sqlite_store.load(clock.wall())
@@ -128,6 +164,7 @@ class Server:
                 self.broker.restore(restored)
             except BaseException:
                 sqlite_store.close()
+                await self._close_listeners()
                 raise
             sqlite_store.start(loop)
             store = sqlite_store
@@ -137,22 +174,11 @@ class Server:
         if self.router is not None:
             self.router.bind(self.broker)
             self.broker.router = self.router
-        limits = ConnectionLimits(config.global_max_connections, config.max_connection_rate)
-        writes = self.writes = TurnWrites(loop)
         try:
-            for listener, tls in zip(self.config.listeners, self.tls, strict=True):
-                state = await listen(
-                    self.broker,
-                    resolve_listener(self.config, listener),
-                    reuse_port=self.router is not None,
-                    limits=limits,
-                    tls=tls,
-                    writes=writes,
-                )
-                self.listeners.append(state)
+            for state in self.listeners:
+                state.broker = self.broker
                 assert state.server is not None
-                for sock in state.server.sockets:
-                    self.addresses.append(tuple(sock.getsockname()))
+                await state.server.start_serving()
         except BaseException:
             await self._close_listeners()
             if store is not None:
@@ -203,15 +229,18 @@ class Server:
         for state in self.listeners:
             if state.server is not None:
                 state.server.close()
+            state.remove_socket_file()
         for state in self.listeners:
             if state.server is not None:
                 await state.server.wait_closed()
 
     async def stop(self) -> None:
-        """Stop accepting, publish wills, disconnect everyone (v5: 0x8B), close the store."""
+        """Stop accepting, publish wills, disconnect everyone (v5: 0x8B), close the store, and
+        remove the Unix sockets' files."""
         for state in self.listeners:
             if state.server is not None:
                 state.server.close()
+            state.remove_socket_file()
         broker = self.broker
         if broker is not None:
             broker.shutdown()
