@@ -9,6 +9,7 @@ changed while still root). Still running as root afterwards gets a warning.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import pwd
@@ -16,6 +17,17 @@ import pwd
 from midge.config import Config, ConfigError
 
 log = logging.getLogger("midge.server")
+
+
+#: Modules Python imports on first use that a running broker may still need (the pid file's
+#: ascii codec, idna for host names): imported before the change, since the interpreter's own
+#: files may not be readable by the new user (a Python installed under /root, for instance).
+_LATE_IMPORTS = ("encodings.ascii", "encodings.idna", "encodings.latin_1")
+
+
+def _import_while_root() -> None:
+    for module in _LATE_IMPORTS:
+        importlib.import_module(module)
 
 
 def drop_privileges(config: Config) -> str | None:
@@ -46,6 +58,7 @@ def drop_privileges(config: Config) -> str | None:
             raise ConfigError(
                 "user: neither 'mosquitto' nor 'nobody' exists", config.source
             ) from None
+    _import_while_root()
     try:
         os.initgroups(entry.pw_name, entry.pw_gid)
         os.setgid(entry.pw_gid)

@@ -123,6 +123,11 @@ class Server:
         # Bind every listener before anything else (still root, for ports below 1024), change
         # user (``user``), and only then open the database as that user; nothing is accepted
         # until the broker exists (start_serving below).
+        durable = bool(config.data_dir and config.durability != "none")
+        if durable:
+            # Imported while still root: after ``user`` takes effect the interpreter's own files
+            # may be out of reach.
+            from midge.store.sqlite import SqliteStore
         limits = ConnectionLimits(config.global_max_connections, config.max_connection_rate)
         writes = self.writes = TurnWrites(loop)
         try:
@@ -146,9 +151,8 @@ class Server:
             await self._close_listeners()
             raise
         store: Store | None = None
-        if config.data_dir and config.durability != "none":
-            from midge.store.sqlite import SqliteStore
-
+        if durable:
+            assert config.data_dir is not None
             sqlite_store = SqliteStore(
                 config.data_dir, config.durability, config.persistence_file or DEFAULT_DB_NAME
             )

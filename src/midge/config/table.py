@@ -187,7 +187,7 @@ _LISTENERS = (
         check=checks.unix_socket_path,
         formats=(TOML,),
         syntax="`unix_socket_path = PATH` (TOML only)",
-        mosquitto="Mosquitto's `listener 0 PATH`; it does not remove the socket file on exit.",
+        mosquitto="Mosquitto's `listener 0 PATH`, the same.",
     ),
     Option(
         "bind_interface",

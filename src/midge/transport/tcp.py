@@ -156,8 +156,7 @@ class ListenerState:
         self.unix_socket: tuple[int, int] | None = None
 
     def remove_socket_file(self) -> None:
-        """A Unix socket listener's file is removed when the broker stops (Mosquitto leaves it
-        and removes it at the next start)."""
+        """A Unix socket listener's file is removed when the broker stops, as Mosquitto does."""
         path = self.config.unix_socket_path
         if path is None or self.unix_socket is None:
             return
