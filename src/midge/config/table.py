@@ -896,8 +896,8 @@ _TLS_ENGINE = "OpenSSL engines are not available to Python's ssl module"
 # -- issue 11 (i11-dirs-proc): the reasons PSK and C plugins stay refused
 _NO_PSK = "Python's ssl module (3.11) has no TLS-PSK support"
 _C_PLUGIN = (
-    "midge cannot load Mosquitto's C plugins; write the check as a Python plugin: "
-    "auth_python MODULE:FACTORY with auth_python_opt_NAME options, see docs/security.md"
+    "Mosquitto's C plugins cannot load in midge; use a Python plugin: auth_python and "
+    "auth_python_opt_NAME, see docs/security.md"
 )
 
 #: The Mosquitto options midge refuses by name, by the support they come with.
