@@ -203,9 +203,8 @@ _LISTENERS = (
         once=True,
         check=checks.interface_name,
         syntax="`bind_interface NAME`",
-        mosquitto="Same (Mosquitto 2.0 binds to the interface's address, not SO_BINDTODEVICE); "
-        "Mosquitto logs a mismatch as a warning and fails only when no socket is left, midge "
-        "names the line.",
+        mosquitto="Same (Mosquitto 2.0 binds to the interface's address, not SO_BINDTODEVICE, so "
+        "no privilege is needed); midge names the line of the problem.",
     ),
 )
 
