@@ -67,6 +67,17 @@ def test_unix_socket_listener_in_both_formats() -> None:
     (lst,) = toml.listeners
     assert lst.unix_socket_path == "/run/midge/mqtt.sock" and lst.port == 0
     assert lst.max_connections == 3
+    # The other options of this issue in TOML: user at the top, the rest in [[listener]].
+    toml = parse_toml(
+        'user = "nobody"\n[[listener]]\nport = 8883\nbind_interface = "lo"\n'
+        'certfile = "/c"\nkeyfile = "/k"\ncafile = "/ca"\nrequire_certificate = true\n'
+        'crlfile = "/crl"\ndhparamfile = "/dh"\n',
+        "m.toml",
+    )
+    (lst,) = toml.listeners
+    assert toml.user == "nobody" and lst.bind_interface == "lo"
+    assert (lst.crlfile, lst.dhparamfile) == ("/crl", "/dh")
+    assert parse_mosquitto_conf("user mosquitto\n", "m.conf").user == "mosquitto"
     for bad, line, words in (
         ('[[listener]]\nport = 1883\nunix_socket_path = "/a"\n', 2, "has no port"),
         ('[[listener]]\naddress = "::1"\nunix_socket_path = "/a"\n', 2, "has no 'address'"),
