@@ -157,6 +157,30 @@ def test_unix_socket_listener_serves_like_tcp(make_broker: Any) -> None:
         shutil.rmtree(directory, ignore_errors=True)
 
 
+def test_unix_socket_listener_has_its_own_security(make_broker: Any) -> None:
+    """With per_listener_settings, a Unix socket listener's allow_anonymous is its own: anonymous
+    clients are let in there and refused on the TCP listener (v5 0x87)."""
+    directory = _short_dir()
+    path = str(directory / "mqtt.sock")
+    try:
+        broker = make_broker(
+            listeners=[
+                ListenerConfig(port=0, host="127.0.0.1", allow_anonymous=False),
+                ListenerConfig(port=0, host=None, unix_socket_path=path, allow_anonymous=True),
+            ],
+            local_only=False,
+            per_listener_settings=True,
+        )
+        local = RawClient.unix(path, version=5)
+        assert local.connect5("local").reason_code == 0
+        remote = RawClient("127.0.0.1", broker.port, version=5)
+        assert remote.connect5("remote", ok=False).reason_code == 0x87
+        local.close()
+        remote.close()
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
 def test_unix_socket_path_in_use_by_a_file_stops_the_start(tmp_path: Path) -> None:
     """Only an old socket is removed: a regular file at the path is not, and the start fails."""
     directory = _short_dir()
