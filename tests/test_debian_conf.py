@@ -94,6 +94,11 @@ SAMPLES = {
     "password_file": "{dir}/passwd",
     "acl_file": "{dir}/acl",
     "include_dir": "{dir}/conf.d",
+    # For PENDING_OTHER_HELPERS, once merged (chosen to leave _check_clients' answers alone:
+    # both client ids start with "a"; the ACL allows ex/# with or without the mount point).
+    "mount_point": "m/",
+    "use_username_as_clientid": "false",
+    "clientid_prefixes": "a",
 }
 
 #: Example values Mosquitto itself refuses, replaced (with why): the example would not start
@@ -169,7 +174,7 @@ def _files(directory: Path) -> None:
     (directory / "dh.pem").write_text(dh.stdout)
     (directory / "capath").mkdir()
     (directory / "passwd").write_text(f"alice:{hash_password(b'secret').encode()}\n")
-    (directory / "acl").write_text("user alice\ntopic readwrite ex/#\n")
+    (directory / "acl").write_text("user alice\ntopic readwrite ex/#\ntopic readwrite m/ex/#\n")
     (directory / "conf.d").mkdir()
     (directory / "conf.d" / "local.conf").write_text("# an operator's file, read by include_dir\n")
     for sub in ("run", "data"):
@@ -198,7 +203,7 @@ def test_the_example_with_every_directive_uncommented_starts_midge() -> None:
         _files(directory)
         port = free_port()
         text, left = uncomment_example(example_text(), directory, port)
-        assert set(left) >= set(LEFT_OUT) - {"ciphers_tls1.3"}, left
+        assert set(left) >= set(LEFT_OUT), left
         conf = directory / "mosquitto.conf"
         conf.write_text(text)
         conf.chmod(0o644)
