@@ -58,7 +58,7 @@ class RawClient:
 
     def __init__(
         self,
-        host: str | MemoryLink,
+        host: str | MemoryLink | socket.socket,
         port: int = 0,
         version: int = 4,
         timeout: float = DEFAULT_TIMEOUT,
@@ -69,6 +69,8 @@ class RawClient:
         self._sock: socket.socket | None = None
         if isinstance(host, MemoryLink):
             self.link = host
+        elif isinstance(host, socket.socket):  # already connected (RawClient.unix)
+            self._sock = host
         else:
             self._sock = socket.create_connection((host, port), timeout=timeout)
             self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -89,6 +91,18 @@ class RawClient:
         if link is not None:
             return cls(link(), version=version, timeout=timeout)
         return cls(broker.host, broker.port, version=version, timeout=timeout)
+
+    @classmethod
+    def unix(cls, path: str, version: int = 4, timeout: float = DEFAULT_TIMEOUT) -> RawClient:
+        """A client over the Unix socket ``path`` (a ``listener 0 PATH`` listener)."""
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(timeout)
+            sock.connect(path)
+        except OSError:
+            sock.close()
+            raise
+        return cls(sock, version=version, timeout=timeout)
 
     @property
     def sock(self) -> socket.socket:

@@ -215,6 +215,9 @@ async def _serve(config: Config) -> int:
             await server.stop()
             return 1
     for address in server.addresses:
+        if len(address) == 1:  # a Unix socket listener: its path
+            print(f"midge: listening on unix socket {address[0]} (mqtt)", flush=True)
+            continue
         host, port = address[0], address[1]
         shown = f"[{host}]" if ":" in host else host
         print(f"midge: listening on {shown}:{port} (mqtt)", flush=True)

@@ -6,7 +6,8 @@
 
 With ``config.data_dir`` set and ``durability`` other than "none", state is kept in SQLite there
 (:mod:`midge.store.sqlite`): ``start`` opens it (a :class:`~midge.store.base.StoreError` if it
-cannot: locked, corrupt, unreadable) and restores it before the first listener opens.
+cannot: locked, corrupt, unreadable) and restores it before the first listener accepts. The
+listeners are bound before, and ``user`` (:mod:`midge.privileges`) takes effect between the two.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from midge.broker.broker import Broker
 from midge.broker.systree import SysTree
 from midge.cluster.router import Router
 from midge.config import DEFAULT_DB_NAME, Config, ConfigError, resolve_listener
+from midge.privileges import drop_privileges
 from midge.store.base import Store
 from midge.transport.clock import LoopClock
 from midge.transport.tcp import ConnectionLimits, ListenerState, listen
@@ -136,14 +138,52 @@ class Server:
                 authenticator.usernames_elsewhere = Capability.CONNECT in plugin_layer.provides
             layers.append(plugin_layer)
         self.auth = AuthChain(layers)
-        store: Store | None = None
-        if config.data_dir and config.durability != "none":
+        if self.router is not None and any(lst.unix_socket_path for lst in config.listeners):
+            raise ConfigError(
+                "Unix socket listeners do not work with several workers yet: use one worker",
+                config.source,
+            )
+        # Bind every listener before anything else (still root, for ports below 1024), change
+        # user (``user``), and only then open the database as that user; nothing is accepted
+        # until the broker exists (start_serving below).
+        durable = bool(config.data_dir and config.durability != "none")
+        if durable:
+            # Imported while still root: after ``user`` takes effect the interpreter's own files
+            # may be out of reach.
             from midge.store.sqlite import SqliteStore
-
+        limits = ConnectionLimits(config.global_max_connections, config.max_connection_rate)
+        writes = self.writes = TurnWrites(loop)
+        try:
+            for listener, tls in zip(self.config.listeners, self.tls, strict=True):
+                state = await listen(
+                    None,
+                    resolve_listener(self.config, listener),
+                    reuse_port=self.router is not None,
+                    limits=limits,
+                    tls=tls,
+                    writes=writes,
+                    connect_timeout=config.connect_timeout,
+                )
+                self.listeners.append(state)
+                assert state.server is not None
+                for sock in state.server.sockets:
+                    name = sock.getsockname()
+                    self.addresses.append((name,) if isinstance(name, str) else tuple(name))
+            drop_privileges(config)
+        except BaseException:
+            await self._close_listeners()
+            raise
+        store: Store | None = None
+        if durable:
+            assert config.data_dir is not None
             sqlite_store = SqliteStore(
                 config.data_dir, config.durability, config.persistence_file or DEFAULT_DB_NAME
             )
-            sqlite_store.open()
+            try:
+                sqlite_store.open()
+            except BaseException:
+                await self._close_listeners()
+                raise
             try:
                 clock = LoopClock(loop)
                 restored = sqlite_store.load(clock.wall())
@@ -151,6 +191,7 @@ class Server:
                 self.broker.restore(restored)
             except BaseException:
                 sqlite_store.close()
+                await self._close_listeners()
                 raise
             sqlite_store.start(loop)
             store = sqlite_store
@@ -163,22 +204,11 @@ class Server:
         if config.sys_interval and self.publish_sys:
             self.sys_tree = SysTree(self.broker, config.sys_interval, process_memory)
             self.sys_tree.start()
-        limits = ConnectionLimits(config.global_max_connections, config.max_connection_rate)
-        writes = self.writes = TurnWrites(loop)
         try:
-            for listener, tls in zip(self.config.listeners, self.tls, strict=True):
-                state = await listen(
-                    self.broker,
-                    resolve_listener(self.config, listener),
-                    reuse_port=self.router is not None,
-                    limits=limits,
-                    tls=tls,
-                    writes=writes,
-                )
-                self.listeners.append(state)
+            for state in self.listeners:
+                state.broker = self.broker
                 assert state.server is not None
-                for sock in state.server.sockets:
-                    self.addresses.append(tuple(sock.getsockname()))
+                await state.server.start_serving()
         except BaseException:
             await self._close_listeners()
             if store is not None:
@@ -229,15 +259,18 @@ class Server:
         for state in self.listeners:
             if state.server is not None:
                 state.server.close()
+            state.remove_socket_file()
         for state in self.listeners:
             if state.server is not None:
                 await state.server.wait_closed()
 
     async def stop(self) -> None:
-        """Stop accepting, publish wills, disconnect everyone (v5: 0x8B), close the store."""
+        """Stop accepting, publish wills, disconnect everyone (v5: 0x8B), close the store, and
+        remove the Unix sockets' files."""
         for state in self.listeners:
             if state.server is not None:
                 state.server.close()
+            state.remove_socket_file()
         broker = self.broker
         if self.sys_tree is not None:
             self.sys_tree.stop()

@@ -173,3 +173,26 @@ class Pki:
             write_cert(self.dir / f"{file_stem}.crt", cert),
             write_key(self.dir / f"{file_stem}.key", key),
         )
+
+    def crl(self, file_stem: str, *revoked_certfiles: str) -> str:
+        """A PEM certificate revocation list of the CA revoking those client certificates
+        (``crlfile``)."""
+        now = datetime.datetime.now(datetime.UTC)
+        builder = (
+            x509.CertificateRevocationListBuilder()
+            .issuer_name(self.ca.subject)
+            .last_update(now - datetime.timedelta(days=1))
+            .next_update(now + datetime.timedelta(days=30))
+        )
+        for certfile in revoked_certfiles:
+            cert = x509.load_pem_x509_certificate(Path(certfile).read_bytes())
+            builder = builder.add_revoked_certificate(
+                x509.RevokedCertificateBuilder()
+                .serial_number(cert.serial_number)
+                .revocation_date(now - datetime.timedelta(hours=1))
+                .build()
+            )
+        crl = builder.sign(self.ca_key, hashes.SHA256())
+        path = self.dir / f"{file_stem}.crl"
+        path.write_bytes(crl.public_bytes(serialization.Encoding.PEM))
+        return str(path)

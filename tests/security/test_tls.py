@@ -269,22 +269,14 @@ def test_toml_tls_keys_in_listener_tables() -> None:
             4,
             "needs 'cafile' or 'capath'",
         ),
-        (
-            "listener 8883\ncertfile /c\nkeyfile /k\ncafile /ca\nuse_identity_as_username true\n",
-            5,
-            "needs 'require_certificate true'",
-        ),
-        (
-            "listener 8883\ncertfile /c\nkeyfile /k\ncafile /ca\nuse_subject_as_username 1\n",
-            5,
-            "needs 'require_certificate true'",
-        ),
+        ("listener 8883\ncrlfile /crl.pem\n", 2, "'crlfile' has no effect on a listener without"),
+        ("listener 8883\ndhparamfile /dh.pem\n", 2, "'dhparamfile' has no effect"),
+        ("listener 8883\ncertfile /c\nkeyfile /k\ncrlfile /a\ncrlfile /b\n", 5, "given twice"),
         ("listener 8883\ncertfile /c\ncertfile /d\n", 3, "given twice"),
         ("listener 8883\ntls_version tlsv1.1\n", 2, "requires TLS 1.2 or later"),
         ("listener 8883\ntls_version tls1.2\n", 2, "expected tlsv1.2 or tlsv1.3"),
         ("listener 8883\nrequire_certificate yes\n", 2, "expected true or false"),
         ("listener 8883\nciphers_tls1.3 TLS_AES_128_GCM_SHA256\n", 2, "cannot restrict TLS 1.3"),
-        ("listener 8883\ncrlfile /crl.pem\n", 2, "not supported yet"),
         ("listener 8883\ntls_engine pkcs11\n", 2, "not supported yet"),
     ],
 )
@@ -293,6 +285,30 @@ def test_mosquitto_conf_tls_errors(conf: str, line: int, text: str) -> None:
         parse_mosquitto_conf(conf, "m.conf")
     assert str(info.value).startswith(f"m.conf:{line}: ")
     assert text in str(info.value)
+
+
+def test_identity_without_require_certificate_starts_with_a_notice() -> None:
+    """Mosquitto starts with use_identity_as_username / use_subject_as_username (or crlfile)
+    without require_certificate, and then refuses every CONNECT on that listener (no certificate
+    is asked for); midge starts too and says so at startup, naming the line."""
+    base = "listener 8883\ncertfile /c\nkeyfile /k\ncafile /ca\n"
+    for option in ("use_identity_as_username true", "use_subject_as_username 1"):
+        config = parse_mosquitto_conf(base + option + "\n", "m.conf")
+        (notice,) = config.notices
+        assert notice.startswith("m.conf:5: ")
+        assert "every CONNECT on this listener is refused" in notice
+    config = parse_mosquitto_conf(base + "crlfile /crl.pem\n", "m.conf")
+    assert config.listeners[0].crlfile == "/crl.pem"
+    assert config.notices == [
+        "m.conf:5: 'crlfile' without 'require_certificate true' has no effect: client "
+        "certificates are not asked for, so none is checked against the list"
+    ]
+    toml = parse_toml(
+        '[[listener]]\nport = 8883\ncertfile = "/c"\nkeyfile = "/k"\n'
+        "use_identity_as_username = true\n",
+        "m.toml",
+    )
+    assert toml.notices[0].startswith("m.toml:5: 'use_identity_as_username true' without")
 
 
 @pytest.mark.parametrize(
@@ -532,17 +548,110 @@ def test_certificate_without_cn_is_refused(
 def test_identity_listener_refuses_a_client_without_certificate(
     make_broker: Any, certs: Certs, tls_clients: Callable[..., TlsClient], version: int
 ) -> None:
-    """Mosquitto semantics: on a use_identity_as_username listener a client with no certificate
-    is refused at CONNECT (0x86, v3 4). (The readers refuse such a listener without
-    require_certificate; a Config built in code can still have it.)"""
+    """Mosquitto semantics (handle_connect.c): on a use_identity_as_username listener without
+    require_certificate, no certificate is asked for, so every client is refused at CONNECT
+    with "bad username or password" (v5 0x86, v3 4): one that has no certificate, and one that
+    has one, which the handshake never asks it to send. With require_certificate, the same
+    certificate is accepted (test_use_identity_as_username)."""
     recorder = Recorder()
-    listener = tls_listener(certs, use_identity_as_username=True)
+    listener = tls_listener(certs, cafile=certs.pki.cafile, use_identity_as_username=True)
     broker = make_broker(recorder, listeners=[listener])
-    client = tls_clients(broker.port, client_context(certs), version)
-    ack = client.connect("anon", username="alice", password=b"pw")
-    assert isinstance(ack, Connack)
-    assert ack.reason_code == (0x86 if version == 5 else 4)
+    for context in (client_context(certs), client_context(certs, certs.alice)):
+        client = tls_clients(broker.port, context, version)
+        ack = client.connect("anon", username="alice", password=b"pw")
+        assert isinstance(ack, Connack)
+        assert ack.reason_code == (0x86 if version == 5 else 4)
+        assert client.wait_closed(WAIT)
     assert recorder.calls == []
+
+
+def test_crlfile_refuses_revoked_certificates(
+    make_broker: Any, certs: Certs, tls_clients: Callable[..., TlsClient]
+) -> None:
+    """crlfile: a client whose certificate the CA's list revokes fails the handshake; the
+    others connect. A list from another CA does not cover this CA's clients, and then none of
+    them is accepted (OpenSSL: "unable to get certificate CRL"), as in Mosquitto."""
+    crl = certs.pki.crl("revoked-bob", certs.bob[0])
+    broker = make_broker(listeners=[mutual(certs, crlfile=crl)])
+    ok = tls_clients(broker.port, client_context(certs, certs.alice))
+    assert ok.connect("alice").reason_code == 0
+    for maximum in (ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3):
+        refused_by_tls(broker.port, client_context(certs, certs.bob, maximum=maximum))
+    # The same broker without the list accepts bob.
+    plain = make_broker(listeners=[mutual(certs)])
+    bob = tls_clients(plain.port, client_context(certs, certs.bob))
+    assert bob.connect("bob").reason_code == 0
+
+
+def test_crlfile_and_dhparamfile_errors_name_the_line(certs: Certs, tmp_path: Path) -> None:
+    base = (
+        f"listener 8883\ncertfile {certs.pki.server_cert}\nkeyfile {certs.pki.server_key}\n"
+        f"cafile {certs.pki.cafile}\nrequire_certificate true\n"
+    )
+    cases = [
+        ("crlfile", str(tmp_path / "missing.crl"), "cannot read crlfile"),
+        ("crlfile", certs.pki.cafile, "holds no PEM certificate revocation list"),
+        ("dhparamfile", str(tmp_path / "missing.pem"), "cannot read dhparamfile"),
+        ("dhparamfile", certs.pki.cafile, "holds no PEM Diffie-Hellman parameters"),
+    ]
+    for option, value, text in cases:
+        conf = tmp_path / "m.conf"
+        conf.write_text(base + f"{option} {value}\n")
+        with pytest.raises(ConfigError) as info:
+            make_context(_listener_from(conf))
+        assert str(info.value).startswith(f"{conf}:6: "), info.value
+        assert text in str(info.value)
+
+
+def test_dhparamfile_enables_dhe_ciphers(
+    make_broker: Any, certs: Certs, tls_clients: Callable[..., TlsClient], tmp_path: Path
+) -> None:
+    """dhparamfile: with the parameters loaded, a TLS 1.2 client offering only a DHE cipher
+    connects; without them the same client cannot (no DH parameters, no DHE)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from tests.security.certs import issue
+
+    rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    rsa_cert = issue(
+        name(("CN", "localhost")),
+        rsa_key,  # type: ignore[arg-type]
+        certs.pki.ca,
+        certs.pki.ca_key,
+        server=True,
+    )
+    certfile = tmp_path / "rsa.crt"
+    certfile.write_bytes(rsa_cert.public_bytes(serialization.Encoding.PEM))
+    keyfile = tmp_path / "rsa.key"
+    keyfile.write_bytes(
+        rsa_key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    dh = run(["openssl", "genpkey", "-genparam", "-algorithm", "DH", "-pkeyopt",
+              "dh_param:ffdhe2048"])  # fmt: skip
+    assert dh.returncode == 0, dh.stderr
+    dhfile = tmp_path / "dh.pem"
+    dhfile.write_text(dh.stdout)
+    dhe = "DHE-RSA-AES128-GCM-SHA256"
+
+    def listener(**options: Any) -> ListenerConfig:
+        return ListenerConfig(
+            port=0, host="127.0.0.1", certfile=str(certfile), keyfile=str(keyfile), **options
+        )
+
+    with_dh = make_broker(listeners=[listener(dhparamfile=str(dhfile))])
+    context = client_context(certs, maximum=ssl.TLSVersion.TLSv1_2, ciphers=dhe)
+    client = tls_clients(with_dh.port, context)
+    cipher = client.sock.cipher()
+    assert cipher is not None and cipher[0] == dhe
+    assert client.connect("dhe").reason_code == 0
+    without = make_broker(listeners=[listener()])
+    with pytest.raises(ssl.SSLError):
+        TlsClient(without.port, context).close()
 
 
 def test_use_subject_as_username_matches_openssl(
@@ -729,26 +838,35 @@ def _wait_port(port: int, proc: subprocess.Popen[str]) -> None:
 @pytest.mark.parametrize("broker_kind", ["midge", "mosquitto"])
 def test_same_conf_in_midge_and_mosquitto(certs: Certs, tmp_path: Path, broker_kind: str) -> None:
     """One mosquitto.conf with a plain and a mutual-TLS listener (require_certificate,
-    use_identity_as_username, tls_version) and the same certificates: the same clients get the
-    same answers from both brokers (``allow_anonymous true`` for the plain listener)."""
-    plain, secure = free_port(), free_port()
+    use_identity_as_username, tls_version, crlfile) and a TLS listener with
+    use_identity_as_username but no require_certificate, and the same certificates: the same
+    clients get the same answers from both brokers (``allow_anonymous true`` for the plain
+    listener)."""
+    plain, secure, ident = free_port(), free_port(), free_port()
     # mosquitto, started as root, reads its files as the mosquitto user: give it a readable copy.
     shared = Path(tempfile.mkdtemp(prefix="midge-tls-"))
     shared.chmod(0o755)
-    for name_ in ("server.crt", "server.key", "ca.crt"):
+    certs.pki.crl("revoked", certs.bob[0])
+    for name_ in ("server.crt", "server.key", "ca.crt", "revoked.crl"):
         shutil.copy(certs.dir / name_, shared / name_)
         (shared / name_).chmod(0o644)
     conf = shared / "mosquitto.conf"
+    tls_files = (
+        f"certfile {shared}/server.crt\nkeyfile {shared}/server.key\ncafile {shared}/ca.crt\n"
+    )
     conf.write_text(
         "per_listener_settings false\nallow_anonymous true\n"
         f"listener {plain} 127.0.0.1\n"
         f"listener {secure} 127.0.0.1\n"
-        f"certfile {shared}/server.crt\n"
-        f"keyfile {shared}/server.key\n"
-        f"cafile {shared}/ca.crt\n"
+        f"{tls_files}"
         "require_certificate true\n"
         "use_identity_as_username true\n"
         "tls_version tlsv1.2\n"
+        f"crlfile {shared}/revoked.crl\n"
+        # use_identity_as_username without require_certificate: every client refused
+        f"listener {ident} 127.0.0.1\n"
+        f"{tls_files}"
+        "use_identity_as_username true\n"
     )
     proc: Any
     try:
@@ -756,7 +874,7 @@ def test_same_conf_in_midge_and_mosquitto(certs: Certs, tmp_path: Path, broker_k
             proc = _start_mosquitto(conf)
             _wait_port(secure, proc)
         else:
-            proc = ProcBroker(["-c", str(conf)], listeners=2, cwd=tmp_path)
+            proc = ProcBroker(["-c", str(conf)], listeners=3, cwd=tmp_path)
             proc.wait_listening()
     except BaseException:
         shutil.rmtree(shared, ignore_errors=True)
@@ -776,9 +894,17 @@ def test_same_conf_in_midge_and_mosquitto(certs: Certs, tmp_path: Path, broker_k
                 [],
                 ["--cert", certs.mallory[0], "--key", certs.mallory[1]],
                 ["--cert", certs.expired[0], "--key", certs.expired[1]],
+                ["--cert", certs.bob[0], "--key", certs.bob[1]],  # revoked by crlfile
             ):
                 result = run(pub_command(secure, version, *ca, *extra))
                 assert result.returncode != 0, (extra, result)
+            # Refused at CONNECT, with or without a certificate: "bad username or password".
+            for extra in ([], alice):
+                result = run(pub_command(ident, version, *ca, *extra))
+                assert result.returncode != 0, (extra, result)
+                assert "not authorised" in result.stderr.lower() or "bad user" in (
+                    result.stderr.lower()
+                ), result.stderr
             # TLS 1.2 is allowed by tls_version tlsv1.2 (the minimum).
             result = run(pub_command(secure, version, *ca, *alice, "--tls-version", "tlsv1.2"))
             assert result.returncode == 0, result.stderr

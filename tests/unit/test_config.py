@@ -414,7 +414,9 @@ def test_duplicate_listener_is_an_error() -> None:
         ("listener abc\n", 1, "invalid port 'abc'"),
         ("listener 65536\n", 1, "out of range"),
         ("listener 1883 127.0.0.1 extra\n", 1, "expected 'listener PORT [ADDRESS]'"),
-        ("listener 0 /tmp/mqtt.sock\n", 1, "Unix socket listeners are not supported yet"),
+        ("listener 1883 /tmp/mqtt.sock\n", 1, "a Unix socket listener is 'listener 0 /tmp"),
+        ("listener 0 /tmp/" + "x" * 110 + "\n", 1, "too long (115 bytes, at most 107)"),
+        ("listener 0 /a\nlistener 0 /a\n", 2, "listener on the Unix socket /a is already"),
         ("\nlistener 1883\nprotocol websockets\n", 3, "'websockets' is not supported yet"),
         ("listener 1883\nprotocol mqttsn\n", 2, "invalid protocol 'mqttsn'"),
         ("listener 1883\nsocket_domain ipv5\n", 2, "invalid socket_domain 'ipv5'"),
@@ -423,7 +425,7 @@ def test_duplicate_listener_is_an_error() -> None:
         ("listener 1883\nmax_topic_alias 65536\n", 2, "out of range: expected 0..65535"),
         ("listener 1883\nmount_point site1/#\n", 2, "invalid mount_point 'site1/#'"),
         ("mount_point site1/\nlistener 1883\n", 1, "'mount_point' must follow a 'listener'"),
-        ("listener 1883\nbind_interface eth0\n", 2, "'bind_interface' is not supported yet"),
+        ("listener 1883\nbind_interface eth0 eth1\n", 2, "invalid interface name 'eth0 eth1'"),
         ("port 70000\n", 1, "out of range"),
         ("port x\n", 1, "invalid value 'x': expected a whole number"),
     ],
@@ -693,9 +695,10 @@ def test_unsupported_mosquitto_options_are_named(name: str) -> None:
 def test_unsupported_options_say_which_work_brings_them() -> None:
     # persistence_file is supported since issue 11 (test_config_persistence).
     assert "engines" in str(conf_error("tls_engine x\n"))
-    assert "security" in str(conf_error("psk_file /etc/mosquitto/psk\n"))
-    assert "security" in str(conf_error("auth_plugin /usr/lib/x.so\n"))
-    assert "security" in str(conf_error("listener 8883\ncrlfile /crl.pem\n"))
+    assert "has no TLS-PSK support" in str(conf_error("psk_file /etc/mosquitto/psk\n"))
+    assert "has no TLS-PSK support" in str(conf_error("bridge_psk abc\n"))
+    for c_plugin in ("plugin /usr/lib/x.so\n", "auth_plugin /x.so\n", "auth_opt_db x\n"):
+        assert "auth_python" in str(conf_error(c_plugin)), c_plugin
     assert "websockets" in str(conf_error("http_dir /srv\n"))
     assert "bridges" in str(conf_error("connection upstream\n"))
     # Mosquitto's C plugins cannot load in midge: their options say what midge takes instead.

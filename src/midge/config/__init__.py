@@ -71,6 +71,7 @@ from midge.config.model import (
     ListenerConfig,
     apply_cli_overrides,
     resolve_listener,
+    tls_notices,
     tls_problem,
 )
 from midge.config.mosquitto import parse_mosquitto_conf
@@ -121,5 +122,6 @@ __all__ = [
     "parse_mosquitto_conf",
     "parse_toml",
     "resolve_listener",
+    "tls_notices",
     "tls_problem",
 ]

@@ -8,6 +8,7 @@ reader adds the file, the line and the option name.
 from __future__ import annotations
 
 import math
+import os
 import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -112,8 +113,37 @@ def socket_domain(value: str) -> str:
 
 
 def host(value: str) -> str:
-    if value.startswith("/"):
-        raise BadValue("Unix socket listeners are not supported yet by midge; give an IP address")
+    if "/" in value:
+        raise BadValue(
+            f"'{value}' is not an address: a Unix socket listener is 'listener 0 {value}' "
+            "(mosquitto.conf) or unix_socket_path (TOML)"
+        )
+    return value
+
+
+#: The longest Unix socket path (sockaddr_un's sun_path holds 108 bytes with the final NUL).
+UNIX_PATH_MAX = 107
+
+
+def unix_socket_path(value: str) -> str:
+    """A Unix socket listener's path (Mosquitto: "Path to unix socket is too long")."""
+    if not value:
+        raise BadValue("the Unix socket path is empty")
+    if len(os.fsencode(value)) > UNIX_PATH_MAX:
+        raise BadValue(
+            f"the Unix socket path '{value}' is too long ({len(os.fsencode(value))} bytes, at "
+            f"most {UNIX_PATH_MAX}); choose a shorter path"
+        )
+    return value
+
+
+def interface_name(value: str) -> str:
+    """``bind_interface``: one interface name, as ``ip link`` shows it (at most 15 bytes)."""
+    if len(value.split()) != 1 or len(value.encode()) > 15 or "/" in value:
+        raise BadValue(
+            f"invalid interface name '{value}': expected one name such as eth0 or lo "
+            "(see 'ip link')"
+        )
     return value
 
 

@@ -91,13 +91,17 @@ These follow Mosquitto 2.0 exactly:
   true). Mosquitto also opens `::1`; midge listens on `127.0.0.1` only.
 - **`listener 1883`** with no address listens on every address; **`listener 1883 192.0.2.1`** on that
   address (or host name) only.
-- **Port 0** (midge only): any free port, which the broker reports once bound. Mosquitto uses port 0
-  for Unix sockets, which midge does not support yet (`listener 0 /path` is an error).
+- **`listener 0 PATH`**: a Unix socket listener at PATH, as in Mosquitto, when PATH contains a `/`
+  (`listener 0 /run/mosquitto/mqtt.sock`, `listener 0 ./mqtt.sock`). The socket file is made with
+  mode 0770 (an old socket there is replaced) and removed when midge stops; the listener options
+  below it (limits, TLS, per-listener security) apply as to a TCP listener.
+- **Port 0** without a path (midge only): any free port, which the broker reports once bound
+  (`listener 0`, `listener 0 127.0.0.1`).
 - **The default listener.** Listener options that appear *before* the first `listener` line, and the
   deprecated `port` and `bind_address`, configure Mosquitto's "default listener" (port 1883 unless
   `port` says otherwise, every address unless `bind_address` says otherwise). Mosquitto starts it, in
   addition to the `listener` blocks and after them, when `port` or `bind_address` is given or one of
-  `max_connections`, `max_qos`, `protocol`, `socket_domain`, a TLS option (or, with
+  `max_connections`, `max_qos`, `protocol`, `socket_domain`, `bind_interface`, a TLS option (or, with
   `per_listener_settings true`, `allow_zero_length_clientid false`) differs from its default; midge
   does the same. Where
   Mosquitto would then quietly drop a setting (`max_topic_alias`, or a per-listener
@@ -262,7 +266,9 @@ UNSUPPORTED_INTRO = r"""## Mosquitto options not supported yet
 
 midge knows every Mosquitto 2.0 option. Those below are refused with
 "'NAME' is not supported yet by midge (...)", so that a file never runs with a setting quietly
-missing. Remove or comment them out for now; the work named brings them."""
+missing. Remove or comment them out for now; the work named brings them. Where the reason is
+something Python's ssl module or midge cannot offer (TLS-PSK, OpenSSL engines, Mosquitto's C
+plugins), the message says what to use instead."""
 
 #: The rows of the "not supported yet" table: (title, the ``Option.unsupported`` group listed,
 #: what comes before its options, what comes after) -- values, not options, are written here.
@@ -276,18 +282,11 @@ UNSUPPORTED_ROWS: tuple[tuple[str, str, str, str], ...] = (
     ("WebSockets", "websockets", "`protocol websockets`", "`log_type websockets`"),
     ("Bridges", "bridges", "", ""),
     (
-        "Listener features not built yet",
-        "listener options",
-        "",
-        "Unix socket listeners (`listener 0 PATH`)",
-    ),
-    (
         "Logging destinations not built yet",
         "",
         "`log_dest syslog`, `log_dest topic`, `log_dest dlt`",
         "",
     ),
-    ("Not planned yet", "other", "", ""),
 )
 
 UNSUPPORTED_OUTRO = r"""When a later issue adds one of these, it moves from this table into the option tables above, with

@@ -77,6 +77,10 @@ class ListenerConfig:
     allow_zero_length_clientid: bool | None = None  # None: Config.allow_zero_length_clientid
     auto_id_prefix: str | None = None  # None: Config.auto_id_prefix
     socket_domain: str | None = None  # "ipv4", "ipv6", or None for both
+    # A Unix socket listener (mosquitto.conf ``listener 0 PATH``, TOML ``unix_socket_path``):
+    # port 0, no host; the socket file is made at start and removed at stop (midge.transport.tcp).
+    unix_socket_path: str | None = None
+    bind_interface: str | None = None  # listen on this interface's addresses only (Linux)
     # Security (docs/security.md), set here only when per_listener_settings is true; None:
     # Config's value. allow_anonymous None means Mosquitto 2's default (see midge.auth.files).
     allow_anonymous: bool | None = None
@@ -98,6 +102,8 @@ class ListenerConfig:
     # Mosquitto's per-listener client and topic directives (always per listener).
     mount_point: str | None = None  # prefix of every topic of this listener's clients
     use_username_as_clientid: bool = False  # the client id is the username (none: refused)
+    crlfile: str | None = None  # PEM CRL: revoked client certificates fail the handshake
+    dhparamfile: str | None = None  # PEM DH parameters for TLS 1.2's DHE ciphers
     #: Where each option of this listener was set: option -> (file, line), so that problems found
     #: only when the listener starts (an unreadable certfile) still name the line to fix.
     where: dict[str, tuple[str, int | None]] = field(
@@ -214,6 +220,9 @@ class Config:
     # Processes (midge only): broker processes sharing the listeners, with cross-worker routing
     workers: int = 1
 
+    # Processes: started as root, run as this user once the listeners are bound (midge.privileges)
+    user: str | None = None
+
     # Files
     pid_file: str | None = None
     # midge only: SCRAM-SHA-256/512 credentials for MQTT 5 enhanced authentication
@@ -299,8 +308,8 @@ def tls_problem(listener: ListenerConfig) -> tuple[str, str] | None:
 
     Mosquitto starts with most of these and then behaves in a way nobody wants (a ``certfile``
     without ``keyfile`` silently gives a plain listener; ``require_certificate`` without a CA
-    refuses every client; ``use_identity_as_username`` without ``require_certificate`` never asks
-    for a certificate, so every CONNECT is refused). midge refuses to start instead.
+    refuses every client). midge refuses to start instead. Those Mosquitto starts with and midge
+    too, with a notice, are :func:`tls_notices`.
     """
     has_cert = listener.certfile is not None
     has_key = listener.keyfile is not None
@@ -324,11 +333,37 @@ def tls_problem(listener: ListenerConfig) -> tuple[str, str] | None:
             "'require_certificate true' needs 'cafile' or 'capath' (the CA certificates client "
             "certificates are checked against); add one"
         )
-    for name in ("use_identity_as_username", "use_subject_as_username"):
-        if getattr(listener, name) and not listener.require_certificate:
-            return name, (
-                f"'{name} true' needs 'require_certificate true' on this listener: without it "
-                "clients are not asked for a certificate, so every connection would be refused; "
-                "add 'require_certificate true'"
-            )
     return None
+
+
+def tls_notices(listener: ListenerConfig) -> list[tuple[str, str]]:
+    """TLS settings Mosquitto starts with although they cannot do what they seem to: (option,
+    notice) pairs the readers add to ``Config.notices`` with that option's file and line.
+
+    ``use_identity_as_username`` / ``use_subject_as_username`` without ``require_certificate``:
+    no certificate is asked for, so every client is refused at CONNECT (as in Mosquitto, whose
+    ``handle_connect.c`` finds no peer certificate). ``crlfile`` without it: no certificate is
+    checked, so the list is never consulted.
+    """
+    if not listener.tls or listener.require_certificate:
+        return []
+    found: list[tuple[str, str]] = []
+    for name in ("use_identity_as_username", "use_subject_as_username"):
+        if getattr(listener, name):
+            found.append(
+                (
+                    name,
+                    f"'{name} true' without 'require_certificate true': clients are not asked "
+                    "for a certificate, so every CONNECT on this listener is refused (bad "
+                    "username or password), as in Mosquitto; add 'require_certificate true'",
+                )
+            )
+    if listener.crlfile:
+        found.append(
+            (
+                "crlfile",
+                "'crlfile' without 'require_certificate true' has no effect: client "
+                "certificates are not asked for, so none is checked against the list",
+            )
+        )
+    return found

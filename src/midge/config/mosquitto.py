@@ -16,7 +16,7 @@ from typing import Any
 
 from midge.config import checks
 from midge.config.errors import BadValue, ConfigError
-from midge.config.model import Config, ListenerConfig, tls_problem
+from midge.config.model import Config, ListenerConfig, tls_notices, tls_problem
 from midge.config.options import (
     BOOL,
     COLLECT,
@@ -326,21 +326,34 @@ class ConfParser:
             )
         port = checks.PORT(int(port_word))
         host: str | None = None
-        if len(words) >= 2:
-            host = checks.host(words[1])
-            if len(words) >= 3:
-                raise BadValue(
-                    f"unexpected text '{' '.join(words[2:])}': expected 'listener PORT [ADDRESS]'"
-                )
+        unix: str | None = None
+        if len(words) >= 3:
+            raise BadValue(
+                f"unexpected text '{' '.join(words[2:])}': expected 'listener PORT [ADDRESS]' "
+                "or 'listener 0 PATH'"
+            )
+        if len(words) == 2:
+            if port == 0 and "/" in words[1]:
+                # Mosquitto's Unix socket listener. Port 0 with an address (no "/") stays
+                # midge's "any free port" on that address.
+                unix = checks.unix_socket_path(words[1])
+            else:
+                host = checks.host(words[1])
         for other in self.config.listeners:
-            if port != 0 and other.port == port and other.host == host:
+            same = (
+                other.unix_socket_path == unix
+                if unix is not None
+                else port != 0 and other.port == port and other.host == host
+            )
+            if same:
                 first = self.current_line[id(other)]
-                raise BadValue(
-                    f"a listener on port {port}"
-                    + (f" address {host}" if host else "")
-                    + f" is already defined at {first[0]}:{first[1]}"
+                what = (
+                    f"on the Unix socket {unix}"
+                    if unix is not None
+                    else f"on port {port}" + (f" address {host}" if host else "")
                 )
-        new = ListenerConfig(port=port, host=host)
+                raise BadValue(f"a listener {what} is already defined at {first[0]}:{first[1]}")
+        new = ListenerConfig(port=port, host=host, unix_socket_path=unix)
         self.config.listeners.append(new)
         self.current_line[id(new)] = (path, line)
         self.current = new
@@ -499,6 +512,7 @@ class ConfParser:
             or (d.max_qos is not None and d.max_qos != 2)
             or d.protocol != "mqtt"
             or d.socket_domain is not None
+            or d.bind_interface is not None
             or d.allow_zero_length_clientid is False
             or d.use_username_as_clientid
             or d.password_file is not None
@@ -536,6 +550,10 @@ class ConfParser:
                 name, message = problem
                 at = lst.where.get(name) or self.current_line.get(id(lst))
                 raise ConfigError(message, *(at or (self.main_path, None)))
+            for name, notice in tls_notices(lst):
+                at = lst.where.get(name) or self.current_line.get(id(lst))
+                path, line = at or (self.main_path, None)
+                cfg.notices.append(f"{path}:{line}: {notice}")
         if not cfg.listeners:
             cfg.listeners = [ListenerConfig()]
         if self.log_dest is not None:

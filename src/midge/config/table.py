@@ -34,13 +34,17 @@ _LISTENERS = (
         "listener",
         LISTENER,
         RAW,
-        "Start a listener on PORT, on ADDRESS only or every address.",
+        "Start a listener on PORT, on ADDRESS only or every address. `listener 0 PATH` listens on "
+        "the Unix socket PATH instead (see `unix_socket_path`).",
         "listeners",
         field=None,
-        syntax="`listener PORT [ADDRESS]` (conf) / `[[listener]]` with `port`, `address` (TOML)",
+        syntax="`listener PORT [ADDRESS]`, `listener 0 PATH` (conf) / `[[listener]]` with `port`, "
+        "`address` (TOML)",
         default_doc="none: local only mode, `127.0.0.1:1883`",
-        mosquitto="Port 0 = any free port (Mosquitto: Unix socket, not supported yet). Local only "
-        "mode binds `127.0.0.1` only (Mosquitto also `::1`).",
+        mosquitto="`listener 0 PATH` is a Unix socket when PATH contains a `/` (write `./name` "
+        "for a relative one); port 0 with an address, or alone, means any free port (Mosquitto "
+        "refuses port 0 without a path). Local only mode binds `127.0.0.1` only (Mosquitto also "
+        "`::1`).",
         apply="listener",
     ),
     Option(
@@ -168,6 +172,40 @@ _LISTENERS = (
         check=checks.socket_domain,
         syntax="`socket_domain ipv4\\|ipv6`",
     ),
+    # -- issue 11 (i11-dirs-proc): Unix socket listeners, bind_interface
+    Option(
+        "unix_socket_path",
+        LISTENER,
+        TEXT,
+        "TOML: listen on this Unix socket instead of TCP (`port` then 0 or left out); "
+        "mosquitto.conf writes it `listener 0 PATH`. An old socket file at PATH is removed first; "
+        "the socket is made with umask 007 (owner and group may connect) and removed when midge "
+        "stops. Limits, authentication and `per_listener_settings` apply as to a TCP listener.",
+        "listeners",
+        default=None,
+        default_doc="none",
+        check=checks.unix_socket_path,
+        formats=(TOML,),
+        syntax="`unix_socket_path = PATH` (TOML only)",
+        mosquitto="Mosquitto's `listener 0 PATH`, the same.",
+    ),
+    Option(
+        "bind_interface",
+        LISTENER,
+        TEXT,
+        "Listen only on the addresses of this network interface (e.g. `eth0`, `lo`), as "
+        "Mosquitto does: each address family's socket binds to the interface's first address of "
+        "that family; with a listener ADDRESS, that address must be the interface's. An unknown "
+        "interface, or one with no address the listener can use, stops the start.",
+        "listeners",
+        default=None,
+        default_doc="none",
+        once=True,
+        check=checks.interface_name,
+        syntax="`bind_interface NAME`",
+        mosquitto="Same (Mosquitto 2.0 binds to the interface's address, not SO_BINDTODEVICE, so "
+        "no privilege is needed); midge names the line of the problem.",
+    ),
 )
 
 _TLS = (
@@ -242,11 +280,12 @@ _TLS = (
         LISTENER,
         BOOL,
         "The client certificate's CN is the username; CONNECT's username and password are "
-        "ignored, no password check.",
+        "ignored, no password check. A client without a certificate (or whose certificate has "
+        "no CN) is refused at CONNECT: v5 0x86, v3 return code 4 (bad username or password). "
+        "Without `require_certificate true` no certificate is asked for, so every client is "
+        "refused (as in Mosquitto; a notice says so).",
         "tls",
         default=False,
-        mosquitto="Without `require_certificate true` it is an error (Mosquitto then refuses "
-        "every client).",
     ),
     Option(
         "use_subject_as_username",
@@ -255,7 +294,31 @@ _TLS = (
         "The certificate's whole subject (RFC 2253, as Mosquitto prints it) is the username.",
         "tls",
         default=False,
-        mosquitto="Same as above.",
+        mosquitto="Same.",
+    ),
+    # -- issue 11 (i11-dirs-proc): crlfile, dhparamfile
+    Option(
+        "crlfile",
+        LISTENER,
+        TEXT,
+        "PEM certificate revocation list(s) of the CA: a client whose certificate it revokes "
+        "fails the TLS handshake. Needs `require_certificate true`.",
+        "tls",
+        once=True,
+        syntax="`crlfile PATH`",
+        default_doc="none",
+        mosquitto="Same: only the client's own certificate is checked (OpenSSL's CRL_CHECK), so "
+        "the CRL of its issuing CA must be in the file.",
+    ),
+    Option(
+        "dhparamfile",
+        LISTENER,
+        TEXT,
+        "PEM Diffie-Hellman parameters (`openssl dhparam`), for the DHE ciphers of TLS 1.2.",
+        "tls",
+        once=True,
+        syntax="`dhparamfile PATH`",
+        default_doc="none",
     ),
 )
 
@@ -786,6 +849,26 @@ _PROCESSES = (
         check=checks.int_range(1, 256, " (broker processes; midge only)"),
         mosquitto=MIDGE_ONLY,
     ),
+    # -- issue 11 (i11-dirs-proc): user
+    Option(
+        "user",
+        GLOBAL,
+        TEXT,
+        "Started as root, run as this user once the listeners are bound, the TLS, password and "
+        "ACL files read, and the log and pid files opened: its groups (initgroups), group and "
+        "user ids are set before the persistence database is opened, so `persistence_location` "
+        "must be writable by it. A user that does not exist stops the start (for `mosquitto`, "
+        "midge falls back to `nobody`, as Mosquitto does); `root` keeps root. Not root: no "
+        "effect.",
+        "processes",
+        default=None,
+        default_doc="none (no change)",
+        once=True,
+        syntax="`user NAME`",
+        mosquitto="Mosquitto 2.0 drops to `mosquitto` when started as root with no `user`; midge "
+        "changes user only when told. Mosquitto 2.0 drops before binding (privileged ports then "
+        "need setcap) and opens its log, pid and database files as the user.",
+    ),
 )
 
 _FILES = (
@@ -923,14 +1006,26 @@ def _refused(group: str, names: str, notes: dict[str, str] | None = None) -> tup
 
 
 _TLS_ENGINE = "OpenSSL engines are not available to Python's ssl module"
+# -- issue 11 (i11-dirs-proc): the reasons PSK and C plugins stay refused
+_NO_PSK = "Python's ssl module (3.11) has no TLS-PSK support"
+_C_PLUGIN = (
+    "Mosquitto's C plugins cannot load in midge; use a Python plugin: auth_python and "
+    "auth_python_opt_NAME, see docs/security.md"
+)
 
 #: The Mosquitto options midge refuses by name, by the support they come with.
 _UNSUPPORTED = (
     *_refused(
         "security (authentication, access control, TLS)",
         "psk_file psk_hint auth_plugin plugin auth_plugin_deny_special_chars "
-        "ciphers_tls1.3 crlfile dhparamfile tls_engine tls_engine_kpass_sha1 tls_keyform",
+        "ciphers_tls1.3 tls_engine tls_engine_kpass_sha1 tls_keyform",
         {
+            "psk_file": _NO_PSK,
+            "psk_hint": _NO_PSK,
+            "auth_plugin": _C_PLUGIN,
+            "plugin": _C_PLUGIN,
+            "auth_plugin_deny_special_chars": "it belongs to Mosquitto's C auth plugins; midge "
+            "passes usernames and client ids to its Python plugins (auth_python) as they are",
             "ciphers_tls1.3": "Python's ssl module cannot restrict TLS 1.3 cipher suites; "
             "'ciphers' restricts TLS 1.2",
             "tls_engine": _TLS_ENGINE,
@@ -946,6 +1041,7 @@ _UNSUPPORTED = (
         "unsupported",
         field=None,
         prefix=True,
+        note=_C_PLUGIN,
         apply="c_plugin_option",
         unsupported="security (authentication, access control, TLS)",
     ),
@@ -957,7 +1053,7 @@ _UNSUPPORTED = (
         "unsupported",
         field=None,
         prefix=True,
-        note="Mosquitto's C plugins: midge takes Python plugins, `auth_python`",
+        note=_C_PLUGIN,
         apply="c_plugin_option",
         unsupported="security (authentication, access control, TLS)",
     ),
@@ -972,14 +1068,7 @@ _UNSUPPORTED = (
         "local_username notifications notifications_local_only notification_topic password "
         "remote_password username remote_username restart_timeout round_robin start_type "
         "threshold topic try_private",
-    ),
-    *_refused("listener options", "bind_interface"),
-    *_refused(
-        "other",
-        "user",
-        {
-            "user": "run midge as the user you want instead",
-        },
+        {"bridge_psk": _NO_PSK, "bridge_identity": _NO_PSK},
     ),
 )
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from midge.config import checks
 from midge.config.errors import BadValue, ConfigError
-from midge.config.model import Config, ListenerConfig, tls_problem
+from midge.config.model import Config, ListenerConfig, tls_notices, tls_problem
 from midge.config.mosquitto import closest, real_option, unsupported_message
 from midge.config.options import (
     BOOL,
@@ -406,9 +406,23 @@ class TomlReader:
 
     def listener(self, cfg: Config, index: int, table: dict[str, Any]) -> ListenerConfig:
         t = index
-        if "port" not in table:
-            raise self.error("[[listener]] needs a port, e.g. port = 1883", t, None)
-        port = self.value(_listener_option("port"), table["port"], t, "port")
+        if "port" not in table and "unix_socket_path" not in table:
+            raise self.error(
+                "[[listener]] needs a port, e.g. port = 1883 (or unix_socket_path = PATH)",
+                t,
+                None,
+            )
+        port = self.value(_listener_option("port"), table.get("port", 0), t, "port")
+        if "unix_socket_path" in table:
+            for key in ("address", "host"):
+                if key in table:
+                    raise self.error(f"a Unix socket listener has no '{key}'; remove it", t, key)
+            if port != 0:
+                raise self.error(
+                    "a Unix socket listener has no port: write port = 0 or leave it out",
+                    t,
+                    "port",
+                )
         lst = ListenerConfig(port=port, host=None)
         if "address" in table and "host" in table:
             raise self.error(
@@ -445,7 +459,14 @@ class TomlReader:
             if opt.scope == LISTENER:
                 lst.where[opt.name] = (self.path, self.lines.get((t, key)))
         for other in cfg.listeners:
-            if lst.port != 0 and other.port == lst.port and other.host == lst.host:
+            if lst.unix_socket_path is not None:
+                if other.unix_socket_path == lst.unix_socket_path:
+                    raise self.error(
+                        f"a listener on the Unix socket {lst.unix_socket_path} is defined twice",
+                        t,
+                        "unix_socket_path",
+                    )
+            elif lst.port != 0 and other.port == lst.port and other.host == lst.host:
                 raise self.error(
                     f"a listener on port {lst.port} with the same address is defined twice",
                     t,
@@ -454,6 +475,8 @@ class TomlReader:
         problem = tls_problem(lst)
         if problem is not None:
             raise self.error(problem[1], t, problem[0])
+        for name, notice in tls_notices(lst):
+            cfg.notices.append(f"{self.path}:{self.lines.get((t, name))}: {notice}")
         return lst
 
 

@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import socket
+import stat
 import time
 from typing import cast
 
@@ -56,7 +58,9 @@ class MQTTProtocol(asyncio.Protocol):
         if (limit >= 0 and self.listening.active >= limit) or limits.full():
             refuse = Reason.QUOTA_EXCEEDED
             broker.stats.limited_connections += 1
-        elif limits.rate and not limits.admit(peername[0] if peername else "?"):
+        elif limits.rate and not limits.admit(
+            peername[0] if peername and not isinstance(peername, str) else "?"
+        ):
             refuse = Reason.CONNECTION_RATE_EXCEEDED
             broker.stats.limited_connection_rate += 1
         if refuse:
@@ -71,7 +75,10 @@ class MQTTProtocol(asyncio.Protocol):
         if sock is not None and self.broker.config.set_tcp_nodelay:
             with contextlib.suppress(OSError):  # not a TCP socket
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        peer = f"{peername[0]}:{peername[1]}" if peername else "?"
+        if self.listener.unix_socket_path is not None:
+            peer = "unix-socket"  # as Mosquitto names such a client's address
+        else:
+            peer = f"{peername[0]}:{peername[1]}" if peername else "?"
         conn = Connection(broker, CoalescingTransport(tr, self.writes), self.listener, peer)
         listener = self.listener
         if listener.use_identity_as_username or listener.use_subject_as_username:
@@ -135,32 +142,111 @@ class ConnectionLimits:
 
 
 class ListenerState:
-    """A listening socket and how many connections it holds (for ``max_connections``)."""
+    """A listening socket and how many connections it holds (for ``max_connections``).
+
+    ``unix_socket``: for a Unix socket listener, the socket file's (device, inode), so that
+    :meth:`remove_socket_file` removes that file and never another one made since."""
 
     def __init__(self, config: ListenerConfig, limits: ConnectionLimits | None = None) -> None:
         self.config = config
         self.active = 0
         self.limits = limits if limits is not None else ConnectionLimits()
         self.server: asyncio.Server | None = None
+        self.broker: Broker | None = None
+        self.unix_socket: tuple[int, int] | None = None
+
+    def remove_socket_file(self) -> None:
+        """A Unix socket listener's file is removed when the broker stops, as Mosquitto does."""
+        path = self.config.unix_socket_path
+        if path is None or self.unix_socket is None:
+            return
+        with contextlib.suppress(OSError):
+            st = os.stat(path)
+            if (st.st_dev, st.st_ino) == self.unix_socket:
+                os.unlink(path)
+        self.unix_socket = None
+
+
+def _unix_socket(config: ListenerConfig) -> socket.socket:
+    """A Unix socket bound at ``config.unix_socket_path``, as Mosquitto makes it: an old socket
+    file there is removed first, and the socket's mode is 0770 (Mosquitto binds under umask 007):
+    its owner and group may connect, nobody else. A file there that is not a socket is left alone
+    and the listener fails."""
+    path = config.unix_socket_path
+    assert path is not None
+    with contextlib.suppress(OSError):
+        if stat.S_ISSOCK(os.stat(path).st_mode):
+            os.unlink(path)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(path)
+        os.chmod(path, 0o770)
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 async def listen(
-    broker: Broker,
+    broker: Broker | None,
     config: ListenerConfig,
     reuse_port: bool = False,
     limits: ConnectionLimits | None = None,
     tls: ServerTls | None = None,
     writes: TurnWrites | None = None,
+    connect_timeout: float | None = None,
 ) -> ListenerState:
     """Open one listener. ``reuse_port``: SO_REUSEPORT, so that the ``--workers`` processes each
     listen on the same port and the kernel spreads the connections among them. ``limits``: the
     broker-wide connection limits, shared by all its listeners. ``tls``: a TLS listener; its
     handshake must finish within ``connect_timeout``, the time a client has to send CONNECT.
-    ``writes``: the loop turn's pending output, shared by all listeners (one flush per turn)."""
+    ``writes``: the loop turn's pending output, shared by all listeners (one flush per turn).
+
+    ``broker`` None binds the socket without accepting: the caller sets ``state.broker`` and
+    then calls ``state.server.start_serving()`` (the server binds as root, then changes user
+    before it opens its database, as ``user`` asks). ``connect_timeout`` is then given here.
+
+    A ``unix_socket_path`` listener listens on that Unix socket; a ``bind_interface`` listener
+    on that interface's addresses (:mod:`midge.transport.interfaces`)."""
     loop = asyncio.get_running_loop()
     turn = writes if writes is not None else TurnWrites(loop)
     state = ListenerState(config, limits)
-    host: str | None = config.host or None
+    state.broker = broker
+    if broker is not None:
+        connect_timeout = broker.config.connect_timeout
+
+    def protocol() -> MQTTProtocol:
+        assert state.broker is not None  # set before the listener serves
+        return MQTTProtocol(state.broker, config, state, turn)
+
+    context = tls.front if tls is not None else None
+    handshake_timeout = connect_timeout if tls is not None else None
+    # A closed TLS connection waits this long for the client's close_notify (writer.LINGER).
+    shutdown_timeout = turn.linger if tls is not None else None
+    if config.unix_socket_path is not None:
+        sock = _unix_socket(config)
+        st = os.stat(config.unix_socket_path)
+        state.unix_socket = (st.st_dev, st.st_ino)
+        try:
+            state.server = await loop.create_unix_server(
+                protocol,
+                sock=sock,
+                backlog=4096,
+                start_serving=broker is not None,
+                ssl=context,
+                ssl_handshake_timeout=handshake_timeout,
+                ssl_shutdown_timeout=shutdown_timeout,
+            )
+        except BaseException:
+            sock.close()
+            state.remove_socket_file()
+            raise
+        return state
+    host: str | list[str] | None = config.host or None
+    if config.bind_interface is not None:
+        from midge.transport.interfaces import interface_hosts
+
+        host = interface_hosts(config)
     family = socket.AF_UNSPEC
     domain = getattr(config, "socket_domain", None)
     if domain == "ipv4":
@@ -168,16 +254,16 @@ async def listen(
     elif domain == "ipv6":
         family = socket.AF_INET6
     state.server = await loop.create_server(
-        lambda: MQTTProtocol(broker, config, state, turn),
+        protocol,
         host=host,
         port=config.port,
         family=family,
         reuse_address=True,
         reuse_port=reuse_port or None,
         backlog=4096,
-        ssl=tls.front if tls is not None else None,
-        ssl_handshake_timeout=broker.config.connect_timeout if tls is not None else None,
-        # A closed TLS connection waits this long for the client's close_notify (writer.LINGER).
-        ssl_shutdown_timeout=turn.linger if tls is not None else None,
+        start_serving=broker is not None,
+        ssl=context,
+        ssl_handshake_timeout=handshake_timeout,
+        ssl_shutdown_timeout=shutdown_timeout,
     )
     return state

@@ -172,8 +172,58 @@ def make_context(listener: ListenerConfig) -> ssl.SSLContext:
                 f"cannot read capath '{listener.capath}': permission denied",
             )
         ctx.load_verify_locations(capath=listener.capath)
+    if listener.crlfile is not None:
+        _load_crl(ctx, listener, listener.crlfile)
+    if listener.dhparamfile is not None:
+        _load_dh_params(ctx, listener, listener.dhparamfile)
     ctx.verify_mode = ssl.CERT_REQUIRED if listener.require_certificate else ssl.CERT_NONE
     return ctx
+
+
+def _load_crl(ctx: ssl.SSLContext, listener: ListenerConfig, crlfile: str) -> None:
+    """``crlfile``: the revocation lists go into the context's store and the client's own
+    certificate is checked against them (Mosquitto's ``X509_V_FLAG_CRL_CHECK``, which is
+    VERIFY_CRL_CHECK_LEAF): a revoked certificate fails the handshake, and so does one whose
+    issuer has no list in the file ("unable to get certificate CRL"), as in Mosquitto."""
+    pem = _check_readable(listener, "crlfile", crlfile)
+    if b"-----BEGIN X509 CRL-----" not in pem:
+        raise _error(
+            listener,
+            "crlfile",
+            f"crlfile '{crlfile}' holds no PEM certificate revocation list (-----BEGIN X509 "
+            "CRL-----); give the CA's CRL in PEM form (openssl crl -inform DER -outform PEM)",
+        )
+    try:
+        ctx.load_verify_locations(cafile=crlfile)
+    except ssl.SSLError as exc:
+        raise _error(
+            listener,
+            "crlfile",
+            f"cannot load the revocation list crlfile '{crlfile}': {exc.reason or exc}; check "
+            "the file",
+        ) from None
+    ctx.verify_flags |= ssl.VERIFY_CRL_CHECK_LEAF
+
+
+def _load_dh_params(ctx: ssl.SSLContext, listener: ListenerConfig, dhparamfile: str) -> None:
+    """``dhparamfile``: Diffie-Hellman parameters for the DHE ciphers of TLS 1.2
+    (Mosquitto's ``SSL_CTX_set_tmp_dh``)."""
+    pem = _check_readable(listener, "dhparamfile", dhparamfile)
+    if b"-----BEGIN DH PARAMETERS-----" not in pem:
+        raise _error(
+            listener,
+            "dhparamfile",
+            f"dhparamfile '{dhparamfile}' holds no PEM Diffie-Hellman parameters (-----BEGIN DH "
+            "PARAMETERS-----); make them with 'openssl dhparam -out FILE 2048'",
+        )
+    try:
+        ctx.load_dh_params(dhparamfile)
+    except ssl.SSLError as exc:
+        raise _error(
+            listener,
+            "dhparamfile",
+            f"cannot load dhparamfile '{dhparamfile}': {exc.reason or exc}; check the file",
+        ) from None
 
 
 class ServerTls:
