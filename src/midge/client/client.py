@@ -356,6 +356,8 @@ class Client:
         self._ping_task: asyncio.Task[None] | None = None
         self._reading_blocked = False
         self._session_persists = False
+        self._connected_at = 0.0
+        self._attempt = 0
 
     # ---------------------------------------------------------------------------------------
     # Life cycle
@@ -473,6 +475,7 @@ class Client:
                     continue
                 raise
         self._link = link
+        self._connected_at = asyncio.get_running_loop().time()
         self._inflight = 0
         self._incoming_unacked = 0
         props = connack.properties
@@ -667,12 +670,16 @@ class Client:
     async def _reconnect(self, error: MQTTError) -> MQTTError | None:
         backoff = self.backoff
         assert backoff is not None
-        attempt = 0
+        # A connection that did not last (a server that accepts and then closes at once, two
+        # clients taking the same client identifier from each other) keeps the delay growing.
+        lived = asyncio.get_running_loop().time() - self._connected_at
+        attempt = self._attempt if lived < max(backoff.maximum, 1.0) else 0
         while not self._closing:
             if backoff.attempts is not None and attempt >= backoff.attempts:
                 return error
             await asyncio.sleep(backoff.delay(attempt))
             attempt += 1
+            self._attempt = attempt
             try:
                 await self._establish(not self._session_persists)
                 return None
