@@ -786,13 +786,18 @@ class Client:
             self._incoming_unacked -= 1
             self._write(link, Puback(pid))
             return
-        if pid not in self._session.incoming:
+        # A QoS 2 message is delivered once: a PUBLISH the server resends (DUP 1) with an id not
+        # yet released is only acknowledged again (MQTT-4.3.3-9). A DUP 0 PUBLISH is a first
+        # attempt (MQTT-3.3.1-1 makes every resend DUP 1), so its id held here can only mean a
+        # server that lost its state (a crash before its store caught up) and reuses the id for
+        # a new message: it is delivered rather than lost.
+        if packet.dup and pid in self._session.incoming:
+            self._incoming_unacked -= 1  # a resent one: counted when first received
+        else:
             self._session.incoming.add(pid)
             if self.client_id and self._session_persists:
                 self.store.add_incoming(self.client_id, pid)
             await self._deliver(message)
-        else:
-            self._incoming_unacked -= 1  # a resent one: counted when first received
         self._write(link, Pubrec(pid))
 
     async def _deliver(self, message: Message) -> None:
