@@ -511,6 +511,9 @@ class Client:
         link = _Link(reader, writer, decoder, self.version)
         try:
             connack = await self._handshake(link, clean_start)
+        except CodecError as exc:
+            link.abort()
+            raise MQTTError(exc.reason, f"before CONNACK: {exc}") from None
         except BaseException:
             link.abort()
             raise
@@ -637,6 +640,15 @@ class Client:
     # The reading task
 
     async def _run(self) -> None:
+        try:
+            await self._serve()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a bug here must not leave every waiter hanging
+            log.exception("midge.client reading task failed")
+            self._finish(MQTTError(Reason.IMPLEMENTATION_SPECIFIC_ERROR, repr(exc)))
+
+    async def _serve(self) -> None:
         while True:
             link = self._link
             assert link is not None
