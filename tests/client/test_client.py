@@ -156,6 +156,7 @@ def test_mqtt5_topic_aliases_receive_maximum_and_user_properties(make_broker: Ma
             assert all(r.reason_code == 0 for r in results)
             link = pub._link
             assert link is not None and link.topic_alias_maximum == 3
+            assert link.receive_maximum == 2
             assert sorted(link.aliases_out) == ["alias/0", "alias/1", "alias/2"]
             got = await take(sub.messages(), 40)
             assert sorted(int(m.payload) for m in got) == list(range(40))
@@ -488,5 +489,43 @@ def test_tls_with_a_client_certificate(make_broker: MakeBroker, tmp_path: Path) 
         bare = ssl.create_default_context(cafile=pki.cafile)
         with pytest.raises(MQTTError):
             await Client(broker.host, broker.port, tls=bare, reconnect=False).connect()
+
+    run(main())
+
+
+def test_a_server_over_our_receive_maximum_is_disconnected_with_0x93() -> None:
+    """Three QoS 2 messages never released, to a client that accepts 2 in flight."""
+
+    def script(p: Packet) -> list[Packet]:
+        if isinstance(p, Connect):
+            return [Connack(), *(Publish(f"t/{i}", b"", 2, False, False, i) for i in (1, 2, 3))]
+        return []
+
+    async def main() -> None:
+        async with ScriptedServer(script) as server:
+            client = Client("127.0.0.1", server.port, receive_maximum=2, reconnect=False)
+            async with client:
+                with pytest.raises(MQTTError) as exc:
+                    await take(client.messages(), 3)
+                assert exc.value.reason_code == Reason.RECEIVE_MAXIMUM_EXCEEDED
+            await asyncio.sleep(0.05)
+            sent = server.received[-1]
+            assert isinstance(sent, Disconnect) and sent.reason_code == 0x93
+
+    run(main())
+
+
+def test_maximum_qos_and_retain_available_are_obeyed(make_broker: MakeBroker) -> None:
+    broker = make_broker(max_qos=1, retain_available=False)
+
+    async def main() -> None:
+        async with Client(broker.host, broker.port) as c:
+            with pytest.raises(MQTTError) as exc:
+                await c.publish("q", b"", qos=2)
+            assert exc.value.reason_code == Reason.QOS_NOT_SUPPORTED
+            with pytest.raises(MQTTError) as exc:
+                await c.publish("r", b"", retain=True)
+            assert exc.value.reason_code == Reason.RETAIN_NOT_SUPPORTED
+            assert (await c.publish("q", b"", qos=1)).reason_code == 0x10
 
     run(main())
