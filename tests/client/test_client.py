@@ -529,3 +529,26 @@ def test_maximum_qos_and_retain_available_are_obeyed(make_broker: MakeBroker) ->
             assert (await c.publish("q", b"", qos=1)).reason_code == 0x10
 
     run(main())
+
+
+def test_keep_alive_pings_and_a_silent_server_times_out(broker: RunningBroker) -> None:
+    """Idle for 2.5 keep-alive periods, the client stays connected (it pings); a server that
+    answers nothing after CONNACK is given up with 0x8D Keep alive timeout."""
+
+    def mute(p: Packet) -> list[Packet]:
+        return [Connack()] if isinstance(p, Connect) else []
+
+    async def main() -> None:
+        async with Client(broker.host, broker.port, keep_alive=1, reconnect=False) as c:
+            await asyncio.sleep(2.5)
+            assert c.connected
+            assert (await c.publish("alive", b"", qos=1)).reason_code == 0x10
+        async with ScriptedServer(mute) as server:
+            client = Client("127.0.0.1", server.port, keep_alive=1, reconnect=False)
+            async with client:
+                with pytest.raises(MQTTError) as exc:
+                    await take(client.messages(), 1, timeout=6)
+                assert exc.value.reason_code == Reason.KEEP_ALIVE_TIMEOUT
+            assert any(type(p).__name__ == "Pingreq" for p in server.received)
+
+    run(main())

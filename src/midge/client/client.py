@@ -1028,7 +1028,10 @@ class Client:
             )
         if qos == 0:
             self._write_publish(link, Publish(topic, data, 0, retain, False, None, props))
-            await link.writer.drain()
+            try:
+                await link.writer.drain()
+            except OSError as exc:  # the connection went while the message was leaving
+                raise ConnectionLost(f"QoS 0 message may be lost: {exc}") from exc
             return PublishResult()
         # Receive Maximum: the server takes at most this many unacknowledged QoS 1/2 PUBLISH.
         while True:
@@ -1048,7 +1051,8 @@ class Client:
             self.store.put_outgoing(self.client_id, pid, entry)
         self._waiters[pid] = fut
         self._inflight += 1
-        await link.writer.drain()
+        with contextlib.suppress(OSError):  # lost connection: resent after reconnecting
+            await link.writer.drain()
         return await fut
 
     # ---------------------------------------------------------------------------------------
