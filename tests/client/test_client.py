@@ -278,6 +278,16 @@ def test_scram_enhanced_authentication(make_broker: MakeBroker, tmp_path: Path) 
         with pytest.raises(MQTTError) as exc:
             await Client(broker.host, broker.port, auth=ScramAuth("alice", "wrong")).connect()
         assert exc.value.reason_code == Reason.NOT_AUTHORIZED
+        # Re-authentication on the open connection (AUTH 0x19), then with a wrong password.
+        client = Client(broker.host, broker.port, auth=ScramAuth("alice", "wonderland"))
+        async with client:
+            await client.reauthenticate()
+            assert (await client.publish("still", b"", qos=1)).reason_code == 0x10
+            client.auth = ScramAuth("alice", "not any more")
+            with pytest.raises(MQTTError) as exc:
+                await client.reauthenticate()
+            assert exc.value.reason_code == Reason.NOT_AUTHORIZED
+            assert not client.connected
 
     run(main())
 

@@ -358,6 +358,7 @@ class Client:
         self._session_persists = False
         self._connected_at = 0.0
         self._attempt = 0
+        self._reauth: tuple[ScramClient, asyncio.Future[None]] | None = None
 
     # ---------------------------------------------------------------------------------------
     # Life cycle
@@ -376,7 +377,12 @@ class Client:
 
     @property
     def connected(self) -> bool:
-        return self._connected is not None and self._connected.is_set()
+        return (
+            self._connected is not None
+            and self._connected.is_set()
+            and self._link is not None
+            and not self._closing
+        )
 
     async def connect(self) -> ConnectResult:
         """Connect (following redirections if asked); raises :class:`MQTTError` on a refusal."""
@@ -434,6 +440,9 @@ class Client:
             *self._acks.values(),
             *self._requests.values(),
         ]
+        if self._reauth is not None:
+            futures.append(self._reauth[1])
+            self._reauth = None
         for fut in futures:
             if not fut.done():
                 fut.set_exception(failure)
@@ -661,6 +670,9 @@ class Client:
             assert self._connected is not None
             self._connected.clear()
             self._link = None
+            if self._reauth is not None:
+                self._reauth[1].set_exception(error)
+                self._reauth = None
             if not self._should_retry(error):
                 log.info("connection ended: %s", error)
                 self._finish(error)
@@ -758,12 +770,61 @@ class Client:
                 packet.reason_code, packet="DISCONNECT", properties=packet.properties
             )
         elif isinstance(packet, Auth):
-            # Re-authentication is not started by this client; an AUTH now is a protocol error.
-            self._protocol_error(link, Reason.PROTOCOL_ERROR, "unexpected AUTH")
+            self._on_auth(link, packet)
         else:
             self._protocol_error(
                 link, Reason.PROTOCOL_ERROR, f"unexpected {type(packet).__name__.upper()}"
             )
+
+    def _on_auth(self, link: _Link, packet: Auth) -> None:
+        """The server's side of a re-authentication this client started (MQTT 5 4.12.1)."""
+        pending = self._reauth
+        if pending is None:
+            self._protocol_error(link, Reason.PROTOCOL_ERROR, "AUTH without a re-authentication")
+            return
+        scram, fut = pending
+        data = packet.properties.get(Prop.AUTHENTICATION_DATA)
+        if packet.reason_code == Reason.CONTINUE_AUTHENTICATION:
+            try:
+                final = scram.final(data)
+            except ValueError as exc:
+                self._reauth = None
+                self._protocol_error(link, Reason.NOT_AUTHORIZED, str(exc))
+                fut.set_exception(MQTTError(Reason.NOT_AUTHORIZED, str(exc), packet="AUTH"))
+                return
+            props: Properties = {
+                Prop.AUTHENTICATION_METHOD: scram.mechanism,
+                Prop.AUTHENTICATION_DATA: final,
+            }
+            self._write(link, Auth(Reason.CONTINUE_AUTHENTICATION, props))
+            return
+        self._reauth = None
+        if packet.reason_code == Reason.SUCCESS and scram.verify(data):
+            fut.set_result(None)
+            return
+        why = "the server's SCRAM signature is wrong"
+        self._protocol_error(link, Reason.NOT_AUTHORIZED, why)
+        fut.set_exception(MQTTError(Reason.NOT_AUTHORIZED, why, packet="AUTH"))
+
+    async def reauthenticate(self) -> None:
+        """Run the enhanced authentication again on the open connection (AUTH 0x19, MQTT 5
+        4.12.1), with ``self.auth`` (which may have been replaced, e.g. by a new password).
+        Returns once the server has accepted it; a refusal (the server disconnects, 0x87) raises
+        :class:`MQTTError` and ends the client."""
+        if self.auth is None:
+            raise ValueError("reauthenticate needs auth= (enhanced authentication)")
+        if self._reauth is not None:
+            raise MQTTError(Reason.PROTOCOL_ERROR, "a re-authentication is already running")
+        link = await self._ready()
+        scram = self.auth.exchange()
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._reauth = (scram, fut)
+        props: Properties = {
+            Prop.AUTHENTICATION_METHOD: scram.mechanism,
+            Prop.AUTHENTICATION_DATA: scram.first(),
+        }
+        self._write(link, Auth(Reason.RE_AUTHENTICATE, props))
+        await fut
 
     async def _on_publish(self, link: _Link, packet: Publish) -> None:
         props = packet.properties
