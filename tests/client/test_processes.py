@@ -5,7 +5,10 @@ each test groups its checks around one or two brokers."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import shutil
 import signal
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -72,6 +75,26 @@ def test_against_mosquitto_qos_both_ways_resume_and_takeover() -> None:
                 assert exc.value.reason_code == Reason.UNSPECIFIED_ERROR
 
         run(main(), timeout=30)
+
+
+@needs_mosquitto
+def test_mosquitto_over_a_unix_socket() -> None:
+    # Mosquitto drops root to its own user: the socket's directory must be open to it.
+    directory = Path(tempfile.mkdtemp(prefix="midge-unix-"))
+    directory.chmod(0o777)
+    path = directory / "mqtt.sock"
+    with contextlib.ExitStack() as stack:
+        stack.callback(shutil.rmtree, directory, True)
+        stack.enter_context(mosquitto(["allow_anonymous true", f"listener 0 {path}"]))
+
+        async def main() -> None:
+            async with Client(unix_path=str(path)) as client:
+                await client.subscribe("unix", qos=1)
+                await client.publish("unix", b"local", qos=1)
+                (message,) = await take(client.messages(), 1)
+                assert message.payload == b"local"
+
+        run(main())
 
 
 @needs_mosquitto

@@ -268,7 +268,8 @@ class Client:
     ``maximum_packet_size`` are what this client accepts (MQTT 5 CONNECT properties); what the
     server accepts is obeyed from its CONNACK. ``auth`` is MQTT 5 enhanced authentication
     (:class:`ScramAuth`). ``follow_redirects`` follows a 0x9C/0x9D Server Reference instead of
-    raising the :class:`MQTTError` that carries it.
+    raising the :class:`MQTTError` that carries it. ``unix_path`` connects to a Unix domain
+    socket instead of ``host``:``port``.
     """
 
     def __init__(
@@ -297,6 +298,7 @@ class Client:
         follow_redirects: bool = False,
         connect_timeout: float = 10.0,
         request_response_information: bool = False,
+        unix_path: str | None = None,
     ) -> None:
         if version not in (MQTT311, MQTT5):
             raise ValueError("version must be 4 (MQTT 3.1.1) or 5 (MQTT 5.0)")
@@ -331,6 +333,8 @@ class Client:
         self.follow_redirects = follow_redirects
         self.connect_timeout = connect_timeout
         self.request_response_information = request_response_information
+        #: Connect to this Unix domain socket instead of host:port (mosquitto's ``--unix``).
+        self.unix_path = unix_path
         #: The CONNACK of the current (or last) connection.
         self.connack: ConnectResult | None = None
         self._link: _Link | None = None
@@ -508,12 +512,19 @@ class Client:
         self._ping_task = asyncio.create_task(self._keep_alive(link))
 
     async def _open(self, clean_start: bool) -> tuple[_Link, Connack]:
-        reader, writer = await asyncio.open_connection(
-            self.host,
-            self.port,
-            ssl=self.tls,
-            server_hostname=self.server_hostname if self.tls is not None else None,
-        )
+        if self.unix_path is not None:
+            reader, writer = await asyncio.open_unix_connection(
+                self.unix_path,
+                ssl=self.tls,
+                server_hostname=(self.server_hostname or self.host) if self.tls else None,
+            )
+        else:
+            reader, writer = await asyncio.open_connection(
+                self.host,
+                self.port,
+                ssl=self.tls,
+                server_hostname=self.server_hostname if self.tls is not None else None,
+            )
         decoder = Decoder(
             version=self.version, max_packet_size=self.maximum_packet_size or UNLIMITED_PACKET_SIZE
         )
