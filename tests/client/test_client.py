@@ -163,6 +163,12 @@ def test_mqtt5_topic_aliases_receive_maximum_and_user_properties(make_broker: Ma
             assert all(m.topic == f"alias/{int(m.payload) % 4}" for m in got)
             assert all(m.user_properties == [("n", m.payload.decode())] for m in got)
             assert Prop.TOPIC_ALIAS not in got[-1].properties
+            assert sub._link is not None and sorted(sub._link.aliases_in.values()) == [
+                "alias/0",
+                "alias/1",
+                "alias/2",
+                "alias/3",
+            ]  # midge sent them aliased (the subscriber accepts 4)
 
     run(main())
 
