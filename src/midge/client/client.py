@@ -975,14 +975,16 @@ class Client:
             return
         loop = asyncio.get_running_loop()
         while True:
-            await asyncio.sleep(min(interval / 2, 5.0))
+            await asyncio.sleep(min(interval / 4, 5.0))
             now = loop.time()
-            if link.ping_sent is not None and not self._reading_blocked:
-                if now - link.ping_sent > interval:
+            if link.ping_sent is not None:
+                if self._reading_blocked:
+                    link.ping_sent = now  # its PINGRESP cannot be read now: not held against it
+                elif now - link.ping_sent > interval:
                     link.error = MQTTError(Reason.KEEP_ALIVE_TIMEOUT, "no PINGRESP")
                     link.abort()
                     return
-            elif now - link.last_write >= interval * 0.75:
+            elif now - link.last_write >= interval / 2:
                 link.ping_sent = now
                 self._write(link, Pingreq())
 
