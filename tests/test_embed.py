@@ -26,7 +26,7 @@ def test_broker_in_the_current_loop() -> None:
     async def main() -> None:
         async with midge.Broker() as broker:
             assert broker.port > 0 and broker.url == f"mqtt://127.0.0.1:{broker.port}"
-            async with Client(broker.host, broker.port) as client:
+            async with Client.from_url(broker.url) as client:
                 await client.subscribe("here", qos=1)
                 await client.publish("here", b"now", qos=1)
                 async for message in client.messages():
@@ -75,3 +75,19 @@ def test_the_testing_guide_runs_under_pytest(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "3 passed" in done.stdout
+
+
+def test_client_from_url() -> None:
+    c = Client.from_url("mqtts://us%40er:p%3Ass@example.com/some/topic", client_id="x")
+    assert (c.host, c.port, c.username, c.password, c.client_id) == (
+        "example.com",
+        8883,
+        "us@er",
+        b"p:ss",
+        "x",
+    )
+    assert c.tls is not None
+    plain = Client.from_url("mqtt://[::1]:1884")
+    assert (plain.host, plain.port, plain.tls) == ("::1", 1884, None)
+    with pytest.raises(ValueError):
+        Client.from_url("http://example.com")

@@ -364,6 +364,28 @@ class Client:
         self._attempt = 0
         self._reauth: tuple[ScramClient, asyncio.Future[None]] | None = None
 
+    @classmethod
+    def from_url(cls, url: str, **kwargs: Any) -> Client:
+        """A client for ``mqtt://[USER[:PASSWORD]@]HOST[:PORT]`` (port 1883) or ``mqtts://``
+        (TLS with the system's CA certificates unless ``tls=`` is given; port 8883), as
+        ``mosquitto_pub -L`` takes them; a path (the topic, for the tools) is ignored. Keyword
+        arguments are the constructor's."""
+        from urllib.parse import unquote, urlsplit
+
+        parts = urlsplit(url)
+        if parts.scheme not in ("mqtt", "mqtts"):
+            raise ValueError(f"{url!r}: the scheme must be mqtt:// or mqtts://")
+        secure = parts.scheme == "mqtts"
+        if secure:
+            kwargs.setdefault("tls", ssl.create_default_context())
+        if parts.username is not None:
+            kwargs.setdefault("username", unquote(parts.username))
+        if parts.password is not None:
+            kwargs.setdefault("password", unquote(parts.password))
+        return cls(
+            parts.hostname or "localhost", parts.port or (8883 if secure else 1883), **kwargs
+        )
+
     # ---------------------------------------------------------------------------------------
     # Life cycle
 
