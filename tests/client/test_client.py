@@ -568,3 +568,60 @@ def test_keep_alive_pings_and_a_silent_server_times_out(broker: RunningBroker) -
             assert any(type(p).__name__ == "Pingreq" for p in server.received)
 
     run(main())
+
+
+@pytest.mark.parametrize("session_present", [True, False])
+def test_in_flight_messages_after_a_reconnect(session_present: bool) -> None:
+    """The first connection takes a QoS 1 and a QoS 2 PUBLISH, answers PUBREC to the QoS 2 one
+    and drops. On the second: with the session resumed the client resends the QoS 1 PUBLISH with
+    DUP and the PUBREL (MQTT-4.4.0-1); with the session lost it sends the QoS 1 message again as
+    new and counts the QoS 2 one as delivered (the server had it at PUBREC)."""
+    from midge.codec.packets import Pubcomp, Pubrec, Pubrel
+
+    state = {"connections": 0}
+
+    def script(p: Packet) -> list[Packet] | None:
+        if isinstance(p, Connect):
+            state["connections"] += 1
+            return [Connack(state["connections"] > 1 and session_present, 0)]
+        if state["connections"] == 1:
+            if isinstance(p, Publish) and p.qos == 2:
+                return [Pubrec(p.packet_id or 0)]
+            if isinstance(p, Pubrel):
+                return None  # drop the connection before PUBCOMP
+            return []
+        if isinstance(p, Publish):
+            return [Puback(p.packet_id or 0)]
+        if isinstance(p, Pubrel):
+            return [Pubcomp(p.packet_id)]
+        return []
+
+    async def main() -> None:
+        async with ScriptedServer(script) as server:
+            backoff = Backoff(initial=0.01, maximum=0.05)
+            client = Client(
+                "127.0.0.1",
+                server.port,
+                client_id="c",
+                clean_start=False,
+                session_expiry=60,
+                reconnect=backoff,
+            )
+            async with client:
+                one = asyncio.create_task(client.publish("one", b"1", qos=1))
+                await asyncio.sleep(0.05)
+                two = await client.publish("two", b"2", qos=2)
+                assert two.reason_code == 0
+                assert (await one).reason_code == 0
+            connects = [i for i, p in enumerate(server.received) if isinstance(p, Connect)]
+            assert len(connects) == 2
+            second = server.received[connects[1] + 1 :]
+            if session_present:
+                assert [type(p).__name__ for p in second][:2] == ["Publish", "Pubrel"]
+                assert isinstance(second[0], Publish) and second[0].dup
+            else:
+                assert isinstance(second[0], Publish) and not second[0].dup
+                assert second[0].topic == "one"
+                assert not any(isinstance(p, Pubrel) for p in second)
+
+    run(main())
