@@ -74,7 +74,11 @@ def test_qos_0_1_2_both_ways(broker: RunningBroker, version: int) -> None:
                 ("q/1", b"payload 1", 1),
                 ("q/2", b"payload 2", 2),
             ]
-            assert not pub._session.outgoing and not sub._session.incoming  # flows complete
+            for _ in range(100):  # the QoS 2 flow completes (PUBREL, PUBCOMP) after delivery
+                if not pub._session.outgoing and not sub._session.incoming:
+                    break
+                await asyncio.sleep(0.01)
+            assert not pub._session.outgoing and not sub._session.incoming
 
     run(main())
 
@@ -625,3 +629,37 @@ def test_in_flight_messages_after_a_reconnect(session_present: bool) -> None:
                 assert not any(isinstance(p, Pubrel) for p in second)
 
     run(main())
+
+
+@pytest.mark.parametrize("version", [4, 5])
+def test_a_handler_that_publishes_while_its_inbox_is_full_does_not_deadlock(
+    broker: RunningBroker, version: int
+) -> None:
+    """The command handler pattern with a tiny inbox under a flood: for each command it awaits
+    its own QoS 1 reply's PUBACK, which arrives behind more commands. QoS 1/2 messages wait
+    (unacknowledged, so the server's window bounds them) and the reader goes on reading acks;
+    QoS 0 ones beyond the bound are dropped, counted, while the handler waits."""
+
+    async def main() -> None:
+        async with (
+            Client(broker.host, broker.port, version=version, queue_size=2) as handler,
+            Client(broker.host, broker.port, version=version) as flood,
+        ):
+            await handler.subscribe("cmd/#", qos=1)
+            for i in range(100):
+                await flood.publish("cmd/1", b"%d" % i, qos=1)
+                await flood.publish("cmd/0", b"%d" % i, qos=0)
+            handled: list[int] = []
+            qos0 = 0
+            async for command in handler.messages():
+                if command.qos == 0:
+                    qos0 += 1
+                    continue
+                await handler.publish("replies", command.payload, qos=1)
+                handled.append(int(command.payload))
+                if len(handled) == 100:
+                    break
+            assert handled == list(range(100))
+            assert qos0 + handler.dropped <= 100
+
+    run(main(), timeout=30)

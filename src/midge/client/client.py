@@ -14,12 +14,18 @@ and every subscription is made again. Any other reason (a refusal, 0x8E Session 
 protocol error) ends the client with an :class:`MQTTError`, raised by whatever the user awaits.
 
 Back-pressure: received messages go to bounded inboxes (``queue_size`` messages each, the one
-behind :meth:`Client.messages` and one per :meth:`Client.subscription`). When an inbox is full, the
-reading task waits for the consumer: it stops reading the socket, so TCP flow control slows the
-server down, which in turn holds its messages for this client (its queue, its receive maximum
-window). Nothing is dropped. While reading is suspended, the keep-alive check is suspended too (a
-PINGRESP cannot be read); the connection is not declared dead for it. A QoS 1 message is
-acknowledged when it enters an inbox, a QoS 2 message (PUBREC) when it enters one too.
+behind :meth:`Client.messages` and one per :meth:`Client.subscription`), moved there in order by
+one task; a QoS 1/2 message is acknowledged (PUBACK, PUBREC) once it is in its inbox, so while the
+consumer is behind, the server's window (this client's Receive Maximum) holds the rest of the QoS
+1/2 messages at the server. Reading the socket goes on meanwhile, so the acknowledgements the
+consumer itself may be waiting for (it publishes inside its loop) are never stuck behind
+messages it has not taken: that would be a deadlock. Reading stops (TCP flow control then slows
+the server) when ``queue_size`` QoS 0 messages wait and nothing is awaited, or when
+``queue_size + receive_maximum`` messages wait (an MQTT 3.1.1 server, which has no Receive
+Maximum to obey). While something is awaited, a QoS 0 message beyond ``queue_size`` waiting is
+dropped (at most once) and counted in :attr:`Client.dropped`. QoS 1/2 messages are never
+dropped. A response to :meth:`Client.request` is handed over at once, ahead of waiting messages.
+While reading is stopped, the keep-alive check is suspended too (a PINGRESP cannot be read).
 """
 
 from __future__ import annotations
@@ -363,6 +369,17 @@ class Client:
         self._connected_at = 0.0
         self._attempt = 0
         self._reauth: tuple[ScramClient, asyncio.Future[None]] | None = None
+        #: Received messages on their way to the inboxes (see _pump), with their connection.
+        self._arrivals: deque[tuple[_Link, Message, int | None, bool]] = deque()
+        self._arriving_qos0 = 0
+        #: QoS 0 messages dropped because the inboxes were full while the application waited
+        #: for an acknowledgement (see the module's docstring).
+        self.dropped = 0
+        #: pid -> how many PUBLISH (the original and resends) await their PUBREC
+        self._arriving_ids: dict[int, int] = {}
+        self._arrived: asyncio.Event | None = None
+        self._room: asyncio.Event | None = None
+        self._pump_task: asyncio.Task[None] | None = None
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> Client:
@@ -419,6 +436,11 @@ class Client:
         self._response_lock = asyncio.Lock()
         self._closing = False
         self._error = None
+        self._arrivals.clear()
+        self._arriving_ids.clear()
+        self._arriving_qos0 = 0
+        self._arrived = asyncio.Event()
+        self._room = asyncio.Event()
         if self.clean_start and self.client_id:
             self.store.clear(self.client_id)  # a clean start discards the session both sides
         self._session = self.store.load(self.client_id) if self.client_id else SessionState()
@@ -427,6 +449,7 @@ class Client:
         except OSError as exc:
             raise ConnectionLost(f"cannot connect to {self.host}:{self.port}: {exc}") from exc
         self._task = asyncio.create_task(self._run(), name=f"midge.client {self.client_id}")
+        self._pump_task = asyncio.create_task(self._pump(), name="midge.client inboxes")
         assert self.connack is not None
         return self.connack
 
@@ -446,7 +469,7 @@ class Client:
                 await asyncio.wait_for(link.writer.wait_closed(), 1.0)
         if link is not None:
             link.abort()
-        for task in (self._task, self._ping_task):
+        for task in (self._task, self._ping_task, self._pump_task):
             if task is not None and task is not asyncio.current_task():
                 task.cancel()
                 with contextlib.suppress(BaseException):
@@ -458,6 +481,13 @@ class Client:
         self._closing = True
         self._error = error
         failure = error or MQTTError(Reason.UNSPECIFIED_ERROR, "the client is closed")
+        if self._pump_task is not None and self._pump_task is not asyncio.current_task():
+            self._pump_task.cancel()
+        self._arrivals.clear()
+        self._arriving_ids.clear()
+        self._arriving_qos0 = 0
+        if self._room is not None:
+            self._room.set()
         for inbox in [self._main, *(r.inbox for r in self._routes)]:
             if inbox is not None:
                 inbox.end(error)
@@ -852,6 +882,7 @@ class Client:
         scram = self.auth.exchange()
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._reauth = (scram, fut)
+        self._wake_reader()
         props: Properties = {
             Prop.AUTHENTICATION_METHOD: scram.mechanism,
             Prop.AUTHENTICATION_DATA: scram.first(),
@@ -880,42 +911,112 @@ class Client:
             props = {k: v for k, v in props.items() if k != Prop.TOPIC_ALIAS}
         message = Message(topic, packet.payload, packet.qos, packet.retain, props)
         qos, pid = packet.qos, packet.packet_id
-        if qos == 0 or pid is None:
-            await self._deliver(message)
+        if qos == 0 and self._arriving_qos0 >= self.queue_size and self._awaiting():
+            # The application waits for an answer that may be behind this message on the
+            # socket, and queue_size QoS 0 messages already wait for it: drop (at most once),
+            # rather than stop reading and never see the answer.
+            self.dropped += 1
+            if self.dropped == 1 or self.dropped % 1000 == 0:
+                log.warning("%d QoS 0 message(s) dropped: the inboxes are full", self.dropped)
             return
-        self._incoming_unacked += 1
-        if self._incoming_unacked > self.receive_maximum and link.version == MQTT5:
-            self._protocol_error(link, Reason.RECEIVE_MAXIMUM_EXCEEDED, "receive maximum exceeded")
-            return
-        if qos == 1:
-            await self._deliver(message)
-            self._incoming_unacked -= 1
-            self._write(link, Puback(pid))
-            return
-        # A QoS 2 message is delivered once: a PUBLISH the server resends (DUP 1) with an id not
-        # yet released is only acknowledged again (MQTT-4.3.3-9). A DUP 0 PUBLISH is a first
-        # attempt (MQTT-3.3.1-1 makes every resend DUP 1), so its id held here can only mean a
-        # server that lost its state (a crash before its store caught up) and reuses the id for
-        # a new message: it is delivered rather than lost.
-        if packet.dup and pid in self._session.incoming:
-            self._incoming_unacked -= 1  # a resent one: counted when first received
+        if qos and pid is not None:
+            self._incoming_unacked += 1
+            if self._incoming_unacked > self.receive_maximum and link.version == MQTT5:
+                why = "receive maximum exceeded"
+                self._protocol_error(link, Reason.RECEIVE_MAXIMUM_EXCEEDED, why)
+                return
+            if qos == 2:
+                # A QoS 2 message is delivered once: a PUBLISH the server resends (DUP 1) with
+                # an id not yet released is only acknowledged again (MQTT-4.3.3-9). A DUP 0
+                # PUBLISH is a first attempt (MQTT-3.3.1-1 makes every resend DUP 1), so its id
+                # held here can only mean a server that lost its state (a crash before its store
+                # caught up) and reuses the id for a new message: it is delivered, not lost.
+                if packet.dup and pid in self._session.incoming:
+                    self._incoming_unacked -= 1  # counted when first received
+                    if pid in self._arriving_ids:  # PUBREC each, in order, once delivered
+                        self._arriving_ids[pid] += 1
+                    else:
+                        self._write(link, Pubrec(pid))
+                    return
+                self._session.incoming.add(pid)
+                if self.client_id and self._session_persists:
+                    self.store.add_incoming(self.client_id, pid)
+            self._arriving_ids[pid] = 1
         else:
-            self._session.incoming.add(pid)
-            if self.client_id and self._session_persists:
-                self.store.add_incoming(self.client_id, pid)
-            await self._deliver(message)
-        self._write(link, Pubrec(pid))
+            self._arriving_qos0 += 1
+        # A response to a request() is handed over now, not behind messages the application
+        # has not taken yet (it may be waiting for this response before it takes them).
+        deliver = not self._take_response(message)
+        self._arrivals.append((link, message, pid, deliver))
+        arrived, room = self._arrived, self._room
+        assert arrived is not None and room is not None
+        arrived.set()
+        # Back-pressure: stop reading while queue_size QoS 0 messages wait and the application
+        # waits for no acknowledgement, or once queue_size + receive_maximum messages wait (QoS
+        # 1/2 ones are bounded by receive_maximum anyway in MQTT 5: the server may not send
+        # more unacknowledged; this bounds an MQTT 3.1.1 server too).
+        while not self._closing and (
+            (self._arriving_qos0 >= self.queue_size and not self._awaiting())
+            or len(self._arrivals) >= self.queue_size + self.receive_maximum
+        ):
+            self._reading_blocked = True
+            room.clear()
+            try:
+                await room.wait()
+            finally:
+                self._reading_blocked = False
+
+    def _awaiting(self) -> bool:
+        """Whether the application waits for something only the socket can bring."""
+        return bool(self._waiters or self._acks or self._requests or self._reauth)
+
+    def _wake_reader(self) -> None:
+        """Something is awaited now: a reader stopped by back-pressure reconsiders."""
+        if self._room is not None:
+            self._room.set()
+
+    def _take_response(self, message: Message) -> bool:
+        correlation = message.correlation_data
+        if correlation is None:
+            return False
+        fut = self._requests.pop(correlation, None)
+        if fut is not None:
+            if not fut.done():
+                fut.set_result(message)
+            return True
+        # A late response to a request given up is dropped too.
+        return self._response_topic is not None and message.topic == self._response_topic
+
+    async def _pump(self) -> None:
+        """Moves arrived messages into their inboxes, in order, and acknowledges each QoS 1/2
+        one once it is in (PUBACK / PUBREC, in the order received: MQTT-4.6.0-2). Acks whose
+        connection has gone are not sent: the server resends those messages."""
+        arrivals = self._arrivals
+        arrived, room = self._arrived, self._room
+        assert arrived is not None and room is not None
+        while True:
+            while not arrivals:
+                arrived.clear()
+                await arrived.wait()
+            link, message, pid, deliver = arrivals[0]
+            if deliver:
+                await self._deliver(message)
+            arrivals.popleft()
+            room.set()
+            if pid is None:
+                self._arriving_qos0 -= 1
+                continue
+            times = self._arriving_ids.pop(pid, 1)
+            if link is not self._link or link.writer.transport.is_closing():
+                continue
+            if message.qos == 1:
+                self._incoming_unacked -= 1
+                self._write(link, Puback(pid))
+            else:
+                for _ in range(times):  # the original and each resend received meanwhile
+                    self._write(link, Pubrec(pid))
 
     async def _deliver(self, message: Message) -> None:
-        correlation = message.correlation_data
-        if correlation is not None:
-            fut = self._requests.pop(correlation, None)
-            if fut is not None:
-                if not fut.done():
-                    fut.set_result(message)
-                return
-            if self._response_topic is not None and message.topic == self._response_topic:
-                return  # a late response to a request given up
         targets: list[_Inbox] = []
         ids = message.subscription_identifiers
         for route in self._routes:
@@ -928,12 +1029,7 @@ class Client:
             assert self._main is not None
             targets.append(self._main)
         for inbox in targets:
-            if inbox.full:
-                self._reading_blocked = True
-            try:
-                await inbox.put(message)
-            finally:
-                self._reading_blocked = False
+            await inbox.put(message)
 
     def _on_puback(self, packet: Puback) -> None:
         pid = packet.packet_id
@@ -1146,6 +1242,7 @@ class Client:
         if self.client_id and self._session_persists:
             self.store.put_outgoing(self.client_id, pid, entry)
         self._waiters[pid] = fut
+        self._wake_reader()
         self._inflight += 1
         with contextlib.suppress(OSError):  # lost connection: resent after reconnecting
             await link.writer.drain()
@@ -1168,6 +1265,7 @@ class Client:
         fut: asyncio.Future[Packet] = asyncio.get_running_loop().create_future()
         fut.add_done_callback(lambda f: f.cancelled() or f.exception())
         self._acks[pid] = fut
+        self._wake_reader()
         self._write(link, Subscribe(pid, subscriptions, props))
         return fut
 
@@ -1219,6 +1317,7 @@ class Client:
         pid = self._packet_id()
         fut: asyncio.Future[Packet] = asyncio.get_running_loop().create_future()
         self._acks[pid] = fut
+        self._wake_reader()
         props = dict(properties or {}) if link.version == MQTT5 else {}
         self._write(link, Unsubscribe(pid, filters, props))
         packet = await fut
@@ -1304,6 +1403,7 @@ class Client:
         correlation = secrets.token_bytes(16)
         fut: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
         self._requests[correlation] = fut
+        self._wake_reader()
         try:
             await self.publish(
                 topic,
