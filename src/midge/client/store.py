@@ -8,7 +8,7 @@ of the client process too. What is kept, per client identifier:
   (``"publish"``: sent, no PUBACK/PUBREC yet; ``"pubrel"``: PUBREC received, PUBCOMP awaited), in
   the order sent, so that a resumed session resends them in that order (MQTT-4.4.0-1, 4.6.0-1);
 * incoming: the packet identifiers of QoS 2 messages delivered but not yet released (PUBREL), so
-  that a PUBLISH the server resends is not delivered twice (MQTT-4.3.3-?, exactly once).
+  that a PUBLISH the server resends is not delivered twice (exactly once, MQTT-4.3.3-9).
 
 The store is written synchronously, once per change, before the packet that depends on it goes
 out (a write to SQLite per QoS>0 message). Implement :class:`SessionStore` for any other medium.
