@@ -144,9 +144,12 @@ def test_topic_limits(
     assert isinstance(puback, Puback)
     assert puback.reason_code == (Reason.TOPIC_NAME_INVALID if version == V5 else 0)
     pub.publish(ok, b"yes", qos=1)
-    got = sub.expect(Publish)
-    assert (got.topic, got.payload) == (ok, b"yes")
-    sub.ack(got)
+    # With "#" too, a v5 subscriber gets one copy per matching subscription (as Mosquitto).
+    copies = 2 if version == V5 and "max_topic_levels" not in limit else 1
+    for _ in range(copies):
+        got = sub.expect(Publish)
+        assert (got.topic, got.payload) == (ok, b"yes")
+        sub.ack(got)
     sub.expect_nothing(0.3)
     assert stats(broker).limited_topics == 2  # the filter and the publish
 

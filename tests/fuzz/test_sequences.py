@@ -1,16 +1,16 @@
 """Valid packets in random order, with random ids, QoS and flags, against a model (v3, v4, v5).
 
 One client subscribes, unsubscribes, publishes (QoS 0/1/2, retained or not, re-using packet
-identifiers, v5 Topic Aliases), releases, and acknowledges the messages delivered to it (rightly,
-or with identifiers it was never sent). After each packet a PINGREQ is the barrier: everything the
+identifiers, v5 Topic Aliases), releases, and acknowledges the messages delivered to it (rightly, or
+with identifiers it was never sent). After each packet a PINGREQ is the barrier: everything the
 broker sends before the PINGRESP is its answer, and it must be exactly what the model says
-(SUBACK/UNSUBACK, PUBACK/PUBREC/PUBREL/PUBCOMP with the v5 reason codes 0x10, 0x11, 0x92). Every
-PUBLISH the broker delivers must be one the model expects (QoS downgraded to the subscription's,
+(SUBACK/UNSUBACK, PUBACK/PUBREC/PUBREL/PUBCOMP with the v5 reason codes 0x10, 0x11). Every PUBLISH
+the broker delivers must be one the model expects (QoS downgraded to the subscription's,
 MQTT-3.8.4-8; the RETAIN flag per MQTT-3.3.1-8/-9 and Retain As Published; No Local; one copy per
-shared group), use a packet identifier not in use (MQTT-2.2.1-3), stay within the client's
-Receive Maximum (MQTT-3.3.4-9 v5) and Topic Alias Maximum (MQTT-3.1.2-26 v5), and be re-sent
-with DUP never (no reconnection here). At the end the client acknowledges everything and every
-expected message must have arrived (nothing lost, MQTT-4.3 / 4.5).
+shared group, and at v5 one per matching subscription), use a packet identifier not in use
+(MQTT-2.2.1-3), stay within the client's Receive Maximum (MQTT-3.3.4-9 v5) and Topic Alias Maximum
+(MQTT-3.1.2-26 v5), and be re-sent with DUP never (no reconnection here). At the end the client
+acknowledges everything and every expected message must have arrived (nothing lost, MQTT-4.3 / 4.5).
 """
 
 from __future__ import annotations
@@ -177,9 +177,8 @@ class Model:
         if k == "pub":
             return self.publish(act)
         if k == "pubrel":
-            found = act.a in self.awaiting_rel
             self.awaiting_rel.discard(act.a)
-            return [Pubrel(act.a)], [Pubcomp(act.a, 0 if found else self.rc(0x92))]
+            return [Pubrel(act.a)], [Pubcomp(act.a)]  # Success even if unknown, as Mosquitto
         if k == "ack":
             if not self.out:
                 return [], []
@@ -228,19 +227,25 @@ class Model:
 
     def route(self, topic: str, payload: bytes, qos: int, retain: bool) -> bool:
         """Expect the deliveries of one message; True if any subscription took it."""
-        plain = [
+        matching = [
             s
             for f, s in self.subs.items()
-            if not f.startswith("$share/") and topic_matches(f, topic) and not s.no_local
+            if not f.startswith("$share/") and topic_matches(f, topic)
         ]
-        delivered = False
-        if plain:
-            # Overlapping subscriptions: one copy at the highest granted QoS (MQTT-3.3.5-1 3.1.1,
-            # MQTT-3.3.4-2 v5), never above the message's (MQTT-3.8.4-8 v5).
+        # Matched even if No Local keeps it from us: v5 0x10 means no subscription matched (as
+        # Mosquitto).
+        delivered = bool(matching)
+        plain = [s for s in matching if not s.no_local]
+        if plain and self.v5:
+            # One copy per subscription (MQTT 5 3.3.4 allows it; Mosquitto does it), each at
+            # its own QoS, never above the message's (MQTT-3.8.4-8 v5).
+            for s in plain:
+                self.expected[(topic, payload, min(qos, s.qos), retain and s.rap)] += 1
+        elif plain:
+            # One copy at the highest granted QoS (MQTT-3.3.5-1 3.1.1).
             best = max(s.qos for s in plain)
             rap = any(s.rap for s in plain)
             self.expected[(topic, payload, min(qos, best), retain and rap)] += 1
-            delivered = True
         for f, s in self.subs.items():
             share, real = split_shared(f)
             if share is not None and topic_matches(real, topic):
@@ -265,7 +270,7 @@ class Model:
             if out is not None and out.qos == 2:
                 out.released = True
                 return [Pubrec(pid)], [Pubrel(pid)]
-            return [Pubrec(pid)], [Pubrel(pid, self.rc(0x92))]
+            return [Pubrec(pid)], [Pubrel(pid)]  # Success even if unknown, as Mosquitto
         assert kind == "pubcomp"
         if out is not None and out.qos == 2 and out.released:
             del self.out[pid]

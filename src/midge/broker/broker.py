@@ -19,6 +19,7 @@ from midge.broker.model import Message, SessionState, SubOptions
 from midge.broker.outgoing import FormCache
 from midge.broker.session import NEVER, Session, Stats
 from midge.broker.topictree import RetainedTree, SharedGroup, TopicTree
+from midge.codec.packets import MQTT5
 from midge.codec.properties import Prop
 from midge.config import Config
 from midge.store.base import Store, StoreState
@@ -95,8 +96,11 @@ class Broker:
         """
         session = self.sessions.get(client_id)
         if session is not None:
+            # A session that was to end with its connection (clean session 3.1.1, expiry 0 v5)
+            # ends with the connection taken over: MQTT-3.1.2-6 3.1.1 forbids reusing it.
+            ends = clean_start or session.expiry_interval == 0
             self._displace(session, clean_start)
-            if clean_start:
+            if ends:
                 self._end_session(session)
                 session = None
         present = session is not None
@@ -104,6 +108,7 @@ class Broker:
             session = self.new_session(None, client_id)
             self.sessions[client_id] = session
         session.connection = conn
+        session.copies = conn.version == MQTT5
         return session, present
 
     def session_started(
@@ -322,7 +327,6 @@ class Broker:
         upgrade = self.config.upgrade_outgoing_qos
         # Encoded bytes shared by the deliveries of this message; one delivery needs none.
         cache = FormCache() if shared or len(subs) > 1 else None
-        delivered = False
         if len(subs) == 1:
             # The common case: one plain subscription per matched client, no aggregation needed.
             cid, opts = subs[0]
@@ -338,31 +342,33 @@ class Broker:
                         (sid,) if sid else (),
                         cache,
                     )
-                    delivered = True
         elif subs:
-            # Overlapping subscriptions of one client: one delivery at the highest QoS with every
-            # subscription identifier (MQTT-3.3.5-1 3.1.1, MQTT-3.3.4-3/-5 v5).
+            # Overlapping subscriptions of one client. A v5 client gets one copy per
+            # subscription, in the order they matched (MQTT 5 3.3.4 allows it; Mosquitto does
+            # it); a v3.1/3.1.1 client one delivery at the highest QoS (MQTT-3.3.5-1 3.1.1).
             targets: dict[str, list[Any]] = {}
             for cid, opts in subs:
                 if opts.no_local and cid == origin:
                     continue  # MQTT-3.8.3-3 v5
-                target = targets.get(cid)
-                sid = opts.subscription_id
-                if target is None:
-                    targets[cid] = [opts.qos, opts.retain_as_published, [sid] if sid else []]
-                else:
-                    if opts.qos > target[0]:
-                        target[0] = opts.qos
-                    target[1] = target[1] or opts.retain_as_published
-                    if sid:
-                        target[2].append(sid)
-            for cid, (gqos, rap, sids) in targets.items():
                 session = sessions.get(cid)
                 if session is None or (can_read is not None and not can_read(cid, topic)):
                     continue
+                sid = opts.subscription_id
+                if session.copies:
+                    qos = opts.qos if upgrade or opts.qos < mqos else mqos
+                    rap = message.retain and opts.retain_as_published
+                    session.deliver(message, qos, rap, (sid,) if sid else (), cache)
+                    continue
+                target = targets.get(cid)
+                if target is None:
+                    targets[cid] = [session, opts.qos, opts.retain_as_published]
+                else:
+                    if opts.qos > target[1]:
+                        target[1] = opts.qos
+                    target[2] = target[2] or opts.retain_as_published
+            for session, gqos, rap in targets.values():
                 qos = gqos if upgrade or gqos < mqos else mqos
-                session.deliver(message, qos, message.retain and rap, tuple(sids), cache)
-                delivered = True
+                session.deliver(message, qos, message.retain and rap, (), cache)
         for group in shared:
             if groups is not None and (group.name, group.filter) not in groups:
                 continue
@@ -379,8 +385,9 @@ class Broker:
                 (sid,) if sid else (),
                 cache,
             )
-            delivered = True
-        return delivered
+        # Matched, whether or not delivered (no local, read access): as Mosquitto, whose
+        # v5 0x10 (No matching subscribers) means no subscription matched at all.
+        return True
 
     def _pick(
         self,

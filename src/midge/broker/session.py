@@ -91,6 +91,7 @@ class Session:
         "awaiting_rel",
         "client_id",
         "connection",
+        "copies",
         "dropped",
         "expiry_handle",
         "expiry_interval",
@@ -128,6 +129,9 @@ class Session:
         #: deliveries go while it is attached (None: detached).
         self.connection: Connection | None = None
         self.sink: Sink | None = None
+        #: One copy of a message per matching subscription (the client is v5, as Mosquitto
+        #: does), rather than one at the highest QoS (set when a connection attaches).
+        self.copies = False
         #: The windows the CONNECT negotiated (:meth:`open`): outgoing, the client's Receive
         #: Maximum and our max_inflight_messages / max_inflight_bytes (0: no byte limit);
         #: incoming, our Receive Maximum for QoS 1/2 PUBLISH awaiting completion (v5).
