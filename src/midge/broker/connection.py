@@ -589,7 +589,9 @@ class Connection:
         refused = self.broker.stats.refused
         refused[reason] = refused.get(reason, 0) + 1
         if self.version == MQTT5:
-            self._send(Connack(False, reason))
+            # Maximum QoS even on a refusal, as Mosquitto (the one property it always sends).
+            props: Properties = {Prop.MAXIMUM_QOS: self.max_qos} if self.max_qos != 2 else {}
+            self._send(Connack(False, reason, props))
         elif reason in V5_TO_V3_CONNACK:
             self._send(Connack(False, V5_TO_V3_CONNACK[reason]))
         # else: v3 has no return code for it; like Mosquitto, close without CONNACK.
