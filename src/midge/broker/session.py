@@ -228,9 +228,11 @@ class Session:
         size = len(delivery[0].payload)
         queued = len(self.queue) if self.queue is not None else 0
         if (self.max_queued and queued >= self.max_queued) or (
-            self.max_queued_bytes and self.queued_bytes + size > self.max_queued_bytes
+            self.max_queued_bytes and self.queued_bytes >= self.max_queued_bytes
         ):
-            # Mosquitto's policy: a full queue drops the new message (counted).
+            # Mosquitto's policy: a full queue drops the new message (counted). Bytes are
+            # queued until the limit is exceeded (the message that crosses it is kept), as
+            # mosquitto.conf(5) says and Mosquitto does.
             self.dropped += 1
             stats = self.stats
             if stats is not None:

@@ -366,7 +366,8 @@ _SESSIONS = (
         "max_queued_bytes",
         GLOBAL,
         INT,
-        "Bytes queued per client beyond those in flight; 0 = no maximum.",
+        "Bytes queued per client beyond those in flight, until the limit is exceeded (the "
+        "message that crosses it is still queued); 0 = no maximum.",
         "sessions",
         default=0,
         check=checks.negative_is(0),
