@@ -675,6 +675,59 @@ for v in V:
         ),
     )
 
+    add(
+        f"acl-retained-v{v}",
+        C("p", v, username="alice", password=b"secret"),
+        *(Pub("p", f"~/{area}/r", area.encode(), retain=True) for area in ("open", "alice", "wo")),
+        C("s", v),
+        Sub("s", "~/#", qos=1),
+        conf=ACL,
+    )
+    add(
+        f"queue-qos0-v{v}",
+        C("s", v, **persistent(v)),
+        Sub("s", "~/t", qos=1),
+        Close("s"),
+        Quiet(),
+        C("p", v),
+        Pub("p", "~/t", b"0"),
+        Pub("p", "~/t", b"1", qos=1),
+        C("s", v, **persistent(v)),
+        conf=("allow_anonymous true", "queue_qos0_messages true"),
+    )
+    add(
+        f"max-queued-bytes-v{v}",
+        C("s", v, **persistent(v)),
+        Sub("s", "~/t", qos=1),
+        Close("s"),
+        Quiet(),
+        C("p", v),
+        *(Pub("p", "~/t", b"x" * 40, qos=1) for _ in range(4)),
+        C("s", v, **persistent(v)),
+        conf=("allow_anonymous true", "max_queued_bytes 100"),
+    )
+    add(
+        f"max-inflight-bytes-v{v}",
+        C("s", v, auto_ack=False),
+        Sub("s", "~/t", qos=1),
+        C("p", v),
+        *(Pub("p", "~/t", b"x" * 40, qos=1) for _ in range(4)),
+        Ack("s", 1),
+        Ack("s"),
+        Ack("s"),
+        conf=("allow_anonymous true", "max_inflight_bytes 100"),
+    )
+    add(
+        f"unsubscribe-then-publish-v{v}",
+        C("s", v),
+        Sub("s", "~/a", "~/b", qos=1),
+        Unsub("s", "~/a"),
+        Unsub("s", "~/a"),
+        C("p", v),
+        Pub("p", "~/a", qos=1),
+        Pub("p", "~/b", qos=1),
+    )
+
 
 def _params() -> list[Any]:
     names = [s.name for s in SCENARIOS]
