@@ -14,6 +14,7 @@ DELIBERATE: dict[str, str] = {
     "no-local-on-shared": "No Local on a Shared Subscription is refused",
     "takeover-disconnect": "DISCONNECT 0x8E on take-over",
     "inflight-window": "The in-flight window holds after an acknowledgement",
+    "strict-31-framing": "MQTT 3.1 clients get the 3.1.1 framing rules",
     "reason-before-close": "A v5 client hears why it is closed",
     "reason-code-not-allowed": "No 0x95 in a PUBACK or PUBREC",
     "overlapping-max-qos": "Overlapping subscriptions of a v3.1/3.1.1 client get the highest QoS",

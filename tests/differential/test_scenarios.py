@@ -39,7 +39,7 @@ from tests.differential.scenario import (
     compare,
 )
 from tests.memory import MemoryBroker
-from tests.rawclient import raw_connect
+from tests.rawclient import raw_connect, raw_publish, raw_subscribe, raw_unsubscribe
 
 ANON = ("allow_anonymous true",)
 V = (3, 4, 5)
@@ -726,6 +726,48 @@ for v in V:
         C("p", v),
         Pub("p", "~/a", qos=1),
         Pub("p", "~/b", qos=1),
+    )
+
+# -- malformed and forbidden packets below v5 (v5: test_malformed.py) ----------------------------
+
+MALFORMED = {
+    "publish-packet-id-0": lambda v: raw_publish("a", b"x", 1, packet_id=0, version=v),
+    "publish-qos-3": lambda v: raw_publish("a", b"x", 3, packet_id=1, version=v),
+    "publish-wildcard-topic": lambda v: raw_publish("a/+", b"x", version=v),
+    "publish-empty-topic": lambda v: raw_publish("", b"x", version=v),
+    "subscribe-qos-3": lambda v: raw_subscribe(1, ("a", 3), version=v),
+    "subscribe-no-filter": lambda v: raw_subscribe(1, version=v),
+    "subscribe-bad-filter": lambda v: raw_subscribe(1, ("a/#/b", 0), version=v),
+    "subscribe-reserved-flags": lambda v: raw_subscribe(1, ("a", 0), first_byte=0x80, version=v),
+    "unsubscribe-no-filter": lambda v: raw_unsubscribe(1, version=v),
+    "unsubscribe-bad-filter": lambda v: raw_unsubscribe(1, "a/#/b", version=v),
+}
+#: What Mosquitto accepts from an MQTT 3.1 client only.
+LENIENT_31 = {"subscribe-no-filter", "subscribe-reserved-flags", "unsubscribe-no-filter"}
+for v in (3, 4):
+    for name, build in MALFORMED.items():
+        add(
+            f"malformed-{name}-v{v}",
+            C("a", v),
+            Send("a", build(v)),
+            Wait("a"),
+            deliberate="strict-31-framing" if v == 3 and name in LENIENT_31 else None,
+        )
+
+# -- $ topics (a broker of their own: "#" would see every other scenario) -----------------------
+
+ALONE = ("allow_anonymous true", "# alone: a mosquitto process for these scenarios only")
+for v in V:
+    add(
+        f"dollar-topics-v{v}",
+        C("s", v),
+        Sub("s", "#", "+/x", "$foo/#", qos=1),
+        C("p", v),
+        Pub("p", "$foo/x", b"1", qos=1),
+        Pub("p", "a/x", b"2", qos=1),
+        Pub("p", "$SYS/x", b"3", qos=1),
+        Unsub("s", "#", "+/x", "$foo/#"),
+        conf=ALONE,
     )
 
 
