@@ -15,6 +15,8 @@ DELIBERATE: dict[str, str] = {
     "takeover-disconnect": "DISCONNECT 0x8E on take-over",
     "inflight-window": "The in-flight window holds after an acknowledgement",
     "strict-31-framing": "MQTT 3.1 clients get the 3.1.1 framing rules",
+    "spec-musts": "The specification's other MUSTs",
+    "will-after-error-disconnect": "A DISCONNECT with an error reason publishes the Will",
     "reason-before-close": "A v5 client hears why it is closed",
     "reason-code-not-allowed": "No 0x95 in a PUBACK or PUBREC",
     "overlapping-max-qos": "Overlapping subscriptions of a v3.1/3.1.1 client get the highest QoS",

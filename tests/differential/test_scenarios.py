@@ -770,6 +770,93 @@ for v in V:
         conf=ALONE,
     )
 
+#: A property list holding one User Property k=v, encoded.
+USER_PROPERTY_K_V = b"\x07\x26\x00\x01k\x00\x01v"
+
+# -- more of MQTT 5 ------------------------------------------------------------------------------
+
+add(
+    "subscription-identifier-0-v5",
+    C("s", 5),
+    Sub("s", "~/t", properties={Prop.SUBSCRIPTION_IDENTIFIER: [0]}),
+    Wait("s"),
+)
+add(
+    "publish-subscription-identifier-0-v5",
+    C("p", 5),
+    Send("p", raw_publish("t", b"x", version=5, properties=b"\x02\x0b\x00")),
+    Wait("p"),
+    deliberate="spec-musts",  # MQTT-3.3.4-6: Mosquitto ignores it
+)
+add(
+    "subscribe-two-subscription-identifiers-v5",
+    C("s", 5),
+    Send("s", raw_subscribe(1, ("t", 0), version=5, properties=b"\x04\x0b\x01\x0b\x02")),
+    Wait("s"),
+    deliberate="reason-before-close",
+)
+add(
+    "response-topic-wildcard-v5",
+    C("p", 5),
+    Pub("p", "~/t", qos=1, properties={Prop.RESPONSE_TOPIC: "~/+"}),
+    Wait("p"),
+)
+add(
+    "payload-format-invalid-utf8-v5",
+    C("s", 5),
+    Sub("s", "~/t"),
+    C("p", 5),
+    Pub("p", "~/t", b"\xff\xfe", qos=1, properties={Prop.PAYLOAD_FORMAT_INDICATOR: 1}),
+)
+add(
+    "client-disconnect-reasons-v5",
+    C("s", 5),
+    Sub("s", "~/will"),
+    C("a", 5, will=Will("~/will", b"a")),
+    Disc("a", 0x80, {Prop.REASON_STRING: "bye"}),
+    Wait("s"),
+    C("b", 5, will=Will("~/will", b"b")),
+    Disc("b", 0x00, {Prop.USER_PROPERTY: [("k", "v")]}),
+    Quiet(),
+    deliberate="will-after-error-disconnect",
+    differ=("s",),
+)
+add(
+    "auth-without-method-v5",
+    C("a", 5),
+    Send("a", bytes([0xF0, 0])),
+    Wait("a"),
+    deliberate="reason-before-close",
+)
+add(
+    "unsubscribe-user-properties-v5",
+    C("s", 5),
+    Sub("s", "~/t", properties={Prop.USER_PROPERTY: [("a", "b")]}),
+    Send("s", raw_unsubscribe(9, "~/t", version=5, properties=USER_PROPERTY_K_V)),
+)
+add(
+    "request-problem-information-0-v5",
+    C("a", 5, properties={Prop.REQUEST_PROBLEM_INFORMATION: 0}),
+    Pub("a", "~/t", qos=1, properties={Prop.TOPIC_ALIAS: 100}),
+    Wait("a"),
+)
+add(
+    "server-keep-alive-v5",
+    C("a", 5, keep_alive=0),
+    C("b", 5, keep_alive=3600),
+    conf=("allow_anonymous true", "max_keepalive 120"),
+)
+add(
+    "maximum-packet-size-from-client-v5",
+    C("s", 5, properties={Prop.MAXIMUM_PACKET_SIZE: 30}),
+    Sub("s", "~/t", qos=1),
+    C("p", 5),
+    Pub("p", "~/t", b"small", qos=1),
+    Pub("p", "~/t", b"x" * 40, qos=1),
+    Pub("p", "~/t", b"again", qos=1),
+    xfail="i11-wire",  # packet identifiers: Mosquitto's dropped PUBLISH used one
+)
+
 
 def _params() -> list[Any]:
     names = [s.name for s in SCENARIOS]
