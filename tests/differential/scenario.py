@@ -454,10 +454,11 @@ class Wait(Step):
 
     client: str
     count: int = 1
+    timeout: float = 1.5
 
     def run(self, run: Run) -> None:
         peer = run.peer(self.client)
-        deadline = time.monotonic() + ANSWER
+        deadline = time.monotonic() + self.timeout
         target = len(peer.transcript) + self.count
         while len(peer.transcript) < target and not peer.closed:
             if not peer.read_one(max(0.0, deadline - time.monotonic())):
