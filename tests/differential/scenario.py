@@ -469,7 +469,7 @@ class Wait(Step):
 class Quiet(Step):
     """Let ``seconds`` of real time pass on Mosquitto (for what it does late, if anything)."""
 
-    seconds: float = 0.2
+    seconds: float = 0.1
 
     def run(self, run: Run) -> None:
         if run.side.real:

@@ -94,18 +94,19 @@ for v in V:
         Disc("w"),
         Quiet(),
     )
-    add(
-        f"keep-alive-expires-will-v{v}",
-        C("s", v),
-        Sub("s", "~/will"),
-        C("w", v, keep_alive=1, will=Will("~/will", b"timed out")),
-        Sleep(2.6),
-        # Mosquitto checks keep alive in whole seconds: 2 to 3 s, and its loop's wake-up.
-        Wait("s", timeout=3.0),
-        Wait("w"),
-        deliberate="reason-before-close" if v == 5 else None,
-        differ=("w",),
-    )
+    if v != 3:  # 5 s of real time: at v3.1.1 and v5
+        add(
+            f"keep-alive-expires-will-v{v}",
+            C("s", v),
+            Sub("s", "~/will"),
+            C("w", v, keep_alive=1, will=Will("~/will", b"timed out")),
+            Sleep(2.6),
+            # Mosquitto checks keep alive in whole seconds: 2 to 3 s, and its loop's wake-up.
+            Wait("s", timeout=3.0),
+            Wait("w"),
+            deliberate="reason-before-close" if v == 5 else None,
+            differ=("w",),
+        )
     add(f"empty-client-id-v{v}", C("a", v, client_id=""))
     add(f"empty-client-id-persistent-v{v}", C("a", v, client_id="", clean=False))
     add(f"long-client-id-v{v}", C("a", v, client_id="~" + "x" * 30))
