@@ -76,12 +76,14 @@ def test_max_queued_bytes_bounds_what_waits_for_the_socket() -> None:
     sub = stalled(broker)
     publish_burst(broker, 10)
     stats = broker.broker.stats
-    assert (stats.messages_dropped, stats.queue_dropped) == (6, 6)
-    assert numbers(sub.more_publishes()) == [0, 1, 2, 3]
+    # Bytes are queued until the limit is exceeded (Mosquitto): the message that crosses it,
+    # the fourth waiting one, is kept; the first was written before the socket backed up.
+    assert (stats.messages_dropped, stats.queue_dropped) == (5, 5)
+    assert numbers(sub.more_publishes()) == [0, 1, 2, 3, 4]
     # Reading frees the room: the next burst is kept again, up to the limit.
     publish_burst(broker, 10)
-    assert stats.messages_dropped == 12
-    assert numbers(sub.more_publishes()) == [0, 1, 2, 3]
+    assert stats.messages_dropped == 10
+    assert numbers(sub.more_publishes()) == [0, 1, 2, 3, 4]
 
 
 def test_a_reader_that_keeps_reading_gets_every_message_in_order() -> None:

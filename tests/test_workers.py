@@ -188,7 +188,17 @@ def test_takeover_across_workers_moves_the_session(start: Any, clients: list[Raw
     pub.publish("q/2", b"queued1", qos=1)
     pub.publish("q/3", b"queued2", qos=2)
     # The session lives on worker a; the client comes back on the other worker.
-    second, b = open_client(proc, clients, "mover", version=5, avoid=a, clean_start=False)
+    # Still persistent (expiry > 0): a session with expiry 0 would end with this connection
+    # when the third takes it over (MQTT 5 3.1.2.11.2, as Mosquitto).
+    second, b = open_client(
+        proc,
+        clients,
+        "mover",
+        version=5,
+        avoid=a,
+        clean_start=False,
+        properties={Prop.SESSION_EXPIRY_INTERVAL: 300},
+    )
     assert b != a
     got = receive_publishes(second, 2)
     assert [p.payload for p in got] == [b"queued1", b"queued2"]

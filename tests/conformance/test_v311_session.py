@@ -120,6 +120,19 @@ def test_MQTT_3_1_2_6_clean_session_discards_previous(raw: Raw, version: int) ->
 
 
 @BOTH
+def test_MQTT_3_1_2_6_clean_session_taken_over_is_not_reused(raw: Raw, version: int) -> None:
+    """MQTT-3.1.2-6: a CleanSession 1 session lasts as long as its connection, also when a new
+    connection takes that connection over: a CleanSession 0 take-over gets no session (Session
+    Present 0, no subscription), as from Mosquitto 2.0.11."""
+    old, _ = connect(raw, "v311-clean-taken", version, clean=True)
+    old.subscribe("v311/taken/#", 1)
+    new, present = connect(raw, "v311-clean-taken", version, clean=False)
+    assert not present, "the taken-over CleanSession 1 session was reused"
+    publisher(raw, version).publish("v311/taken/x", b"x", qos=1)
+    new.expect_nothing(0.3)
+
+
+@BOTH
 def test_MQTT_3_1_2_7_retained_messages_outlive_sessions(raw: Raw, version: int) -> None:
     """MQTT-3.1.2.7: retained messages are not part of a session and are not deleted when the
     session of the client that published them ends."""

@@ -33,9 +33,11 @@ needs_mosquitto = pytest.mark.skipif(
 )
 
 
-def _write_conf(directory: Path, port: int, lines: list[str]) -> Path:
+def _write_conf(
+    directory: Path, port: int, lines: list[str], before: list[str] | None = None
+) -> Path:
     conf = directory / "broker.conf"
-    conf.write_text("\n".join([f"listener {port} 127.0.0.1", *lines]) + "\n")
+    conf.write_text("\n".join([*(before or []), f"listener {port} 127.0.0.1", *lines]) + "\n")
     os.chmod(conf, 0o644)
     return conf
 
@@ -54,20 +56,23 @@ def _wait_listening(port: int, proc: subprocess.Popen[bytes] | None = None) -> N
 
 
 @contextmanager
-def mosquitto(lines: list[str]) -> Iterator[int]:
-    """The real mosquitto with ``lines`` after its ``listener``; yields the port."""
-    with mosquitto_process(lines) as (port, _):
+def mosquitto(lines: list[str], before: list[str] | None = None) -> Iterator[int]:
+    """The real mosquitto with ``lines`` after its ``listener`` (``before``: the global lines
+    before it); yields the port."""
+    with mosquitto_process(lines, before) as (port, _):
         yield port
 
 
 @contextmanager
-def mosquitto_process(lines: list[str]) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
+def mosquitto_process(
+    lines: list[str], before: list[str] | None = None
+) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
     """As :func:`mosquitto`, yielding the port and the process (to send it SIGHUP)."""
     directory = Path(tempfile.mkdtemp(prefix="midge-diff-"))
     os.chmod(directory, 0o755)
     port = free_port()
     proc = subprocess.Popen(
-        [MOSQUITTO, "-c", str(_write_conf(directory, port, lines))],
+        [MOSQUITTO, "-c", str(_write_conf(directory, port, lines, before))],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

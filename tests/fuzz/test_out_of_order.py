@@ -1,8 +1,9 @@
 """Valid packets in the wrong order, with exact expectations, at v3, v4 and v5.
 
 A model of the one connection says what the broker must answer to each packet: acknowledgements
-for packet identifiers it does not know (MQTT-4.3.3, MQTT 5.0 reason 0x92), QoS 2 duplicates
-(MQTT-4.3.3-2), Receive Maximum (MQTT-3.3.4-9 v5), and the packets that end the connection:
+for packet identifiers it does not know (MQTT-4.3.3; Success, as Mosquitto, where 0x92 would
+fit), QoS 2 duplicates (MQTT-4.3.3-2), Receive Maximum (MQTT-3.3.4-9 v5), and the packets that
+end the connection:
 packets only a server sends, a second CONNECT (MQTT-3.1.0-2), AUTH without an Authentication
 Method (MQTT 5.0 4.12), and the client's DISCONNECT, after which nothing is answered. At v5 the
 broker says why it closes with a DISCONNECT (MQTT 5.0 section 4.13); below v5 it just closes.
@@ -158,12 +159,11 @@ class Model:
                 self.awaiting_rel.add(pid)
                 self.answers.append(Pubrec(pid))  # Success: Mosquitto's, whoever subscribed
         elif isinstance(packet, Pubrel):
-            found = packet.packet_id in self.awaiting_rel
             self.awaiting_rel.discard(packet.packet_id)
-            self.answers.append(Pubcomp(packet.packet_id, 0 if found else self.reason(0x92)))
+            self.answers.append(Pubcomp(packet.packet_id))  # Success even if unknown, as Mosquitto
         elif isinstance(packet, Pubrec):
             if packet.reason_code < 0x80:  # a failure ends the flow, nothing to answer
-                self.answers.append(Pubrel(packet.packet_id, self.reason(0x92)))
+                self.answers.append(Pubrel(packet.packet_id))  # Success, as Mosquitto
         elif isinstance(packet, (Puback, Pubcomp)):
             pass  # for nothing in flight: ignored
         elif isinstance(packet, Pingreq):

@@ -1,16 +1,16 @@
 """Valid packets in random order, with random ids, QoS and flags, against a model (v3, v4, v5).
 
 One client subscribes, unsubscribes, publishes (QoS 0/1/2, retained or not, re-using packet
-identifiers, v5 Topic Aliases), releases, and acknowledges the messages delivered to it (rightly,
-or with identifiers it was never sent). After each packet a PINGREQ is the barrier: everything the
+identifiers, v5 Topic Aliases), releases, and acknowledges the messages delivered to it (rightly, or
+with identifiers it was never sent). After each packet a PINGREQ is the barrier: everything the
 broker sends before the PINGRESP is its answer, and it must be exactly what the model says
-(SUBACK/UNSUBACK, PUBACK/PUBREC/PUBREL/PUBCOMP with the v5 reason codes 0x10, 0x11, 0x92). Every
-PUBLISH the broker delivers must be one the model expects (QoS downgraded to the subscription's,
+(SUBACK/UNSUBACK, PUBACK/PUBREC/PUBREL/PUBCOMP with the v5 reason codes 0x10, 0x11). Every PUBLISH
+the broker delivers must be one the model expects (QoS downgraded to the subscription's,
 MQTT-3.8.4-8; the RETAIN flag per MQTT-3.3.1-8/-9 and Retain As Published; No Local; one copy per
-shared group), use a packet identifier not in use (MQTT-2.2.1-3), stay within the client's
-Receive Maximum (MQTT-3.3.4-9 v5) and Topic Alias Maximum (MQTT-3.1.2-26 v5), and be re-sent
-with DUP never (no reconnection here). At the end the client acknowledges everything and every
-expected message must have arrived (nothing lost, MQTT-4.3 / 4.5).
+shared group, and at v5 one per matching subscription), use a packet identifier not in use
+(MQTT-2.2.1-3), stay within the client's Receive Maximum (MQTT-3.3.4-9 v5) and Topic Alias Maximum
+(MQTT-3.1.2-26 v5), and be re-sent with DUP never (no reconnection here). At the end the client
+acknowledges everything and every expected message must have arrived (nothing lost, MQTT-4.3 / 4.5).
 """
 
 from __future__ import annotations
@@ -177,9 +177,8 @@ class Model:
         if k == "pub":
             return self.publish(act)
         if k == "pubrel":
-            found = act.a in self.awaiting_rel
             self.awaiting_rel.discard(act.a)
-            return [Pubrel(act.a)], [Pubcomp(act.a, 0 if found else self.rc(0x92))]
+            return [Pubrel(act.a)], [Pubcomp(act.a)]  # Success even if unknown, as Mosquitto
         if k == "ack":
             if not self.out:
                 return [], []
@@ -272,7 +271,7 @@ class Model:
             if out is not None and out.qos == 2:
                 out.released = True
                 return [Pubrec(pid)], [Pubrel(pid)]
-            return [Pubrec(pid)], [Pubrel(pid, self.rc(0x92))]
+            return [Pubrec(pid)], [Pubrel(pid)]  # Success even if unknown, as Mosquitto
         assert kind == "pubcomp"
         if out is not None and out.qos == 2 and out.released:
             del self.out[pid]

@@ -287,7 +287,7 @@ CASES = [
         "sub-id-0",
         "Subscription Identifier 0",
         lambda d, v, p: raw_subscribe(1, (p, 0), version=v, properties=props(b"\x0b\x00")),
-        PROTOCOL_ERROR,
+        MALFORMED,  # Mosquitto 2.0.11's code (the spec says Protocol Error; both close)
         v5_only=True,
     ),
     Case(  # MQTT-3.3.4-6 v5 (no reason code given)

@@ -95,8 +95,11 @@ class Broker:
         """
         session = self.sessions.get(client_id)
         if session is not None:
+            # A session that was to end with its connection (clean session 3.1.1, expiry 0 v5)
+            # ends with the connection taken over: MQTT-3.1.2-6 3.1.1 forbids reusing it.
+            ends = clean_start or session.expiry_interval == 0
             self._displace(session, clean_start)
-            if clean_start:
+            if ends:
                 self._end_session(session)
                 session = None
         present = session is not None

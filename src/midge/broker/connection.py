@@ -397,7 +397,10 @@ class Connection:
             # MQTT-3.1.3-7/-8: a v3.1.1 client with no id must ask for a clean session; MQTT 3.1
             # requires an id; v5 may always be given one (MQTT-3.1.3-6 v5).
             if version == 3 or (version == 4 and not p.clean_start) or not allow:
-                self._refuse(Reason.CLIENT_IDENTIFIER_NOT_VALID, "empty client id not allowed")
+                # v5 refused by allow_zero_length_clientid: 0x80, the code Mosquitto sends
+                # (0x85 would fit too, MQTT-3.1.3-8 v5 says MAY).
+                reason = Reason.UNSPECIFIED_ERROR if v5 else Reason.CLIENT_IDENTIFIER_NOT_VALID
+                self._refuse(reason, "empty client id not allowed")
                 return
             prefix = listener.auto_id_prefix
             if prefix is None:
@@ -634,7 +637,9 @@ class Connection:
         refused = self.broker.stats.refused
         refused[reason] = refused.get(reason, 0) + 1
         if self.version == MQTT5:
-            self._send(Connack(False, reason))
+            # Maximum QoS even on a refusal, as Mosquitto (the one property it always sends).
+            props: Properties = {Prop.MAXIMUM_QOS: self.max_qos} if self.max_qos != 2 else {}
+            self._send(Connack(False, reason, props))
         elif reason in V5_TO_V3_CONNACK:
             self._send(Connack(False, V5_TO_V3_CONNACK[reason]))
         # else: v3 has no return code for it; like Mosquitto, close without CONNACK.
@@ -818,20 +823,20 @@ class Connection:
         if p.reason_code >= 0x80:
             session.rejected(p.packet_id)
             session.pump(self.broker.scheduler.wall())
-        elif session.received(p.packet_id):
+        else:
             # Recorded as released before PUBREL goes: after a crash the broker must re-send
             # PUBREL, never the PUBLISH the client may already have completed (exactly once).
+            # An unknown packet id is answered Success too, as Mosquitto does (0x92 would fit).
+            session.received(p.packet_id)
             self._ack(Pubrel(p.packet_id))
-        else:
-            self._ack(Pubrel(p.packet_id, Reason.PACKET_IDENTIFIER_NOT_FOUND))
 
     def _on_pubrel(self, p: Pubrel) -> None:
         session = self.session
         assert session is not None
-        if session.qos2_released(p.packet_id):
-            self._ack(Pubcomp(p.packet_id))
-        else:
-            self._ack(Pubcomp(p.packet_id, Reason.PACKET_IDENTIFIER_NOT_FOUND))
+        # Success also for an unknown packet id (a PUBREL re-sent after a reconnect), as
+        # Mosquitto does, where 0x92 (Packet Identifier not found) would fit too.
+        session.qos2_released(p.packet_id)
+        self._ack(Pubcomp(p.packet_id))
 
     def _on_pubcomp(self, p: Pubcomp) -> None:
         session = self.session

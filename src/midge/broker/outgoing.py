@@ -190,11 +190,12 @@ class Outgoing(Sink):
                     # Onward delivery has started: a re-send is not expired (MQTT-4.3.3-7 v5).
                     expiry = 1
             if expiry >= 0 or sub_ids:
-                props = dict(props)
+                # Mosquitto's order: Subscription Identifiers, the message's properties as
+                # published, the Message Expiry Interval left.
+                props = {Prop.SUBSCRIPTION_IDENTIFIER: list(sub_ids)} if sub_ids else {}
+                props.update(message.properties)
                 if expiry >= 0:
                     props[Prop.MESSAGE_EXPIRY_INTERVAL] = expiry
-                if sub_ids:
-                    props[Prop.SUBSCRIPTION_IDENTIFIER] = list(sub_ids)
             if cache is not None:
                 key = (5, qos, retain, sub_ids, expiry)
             if self.alias_max:

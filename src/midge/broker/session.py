@@ -299,8 +299,10 @@ class Session:
         ``size`` bytes more (max_queued_messages / max_queued_bytes, 0: no limit); if so, the
         message is dropped and counted (Mosquitto's policy: a full queue drops the new one)."""
         if (self.max_queued and queued >= self.max_queued) or (
-            self.max_queued_bytes and queued_bytes + size > self.max_queued_bytes
+            self.max_queued_bytes and queued_bytes >= self.max_queued_bytes
         ):
+            # Bytes are queued until the limit is exceeded (the message that crosses it is
+            # kept), as mosquitto.conf(5) says and Mosquitto does.
             self.dropped += 1
             stats = self.stats
             if stats is not None:

@@ -23,6 +23,11 @@ T = TypeVar("T")
 #: Entries kept in the exact-topic match cache before the oldest are dropped.
 CACHE_SIZE: Final = 4096
 
+# What a retained-search task does (:func:`_search`).
+_SEARCH: Final = 0
+_VALUE: Final = 1
+_SUBTREE: Final = 2
+
 
 class SharedGroup:
     """``$share/{name}/{filter}``: each message goes to one member, in turn (MQTT-4.8.2 v5)."""
@@ -264,38 +269,12 @@ class RetainedTree:
             del path[depth - 1].children[levels[depth - 1]]
 
     def match(self, topic_filter: str) -> Iterator[Message]:
-        """Retained messages whose topic matches ``topic_filter`` (not a shared filter)."""
-        levels = topic_filter.split("/")
-        last = len(levels)
-        stack: list[tuple[_RNode[Message], int]] = [(self._root, 0)]
-        while stack:
-            node, i = stack.pop()
-            if i == last:
-                if node.value is not None:
-                    yield node.value
-                continue
-            level = levels[i]
-            if level == "#":
-                # Everything at and below this node; skip $-topics at the root (MQTT-4.7.2-1).
-                if node.value is not None and i > 0:
-                    yield node.value
-                todo = [
-                    c for name, c in node.children.items() if not (i == 0 and name.startswith("$"))
-                ]
-                while todo:
-                    n = todo.pop()
-                    if n.value is not None:
-                        yield n.value
-                    todo.extend(n.children.values())
-            elif level == "+":
-                for name, child in node.children.items():
-                    if i == 0 and name.startswith("$"):
-                        continue
-                    stack.append((child, i + 1))
-            else:
-                exact = node.children.get(level)
-                if exact is not None:
-                    stack.append((exact, i + 1))
+        """Retained messages whose topic matches ``topic_filter`` (not a shared filter), in
+        Mosquitto's order: topics in the order they were first retained, each before the topics
+        below it, except that the ``a`` of ``a/#`` comes after everything below it."""
+        out: list[Message] = []
+        _search_retained(self._root, topic_filter.split("/"), out)
+        return iter(out)
 
     def all(self) -> Iterator[Message]:
         todo: list[_RNode[Message]] = [self._root]
@@ -304,3 +283,46 @@ class RetainedTree:
             if n.value is not None:
                 yield n.value
             todo.extend(n.children.values())
+
+
+def _search_retained(root: _RNode[Message], levels: list[str], out: list[Message]) -> None:
+    """Append the retained messages matching the filter ``levels`` to ``out``, in Mosquitto's
+    order, without recursion: a stack of (node, level, what) tasks pushed in reverse of their
+    order; ``what`` is _SEARCH (match ``levels[i:]`` below the node), _VALUE (its message) or
+    _SUBTREE (its message, then everything below it)."""
+    n = len(levels)
+    stack: list[tuple[_RNode[Message], int, int]] = [(root, 0, _SEARCH)]
+    while stack:
+        node, i, what = stack.pop()
+        if what == _VALUE:
+            if node.value is not None:
+                out.append(node.value)
+            continue
+        if what == _SUBTREE:
+            if node.value is not None:
+                out.append(node.value)
+            stack.extend((c, i, _SUBTREE) for c in reversed(node.children.values()))
+            continue
+        level = levels[i]
+        if level == "#":
+            # Everything below; $-topics are skipped at the root (MQTT-4.7.2-1).
+            stack.extend(
+                (c, i, _SUBTREE)
+                for name, c in reversed(node.children.items())
+                if not (i == 0 and name.startswith("$"))
+            )
+            continue
+        if level == "+":
+            children = [c for m, c in node.children.items() if not (i == 0 and m.startswith("$"))]
+        else:
+            exact = node.children.get(level)
+            children = [] if exact is None else [exact]
+        more = i + 1 < n
+        for child in reversed(children):
+            if more:
+                # "a/#" also matches "a" (MQTT-4.7.1-2), after what is below it.
+                if levels[i + 1] == "#":
+                    stack.append((child, i, _VALUE))
+                stack.append((child, i + 1, _SEARCH))
+            else:
+                stack.append((child, i, _VALUE))

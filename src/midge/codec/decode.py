@@ -219,7 +219,8 @@ def decode_properties(buf: bytes, pos: int, end: int, where: int) -> tuple[Prope
             value = (name, val)
         if pid in _REPEATABLE:
             if pid == _SUB_ID and value == 0:
-                raise ProtocolError("Subscription Identifier 0 (MQTT 5.0 section 3.8.2.1.2)")
+                # A Protocol Error by section 3.8.2.1.2; 0x81 is the code Mosquitto sends.
+                raise MalformedPacket("Subscription Identifier 0 (MQTT 5.0 section 3.8.2.1.2)")
             existing = props.get(pid)
             if existing is None:
                 props[pid] = [value]

@@ -434,8 +434,9 @@ _SESSIONS = (
         "max_queued_bytes",
         GLOBAL,
         INT,
-        "Payload bytes queued per client beyond those in flight; 0 = no maximum. Bounds the same "
-        "two queues as `max_queued_messages`, each apart; the first limit reached drops.",
+        "Payload bytes queued per client beyond those in flight, until the limit is exceeded "
+        "(the message that crosses it is still queued); 0 = no maximum. Bounds the same two "
+        "queues as `max_queued_messages`, each apart; the first limit reached drops.",
         "sessions",
         default=0,
         check=checks.negative_is(0),
