@@ -360,7 +360,7 @@ frontend v2
     bind 127.0.0.1:{ports["v2"]}
     default_backend v2
 backend v2
-    server midge 127.0.0.1:{proxied.v2} send-proxy-v2
+    server midge 127.0.0.1:{proxied.v2} send-proxy-v2 check inter 300ms
 frontend tls
     bind 127.0.0.1:{ports["tls"]} ssl crt {pem} verify required ca-file {pki.cafile}
     default_backend tls
@@ -446,3 +446,26 @@ def test_through_haproxy(
     for client in clients:
         client.disconnect()
         client.loop_stop()
+
+
+def test_the_docs_example(tmp_path: Path) -> None:
+    """docs/proxy.md's runnable example: its midge.conf parses as meant, HAProxy accepts its
+    haproxy.cfg (``haproxy -c``)."""
+    text = (Path(__file__).parent.parent / "docs" / "proxy.md").read_text()
+    example = text.split("## A runnable example", 1)[1]
+    blocks = example.split("```")[1::2]
+    conf = parse_mosquitto_conf(blocks[0], "midge.conf")
+    (lst,) = conf.listeners
+    assert (lst.port, lst.host, lst.enable_proxy_protocol) == (1884, "127.0.0.1", 2)
+    assert "send-proxy-v2" in blocks[1] and "127.0.0.1:1884" in blocks[1]
+    toml = next(b for b in blocks if b.startswith("toml"))
+    assert parse_toml(toml[4:], "m.toml").listeners[0].enable_proxy_protocol == 2
+    for block in blocks[2:]:
+        if block.startswith("\nlistener"):
+            parse_mosquitto_conf(block, "midge.conf")  # the TLS variants parse too
+    if HAPROXY is None:
+        pytest.skip("haproxy is not installed (make debs installs it)")
+    cfg = tmp_path / "haproxy.cfg"
+    cfg.write_text(blocks[1])
+    check = subprocess.run([HAPROXY, "-c", "-f", str(cfg)], capture_output=True, timeout=30)
+    assert check.returncode == 0, check.stderr + check.stdout
