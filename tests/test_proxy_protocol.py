@@ -179,6 +179,9 @@ def test_headers_built_by_the_test(proxied: Proxied, caplog: pytest.LogCaptureFi
     c.connect5("v2-tcp6")
     assert seen("v2-tcp6")[0] == "2001:db8::9:7"
     c.close()
+    # Left waiting for the rest of its header: the broker stops (fixture) with it pending.
+    pending = proxied.raw(proxied.v1)
+    pending.send_raw(b"PROXY TCP4 192.0.2.")
 
 
 def _connect_bytes(client_id: str, version: int) -> bytes:

@@ -336,7 +336,6 @@ class ProxyServer:
         self.timeout = timeout
         self.handoff = handoff
         self._listening: list[socket.socket] = []
-        self._tasks: set[asyncio.Task[None]] = set()
         self._pending: dict[asyncio.Task[None], socket.socket] = {}
 
     @property
@@ -350,18 +349,21 @@ class ProxyServer:
             sock.setblocking(False)
             sock.listen(4096)
             self._listening.append(sock)
-            task = loop.create_task(self._accept(sock))
-            self._tasks.add(task)
+            loop.add_reader(sock.fileno(), self._accept, loop, sock)
 
-    async def _accept(self, listening: socket.socket) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
+    def _accept(self, loop: asyncio.AbstractEventLoop, listening: socket.socket) -> None:
+        """The listening socket is readable: accept what is waiting (a bounded batch)."""
+        for _ in range(64):
             try:
-                sock, _ = await loop.sock_accept(listening)
-            except OSError as exc:  # EMFILE and the like: wait a little, as asyncio does
+                sock, _ = listening.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # EMFILE and the like: pause a little, as asyncio does
                 log.warning("accepting on a PROXY protocol listener: %s", exc)
-                await asyncio.sleep(0.1)
-                continue
+                fd = listening.fileno()
+                loop.remove_reader(fd)
+                loop.call_later(0.1, self._resume, loop, listening)
+                return
             if len(self._pending) >= MAX_PENDING:
                 _refuse(sock, "too many connections waiting for their PROXY header")
                 continue
@@ -369,6 +371,10 @@ class ProxyServer:
             task = loop.create_task(self._header(sock))
             self._pending[task] = sock
             task.add_done_callback(self._done)
+
+    def _resume(self, loop: asyncio.AbstractEventLoop, listening: socket.socket) -> None:
+        if listening in self._listening:
+            loop.add_reader(listening.fileno(), self._accept, loop, listening)
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._pending.pop(task, None)
@@ -386,25 +392,27 @@ class ProxyServer:
         except OSError as exc:
             _refuse(sock, f"reading the PROXY header: {exc}")
             return
+        except asyncio.CancelledError:  # the listener closes
+            sock.close()
+            raise
+        # From here the socket is the transport's (closed by it, also when cancelled).
         await self.handoff(sock, origin)
 
     def close(self) -> None:
-        for task in self._tasks:
+        for task in list(self._pending):
             task.cancel()
-        for task, sock in list(self._pending.items()):
-            task.cancel()
-            with contextlib.suppress(OSError):
+        if self._listening:
+            loop = asyncio.get_running_loop()
+            for sock in self._listening:
+                loop.remove_reader(sock.fileno())
                 sock.close()
-        for sock in self._listening:
-            sock.close()
-        self._listening.clear()
+            self._listening.clear()
         self.inner.close()
 
     async def wait_closed(self) -> None:
-        tasks = list(self._tasks) + list(self._pending)
+        tasks = list(self._pending)
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
-        self._tasks.clear()
         await self.inner.wait_closed()
 
 
