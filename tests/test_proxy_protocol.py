@@ -136,8 +136,11 @@ def test_headers_built_by_the_test(proxied: Proxied, caplog: pytest.LogCaptureFi
     caplog.set_level(logging.INFO)
     seen = proxied.recorder.wait
     # v1 TCP4: the address is the header's, in the log line and for the plugins.
+    # Split across segments, the CR and the LF in different ones.
     c = proxied.raw(proxied.v1)
-    c.send_raw(b"PROXY TCP4 192.0.2.5 127.0.0.1 6275 1883\r\n")
+    for part in (b"PROXY TCP4 192.0", b".2.5 127.0.0.1 6275 1883\r", b"\n"):
+        c.send_raw(part)
+        time.sleep(0.02)
     c.connect5("v1-tcp4")
     assert seen("v1-tcp4")[0] == "192.0.2.5:6275"
     assert _connected_from(caplog, "v1-tcp4") == "192.0.2.5:6275"

@@ -265,6 +265,8 @@ async def listen(
                 )
                 sock.close()
                 return
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("PROXY header from %s: %r", peer_of(sock), origin)
             try:
                 await loop.connect_accepted_socket(
                     lambda: MQTTProtocol(broker, config, state, turn, origin),
