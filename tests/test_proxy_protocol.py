@@ -475,3 +475,45 @@ def test_the_docs_example(tmp_path: Path) -> None:
     cfg.write_text(blocks[1])
     check = subprocess.run([HAPROXY, "-c", "-f", str(cfg)], capture_output=True, timeout=30)
     assert check.returncode == 0, check.stderr + check.stdout
+
+
+def test_acl_pattern_and_unix_socket(
+    make_broker: Callable[..., Any], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The ACL file's ``%u`` is the CN the proxy's header names; a Unix socket listener takes
+    the header too (v2 AF_UNIX gives the client's socket path as its address)."""
+    caplog.set_level(logging.INFO)
+    acl = tmp_path / "acl"
+    acl.write_text("pattern readwrite devices/%u/#\n")
+    path = str(tmp_path / "proxied.sock")
+    running = make_broker(
+        acl_file=str(acl),
+        allow_anonymous=True,
+        listeners=[
+            ListenerConfig(
+                port=0,
+                host="127.0.0.1",
+                enable_proxy_protocol=2,
+                require_certificate=True,
+                use_identity_as_username=True,
+            ),
+            ListenerConfig(port=0, host=None, unix_socket_path=path, enable_proxy_protocol=2),
+        ],
+    )
+    c = RawClient("127.0.0.1", int(running.server.addresses[0][1]), version=5)
+    c.send_raw(v2(tlvs=ssl_tlv(0x07, 0, tlv(0x22, b"device-7"))))
+    c.connect5("acl-cn")
+    c.subscribe("devices/#", 0)
+    # Writing to another device's topics is denied (dropped); to its own, allowed and read back.
+    c.pub("devices/device-8/temp", b"no")
+    c.pub("devices/device-7/temp", b"yes")
+    (got,) = c.publishes(1)
+    assert (got.topic, got.payload) == ("devices/device-7/temp", b"yes")
+    c.no_publish()
+    c.close()
+    u = RawClient.unix(path, version=5)
+    client_path = b"/run/app/client.sock".ljust(108, b"\0") + bytes(108)
+    u.send_raw(v2(fam=0x31, addresses=client_path))
+    u.connect5("unix-proxied")
+    assert _connected_from(caplog, "unix-proxied") == "/run/app/client.sock"
+    u.close()
