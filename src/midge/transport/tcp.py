@@ -238,9 +238,10 @@ async def listen(
     if broker is not None:
         connect_timeout = broker.config.connect_timeout
 
-    def protocol() -> MQTTProtocol:
+    def protocol(origin: Origin | None = None) -> MQTTProtocol:
+        """A new connection's protocol; ``origin``: what its PROXY header said."""
         assert state.broker is not None  # set before the listener serves
-        return MQTTProtocol(state.broker, config, state, turn)
+        return MQTTProtocol(state.broker, config, state, turn, origin)
 
     context = tls.front if tls is not None else None
     handshake_timeout = connect_timeout if tls is not None else None
@@ -256,8 +257,6 @@ async def listen(
             return state.broker.config.connect_timeout if state.broker is not None else timeout
 
         async def handoff(sock: socket.socket, origin: Origin) -> None:
-            broker = state.broker
-            assert broker is not None
             why = refusal(config, origin)
             if why is not None:
                 (log.debug if origin.local else log.info)(
@@ -269,7 +268,7 @@ async def listen(
                 log.debug("PROXY header from %s: %r", peer_of(sock), origin)
             try:
                 await loop.connect_accepted_socket(
-                    lambda: MQTTProtocol(broker, config, state, turn, origin),
+                    lambda: protocol(origin),
                     sock,
                     ssl=context,
                     ssl_handshake_timeout=handshake_timeout,
