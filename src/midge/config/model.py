@@ -81,6 +81,9 @@ class ListenerConfig:
     # port 0, no host; the socket file is made at start and removed at stop (midge.transport.tcp).
     unix_socket_path: str | None = None
     bind_interface: str | None = None  # listen on this interface's addresses only (Linux)
+    # PROXY protocol (midge.transport.proxy): 0 none, 1 the v1 text header, 2 the v2 binary one.
+    enable_proxy_protocol: int = 0
+    proxy_protocol_v2_require_tls: bool = False  # the v2 header must say the client used TLS
     # Security (docs/security.md), set here only when per_listener_settings is true; None:
     # Config's value. allow_anonymous None means Mosquitto 2's default (see midge.auth.files).
     allow_anonymous: bool | None = None
@@ -319,9 +322,23 @@ def tls_problem(listener: ListenerConfig) -> tuple[str, str] | None:
             f"'{present}' without '{missing}': a TLS listener needs both its certificate "
             f"(certfile) and that certificate's private key (keyfile); add '{missing}'"
         )
+    proxy = listener.enable_proxy_protocol
+    if listener.proxy_protocol_v2_require_tls and proxy != 2:
+        return "proxy_protocol_v2_require_tls", (
+            "'proxy_protocol_v2_require_tls' needs 'enable_proxy_protocol 2' on the listener "
+            "(only the v2 header carries TLS information); add it, or remove this line"
+        )
+    if proxy == 2 and not listener.tls and listener.use_subject_as_username:
+        return "use_subject_as_username", (
+            "'use_subject_as_username' cannot be used with 'enable_proxy_protocol 2' when the "
+            "proxy terminates TLS: the PROXY header carries the certificate's CN only; use "
+            "'use_identity_as_username' (HAProxy's send-proxy-v2-ssl-cn)"
+        )
     if not listener.tls:
+        # With the v2 header, the proxy's TLS stands for the listener's own (Mosquitto 2.1).
+        proxied = ("require_certificate", "use_identity_as_username") if proxy == 2 else ()
         for name in TLS_OPTIONS:
-            if name in ("certfile", "keyfile") or not getattr(listener, name):
+            if name in ("certfile", "keyfile") or name in proxied or not getattr(listener, name):
                 continue
             return name, (
                 f"'{name}' has no effect on a listener without TLS: add certfile and keyfile "

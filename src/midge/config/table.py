@@ -206,6 +206,39 @@ _LISTENERS = (
         mosquitto="Same (Mosquitto 2.0 binds to the interface's address, not SO_BINDTODEVICE, so "
         "no privilege is needed); midge names the line of the problem.",
     ),
+    # -- issue 13 (i13-proxy): the PROXY protocol (docs/proxy.md)
+    Option(
+        "enable_proxy_protocol",
+        LISTENER,
+        INT,
+        "Every connection on this listener starts with HAProxy's PROXY protocol header, version "
+        "1 (text, HAProxy's `send-proxy`) or 2 (binary, `send-proxy-v2`); the client address it "
+        "gives is used for the limits, the logs and the authentication plugins. A connection "
+        "without a valid header within `connect_timeout` is closed and logged. On a TLS "
+        "listener the header comes before the TLS handshake (the proxy passes TLS through). With "
+        "2 and no `certfile`, the TLS the proxy terminated counts: `require_certificate` and "
+        "`use_identity_as_username` read the header's TLS fields (see docs/proxy.md). Only for "
+        "listeners that nothing but the proxy can reach.",
+        "listeners",
+        default=0,
+        default_doc="off",
+        once=True,
+        check=checks.int_range(1, 2),
+        syntax="`enable_proxy_protocol 1\\|2`",
+        mosquitto="Mosquitto 2.1's option (2.0 has none). Mosquitto refuses `certfile` with 2 and "
+        "closes v2 LOCAL connections; midge reads the header before its own TLS and treats "
+        "LOCAL as the spec says (docs/mosquitto.md).",
+    ),
+    Option(
+        "proxy_protocol_v2_require_tls",
+        LISTENER,
+        BOOL,
+        "With `enable_proxy_protocol 2`: refuse a connection whose PROXY header does not say "
+        "the client used TLS to the proxy (HAProxy's `send-proxy-v2-ssl`).",
+        "listeners",
+        default=False,
+        mosquitto="Mosquitto 2.1's option, the same.",
+    ),
 )
 
 _TLS = (

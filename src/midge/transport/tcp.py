@@ -13,14 +13,17 @@ import contextlib
 import logging
 import os
 import socket
+import ssl
 import stat
 import time
+from collections.abc import Callable
 from typing import cast
 
 from midge.broker.broker import Broker
 from midge.broker.connection import Connection
 from midge.codec.reasons import Reason
 from midge.config import ListenerConfig
+from midge.transport.proxy import Origin, ProxyServer, peer_of, refusal
 from midge.transport.tls import ServerTls, peer_username
 from midge.transport.writer import CoalescingTransport, TurnWrites
 
@@ -31,7 +34,7 @@ class MQTTProtocol(asyncio.Protocol):
     """One accepted socket: counts it, sets it up, and hands the transport to a Connection
     (``set_protocol``), which gets every later event directly. A refused socket is aborted here."""
 
-    __slots__ = ("broker", "listener", "listening", "writes")
+    __slots__ = ("broker", "listener", "listening", "origin", "writes")
 
     def __init__(
         self,
@@ -39,11 +42,14 @@ class MQTTProtocol(asyncio.Protocol):
         listener: ListenerConfig,
         listening: ListenerState,
         writes: TurnWrites,
+        origin: Origin | None = None,
     ) -> None:
         self.broker = broker
         self.listener = listener
         self.listening = listening
         self.writes = writes
+        #: What the PROXY header said (midge.transport.proxy), on such a listener.
+        self.origin = origin
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         tr = cast(asyncio.Transport, transport)
@@ -52,15 +58,13 @@ class MQTTProtocol(asyncio.Protocol):
             tr.abort()
             return
         limits = self.listening.limits
-        peername = tr.get_extra_info("peername")
+        host, peer = client_address(tr, self.listener, self.origin)
         refuse = 0
         limit = self.listener.max_connections
         if (limit >= 0 and self.listening.active >= limit) or limits.full():
             refuse = Reason.QUOTA_EXCEEDED
             broker.stats.limited_connections += 1
-        elif limits.rate and not limits.admit(
-            peername[0] if peername and not isinstance(peername, str) else "?"
-        ):
+        elif limits.rate and not limits.admit(host):
             refuse = Reason.CONNECTION_RATE_EXCEEDED
             broker.stats.limited_connection_rate += 1
         if refuse:
@@ -75,14 +79,15 @@ class MQTTProtocol(asyncio.Protocol):
         if sock is not None and self.broker.config.set_tcp_nodelay:
             with contextlib.suppress(OSError):  # not a TCP socket
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        if self.listener.unix_socket_path is not None:
-            peer = "unix-socket"  # as Mosquitto names such a client's address
-        else:
-            peer = f"{peername[0]}:{peername[1]}" if peername else "?"
         conn = Connection(broker, CoalescingTransport(tr, self.writes), self.listener, peer)
         listener = self.listener
         if listener.use_identity_as_username or listener.use_subject_as_username:
-            conn.cert_username = peer_username(tr, listener)
+            origin = self.origin
+            if listener.tls or origin is None:
+                conn.cert_username = peer_username(tr, listener)
+            elif origin.cert_verified:
+                # The proxy terminated the TLS: its v2 header names the certificate's CN.
+                conn.cert_username = origin.common_name
         if refuse:
             # Told why at CONNECT (v5 0x97 / 0x9F, v3 "server unavailable"), then closed.
             conn.refuse_at_connect(refuse, REFUSE_TIMEOUT)
@@ -99,6 +104,24 @@ class MQTTProtocol(asyncio.Protocol):
 
     def _refused(self) -> None:
         self.listening.limits.refusing -= 1
+
+
+def client_address(
+    transport: asyncio.BaseTransport, listener: ListenerConfig, origin: Origin | None
+) -> tuple[str, str]:
+    """The one place a client's address comes from: (host, ``host:port``), the host for the
+    per-address limits and the whole for the log lines and the authentication plugins' ``peer``.
+
+    The PROXY header's address when the listener has one (``origin``), else the socket's own; a
+    Unix socket's client is ``unix-socket``, as Mosquitto names it."""
+    if origin is not None and origin.host is not None:
+        return origin.host, origin.peer or origin.host
+    if listener.unix_socket_path is not None:
+        return "unix-socket", "unix-socket"
+    peername = transport.get_extra_info("peername")
+    if not peername or isinstance(peername, str):
+        return "?", "?"
+    return str(peername[0]), f"{peername[0]}:{peername[1]}"
 
 
 #: Seconds a refused client has to send its CONNECT (and be told why) before it is closed.
@@ -151,7 +174,7 @@ class ListenerState:
         self.config = config
         self.active = 0
         self.limits = limits if limits is not None else ConnectionLimits()
-        self.server: asyncio.Server | None = None
+        self.server: asyncio.Server | ProxyServer | None = None
         self.broker: Broker | None = None
         self.unix_socket: tuple[int, int] | None = None
 
@@ -215,24 +238,87 @@ async def listen(
     if broker is not None:
         connect_timeout = broker.config.connect_timeout
 
-    def protocol() -> MQTTProtocol:
+    def protocol(origin: Origin | None = None) -> MQTTProtocol:
+        """A new connection's protocol; ``origin``: what its PROXY header said."""
         assert state.broker is not None  # set before the listener serves
-        return MQTTProtocol(state.broker, config, state, turn)
+        return MQTTProtocol(state.broker, config, state, turn, origin)
 
     context = tls.front if tls is not None else None
     handshake_timeout = connect_timeout if tls is not None else None
     # A closed TLS connection waits this long for the client's close_notify (writer.LINGER).
     shutdown_timeout = turn.linger if tls is not None else None
+    if config.enable_proxy_protocol:
+        # asyncio binds the sockets but does not accept: ProxyServer accepts, reads the PROXY
+        # header, and only then makes the transport (TLS after the header).
+        inner = await _bind(config, protocol, reuse_port, None, None, None, state)
+        timeout = connect_timeout if connect_timeout is not None else 10.0
+
+        def header_timeout() -> float:
+            return state.broker.config.connect_timeout if state.broker is not None else timeout
+
+        async def handoff(sock: socket.socket, origin: Origin) -> None:
+            why = refusal(config, origin)
+            if why is not None:
+                (log.debug if origin.local else log.info)(
+                    "connection from %s refused: %s", origin.peer or peer_of(sock), why
+                )
+                sock.close()
+                return
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("PROXY header from %s: %r", peer_of(sock), origin)
+            try:
+                await loop.connect_accepted_socket(
+                    lambda: protocol(origin),
+                    sock,
+                    ssl=context,
+                    ssl_handshake_timeout=handshake_timeout,
+                    ssl_shutdown_timeout=shutdown_timeout,
+                )
+            except (OSError, ssl.SSLError, TimeoutError) as exc:  # a failed TLS handshake
+                log.debug("connection from %s: %s", origin.peer or "?", exc)
+                with contextlib.suppress(OSError):
+                    sock.close()
+
+        state.server = ProxyServer(inner, config.enable_proxy_protocol, header_timeout, handoff)
+        if broker is not None:
+            await state.server.start_serving()
+        return state
+    state.server = await _bind(
+        config,
+        protocol,
+        reuse_port,
+        context,
+        handshake_timeout,
+        shutdown_timeout,
+        state,
+        start_serving=broker is not None,
+    )
+    return state
+
+
+async def _bind(
+    config: ListenerConfig,
+    protocol: Callable[[], asyncio.Protocol],
+    reuse_port: bool,
+    context: ssl.SSLContext | None,
+    handshake_timeout: float | None,
+    shutdown_timeout: float | None,
+    state: ListenerState,
+    start_serving: bool = False,
+) -> asyncio.Server:
+    """The listener's asyncio server: its sockets bound (a Unix socket, an interface's
+    addresses, or the listener's address), serving at once if ``start_serving``."""
+    loop = asyncio.get_running_loop()
     if config.unix_socket_path is not None:
         sock = _unix_socket(config)
         st = os.stat(config.unix_socket_path)
         state.unix_socket = (st.st_dev, st.st_ino)
         try:
-            state.server = await loop.create_unix_server(
+            return await loop.create_unix_server(
                 protocol,
                 sock=sock,
                 backlog=4096,
-                start_serving=broker is not None,
+                start_serving=start_serving,
                 ssl=context,
                 ssl_handshake_timeout=handshake_timeout,
                 ssl_shutdown_timeout=shutdown_timeout,
@@ -241,7 +327,6 @@ async def listen(
             sock.close()
             state.remove_socket_file()
             raise
-        return state
     host: str | list[str] | None = config.host or None
     if config.bind_interface is not None:
         from midge.transport.interfaces import interface_hosts
@@ -253,7 +338,7 @@ async def listen(
         family = socket.AF_INET
     elif domain == "ipv6":
         family = socket.AF_INET6
-    state.server = await loop.create_server(
+    return await loop.create_server(
         protocol,
         host=host,
         port=config.port,
@@ -261,9 +346,8 @@ async def listen(
         reuse_address=True,
         reuse_port=reuse_port or None,
         backlog=4096,
-        start_serving=broker is not None,
+        start_serving=start_serving,
         ssl=context,
         ssl_handshake_timeout=handshake_timeout,
         ssl_shutdown_timeout=shutdown_timeout,
     )
-    return state
