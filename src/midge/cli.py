@@ -214,13 +214,13 @@ async def _serve(config: Config) -> int:
             print(f"midge: error: cannot write pid_file {config.pid_file}: {exc}", file=sys.stderr)
             await server.stop()
             return 1
-    for address in server.addresses:
+    for address, protocol in zip(server.addresses, server.protocols, strict=True):
         if len(address) == 1:  # a Unix socket listener: its path
-            print(f"midge: listening on unix socket {address[0]} (mqtt)", flush=True)
+            print(f"midge: listening on unix socket {address[0]} ({protocol})", flush=True)
             continue
         host, port = address[0], address[1]
         shown = f"[{host}]" if ":" in host else host
-        print(f"midge: listening on {shown}:{port} (mqtt)", flush=True)
+        print(f"midge: listening on {shown}:{port} ({protocol})", flush=True)
     log.info("%s running", describe())
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
