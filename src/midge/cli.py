@@ -33,6 +33,7 @@ from midge.config import (
     load_config,
 )
 from midge.gctune import GcTuner
+from midge.observe import ctl
 from midge.server import Server
 from midge.store.base import StoreError
 from midge.transport.tls import make_context
@@ -92,6 +93,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     bench_cli.add_parser(sub)
     scram_cli.add_parser(sub)
+    ctl.add_parser(sub)
     return parser
 
 
@@ -112,6 +114,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return bench_cli.run(args)
     if args.command == "scram":
         return scram_cli.run(args)
+    if args.command == "ctl":
+        return ctl.run(args)
     parser.print_help()
     return 0
 

@@ -17,7 +17,7 @@ import logging
 import os
 import resource
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from midge.auth.base import AuthChain, Authenticator, Capability
 from midge.auth.files import FileAuthenticator, anonymous_notices, build_authenticator
@@ -31,6 +31,9 @@ from midge.transport.clock import LoopClock
 from midge.transport.tcp import ConnectionLimits, ListenerState, listen
 from midge.transport.tls import ServerTls
 from midge.transport.writer import TurnWrites
+
+if TYPE_CHECKING:
+    from midge.observe.http import HttpListeners
 
 log = logging.getLogger("midge.server")
 
@@ -82,7 +85,7 @@ class Server:
         #: The protocol of each address of :attr:`addresses` ("mqtt" or "http").
         self.protocols: list[str] = []
         #: The ``protocol http`` listeners (midge.observe.http), None when there are none.
-        self.http: Any = None
+        self.http: HttpListeners | None = None
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()

@@ -301,10 +301,7 @@ class Broker:
                 self.store.retained_changed(message)
         if self.router is not None:
             return self.router.publish(message)
-        if self.route(message):
-            return True
-        self.stats.no_subscribers += 1
-        return False
+        return self.route(message)
 
     def delete_retained(self, topic: str) -> bool:
         """Clear the retained message of ``topic`` (the admin API) without routing anything, as

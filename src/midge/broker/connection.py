@@ -774,11 +774,14 @@ class Connection:
                 # topic gets PUBREC before the copy: what routing writes to this client waits
                 # for the PUBREC (see _ack).
                 self.out.hold()
-                self.broker.publish(message)
-            elif not self.broker.publish(message) and qos:
-                # v5 0x10 as Mosquitto: no subscription matches (a read-denied one still does).
-                # For QoS 2 Mosquitto cannot know yet at PUBREC, which is always Success.
-                reason = Reason.NO_MATCHING_SUBSCRIBERS
+                if not self.broker.publish(message):
+                    self.broker.stats.no_subscribers += 1
+            elif not self.broker.publish(message):
+                self.broker.stats.no_subscribers += 1
+                if qos:
+                    # v5 0x10 as Mosquitto: no subscription matches (a read-denied one still
+                    # does). For QoS 2 Mosquitto cannot know yet at PUBREC: always Success.
+                    reason = Reason.NO_MATCHING_SUBSCRIBERS
         if qos == 1:
             self._ack(Puback(pid, reason if v5 else 0))
         elif qos == 2:

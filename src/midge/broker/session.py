@@ -148,7 +148,7 @@ class Stats:
         self.dropped_expired = 0
         self.dropped_too_large = 0
         self.dropped_memory = 0
-        #: Messages routed that matched no subscription (v5 reason 0x10).
+        #: PUBLISHes from clients that matched no subscription (v5 reason 0x10).
         self.no_subscribers = 0
 
 

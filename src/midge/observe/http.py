@@ -433,11 +433,11 @@ class HttpListeners:
     def add(self, sock: socket.socket, ssl_context: Any) -> None:
         self.sockets.append((sock, ssl_context))
 
-    async def start(self, server: Server) -> None:
+    async def start(self, server: Server, memory: MemoryProbe | None = None) -> None:
         if not self.sockets:
             return
         runner = self.runner = web.AppRunner(
-            make_app(server), access_log=None, handle_signals=False
+            make_app(server, memory), access_log=None, handle_signals=False
         )
         await runner.setup()
         for sock, ssl_context in self.sockets:
