@@ -23,6 +23,7 @@ import binascii
 import hmac
 import json
 import logging
+import re
 import socket
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -36,10 +37,10 @@ from midge.broker.model import Message
 from midge.broker.systree import MemoryProbe
 from midge.codec.packets import PacketType
 from midge.codec.reasons import REASONS_BY_PACKET
-from midge.codec.topics import split_shared, validate_topic_filter, validate_topic_name
+from midge.codec.topics import validate_topic_filter, validate_topic_name
 from midge.config import ConfigError, ListenerConfig
 from midge.observe.metrics import BrokerCollector
-from midge.observe.openapi import document
+from midge.observe.openapi import MAX_OFFSET, document
 
 if TYPE_CHECKING:
     from midge.broker.session import Session
@@ -53,6 +54,8 @@ OPEN = frozenset({"/metrics", "/api/health", "/api/ready", "/api/openapi.json"})
 DETAIL_LIMIT = 100
 #: The largest request body read (a PUBLISH's payload, base64).
 MAX_BODY = 1 << 20
+
+_SURROGATES = re.compile("[\ud800-\udfff]")
 
 SERVER_KEY = web.AppKey("server", object)
 
@@ -152,6 +155,18 @@ async def _json_body(request: web.Request, required: bool) -> dict[str, Any]:
     return body
 
 
+def _whole(value: Any) -> Any:
+    """A JSON number that is whole (``1.0`` is an integer in JSON Schema) as an int."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def _utf8(text: str) -> str:
+    """``text`` with its lone surrogates (JSON allows them, UTF-8 cannot carry them) as U+FFFD."""
+    return _SURROGATES.sub("\ufffd", text)
+
+
 class AdminApi:
     """The handlers, over one :class:`~midge.server.Server`."""
 
@@ -214,7 +229,7 @@ class AdminApi:
         state = request.query.get("state", "all")
         if state not in ("all", "connected", "disconnected"):
             raise BadRequest("state must be all, connected or disconnected")
-        offset = _int_param(request, "offset", 0, 0, 1 << 62)
+        offset = _int_param(request, "offset", 0, 0, MAX_OFFSET)
         limit = _int_param(request, "limit", 100, 1, 1000)
         chosen = []
         for client_id in sorted(broker.sessions):
@@ -276,7 +291,7 @@ class AdminApi:
     async def disconnect(self, request: web.Request) -> web.Response:
         broker = self.broker()
         body = await _json_body(request, required=False)
-        reason = body.get("reason_code", 0x98)
+        reason = _whole(body.get("reason_code", 0x98))
         allowed = REASONS_BY_PACKET[PacketType.DISCONNECT]
         if type(reason) is not int or reason < 0x80 or reason not in allowed:
             raise BadRequest("reason_code must be a DISCONNECT reason code of 0x80 or more")
@@ -308,9 +323,7 @@ class AdminApi:
             validate_topic_filter(flt)
         except Exception as exc:  # MalformedPacket / TopicFilterInvalid
             raise BadRequest(f"invalid filter: {exc}") from None
-        if split_shared(flt)[0] is not None:
-            raise BadRequest("a shared subscription filter is not a retained filter")
-        offset = _int_param(request, "offset", 0, 0, 1 << 62)
+        offset = _int_param(request, "offset", 0, 0, MAX_OFFSET)
         limit = _int_param(request, "limit", 100, 1, 1000)
         found = sorted(broker.retained.match(flt), key=lambda m: m.topic)
         items = [_retained(m) for m in found[offset : offset + limit]]
@@ -353,7 +366,7 @@ class AdminApi:
             raise BadRequest(f"invalid topic: {exc}") from None
         if topic.startswith("$"):
             raise BadRequest("topics starting with $ are the broker's own")
-        qos = body.get("qos", 0)
+        qos = _whole(body.get("qos", 0))
         retain = body.get("retain", False)
         if type(qos) is not int or qos not in (0, 1, 2):
             raise BadRequest("qos must be 0, 1 or 2")
@@ -371,14 +384,8 @@ class AdminApi:
             text = body.get("payload", "")
             if not isinstance(text, str):
                 raise BadRequest("payload must be a string")
-            try:
-                payload = text.encode("utf-8")
-            except UnicodeEncodeError:
-                raise BadRequest("payload is not valid UTF-8 text") from None
-        try:
-            topic.encode("utf-8")
-        except UnicodeEncodeError:
-            raise BadRequest("topic is not valid UTF-8 text") from None
+            payload = _utf8(text).encode("utf-8")
+        topic = _utf8(topic)
         matched = broker.publish(Message(topic, payload, qos, retain))
         return web.json_response({"matched": bool(matched)})
 

@@ -9,6 +9,20 @@ from __future__ import annotations
 from typing import Any
 
 from midge import __version__
+from midge.codec.packets import PacketType
+from midge.codec.reasons import REASONS_BY_PACKET
+
+#: A topic name: no wildcards (and, to publish, not one of the broker's own ``$`` topics).
+_TOPIC_NAME = "^[^+#]+$"
+_PUBLISH_TOPIC = "^[^+#$][^+#]*$"
+#: A topic filter: levels that are text or +, and # only as the last level.
+_LEVEL = "(?:[^+#/]*|\\+)"
+_FILTER = f"^(?:#|{_LEVEL}(?:/{_LEVEL})*(?:/#)?)$"
+_BASE64 = "^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
+#: The largest paging offset.
+MAX_OFFSET = 1 << 62
+#: What an operator may disconnect a client with (v5 DISCONNECT reason codes, 0x80 and above).
+DISCONNECT_REASONS = sorted(c for c in REASONS_BY_PACKET[PacketType.DISCONNECT] if c >= 0x80)
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -35,7 +49,7 @@ _PAGING = [
     {
         "name": "offset",
         "in": "query",
-        "schema": {"type": "integer", "minimum": 0, "default": 0},
+        "schema": {"type": "integer", "minimum": 0, "maximum": MAX_OFFSET, "default": 0},
         "description": "How many items to skip.",
     },
     {
@@ -49,7 +63,7 @@ _TOPIC = {
     "name": "topic",
     "in": "query",
     "required": True,
-    "schema": {"type": "string", "minLength": 1},
+    "schema": {"type": "string", "minLength": 1, "pattern": _TOPIC_NAME},
     "description": "A topic name (no wildcards).",
 }
 
@@ -151,9 +165,11 @@ _SCHEMAS: dict[str, Any] = {
     },
     "Disconnect": {
         "type": "object",
+        "additionalProperties": False,
         "properties": {
             "reason_code": {
                 "type": "integer",
+                "enum": DISCONNECT_REASONS,
                 "description": "The MQTT 5 DISCONNECT reason (0x80 or above); default 0x98 "
                 "Administrative action. v3 clients are just closed.",
                 "default": 152,
@@ -186,11 +202,23 @@ _SCHEMAS: dict[str, Any] = {
     "Publish": {
         "type": "object",
         "required": ["topic"],
+        "additionalProperties": False,
         "properties": {
-            "topic": {"type": "string", "minLength": 1},
-            "payload": {"type": "string", "description": "UTF-8 text.", "default": ""},
+            "topic": {
+                "type": "string",
+                "minLength": 1,
+                "pattern": _PUBLISH_TOPIC,
+                "description": "A topic name (lone surrogates, which JSON allows and UTF-8 "
+                "cannot carry, become U+FFFD).",
+            },
+            "payload": {
+                "type": "string",
+                "description": "UTF-8 text (lone surrogates become U+FFFD).",
+                "default": "",
+            },
             "payload_base64": {
                 "type": "string",
+                "pattern": _BASE64,
                 "description": "Binary payload, base64; instead of payload.",
             },
             "qos": {"type": "integer", "minimum": 0, "maximum": 2, "default": 0},
@@ -327,7 +355,12 @@ def document() -> dict[str, Any]:
                         {
                             "name": "filter",
                             "in": "query",
-                            "schema": {"type": "string", "default": "#"},
+                            "schema": {
+                                "type": "string",
+                                "default": "#",
+                                "minLength": 1,
+                                "pattern": _FILTER,
+                            },
                             "description": "A topic filter (default #: all but $SYS).",
                         },
                         *_PAGING,
