@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import ssl
 import subprocess
 import sys
 import time
@@ -410,3 +411,20 @@ def test_the_http_listener_in_both_configuration_formats(tmp_path: Path) -> None
     bad.write_text("admin_password_hash plain\n")
     with pytest.raises(ConfigError, match="invalid password hash"):
         parse_mosquitto_conf(bad.read_text(), str(bad))
+
+
+def test_an_https_listener(make_broker: Callable[..., RunningBroker], tmp_path: Path) -> None:
+    from tests.security.certs import Pki
+
+    pki = Pki(tmp_path)
+    https = ListenerConfig(
+        port=0, protocol="http", certfile=pki.server_cert, keyfile=pki.server_key
+    )
+    broker = start(make_broker, listeners=[ListenerConfig(port=0, host="127.0.0.1"), https])
+    url = http_url(broker).replace("http://", "https://")
+    answer = httpx.get(
+        url + "/api/clients", auth=AUTH, verify=ssl.create_default_context(cafile=pki.cafile)
+    )
+    assert answer.json()["total"] == 0
+    with pytest.raises(httpx.ConnectError):  # certificate from an unknown CA
+        httpx.get(url + "/api/health")
