@@ -428,3 +428,30 @@ def test_an_https_listener(make_broker: Callable[..., RunningBroker], tmp_path: 
     assert answer.json()["total"] == 0
     with pytest.raises(httpx.ConnectError):  # certificate from an unknown CA
         httpx.get(url + "/api/health")
+
+
+def test_midge_broker_with_workers_serves_http_from_worker_0(tmp_path: Path) -> None:
+    """The command line: the listener lines name the protocol; with --workers 2 only worker 0
+    binds the http listener, and serves readiness and /metrics there."""
+    from tests.procbroker import ProcBroker, free_port
+
+    conf = tmp_path / "m.conf"
+    http_port = free_port()
+    conf.write_text(
+        f"listener 0 127.0.0.1\nallow_anonymous true\nlistener {http_port}\nprotocol http\n"
+        f"admin_user admin\nadmin_password_hash {HASH}\n"
+    )
+    broker = ProcBroker(("-c", str(conf), "--workers", "2"), listeners=2, cwd=tmp_path)
+    try:
+        listeners = broker.wait_listening()
+        assert [(lst.host, lst.protocol) for lst in listeners] == [
+            ("127.0.0.1", "mqtt"),
+            ("127.0.0.1", "http"),
+        ]
+        assert listeners[1].port == http_port
+        url = f"http://127.0.0.1:{http_port}"
+        assert httpx.get(url + "/api/ready").json() == {"status": "ready"}
+        assert "midge_clients_connected" in httpx.get(url + "/metrics").text
+        assert broker.stop() == 0
+    finally:
+        broker.close()
