@@ -38,6 +38,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -148,6 +149,15 @@ ROWS = [
         variants=(1, 2),
     ),
     Row(
+        "observed",
+        "fan-in 10→1, QoS 0, 20k msg/s, midge without / with metrics enabled and the API "
+        "listening (/metrics scraped every second)",
+        ["fanin", "-n", "10", "--qos", "0", "--rate", "20000"],
+        "observed",
+        "CPU/delivery within 3 %",
+        only=("midge",),
+    ),
+    Row(
         "dur-online",
         "fan-in 10→1, QoS 1, 20k msg/s, persistent session online",
         ["fanin", "-n", "10", "--qos", "1", "--rate", "20000", "--persistent"],
@@ -223,6 +233,8 @@ class Broker:
         # Workers rows: midge's --workers N; and whether the broker is pinned to its CPU.
         self.workers: int | None = None
         self.pin = True
+        # The observed row: midge's `protocol http` listener's port (0: none).
+        self.http_port = 0
 
     def available(self) -> str | None:
         """None when the broker can run here, else why not."""
@@ -367,6 +379,10 @@ class Midge(Broker):
         ]
         if _midge_accepts("allow_anonymous true"):
             lines.insert(1, "allow_anonymous true")
+        if self.http_port:
+            # Metrics and the admin API (docs/operations.md), as an operator would run them.
+            lines += [f"listener {self.http_port} 127.0.0.1", "protocol http"]
+            lines += ["admin_user admin", f"admin_password_hash {BENCH_ADMIN_HASH}"]
         if self.durability is not None:
             if self.max_queued > 100_000:  # durability rows: the store's count goes to the log
                 lines.append("log_type information")
@@ -377,6 +393,13 @@ class Midge(Broker):
     def command(self, conf: Path, port: int) -> list[str]:
         argv = [self.python, "-m", "midge", "broker", "-c", str(conf)]
         return [*argv, "--workers", str(self.workers)] if self.workers else argv
+
+
+#: The observed row's admin password ("bench"), hashed as `midge passwd` does.
+BENCH_ADMIN_HASH = (
+    "$7$101$a7zavBLoRl2iXcbN$oZUiCwn8idAHFYsD+uEmlhKz58a12p/W3HpyAB/KehtaoLeBLZxSKWSZQYyzXb3U0p70i/"
+    "CfI10d1cEZQDMgvw=="
+)
 
 
 def _broker_env() -> dict[str, str]:
@@ -540,6 +563,12 @@ def run_all(
                             results["runs"].append(entry)
                             say(f"[{n}/{total}] {row.key} {entry['broker']}: {_brief(entry)}")
                         continue
+                    if row.kind == "observed":
+                        n += 1
+                        for entry in run_observed(broker, row, round_no, quick, workdir):
+                            results["runs"].append(entry)
+                            say(f"[{n}/{total}] {row.key} {entry['broker']}: {_brief(entry)}")
+                        continue
                     if row.kind in ("durable", "restore"):
                         n += 1
                         for entry in run_durable(broker, row, round_no, quick, workdir):
@@ -664,6 +693,101 @@ def run_workers(
             broker.pin = True
         entries.append(entry)
     return entries
+
+
+def run_observed(
+    broker: Broker, row: Row, round_no: int, quick: bool, workdir: Path
+) -> list[dict[str, Any]]:
+    """The observability row: midge as in the other rows, then with a `protocol http` listener
+    (metrics and the admin API) that a scraper (a thread here, standing in for Prometheus)
+    reads /metrics from every second during the run."""
+    if not isinstance(broker, Midge):
+        return []
+    warmup, duration = (0.5, 1.5) if quick else (2.0, 5.0)
+    args = list(row.quick_args if quick and row.quick_args else row.args)
+    entries: list[dict[str, Any]] = []
+    for observed in (False, True):
+        name = f"{broker.name}@observed" if observed else broker.name
+        entry: dict[str, Any] = {"row": row.key, "broker": name, "round": round_no}
+        broker.http_port = free_port() if observed else 0
+        scrapes: list[int] = []
+        stop = threading.Event()
+        try:
+            broker.start(workdir)
+            scraper = threading.Thread(
+                target=_scrape, args=(broker.http_port, stop, scrapes), daemon=True
+            )
+            if observed:
+                scraper.start()
+            try:
+                entry["result"] = bench(broker, args, warmup, duration)
+            finally:
+                stop.set()
+                if observed:
+                    scraper.join(5)
+                broker.stop()
+            if observed:
+                entry["scrapes"] = len(scrapes)
+                if not scrapes:
+                    entry["error"] = "no /metrics scrape succeeded"
+        except (RuntimeError, subprocess.TimeoutExpired, ValueError, OSError) as exc:
+            entry["error"] = str(exc)
+        finally:
+            broker.http_port = 0
+        entries.append(entry)
+    return entries
+
+
+def _scrape(port: int, stop: threading.Event, done: list[int]) -> None:
+    """GET /metrics every second until ``stop``; the size of each answer goes to ``done``."""
+    import urllib.request
+
+    while not stop.wait(1.0):
+        url = f"http://127.0.0.1:{port}/metrics"
+        with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=5) as resp:
+            done.append(len(resp.read()))
+
+
+def observed_section(
+    rows: list[Row], table: dict[str, Any], labels: dict[str, str], results: dict[str, Any]
+) -> list[str]:
+    """The observability row: midge without and with metrics and the admin API."""
+    out: list[str] = []
+    for row in (r for r in rows if r.kind == "observed"):
+        cells = table.get(row.key, {})
+        if not cells:
+            continue
+        out += [f"### Observability: {row.title(results['quick'])}", ""]
+        out.append(
+            "The same run twice: midge as in the rows above, then with a `protocol http` "
+            "listener (Prometheus `/metrics` and the admin API, docs/operations.md) scraped "
+            "every second. Target: the CPU per delivery within 3 %."
+        )
+        out.append("")
+        head = ["midge", "delivered/s", "CPU µs/delivery", "broker CPU %", "p50 µs", "p99 µs"]
+        out.append("| " + " | ".join(head) + " |")
+        out.append("|" + "---|" * len(head))
+        cpu: dict[bool, float | None] = {}
+        for name in sorted(cells, key=lambda n: ("@" in n, n)):
+            c = cells[name]
+            observed = name.endswith("@observed")
+            label = "metrics + API, scraped every second" if observed else "plain"
+            if not c["runs"]:
+                err = (c["errors"] or ["?"])[0]
+                out.append(f"| {label} | failed: {err} |" + " |" * (len(head) - 2))
+                continue
+            cpu[observed] = c["cpu_us"]
+            cols = [label, _f(c["delivered"]), _f(c["cpu_us"], ".2f"), _f(c["cpu_pct"], ".0f")]
+            cols += [_f(c["p50"]), _f(c["p99"])]
+            out.append("| " + " | ".join(cols) + " |")
+        plain, seen = cpu.get(False), cpu.get(True)
+        if plain and seen:
+            out += [
+                "",
+                f"CPU per delivery with metrics and the API: {100 * (seen / plain - 1):+.1f} %.",
+            ]
+        out.append("")
+    return out
 
 
 def workers_section(
@@ -1040,7 +1164,7 @@ def render(
         out.append("| scenario | target | midge | Mosquitto | met |")
         out.append("|---|---|---|---|---|")
         for row in rows:
-            if row.kind in ("durable", "restore", "workers"):
+            if row.kind in ("durable", "restore", "workers", "observed"):
                 continue
             cells = table.get(row.key, {})
             m = cells.get("midge", {})
@@ -1057,7 +1181,7 @@ def render(
     out.append("| " + " | ".join(head) + " |")
     out.append("|" + "---|" * len(head))
     for row in rows:
-        if row.kind in ("conns", "durable", "restore", "workers"):
+        if row.kind in ("conns", "durable", "restore", "workers", "observed"):
             continue
         cells = table.get(row.key, {})
         label = row.title(results["quick"])
@@ -1135,6 +1259,7 @@ def render(
         out.append("")
 
     out += workers_section(rows, table, labels, results)
+    out += observed_section(rows, table, labels, results)
     out += durability(rows, table, labels, results)
     if chart:
         out += ["![CPU per delivery and latency per scenario](performance.png)", ""]

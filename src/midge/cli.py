@@ -33,6 +33,7 @@ from midge.config import (
     load_config,
 )
 from midge.gctune import GcTuner
+from midge.observe import ctl
 from midge.server import Server
 from midge.store.base import StoreError
 from midge.transport.tls import make_context
@@ -92,6 +93,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     bench_cli.add_parser(sub)
     scram_cli.add_parser(sub)
+    ctl.add_parser(sub)
     return parser
 
 
@@ -112,6 +114,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return bench_cli.run(args)
     if args.command == "scram":
         return scram_cli.run(args)
+    if args.command == "ctl":
+        return ctl.run(args)
     parser.print_help()
     return 0
 
@@ -214,13 +218,13 @@ async def _serve(config: Config) -> int:
             print(f"midge: error: cannot write pid_file {config.pid_file}: {exc}", file=sys.stderr)
             await server.stop()
             return 1
-    for address in server.addresses:
+    for address, protocol in zip(server.addresses, server.protocols, strict=True):
         if len(address) == 1:  # a Unix socket listener: its path
-            print(f"midge: listening on unix socket {address[0]} (mqtt)", flush=True)
+            print(f"midge: listening on unix socket {address[0]} ({protocol})", flush=True)
             continue
         host, port = address[0], address[1]
         shown = f"[{host}]" if ":" in host else host
-        print(f"midge: listening on {shown}:{port} (mqtt)", flush=True)
+        print(f"midge: listening on {shown}:{port} ({protocol})", flush=True)
     log.info("%s running", describe())
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

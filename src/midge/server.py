@@ -17,20 +17,23 @@ import logging
 import os
 import resource
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from midge.auth.base import AuthChain, Authenticator, Capability
 from midge.auth.files import FileAuthenticator, anonymous_notices, build_authenticator
 from midge.broker.broker import Broker
 from midge.broker.systree import SysTree
 from midge.cluster.router import Router
-from midge.config import DEFAULT_DB_NAME, Config, ConfigError, resolve_listener
+from midge.config import DEFAULT_DB_NAME, Config, ConfigError, ListenerConfig, resolve_listener
 from midge.privileges import drop_privileges
 from midge.store.base import Store
 from midge.transport.clock import LoopClock
 from midge.transport.tcp import ConnectionLimits, ListenerState, listen
 from midge.transport.tls import ServerTls
 from midge.transport.writer import TurnWrites
+
+if TYPE_CHECKING:
+    from midge.observe.http import HttpListeners
 
 log = logging.getLogger("midge.server")
 
@@ -79,6 +82,10 @@ class Server:
         self.addresses: list[tuple[Any, ...]] = []
         #: Each listener's TLS (None for a plain listener), in listener order.
         self.tls: list[ServerTls | None] = []
+        #: The protocol of each address of :attr:`addresses` ("mqtt" or "http").
+        self.protocols: list[str] = []
+        #: The ``protocol http`` listeners (midge.observe.http), None when there are none.
+        self.http: HttpListeners | None = None
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -153,8 +160,13 @@ class Server:
             from midge.store.sqlite import SqliteStore
         limits = ConnectionLimits(config.global_max_connections, config.max_connection_rate)
         writes = self.writes = TurnWrites(loop)
+        serves_http = self.router is None or self.publish_sys  # with workers: worker 0 only
         try:
             for listener, tls in zip(self.config.listeners, self.tls, strict=True):
+                if listener.protocol == "http":
+                    if serves_http:
+                        self._bind_http(listener, tls)
+                    continue
                 state = await listen(
                     None,
                     resolve_listener(self.config, listener),
@@ -169,6 +181,7 @@ class Server:
                 for sock in state.server.sockets:
                     name = sock.getsockname()
                     self.addresses.append((name,) if isinstance(name, str) else tuple(name))
+                    self.protocols.append("mqtt")
             drop_privileges(config)
         except BaseException:
             await self._close_listeners()
@@ -209,11 +222,38 @@ class Server:
                 state.broker = self.broker
                 assert state.server is not None
                 await state.server.start_serving()
+            if self.http is not None:
+                await self.http.start(self, process_memory)
         except BaseException:
             await self._close_listeners()
             if store is not None:
                 store.close()
             raise
+
+    def _bind_http(self, listener: ListenerConfig, tls: ServerTls | None) -> None:
+        """Bind a ``protocol http`` listener's socket (served from :meth:`start` on)."""
+        from midge.observe.http import HttpListeners, bind
+
+        if self.config.admin_user is None and self.config.admin_password_hash is not None:
+            raise ConfigError("admin_password_hash is set without admin_user", self.config.source)
+        if self.config.admin_user is not None and self.config.admin_password_hash is None:
+            raise ConfigError(
+                "admin_user is set without admin_password_hash (make one with `midge passwd`)",
+                self.config.source,
+            )
+        if self.config.admin_password_hash is not None:
+            from midge.auth.passwd import parse_hash
+
+            try:
+                parse_hash(self.config.admin_password_hash)
+            except ValueError as exc:
+                raise ConfigError(f"admin_password_hash: {exc}", self.config.source) from None
+        if self.http is None:
+            self.http = HttpListeners()
+        sock = bind(listener)
+        self.http.add(sock, tls.context if tls is not None else None)
+        self.addresses.append(tuple(sock.getsockname()))
+        self.protocols.append("http")
 
     def reload(self) -> bool:
         """SIGHUP: re-read the TLS certificates and every layer of the authentication chain that
@@ -256,6 +296,8 @@ class Server:
         return errors
 
     async def _close_listeners(self) -> None:
+        if self.http is not None:
+            await self.http.stop()
         for state in self.listeners:
             if state.server is not None:
                 state.server.close()
@@ -272,6 +314,8 @@ class Server:
                 state.server.close()
             state.remove_socket_file()
         broker = self.broker
+        if self.http is not None:
+            await self.http.stop()
         if self.sys_tree is not None:
             self.sys_tree.stop()
         if broker is not None:

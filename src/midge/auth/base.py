@@ -273,6 +273,13 @@ class AuthChain(Authenticator):
             return tuple(layer for layer in self.layers if cap in layer.provides)
 
         self._connect = tuple(layer.authenticate for layer in having(Capability.CONNECT))
+        #: The connect layers' names (their ``backend`` attribute, else their class name) and
+        #: the CONNECTs each refused (/metrics: midge_auth_failures_total{backend}).
+        self.connect_names = tuple(
+            str(getattr(layer, "backend", None) or type(layer).__name__)
+            for layer in having(Capability.CONNECT)
+        )
+        self.failures: dict[str, int] = {}
         self._enhanced = tuple(layer.enhanced for layer in having(Capability.ENHANCED))
         self._publish = tuple(layer.can_publish for layer in having(Capability.PUBLISH))
         self._subscribe = tuple(layer.can_subscribe for layer in having(Capability.SUBSCRIBE))
@@ -308,13 +315,19 @@ class AuthChain(Authenticator):
             if not isinstance(code, int):
                 return _Then(code, partial(self._after_pending, request, i + 1))
             if code:
+                self._failed(i)
                 return code
         return Reason.SUCCESS
+
+    def _failed(self, i: int) -> None:
+        name = self.connect_names[i]
+        self.failures[name] = self.failures.get(name, 0) + 1
 
     def _after_pending(self, request: ConnectRequest, nxt: int, result: Any) -> Any:
         """A layer's pending answer is in: a refusal (or not a code at all: the connection
         fails closed) is the answer, an acceptance goes on with layer ``nxt``."""
         if not isinstance(result, int) or result:
+            self._failed(nxt - 1)
             return result
         return self._authenticate_from(request, nxt)
 

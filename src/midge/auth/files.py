@@ -118,6 +118,9 @@ class FileAuthenticator(Authenticator):
     skips the per-message calls.
     """
 
+    #: Its name in /metrics (midge_auth_failures_total{backend}).
+    backend = "password_file"
+
     provides = frozenset(
         {
             Capability.CONNECT,

@@ -151,6 +151,9 @@ class PluginAuthenticator(Authenticator):
     SUBSCRIBE), ``close`` (CLOSE).
     """
 
+    #: Its name in /metrics (midge_auth_failures_total{backend}).
+    backend = "plugin"
+
     #: At most; per instance, what its plugins define.
     provides = frozenset(
         {Capability.CONNECT, Capability.PUBLISH, Capability.SUBSCRIBE, Capability.CLOSE}

@@ -447,6 +447,9 @@ class ScramAuthenticator(Authenticator):
     plugin), and so are other Authentication Methods: this layer comes first in the chain and
     answers None for them, so the two compose."""
 
+    #: Its name in /metrics (midge_auth_failures_total{backend}).
+    backend = "scram"
+
     provides = frozenset({Capability.ENHANCED, Capability.RELOAD})
     name = "SCRAM file"
 

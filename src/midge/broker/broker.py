@@ -229,6 +229,20 @@ class Broker:
         if self.sessions.get(session.client_id) is session:
             del self.sessions[session.client_id]
 
+    def delete_session(self, client_id: str) -> bool:
+        """Delete a detached session (the admin API): its subscriptions, queue and in-flight
+        messages go, and a delayed will is dropped, not published. False if there is no such
+        session or a client is connected to it (disconnect it first)."""
+        session = self.sessions.get(client_id)
+        if session is None or session.connection is not None:
+            return False
+        pending = self._pop_will(client_id)
+        if pending is not None:
+            pending.handle.cancel()
+        self._end_session(session)
+        self._forget(client_id)
+        return True
+
     # -- subscriptions ------------------------------------------------------------------------
 
     def subscribe(self, session: Session, topic_filter: str, options: SubOptions) -> bool:
@@ -291,6 +305,18 @@ class Broker:
         if self.router is not None:
             return self.router.publish(message)
         return self.route(message)
+
+    def delete_retained(self, topic: str) -> bool:
+        """Clear the retained message of ``topic`` (the admin API) without routing anything, as
+        an empty retained PUBLISH would; False if there was none. With ``--workers``, this
+        worker's copy only."""
+        if self.retained.get(topic) is None:
+            return False
+        clear = Message(topic, b"", 0, True)
+        self.retained.set(clear)
+        if not topic.startswith("$SYS"):
+            self.store.retained_changed(clear)
+        return True
 
     def publish_from_peer(self, message: Message, groups: set[tuple[str, str]] | None) -> None:
         """A message another worker published (``--workers N``): keep it if retained (every

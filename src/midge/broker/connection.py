@@ -653,7 +653,10 @@ class Connection:
         assert session is not None
         stats = self.broker.stats
         stats.publish_received += 1
-        stats.publish_bytes_received += len(p.payload)
+        size = len(p.payload)
+        stats.publish_bytes_received += size
+        stats.received_by_qos[p.qos] += 1
+        stats.received_bytes_by_qos[p.qos] += size
         topic = p.topic
         props = p.properties
         v5 = self.version == MQTT5
@@ -714,6 +717,7 @@ class Connection:
             # memory_limit: not routed, counted. v5 says why (0x97 Quota exceeded) and stays
             # connected; a v3 client is closed, as Mosquitto closes it (it re-sends QoS 1/2).
             self.broker.stats.messages_dropped += 1
+            self.broker.stats.dropped_memory += 1
             if not v5:
                 raise ProtocolViolation(Reason.QUOTA_EXCEEDED, "memory_limit reached")
             reason = Reason.QUOTA_EXCEEDED
@@ -751,7 +755,10 @@ class Connection:
         qos = p.qos
         pid = p.packet_id or 0
         v5 = self.version == MQTT5
-        if not reason:
+        if reason:
+            refused = self.broker.stats.publish_refused
+            refused[reason] = refused.get(reason, 0) + 1
+        else:
             props = p.properties
             raw = p.raw
             now = 0.0
@@ -772,11 +779,14 @@ class Connection:
                 # topic gets PUBREC before the copy: what routing writes to this client waits
                 # for the PUBREC (see _ack).
                 self.out.hold()
-                self.broker.publish(message)
-            elif not self.broker.publish(message) and qos:
-                # v5 0x10 as Mosquitto: no subscription matches (a read-denied one still does).
-                # For QoS 2 Mosquitto cannot know yet at PUBREC, which is always Success.
-                reason = Reason.NO_MATCHING_SUBSCRIBERS
+                if not self.broker.publish(message):
+                    self.broker.stats.no_subscribers += 1
+            elif not self.broker.publish(message):
+                self.broker.stats.no_subscribers += 1
+                if qos:
+                    # v5 0x10 as Mosquitto: no subscription matches (a read-denied one still
+                    # does). For QoS 2 Mosquitto cannot know yet at PUBREC: always Success.
+                    reason = Reason.NO_MATCHING_SUBSCRIBERS
         if qos == 1:
             self._ack(Puback(pid, reason if v5 else 0))
         elif qos == 2:
@@ -996,6 +1006,8 @@ class Connection:
     def _on_disconnect(self, p: Disconnect) -> None:
         session = self.session
         assert session is not None
+        disconnects = self.broker.stats.disconnects
+        disconnects[p.reason_code] = disconnects.get(p.reason_code, 0) + 1
         if self.version == MQTT5:
             expiry = p.properties.get(Prop.SESSION_EXPIRY_INTERVAL)
             if expiry is not None:
@@ -1120,6 +1132,11 @@ class Connection:
         """The client's credentials are no longer valid (a reload removed or changed its user):
         close, with a v5 DISCONNECT 0x87 Not authorized; the will is published."""
         self._violation(Reason.NOT_AUTHORIZED, why)
+
+    def kick(self, reason: int, why: str) -> None:
+        """An operator disconnects the client (the admin API): a v5 client gets DISCONNECT with
+        ``reason`` (0x98 Administrative action by default); the will is published."""
+        self._violation(reason, why)
 
     def take_will(self) -> Message | None:
         will, self.will = self.will, None

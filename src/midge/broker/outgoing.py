@@ -186,6 +186,7 @@ class Outgoing(Sink):
                 expiry = left if left is not None else -1
                 if expiry <= 0:
                     if not dup:
+                        self.stats.dropped_expired += 1
                         return False  # MQTT-3.3.2-5 v5
                     # Onward delivery has started: a re-send is not expired (MQTT-4.3.3-7 v5).
                     expiry = 1
@@ -248,6 +249,7 @@ class Outgoing(Sink):
         if len(data) > self.max_packet:
             # MQTT-3.1.2-24/-25 v5: never send more than the client allows; drop it for them.
             self.stats.messages_dropped += 1
+            self.stats.dropped_too_large += 1
             return False
         if qos or dup:
             buf = bytearray(data)
@@ -264,7 +266,10 @@ class Outgoing(Sink):
                 aliases[topic] = new_alias
         stats = self.stats
         stats.messages_sent += 1
-        stats.publish_bytes_sent += len(message.payload)
+        size = len(message.payload)
+        stats.publish_bytes_sent += size
+        stats.sent_by_qos[qos] += 1
+        stats.sent_bytes_by_qos[qos] += size
         return True
 
     def pubrel(self, pid: int) -> None:

@@ -57,6 +57,10 @@ class Stats:
         "bytes_sent",
         "clients_expired",
         "connects",
+        "disconnects",
+        "dropped_expired",
+        "dropped_memory",
+        "dropped_too_large",
         "held_bytes",
         "limited_connection_rate",
         "limited_connections",
@@ -66,13 +70,19 @@ class Stats:
         "messages_dropped",
         "messages_received",
         "messages_sent",
+        "no_subscribers",
         "packets_received",
         "packets_sent",
         "publish_bytes_received",
         "publish_bytes_sent",
         "publish_received",
+        "publish_refused",
         "queue_dropped",
+        "received_by_qos",
+        "received_bytes_by_qos",
         "refused",
+        "sent_by_qos",
+        "sent_bytes_by_qos",
         "sockets",
     )
 
@@ -121,6 +131,25 @@ class Stats:
         #: clients too, by the MQTT 5 reason the close stands for): 0x95 packet too large,
         #: 0x9B QoS not supported, 0x9A retain not supported, 0x87 not authorized, ...
         self.refused: dict[int, int] = {}
+        #: What follows feeds /metrics (:mod:`midge.observe.metrics`), read only at scrape time.
+        #: The PUBLISH packets read and sent, and their payload bytes, indexed by QoS.
+        self.received_by_qos: list[int] = [0, 0, 0]
+        self.received_bytes_by_qos: list[int] = [0, 0, 0]
+        self.sent_by_qos: list[int] = [0, 0, 0]
+        self.sent_bytes_by_qos: list[int] = [0, 0, 0]
+        #: DISCONNECTs from clients by reason code (v3: 0); the broker's own are in ``refused``.
+        self.disconnects: dict[int, int] = {}
+        #: PUBLISHes from clients not routed, by the reason code of their refusal (0x87 not
+        #: authorized, 0x83 over message_size_limit, 0x90 topic over the limits, 0x97 quota).
+        self.publish_refused: dict[int, int] = {}
+        #: Messages not delivered: their Message Expiry passed while held; too large for the
+        #: client's Maximum Packet Size; refused over memory_limit (all in messages_dropped but
+        #: the expired, which Mosquitto does not count as dropped either).
+        self.dropped_expired = 0
+        self.dropped_too_large = 0
+        self.dropped_memory = 0
+        #: PUBLISHes from clients that matched no subscription (v5 reason 0x10).
+        self.no_subscribers = 0
 
 
 class Session:
@@ -420,6 +449,8 @@ class Session:
             self._held(-size)
             if delivery[0].expired(now):
                 # MQTT-3.3.2-5 v5: an expired message is not delivered
+                if self.stats is not None:
+                    self.stats.dropped_expired += 1
                 if self.store is not None:
                     self.store.delivery_removed(self.client_id, delivery[0])
                 continue
@@ -550,6 +581,8 @@ class Session:
             self.queue = kept
             if self.store is not None:
                 self.store.deliveries_expired(self.client_id, expired)
+            if self.stats is not None:
+                self.stats.dropped_expired += len(expired)
         return len(expired)
 
     def stored_messages(self) -> list[Message]:

@@ -103,6 +103,11 @@ class SysTree:
         self._readings: list[int] = []
         self._loads: list[float] = [0.0] * (len(LOADS) * len(WINDOWS))
 
+    @property
+    def loads(self) -> list[float]:
+        """The load averages now: for each window of WINDOWS, each counter of LOADS."""
+        return self._loads
+
     def start(self) -> None:
         """Publish the version and the first update now, then one every ``interval``."""
         scheduler = self.broker.scheduler

@@ -664,7 +664,8 @@ async def _worker_main(
         control.close()
         await asyncio.sleep(0)
         return 1
-    control.send(("ready", [[str(a[0]), int(a[1])] for a in server.addresses]))
+    addresses = zip(server.addresses, server.protocols, strict=True)
+    control.send(("ready", [[str(a[0]), int(a[1]), kind] for a, kind in addresses]))
     gc_tuner = GcTuner(loop)
     gc_tuner.start()
     await stop.wait()
@@ -772,9 +773,9 @@ async def _supervise(
             stopping = True
             await _end_workers(alive, links, wait_until)
             return 1
-    for host, port in ready[0]:
+    for host, port, kind in ready[0]:
         shown = f"[{host}]" if ":" in host else host
-        print(f"midge: listening on {shown}:{port} (mqtt)", flush=True)
+        print(f"midge: listening on {shown}:{port} ({kind})", flush=True)
     log.info("midge %s running with %d workers", __version__, n)
     await wait_until(lambda: stop_requested.is_set() or not alive, float("inf"))
     stopping = True

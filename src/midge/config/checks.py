@@ -99,11 +99,22 @@ def parse_duration(text: str) -> int | None:
 
 
 def protocol(value: str) -> str:
-    if value == "mqtt":
+    if value in ("mqtt", "http"):
         return value
     if value == "websockets":
         raise BadValue("'websockets' is not supported yet by midge; use 'mqtt'")
-    raise BadValue(f"invalid protocol '{value}': expected mqtt")
+    raise BadValue(f"invalid protocol '{value}': expected mqtt or http")
+
+
+def password_hash(value: str) -> str:
+    """A password file's hash (``$7$...`` / ``$6$...``); midge.auth.passwd reads it whole when
+    the listener starts."""
+    if not (value.startswith("$7$") or value.startswith("$6$")):
+        raise BadValue(
+            "invalid password hash: expected $7$... or $6$..., the part after 'NAME:' of a "
+            "`midge passwd` line"
+        )
+    return value
 
 
 def socket_domain(value: str) -> str:

@@ -244,6 +244,13 @@ explicit `data_dir` or `persistence_file` with several workers is an error, as t
     ),
     Section("logging", "Logging (global)"),
     Section("sys", "`$SYS` broker status (global)"),
+    Section(
+        "admin",
+        "Admin API (global, midge only)",
+        intro=r"""On the `protocol http` listeners: Prometheus `/metrics` and the admin API; see
+[operations.md](operations.md).""",
+        mosquitto_column=False,
+    ),
     Section("processes", "Processes (global)"),
     Section("files", "Files (global)"),
 )

@@ -70,7 +70,7 @@ class ListenerConfig:
 
     port: int = 1883
     host: str | None = "127.0.0.1"
-    protocol: str = "mqtt"  # "mqtt" only for now; "websockets" comes with its issue
+    protocol: str = "mqtt"  # "mqtt", or "http": /metrics and the admin API (midge.observe)
     max_connections: int = -1  # -1: unlimited (Mosquitto's meaning)
     max_qos: int | None = None  # None: Config.max_qos
     max_topic_alias: int | None = None  # None: Config.max_topic_alias
@@ -154,6 +154,9 @@ class Config:
 
     # $SYS (midge.broker.systree): seconds between updates; 0 = none
     sys_interval: int = 10
+    # The admin API's HTTP Basic credentials (midge.observe.http); None: the API is closed.
+    admin_user: str | None = None
+    admin_password_hash: str | None = None
 
     # Limits (midge's own; 0 or -1 = none). See docs/security.md, "Limits".
     global_max_connections: int = -1  # client connections over all listeners

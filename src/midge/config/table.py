@@ -158,8 +158,10 @@ _LISTENERS = (
         "listeners",
         default="mqtt",
         check=checks.protocol,
-        syntax="`protocol mqtt`",
-        mosquitto="`websockets` is refused: not supported yet.",
+        syntax="`protocol mqtt\\|http`",
+        mosquitto="`websockets` is refused: not supported yet. `http` is midge's: Prometheus "
+        "`/metrics` and the admin API ([operations.md](operations.md)); such a listener without "
+        "an address listens on 127.0.0.1 only.",
     ),
     Option(
         "socket_domain",
@@ -870,6 +872,34 @@ _SYS = (
     ),
 )
 
+_ADMIN = (
+    Option(
+        "admin_user",
+        GLOBAL,
+        TEXT,
+        "The user name of the admin API (HTTP Basic) on `protocol http` listeners; without it "
+        "the API answers 403 (`/metrics`, `/api/health`, `/api/ready` stay open).",
+        "admin",
+        once=True,
+        default=None,
+        default_doc="none",
+        syntax="`admin_user NAME`",
+    ),
+    Option(
+        "admin_password_hash",
+        GLOBAL,
+        TEXT,
+        "That user's password, hashed as in a password file (`$7$...`, the part after `NAME:` "
+        "of a `midge passwd` line).",
+        "admin",
+        once=True,
+        default=None,
+        default_doc="none",
+        check=checks.password_hash,
+        syntax="`admin_password_hash $7$...`",
+    ),
+)
+
 _PROCESSES = (
     Option(
         "workers",
@@ -1117,6 +1147,7 @@ OPTIONS: tuple[Option, ...] = (
     *_PERSISTENCE,
     *_LOGGING,
     *_SYS,
+    *_ADMIN,
     *_IGNORED,
     *_PROCESSES,
     *_FILES,

@@ -31,6 +31,7 @@ import os
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -49,6 +50,10 @@ log = logging.getLogger("midge.store")
 #: How long a batch collects changes before it is written (seconds). Longer: less CPU and fewer
 #: fsyncs per message, and acks later (docs/performance.md, "Durability", measures 5 ms).
 COMMIT_WINDOW = 0.005
+#: One batch in this many has its commit timed (the store commit latency of /metrics).
+COMMIT_SAMPLE = 8
+#: The latency histogram's upper bounds, in seconds.
+COMMIT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 #: Run ``PRAGMA incremental_vacuum`` after this many committed batches.
 VACUUM_EVERY = 2000
 #: Bytes the WAL file is truncated to after a checkpoint.
@@ -290,6 +295,12 @@ class SqliteStore:
         self._writer_thread: threading.Thread | None = None
         self._failed: BaseException | None = None
         self._batches = 0
+        #: The commit latency, sampled (one batch in COMMIT_SAMPLE is timed, on the writer
+        #: thread): counts per upper bound of COMMIT_BUCKETS (the last: +Inf), their sum in
+        #: seconds and their number. Read by /metrics (midge.observe.metrics) at scrape time.
+        self.commit_buckets: list[int] = [0] * (len(COMMIT_BUCKETS) + 1)
+        self.commit_seconds = 0.0
+        self.commit_samples = 0
         #: message id -> references (queue/in-flight entries and the retained store).
         self._refs: dict[int, int] = {}
         self._next_id = 1
@@ -554,7 +565,12 @@ class SqliteStore:
             ops, callbacks = batch
             try:
                 if ops:
-                    _write(db, ops)
+                    if self._batches % COMMIT_SAMPLE == 0:
+                        started = time.perf_counter()
+                        _write(db, ops)
+                        self._sampled(time.perf_counter() - started)
+                    else:
+                        _write(db, ops)
                     self._batches += 1
                     if self._batches % VACUUM_EVERY == 0:
                         db.execute("PRAGMA incremental_vacuum(1000)")
@@ -573,6 +589,15 @@ class SqliteStore:
             if loop is not None:
                 with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
                     loop.call_soon_threadsafe(self._written, callbacks)
+
+    def _sampled(self, seconds: float) -> None:
+        """One timed commit, into the latency histogram."""
+        i = 0
+        while i < len(COMMIT_BUCKETS) and seconds > COMMIT_BUCKETS[i]:
+            i += 1
+        self.commit_buckets[i] += 1
+        self.commit_seconds += seconds
+        self.commit_samples += 1
 
     def _written(self, callbacks: list[Callable[[], None]]) -> None:
         """On the loop: a batch is durable; run its callbacks, send the next batch if any."""

@@ -74,6 +74,7 @@ class MQTTProtocol(asyncio.Protocol):
             limits.refusing += 1
         else:
             self.listening.active += 1
+            self.listening.accepted += 1
             limits.active += 1
         sock = tr.get_extra_info("socket")
         if sock is not None and self.broker.config.set_tcp_nodelay:
@@ -173,6 +174,8 @@ class ListenerState:
     def __init__(self, config: ListenerConfig, limits: ConnectionLimits | None = None) -> None:
         self.config = config
         self.active = 0
+        #: Connections accepted since the start (/metrics, per listener).
+        self.accepted = 0
         self.limits = limits if limits is not None else ConnectionLimits()
         self.server: asyncio.Server | ProxyServer | None = None
         self.broker: Broker | None = None

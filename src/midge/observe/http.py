@@ -1,0 +1,460 @@
+"""The ``protocol http`` listener: Prometheus ``/metrics`` and the admin API (JSON).
+
+Served by aiohttp's server (:class:`aiohttp.web.AppRunner` and a :class:`~aiohttp.web.SockSite`)
+on the broker's own asyncio loop (uvloop when it runs), so a handler reads the broker's state
+directly, between two MQTT events, with no lock and no thread. The socket is bound with the MQTT
+listeners (before ``user`` drops privileges) and serves once the broker exists.
+
+- ``/metrics``: :class:`midge.observe.metrics.BrokerCollector`, open to anyone who reaches the
+  listener (as Prometheus exporters usually are; it listens on 127.0.0.1 unless given an address).
+- ``/api/health`` and ``/api/ready``: Kubernetes probes, open.
+- ``/api/openapi.json``: the API's description (:mod:`midge.observe.openapi`), open.
+- every other ``/api/...``: HTTP Basic with ``admin_user`` / ``admin_password_hash``; without
+  them configured the API answers 403.
+
+The application is :func:`make_app`; more routes (the dashboard's static files) can be added to
+it later without a second listener.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import json
+import logging
+import re
+import socket
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.registry import CollectorRegistry
+
+from midge.auth.passwd import PasswordHash, parse_hash
+from midge.broker.model import Message
+from midge.broker.systree import MemoryProbe
+from midge.codec.packets import PacketType
+from midge.codec.reasons import REASONS_BY_PACKET
+from midge.codec.topics import validate_topic_filter, validate_topic_name
+from midge.config import ConfigError, ListenerConfig
+from midge.observe.metrics import BrokerCollector
+from midge.observe.openapi import MAX_OFFSET, document
+
+if TYPE_CHECKING:
+    from midge.broker.session import Session
+    from midge.server import Server
+
+log = logging.getLogger("midge.http")
+
+#: Paths open without credentials.
+OPEN = frozenset({"/metrics", "/api/health", "/api/ready", "/api/openapi.json"})
+#: The most messages of a queue or of the in-flight window a client's details list.
+DETAIL_LIMIT = 100
+#: The largest request body read (a PUBLISH's payload, base64).
+MAX_BODY = 1 << 20
+
+_SURROGATES = re.compile("[\ud800-\udfff]")
+
+SERVER_KEY = web.AppKey("server", object)
+
+
+class BadRequest(Exception):
+    """Answered 400 with its message."""
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    return web.json_response({"error": message}, status=status, headers=headers)
+
+
+class AdminAuth:
+    """HTTP Basic against the configured admin user (the password file's hash format)."""
+
+    def __init__(self, user: str | None, password_hash: str | None) -> None:
+        self.user = user
+        self.hash: PasswordHash | None = parse_hash(password_hash) if password_hash else None
+
+    @property
+    def configured(self) -> bool:
+        return self.user is not None and self.hash is not None
+
+    def check(self, header: str | None) -> bool:
+        if header is None or not header.startswith("Basic ") or self.hash is None:
+            return False
+        try:
+            decoded = base64.b64decode(header[6:], validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            return False
+        user, sep, password = decoded.partition(":")
+        if not sep or self.user is None:
+            return False
+        user_ok = hmac.compare_digest(user.encode(), self.user.encode())
+        return self.hash.verify(password.encode()) and user_ok
+
+
+def _int_param(request: web.Request, name: str, default: int, low: int, high: int) -> int:
+    text = request.query.get(name)
+    if text is None:
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        raise BadRequest(f"{name} must be a whole number") from None
+    if not low <= value <= high:
+        raise BadRequest(f"{name} must be between {low} and {high}")
+    return value
+
+
+def _summary(session: Session) -> dict[str, Any]:
+    conn = session.connection
+    queue = session.queue
+    return {
+        "client_id": session.client_id,
+        "connected": conn is not None,
+        "protocol_version": conn.version if conn is not None else session.version,
+        "username": conn.username if conn is not None else None,
+        "address": conn.peer if conn is not None else None,
+        "subscriptions": len(session.subscriptions),
+        "queued": (len(queue) if queue else 0) + (len(session.backlog) if session.backlog else 0),
+        "inflight": len(session.inflight),
+    }
+
+
+def _retained(message: Message) -> dict[str, Any]:
+    payload = message.payload
+    try:
+        text: str | None = payload.decode("utf-8")
+    except UnicodeDecodeError:
+        text = None
+    return {
+        "topic": message.topic,
+        "qos": message.qos,
+        "size": len(payload),
+        "payload": text,
+        "payload_base64": base64.b64encode(payload).decode("ascii"),
+    }
+
+
+async def _json_body(request: web.Request, required: bool) -> dict[str, Any]:
+    if not request.can_read_body:
+        if required:
+            raise BadRequest("a JSON body is required")
+        return {}
+    raw = await request.content.read(MAX_BODY + 1)
+    if len(raw) > MAX_BODY:
+        raise BadRequest(f"the body is over {MAX_BODY} bytes")
+    if not raw.strip() and not required:
+        return {}
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise BadRequest("the body is not JSON") from None
+    if not isinstance(body, dict):
+        raise BadRequest("the body must be a JSON object")
+    return body
+
+
+def _whole(value: Any) -> Any:
+    """A JSON number that is whole (``1.0`` is an integer in JSON Schema) as an int."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def _utf8(text: str) -> str:
+    """``text`` with its lone surrogates (JSON allows them, UTF-8 cannot carry them) as U+FFFD."""
+    return _SURROGATES.sub("\ufffd", text)
+
+
+class AdminApi:
+    """The handlers, over one :class:`~midge.server.Server`."""
+
+    def __init__(self, server: Server, memory: MemoryProbe | None = None) -> None:
+        self.server = server
+        config = server.config
+        self.auth = AdminAuth(config.admin_user, config.admin_password_hash)
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(BrokerCollector(server, memory))
+        self.document = document()
+
+    @web.middleware
+    async def guard(
+        self,
+        request: web.Request,
+        handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+    ) -> web.StreamResponse:
+        """Credentials for the API, and BadRequest as 400."""
+        if request.path not in OPEN and request.path.startswith("/api/"):
+            if not self.auth.configured:
+                return _error(403, "the admin API is closed: configure admin_user")
+            if not self.auth.check(request.headers.get("Authorization")):
+                return _error(
+                    401, "admin credentials required", {"WWW-Authenticate": 'Basic realm="midge"'}
+                )
+        try:
+            return await handler(request)
+        except BadRequest as exc:
+            return _error(400, str(exc))
+
+    def broker(self) -> Any:
+        broker = self.server.broker
+        if broker is None:
+            raise web.HTTPServiceUnavailable()
+        return broker
+
+    # -- open ------------------------------------------------------------------------------------
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        body = generate_latest(self.registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def health(self, request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def ready(self, request: web.Request) -> web.Response:
+        broker = self.server.broker
+        if broker is None or broker.shutting_down:
+            return web.json_response({"status": "unavailable"}, status=503)
+        return web.json_response({"status": "ready"})
+
+    async def openapi(self, request: web.Request) -> web.Response:
+        return web.json_response(self.document)
+
+    # -- clients and sessions --------------------------------------------------------------------
+
+    async def clients(self, request: web.Request) -> web.Response:
+        broker = self.broker()
+        search = request.query.get("search", "")
+        state = request.query.get("state", "all")
+        if state not in ("all", "connected", "disconnected"):
+            raise BadRequest("state must be all, connected or disconnected")
+        offset = _int_param(request, "offset", 0, 0, MAX_OFFSET)
+        limit = _int_param(request, "limit", 100, 1, 1000)
+        chosen = []
+        for client_id in sorted(broker.sessions):
+            session = broker.sessions[client_id]
+            conn = session.connection
+            if state != "all" and (conn is not None) != (state == "connected"):
+                continue
+            if search:
+                username = conn.username if conn is not None else None
+                if search not in client_id and (username is None or search not in username):
+                    continue
+            chosen.append(session)
+        items = [_summary(s) for s in chosen[offset : offset + limit]]
+        return web.json_response({"total": len(chosen), "offset": offset, "items": items})
+
+    async def client(self, request: web.Request) -> web.Response:
+        session = self.broker().sessions.get(request.match_info["client_id"])
+        if session is None:
+            return _error(404, "no such session")
+        details = _summary(session)
+        conn = session.connection
+        queue = list(session.queue or ())[:DETAIL_LIMIT]
+        details.update(
+            {
+                "listener": conn.listener.port if conn is not None else None,
+                "keepalive": conn.keepalive if conn is not None else None,
+                "session_expiry_interval": session.expiry_interval,
+                "queued_bytes": session.queued_bytes + session.backlog_bytes,
+                "inflight_bytes": session.inflight_bytes,
+                "dropped": session.dropped,
+                "subscription_list": [
+                    {
+                        "filter": flt,
+                        "qos": o.qos,
+                        "no_local": o.no_local,
+                        "retain_as_published": o.retain_as_published,
+                        "retain_handling": o.retain_handling,
+                        "subscription_id": o.subscription_id,
+                    }
+                    for flt, o in sorted(session.subscriptions.items())
+                ],
+                "queue": [
+                    {"topic": d[0].topic, "qos": d[1], "size": len(d[0].payload)} for d in queue
+                ],
+                "inflight_messages": [
+                    {
+                        "packet_id": pid,
+                        "topic": entry.delivery[0].topic,
+                        "qos": entry.delivery[1],
+                        "size": len(entry.delivery[0].payload),
+                        "released": entry.released,
+                    }
+                    for pid, entry in list(session.inflight.items())[:DETAIL_LIMIT]
+                ],
+            }
+        )
+        return web.json_response(details)
+
+    async def disconnect(self, request: web.Request) -> web.Response:
+        broker = self.broker()
+        body = await _json_body(request, required=False)
+        reason = _whole(body.get("reason_code", 0x98))
+        allowed = REASONS_BY_PACKET[PacketType.DISCONNECT]
+        if type(reason) is not int or reason < 0x80 or reason not in allowed:
+            raise BadRequest("reason_code must be a DISCONNECT reason code of 0x80 or more")
+        session = broker.sessions.get(request.match_info["client_id"])
+        conn = session.connection if session is not None else None
+        if conn is None:
+            return _error(404, "no such client connected")
+        log.info("admin API: disconnecting %s (0x%02x)", conn.client_id, reason)
+        conn.kick(reason, "disconnected by the admin API")
+        return web.Response(status=204)
+
+    async def delete_session(self, request: web.Request) -> web.Response:
+        broker = self.broker()
+        client_id = request.match_info["client_id"]
+        session = broker.sessions.get(client_id)
+        if session is None:
+            return _error(404, "no such session")
+        if not broker.delete_session(client_id):
+            return _error(409, "a client is connected: disconnect it first")
+        log.info("admin API: session %s deleted", client_id)
+        return web.Response(status=204)
+
+    # -- retained messages -----------------------------------------------------------------------
+
+    async def retained_list(self, request: web.Request) -> web.Response:
+        broker = self.broker()
+        flt = request.query.get("filter", "#")
+        try:
+            validate_topic_filter(flt)
+        except Exception as exc:  # MalformedPacket / TopicFilterInvalid
+            raise BadRequest(f"invalid filter: {exc}") from None
+        offset = _int_param(request, "offset", 0, 0, MAX_OFFSET)
+        limit = _int_param(request, "limit", 100, 1, 1000)
+        found = sorted(broker.retained.match(flt), key=lambda m: m.topic)
+        items = [_retained(m) for m in found[offset : offset + limit]]
+        return web.json_response({"total": len(found), "offset": offset, "items": items})
+
+    def _topic(self, request: web.Request) -> str:
+        topic = request.query.get("topic")
+        if topic is None:
+            raise BadRequest("topic is required")
+        try:
+            validate_topic_name(topic)
+        except Exception as exc:  # TopicNameInvalid
+            raise BadRequest(f"invalid topic: {exc}") from None
+        return topic
+
+    async def retained_get(self, request: web.Request) -> web.Response:
+        message = self.broker().retained.get(self._topic(request))
+        if message is None:
+            return _error(404, "no retained message on that topic")
+        return web.json_response(_retained(message))
+
+    async def retained_delete(self, request: web.Request) -> web.Response:
+        topic = self._topic(request)
+        if not self.broker().delete_retained(topic):
+            return _error(404, "no retained message on that topic")
+        log.info("admin API: retained message of %s deleted", topic)
+        return web.Response(status=204)
+
+    # -- publish and reload ----------------------------------------------------------------------
+
+    async def publish(self, request: web.Request) -> web.Response:
+        broker = self.broker()
+        body = await _json_body(request, required=True)
+        topic = body.get("topic")
+        if not isinstance(topic, str):
+            raise BadRequest("topic must be a string")
+        try:
+            validate_topic_name(topic)
+        except Exception as exc:
+            raise BadRequest(f"invalid topic: {exc}") from None
+        if topic.startswith("$"):
+            raise BadRequest("topics starting with $ are the broker's own")
+        qos = _whole(body.get("qos", 0))
+        retain = body.get("retain", False)
+        if type(qos) is not int or qos not in (0, 1, 2):
+            raise BadRequest("qos must be 0, 1 or 2")
+        if not isinstance(retain, bool):
+            raise BadRequest("retain must be true or false")
+        if "payload_base64" in body:
+            encoded = body["payload_base64"]
+            if not isinstance(encoded, str):
+                raise BadRequest("payload_base64 must be a string")
+            try:
+                payload = base64.b64decode(encoded, validate=True)
+            except (binascii.Error, ValueError):
+                raise BadRequest("payload_base64 is not base64") from None
+        else:
+            text = body.get("payload", "")
+            if not isinstance(text, str):
+                raise BadRequest("payload must be a string")
+            payload = _utf8(text).encode("utf-8")
+        topic = _utf8(topic)
+        matched = broker.publish(Message(topic, payload, qos, retain))
+        return web.json_response({"matched": bool(matched)})
+
+    async def reload(self, request: web.Request) -> web.Response:
+        log.info("admin API: reload")
+        return web.json_response({"reloaded": self.server.reload()})
+
+
+def make_app(server: Server, memory: MemoryProbe | None = None) -> web.Application:
+    """The HTTP application of ``server``'s ``protocol http`` listeners; ``memory``: the
+    process's (current, peak) resident memory, for /metrics."""
+    api = AdminApi(server, memory)
+    app = web.Application(middlewares=[api.guard], client_max_size=MAX_BODY)
+    app[SERVER_KEY] = server
+    app.router.add_get("/metrics", api.metrics)
+    app.router.add_get("/api/health", api.health)
+    app.router.add_get("/api/ready", api.ready)
+    app.router.add_get("/api/openapi.json", api.openapi)
+    app.router.add_get("/api/clients", api.clients)
+    app.router.add_get("/api/clients/{client_id}", api.client)
+    app.router.add_post("/api/clients/{client_id}/disconnect", api.disconnect)
+    app.router.add_delete("/api/sessions/{client_id}", api.delete_session)
+    app.router.add_get("/api/retained", api.retained_list)
+    app.router.add_get("/api/retained/message", api.retained_get)
+    app.router.add_delete("/api/retained/message", api.retained_delete)
+    app.router.add_post("/api/publish", api.publish)
+    app.router.add_post("/api/reload", api.reload)
+    return app
+
+
+def bind(listener: ListenerConfig) -> socket.socket:
+    """The listening socket of a ``protocol http`` listener: its address, or 127.0.0.1."""
+    if listener.unix_socket_path:
+        raise ConfigError(
+            "a protocol http listener cannot be a Unix socket (yet): give it a port",
+            None,
+        )
+    host = listener.host or "127.0.0.1"
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.create_server((host, listener.port), family=family, backlog=128)
+    sock.setblocking(False)
+    return sock
+
+
+class HttpListeners:
+    """The running ``protocol http`` listeners of one server (one aiohttp runner for all)."""
+
+    def __init__(self) -> None:
+        self.runner: web.AppRunner | None = None
+        self.sockets: list[tuple[socket.socket, Any]] = []
+
+    def add(self, sock: socket.socket, ssl_context: Any) -> None:
+        self.sockets.append((sock, ssl_context))
+
+    async def start(self, server: Server, memory: MemoryProbe | None = None) -> None:
+        if not self.sockets:
+            return
+        runner = self.runner = web.AppRunner(
+            make_app(server, memory), access_log=None, handle_signals=False
+        )
+        await runner.setup()
+        for sock, ssl_context in self.sockets:
+            await web.SockSite(runner, sock, ssl_context=ssl_context).start()
+
+    async def stop(self) -> None:
+        runner = self.runner
+        self.runner = None
+        if runner is not None:
+            await runner.cleanup()
+        for sock, _ in self.sockets:
+            sock.close()
+        self.sockets = []
