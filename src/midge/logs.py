@@ -227,14 +227,33 @@ class TopicHandler(logging.Handler):
 topic_handler: TopicHandler | None = None
 
 
-def setup(config: Config) -> None:
-    """Configure the ``midge`` loggers from ``config`` (replacing what a previous call set up).
-
-    Raises OSError when the syslog socket cannot be opened."""
-    global topic_handler
-    types = set(config.log_type)
+def _types(config: Config) -> set[str]:
     if config.verbose:
-        types = {"debug", "error", "warning", "notice", "information", "subscribe", "unsubscribe"}
+        return {"debug", "error", "warning", "notice", "information", "subscribe", "unsubscribe"}
+    return set(config.log_type)
+
+
+def type_filter(config: Config) -> TypeFilter:
+    """The filter every destination applies: ``log_type``, and ``log_level`` per component."""
+    levels = {name: LEVELS[word] for name, word in config.log_level.items()}
+    return TypeFilter(_types(config), levels)
+
+
+def formatter(config: Config) -> logging.Formatter:
+    """``log_format``'s formatter, with ``log_timestamp`` and ``log_timestamp_format``."""
+    if config.log_format == "json":
+        return JsonFormatter(config.log_timestamp_format)
+    return MosquittoFormatter(config.log_timestamp, config.log_timestamp_format)
+
+
+def setup(config: Config) -> None:
+    """Configure the ``midge`` loggers from ``config`` (replacing what a previous call set up):
+    the loggers' levels, so that nothing below what some destination shows is formatted, and
+    one handler per ``log_dest``, each with :func:`formatter` and :func:`type_filter`.
+
+    Raises OSError when the syslog socket or the file cannot be opened."""
+    global topic_handler
+    types = _types(config)
     levels = {name: LEVELS[word] for name, word in config.log_level.items()}
     by_type = {
         "debug": logging.DEBUG,
@@ -261,12 +280,8 @@ def setup(config: Config) -> None:
         # Connections, disconnections and refusals are notices: without connection_messages
         # only the connection's warnings and errors remain.
         logging.getLogger("midge.connection").setLevel(logging.WARNING)
-    formatter: logging.Formatter
-    if config.log_format == "json":
-        formatter = JsonFormatter(config.log_timestamp_format)
-    else:
-        formatter = MosquittoFormatter(config.log_timestamp, config.log_timestamp_format)
-    type_filter = TypeFilter(types, levels)
+    shared_formatter = formatter(config)
+    shared_filter = TypeFilter(types, levels)
     topic_handler = None
     for dest in config.log_dest:
         handler: logging.Handler
@@ -285,6 +300,21 @@ def setup(config: Config) -> None:
             handler = topic_handler = TopicHandler()
         else:
             continue
-        handler.setFormatter(formatter)
-        handler.addFilter(type_filter)
+        handler.setFormatter(shared_formatter)
+        handler.addFilter(shared_filter)
         root.addHandler(handler)
+
+
+def reset() -> None:
+    """Undo :func:`setup` (tests, an embedded broker): no handlers, levels unset, records
+    propagate to the root logger again."""
+    global topic_handler
+    topic_handler = None
+    root = logging.getLogger("midge")
+    for old in list(root.handlers):
+        root.removeHandler(old)
+        old.close()
+    root.setLevel(logging.NOTSET)
+    root.propagate = True
+    for name in COMPONENTS:
+        logging.getLogger(f"midge.{name}").setLevel(logging.NOTSET)
