@@ -444,6 +444,16 @@ class Connection:
         with ``reason`` (v3: "server unavailable") and close; close after ``timeout`` seconds
         if no CONNECT comes."""
         self.refuse_reason = reason
+        if self.broker.config.connection_messages and log.isEnabledFor(NOTICE):
+            what = "max_connections" if reason == Reason.QUOTA_EXCEEDED else "max_connection_rate"
+            self._event(
+                NOTICE,
+                "refuse",
+                f"{what} exceeded",
+                "Client connection from %s denied: %s exceeded.",
+                self.peer.rpartition(":")[0] or self.peer,
+                what,
+            )
         self._cancel_timer()
         self._timer = self.broker.scheduler.call_later(timeout, self._timeout)
 
