@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import socket
 import tempfile
 import time
@@ -266,3 +267,27 @@ def test_a_broker_logs_to_a_file_syslog_and_topics_and_never_a_password_or_paylo
         for name in os.listdir(directory):
             os.unlink(os.path.join(directory, name))
         os.rmdir(directory)
+
+
+def test_syslog_that_is_not_listening_yet_loses_lines_quietly_until_it_is(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """As syslog(3): the broker starts when the syslog socket is not there, the lines logged
+    meanwhile are lost without a traceback, and the socket is tried again for each line."""
+    directory = tempfile.mkdtemp(prefix="midge-syslog-")
+    path = os.path.join(directory, "log.sock")
+    sock: socket.socket | None = None
+    logs.setup(Config(log_dest=["syslog"], log_syslog_socket=path, log_timestamp=False))
+    try:
+        log = logging.getLogger("midge.server")
+        log.warning("lost")
+        sock, bound = _syslog_socket(directory)
+        assert bound == path
+        log.warning("found")
+        assert sock.recv(65536) == b"<28>midge[%d]: found\x00" % os.getpid()  # daemon.warning
+    finally:
+        logs.reset()
+        if sock is not None:
+            sock.close()
+        shutil.rmtree(directory, ignore_errors=True)
+    assert capsys.readouterr().err == ""

@@ -242,11 +242,10 @@ async def _serve(config: Config) -> int:
 
 
 def _setup_logging(config: Config) -> bool:
-    """midge.logs.setup; False (said on stderr) if a destination cannot be opened."""
+    """midge.logs.setup; False (said on stderr) if the log file cannot be opened."""
     try:
         logs.setup(config)
     except OSError as exc:
-        where = config.log_syslog_socket if "syslog" in config.log_dest else config.log_file
-        print(f"midge: error: cannot open the log destination {where}: {exc}", file=sys.stderr)
+        print(f"midge: error: cannot open log_dest file {config.log_file}: {exc}", file=sys.stderr)
         return False
     return True

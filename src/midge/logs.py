@@ -159,12 +159,25 @@ class JsonFormatter(logging.Formatter):
 
 class SyslogHandler(logging.handlers.SysLogHandler):
     """Python's syslog handler with Mosquitto's priorities (notice included) and its ident,
-    ``midge[PID]: ``."""
+    ``midge[PID]: ``. Like openlog(3), it starts when the socket is not there yet."""
 
     def __init__(self, address: str, facility: int) -> None:
         super().__init__(address, facility)
         self.priority_map = {**self.priority_map, "NOTICE": "notice"}  # type: ignore[misc]
         self.ident = f"midge[{os.getpid()}]: "
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """As syslog(3): a daemon not (yet) listening loses the line, silently; the socket is
+        tried again for the next one."""
+        if not self._ready():
+            self.createSocket()  # ignores a socket that is not there
+            if not self._ready():
+                return
+        super().emit(record)
+
+    def _ready(self) -> bool:
+        sock = getattr(self, "socket", None)  # a closed one when connecting failed
+        return sock is not None and sock.fileno() >= 0
 
 
 class TopicHandler(logging.Handler):
