@@ -123,7 +123,7 @@ def test_json_lines_carry_the_connection_fields_and_never_a_password_or_payload(
     refused = events[7]
     assert refused["username"] == "alice" and refused["protocol"] == "3.1.1"
     assert refused["message"] == "Client <unknown> disconnected, not authorised."
-    assert refused["reason"] == "not authorised"
+    assert refused["reason"] == "0x87 not authorised"  # the v5 reason code (v3: return code 5)
     text = "\n".join(lines.lines)
     assert "Will message specified (25 bytes) (r1, q1)." in text and "wills/alice" in text
     assert "c-alice 1 x/#" in text  # Mosquitto's subscribe line

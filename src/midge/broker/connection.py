@@ -742,7 +742,7 @@ class Connection:
         elif reason in V5_TO_V3_CONNACK:
             self._send(Connack(False, V5_TO_V3_CONNACK[reason]))
         # else: v3 has no return code for it; like Mosquitto, close without CONNACK.
-        self._close(False, _ENDS.get(reason, END_PROTOCOL), why, "refuse")
+        self._close(False, _ENDS.get(reason, END_PROTOCOL), f"0x{reason:02x} {why}", "refuse")
 
     # -- PUBLISH and its acknowledgements -------------------------------------------------------
 
