@@ -14,9 +14,9 @@ import logging
 import os
 import signal
 import sys
-import time
 from collections.abc import Callable, Sequence
 
+from midge import logs
 from midge.auth import scram_cli
 from midge.auth.files import build_authenticator
 from midge.auth.plugin import PluginError
@@ -38,7 +38,7 @@ from midge.server import Server
 from midge.store.base import StoreError
 from midge.transport.tls import make_context
 
-log = logging.getLogger("midge")
+log = logging.getLogger("midge.server")
 
 #: Flags that mean "run the broker" when given without a subcommand (Mosquitto's command line).
 _MOSQUITTO_FLAGS = {"-c", "--config-file", "-p", "--port", "-v", "--verbose"}
@@ -145,7 +145,8 @@ def run_broker(
     except ConfigError as exc:
         print(f"midge: error: {exc}", file=sys.stderr)
         return 1
-    _setup_logging(config)
+    if not _setup_logging(config):
+        return 1
     log.info("%s starting", describe())
     for notice in config.notices:
         log.warning("%s", notice)
@@ -244,52 +245,11 @@ async def _serve(config: Config) -> int:
     return 0
 
 
-class _MosquittoFormatter(logging.Formatter):
-    """``1700000000: message``, as Mosquitto logs, or with ``log_timestamp_format``."""
-
-    def __init__(self, timestamp: bool, fmt: str | None) -> None:
-        super().__init__()
-        self.timestamp = timestamp
-        self.fmt = fmt
-
-    def format(self, record: logging.LogRecord) -> str:
-        message = record.getMessage()
-        if not self.timestamp:
-            return message
-        if self.fmt:
-            return f"{time.strftime(self.fmt, time.localtime(record.created))}: {message}"
-        return f"{int(record.created)}: {message}"
-
-
-def _setup_logging(config: Config) -> None:
-    types = set(config.log_type)
-    if config.verbose or "debug" in types or "all" in types:
-        level = logging.DEBUG
-    elif types & {"information", "notice", "subscribe", "unsubscribe"}:
-        level = logging.INFO
-    elif "warning" in types:
-        level = logging.WARNING
-    elif "error" in types:
-        level = logging.ERROR
-    else:
-        level = logging.CRITICAL + 1
-    if not config.connection_messages:
-        logging.getLogger("midge.connection").setLevel(logging.WARNING)
-    subscribe = config.verbose or bool(types & {"subscribe", "unsubscribe", "all", "debug"})
-    logging.getLogger("midge.subscribe").setLevel(logging.INFO if subscribe else logging.WARNING)
-    root = logging.getLogger("midge")
-    root.setLevel(level)
-    root.propagate = False
-    formatter = _MosquittoFormatter(config.log_timestamp, config.log_timestamp_format)
-    for dest in config.log_dest:
-        handler: logging.Handler
-        if dest == "stderr":
-            handler = logging.StreamHandler(sys.stderr)
-        elif dest == "stdout":
-            handler = logging.StreamHandler(sys.stdout)
-        elif dest == "file" and config.log_file:
-            handler = logging.FileHandler(config.log_file, encoding="utf-8")
-        else:
-            continue
-        handler.setFormatter(formatter)
-        root.addHandler(handler)
+def _setup_logging(config: Config) -> bool:
+    """midge.logs.setup; False (said on stderr) if the log file cannot be opened."""
+    try:
+        logs.setup(config)
+    except OSError as exc:
+        print(f"midge: error: cannot open log_dest file {config.log_file}: {exc}", file=sys.stderr)
+        return False
+    return True

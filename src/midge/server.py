@@ -19,6 +19,7 @@ import resource
 import sys
 from typing import TYPE_CHECKING, Any
 
+from midge import logs
 from midge.auth.base import AuthChain, Authenticator, Capability
 from midge.auth.files import FileAuthenticator, anonymous_notices, build_authenticator
 from midge.broker.broker import Broker
@@ -214,6 +215,8 @@ class Server:
         if self.router is not None:
             self.router.bind(self.broker)
             self.broker.router = self.router
+        if logs.topic_handler is not None:  # log_dest topic: $SYS/broker/log/...
+            logs.topic_handler.attach(self.broker, loop)
         if config.sys_interval and self.publish_sys:
             self.sys_tree = SysTree(self.broker, config.sys_interval, process_memory)
             self.sys_tree.start()
@@ -316,6 +319,8 @@ class Server:
         broker = self.broker
         if self.http is not None:
             await self.http.stop()
+        if logs.topic_handler is not None and logs.topic_handler.broker is broker:
+            logs.topic_handler.detach()
         if self.sys_tree is not None:
             self.sys_tree.stop()
         if broker is not None:

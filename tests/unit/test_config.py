@@ -563,6 +563,26 @@ def test_log_dest_first_line_replaces_default_later_lines_add() -> None:
     assert t.log_dest == ["stdout", "file"] and t.log_file == "/var/log/midge.log"
 
 
+def test_log_dest_syslog_and_topic_and_the_midge_log_options() -> None:
+    """Issue 14: ``log_dest syslog`` and ``topic`` (Mosquitto's) are accepted; ``log_format``,
+    ``log_level`` and ``log_syslog_socket`` are midge's, in both formats."""
+    c = conf(
+        "log_dest syslog\nlog_dest topic\nlog_dest stderr\nlog_facility 3\nlog_format json\n"
+        "log_level auth=debug, subscribe=none\nlog_syslog_socket /run/log.sock\n"
+        "log_timestamp_format iso8601\n"
+    )
+    assert c.log_dest == ["syslog", "topic", "stderr"] and c.log_facility == 3
+    assert c.log_format == "json" and c.log_level == {"auth": "debug", "subscribe": "none"}
+    assert c.log_syslog_socket == "/run/log.sock" and c.log_timestamp_format == "iso8601"
+    t = toml(
+        'log_dest = ["syslog", "topic"]\nlog_facility = 3\nlog_format = "json"\n'
+        'log_level = "auth=debug subscribe=none"\n'
+    )
+    assert t.log_dest == ["syslog", "topic"] and t.log_facility == 3
+    assert t.log_format == "json" and t.log_level == c.log_level
+    assert Config().log_format == "text" and Config().log_level == {}
+
+
 def test_log_type_accumulates() -> None:
     c = conf("log_type error\nlog_type subscribe\nlog_type unsubscribe\n")
     assert c.log_type == ["error", "subscribe", "unsubscribe"]
@@ -574,9 +594,12 @@ def test_log_type_accumulates() -> None:
 @pytest.mark.parametrize(
     ("conf_text", "toml_text", "words"),
     [
-        ("log_dest syslog\n", 'log_dest = "syslog"\n', "'syslog' is not supported yet"),
-        ("log_dest topic\n", 'log_dest = ["topic"]\n', "'topic' is not supported yet"),
-        ("log_dest dlt\n", 'log_dest = "dlt"\n', "'dlt' is not supported yet"),
+        ("log_dest dlt\n", 'log_dest = "dlt"\n', "'dlt' (the GENIVI"),
+        ("log_dest syslog now\n", 'log_dest = "syslog now"\n', "unexpected text 'now'"),
+        ("log_format xml\n", 'log_format = "xml"\n', "invalid log_format 'xml'"),
+        ("log_level auth=loud\n", 'log_level = "auth=loud"\n', "invalid log_level 'auth=loud'"),
+        ("log_level cache=debug\n", 'log_level = "cache=debug"\n', "invalid log_level"),
+        ("log_facility 8\n", "log_facility = 8\n", "out of range"),
         ("log_dest printer\n", 'log_dest = "printer"\n', "invalid"),
         ("log_dest file\n", 'log_dest = "file"\n', "needs a path"),
         ("log_dest file /a\nlog_dest file /b\n", 'log_dest = ["file /a", "file /b"]\n', "only one"),

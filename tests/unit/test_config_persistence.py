@@ -177,10 +177,10 @@ def test_data_dir_given_twice_is_an_error() -> None:
         parse_mosquitto_conf("persistence_location /a/\ndata_dir /b\n")
 
 
-@pytest.mark.parametrize("name", ["retry_interval", "log_facility"])
+@pytest.mark.parametrize("name", ["retry_interval"])
 def test_options_mosquitto_ignores_are_accepted_with_a_notice(name: str) -> None:
-    """Issue 11: ``retry_interval`` (Mosquitto 2 ignores it) and ``log_facility`` (syslog only)
-    start midge, in both formats, with a notice naming the file and line; bad values are still
+    """Issue 11: ``retry_interval`` (Mosquitto 2 ignores it) starts midge, in both formats,
+    with a notice naming the file and line; bad values are still
     refused with the file and line."""
     c = parse_mosquitto_conf(f"{name} 3\n", "m.conf")
     assert c.notices == [c.notices[0]] and c.notices[0].startswith(f"m.conf:1: {name} is ")

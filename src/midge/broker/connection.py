@@ -70,6 +70,32 @@ from midge.config import ListenerConfig
 log = logging.getLogger("midge.connection")
 #: Mosquitto's "subscribe"/"unsubscribe" log types (enabled by -v or log_type).
 sublog = logging.getLogger("midge.subscribe")
+#: Mosquitto's "notice" level (midge.logs.NOTICE): connections, disconnections, refusals.
+NOTICE: Final = 25
+
+#: How a connection ended, as Mosquitto 2.0.11 words it after "Client ID " (src/loop.c,
+#: do_disconnect), by the reason code midge closes it with.
+END_DISCONNECTED: Final = "disconnected."
+END_LOST: Final = "closed its connection."
+END_PROTOCOL: Final = "disconnected due to protocol error."
+END_TIMEOUT: Final = "has exceeded timeout, disconnecting."
+END_NOT_AUTHORISED: Final = "disconnected, not authorised."
+_ENDS: Final[dict[int, str]] = {
+    Reason.MALFORMED_PACKET: "disconnected due to malformed packet.",
+    Reason.KEEP_ALIVE_TIMEOUT: END_TIMEOUT,
+    Reason.NOT_AUTHORIZED: END_NOT_AUTHORISED,
+    Reason.BAD_USER_NAME_OR_PASSWORD: END_NOT_AUTHORISED,
+    Reason.BAD_AUTHENTICATION_METHOD: END_NOT_AUTHORISED,
+    Reason.PACKET_TOO_LARGE: "disconnected due to oversize packet.",
+    Reason.QOS_NOT_SUPPORTED: "disconnected due to QoS too high or retain not supported.",
+    Reason.RETAIN_NOT_SUPPORTED: "disconnected due to QoS too high or retain not supported.",
+    Reason.ADMINISTRATIVE_ACTION: "been disconnected by administrative action.",
+}
+#: Marks a ``midge.subscribe`` record as Mosquitto's "unsubscribe" type (midge.logs).
+_UNSUBSCRIBE: Final = {"mtype": "unsubscribe"}
+#: The protocol number in Mosquitto's "New client connected" line (p1 3.1, p2 3.1.1, p5 5.0).
+_MOSQUITTO_PROTOCOL: Final = {3: 1, 4: 2, 5: 5}
+_PROTOCOL_NAMES: Final = {3: "3.1", 4: "3.1.1", 5: "5.0"}
 
 CONNECTING: Final = 0
 CONNECTED: Final = 1
@@ -153,6 +179,7 @@ class Connection:
         "_connect",
         "_exchange",
         "_expiry",
+        "_logged",
         "_pub_stamp",
         "_pub_tokens",
         "_request",
@@ -238,8 +265,42 @@ class Connection:
         self._pub_tokens = float(config.max_publish_rate)
         self._pub_stamp = self.last_seen
         self._timer: Any = broker.scheduler.call_later(config.connect_timeout, self._timeout)
+        #: (client id, username) of the CONNECT being decided, for the log lines of a refusal.
+        self._logged: tuple[str, str | None] | None = None
         broker.connections.add(self)
         broker.stats.sockets += 1
+        if config.connection_messages and log.isEnabledFor(NOTICE):
+            self._event(
+                NOTICE,
+                "socket",
+                None,
+                "New connection from %s on port %d.",
+                peer,
+                listener.port,
+            )
+
+    # -- the log --------------------------------------------------------------------------------
+
+    def _event(self, level: int, event: str, reason: str | None, text: str, *args: Any) -> None:
+        """Log a connection event: Mosquitto's sentence (``text % args``) with the fields the
+        JSON format adds (midge.logs). Never a password or a payload."""
+        client_id: str | None = self.client_id or None
+        username = self.username
+        if client_id is None and self._logged is not None:
+            client_id, username = self._logged
+        address, colon, port = self.peer.rpartition(":")
+        fields = {
+            "client_id": client_id,
+            "address": address if colon else self.peer,
+            "port": int(port) if colon and port.isdigit() else None,
+            "listener": self.listener.port,
+            "protocol": _PROTOCOL_NAMES.get(self.version)
+            if self._logged or self.client_id
+            else None,
+            "username": username,
+            "reason": reason,
+        }
+        log.log(level, text, *args, extra={"event": event, "fields": fields})
 
     # -- input ----------------------------------------------------------------------------------
 
@@ -266,11 +327,17 @@ class Connection:
         """Handling a packet raised ``exc``: answer what must be answered, then close."""
         if isinstance(exc, UnsupportedProtocolVersion):
             if self.state == CONNECTING:
+                if self.broker.config.connection_messages:
+                    log.info(
+                        "Invalid protocol version %d in CONNECT from %s.",
+                        exc.level,
+                        self.peer.rpartition(":")[0] or self.peer,
+                    )
                 # Mosquitto answers in the v3 format (it cannot know which the client reads).
                 self._send(Connack(False, ConnackV3.UNACCEPTABLE_PROTOCOL_VERSION), 4)
                 self._violation(exc.reason, str(exc))
             else:
-                self._violation(Reason.PROTOCOL_ERROR, "second CONNECT")  # MQTT-3.1.0-2
+                self._second_connect()
         elif isinstance(exc, CodecError):
             if (
                 self.state == CONNECTING
@@ -330,7 +397,7 @@ class Connection:
                     self._on_auth(packet)
                     return
                 if isinstance(packet, Disconnect):
-                    self._close(False)
+                    self._close(False, END_DISCONNECTED, "normal disconnection")
                     return
                 raise ProtocolViolation(Reason.PROTOCOL_ERROR, "packet during authentication")
             if not isinstance(packet, Connect):
@@ -359,8 +426,7 @@ class Connection:
         elif isinstance(packet, Auth):
             self._on_auth(packet)
         elif isinstance(packet, Connect):
-            # MQTT-3.1.0-2: a second CONNECT is a protocol violation.
-            raise ProtocolViolation(Reason.PROTOCOL_ERROR, "second CONNECT")
+            self._second_connect()
         else:
             raise ProtocolViolation(
                 Reason.PROTOCOL_ERROR, f"{type(packet).__name__} is not sent to a server"
@@ -368,11 +434,26 @@ class Connection:
 
     # -- CONNECT ----------------------------------------------------------------------------------
 
+    def _second_connect(self) -> None:
+        """MQTT-3.1.0-2: a second CONNECT is a protocol violation."""
+        log.log(NOTICE, "Bad client %s sending multiple CONNECT messages.", self.client_id)
+        self._violation(Reason.PROTOCOL_ERROR, "second CONNECT")
+
     def refuse_at_connect(self, reason: int, timeout: float) -> None:
         """A connection limit refused this client (the transport counts it): answer its CONNECT
         with ``reason`` (v3: "server unavailable") and close; close after ``timeout`` seconds
         if no CONNECT comes."""
         self.refuse_reason = reason
+        if self.broker.config.connection_messages and log.isEnabledFor(NOTICE):
+            what = "max_connections" if reason == Reason.QUOTA_EXCEEDED else "max_connection_rate"
+            self._event(
+                NOTICE,
+                "refuse",
+                f"{what} exceeded",
+                "Client connection from %s denied: %s exceeded.",
+                self.peer.rpartition(":")[0] or self.peer,
+                what,
+            )
         self._cancel_timer()
         self._timer = self.broker.scheduler.call_later(timeout, self._timeout)
 
@@ -389,6 +470,7 @@ class Connection:
             return
         props = p.properties
         client_id = p.client_id
+        self._logged = (client_id, p.username)
         assigned = False
         if not client_id:
             allow = listener.allow_zero_length_clientid
@@ -610,19 +692,41 @@ class Connection:
         self._send(Connack(present and version >= 4, 0, ack_props))
         if keepalive:
             self._timer = broker.scheduler.call_later(keepalive * 1.5, self._timeout)
-        if config.connection_messages:
-            log.info(
-                "client connected: %s from %s (v%d, clean %s, keepalive %d)",
-                client_id,
-                self.peer,
-                version,
-                p.clean_start,
-                keepalive,
-            )
+        if config.connection_messages and log.isEnabledFor(NOTICE):
+            self._connected(p, keepalive)
         session.open(self.out, send_quota, config.max_inflight_bytes, receive_maximum)
         if present:
             session.resend()
         session.pump(broker.scheduler.wall())
+
+    def _connected(self, p: Connect, keepalive: int) -> None:
+        """Mosquitto's lines for an accepted CONNECT (handle_connect.c), its will's at debug
+        (the size of its payload, never the payload)."""
+        user = self.username
+        self._event(
+            NOTICE,
+            "connect",
+            None,
+            "New client connected from %s as %s (p%d, c%d, k%d%s).",
+            self.peer,
+            self.client_id,
+            _MOSQUITTO_PROTOCOL.get(self.version, self.version),
+            p.clean_start,
+            keepalive,
+            "" if user is None else f", u'{user}'",
+        )
+        if log.isEnabledFor(logging.DEBUG):
+            will = p.will
+            if will is None:
+                log.debug("No will message specified.")
+            else:
+                log.debug(
+                    "Will message specified (%d bytes) (r%d, q%d).",
+                    len(will.payload),
+                    will.retain,
+                    will.qos,
+                )
+                log.debug("\t%s", will.topic)
 
     def _claimed(self, auth_props: Properties | None) -> None:
         """The other workers released the client id: accept, then read what the client sent
@@ -643,8 +747,7 @@ class Connection:
         elif reason in V5_TO_V3_CONNACK:
             self._send(Connack(False, V5_TO_V3_CONNACK[reason]))
         # else: v3 has no return code for it; like Mosquitto, close without CONNACK.
-        log.info("connection from %s refused: %s", self.peer, why)
-        self._close(False)
+        self._close(False, _ENDS.get(reason, END_PROTOCOL), f"0x{reason:02x} {why}", "refuse")
 
     # -- PUBLISH and its acknowledgements -------------------------------------------------------
 
@@ -936,13 +1039,8 @@ class Connection:
                 retained.append((real, opts))
         if sublog.isEnabledFor(logging.INFO):
             for s, code in zip(p.subscriptions, codes, strict=True):
-                sublog.info(
-                    "%s subscribed to %s (QoS %d, granted 0x%02x)",
-                    self.client_id,
-                    s.topic_filter,
-                    s.qos,
-                    code,
-                )
+                if code < 0x80:  # Mosquitto's "ID QOS FILTER" (handle_subscribe.c)
+                    sublog.info("%s %d %s", self.client_id, code, s.topic_filter)
         router = broker.router
         if router is not None:
             filters = [
@@ -998,7 +1096,7 @@ class Connection:
         ]
         if sublog.isEnabledFor(logging.INFO):
             for f in p.topic_filters:
-                sublog.info("%s unsubscribed from %s", self.client_id, f)
+                sublog.info("%s %s", self.client_id, f, extra=_UNSUBSCRIBE)
         self._send(Unsuback(p.packet_id, codes if self.version == MQTT5 else []))
 
     # -- DISCONNECT / AUTH ----------------------------------------------------------------------
@@ -1018,11 +1116,11 @@ class Connection:
             if p.reason_code != Reason.SUCCESS:
                 # Only a normal disconnection (0x00) deletes the will (MQTT-3.14.4-3 v5, v5
                 # 3.1.2.5); 0x04 asks for it and an error reason from the client keeps it.
-                self._close(True)
+                self._close(True, END_DISCONNECTED, f"DISCONNECT 0x{p.reason_code:02x}")
                 return
         # MQTT-3.14.4-3 (3.1.1), MQTT-3.1.2-10: a normal DISCONNECT discards the will.
         self.will = None
-        self._close(False)
+        self._close(False, END_DISCONNECTED, "normal disconnection")
 
     def _on_auth(self, p: Auth) -> None:
         """AUTH during an exchange (0x18) or to start re-authentication (0x19), MQTT 5 4.12."""
@@ -1089,12 +1187,13 @@ class Connection:
             return
         refused = self.broker.stats.refused
         refused[reason] = refused.get(reason, 0) + 1
-        log.info("closing %s (%s): %s", self.client_id or self.peer, hex(reason), why)
+        end = _ENDS.get(reason, END_PROTOCOL)
+        why = f"0x{reason:02x} {why}"
         if self.state == CONNECTED and self.version == MQTT5:
             if reason not in REASONS_BY_PACKET[PacketType.DISCONNECT]:
                 reason = Reason.PROTOCOL_ERROR
             self._send(Disconnect(reason))
-        self._close(True)
+        self._close(True, end, why)
 
     def _timeout(self) -> None:
         """The CONNECT timer, or the keep-alive timer: 1.5 x Keep Alive (MQTT-3.1.2-24 in 3.1.1,
@@ -1103,8 +1202,7 @@ class Connection:
         if self.state == CLOSED:
             return
         if self.state != CONNECTED:
-            log.info("closing %s: no CONNECT in time", self.peer)
-            self._close(False)
+            self._close(False, END_TIMEOUT, "no CONNECT in time")
             return
         limit = self.keepalive * 1.5
         now = self.broker.scheduler.time()
@@ -1146,20 +1244,41 @@ class Connection:
         """Another connection took this client id (MQTT-3.1.4-2; v5: DISCONNECT 0x8E)."""
         self.session = None
         self.will = None
+        if self.state == CONNECTED and self.broker.config.connection_messages:
+            # Mosquitto's line (an error, as there), before the new client's "New client".
+            self._event(
+                logging.ERROR,
+                "takeover",
+                "session taken over",
+                "Client %s already connected, closing old connection.",
+                self.client_id,
+            )
         if self.version == MQTT5 and self.state == CONNECTED:
             self._send(Disconnect(Reason.SESSION_TAKEN_OVER))
-        self._close(False)
+        self._close(False, "", "")  # the line above is this disconnection's
 
     def shutdown(self) -> None:
         """The server is stopping (v5: DISCONNECT 0x8B)."""
         if self.state == CONNECTED and self.version == MQTT5:
             self._send(Disconnect(Reason.SERVER_SHUTTING_DOWN))
-        self._close(True)
+        self._close(True, "", "server shutting down")
 
-    def _close(self, send_will: bool) -> None:
+    def _close(self, send_will: bool, end: str, why: str, event: str = "disconnect") -> None:
+        """Close the connection; log ``Client ID <end>`` (Mosquitto's sentence; none if empty)
+        with ``why`` as the JSON reason."""
         if self.state == CLOSED:
             return
         connected = self.state == CONNECTED
+        if self.broker.config.connection_messages:
+            if end:
+                if log.isEnabledFor(NOTICE):
+                    self._event(
+                        NOTICE, event, why, "Client %s %s", self.client_id or "<unknown>", end
+                    )
+            elif why and connected and log.isEnabledFor(logging.INFO):
+                self._event(
+                    logging.INFO, event, why, "Client %s disconnected: %s.", self.client_id, why
+                )
         self.state = CLOSED
         self._cancel_timer()
         if self._expiry is not None:
@@ -1177,12 +1296,10 @@ class Connection:
             will = self.take_will() if send_will else None
             self.will = None
             self.broker.detach(self, session, will)
-            if self.broker.config.connection_messages:
-                log.info("client disconnected: %s", self.client_id)
 
     def connection_lost(self, exc: Exception | None = None) -> None:
         """The transport closed (peer gone, or after our own close): MQTT-3.1.2-8 sends the will."""
-        self._close(True)
+        self._close(True, END_LOST, "connection closed by the client")
         on_lost = self.on_lost
         if on_lost is not None:
             self.on_lost = None

@@ -24,6 +24,13 @@ MAX_PAYLOAD = 268_435_455  # the largest Remaining Length, hence the largest pos
 LOG_TYPES = ("debug", "error", "warning", "notice", "information", "subscribe", "unsubscribe")
 #: Mosquitto's default ``log_type`` set.
 DEFAULT_LOG_TYPES = ("error", "warning", "notice", "information")
+#: Why ``log_dest dlt`` is refused (both readers say it).
+DLT_REFUSED = (
+    "'dlt' (the GENIVI Diagnostic Log and Trace daemon) is not supported by midge: it needs "
+    "the C libdlt; use syslog, a file, stderr, stdout or topic"
+)
+#: ``log_format``'s values.
+LOG_FORMATS = ("text", "json")
 DURABILITIES = ("fsync", "os", "none")
 #: Mosquitto's tls_version values that midge accepts: the minimum is always TLS 1.2.
 TLS_VERSIONS = ("tlsv1.2", "tlsv1.3")
@@ -87,6 +94,46 @@ def durability(value: str) -> str:
             "os (committed, not fsynced) or none (memory only)"
         )
     return value
+
+
+def log_format(value: str) -> str:
+    if value not in LOG_FORMATS:
+        raise BadValue(
+            f"invalid log_format '{value}': expected text (Mosquitto's lines) or json (JSON lines)"
+        )
+    return value
+
+
+#: ``log_level``'s components and levels (midge.logs reads the same names).
+LOG_COMPONENTS = (
+    "server",
+    "connection",
+    "subscribe",
+    "broker",
+    "auth",
+    "store",
+    "transport",
+    "workers",
+)
+LOG_LEVELS = ("debug", "information", "info", "notice", "warning", "error", "none")
+
+
+def log_levels(text: str) -> dict[str, str]:
+    """``broker=debug auth=info`` (spaces or commas between) -> {"broker": "debug", ...}."""
+    levels: dict[str, str] = {}
+    for word in text.replace(",", " ").split():
+        if word.startswith("#"):
+            break  # a trailing comment
+        name, eq, level = word.partition("=")
+        if not eq or name not in LOG_COMPONENTS or level not in LOG_LEVELS:
+            raise BadValue(
+                f"invalid log_level '{word}': expected COMPONENT=LEVEL, COMPONENT one of "
+                f"{', '.join(LOG_COMPONENTS)}, LEVEL one of {', '.join(LOG_LEVELS)}"
+            )
+        levels[name] = level
+    if not levels:
+        raise BadValue("log_level needs COMPONENT=LEVEL pairs, e.g. log_level broker=debug")
+    return levels
 
 
 def parse_duration(text: str) -> int | None:

@@ -209,7 +209,11 @@ class Config:
     log_file: str | None = None  # the path of the "file" log_dest
     log_type: list[str] = field(default_factory=lambda: list(DEFAULT_LOG_TYPES))
     log_timestamp: bool = True
-    log_timestamp_format: str | None = None  # strftime format; None = seconds since the epoch
+    log_timestamp_format: str | None = None  # strftime format or "iso8601"; None = epoch seconds
+    log_format: str = "text"  # midge only: "text" (Mosquitto's lines) or "json" (JSON lines)
+    log_level: dict[str, str] = field(default_factory=dict)  # midge only: component -> level
+    log_facility: int | None = None  # log_dest syslog: LOG_LOCAL<n>; None = LOG_DAEMON
+    log_syslog_socket: str = "/dev/log"  # midge only: log_dest syslog's Unix socket
     connection_messages: bool = True
 
     # Persistence (docs/durability.md). ``durability``: "fsync" (an ack goes out once its message

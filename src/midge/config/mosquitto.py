@@ -423,7 +423,7 @@ class ConfParser:
             self.word("log_dest", value)
             dests = []
             self.config.log_file = None
-        elif kind in ("stderr", "stdout"):
+        elif kind in ("stderr", "stdout", "syslog", "topic"):
             self.word("log_dest", value)
             if kind not in dests:
                 dests.append(kind)
@@ -435,12 +435,13 @@ class ConfParser:
                 raise BadValue("only one 'log_dest file' may be configured (as in Mosquitto)")
             self.config.log_file = target
             dests.append("file")
-        elif kind in ("syslog", "topic", "dlt"):
-            raise BadValue(
-                f"'{kind}' is not supported yet by midge; use stderr, stdout, file PATH or none"
-            )
+        elif kind == "dlt":
+            raise BadValue(checks.DLT_REFUSED)
         else:
-            raise BadValue(f"invalid log_dest '{kind}': expected stderr, stdout, file PATH or none")
+            raise BadValue(
+                f"invalid log_dest '{kind}': expected stderr, stdout, file PATH, syslog, topic "
+                "or none"
+            )
         self.log_dest = dests
 
     # -- include_dir

@@ -19,6 +19,7 @@ from midge.config.options import (
     MIDGE_ONLY,
     PER_LISTENER,
     RAW,
+    SAME,
     SECONDS,
     STRINGS,
     TEXT,
@@ -788,19 +789,7 @@ _IGNORED = (
         mosquitto="Mosquitto 2 ignores it too (with a warning).",
         apply="ignored",
     ),
-    Option(
-        "log_facility",
-        GLOBAL,
-        INT,
-        "The syslog facility (0..7: local0..local7) of `log_dest syslog`; accepted, and without "
-        "effect while midge does not log to syslog (with a notice).",
-        "logging",
-        field=None,
-        check=checks.int_range(0, 7),
-        default_doc="—",
-        mosquitto="Mosquitto uses it for syslog.",
-        apply="ignored",
-    ),
+    # log_facility: see _LOGGING.
 )
 
 _LOGGING = (
@@ -809,12 +798,15 @@ _LOGGING = (
         GLOBAL,
         STRINGS,
         "Where log lines go. May repeat: the first `log_dest` replaces the default, later ones "
-        'add; `none` clears. Only one `file`. TOML: a string or array, `"file PATH"`.',
+        'add; `none` clears. Only one `file`. TOML: a string or array, `"file PATH"`. `syslog`: '
+        "the local syslog socket (`log_syslog_socket`, facility `log_facility`); `topic`: "
+        "`$SYS/broker/log/E\\|W\\|N\\|I\\|M/subscribe\\|M/unsubscribe` (QoS 2, expiring after "
+        "20 s; debug lines never). See [operations.md](operations.md#logs).",
         "logging",
         default=["stderr"],
         default_doc="stderr",
-        syntax="`log_dest stderr\\|stdout\\|file PATH\\|none`",
-        mosquitto="`syslog`, `topic` and `dlt` are refused: not supported yet.",
+        syntax="`log_dest stderr\\|stdout\\|file PATH\\|syslog\\|topic\\|none`",
+        mosquitto="Same. `dlt` is refused: it needs the C DLT library.",
         apply="log_dest",
     ),
     Option(
@@ -842,11 +834,67 @@ _LOGGING = (
         "log_timestamp_format",
         GLOBAL,
         TEXT,
-        "strftime format of the timestamp, e.g. `%Y-%m-%dT%H:%M:%S`.",
+        "strftime format of the timestamp, e.g. `%Y-%m-%dT%H:%M:%S`; midge also takes "
+        "`iso8601`: ISO 8601 with milliseconds and the UTC offset "
+        "(`2026-12-06T05:20:01.123+00:00`). Also the `ts` of `log_format json`.",
         "logging",
         once=True,
-        syntax="`log_timestamp_format FORMAT`",
-        default_doc="seconds since the epoch",
+        syntax="`log_timestamp_format FORMAT\\|iso8601`",
+        default_doc="seconds since the epoch (JSON: iso8601)",
+        mosquitto="Same, plus midge's `iso8601`.",
+    ),
+    Option(
+        "log_format",
+        GLOBAL,
+        WORD,
+        "midge only: `text`, Mosquitto's lines (`1700000000: New client connected from ...`), "
+        "or `json`, one JSON object per line with `ts`, `level`, `component`, `message` and, "
+        "for connections, `event`, `client_id`, `address`, `port`, `listener`, `protocol`, "
+        "`username`, `reason`. See [operations.md](operations.md#logs).",
+        "logging",
+        default="text",
+        check=checks.log_format,
+        syntax="`log_format text\\|json`",
+        mosquitto=MIDGE_ONLY,
+    ),
+    Option(
+        "log_level",
+        GLOBAL,
+        TEXT,
+        "midge only: a level per component, replacing `log_type` for it: `COMPONENT=LEVEL` "
+        "pairs, COMPONENT one of " + ", ".join(f"`{c}`" for c in checks.LOG_COMPONENTS) + "; "
+        "LEVEL `debug`, `info`, `notice`, `warning`, `error` or `none`. E.g. "
+        "`log_level auth=debug subscribe=none`.",
+        "logging",
+        default={},
+        default_doc="none (log_type decides)",
+        once=True,
+        check=checks.log_levels,
+        syntax="`log_level COMPONENT=LEVEL ...`",
+        mosquitto=MIDGE_ONLY,
+    ),
+    Option(
+        "log_facility",
+        GLOBAL,
+        INT,
+        "The syslog facility of `log_dest syslog`: 0..7 for local0..local7.",
+        "logging",
+        default=None,
+        check=checks.int_range(0, 7),
+        default_doc="daemon",
+        syntax="`log_facility N`",
+        mosquitto=SAME,
+    ),
+    Option(
+        "log_syslog_socket",
+        GLOBAL,
+        TEXT,
+        "midge only: the local syslog daemon's Unix socket for `log_dest syslog`.",
+        "logging",
+        default="/dev/log",
+        once=True,
+        syntax="`log_syslog_socket PATH`",
+        mosquitto=MIDGE_ONLY + " (Mosquitto calls syslog(3), which uses /dev/log.)",
     ),
     Option(
         "connection_messages",

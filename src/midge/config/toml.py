@@ -363,7 +363,7 @@ class TomlReader:
                     if rest.strip():
                         raise BadValue(f"unexpected text '{rest.strip()}' after 'none'")
                     dests, log_file = [], None
-                elif kind in ("stderr", "stdout"):
+                elif kind in ("stderr", "stdout", "syslog", "topic"):
                     if rest.strip():
                         raise BadValue(f"unexpected text '{rest.strip()}' after '{kind}'")
                     if kind not in dests:
@@ -375,15 +375,12 @@ class TomlReader:
                         raise BadValue("only one 'file' destination may be configured")
                     log_file = rest.strip()
                     dests.append("file")
-                elif kind in ("syslog", "topic", "dlt"):
-                    raise BadValue(
-                        f"'{kind}' is not supported yet by midge; use stderr, stdout, "
-                        '"file PATH" or none'
-                    )
+                elif kind == "dlt":
+                    raise BadValue(checks.DLT_REFUSED)
                 else:
                     raise BadValue(
                         f"invalid destination '{item}': expected stderr, stdout, "
-                        '"file PATH" or none'
+                        '"file PATH", syslog, topic or none'
                     )
             except BadValue as exc:
                 raise self.error(f"log_dest: {exc}", -1, "log_dest") from None
