@@ -361,6 +361,7 @@ def parse(tool: str, args: list[str]) -> Options:
         elif name == "timeout":
             opts.timeout = _int(flag, value, 1, 3600)
         elif name == "format":
+            check_format(value)
             opts.output.format = os.fsencode(value)
         elif name == "will_payload":
             opts.will_payload = os.fsencode(value)
@@ -379,6 +380,53 @@ def parse(tool: str, args: list[str]) -> Options:
         pass
     _check(opts)
     return opts
+
+
+_SPECIFIERS = set("%ACDEFIlmPpqRSrtjJUxX")
+_ESCAPES = set("\\0aenrtv")
+
+
+def check_format(fmt: str) -> None:
+    """Reject what mosquitto_sub rejects in a -F template: an unknown ``%`` conversion or ``\\``
+    escape, and a ``%``, ``@`` or ``\\`` with nothing after it."""
+    n = len(fmt)
+    i = 0
+    incomplete = "Incomplete format specifier."
+    while i < n:
+        c = fmt[i]
+        if c == "%":
+            if i == n - 1:
+                raise UsageError(incomplete)
+            if fmt[i + 1] in "0-":
+                i += 1
+                if i == n - 1:
+                    raise UsageError(incomplete)
+            while fmt[i + 1].isdigit():
+                i += 1
+                if i == n - 1:
+                    raise UsageError(incomplete)
+            if fmt[i + 1] == ".":
+                i += 1
+                if i == n - 1:
+                    raise UsageError(incomplete)
+                while fmt[i + 1].isdigit():
+                    i += 1
+                    if i == n - 1:
+                        raise UsageError(incomplete)
+            if fmt[i + 1] not in _SPECIFIERS:
+                raise UsageError(f"Invalid format specifier '{fmt[i + 1]}'.")
+            i += 1
+        elif c == "@":
+            if i == n - 1:
+                raise UsageError(incomplete)
+            i += 1
+        elif c == "\\":
+            if i == n - 1:
+                raise UsageError("Incomplete escape specifier.")
+            if fmt[i + 1] not in _ESCAPES:
+                raise UsageError(f"Invalid escape specifier '{fmt[i + 1]}'.")
+            i += 1
+        i += 1
 
 
 def _flag(opts: Options, name: str) -> None:

@@ -25,7 +25,6 @@ PROPERTY_NAMES: dict[int, str] = {p.value: p.name.lower().replace("_", "-") for 
 PROPERTY_NAMES[Prop.ASSIGNED_CLIENT_IDENTIFIER] = "assigned-client-identifier"
 
 _INT_MAX = 2**31 - 1
-_INT_MIN = -(2**31)
 
 
 @dataclass(slots=True)
@@ -308,9 +307,6 @@ def _json_string(value: bytes) -> bytes:
 def _json_number(d: float) -> bytes:
     if math.isnan(d) or math.isinf(d):
         return b"null"
-    valueint = _INT_MAX if d >= _INT_MAX else _INT_MIN if d <= _INT_MIN else int(d)
-    if d == float(valueint):
-        return b"%d" % valueint
     text = f"{d:1.15g}"
     if abs(float(text) - d) > max(abs(float(text)), abs(d)) * 2.220446049250313e-16:
         text = f"{d:1.17g}"
