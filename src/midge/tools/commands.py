@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import signal
 import sys
 from collections.abc import Callable, Coroutine
@@ -218,6 +219,8 @@ async def _sub_loop(opts: Options, client: Client) -> int:
 
 
 def _print(opts: Options, message: Message) -> bool:
+    if opts.random_filter < 10000 and random.randrange(10000) >= opts.random_filter:
+        return True
     data, errors = render(message, opts.output)
     for line in errors:
         _err(opts, line)

@@ -70,6 +70,8 @@ class Options:
     tls_version: str | None = None
     repeat: int = 1
     repeat_delay: float = 0.0
+    #: --random-filter: print a message when random() % 10000 is below this
+    random_filter: int = 10000
 
     def tls_context(self) -> ssl.SSLContext | None:
         if not (self.cafile or self.capath):
@@ -372,8 +374,16 @@ def parse(tool: str, args: list[str]) -> Options:
                 opts.repeat_delay = float(value)
             except ValueError:
                 raise UsageError(f"Invalid --repeat-delay {value!r}.") from None
-        elif name in ("bind_address", "ciphers", "random_filter"):
-            pass  # accepted for compatibility; see docs/client.md
+        elif name == "random_filter":
+            try:
+                percent = float(value)
+            except ValueError:
+                raise UsageError(f"Invalid --random-filter {value!r}.") from None
+            if not 0.1 <= percent <= 100.0:
+                raise UsageError("--random-filter must be between 0.1 and 100.0.")
+            opts.random_filter = int(percent * 100)
+        elif name in ("bind_address", "ciphers"):
+            raise UsageError(f"{flag} is not supported yet by midge's client.")
         else:
             setattr(opts, name, value)
     if url is not None and opts.tool == "sub" and not opts.topics:
