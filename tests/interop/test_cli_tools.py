@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -323,3 +324,77 @@ def test_rr_side_by_side(kind: str) -> None:
         stop.set()
         _pub(port, "-t", "rr/request", "-m", "bye")
         thread.join(10)
+
+
+def test_tls_side_by_side(tmp_path: Path) -> None:
+    """--cafile/--cert/--key/--tls-version against a TLS listener (midge's: mosquitto, started
+    as root, drops to its own user, which cannot read the test's private directory) that
+    requires a client certificate: the same output; without the certificate, both fail."""
+    from tests.security.certs import Pki, name
+
+    pki = Pki(tmp_path)
+    cert, key = pki.client("alice", name(("CN", "alice")))
+    tls = ["--cafile", pki.cafile, "--cert", cert, "--key", key, "-h", "localhost"]
+    with midge(
+        [
+            f"cafile {pki.cafile}",
+            f"certfile {pki.server_cert}",
+            f"keyfile {pki.server_key}",
+            "require_certificate true",
+            "allow_anonymous true",
+        ]
+    ) as port:
+        sub = Pair(port, [*tls, "--tls-version", "tlsv1.2", "-t", "s/#", "-C", "1", "-v"], None)
+        time.sleep(1.0)
+        _pub(port, *tls, "-t", "s/1", "-m", "over TLS")
+        codes, outs, errs = sub.finish()
+        assert outs == [b"s/1 over TLS\n"] * 2 and codes == [0, 0], (outs, errs)
+        no_cert = [
+            subprocess.run(
+                [*_cmd("pub", m), "-p", str(port), "--cafile", pki.cafile, "-h", "localhost",
+                 "-t", "s/2", "-m", "x"],
+                capture_output=True, timeout=20,
+            ).returncode
+            for m in (False, True)
+        ]  # fmt: skip
+        assert no_cert[0] != 0 and no_cert[1] != 0
+
+
+def test_unix_socket_and_will(tmp_path: Path) -> None:
+    """--unix to midge's Unix socket listener; --will-* published when sub is interrupted (MQTT
+    5 DISCONNECT 0x04, as mosquitto_sub does on SIGINT)."""
+    sock = tmp_path / "mqtt.sock"
+    with midge(["allow_anonymous true", f"listener 0 {sock}", "allow_anonymous true"]) as port:
+        watcher = Pair(port, ["-t", "will/#", "-v", "-C", "2", "-W", "20"], None)
+        subs = [
+            subprocess.Popen(
+                [*_cmd("sub", m), "--unix", str(sock), "-V", "5", "-t", "u/#", "-C", "1",
+                 "--will-topic", f"will/{'midge' if m else 'mosquitto'}", "--will-payload",
+                 "gone", "--will-qos", "1"],
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            )
+            for m in (False, True)
+        ]  # fmt: skip
+        time.sleep(1.0)
+        _pub(port, "-t", "u/1", "-m", "via tcp")
+        outs = [p.communicate(timeout=20)[0] for p in subs]
+        assert outs == [b"via tcp\n"] * 2
+        assert watcher.finish()[1] == [b""] * 2  # -C: a normal DISCONNECT, no will
+        watcher = Pair(port, ["-t", "will/#", "-v", "-C", "2", "-W", "20"], None)
+        subs = [
+            subprocess.Popen(
+                [*_cmd("sub", m), "--unix", str(sock), "-V", "5", "-t", "u/#",
+                 "--will-topic", f"will/{'midge' if m else 'mosquitto'}", "--will-payload",
+                 "gone", "-W", "20"],
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            )
+            for m in (False, True)
+        ]  # fmt: skip
+        time.sleep(1.5)
+        for p in subs:
+            p.send_signal(signal.SIGINT)
+        codes = [p.wait(timeout=20) for p in subs]
+        assert codes == [0, 0]
+        _, (mout, out), _ = watcher.finish()
+        assert sorted(mout.splitlines()) == [b"will/midge gone", b"will/mosquitto gone"]
+        assert sorted(out.splitlines()) == sorted(mout.splitlines())
