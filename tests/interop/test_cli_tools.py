@@ -64,12 +64,14 @@ def _pub(port: int, *args: str, stdin: bytes | None = None, midge_tool: bool = F
 class Pair:
     """mosquitto_sub and midge sub started with the same flags."""
 
-    def __init__(self, port: int, args: list[str], marker: bytes | None) -> None:
+    def __init__(
+        self, port: int, args: list[str], marker: bytes | None, where: list[str] | None = None
+    ) -> None:
         self.args = args
         self.marker = marker
         self.procs = [
             subprocess.Popen(
-                [*_cmd("sub", m), "-p", str(port), *args],
+                [*_cmd("sub", m), *(where or ["-p", str(port)]), *args],
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
             )
@@ -143,26 +145,30 @@ def test_sub_output_side_by_side(kind: str, tmp_path: Path) -> None:
     binary = tmp_path / "binary"
     binary.write_bytes(bytes(range(256)) + b'"quoted" \\ back\0after NUL')
     with _broker(kind) as port:
-        _pub(port, "-t", "test/0", "-m", "ready", "-r")
+        _pub(port, "-t", "test/0", "-m", '"ready"', "-r")  # a JSON string, for %J too
         v5 = ["-V", "mqttv5", "-q", "2", "-t", "test/#"]
         n = 7  # ready (retained) + 6 live messages below, one of them filtered out with -T
         specs: list[tuple[list[str], bytes | None]] = [
             ([*v5, "-F", TEMPLATE, "-C", str(n), "-W", "20"], b"ready"),
             ([*v5, "-F", JSON_TEMPLATE, "-C", str(n), "-W", "20"], b"ready"),
-            ([*v5, "-F", "%J", "--pretty", "-C", str(n), "-W", "20"], None),
+            ([*v5, "-F", "%J", "--pretty", "-C", str(n), "-W", "20"], b"ready"),
             ([*v5, "-F", TIME_TEMPLATE, "-C", "2", "-W", "20"], b"ready"),
             (["-t", "test/#", "-v", "-T", "test/skip", "-C", str(n - 1), "-W", "20"], b"ready"),
             (["-t", "test/#", "-N", "-C", str(n), "-W", "20"], b"ready"),
             (["-t", "test/#", "-v", "-N", "-C", str(n), "-W", "20"], b"ready"),
             ([*v5, "--retained-only", "-v", "-W", "20"], b"ready"),
             ([*v5, "-t", "unsub/#", "-U", "unsub/#", "-v", "-C", str(n), "-W", "20"], b"ready"),
-            ([*v5, "-R", "-v", "-C", str(n - 1), "-W", "20"], None),
+            ([*v5, "-t", "rsync/#", "-R", "-v", "-T", "test/skip", "-W", "20"], b"rsync/go"),
             (["-t", "nothing/here", "-E", "-W", "20"], None),
             (["-t", "nothing/here", "-W", "1"], None),
         ]
         pairs = [Pair(port, args, marker) for args, marker in specs]
-        _wait(pairs)
-        time.sleep(0.5)  # the pairs without a marker (-R, -E, -W): subscribed by now
+        # -R prints no retained marker: it also takes rsync/#, published until it shows
+        deadline = time.monotonic() + 20
+        while not all(p.ready() for p in pairs):
+            assert time.monotonic() < deadline, [(p.args, p.out) for p in pairs if not p.ready()]
+            _pub(port, "-t", "rsync/go", "-m", "x")
+            time.sleep(0.2)
         # One message at a time: libmosquitto hands a QoS 2 message over at PUBREL, midge.client
         # at PUBLISH, so a QoS 1 message right behind one of QoS 2 may overtake it in
         # mosquitto_sub's output only (see docs/mosquitto.md).
@@ -178,8 +184,19 @@ def test_sub_output_side_by_side(kind: str, tmp_path: Path) -> None:
             _pub(port, "-t", topic, *args)
             _wait(watched, marker=topic.encode())
         _pub(port, "-t", "unsub/a", "-m", "not for the -U subscriber")
+        _pub(port, "-t", "test/end", "-m", "the -R pair stops at this one")
         for pair in pairs:
+            if "-R" in pair.args:
+                _wait([pair], marker=b"test/end")
+                for proc in pair.procs:
+                    proc.send_signal(signal.SIGINT)
             (mcode, code), (mout, out), (merr, err) = pair.finish()
+            if "-R" in pair.args:
+                mout, out = (
+                    b"".join(x for x in o.splitlines(True) if not x.startswith(b"rsync/"))
+                    for o in (mout, out)
+                )
+                assert b"test/a hello world\n" in out and b"test/0" not in out, out
             label = f"{kind}: {pair.args}"
             if "-F" in pair.args and pair.args[pair.args.index("-F") + 1] == TIME_TEMPLATE:
                 assert _digits(out) == _digits(mout), label
@@ -241,8 +258,9 @@ def test_pub_side_by_side(kind: str, tmp_path: Path) -> None:
         (["-m", "props", "-V", "mqttv5", "-q", "2", *PROPS], None),
     ]
     with _broker(kind) as port:
-        sub = Pair(port, ["-V", "5", "-q", "2", "-t", "p/#", "-F", fmt, "-W", "30"], None)
-        time.sleep(1.0)
+        _pub(port, "-t", "p/ready", "-r", "-m", "ready")
+        sub = Pair(port, ["-V", "5", "-q", "2", "-t", "p/#", "-F", fmt, "-W", "30"], b"p/ready")
+        _wait([sub])
         for i, (args, stdin) in enumerate(cases):
             for m in (False, True):
                 _pub(port, "-t", f"p/{i}", *args, stdin=stdin, midge_tool=m)
@@ -256,7 +274,7 @@ def test_pub_side_by_side(kind: str, tmp_path: Path) -> None:
         _, outs, _ = sub.finish()
     lines = outs[0].splitlines()
     assert outs[0] == outs[1]  # the two subscribers agree
-    body = [line for line in lines if not line.startswith(b"p/end")]
+    body = [line for line in lines if not line.startswith((b"p/end", b"p/ready"))]
     by_topic: dict[bytes, list[bytes]] = {}
     for line in body:
         by_topic.setdefault(line.split(b"|", 1)[0], []).append(line)
@@ -344,11 +362,13 @@ def test_tls_side_by_side(tmp_path: Path) -> None:
             "allow_anonymous true",
         ]
     ) as port:
-        sub = Pair(port, [*tls, "--tls-version", "tlsv1.2", "-t", "s/#", "-C", "1", "-v"], None)
-        time.sleep(1.0)
+        _pub(port, *tls, "-t", "s/0", "-m", "ready", "-r")
+        args = [*tls, "--tls-version", "tlsv1.2", "-t", "s/#", "-C", "2", "-v", "-W", "20"]
+        sub = Pair(port, args, b"ready")
+        _wait([sub])
         _pub(port, *tls, "-t", "s/1", "-m", "over TLS")
         codes, outs, errs = sub.finish()
-        assert outs == [b"s/1 over TLS\n"] * 2 and codes == [0, 0], (outs, errs)
+        assert outs == [b"s/0 ready\ns/1 over TLS\n"] * 2 and codes == [0, 0], (outs, errs)
         no_cert = [
             subprocess.run(
                 [*_cmd("pub", m), "-p", str(port), "--cafile", pki.cafile, "-h", "localhost",
@@ -365,36 +385,24 @@ def test_unix_socket_and_will(tmp_path: Path) -> None:
     5 DISCONNECT 0x04, as mosquitto_sub does on SIGINT)."""
     sock = tmp_path / "mqtt.sock"
     with midge(["allow_anonymous true", f"listener 0 {sock}", "allow_anonymous true"]) as port:
-        watcher = Pair(port, ["-t", "will/#", "-v", "-C", "2", "-W", "20"], None)
-        subs = [
-            subprocess.Popen(
-                [*_cmd("sub", m), "--unix", str(sock), "-V", "5", "-t", "u/#", "-C", "1",
-                 "--will-topic", f"will/{'midge' if m else 'mosquitto'}", "--will-payload",
-                 "gone", "--will-qos", "1"],
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            )
-            for m in (False, True)
-        ]  # fmt: skip
-        time.sleep(1.0)
+        unix = ["--unix", str(sock)]
+        _pub(port, "-t", "u/0", "-m", "ready", "-r")
+        _pub(port, "-t", "will/0", "-m", "ready", "-r")
+        watcher = Pair(port, ["-t", "will/#", "-v", "-W", "20"], b"ready")
+        will = ["--will-topic", "will/x", "--will-payload", "gone", "--will-qos", "1"]
+        sub = Pair(port, ["-V", "5", "-t", "u/#", "-C", "2", "-W", "20", *will], b"ready", unix)
+        _wait([sub, watcher])
         _pub(port, "-t", "u/1", "-m", "via tcp")
-        outs = [p.communicate(timeout=20)[0] for p in subs]
-        assert outs == [b"via tcp\n"] * 2
-        assert watcher.finish()[1] == [b""] * 2  # -C: a normal DISCONNECT, no will
-        watcher = Pair(port, ["-t", "will/#", "-v", "-C", "2", "-W", "20"], None)
-        subs = [
-            subprocess.Popen(
-                [*_cmd("sub", m), "--unix", str(sock), "-V", "5", "-t", "u/#",
-                 "--will-topic", f"will/{'midge' if m else 'mosquitto'}", "--will-payload",
-                 "gone", "-W", "20"],
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            )
-            for m in (False, True)
-        ]  # fmt: skip
-        time.sleep(1.5)
-        for p in subs:
-            p.send_signal(signal.SIGINT)
-        codes = [p.wait(timeout=20) for p in subs]
-        assert codes == [0, 0]
+        codes, outs, _ = sub.finish()
+        assert outs == [b"ready\nvia tcp\n"] * 2 and codes == [0, 0]  # normal DISCONNECT
+        sub = Pair(port, ["-V", "5", "-t", "u/#", "-W", "20", *will], b"ready", unix)
+        _wait([sub])
+        for proc in sub.procs:
+            proc.send_signal(signal.SIGINT)
+        assert sub.finish()[0] == [0, 0]
+        _wait([watcher], marker=b"gone\nwill/x gone\n")
+        for proc in watcher.procs:
+            proc.send_signal(signal.SIGINT)
         _, (mout, out), _ = watcher.finish()
-        assert sorted(mout.splitlines()) == [b"will/midge gone", b"will/mosquitto gone"]
+        assert mout == b"will/0 ready\nwill/x gone\nwill/x gone\n"
         assert sorted(out.splitlines()) == sorted(mout.splitlines())
