@@ -272,6 +272,19 @@ def test_pub_side_by_side(kind: str, tmp_path: Path) -> None:
         for proc in sub.procs:
             proc.terminate()
         _, outs, _ = sub.finish()
+        # --remove-retained: midge sub clears the retained messages it receives (p/1, p/ready)
+        cleared = subprocess.run(
+            [*MIDGE, "sub", "-p", str(port), "-t", "p/#", "--remove-retained",
+             "--retained-only", "-F", "%t", "-W", "3"],
+            capture_output=True, timeout=20,
+        )  # fmt: skip
+        assert sorted(cleared.stdout.splitlines()) == [b"p/1", b"p/ready"], cleared
+        left = subprocess.run(
+            ["mosquitto_sub", "-p", str(port), "-t", "p/#", "--retained-only", "-v", "-W", "1"],
+            capture_output=True,
+            timeout=20,
+        )
+        assert left.stdout == b"", left.stdout
     lines = outs[0].splitlines()
     assert outs[0] == outs[1]  # the two subscribers agree
     body = [line for line in lines if not line.startswith((b"p/end", b"p/ready"))]
