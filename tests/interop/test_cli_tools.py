@@ -151,6 +151,7 @@ def test_sub_output_side_by_side(kind: str, tmp_path: Path) -> None:
         specs: list[tuple[list[str], bytes | None]] = [
             ([*v5, "-F", TEMPLATE, "-C", str(n), "-W", "20"], b"ready"),
             ([*v5, "-F", JSON_TEMPLATE, "-C", str(n), "-W", "20"], b"ready"),
+            ([*v5, "-F", "%j", "-C", str(n), "-W", "20"], b"ready"),  # what --json prints
             ([*v5, "-F", "%J", "--pretty", "-C", str(n), "-W", "20"], b"ready"),
             ([*v5, "-F", TIME_TEMPLATE, "-C", "2", "-W", "20"], b"ready"),
             (["-t", "test/#", "-v", "-T", "test/skip", "-C", str(n - 1), "-W", "20"], b"ready"),
@@ -211,6 +212,13 @@ def test_sub_output_side_by_side(kind: str, tmp_path: Path) -> None:
                 assert b"ready" in mout and code == 0, label
             if "-W" in pair.args and pair.args[pair.args.index("-W") + 1] == "1":
                 assert code == 27 and err.strip() == b"Timed out", label
+            if pair.args[-6:] == ["-F", "%j", "-C", str(n), "-W", "20"] and shutil.which("jq"):
+                jq = subprocess.run(["jq", "-c", "[.topic, .qos]"], input=out, capture_output=True,
+                                    timeout=20)  # fmt: skip
+                assert jq.returncode == 0 and jq.stdout.splitlines() == [
+                    b'["test/0",0]', b'["test/a",2]', b'["test/b",1]', b'["test/c",0]',
+                    b'["test/d",1]', b'["test/skip",0]', b'["test/e",1]',
+                ], jq  # fmt: skip
             if "-E" in pair.args:
                 assert (code, out) == (0, b""), label
             assert err.strip().splitlines()[-1:] == merr.strip().splitlines()[-1:] or (

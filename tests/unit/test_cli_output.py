@@ -101,5 +101,6 @@ def test_command_line() -> None:
     ):
         with pytest.raises(UsageError):
             parse("sub", bad)
+    assert parse("sub", ["-t", "x", "--json"]).output.format == b"%j"
     with pytest.raises(UsageError, match="Only one type"):
         parse("pub", ["-t", "x", "-m", "a", "-n"])
