@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import random
 import signal
 import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from midge.build import describe
 from midge.client import Client, ConnectionLost, Message, MQTTError, Will
 from midge.codec.properties import Prop
 from midge.codec.reasons import Reason
@@ -49,9 +51,12 @@ def main(tool: str, args: list[str]) -> int:
         print(f"Error: {exc}", file=sys.stderr)
         print(f"\nUse 'midge {tool} --help' to see usage.", file=sys.stderr)
         return 1
-    except SystemExit as exc:  # --help
-        print(usage(tool), end="")
-        return 0 if exc.code is None or isinstance(exc.code, str) else int(exc.code)
+    except SystemExit as exc:  # --help, --version: printed, and exit code 1 as Mosquitto's
+        if exc.code == "version":
+            print(f"midge {tool} version {describe()} running on midge.client.")
+        else:
+            print(usage(tool), end="")
+        return 1
     run: Callable[[Options], Coroutine[Any, Any, int]] = {"pub": _pub, "sub": _sub, "rr": _rr}[tool]
     try:
         return asyncio.run(run(opts))
@@ -114,7 +119,11 @@ async def _connect(opts: Options, client: Client) -> None:
                 f"Connection error: {_CONNACK_V3.get(code, 'Connection Refused: unknown reason.')}",
             )
             raise _Done(code) from None
-        _err(opts, f"Error: {exc}")
+        cause = exc.__cause__
+        if isinstance(cause, OSError) and cause.errno:
+            _err(opts, f"Error: {os.strerror(cause.errno)}")  # as mosquitto: "Connection refused"
+        else:
+            _err(opts, f"Error: {exc}")
         raise _Done(1) from None
     except (OSError, TimeoutError) as exc:
         _err(opts, f"Error: {getattr(exc, 'strerror', None) or exc}")

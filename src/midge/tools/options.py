@@ -303,7 +303,9 @@ def parse(tool: str, args: list[str]) -> Options:
     while i < len(args):
         flag = args[i]
         if flag == "--help":
-            raise SystemExit(usage(tool))
+            raise SystemExit("help")
+        if flag == "--version":
+            raise SystemExit("version")
         if not _allowed(tool, flag) or (
             flag not in _WITH_ARG and flag not in _FLAGS and flag != "-D"
         ):
@@ -334,7 +336,7 @@ def parse(tool: str, args: list[str]) -> Options:
         elif name == "version":
             versions = {"mqttv5": 5, "5": 5, "mqttv311": 4, "311": 4, "mqttv31": 3, "31": 3}
             if value.lower() not in versions:
-                raise UsageError(f"Invalid protocol version '{value}' specified.")
+                raise UsageError("Invalid protocol version argument given.")
             opts.version = versions[value.lower()]
             if opts.version == 3:
                 raise UsageError("MQTT v3.1 is not supported by midge's client (use -V mqttv311).")
