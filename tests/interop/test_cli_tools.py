@@ -14,6 +14,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -229,13 +230,23 @@ def test_sub_output_side_by_side(kind: str, tmp_path: Path) -> None:
 def test_sub_exit_codes_side_by_side() -> None:
     """Nothing listening: 1; a bad option: 1; MQTT 5 refusal: its reason code; 3.1.1: 1-5."""
     closed = free_port()
-    with mosquitto(["allow_anonymous false"]) as port:
+    directory = Path(tempfile.mkdtemp(prefix="midge-cli-"))  # readable by mosquitto's user
+    directory.chmod(0o755)
+    passwords = directory / "passwords"
+    subprocess.run(["mosquitto_passwd", "-b", "-c", str(passwords), "u", "secret"], timeout=20,
+                   check=True, capture_output=True)  # fmt: skip
+    passwords.chmod(0o644)
+    with mosquitto(["allow_anonymous false", f"password_file {passwords}"]) as port:
         for expected, args in (
             (1, ["-p", str(closed), "-t", "x"]),
             (1, ["-p", str(port), "-t", "x", "-q", "3"]),
             (5, ["-p", str(port), "-t", "x"]),
             (135, ["-p", str(port), "-t", "x", "-V", "5"]),
             (1, ["-p", str(port), "-t", "x", "-c"]),
+            (0, ["-p", str(port), "-t", "x", "-u", "u", "-P", "secret", "-E"]),
+            (0, ["-L", f"mqtt://u:secret@127.0.0.1:{port}/x", "-E", "-I", "cli-", "-k", "30"]),
+            (5, ["-p", str(port), "-t", "x", "-u", "u", "-P", "wrong"]),
+            (135, ["-p", str(port), "-t", "x", "-u", "u", "-P", "wrong", "-V", "mqttv5"]),
             (1, ["-p", str(port), "-t", "x", "-F", "%Z"]),
             (1, ["-p", str(port), "-t", "x", "-F", "ab\\q"]),
             (1, ["-p", str(port), "-t", "x", "-F", "%-5"]),
@@ -248,6 +259,7 @@ def test_sub_exit_codes_side_by_side() -> None:
                 for m in (False, True)
             ]
             assert codes == [expected, expected], (args, codes)
+    shutil.rmtree(directory, ignore_errors=True)
 
 
 @pytest.mark.parametrize("kind", ["midge", "mosquitto"])
