@@ -153,6 +153,22 @@ def test_sub_output_side_by_side(kind: str, tmp_path: Path) -> None:
             ([*v5, "-F", TEMPLATE, "-C", str(n), "-W", "20"], b"ready"),
             ([*v5, "-F", JSON_TEMPLATE, "-C", str(n), "-W", "20"], b"ready"),
             ([*v5, "-F", "%j", "-C", str(n), "-W", "20"], b"ready"),  # what --json prints
+            (
+                [
+                    *v5,
+                    "-D",
+                    "subscribe",
+                    "subscription-identifier",
+                    "42",
+                    "-C",
+                    str(n),
+                    "-F",
+                    "%S|%4S|%-4S|%04S|%j",
+                    "-W",
+                    "20",
+                ],
+                b"ready",
+            ),
             ([*v5, "-F", "%J", "--pretty", "-C", str(n), "-W", "20"], b"ready"),
             ([*v5, "-F", TIME_TEMPLATE, "-C", "2", "-W", "20"], b"ready"),
             (["-t", "test/#", "-v", "-T", "test/skip", "-C", str(n - 1), "-W", "20"], b"ready"),
@@ -220,6 +236,8 @@ def test_sub_output_side_by_side(kind: str, tmp_path: Path) -> None:
                     b'["test/0",0]', b'["test/a",2]', b'["test/b",1]', b'["test/c",0]',
                     b'["test/d",1]', b'["test/skip",0]', b'["test/e",1]',
                 ], jq  # fmt: skip
+            if "subscription-identifier" in pair.args:
+                assert out.startswith(b'42|  42|42  |0042|{"tst"'), out
             if "-E" in pair.args:
                 assert (code, out) == (0, b""), label
             assert err.strip().splitlines()[-1:] == merr.strip().splitlines()[-1:] or (

@@ -177,7 +177,7 @@ async def _sub(opts: Options) -> int:
         await client.disconnect(Reason.DISCONNECT_WITH_WILL)
         return 0
     except _Done as done:
-        await client.disconnect()
+        await client.disconnect(properties=dict(opts.props("disconnect")))
         return done.code
     except MQTTError as exc:
         _err(opts, f"Error: {exc}")
