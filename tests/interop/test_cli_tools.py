@@ -170,6 +170,7 @@ def test_sub_output_side_by_side(kind: str, tmp_path: Path) -> None:
                 b"ready",
             ),
             ([*v5, "-F", "%J", "--pretty", "-C", str(n), "-W", "20"], b"ready"),
+            ([*v5, "-F", "%j@@%j", "--pretty", "-N", "-C", str(n), "-W", "20"], b"ready"),
             ([*v5, "-F", TIME_TEMPLATE, "-C", "2", "-W", "20"], b"ready"),
             (["-t", "test/#", "-v", "-T", "test/skip", "-C", str(n - 1), "-W", "20"], b"ready"),
             (["-t", "test/#", "-N", "-C", str(n), "-W", "20"], b"ready"),
