@@ -104,3 +104,13 @@ def test_command_line() -> None:
     assert parse("sub", ["-t", "x", "--json"]).output.format == b"%j"
     with pytest.raises(UsageError, match="Only one type"):
         parse("pub", ["-t", "x", "-m", "a", "-n"])
+
+
+def test_bad_tls_files_exit_1(capsys: pytest.CaptureFixture[str]) -> None:
+    from midge.tools.commands import main
+
+    assert main("sub", ["-t", "x", "--cafile", "/nonexistent/ca.crt"]) == 1
+    assert "Problem setting TLS options" in capsys.readouterr().err
+    assert main("pub", ["-t", "x", "-n", "--cafile", "/nonexistent", "--cert", "c"]) == 1
+    assert main("sub", ["-t", "x", "--ws"]) == 1
+    assert "not supported yet" in capsys.readouterr().err

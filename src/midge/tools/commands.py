@@ -12,6 +12,7 @@ import contextlib
 import os
 import random
 import signal
+import ssl
 import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -56,6 +57,14 @@ def main(tool: str, args: list[str]) -> int:
             print(f"midge {tool} version {describe()} running on midge.client.")
         else:
             print(usage(tool), end="")
+        return 1
+    try:
+        opts.tls_context()  # the files are read now: a bad one stops here, as in Mosquitto
+    except UsageError as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        return 1
+    except (OSError, ssl.SSLError) as exc:
+        print(f"Error: Problem setting TLS options: {exc}", file=sys.stderr)
         return 1
     run: Callable[[Options], Coroutine[Any, Any, int]] = {"pub": _pub, "sub": _sub, "rr": _rr}[tool]
     try:
