@@ -112,7 +112,7 @@ def _int(flag: str, value: str, low: int, high: int) -> int:
 
 def _property(opts: Options, args: list[str], i: int) -> int:
     """Parse ``-D command identifier value [value]`` at args[i]; return the next index."""
-    if i + 3 >= len(args) + 1 or len(args) < i + 3:
+    if len(args) < i + 3:
         raise UsageError("-D argument given but not enough values.")
     command, name = args[i].lower(), args[i + 1].lower()
     if command not in COMMANDS:
@@ -124,7 +124,6 @@ def _property(opts: Options, args: list[str], i: int) -> int:
     kind = spec[0] if spec else PropType.UTF8
     props = opts.properties.setdefault(command, {})
     value = args[i + 2]
-    used = 3
     parsed: Any
     if kind == PropType.UTF8_PAIR:
         if len(args) < i + 4:
@@ -147,7 +146,7 @@ def _property(opts: Options, args: list[str], i: int) -> int:
         props[prop] = [parsed]
     else:
         props[prop] = parsed
-    return i + used
+    return i + 3
 
 
 #: Flags that take one argument: flag -> Options attribute (or a handler name).
@@ -298,7 +297,6 @@ def _set_message(opts: Options, mode: str, data: bytes) -> None:
 def parse(tool: str, args: list[str]) -> Options:
     """Parse a command line of ``midge TOOL`` (``pub``, ``sub`` or ``rr``)."""
     opts = Options(tool=tool, version=5 if tool == "rr" else 4)
-    url: str | None = None
     i = 0
     while i < len(args):
         flag = args[i]
@@ -307,7 +305,7 @@ def parse(tool: str, args: list[str]) -> Options:
         if flag == "--version":
             raise SystemExit("version")
         if not _allowed(tool, flag) or (
-            flag not in _WITH_ARG and flag not in _FLAGS and flag != "-D"
+            flag not in _WITH_ARG and flag not in _FLAGS and flag not in ("-D", "--property")
         ):
             raise UsageError(f"Unknown option '{flag}'.")
         if flag == "-D" or flag == "--property":
@@ -323,7 +321,6 @@ def parse(tool: str, args: list[str]) -> Options:
         name = _WITH_ARG[flag]
         i += 2
         if name == "url":
-            url = value
             _url(opts, value)
         elif name == "port":
             opts.port = _int(flag, value, 0, 65535)
@@ -388,8 +385,6 @@ def parse(tool: str, args: list[str]) -> Options:
             raise UsageError(f"{flag} is not supported yet by midge's client.")
         else:
             setattr(opts, name, value)
-    if url is not None and opts.tool == "sub" and not opts.topics:
-        pass
     _check(opts)
     return opts
 
