@@ -91,6 +91,12 @@ def _parser() -> argparse.ArgumentParser:
         help="manage a password file (mosquitto_passwd's options; 'midge passwd -h')",
         add_help=False,
     )
+    for name, what in (
+        ("pub", "publish a message (mosquitto_pub's options; 'midge pub --help')"),
+        ("sub", "subscribe and print messages (mosquitto_sub's options; 'midge sub --help')"),
+        ("rr", "request/response (mosquitto_rr's options; 'midge rr --help')"),
+    ):
+        sub.add_parser(name, help=what, add_help=False)
     bench_cli.add_parser(sub)
     scram_cli.add_parser(sub)
     ctl.add_parser(sub)
@@ -106,6 +112,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         from midge.auth import passwd_cmd
 
         return passwd_cmd.main(args_list[1:])
+    if args_list and args_list[0] in ("pub", "sub", "rr"):
+        # mosquitto_pub's, mosquitto_sub's and mosquitto_rr's command lines, parsed as they do.
+        from midge.tools import commands
+
+        return commands.main(args_list[0], args_list[1:])
     parser = _parser()
     args = parser.parse_args(args_list)
     if args.command == "broker":

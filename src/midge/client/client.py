@@ -909,7 +909,7 @@ class Client:
                     return
                 topic = known
             props = {k: v for k, v in props.items() if k != Prop.TOPIC_ALIAS}
-        message = Message(topic, packet.payload, packet.qos, packet.retain, props)
+        message = Message(topic, packet.payload, packet.qos, packet.retain, props, packet.packet_id)
         qos, pid = packet.qos, packet.packet_id
         if qos == 0 and self._arriving_qos0 >= self.queue_size and self._awaiting():
             # The application waits for an answer that may be behind this message on the

@@ -15,12 +15,20 @@ class Message:
     :class:`midge.codec.properties.Prop`); the common ones have accessors.
     """
 
-    __slots__ = ("payload", "properties", "qos", "retain", "topic")
+    __slots__ = ("packet_id", "payload", "properties", "qos", "retain", "topic")
 
     def __init__(
-        self, topic: str, payload: bytes, qos: int, retain: bool, properties: Properties
+        self,
+        topic: str,
+        payload: bytes,
+        qos: int,
+        retain: bool,
+        properties: Properties,
+        packet_id: int | None = None,
     ) -> None:
         self.topic = topic
+        #: The PUBLISH's packet identifier (QoS 1 and 2; None for QoS 0).
+        self.packet_id = packet_id
         self.payload = payload
         self.qos = qos
         self.retain = retain
