@@ -214,13 +214,13 @@ async def _serve(config: Config) -> int:
             print(f"midge: error: cannot write pid_file {config.pid_file}: {exc}", file=sys.stderr)
             await server.stop()
             return 1
-    for address in server.addresses:
+    for address, protocol in zip(server.addresses, server.address_protocols, strict=True):
         if len(address) == 1:  # a Unix socket listener: its path
-            print(f"midge: listening on unix socket {address[0]} (mqtt)", flush=True)
+            print(f"midge: listening on unix socket {address[0]} ({protocol})", flush=True)
             continue
         host, port = address[0], address[1]
         shown = f"[{host}]" if ":" in host else host
-        print(f"midge: listening on {shown}:{port} (mqtt)", flush=True)
+        print(f"midge: listening on {shown}:{port} ({protocol})", flush=True)
     log.info("%s running", describe())
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -273,6 +273,9 @@ def _setup_logging(config: Config) -> None:
         logging.getLogger("midge.connection").setLevel(logging.WARNING)
     subscribe = config.verbose or bool(types & {"subscribe", "unsubscribe", "all", "debug"})
     logging.getLogger("midge.subscribe").setLevel(logging.INFO if subscribe else logging.WARNING)
+    # log_type websockets (with a non-zero websockets_log_level): the WebSocket layer's debug lines.
+    ws_debug = "websockets" in types and config.websockets_log_level != 0
+    logging.getLogger("midge.websockets").setLevel(logging.DEBUG if ws_debug else logging.WARNING)
     root = logging.getLogger("midge")
     root.setLevel(level)
     root.propagate = False

@@ -77,6 +77,8 @@ class Server:
         self.writes: TurnWrites | None = None
         #: (host, port, ...) of each listening socket, in listener order.
         self.addresses: list[tuple[Any, ...]] = []
+        #: The protocol of each address's listener ("mqtt" or "websockets"), in the same order.
+        self.address_protocols: list[str] = []
         #: Each listener's TLS (None for a plain listener), in listener order.
         self.tls: list[ServerTls | None] = []
 
@@ -169,6 +171,7 @@ class Server:
                 for sock in state.server.sockets:
                     name = sock.getsockname()
                     self.addresses.append((name,) if isinstance(name, str) else tuple(name))
+                    self.address_protocols.append(listener.protocol)
             drop_privileges(config)
         except BaseException:
             await self._close_listeners()

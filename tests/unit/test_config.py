@@ -417,7 +417,6 @@ def test_duplicate_listener_is_an_error() -> None:
         ("listener 1883 /tmp/mqtt.sock\n", 1, "a Unix socket listener is 'listener 0 /tmp"),
         ("listener 0 /tmp/" + "x" * 110 + "\n", 1, "too long (115 bytes, at most 107)"),
         ("listener 0 /a\nlistener 0 /a\n", 2, "listener on the Unix socket /a is already"),
-        ("\nlistener 1883\nprotocol websockets\n", 3, "'websockets' is not supported yet"),
         ("listener 1883\nprotocol mqttsn\n", 2, "invalid protocol 'mqttsn'"),
         ("listener 1883\nsocket_domain ipv5\n", 2, "invalid socket_domain 'ipv5'"),
         ("listener 1883\nmax_qos 3\n", 2, "max_qos: 3 is out of range: expected 0..2"),
@@ -443,7 +442,6 @@ def test_listener_errors(text: str, line: int, words: str) -> None:
         ('[[listener]]\naddress = "x"\n', 1, "[[listener]] needs a port"),
         ("[[listener]]\nport = 70000\n", 2, "out of range"),
         ('[[listener]]\nport = "1883"\n', 2, "'port' must be a whole number, not the string"),
-        ('[[listener]]\nport = 1\nprotocol = "websockets"\n', 3, "'websockets' is not"),
         ('[[listener]]\nport = 1\nsocket_domain = "x"\n', 3, "invalid socket_domain"),
         ("[[listener]]\nport = 1\nmax_qos = 3\n", 3, "expected 0..2"),
         ('[[listener]]\nport = 1\nmount_point = "a/+"\n', 3, "invalid mount_point 'a/+'"),
@@ -581,7 +579,6 @@ def test_log_type_accumulates() -> None:
         ("log_dest file\n", 'log_dest = "file"\n', "needs a path"),
         ("log_dest file /a\nlog_dest file /b\n", 'log_dest = ["file /a", "file /b"]\n', "only one"),
         ("log_type chatter\n", 'log_type = "chatter"\n', "invalid log_type 'chatter'"),
-        ("log_type websockets\n", 'log_type = "websockets"\n', "'websockets' is not supported"),
         ("log_dest\n", "log_dest = 3\n", "log_dest"),
     ],
 )
@@ -699,7 +696,6 @@ def test_unsupported_options_say_which_work_brings_them() -> None:
     assert "has no TLS-PSK support" in str(conf_error("bridge_psk abc\n"))
     for c_plugin in ("plugin /usr/lib/x.so\n", "auth_plugin /x.so\n", "auth_opt_db x\n"):
         assert "auth_python" in str(conf_error(c_plugin)), c_plugin
-    assert "websockets" in str(conf_error("http_dir /srv\n"))
     assert "bridges" in str(conf_error("connection upstream\n"))
     # Mosquitto's C plugins cannot load in midge: their options say what midge takes instead.
     assert "auth_python_opt_NAME" in str(conf_error("auth_opt_host localhost\n"))

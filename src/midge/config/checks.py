@@ -99,11 +99,9 @@ def parse_duration(text: str) -> int | None:
 
 
 def protocol(value: str) -> str:
-    if value == "mqtt":
+    if value in ("mqtt", "websockets"):
         return value
-    if value == "websockets":
-        raise BadValue("'websockets' is not supported yet by midge; use 'mqtt'")
-    raise BadValue(f"invalid protocol '{value}': expected mqtt")
+    raise BadValue(f"invalid protocol '{value}': expected mqtt or websockets")
 
 
 def socket_domain(value: str) -> str:
@@ -169,7 +167,7 @@ def log_types(values: list[str]) -> list[str]:
         elif value in LOG_TYPES:
             chosen.add(value)
         elif value == "websockets":
-            raise BadValue("'websockets' is not supported yet by midge (it comes with websockets)")
+            chosen.add(value)  # accepted; midge's WebSocket transport logs as midge.websockets
         else:
             raise BadValue(
                 f"invalid log_type '{value}': expected one of {', '.join(LOG_TYPES)}, all, none"

@@ -15,6 +15,7 @@ import os
 import socket
 import stat
 import time
+from collections.abc import Callable
 from typing import cast
 
 from midge.broker.broker import Broker
@@ -47,58 +48,95 @@ class MQTTProtocol(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         tr = cast(asyncio.Transport, transport)
-        broker = self.broker
-        if broker.shutting_down:
+        refuse = admit(self.broker, self.listener, self.listening, tr)
+        if refuse < 0:
             tr.abort()
             return
-        limits = self.listening.limits
-        peername = tr.get_extra_info("peername")
-        refuse = 0
-        limit = self.listener.max_connections
-        if (limit >= 0 and self.listening.active >= limit) or limits.full():
-            refuse = Reason.QUOTA_EXCEEDED
-            broker.stats.limited_connections += 1
-        elif limits.rate and not limits.admit(
-            peername[0] if peername and not isinstance(peername, str) else "?"
-        ):
-            refuse = Reason.CONNECTION_RATE_EXCEEDED
-            broker.stats.limited_connection_rate += 1
-        if refuse:
-            if limits.refusing >= MAX_REFUSING:
-                tr.abort()  # too many waiting to be told: close at once, as Mosquitto does
-                return
-            limits.refusing += 1
-        else:
-            self.listening.active += 1
-            limits.active += 1
-        sock = tr.get_extra_info("socket")
-        if sock is not None and self.broker.config.set_tcp_nodelay:
-            with contextlib.suppress(OSError):  # not a TCP socket
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        if self.listener.unix_socket_path is not None:
-            peer = "unix-socket"  # as Mosquitto names such a client's address
-        else:
-            peer = f"{peername[0]}:{peername[1]}" if peername else "?"
-        conn = Connection(broker, CoalescingTransport(tr, self.writes), self.listener, peer)
-        listener = self.listener
-        if listener.use_identity_as_username or listener.use_subject_as_username:
-            conn.cert_username = peer_username(tr, listener)
-        if refuse:
-            # Told why at CONNECT (v5 0x97 / 0x9F, v3 "server unavailable"), then closed.
-            conn.refuse_at_connect(refuse, REFUSE_TIMEOUT)
-            conn.on_lost = self._refused
-        else:
-            conn.on_lost = self._lost  # called once, when the transport is gone
+        set_nodelay(self.broker, tr)
+        conn = attach(
+            self.broker,
+            self.listener,
+            self.listening,
+            CoalescingTransport(tr, self.writes),
+            tr,
+            refuse,
+        )
         # From here on the transport talks to the Connection directly: one Python call less per
         # read on the hot path.
         tr.set_protocol(conn)  # type: ignore[arg-type]
 
-    def _lost(self) -> None:
-        self.listening.active -= 1
-        self.listening.limits.active -= 1
 
-    def _refused(self) -> None:
-        self.listening.limits.refusing -= 1
+def admit(
+    broker: Broker, listener: ListenerConfig, listening: ListenerState, tr: asyncio.BaseTransport
+) -> int:
+    """Whether a new connection may go on: 0 yes, a reason code to refuse it at CONNECT
+    (``max_connections``, ``global_max_connections``, ``max_connection_rate``), -1 to close it
+    at once (the broker is stopping, or too many refused ones are waiting already)."""
+    if broker.shutting_down:
+        return -1
+    limits = listening.limits
+    peername = tr.get_extra_info("peername")
+    refuse = 0
+    limit = listener.max_connections
+    if (limit >= 0 and listening.active >= limit) or limits.full():
+        refuse = Reason.QUOTA_EXCEEDED
+        broker.stats.limited_connections += 1
+    elif limits.rate and not limits.admit(
+        peername[0] if peername and not isinstance(peername, str) else "?"
+    ):
+        refuse = Reason.CONNECTION_RATE_EXCEEDED
+        broker.stats.limited_connection_rate += 1
+    if refuse:
+        if limits.refusing >= MAX_REFUSING:
+            return -1  # too many waiting to be told: close at once, as Mosquitto does
+        limits.refusing += 1
+    else:
+        listening.active += 1
+        limits.active += 1
+    return refuse
+
+
+def set_nodelay(broker: Broker, tr: asyncio.BaseTransport) -> None:
+    sock = tr.get_extra_info("socket")
+    if sock is not None and broker.config.set_tcp_nodelay:
+        with contextlib.suppress(OSError):  # not a TCP socket
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+def attach(
+    broker: Broker,
+    listener: ListenerConfig,
+    listening: ListenerState,
+    out: CoalescingTransport,
+    tr: asyncio.BaseTransport,
+    refuse: int,
+) -> Connection:
+    """The Connection of an admitted socket (``refuse`` from :func:`admit`), writing to ``out``;
+    ``tr`` is the socket's transport (its peer address and TLS certificate)."""
+    if listener.unix_socket_path is not None:
+        peer = "unix-socket"  # as Mosquitto names such a client's address
+    else:
+        peername = tr.get_extra_info("peername")
+        peer = f"{peername[0]}:{peername[1]}" if peername else "?"
+    conn = Connection(broker, out, listener, peer)
+    if listener.use_identity_as_username or listener.use_subject_as_username:
+        conn.cert_username = peer_username(tr, listener)
+    if refuse:
+        # Told why at CONNECT (v5 0x97 / 0x9F, v3 "server unavailable"), then closed.
+        conn.refuse_at_connect(refuse, REFUSE_TIMEOUT)
+
+        def refused() -> None:
+            listening.limits.refusing -= 1
+
+        conn.on_lost = refused
+    else:
+
+        def lost() -> None:  # called once, when the transport is gone
+            listening.active -= 1
+            listening.limits.active -= 1
+
+        conn.on_lost = lost
+    return conn
 
 
 #: Seconds a refused client has to send its CONNECT (and be told why) before it is closed.
@@ -215,9 +253,19 @@ async def listen(
     if broker is not None:
         connect_timeout = broker.config.connect_timeout
 
-    def protocol() -> MQTTProtocol:
-        assert state.broker is not None  # set before the listener serves
-        return MQTTProtocol(state.broker, config, state, turn)
+    protocol: Callable[[], asyncio.Protocol]
+    if config.protocol == "websockets":
+        from midge.transport.websocket import WebSocketProtocol
+
+        def protocol() -> asyncio.Protocol:
+            assert state.broker is not None  # set before the listener serves
+            return WebSocketProtocol(state.broker, config, state, turn)
+
+    else:
+
+        def protocol() -> asyncio.Protocol:
+            assert state.broker is not None  # set before the listener serves
+            return MQTTProtocol(state.broker, config, state, turn)
 
     context = tls.front if tls is not None else None
     handshake_timeout = connect_timeout if tls is not None else None
