@@ -33,7 +33,7 @@ import mimetypes
 import os
 import urllib.parse
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 from websockets.datastructures import Headers
 from websockets.exceptions import NegotiationError
@@ -111,8 +111,8 @@ class WebSocketProtocol(asyncio.Protocol):
     # -- the socket's events --------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.socket = tr = transport  # type: ignore[assignment]
-        assert isinstance(tr, asyncio.Transport)
+        # uvloop's transports are not asyncio.Transport subclasses: no isinstance here.
+        self.socket = tr = cast(asyncio.Transport, transport)
         if self.broker.shutting_down:
             tr.abort()
             return
