@@ -27,8 +27,9 @@ from midge.cluster.router import Router
 from midge.config import DEFAULT_DB_NAME, Config, ConfigError, resolve_listener
 from midge.privileges import drop_privileges
 from midge.store.base import Store
+from midge.transport.accept import ConnectionLimits, ListenerState
 from midge.transport.clock import LoopClock
-from midge.transport.tcp import ConnectionLimits, ListenerState, listen
+from midge.transport.tcp import listen
 from midge.transport.tls import ServerTls
 from midge.transport.writer import TurnWrites
 

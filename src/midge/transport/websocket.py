@@ -45,7 +45,7 @@ from websockets.typing import Subprotocol
 
 from midge.broker.broker import Broker
 from midge.config import ListenerConfig
-from midge.transport.tcp import ListenerState, admit, attach, set_nodelay
+from midge.transport.accept import ListenerState, admit, attach, set_nodelay
 from midge.transport.writer import CoalescingTransport, TurnWrites
 
 log = logging.getLogger("midge.websockets")
