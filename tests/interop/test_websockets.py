@@ -348,3 +348,13 @@ def test_authentication_and_acls_apply(site: Callable[..., Site], tmp_path: Path
     alice.pub("bob/x", b"denied", 1)  # the ACL refuses it: nobody gets it
     alice.pub("alice/x", b"allowed", 1)
     assert [p.payload for p in alice.publishes(1)] == [b"allowed"]
+
+
+def test_the_docs_example_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    """docs/websockets.md's ```python block is a complete program."""
+    import re
+
+    doc = Path(__file__).resolve().parents[2] / "docs" / "websockets.md"
+    (block,) = re.findall(r"^```python\n(.*?)^```$", doc.read_text(), re.MULTILINE | re.DOTALL)
+    exec(compile(block, "docs/websockets.md", "exec"), {"__name__": "__main__"})
+    assert capsys.readouterr().out == "greetings/web hello over WebSocket\n"
