@@ -1037,3 +1037,43 @@ def test_auth_plugin_options() -> None:
     assert t.auth_python_options == {"users": "a:b"} and t.auth_cache_ttl == 30.0
     assert "expected http://" in str(conf_error("auth_http_url ftp://x\n"))
     assert "auth_cache_ttl" in str(conf_error("auth_cache_ttl -1\n"))
+
+
+def test_websocket_listeners_in_both_formats() -> None:
+    """Issue 13: ``protocol websockets`` (ws, wss with the TLS options), ``http_dir`` per
+    listener, ``websockets_headers_size`` and ``websockets_log_level`` globally, ``log_type
+    websockets`` accepted; the same in TOML."""
+    text = (
+        "websockets_headers_size 8192\n"
+        "websockets_log_level 255\n"
+        "log_type websockets\n"
+        "listener 1883\n"
+        "listener 8080\n"
+        "protocol websockets\n"
+        "http_dir /srv/www\n"
+        "listener 8081\n"
+        "protocol websockets\n"
+        "certfile /etc/midge/server.crt\n"
+        "keyfile /etc/midge/server.key\n"
+    )
+    c = conf(text)
+    assert [(lst.port, lst.protocol, lst.http_dir) for lst in c.listeners] == [
+        (1883, "mqtt", None),
+        (8080, "websockets", "/srv/www"),
+        (8081, "websockets", None),
+    ]
+    assert c.listeners[2].tls
+    assert (c.websockets_headers_size, c.websockets_log_level) == (8192, 255)
+    assert "websockets" in c.log_type
+    t = toml(
+        'websockets_headers_size = 8192\nwebsockets_log_level = 255\nlog_type = "websockets"\n'
+        '[[listener]]\nport = 1883\n[[listener]]\nport = 8080\nprotocol = "websockets"\n'
+        'http_dir = "/srv/www"\n'
+    )
+    assert [(lst.protocol, lst.http_dir) for lst in t.listeners] == [
+        ("mqtt", None),
+        ("websockets", "/srv/www"),
+    ]
+    assert (t.websockets_headers_size, t.websockets_log_level) == (8192, 255)
+    assert "out of range" in str(conf_error("websockets_headers_size 70000\n"))
+    assert "expected mqtt or websockets" in str(conf_error("listener 1\nprotocol ws\n"))

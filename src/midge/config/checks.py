@@ -170,9 +170,10 @@ def log_types(values: list[str]) -> list[str]:
             chosen.add(value)  # accepted; midge's WebSocket transport logs as midge.websockets
         else:
             raise BadValue(
-                f"invalid log_type '{value}': expected one of {', '.join(LOG_TYPES)}, all, none"
+                f"invalid log_type '{value}': expected one of {', '.join(LOG_TYPES)}, websockets, "
+                "all, none"
             )
-    return [t for t in LOG_TYPES if t in chosen]
+    return [t for t in (*LOG_TYPES, "websockets") if t in chosen]
 
 
 def ignored_notice(where: str, option: Option) -> str:
