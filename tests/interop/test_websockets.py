@@ -358,3 +358,36 @@ def test_the_docs_example_runs(capsys: pytest.CaptureFixture[str]) -> None:
     (block,) = re.findall(r"^```python\n(.*?)^```$", doc.read_text(), re.MULTILINE | re.DOTALL)
     exec(compile(block, "docs/websockets.md", "exec"), {"__name__": "__main__"})
     assert capsys.readouterr().out == "greetings/web hello over WebSocket\n"
+
+
+def test_per_listener_settings_on_a_websocket_listener(
+    site: Callable[..., Site], tmp_path: Path
+) -> None:
+    """per_listener_settings: the ws and wss listeners ask for a password, the TCP one (same
+    broker) lets anonymous clients in."""
+    from midge.auth.passwd import hash_password
+
+    passwd = tmp_path / "ws-passwd"
+    passwd.write_text(f"web:{hash_password(b'pw').encode()}\n")
+    s = site(
+        ws={"allow_anonymous": False, "password_file": str(passwd)},
+        per_listener_settings=True,
+        local_only=False,
+        allow_anonymous=True,
+    )
+    s.raw(TCP, 5).connect5("anonymous-tcp")
+    for kind in (WS, WSS):
+        anonymous = s.raw(kind, 5)
+        anonymous.send(Connect(client_id=f"anon{kind}", protocol_level=5))
+        anonymous.expect_refused([Reason.NOT_AUTHORIZED])
+        s.raw(kind, 5).connect5(f"web{kind}", username="web", password=b"pw")
+
+
+def test_a_frame_over_the_packet_limit_closes_with_1009(site: Callable[..., Site]) -> None:
+    s = site(max_packet_size=1000)
+    client = s.raw(WS, 5)
+    client.connect5("big")
+    ws: WsSocket = client.sock  # type: ignore[assignment]
+    ws.send_frame(Opcode.BINARY, bytes(1000 + 64 * 1024 + 1))
+    client.expect_closed()
+    assert ws.close_code == 1009
