@@ -391,3 +391,33 @@ def test_a_frame_over_the_packet_limit_closes_with_1009(site: Callable[..., Site
     ws.send_frame(Opcode.BINARY, bytes(1000 + 64 * 1024 + 1))
     client.expect_closed()
     assert ws.close_code == 1009
+
+
+def test_a_connect_sent_along_with_the_upgrade_request(site: Callable[..., Site]) -> None:
+    """Frames that arrive in the same read as the HTTP request are not lost."""
+    from websockets.client import ClientProtocol
+    from websockets.frames import Frame
+    from websockets.protocol import State
+    from websockets.typing import Subprotocol
+    from websockets.uri import parse_uri
+
+    from midge.codec import encode
+
+    s = site()
+    handshake = ClientProtocol(
+        parse_uri(f"ws://127.0.0.1:{s.ports[WS]}/mqtt"), subprotocols=[Subprotocol("mqtt")]
+    )
+    handshake.send_request(handshake.connect())
+    request = b"".join(handshake.data_to_send())
+    framer = ClientProtocol(parse_uri("ws://x/"), state=State.OPEN)
+    framer.send_binary(encode(Connect(client_id="eager", protocol_level=4), 4))
+    with socket.create_connection(("127.0.0.1", s.ports[WS]), timeout=5) as sock:
+        sock.sendall(request + b"".join(framer.data_to_send()))
+        frames: list[Frame] = []
+        while not frames:
+            data = sock.recv(65536)
+            assert data, "closed"
+            handshake.receive_data(data)
+            frames += [e for e in handshake.events_received() if isinstance(e, Frame)]
+    assert handshake.handshake_exc is None
+    assert frames[0].data == b"\x20\x02\x00\x00"  # CONNACK, accepted

@@ -128,10 +128,15 @@ class WebSocketProtocol(asyncio.Protocol):
             return
         ws = self.ws
         ws.receive_data(data)
-        for event in ws.events_received():
-            opcode = event.opcode  # type: ignore[union-attr]
+        self._frames(app, ws.events_received())
+
+    def _frames(self, app: asyncio.Protocol, events: Sequence[object]) -> None:
+        """Hand the binary frames' payloads to ``app``; then write what the library answers."""
+        ws = self.ws
+        for event in events:
+            opcode = event.opcode  # type: ignore[attr-defined]
             if opcode is _BINARY or opcode is _CONT:
-                app.data_received(event.data)  # type: ignore[union-attr,arg-type]
+                app.data_received(event.data)  # type: ignore[attr-defined]
             elif opcode is _TEXT:
                 # MQTT-6.0.0-1: anything but binary data frames closes the connection.
                 ws.fail(CloseCode.UNSUPPORTED_DATA, "MQTT needs binary frames")
@@ -219,8 +224,8 @@ class WebSocketProtocol(asyncio.Protocol):
             refuse,
         )
         self.app = conn  # type: ignore[assignment]
-        if len(events) > 1:  # frames sent along with the request
-            self.data_received(b"")
+        if len(events) > 1:  # frames sent right behind the request
+            self._frames(conn, events[1:])  # type: ignore[arg-type]
 
     def _done_handshake(self) -> None:
         if self.timer is not None:
