@@ -317,6 +317,9 @@ class WebSocketStream(asyncio.Transport):
         if ws.state is _OPEN:
             ws.send_close(CloseCode.NORMAL_CLOSURE)
             owner._send_pending()
+            socket = self.socket
+            if not socket.is_closing() and not socket.is_reading():
+                socket.resume_reading()  # the connection may have paused it: read the answer
         elif not self.socket.is_closing():
             self.socket.close()
 
