@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-DEBS   := mosquitto-clients mosquitto slapd ldap-utils haproxy jq
+DEBS   := mosquitto-clients mosquitto slapd ldap-utils haproxy jq chromium
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
 # The mypyc-compiled build of the hot modules (setup.py), in a venv of its own: `make compiled`.
@@ -12,7 +12,7 @@ CBIN   := $(CVENV)/bin
 CSTAMP := $(CVENV)/.installed
 SOURCES := $(shell find src -name '*.py') setup.py pyproject.toml
 
-.PHONY: install compiled run dist test test-pure test-compiled lint typecheck docs debs clean
+.PHONY: install compiled run dist test test-pure test-compiled lint typecheck docs debs browser-deps clean
 
 install: $(STAMP)
 
@@ -44,7 +44,7 @@ dist: $(STAMP)
 	$(BIN)/python -m build --outdir dist .
 
 # Debian packages the tests drive (mosquitto_pub/sub, the mosquitto reference broker; slapd and
-# ldap-utils for the LDAP backend's tests).
+# ldap-utils for the LDAP backend's tests; chromium for MQTT.js in a real browser).
 debs:
 	@missing=""; for p in $(DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
@@ -52,6 +52,19 @@ debs:
 		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
 		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
+
+# The npm packages of the browser test (tests/interop/test_browser.py): MQTT.js and Playwright,
+# pinned by tests/browser/package-lock.json (node and npm from Debian when there is no npm).
+BROWSER_STAMP := tests/browser/node_modules/.installed
+browser-deps: $(BROWSER_STAMP)
+
+$(BROWSER_STAMP): tests/browser/package.json tests/browser/package-lock.json | debs
+	@command -v npm >/dev/null 2>&1 || { \
+		echo "installing Debian packages: nodejs npm"; \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nodejs npm; }
+	cd tests/browser && npm ci --no-audit --no-fund --loglevel=error
+	touch $(BROWSER_STAMP)
 
 # docs/configuration.md is rendered from the option table (src/midge/config/); a unit test fails
 # when the committed page is out of date.
@@ -75,10 +88,10 @@ test: $(STAMP) debs
 	@$(MAKE) --no-print-directory -j4 --output-sync=target lint typecheck test-pure compiled
 	@$(MAKE) --no-print-directory test-compiled
 
-test-pure: $(STAMP) debs
+test-pure: $(STAMP) debs $(BROWSER_STAMP)
 	$(BIN)/pytest -n 2 $(PYTEST_ARGS)
 
-test-compiled: $(CSTAMP) debs
+test-compiled: $(CSTAMP) debs $(BROWSER_STAMP)
 	$(CBIN)/python -c "from midge.build import build_kind as k; assert k() == 'compiled', k()"
 	$(CBIN)/pytest -n 2 -p no:cacheprovider tests/conformance tests/differential tests/interop tests/fuzz tests/unit tests/durability tests/test_enhanced_auth.py tests/test_close.py tests/test_systree.py tests/test_workers.py tests/test_limits.py tests/test_auth_plugins.py tests/test_scram_auth.py tests/test_auth_ldap.py tests/test_oauth.py tests/security \
 		--deselect tests/security/test_mosquitto_files.py::test_real_mosquitto_with_the_files \

@@ -76,6 +76,10 @@ class Row:
     #: Workers rows: midge runs once per worker count here.
     variants: tuple[int, ...] = ()
     in_quick: bool = True  # part of a quick run without --rows
+    #: MQTT over WebSocket (issue 13): the broker listens with ``protocol websockets`` and the
+    #: generator runs with ``--websocket``; ``tcp_row`` is the same load over TCP, compared.
+    websocket: bool = False
+    tcp_row: str = ""
 
     def title(self, quick: bool) -> str:
         return self.quick_label if quick and self.quick_label else self.label
@@ -115,6 +119,26 @@ ROWS = [
         ["pairs", "-n", "50", "--qos", "0", "--rate", "20000"],
         "paced",
         "CPU/delivery ≤ 1.0 x Mosquitto",
+    ),
+    Row(
+        "fanin-q0-ws",
+        "fan-in 10→1, QoS 0, 20k msg/s, over WebSocket",
+        ["fanin", "-n", "10", "--qos", "0", "--rate", "20000", "--websocket"],
+        "paced",
+        "CPU/delivery ≤ 1.5 x midge over TCP",
+        only=("midge", "aedes"),
+        websocket=True,
+        tcp_row="fanin-q0",
+    ),
+    Row(
+        "fanout-q0-ws",
+        "fan-out 1→50, QoS 0, 50k deliveries/s, over WebSocket",
+        ["fanout", "-n", "50", "--qos", "0", "--rate", "1000", "--websocket"],
+        "paced",
+        "CPU/delivery ≤ 1.5 x midge over TCP",
+        only=("midge", "aedes"),
+        websocket=True,
+        tcp_row="fanout-q0",
     ),
     Row(
         "saturation",
@@ -235,6 +259,8 @@ class Broker:
         self.pin = True
         # The observed row: midge's `protocol http` listener's port (0: none).
         self.http_port = 0
+        #: WebSocket rows: the port speaks MQTT over WebSocket.
+        self.websocket = False
 
     def available(self) -> str | None:
         """None when the broker can run here, else why not."""
@@ -383,6 +409,8 @@ class Midge(Broker):
             # Metrics and the admin API (docs/operations.md), as an operator would run them.
             lines += [f"listener {self.http_port} 127.0.0.1", "protocol http"]
             lines += ["admin_user admin", f"admin_password_hash {BENCH_ADMIN_HASH}"]
+        if self.websocket:
+            lines.insert(1, "protocol websockets")
         if self.durability is not None:
             if self.max_queued > 100_000:  # durability rows: the store's count goes to the log
                 lines.append("log_type information")
@@ -472,7 +500,8 @@ class Aedes(Broker):
         return f"{aedes} (Node.js {node.stdout.strip().lstrip('v')})"
 
     def command(self, conf: Path, port: int) -> list[str]:
-        return ["node", str(AEDES_DIR / "server.js"), str(port)]
+        argv = ["node", str(AEDES_DIR / "server.js"), str(port)]
+        return [*argv, "--ws"] if self.websocket else argv
 
 
 BROKERS: dict[str, Callable[[], Broker]] = {
@@ -576,6 +605,8 @@ def run_all(
                             say(f"[{n}/{total}] {row.key} {entry['broker']}: {_brief(entry)}")
                         continue
                     n += 1
+                    if row.only and broker.name.split("-")[0] not in row.only:
+                        continue
                     args = list(row.quick_args if quick and row.quick_args else row.args)
                     entry: dict[str, Any] = {
                         "row": row.key,
@@ -590,6 +621,7 @@ def run_all(
                             say(f"[{n}/{total}] {row.key} {broker.name}: skipped (no saturation)")
                             continue
                         args += ["--rate", str(round(sat / 2))]
+                    broker.websocket = row.websocket
                     try:
                         broker.start(workdir)
                         try:
@@ -598,6 +630,8 @@ def run_all(
                             broker.stop()
                     except (RuntimeError, subprocess.TimeoutExpired, ValueError) as exc:
                         entry["error"] = str(exc)
+                    finally:
+                        broker.websocket = False
                     results["runs"].append(entry)
                     say(f"[{n}/{total}] {row.key} {broker.name}: {_brief(entry)}")
     results["latency_floor_us"] = latency_floor()
@@ -1169,6 +1203,11 @@ def render(
             cells = table.get(row.key, {})
             m = cells.get("midge", {})
             q = cells.get("mosquitto", {})
+            if row.websocket:
+                tcp = table.get(row.tcp_row, {}).get("midge", {})
+                cols = [row.title(results["quick"]), row.target, *_ws_target(m, tcp, cells)]
+                out.append("| " + " | ".join(cols) + " |")
+                continue
             cols = [row.title(results["quick"]), row.target, *_target(row, m, q)]
             out.append("| " + " | ".join(cols) + " |")
         out.append("")
@@ -1214,7 +1253,10 @@ def render(
             ]
             if has_mosq:
                 ratio = ""
-                if name == "midge":
+                if name == "midge" and row.websocket:
+                    tcp = table.get(row.tcp_row, {}).get("midge", {})
+                    ratio = "**" + _ratio(c["cpu_us"], tcp.get("cpu_us")) + "** (vs TCP)"
+                elif name == "midge":
                     mq = cells.get("mosquitto", {})
                     if row.kind == "saturation":
                         ratio = _ratio(c["delivered"], mq.get("delivered")) + " (rate)"
@@ -1285,6 +1327,15 @@ def render(
             out += ["```", conf.rstrip(), "```", ""]
         else:
             out += [f"{b.label}: `node benchmarks/aedes/server.js PORT` (in-memory, defaults)", ""]
+    if any(r.websocket for r in rows):
+        out.append(
+            "The WebSocket rows (over WebSocket) run midge and Aedes only (Debian's Mosquitto "
+            "2.0.11 cannot open a WebSocket listener here): midge's configuration adds "
+            "`protocol websockets` after the `listener` line, Aedes runs `server.js PORT --ws` "
+            "(the ws package); the generator speaks WebSocket with `--websocket` (one masked "
+            "binary frame per write, subprotocol mqtt)."
+        )
+        out.append("")
     if any(r.kind in ("durable", "restore") for r in rows):
         out.append(
             "The durability rows add, for midge, `durability fsync|os|none` and `data_dir "
@@ -1494,6 +1545,23 @@ def _target(row: Row, m: dict[str, Any], q: dict[str, Any]) -> list[str]:
     ]
 
 
+def _ws_target(
+    m: dict[str, Any], tcp: dict[str, Any], cells: dict[str, dict[str, Any]]
+) -> list[str]:
+    """A WebSocket row's ``[midge, Mosquitto column, met]``: midge over WebSocket against the
+    same row over TCP (Mosquitto 2.0.11 has no WebSocket listener here: Aedes over WebSocket is
+    shown in its column)."""
+    if not m or not m.get("runs"):
+        return ["—", "—", "not measured"]
+    ratio = m["cpu_us"] / tcp["cpu_us"] if tcp.get("cpu_us") and m.get("cpu_us") else None
+    aedes = cells.get("aedes", {})
+    return [
+        f"{_f(m['cpu_us'], '.2f')} µs (TCP {_f(tcp.get('cpu_us'), '.2f')} µs)",
+        f"Aedes over WebSocket: {_f(aedes.get('cpu_us'), '.2f')} µs",
+        "—" if ratio is None else f"{'yes' if ratio <= 1.5 else 'no'} ({ratio:.2f} x TCP)",
+    ]
+
+
 def _capacity(cell: dict[str, Any]) -> str:
     """The broker's CPU share in max mode, and the rate one whole CPU would give at that cost."""
     cpu, pct = cell.get("cpu_us"), cell.get("cpu_pct")
@@ -1552,6 +1620,8 @@ SHORT = {
     "fanin-q0": "fan-in 10→1\nQoS 0, 20k/s",
     "fanin-q1": "fan-in 10→1\nQoS 1, 20k/s",
     "fanout-q0": "fan-out 1→50\nQoS 0, 50k/s",
+    "fanin-q0-ws": "fan-in 10→1\nQoS 0, 20k/s, ws",
+    "fanout-q0-ws": "fan-out 1→50\nQoS 0, 50k/s, ws",
     "pairs-q0": "pairs 50\nQoS 0, 20k/s",
     "saturation": "saturation\nfan-in QoS 0",
     "halfsat": "fan-in QoS 0 at\nhalf saturation",

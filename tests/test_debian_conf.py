@@ -48,9 +48,6 @@ EXAMPLES = Path("/usr/share/doc/mosquitto/examples")
 #: Directives of the example left commented, with the reason. Sections of the example whose
 #: every directive is left out are in :data:`LEFT_OUT_SECTIONS`.
 LEFT_OUT = {
-    "http_dir": "issue 13 (websockets)",
-    "websockets_headers_size": "issue 13 (websockets)",
-    "websockets_log_level": "issue 13 (websockets)",
     "psk_file": "refused: Python's ssl module (3.11) has no TLS-PSK support",
     "auth_plugin": "refused: Mosquitto's C plugins cannot load in midge (auth_python instead)",
     "ciphers_tls1.3": "refused: Python's ssl module cannot restrict TLS 1.3 cipher suites",
@@ -88,6 +85,9 @@ SAMPLES = {
     "mount_point": "m/",
     "use_username_as_clientid": "false",
     "clientid_prefixes": "a",
+    # The example's listener speaks mqtt: http_dir is accepted there and serves nothing.
+    "http_dir": "{dir}",
+    "websockets_headers_size": "4096",
 }
 
 #: Example values Mosquitto itself refuses, replaced (with why): the example would not start

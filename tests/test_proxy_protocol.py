@@ -5,7 +5,7 @@ TCP6, UNKNOWN; v2 PROXY and LOCAL with TLVs; malformed ones; headers split acros
 segments), and is then put behind a real HAProxy (Debian ``haproxy``) with ``send-proxy``,
 ``send-proxy-v2`` and ``send-proxy-v2-ssl-cn``, with paho-mqtt clients connecting through it.
 
-What midge saw is read where an operator or a plugin would read it: the "client connected ...
+What midge saw is read where an operator or a plugin would read it: the "New client connected ...
 from ADDRESS" log line, and the ``peer`` and username an authentication layer is given.
 """
 
@@ -125,11 +125,12 @@ def _connected_from(caplog: pytest.LogCaptureFixture, client_id: str) -> str:
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
         for record in caplog.records:
+            # Mosquitto's line: "New client connected from ADDRESS as ID (p2, c1, k60)."
             message = record.getMessage()
-            if message.startswith(f"client connected: {client_id} from "):
-                return message.split(" from ", 1)[1].split(" ", 1)[0]
+            if message.startswith("New client connected from ") and f" as {client_id} (" in message:
+                return message.removeprefix("New client connected from ").split(" ", 1)[0]
         time.sleep(0.02)
-    raise AssertionError(f"no 'client connected' line for {client_id}")
+    raise AssertionError(f"no 'New client connected' line for {client_id}")
 
 
 def test_headers_built_by_the_test(proxied: Proxied, caplog: pytest.LogCaptureFixture) -> None:

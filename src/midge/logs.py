@@ -289,6 +289,12 @@ def setup(config: Config) -> None:
             logging.getLogger(f"midge.{name}").setLevel(levels.get(name, logging.NOTSET))
     if "subscribe" not in levels and not types & {"subscribe", "unsubscribe"}:
         logging.getLogger("midge.subscribe").setLevel(logging.WARNING)  # formats nothing
+    if "websockets" not in levels and not (
+        "websockets" in types and config.websockets_log_level != 0
+    ):
+        # The WebSocket layer's debug lines only with log_type websockets (and a non-zero
+        # websockets_log_level), as Mosquitto.
+        logging.getLogger("midge.websockets").setLevel(logging.WARNING)
     if not config.connection_messages and "connection" not in levels:
         # Connections, disconnections and refusals are notices: without connection_messages
         # only the connection's warnings and errors remain.

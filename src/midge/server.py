@@ -28,8 +28,9 @@ from midge.cluster.router import Router
 from midge.config import DEFAULT_DB_NAME, Config, ConfigError, ListenerConfig, resolve_listener
 from midge.privileges import drop_privileges
 from midge.store.base import Store
+from midge.transport.accept import ConnectionLimits, ListenerState
 from midge.transport.clock import LoopClock
-from midge.transport.tcp import ConnectionLimits, ListenerState, listen
+from midge.transport.tcp import listen
 from midge.transport.tls import ServerTls
 from midge.transport.writer import TurnWrites
 
@@ -83,7 +84,7 @@ class Server:
         self.addresses: list[tuple[Any, ...]] = []
         #: Each listener's TLS (None for a plain listener), in listener order.
         self.tls: list[ServerTls | None] = []
-        #: The protocol of each address of :attr:`addresses` ("mqtt" or "http").
+        #: The protocol of each address of :attr:`addresses` ("mqtt", "websockets" or "http").
         self.protocols: list[str] = []
         #: The ``protocol http`` listeners (midge.observe.http), None when there are none.
         self.http: HttpListeners | None = None
@@ -182,7 +183,7 @@ class Server:
                 for sock in state.server.sockets:
                     name = sock.getsockname()
                     self.addresses.append((name,) if isinstance(name, str) else tuple(name))
-                    self.protocols.append("mqtt")
+                    self.protocols.append(listener.protocol)
             drop_privileges(config)
         except BaseException:
             await self._close_listeners()

@@ -55,7 +55,8 @@ class PahoClient:
     Expiry Interval sent in CONNECT (None: not sent, which means 0). Received messages are kept in
     ``messages``; ``connack_flags``/``connack_reason``/``connack_properties`` hold the CONNACK and
     ``disconnect_reason`` the reason paho reports when the connection ends (a v5 server DISCONNECT's
-    reason code, or its own "Unspecified error" when the socket just closed).
+    reason code, or its own "Unspecified error" when the socket just closed). ``transport``
+    "websockets" speaks MQTT over WebSocket; ``cafile`` turns TLS on (wss, or MQTT over TLS).
     """
 
     def __init__(
@@ -70,6 +71,8 @@ class PahoClient:
         keepalive: int = 60,
         will: tuple[str, bytes, int, bool] | None = None,
         will_properties: Properties | None = None,
+        transport: str = "tcp",
+        cafile: str | None = None,
     ) -> None:
         self.host = host
         self.port = port
@@ -84,7 +87,10 @@ class PahoClient:
             clean_session=None if version == 5 else clean,
             protocol=PAHO_PROTOCOL[version],
             reconnect_on_failure=False,
+            transport=transport,  # type: ignore[arg-type]
         )
+        if cafile is not None:  # TLS (wss, or mqtts) verified against the test CA
+            self.client.tls_set(ca_certs=cafile)
         if will is not None:
             topic, payload, qos, retain = will
             self.client.will_set(topic, payload, qos, retain, properties=will_properties)

@@ -417,7 +417,6 @@ def test_duplicate_listener_is_an_error() -> None:
         ("listener 1883 /tmp/mqtt.sock\n", 1, "a Unix socket listener is 'listener 0 /tmp"),
         ("listener 0 /tmp/" + "x" * 110 + "\n", 1, "too long (115 bytes, at most 107)"),
         ("listener 0 /a\nlistener 0 /a\n", 2, "listener on the Unix socket /a is already"),
-        ("\nlistener 1883\nprotocol websockets\n", 3, "'websockets' is not supported yet"),
         ("listener 1883\nprotocol mqttsn\n", 2, "invalid protocol 'mqttsn'"),
         ("listener 1883\nsocket_domain ipv5\n", 2, "invalid socket_domain 'ipv5'"),
         ("listener 1883\nmax_qos 3\n", 2, "max_qos: 3 is out of range: expected 0..2"),
@@ -443,7 +442,6 @@ def test_listener_errors(text: str, line: int, words: str) -> None:
         ('[[listener]]\naddress = "x"\n', 1, "[[listener]] needs a port"),
         ("[[listener]]\nport = 70000\n", 2, "out of range"),
         ('[[listener]]\nport = "1883"\n', 2, "'port' must be a whole number, not the string"),
-        ('[[listener]]\nport = 1\nprotocol = "websockets"\n', 3, "'websockets' is not"),
         ('[[listener]]\nport = 1\nsocket_domain = "x"\n', 3, "invalid socket_domain"),
         ("[[listener]]\nport = 1\nmax_qos = 3\n", 3, "expected 0..2"),
         ('[[listener]]\nport = 1\nmount_point = "a/+"\n', 3, "invalid mount_point 'a/+'"),
@@ -604,7 +602,6 @@ def test_log_type_accumulates() -> None:
         ("log_dest file\n", 'log_dest = "file"\n', "needs a path"),
         ("log_dest file /a\nlog_dest file /b\n", 'log_dest = ["file /a", "file /b"]\n', "only one"),
         ("log_type chatter\n", 'log_type = "chatter"\n', "invalid log_type 'chatter'"),
-        ("log_type websockets\n", 'log_type = "websockets"\n', "'websockets' is not supported"),
         ("log_dest\n", "log_dest = 3\n", "log_dest"),
     ],
 )
@@ -722,7 +719,6 @@ def test_unsupported_options_say_which_work_brings_them() -> None:
     assert "has no TLS-PSK support" in str(conf_error("bridge_psk abc\n"))
     for c_plugin in ("plugin /usr/lib/x.so\n", "auth_plugin /x.so\n", "auth_opt_db x\n"):
         assert "auth_python" in str(conf_error(c_plugin)), c_plugin
-    assert "websockets" in str(conf_error("http_dir /srv\n"))
     assert "bridges" in str(conf_error("connection upstream\n"))
     # Mosquitto's C plugins cannot load in midge: their options say what midge takes instead.
     assert "auth_python_opt_NAME" in str(conf_error("auth_opt_host localhost\n"))
@@ -1064,3 +1060,43 @@ def test_auth_plugin_options() -> None:
     assert t.auth_python_options == {"users": "a:b"} and t.auth_cache_ttl == 30.0
     assert "expected http://" in str(conf_error("auth_http_url ftp://x\n"))
     assert "auth_cache_ttl" in str(conf_error("auth_cache_ttl -1\n"))
+
+
+def test_websocket_listeners_in_both_formats() -> None:
+    """Issue 13: ``protocol websockets`` (ws, wss with the TLS options), ``http_dir`` per
+    listener, ``websockets_headers_size`` and ``websockets_log_level`` globally, ``log_type
+    websockets`` accepted; the same in TOML."""
+    text = (
+        "websockets_headers_size 8192\n"
+        "websockets_log_level 255\n"
+        "log_type websockets\n"
+        "listener 1883\n"
+        "listener 8080\n"
+        "protocol websockets\n"
+        "http_dir /srv/www\n"
+        "listener 8081\n"
+        "protocol websockets\n"
+        "certfile /etc/midge/server.crt\n"
+        "keyfile /etc/midge/server.key\n"
+    )
+    c = conf(text)
+    assert [(lst.port, lst.protocol, lst.http_dir) for lst in c.listeners] == [
+        (1883, "mqtt", None),
+        (8080, "websockets", "/srv/www"),
+        (8081, "websockets", None),
+    ]
+    assert c.listeners[2].tls
+    assert (c.websockets_headers_size, c.websockets_log_level) == (8192, 255)
+    assert "websockets" in c.log_type
+    t = toml(
+        'websockets_headers_size = 8192\nwebsockets_log_level = 255\nlog_type = "websockets"\n'
+        '[[listener]]\nport = 1883\n[[listener]]\nport = 8080\nprotocol = "websockets"\n'
+        'http_dir = "/srv/www"\n'
+    )
+    assert [(lst.protocol, lst.http_dir) for lst in t.listeners] == [
+        ("mqtt", None),
+        ("websockets", "/srv/www"),
+    ]
+    assert (t.websockets_headers_size, t.websockets_log_level) == (8192, 255)
+    assert "out of range" in str(conf_error("websockets_headers_size 70000\n"))
+    assert "expected mqtt or websockets" in str(conf_error("listener 1\nprotocol ws\n"))

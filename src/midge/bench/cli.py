@@ -104,6 +104,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "-V", "--mqtt-version", type=int, choices=(3, 4, 5), default=4, help="3, 4 (3.1.1) or 5"
     )
     p.add_argument(
+        "--websocket",
+        action="store_true",
+        help="speak MQTT over WebSocket (ws://HOST:PORT/mqtt, a 'protocol websockets' listener)",
+    )
+    p.add_argument(
         "--broker-pid",
         type=int,
         metavar="PID",
@@ -212,6 +217,7 @@ def options_from_args(args: argparse.Namespace) -> Options:
         offline=args.offline,
         messages=args.messages,
         reconnect=args.reconnect,
+        websocket=args.websocket,
     )
 
 

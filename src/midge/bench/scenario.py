@@ -77,6 +77,7 @@ class Options:
     offline: bool = False  # subscribers are away while the load is published (implies persistent)
     messages: int = 0  # publish at most this many messages in all; 0 = no cap
     reconnect: bool = True  # offline: reconnect and drain after the window (False: leave queued)
+    websocket: bool = False  # MQTT over WebSocket (a protocol websockets listener)
 
     def __post_init__(self) -> None:
         if self.offline:
@@ -150,6 +151,7 @@ class WorkerPlan:
     persistent: bool = False
     offline: bool = False
     reconnect: bool = True
+    websocket: bool = False  # MQTT over WebSocket (midge.bench.websocket)
     clients: list[ClientSpec] = field(default_factory=list)
 
 
@@ -214,6 +216,7 @@ def plan_workers(options: Options, epoch_ns: int) -> list[WorkerPlan]:
             persistent=options.persistent,
             offline=options.offline,
             reconnect=options.reconnect,
+            websocket=options.websocket,
         )
         for i in range(count)
     ]

@@ -382,15 +382,24 @@ class Worker:
         """
         plan = self.plan
         loop = asyncio.get_running_loop()
+        client = Client(self, spec)
+
+        def protocol() -> asyncio.Protocol:
+            if plan.websocket:
+                from midge.bench.websocket import WebSocketClient
+
+                return WebSocketClient(client, plan.host, plan.port)
+            return client
+
         try:
             if source:
                 sock = await self.open_from(source)
-                _, client = await loop.create_connection(lambda: Client(self, spec), sock=sock)
+                _, proto = await loop.create_connection(protocol, sock=sock)
             else:
-                _, client = await loop.create_connection(
-                    lambda: Client(self, spec), plan.host, plan.port
-                )
-        except OSError as exc:
+                _, proto = await loop.create_connection(protocol, plan.host, plan.port)
+            if proto is not client:  # --websocket: the upgrade first
+                await asyncio.wait_for(proto.upgraded, HANDSHAKE_TIMEOUT)  # type: ignore[attr-defined]
+        except (OSError, TimeoutError) as exc:
             raise Failure(
                 f"cannot connect to {plan.host}:{plan.port}: {exc.strerror or exc}"
             ) from None

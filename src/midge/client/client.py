@@ -40,7 +40,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from midge.auth.scram import ScramClient
 from midge.client.errors import V3_TO_V5_CONNACK, ConnectionLost, MQTTError
@@ -201,13 +201,35 @@ class _Sub:
     properties: Properties = field(default_factory=dict)
 
 
+class _Reader(Protocol):
+    """What the client reads from: an asyncio StreamReader, or a WebSocket's
+    (:mod:`midge.client.websocket`)."""
+
+    async def read(self, n: int = -1) -> bytes: ...
+
+
+class _Writer(Protocol):
+    """What the client writes to: an asyncio StreamWriter, or a WebSocket's."""
+
+    @property
+    def transport(self) -> asyncio.WriteTransport: ...
+
+    def write(self, data: bytes) -> None: ...
+
+    async def drain(self) -> None: ...
+
+    def close(self) -> None: ...
+
+    async def wait_closed(self) -> None: ...
+
+
 class _Link:
     """One network connection and what the server said about it in CONNACK."""
 
     def __init__(
         self,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
+        reader: _Reader,
+        writer: _Writer,
         decoder: Decoder,
         version: int,
     ) -> None:
@@ -305,7 +327,13 @@ class Client:
         connect_timeout: float = 10.0,
         request_response_information: bool = False,
         unix_path: str | None = None,
+        transport: str = "tcp",
+        websocket_path: str = "/mqtt",
     ) -> None:
+        if transport not in ("tcp", "websockets"):
+            raise ValueError("transport must be 'tcp' or 'websockets'")
+        if transport == "websockets" and unix_path is not None:
+            raise ValueError("MQTT over WebSocket goes to host:port, not to a Unix socket")
         if version not in (MQTT311, MQTT5):
             raise ValueError("version must be 4 (MQTT 3.1.1) or 5 (MQTT 5.0)")
         if auth is not None and version != MQTT5:
@@ -341,6 +369,9 @@ class Client:
         self.request_response_information = request_response_information
         #: Connect to this Unix domain socket instead of host:port (mosquitto's ``--unix``).
         self.unix_path = unix_path
+        #: "tcp", or "websockets": MQTT over WebSocket, upgraded at ``websocket_path``.
+        self.transport = transport
+        self.websocket_path = websocket_path
         #: The CONNACK of the current (or last) connection.
         self.connack: ConnectResult | None = None
         self._link: _Link | None = None
@@ -385,23 +416,27 @@ class Client:
     def from_url(cls, url: str, **kwargs: Any) -> Client:
         """A client for ``mqtt://[USER[:PASSWORD]@]HOST[:PORT]`` (port 1883) or ``mqtts://``
         (TLS with the system's CA certificates unless ``tls=`` is given; port 8883), as
-        ``mosquitto_pub -L`` takes them; a path (the topic, for the tools) is ignored. Keyword
-        arguments are the constructor's."""
+        ``mosquitto_pub -L`` takes them; a path (the topic, for the tools) is ignored. ``ws://``
+        (port 80) and ``wss://`` (TLS, port 443) are MQTT over WebSocket, the path being the
+        upgrade request's (default ``/mqtt``). Keyword arguments are the constructor's."""
         from urllib.parse import unquote, urlsplit
 
         parts = urlsplit(url)
-        if parts.scheme not in ("mqtt", "mqtts"):
-            raise ValueError(f"{url!r}: the scheme must be mqtt:// or mqtts://")
-        secure = parts.scheme == "mqtts"
+        if parts.scheme not in ("mqtt", "mqtts", "ws", "wss"):
+            raise ValueError(f"{url!r}: the scheme must be mqtt://, mqtts://, ws:// or wss://")
+        secure = parts.scheme in ("mqtts", "wss")
+        default_port = 8883 if secure else 1883
+        if parts.scheme in ("ws", "wss"):
+            kwargs.setdefault("transport", "websockets")
+            kwargs.setdefault("websocket_path", parts.path or "/mqtt")
+            default_port = 443 if secure else 80
         if secure:
             kwargs.setdefault("tls", ssl.create_default_context())
         if parts.username is not None:
             kwargs.setdefault("username", unquote(parts.username))
         if parts.password is not None:
             kwargs.setdefault("password", unquote(parts.password))
-        return cls(
-            parts.hostname or "localhost", parts.port or (8883 if secure else 1883), **kwargs
-        )
+        return cls(parts.hostname or "localhost", parts.port or default_port, **kwargs)
 
     # ---------------------------------------------------------------------------------------
     # Life cycle
@@ -564,7 +599,15 @@ class Client:
         self._ping_task = asyncio.create_task(self._keep_alive(link))
 
     async def _open(self, clean_start: bool) -> tuple[_Link, Connack]:
-        if self.unix_path is not None:
+        reader: _Reader
+        writer: _Writer
+        if self.transport == "websockets":
+            from midge.client.websocket import open_websocket
+
+            reader, writer = await open_websocket(
+                self.host, self.port, self.tls, self.server_hostname, self.websocket_path
+            )
+        elif self.unix_path is not None:
             reader, writer = await asyncio.open_unix_connection(
                 self.unix_path,
                 ssl=self.tls,

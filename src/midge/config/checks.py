@@ -113,6 +113,7 @@ LOG_COMPONENTS = (
     "auth",
     "store",
     "transport",
+    "websockets",
     "workers",
 )
 LOG_LEVELS = ("debug", "information", "info", "notice", "warning", "error", "none")
@@ -146,11 +147,9 @@ def parse_duration(text: str) -> int | None:
 
 
 def protocol(value: str) -> str:
-    if value in ("mqtt", "http"):
+    if value in ("mqtt", "websockets", "http"):
         return value
-    if value == "websockets":
-        raise BadValue("'websockets' is not supported yet by midge; use 'mqtt'")
-    raise BadValue(f"invalid protocol '{value}': expected mqtt or http")
+    raise BadValue(f"invalid protocol '{value}': expected mqtt, websockets or http")
 
 
 def password_hash(value: str) -> str:
@@ -227,12 +226,13 @@ def log_types(values: list[str]) -> list[str]:
         elif value in LOG_TYPES:
             chosen.add(value)
         elif value == "websockets":
-            raise BadValue("'websockets' is not supported yet by midge (it comes with websockets)")
+            chosen.add(value)  # accepted; midge's WebSocket transport logs as midge.websockets
         else:
             raise BadValue(
-                f"invalid log_type '{value}': expected one of {', '.join(LOG_TYPES)}, all, none"
+                f"invalid log_type '{value}': expected one of {', '.join(LOG_TYPES)}, websockets, "
+                "all, none"
             )
-    return [t for t in LOG_TYPES if t in chosen]
+    return [t for t in (*LOG_TYPES, "websockets") if t in chosen]
 
 
 def ignored_notice(where: str, option: Option) -> str:

@@ -52,7 +52,7 @@ that names the file, the line, the option and the fix, for example:
 ```
 /etc/midge/conf.d/10-limits.conf:3: max_qos: 3 is out of range: expected 0..2
 midge.conf:12: unknown option 'max_queued_mesages'; did you mean 'max_queued_messages'?
-midge.conf:4: 'http_dir' is not supported yet by midge (it comes with websockets support); remove the line or comment it out
+midge.conf:4: 'connection' is not supported yet by midge (it comes with bridges support); remove the line or comment it out
 midge.toml:9: 'max_queued_messages' is a global option, not a listener option; move it above the first [[listener]] table
 ```
 
@@ -286,7 +286,6 @@ UNSUPPORTED_ROWS: tuple[tuple[str, str, str, str], ...] = (
         "",
         "",
     ),
-    ("WebSockets", "websockets", "`protocol websockets`", "`log_type websockets`"),
     ("Bridges", "bridges", "", ""),
     (
         "Logging destinations not built yet",

@@ -70,7 +70,10 @@ class ListenerConfig:
 
     port: int = 1883
     host: str | None = "127.0.0.1"
-    protocol: str = "mqtt"  # "mqtt", or "http": /metrics and the admin API (midge.observe)
+    # "mqtt"; "websockets": MQTT over WebSocket (midge.transport.websocket); "http": /metrics
+    # and the admin API (midge.observe)
+    protocol: str = "mqtt"
+    http_dir: str | None = None  # websockets: static files served to plain HTTP GETs
     max_connections: int = -1  # -1: unlimited (Mosquitto's meaning)
     max_qos: int | None = None  # None: Config.max_qos
     max_topic_alias: int | None = None  # None: Config.max_topic_alias
@@ -207,6 +210,8 @@ class Config:
     verbose: bool = False  # -v: every log type, overriding log_type
     log_dest: list[str] = field(default_factory=lambda: ["stderr"])  # "stderr"/"stdout"/"file"
     log_file: str | None = None  # the path of the "file" log_dest
+    websockets_headers_size: int = 0  # 0: 4096 (midge.transport.websocket)
+    websockets_log_level: int = 0
     log_type: list[str] = field(default_factory=lambda: list(DEFAULT_LOG_TYPES))
     log_timestamp: bool = True
     log_timestamp_format: str | None = None  # strftime format or "iso8601"; None = epoch seconds

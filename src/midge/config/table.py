@@ -159,10 +159,48 @@ _LISTENERS = (
         "listeners",
         default="mqtt",
         check=checks.protocol,
-        syntax="`protocol mqtt\\|http`",
-        mosquitto="`websockets` is refused: not supported yet. `http` is midge's: Prometheus "
-        "`/metrics` and the admin API ([operations.md](operations.md)); such a listener without "
-        "an address listens on 127.0.0.1 only.",
+        syntax="`protocol mqtt\\|websockets\\|http`",
+        mosquitto="Same: `websockets` is MQTT over WebSocket (ws, or wss with the TLS options; "
+        "docs/websockets.md). `http` is midge's: Prometheus `/metrics` and the admin API "
+        "([operations.md](operations.md)); such a listener without an address listens on "
+        "127.0.0.1 only.",
+    ),
+    Option(
+        "http_dir",
+        LISTENER,
+        TEXT,
+        "On a `protocol websockets` listener: serve the files under DIRECTORY to plain HTTP "
+        "GET requests on the same port (`/` is `index.html`); a path leading outside "
+        "DIRECTORY is refused (403). Without it, only WebSocket upgrades are answered.",
+        "listeners",
+        once=True,
+        syntax="`http_dir DIRECTORY`",
+        default_doc="none",
+        mosquitto="Same (GET and HEAD, one request per connection; docs/websockets.md).",
+    ),
+    Option(
+        "websockets_headers_size",
+        GLOBAL,
+        INT,
+        "Largest HTTP request head (request line and headers) a WebSocket listener reads, in "
+        "bytes; larger requests are answered 431. 0: 4096.",
+        "listeners",
+        default=0,
+        default_doc="0 (4096 bytes)",
+        check=checks.int_range(0, 65535),
+        mosquitto="Mosquitto sizes libwebsockets' header buffer (default 1024, header values "
+        "only); midge counts the whole request head, hence the larger default.",
+    ),
+    Option(
+        "websockets_log_level",
+        GLOBAL,
+        INT,
+        "Accepted for Mosquitto compatibility: with `log_type websockets`, any non-zero value "
+        "logs the WebSocket layer (logger `midge.websockets`) at debug level.",
+        "logging",
+        default=0,
+        check=checks.int_range(0, 2**31 - 1),
+        mosquitto="Mosquitto passes the bit mask to libwebsockets; midge has no such levels.",
     ),
     Option(
         "socket_domain",
@@ -819,7 +857,7 @@ _LOGGING = (
         default=list(checks.DEFAULT_LOG_TYPES),
         default_doc=", ".join(checks.DEFAULT_LOG_TYPES),
         syntax="`log_type TYPE`",
-        mosquitto="`websockets` refused: not supported yet.",
+        mosquitto="`websockets` is accepted (the WebSocket layer logs at debug level).",
         apply="log_type",
     ),
     Option(
@@ -1169,7 +1207,6 @@ _UNSUPPORTED = (
         apply="c_plugin_option",
         unsupported="security (authentication, access control, TLS)",
     ),
-    *_refused("websockets", "http_dir websockets_log_level websockets_headers_size"),
     *_refused(
         "bridges",
         "connection address addresses bridge_alpn bridge_attempt_unsubscribe bridge_bind_address "

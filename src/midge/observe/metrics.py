@@ -33,7 +33,7 @@ from midge.codec.reasons import Reason
 
 if TYPE_CHECKING:
     from midge.server import Server
-    from midge.transport.tcp import ListenerState
+    from midge.transport.accept import ListenerState
 
 #: PUBLISH refusals (Stats.publish_refused) by reason code, as a drop reason label. 0x97 (over
 #: memory_limit) is left out: Stats.dropped_memory counts it for v3 clients too.

@@ -15,16 +15,20 @@ import os
 import socket
 import ssl
 import stat
-import time
 from collections.abc import Callable
 from typing import cast
 
 from midge.broker.broker import Broker
-from midge.broker.connection import Connection
-from midge.codec.reasons import Reason
 from midge.config import ListenerConfig
+from midge.transport.accept import (
+    ConnectionLimits,
+    ListenerState,
+    admit,
+    attach,
+    set_nodelay,
+)
 from midge.transport.proxy import Origin, ProxyServer, peer_of, refusal
-from midge.transport.tls import ServerTls, peer_username
+from midge.transport.tls import ServerTls
 from midge.transport.writer import CoalescingTransport, TurnWrites
 
 log = logging.getLogger("midge.transport")
@@ -53,144 +57,23 @@ class MQTTProtocol(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         tr = cast(asyncio.Transport, transport)
-        broker = self.broker
-        if broker.shutting_down:
+        refuse = admit(self.broker, self.listener, self.listening, tr, self.origin)
+        if refuse < 0:
             tr.abort()
             return
-        limits = self.listening.limits
-        host, peer = client_address(tr, self.listener, self.origin)
-        refuse = 0
-        limit = self.listener.max_connections
-        if (limit >= 0 and self.listening.active >= limit) or limits.full():
-            refuse = Reason.QUOTA_EXCEEDED
-            broker.stats.limited_connections += 1
-        elif limits.rate and not limits.admit(host):
-            refuse = Reason.CONNECTION_RATE_EXCEEDED
-            broker.stats.limited_connection_rate += 1
-        if refuse:
-            if limits.refusing >= MAX_REFUSING:
-                tr.abort()  # too many waiting to be told: close at once, as Mosquitto does
-                return
-            limits.refusing += 1
-        else:
-            self.listening.active += 1
-            self.listening.accepted += 1
-            limits.active += 1
-        sock = tr.get_extra_info("socket")
-        if sock is not None and self.broker.config.set_tcp_nodelay:
-            with contextlib.suppress(OSError):  # not a TCP socket
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        conn = Connection(broker, CoalescingTransport(tr, self.writes), self.listener, peer)
-        listener = self.listener
-        if listener.use_identity_as_username or listener.use_subject_as_username:
-            origin = self.origin
-            if listener.tls or origin is None:
-                conn.cert_username = peer_username(tr, listener)
-            elif origin.cert_verified:
-                # The proxy terminated the TLS: its v2 header names the certificate's CN.
-                conn.cert_username = origin.common_name
-        if refuse:
-            # Told why at CONNECT (v5 0x97 / 0x9F, v3 "server unavailable"), then closed.
-            conn.refuse_at_connect(refuse, REFUSE_TIMEOUT)
-            conn.on_lost = self._refused
-        else:
-            conn.on_lost = self._lost  # called once, when the transport is gone
+        set_nodelay(self.broker, tr)
+        conn = attach(
+            self.broker,
+            self.listener,
+            self.listening,
+            CoalescingTransport(tr, self.writes),
+            tr,
+            refuse,
+            self.origin,
+        )
         # From here on the transport talks to the Connection directly: one Python call less per
         # read on the hot path.
         tr.set_protocol(conn)  # type: ignore[arg-type]
-
-    def _lost(self) -> None:
-        self.listening.active -= 1
-        self.listening.limits.active -= 1
-
-    def _refused(self) -> None:
-        self.listening.limits.refusing -= 1
-
-
-def client_address(
-    transport: asyncio.BaseTransport, listener: ListenerConfig, origin: Origin | None
-) -> tuple[str, str]:
-    """The one place a client's address comes from: (host, ``host:port``), the host for the
-    per-address limits and the whole for the log lines and the authentication plugins' ``peer``.
-
-    The PROXY header's address when the listener has one (``origin``), else the socket's own; a
-    Unix socket's client is ``unix-socket``, as Mosquitto names it."""
-    if origin is not None and origin.host is not None:
-        return origin.host, origin.peer or origin.host
-    if listener.unix_socket_path is not None:
-        return "unix-socket", "unix-socket"
-    peername = transport.get_extra_info("peername")
-    if not peername or isinstance(peername, str):
-        return "?", "?"
-    return str(peername[0]), f"{peername[0]}:{peername[1]}"
-
-
-#: Seconds a refused client has to send its CONNECT (and be told why) before it is closed.
-REFUSE_TIMEOUT = 2.0
-#: Refused connections waiting for their CONNECT at most; beyond, new ones are closed at once.
-MAX_REFUSING = 256
-
-
-class ConnectionLimits:
-    """The broker-wide limits on accepting connections, shared by every listener:
-    ``global_max_connections`` and ``max_connection_rate`` (new connections per second from one
-    IP address: a token bucket per address holding a second's worth)."""
-
-    def __init__(self, max_total: int = -1, rate: int = 0) -> None:
-        self.max_total = max_total
-        self.rate = rate
-        self.active = 0
-        self.refusing = 0
-        self._buckets: dict[str, tuple[float, float]] = {}  # address -> (tokens, when)
-        self._clock = time.monotonic
-
-    def full(self) -> bool:
-        return self.max_total >= 0 and self.active >= self.max_total
-
-    def admit(self, address: str) -> bool:
-        """Take a token for a connection from ``address``; False when there is none left."""
-        now = self._clock()
-        rate = self.rate
-        buckets = self._buckets
-        tokens, then = buckets.get(address, (float(rate), now))
-        tokens = min(float(rate), tokens + (now - then) * rate)
-        if len(buckets) > 100_000:
-            # Forget addresses whose bucket has refilled (they start full anyway).
-            for key in [k for k, (t, w) in buckets.items() if t + (now - w) * rate >= rate]:
-                del buckets[key]
-        if tokens < 1:
-            buckets[address] = (tokens, now)
-            return False
-        buckets[address] = (tokens - 1, now)
-        return True
-
-
-class ListenerState:
-    """A listening socket and how many connections it holds (for ``max_connections``).
-
-    ``unix_socket``: for a Unix socket listener, the socket file's (device, inode), so that
-    :meth:`remove_socket_file` removes that file and never another one made since."""
-
-    def __init__(self, config: ListenerConfig, limits: ConnectionLimits | None = None) -> None:
-        self.config = config
-        self.active = 0
-        #: Connections accepted since the start (/metrics, per listener).
-        self.accepted = 0
-        self.limits = limits if limits is not None else ConnectionLimits()
-        self.server: asyncio.Server | ProxyServer | None = None
-        self.broker: Broker | None = None
-        self.unix_socket: tuple[int, int] | None = None
-
-    def remove_socket_file(self) -> None:
-        """A Unix socket listener's file is removed when the broker stops, as Mosquitto does."""
-        path = self.config.unix_socket_path
-        if path is None or self.unix_socket is None:
-            return
-        with contextlib.suppress(OSError):
-            st = os.stat(path)
-            if (st.st_dev, st.st_ino) == self.unix_socket:
-                os.unlink(path)
-        self.unix_socket = None
 
 
 def _unix_socket(config: ListenerConfig) -> socket.socket:
@@ -241,10 +124,21 @@ async def listen(
     if broker is not None:
         connect_timeout = broker.config.connect_timeout
 
-    def protocol(origin: Origin | None = None) -> MQTTProtocol:
-        """A new connection's protocol; ``origin``: what its PROXY header said."""
-        assert state.broker is not None  # set before the listener serves
-        return MQTTProtocol(state.broker, config, state, turn, origin)
+    protocol: Callable[..., asyncio.Protocol]
+    if config.protocol == "websockets":
+        from midge.transport.websocket import WebSocketProtocol
+
+        def protocol(origin: Origin | None = None) -> asyncio.Protocol:
+            """A new connection's protocol; ``origin``: what its PROXY header said."""
+            assert state.broker is not None  # set before the listener serves
+            return WebSocketProtocol(state.broker, config, state, turn, origin)
+
+    else:
+
+        def protocol(origin: Origin | None = None) -> asyncio.Protocol:
+            """A new connection's protocol; ``origin``: what its PROXY header said."""
+            assert state.broker is not None  # set before the listener serves
+            return MQTTProtocol(state.broker, config, state, turn, origin)
 
     context = tls.front if tls is not None else None
     handshake_timeout = connect_timeout if tls is not None else None
