@@ -700,7 +700,7 @@ def test_unsupported_options_say_which_work_brings_them() -> None:
     for c_plugin in ("plugin /usr/lib/x.so\n", "auth_plugin /x.so\n", "auth_opt_db x\n"):
         assert "auth_python" in str(conf_error(c_plugin)), c_plugin
     assert "websockets" in str(conf_error("http_dir /srv\n"))
-    assert "bridges" in str(conf_error("connection upstream\n"))
+    assert "OCSP" in str(conf_error("bridge_require_ocsp true\n"))
     # Mosquitto's C plugins cannot load in midge: their options say what midge takes instead.
     assert "auth_python_opt_NAME" in str(conf_error("auth_opt_host localhost\n"))
     assert "security" in str(toml_error("plugin_opt_x = 1\n"))

@@ -37,7 +37,7 @@ import random
 import secrets
 import ssl
 from collections import deque
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Final
@@ -305,6 +305,11 @@ class Client:
         connect_timeout: float = 10.0,
         request_response_information: bool = False,
         unix_path: str | None = None,
+        bridge: bool = False,
+        handler: Callable[[Message], Awaitable[None]] | None = None,
+        opener: Callable[[], Awaitable[tuple[asyncio.StreamReader, asyncio.StreamWriter]]]
+        | None = None,
+        on_connection: Callable[[bool], None] | None = None,
     ) -> None:
         if version not in (MQTT311, MQTT5):
             raise ValueError("version must be 4 (MQTT 3.1.1) or 5 (MQTT 5.0)")
@@ -341,6 +346,19 @@ class Client:
         self.request_response_information = request_response_information
         #: Connect to this Unix domain socket instead of host:port (mosquitto's ``--unix``).
         self.unix_path = unix_path
+        #: Mark the CONNECT as Mosquitto's bridges do (bit 0x80 of the protocol level,
+        #: ``try_private``; MQTT 3.1.1 only): a Mosquitto or midge server then sends this
+        #: client none of its own messages back.
+        self.bridge = bridge
+        #: Each received message is awaited through this instead of going to an inbox, and
+        #: acknowledged (PUBACK / PUBREC) only once it returns: a bridge forwards the message
+        #: and acknowledges it once the other side has.
+        self.handler = handler
+        #: Opens the byte stream instead of a TCP / Unix connection (a bridge's local side).
+        self.opener = opener
+        #: Told True once a connection is up (CONNACK), False when one is lost or an attempt
+        #: to reconnect fails; it may change ``host`` / ``port`` for the next attempt.
+        self.on_connection = on_connection
         #: The CONNACK of the current (or last) connection.
         self.connack: ConnectResult | None = None
         self._link: _Link | None = None
@@ -562,9 +580,13 @@ class Client:
         if self._connected is not None:
             self._connected.set()
         self._ping_task = asyncio.create_task(self._keep_alive(link))
+        if self.on_connection is not None:
+            self.on_connection(True)
 
     async def _open(self, clean_start: bool) -> tuple[_Link, Connack]:
-        if self.unix_path is not None:
+        if self.opener is not None:
+            reader, writer = await self.opener()
+        elif self.unix_path is not None:
             reader, writer = await asyncio.open_unix_connection(
                 self.unix_path,
                 ssl=self.tls,
@@ -618,6 +640,7 @@ class Client:
             username=self.username,
             password=self.password,
             properties=props,
+            bridge=self.bridge and self.version != MQTT5,
         )
 
     async def _handshake(self, link: _Link, clean_start: bool) -> Connack:
@@ -736,6 +759,8 @@ class Client:
             if self._reauth is not None:
                 self._reauth[1].set_exception(error)
                 self._reauth = None
+            if self.on_connection is not None:
+                self.on_connection(False)
             if not self._should_retry(error):
                 log.info("connection ended: %s", error)
                 self._finish(error)
@@ -776,6 +801,8 @@ class Client:
                 error = exc
             except OSError as exc:
                 error = ConnectionLost(f"cannot connect to {self.host}:{self.port}: {exc}")
+            if self.on_connection is not None:
+                self.on_connection(False)
         return None
 
     async def _read(self, link: _Link) -> MQTTError:
@@ -1017,6 +1044,9 @@ class Client:
                     self._write(link, Pubrec(pid))
 
     async def _deliver(self, message: Message) -> None:
+        if self.handler is not None:
+            await self.handler(message)
+            return
         targets: list[_Inbox] = []
         ids = message.subscription_identifiers
         for route in self._routes:
