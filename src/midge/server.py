@@ -79,6 +79,8 @@ class Server:
         self.addresses: list[tuple[Any, ...]] = []
         #: Each listener's TLS (None for a plain listener), in listener order.
         self.tls: list[ServerTls | None] = []
+        #: The running bridges (``connection`` sections), started once the listeners serve.
+        self.bridges: list[Any] = []
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -214,6 +216,13 @@ class Server:
             if store is not None:
                 store.close()
             raise
+        if config.bridges:
+            from midge.bridge.bridge import Bridge
+
+            for cfg in config.bridges:
+                bridge = Bridge(cfg, self.broker, writes)
+                await bridge.start()
+                self.bridges.append(bridge)
 
     def reload(self) -> bool:
         """SIGHUP: re-read the TLS certificates and every layer of the authentication chain that
@@ -267,6 +276,9 @@ class Server:
     async def stop(self) -> None:
         """Stop accepting, publish wills, disconnect everyone (v5: 0x8B), close the store, and
         remove the Unix sockets' files."""
+        for bridge in self.bridges:
+            await bridge.stop()
+        self.bridges.clear()
         for state in self.listeners:
             if state.server is not None:
                 state.server.close()

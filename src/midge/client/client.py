@@ -494,6 +494,14 @@ class Client:
                     await task
         self._finish(None)
 
+    async def wait_closed(self) -> MQTTError | None:
+        """Wait until the client has ended (after :meth:`disconnect`, or an error it does not
+        retry); returns that error (None after a disconnect)."""
+        task = self._task
+        if task is not None:
+            await asyncio.wait({task})
+        return self._error
+
     def _finish(self, error: MQTTError | None) -> None:
         """End everything: inboxes end (with ``error``), waiters fail."""
         self._closing = True
