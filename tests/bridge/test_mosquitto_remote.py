@@ -7,17 +7,29 @@ from mosquitto.conf text; the clients are paho-mqtt on both sides. Every wait is
 
 from __future__ import annotations
 
+import os
 import queue
+import shutil
+import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import paho.mqtt.client as paho
 import pytest
 
 from midge.config import ListenerConfig, parse_mosquitto_conf
 from tests.conftest import RunningBroker
-from tests.differential.harness import mosquitto, needs_mosquitto
+from tests.differential.harness import (
+    MOSQUITTO,
+    _wait_listening,
+    _write_conf,
+    mosquitto,
+    needs_mosquitto,
+)
+from tests.procbroker import free_port
 
 pytestmark = needs_mosquitto
 
@@ -25,9 +37,13 @@ pytestmark = needs_mosquitto
 class Sub:
     """A paho client subscribed to ``filters``; ``get()`` waits (bounded) for the next message."""
 
-    def __init__(self, port: int, filters: list[str], client_id: str = "") -> None:
+    def __init__(
+        self, port: int, filters: list[str], client_id: str = "", clean: bool = True
+    ) -> None:
         self.messages: queue.Queue[paho.MQTTMessage] = queue.Queue()
-        self.client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=client_id)
+        self.client = paho.Client(
+            paho.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=clean
+        )
         self.client.on_message = lambda c, u, m: self.messages.put(m)
         self.client.connect("127.0.0.1", port)
         self.client.loop_start()
@@ -119,17 +135,50 @@ def test_both_directions_prefixes_state_and_remote_restart() -> None:
         remote.close()
 
 
-def test_reconnects_after_the_remote_restarts() -> None:
-    from tests.procbroker import free_port
+@contextmanager
+def mosquitto_on(port: int, directory: Path, lines: list[str]) -> Iterator[None]:
+    """The real mosquitto on a given port (so it can be restarted where the bridge expects it),
+    its configuration and persistence in ``directory``."""
+    conf = _write_conf(directory, port, lines)
+    proc = subprocess.Popen(
+        [MOSQUITTO, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        _wait_listening(port, proc)
+        yield
+    finally:
+        proc.terminate()
+        proc.wait(10)
 
-    # The same port for both runs of the remote.
+
+def test_reconnects_after_the_remote_restarts_and_loses_nothing() -> None:
+    """While the remote is down, QoS 1 messages midge acknowledged wait in the bridge's local
+    session; once the remote is back they reach a persistent subscriber there, in order."""
     port = free_port()
-    lines = ["restart_timeout 1", "cleansession true", "topic t/# both 1"]
-    with mosquitto([f"listener {port} 127.0.0.1"]) as _, bridged_midge(port, lines) as broker:
-        local = Sub(broker.port, ["t/#", "$SYS/broker/connection/up/state"])
-        wait_state(local, "$SYS/broker/connection/up/state", b"1")
-        remote = Sub(port, ["t/#"])
-        local.publish("t/a", b"1")
-        assert remote.get().payload == b"1"
-        remote.close()
-    # (the context above stopped midge too; restart both in one more round below)
+    tmp_path = Path(tempfile.mkdtemp(prefix="midge-bridge-"))
+    os.chmod(tmp_path, 0o777)  # mosquitto writes its database there as its own user
+    remote_lines = [
+        "allow_anonymous true",
+        "persistence true",
+        f"persistence_location {tmp_path}/",
+    ]
+    lines = ["restart_timeout 1", "topic t/# out 1"]
+    with bridged_midge(port, lines) as broker:
+        local = Sub(broker.port, ["$SYS/broker/connection/up/state"])
+        with mosquitto_on(port, tmp_path, remote_lines):
+            wait_state(local, "$SYS/broker/connection/up/state", b"1")
+            remote = Sub(port, ["t/#"], client_id="keeper", clean=False)
+            local.publish("t/a", b"0")
+            assert remote.get().payload == b"0"
+            remote.close()
+        wait_state(local, "$SYS/broker/connection/up/state", b"0")
+        for n in range(1, 6):
+            local.publish("t/a", str(n).encode())  # acknowledged by midge, remote down
+        with mosquitto_on(port, tmp_path, remote_lines):
+            wait_state(local, "$SYS/broker/connection/up/state", b"1")
+            remote = Sub(port, ["t/#"], client_id="keeper", clean=False)
+            got = [remote.get().payload for _ in range(5)]
+            assert got == [b"1", b"2", b"3", b"4", b"5"]
+            remote.close()
+        local.close()
+    shutil.rmtree(tmp_path, ignore_errors=True)
