@@ -27,9 +27,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import socket
 import ssl
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING
 
 from midge.bridge.options import BOTH, IN, OUT, BridgeConfig, BridgeTopic
@@ -37,7 +38,7 @@ from midge.broker.model import Message as CoreMessage
 from midge.client.client import Backoff, Client
 from midge.client.errors import MQTTError
 from midge.client.message import Message
-from midge.client.store import MemorySessionStore
+from midge.client.store import MemorySessionStore, SessionStore, SqliteSessionStore
 from midge.codec.packets import MQTT5, MQTT311, Will
 from midge.codec.properties import Prop
 from midge.codec.topics import topic_matches
@@ -122,13 +123,24 @@ class Bridge:
         self.remote: Client | None = None
         self.connected = False
         self._remote_ready = asyncio.Event()
-        self._remote_store = MemorySessionStore()
+        self._store: SessionStore = self._session_store()
+        self._remote_store = self._store
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._address = 0
         self._wanted = asyncio.Event()  # lazy: a message waits for the remote
         self._last_traffic = 0.0
         self._pending: set[asyncio.Task[object]] = set()
+
+    def _session_store(self) -> SessionStore:
+        """Where both clients keep their in-flight state: with a durable broker, an SQLite file
+        next to its database (``bridge-NAME.db``), so that after a kill -9 the resends of both
+        sessions are recognised and nothing QoS 2 is forwarded twice."""
+        config = self.broker.config
+        if config.data_dir and config.durability != "none":
+            path = os.path.join(config.data_dir, f"bridge-{self.cfg.name}.db")
+            return SqliteSessionStore(path, durable=config.durability == "fsync")
+        return MemorySessionStore()
 
     # -- the local side: a session of this broker over a socket pair
 
@@ -173,6 +185,7 @@ class Bridge:
             opener=self._open_local,
             reconnect=Backoff(initial=0.1, maximum=2.0),
             queue_size=100,
+            session_store=self._store,
         )
         self._state(False)
         await self.local.connect()
@@ -206,6 +219,8 @@ class Bridge:
             if client is not None:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(client.disconnect(), 2.0)
+        if isinstance(self._store, SqliteSessionStore):
+            self._store.close()
         for task in list(self._pending):
             task.cancel()
 
@@ -361,7 +376,7 @@ class Bridge:
     def _properties(message: Message) -> dict[int, object]:
         return {k: v for k, v in message.properties.items() if k in _KEPT}
 
-    async def _outgoing(self, message: Message) -> None:
+    async def _outgoing(self, message: Message, accepted: Callable[[], None]) -> None:
         """A message of an ``out`` pattern: publish it on the remote; return (and so let the
         local session acknowledge it) once the remote has acknowledged it."""
         mapped = remap_out(self.cfg.topics, message.topic)
@@ -378,7 +393,14 @@ class Bridge:
             if remote is None:
                 continue
             try:
-                await remote.publish(topic, message.payload, message.qos, retain, properties=props)
+                await remote.publish(
+                    topic,
+                    message.payload,
+                    message.qos,
+                    retain,
+                    properties=props,
+                    on_stored=accepted,
+                )
                 self._last_traffic = loop.time()
                 return
             except MQTTError as exc:
@@ -387,7 +409,7 @@ class Bridge:
                 log.debug("bridge %s: %s waits for the remote: %s", self.cfg.name, topic, exc)
                 await asyncio.sleep(0.1)
 
-    async def _incoming(self, message: Message) -> None:
+    async def _incoming(self, message: Message, accepted: Callable[[], None]) -> None:
         """A message of an ``in`` pattern: publish it here (through the broker core, as the
         local session); the remote is acknowledged once this broker has it."""
         topic = remap_in(self.cfg.topics, message.topic)
@@ -397,7 +419,12 @@ class Bridge:
         props = self._properties(message)
         try:
             await self.local.publish(
-                topic, message.payload, message.qos, message.retain, properties=props
+                topic,
+                message.payload,
+                message.qos,
+                message.retain,
+                properties=props,
+                on_stored=accepted,
             )
         except MQTTError as exc:
             log.warning("bridge %s: %s not published locally: %s", self.cfg.name, topic, exc)

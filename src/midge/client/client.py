@@ -306,7 +306,7 @@ class Client:
         request_response_information: bool = False,
         unix_path: str | None = None,
         bridge: bool = False,
-        handler: Callable[[Message], Awaitable[None]] | None = None,
+        handler: Callable[[Message, Callable[[], None]], Awaitable[None]] | None = None,
         opener: Callable[[], Awaitable[tuple[asyncio.StreamReader, asyncio.StreamWriter]]]
         | None = None,
         on_connection: Callable[[bool], None] | None = None,
@@ -350,9 +350,12 @@ class Client:
         #: ``try_private``; MQTT 3.1.1 only): a Mosquitto or midge server then sends this
         #: client none of its own messages back.
         self.bridge = bridge
-        #: Each received message is awaited through this instead of going to an inbox, and
-        #: acknowledged (PUBACK / PUBREC) only once it returns: a bridge forwards the message
-        #: and acknowledges it once the other side has.
+        #: Each received message is awaited through ``handler(message, accepted)`` instead of
+        #: going to an inbox, and acknowledged (PUBACK / PUBREC) only once it returns: a bridge
+        #: forwards the message and acknowledges it once the other side has. For a QoS 2
+        #: message of a persistent session, the store learns that its id was delivered (so a
+        #: resend is not delivered again) only when the handler calls ``accepted()``: a bridge
+        #: calls it once the message is in the other side's store.
         self.handler = handler
         #: Opens the byte stream instead of a TCP / Unix connection (a bridge's local side).
         self.opener = opener
@@ -974,7 +977,7 @@ class Client:
                         self._write(link, Pubrec(pid))
                     return
                 self._session.incoming.add(pid)
-                if self.client_id and self._session_persists:
+                if self.client_id and self._session_persists and self.handler is None:
                     self.store.add_incoming(self.client_id, pid)
             self._arriving_ids[pid] = 1
         else:
@@ -1035,7 +1038,7 @@ class Client:
                 await arrived.wait()
             link, message, pid, deliver = arrivals[0]
             if deliver:
-                await self._deliver(message)
+                await self._deliver(message, pid)
             arrivals.popleft()
             room.set()
             if pid is None:
@@ -1051,9 +1054,15 @@ class Client:
                 for _ in range(times):  # the original and each resend received meanwhile
                     self._write(link, Pubrec(pid))
 
-    async def _deliver(self, message: Message) -> None:
+    async def _deliver(self, message: Message, pid: int | None = None) -> None:
         if self.handler is not None:
-            await self.handler(message)
+            client_id = self.client_id
+
+            def accepted() -> None:
+                if pid is not None and message.qos == 2 and client_id and self._session_persists:
+                    self.store.add_incoming(client_id, pid)
+
+            await self.handler(message, accepted)
             return
         targets: list[_Inbox] = []
         ids = message.subscription_identifiers
@@ -1224,11 +1233,14 @@ class Client:
         content_type: str | None = None,
         message_expiry: int | None = None,
         payload_format_indicator: int | None = None,
+        on_stored: Callable[[], None] | None = None,
     ) -> PublishResult:
         """Publish and wait for the acknowledgement: QoS 0 returns once written, QoS 1 at
         PUBACK, QoS 2 at PUBCOMP (with PUBREC's reason code and properties). A failure reason
         code (>= 0x80) raises :class:`MQTTError`. Waits while disconnected (reconnecting) and
-        while the server's Receive Maximum of in-flight messages is reached."""
+        while the server's Receive Maximum of in-flight messages is reached. ``on_stored`` is
+        called once the message is in this client's session store (QoS 0: once written), before
+        its acknowledgement is awaited (a bridge's exactly-once hand-over)."""
         if qos not in (0, 1, 2):
             raise ValueError(f"QoS {qos}")
         data = payload.encode() if isinstance(payload, str) else bytes(payload)
@@ -1258,6 +1270,8 @@ class Client:
             )
         if qos == 0:
             self._write_publish(link, Publish(topic, data, 0, retain, False, None, props))
+            if on_stored is not None:
+                on_stored()
             try:
                 await link.writer.drain()
             except OSError as exc:  # the connection went while the message was leaving
@@ -1274,11 +1288,25 @@ class Client:
         pid = self._packet_id()
         publish = Publish(topic, data, qos, retain, False, pid, props)
         fut: asyncio.Future[PublishResult] = asyncio.get_running_loop().create_future()
-        self._write_publish(link, publish)  # raises (0x95) before anything is recorded
         entry = Outgoing(publish)
+        if on_stored is not None:
+            # Stored before it can reach the wire: a crash between the two must not leave the
+            # server with a message this client's store does not know it sent.
+            persists = bool(self.client_id) and self._session_persists
+            if persists:
+                self.store.put_outgoing(self.client_id, pid, entry)
+            on_stored()
+            try:
+                self._write_publish(link, publish)
+            except MQTTError:  # too large for the server (0x95): never sent
+                if persists:
+                    self.store.remove_outgoing(self.client_id, pid)
+                raise
+        else:
+            self._write_publish(link, publish)  # raises (0x95) before anything is recorded
+            if self.client_id and self._session_persists:
+                self.store.put_outgoing(self.client_id, pid, entry)
         self._session.outgoing[pid] = entry
-        if self.client_id and self._session_persists:
-            self.store.put_outgoing(self.client_id, pid, entry)
         self._waiters[pid] = fut
         self._wake_reader()
         self._inflight += 1
