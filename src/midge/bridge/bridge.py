@@ -262,6 +262,7 @@ class Bridge:
             handler=self._incoming,
             on_connection=self._on_remote,
             queue_size=100,
+            local_address=cfg.bridge_bind_address,
         )
 
     def _on_remote(self, up: bool) -> None:
@@ -283,13 +284,42 @@ class Bridge:
             self._state(False)
             self._remote_ready.clear()
             if len(cfg.addresses) > 1:
-                self._rotate()
+                if cfg.round_robin:
+                    self._rotate()
+                else:
+                    self._address = 0
+                    self._aim()
 
     def _rotate(self) -> None:
-        """Several addresses: the next attempt goes to the next one."""
+        """Several addresses: the next attempt goes to the next one (an attempt that failed,
+        or with ``round_robin``, a connection lost). Without ``round_robin`` a lost connection
+        starts again from the first address, the primary (see :meth:`_back_to_primary`)."""
         self._address += 1
+        self._aim()
+
+    def _aim(self) -> None:
         if self.remote is not None:
             self.remote.host, self.remote.port = self._next_address()
+
+    async def _back_to_primary(self, remote: Client) -> None:
+        """Connected to a secondary address without ``round_robin``: check the primary every
+        restart interval and, once it accepts connections, leave the secondary for it (as
+        Mosquitto does)."""
+        host, port = self.cfg.addresses[0]
+        interval = self.cfg.restart_timeout[0]
+        while remote.connected and self._address % len(self.cfg.addresses):
+            await asyncio.sleep(interval)
+            try:
+                _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), interval)
+            except (OSError, TimeoutError):
+                continue
+            writer.close()
+            log.info(
+                "bridge %s: the primary %s:%s is back; moving to it", self.cfg.name, host, port
+            )
+            self._address = 0
+            await remote.disconnect()
+            return
 
     def _spawn(self, coro: Coroutine[object, object, object]) -> None:
         task: asyncio.Task[object] = asyncio.ensure_future(coro)
@@ -309,8 +339,7 @@ class Bridge:
         loop = asyncio.get_running_loop()
         while not self._stopping:
             if cfg.start_type == "lazy":
-                self._wanted.clear()
-                await self._wanted.wait()
+                await self._threshold()
             remote = self.remote = self._remote_client()
             try:
                 await remote.connect()
@@ -334,6 +363,8 @@ class Bridge:
                 await self._subscribe_remote(remote)
                 if cfg.start_type == "lazy":
                     await self._idle(remote)
+                elif len(cfg.addresses) > 1 and not cfg.round_robin:
+                    self._spawn(self._back_to_primary(remote))
                 error = await remote.wait_closed()
             except MQTTError as exc:
                 error = exc
@@ -358,6 +389,22 @@ class Bridge:
         for t in cfg.topics:
             if t.direction in (IN, BOTH):
                 await remote.subscribe(t.remote_topic, t.qos, no_local=v5, retain_as_published=v5)
+
+    def _waiting(self) -> int:
+        """Messages for the remote waiting in the local session (queued or in flight)."""
+        session = self.broker.sessions.get(self.cfg.local_clientid or "")
+        if session is None:
+            return 0
+        return len(session.inflight) + (len(session.queue) if session.queue else 0)
+
+    async def _threshold(self) -> None:
+        """lazy: wait until ``threshold`` messages wait for the remote (checked every second,
+        and whenever a message arrives)."""
+        while self._waiting() < self.cfg.threshold:
+            self._wanted.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wanted.wait(), 1.0)
+        log.info("bridge %s: %d messages waiting, connecting", self.cfg.name, self._waiting())
 
     async def _idle(self, remote: Client) -> None:
         """lazy: disconnect once nothing went either way for idle_timeout seconds."""

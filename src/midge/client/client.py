@@ -310,6 +310,7 @@ class Client:
         opener: Callable[[], Awaitable[tuple[asyncio.StreamReader, asyncio.StreamWriter]]]
         | None = None,
         on_connection: Callable[[bool], None] | None = None,
+        local_address: str | None = None,
     ) -> None:
         if version not in (MQTT311, MQTT5):
             raise ValueError("version must be 4 (MQTT 3.1.1) or 5 (MQTT 5.0)")
@@ -362,6 +363,8 @@ class Client:
         #: Told True once a connection is up (CONNACK), False when one is lost or an attempt
         #: to reconnect fails; it may change ``host`` / ``port`` for the next attempt.
         self.on_connection = on_connection
+        #: Connect from this local address (a bridge's ``bridge_bind_address``).
+        self.local_address = local_address
         #: The CONNACK of the current (or last) connection.
         self.connack: ConnectResult | None = None
         self._link: _Link | None = None
@@ -607,6 +610,7 @@ class Client:
             reader, writer = await asyncio.open_connection(
                 self.host,
                 self.port,
+                local_addr=(self.local_address, 0) if self.local_address else None,
                 ssl=self.tls,
                 server_hostname=self.server_hostname if self.tls is not None else None,
             )

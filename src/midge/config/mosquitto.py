@@ -88,7 +88,7 @@ def real_option(opt: Option) -> Option:
     if opt.alias_of is None:
         return opt
     for other in named(opt.alias_of):
-        if other.alias_of is None:
+        if other.alias_of is None and other.scope == opt.scope:
             return other
     raise AssertionError(opt.alias_of)  # pragma: no cover - the table tests check aliases
 
