@@ -169,3 +169,22 @@ def test_remapping_both_ways() -> None:
     assert remap_in(topics, "site1/sensors/t") is None  # an out pattern
     assert remap_in(topics, "there/y") == "here/x"
     assert remap_in(topics, "plain/b") == "plain/b"
+
+
+def test_the_examples_of_docs_bridges_md_read_the_same() -> None:
+    import re
+    from pathlib import Path
+
+    doc = (Path(__file__).parents[2] / "docs" / "bridges.md").read_text()
+    central, edge = re.findall(r"```\n(.*?)```", doc, re.S)[:2]
+    (toml_text,) = re.findall(r"```toml\n(.*?)```", doc, re.S)
+    assert parse_mosquitto_conf(central).bridges == []
+    (conf_bridge,) = parse_mosquitto_conf(edge).bridges
+    (toml_bridge,) = parse_toml(toml_text).bridges
+    assert conf_bridge.topics == toml_bridge.topics
+    assert conf_bridge.addresses == toml_bridge.addresses == [("127.0.0.1", 1884)]
+    assert remap_out(conf_bridge.topics, "sensors/temp") == (
+        "factory1/sensors/temp",
+        conf_bridge.topics[0],
+    )
+    assert remap_in(conf_bridge.topics, "commands/edge1/reboot") == "commands/reboot"

@@ -1,0 +1,66 @@
+"""A chain of two midge brokers in one process each way round (no processes): an MQTT 3.1.1
+bridge (try_private: the remote midge sends the bridge none of its own messages) and an MQTT 5
+bridge (No Local), each with a ``both`` pattern, so that a loop would show at once."""
+
+from __future__ import annotations
+
+import queue
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+
+from midge.config import Config, ListenerConfig, parse_mosquitto_conf
+from tests.bridge.test_mosquitto_remote import Sub, wait_state
+from tests.conftest import RunningBroker
+
+
+@contextmanager
+def running(config: Config) -> Iterator[RunningBroker]:
+    config.listeners = [ListenerConfig(port=0, host="127.0.0.1")]
+    config.sys_interval = 0
+    broker = RunningBroker(config)
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+@pytest.mark.parametrize("version", ["mqttv311", "mqttv50"])
+def test_two_midges_both_ways_without_loops(version: str) -> None:
+    with running(Config()) as central:
+        edge_conf = parse_mosquitto_conf(
+            "\n".join(
+                [
+                    "connection central",
+                    f"address 127.0.0.1:{central.port}",
+                    f"bridge_protocol_version {version}",
+                    "remote_clientid edge",
+                    "topic chat/# both 2",
+                    "topic up/# out 1 edge/ site/",
+                ]
+            )
+            + "\n"
+        )
+        with running(edge_conf) as edge:
+            at_central = Sub(central.port, ["chat/#", "site/#", "$SYS/broker/connection/#"])
+            wait_state(at_central, "$SYS/broker/connection/edge/state", b"1")
+            at_edge = Sub(edge.port, ["chat/#"])
+            at_edge.publish("chat/a", b"from edge", qos=2)
+            assert at_edge.get().payload == b"from edge"
+            m = at_central.get()
+            assert (m.topic, m.payload, m.qos) == ("chat/a", b"from edge", 1)
+            at_central.publish("chat/b", b"from central", qos=2)
+            assert at_central.get().payload == b"from central"
+            assert at_edge.get().payload == b"from central"
+            at_edge.publish("edge/up/x", b"remapped")
+            m = at_central.get()
+            assert (m.topic, m.payload) == ("site/up/x", b"remapped")
+            # Nothing more: no message came back round the loop.
+            with pytest.raises(queue.Empty):
+                print(at_central.get(1.0))
+            with pytest.raises(queue.Empty):
+                print(at_edge.get(0.2))
+            at_edge.close()
+        wait_state(at_central, "$SYS/broker/connection/edge/state", b"0")
+        at_central.close()
