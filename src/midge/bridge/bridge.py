@@ -189,13 +189,25 @@ class Bridge:
         )
         self._state(False)
         await self.local.connect()
-        outs = [t for t in cfg.topics if t.direction in (OUT, BOTH)]
-        for t in outs:
-            await self.local.subscribe(
-                t.local_topic, t.qos, no_local=True, retain_as_published=True
-            )
+        await self._subscribe_local(retained=False)
         log.info("bridge %s: local session %s started", cfg.name, cfg.local_clientid)
         self._task = asyncio.create_task(self._run(), name=f"midge bridge {cfg.name}")
+
+    async def _subscribe_local(self, retained: bool = True) -> None:
+        """Subscribe the local session to the out patterns: at start, and again at each
+        connection to the remote, so that this broker's retained messages on them go to the
+        remote each time, as Mosquitto queues them (retain__queue) when its bridge connects."""
+        local = self.local
+        assert local is not None
+        for t in self.cfg.topics:
+            if t.direction in (OUT, BOTH):
+                await local.subscribe(
+                    t.local_topic,
+                    t.qos,
+                    no_local=True,
+                    retain_as_published=True,
+                    retain_handling=0 if retained else 2,
+                )
 
     async def stop(self) -> None:
         self._stopping = True
@@ -277,6 +289,8 @@ class Bridge:
             log.info("bridge %s: connected to %s:%s", cfg.name, self.remote.host, self.remote.port)
             self._state(True)
             self._remote_ready.set()
+            if self.local is not None and self.local.connected:
+                self._spawn(self._subscribe_local())
             if cfg.notifications and not cfg.notifications_local_only and cfg.notification_topic:
                 self._spawn(self.remote.publish(cfg.notification_topic, b"1", 1, True))
         else:
@@ -384,7 +398,7 @@ class Bridge:
             # A persistent remote session may hold a subscription an earlier configuration made
             # for a pattern that is now out only: drop it, as Mosquitto does.
             stale = [t.remote_topic for t in cfg.topics if t.direction == OUT]
-            if stale and not cfg.cleansession:
+            if stale:
                 await remote.unsubscribe(stale)
         for t in cfg.topics:
             if t.direction in (IN, BOTH):
