@@ -174,11 +174,21 @@ def test_reconnects_after_the_remote_restarts_and_loses_nothing() -> None:
         wait_state(local, "$SYS/broker/connection/up/state", b"0")
         for n in range(1, 6):
             local.publish("t/a", str(n).encode())  # acknowledged by midge, remote down
+        local.publish("t/r", b"kept", retain=True)
         with mosquitto_on(port, tmp_path, remote_lines):
             wait_state(local, "$SYS/broker/connection/up/state", b"1")
             remote = Sub(port, ["t/#"], client_id="keeper", clean=False)
-            got = [remote.get().payload for _ in range(5)]
+            got: list[bytes] = []
+            while len(got) < 5:
+                m = remote.get()
+                if m.topic == "t/a":
+                    got.append(m.payload)
             assert got == [b"1", b"2", b"3", b"4", b"5"]
             remote.close()
+            # The retained message crossed as retained: a new subscriber there gets it.
+            fresh = Sub(port, ["t/r"])
+            m = fresh.get()
+            assert (m.payload, m.retain) == (b"kept", True)
+            fresh.close()
         local.close()
     shutil.rmtree(tmp_path, ignore_errors=True)
