@@ -7,12 +7,14 @@ from __future__ import annotations
 import queue
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 
 from midge.config import Config, ListenerConfig, parse_mosquitto_conf
 from tests.bridge.test_mosquitto_remote import Sub, wait_state
 from tests.conftest import RunningBroker
+from tests.security.certs import Pki, name
 
 
 @contextmanager
@@ -64,3 +66,52 @@ def test_two_midges_both_ways_without_loops(version: str) -> None:
             at_edge.close()
         wait_state(at_central, "$SYS/broker/connection/edge/state", b"0")
         at_central.close()
+
+
+def test_a_tls_bridge_with_a_client_certificate(tmp_path: Path) -> None:
+    """bridge_cafile / bridge_certfile / bridge_keyfile / bridge_tls_version against a midge
+    whose TLS listener requires a client certificate."""
+    pki = Pki(tmp_path)
+    certfile, keyfile = pki.client("bridge", name(("CN", "edge")))
+    central_config = Config(
+        listeners=[
+            ListenerConfig(port=0, host="127.0.0.1"),
+            ListenerConfig(
+                port=0,
+                host="127.0.0.1",
+                certfile=pki.server_cert,
+                keyfile=pki.server_key,
+                cafile=pki.cafile,
+                require_certificate=True,
+            ),
+        ],
+        sys_interval=0,
+    )
+    central = RunningBroker(central_config)
+    try:
+        tls_port = central.server.addresses[1][1]
+        edge_conf = parse_mosquitto_conf(
+            "\n".join(
+                [
+                    "connection central",
+                    f"address 127.0.0.1:{tls_port}",
+                    "remote_clientid edge",
+                    f"bridge_cafile {pki.cafile}",
+                    f"bridge_certfile {certfile}",
+                    f"bridge_keyfile {keyfile}",
+                    "bridge_tls_version tlsv1.2",
+                    "topic tls/# out 1",
+                ]
+            )
+            + "\n"
+        )
+        at_central = Sub(central.port, ["tls/#", "$SYS/broker/connection/edge/state"])
+        with running(edge_conf) as edge:
+            wait_state(at_central, "$SYS/broker/connection/edge/state", b"1")
+            at_edge = Sub(edge.port, [])
+            at_edge.publish("tls/x", b"secret")
+            assert at_central.get().payload == b"secret"
+            at_edge.close()
+        at_central.close()
+    finally:
+        central.stop()
