@@ -115,3 +115,41 @@ def test_a_tls_bridge_with_a_client_certificate(tmp_path: Path) -> None:
         at_central.close()
     finally:
         central.stop()
+
+
+def test_lazy_start_addresses_and_idle_timeout() -> None:
+    """start_type lazy: no connection until ``threshold`` messages wait; then both cross, and
+    after ``idle_timeout`` seconds without traffic the bridge disconnects. The first address
+    refuses connections: the bridge moves on to the second."""
+    from tests.procbroker import free_port
+
+    with running(Config()) as central:
+        edge_conf = parse_mosquitto_conf(
+            "\n".join(
+                [
+                    "connection central",
+                    f"addresses 127.0.0.1:{free_port()} 127.0.0.1:{central.port}",
+                    "remote_clientid edge",
+                    "start_type lazy",
+                    "threshold 2",
+                    "idle_timeout 2",
+                    "restart_timeout 1",
+                    "topic lazy/# out 1",
+                ]
+            )
+            + "\n"
+        )
+        at_central = Sub(central.port, ["lazy/#", "$SYS/broker/connection/edge/state"])
+        with running(edge_conf) as edge:
+            at_edge = Sub(edge.port, ["$SYS/broker/connection/central/state"])
+            wait_state(at_edge, "$SYS/broker/connection/central/state", b"0")
+            at_edge.publish("lazy/1", b"one")
+            with pytest.raises(queue.Empty):  # one message waits: below the threshold
+                print(at_central.get(1.5))
+            at_edge.publish("lazy/2", b"two")
+            assert [at_central.get().payload for _ in range(2)] == [b"one", b"two"]
+            wait_state(at_edge, "$SYS/broker/connection/central/state", b"1")
+            # idle: disconnected (the remote says 0 as the bridge leaves)
+            wait_state(at_central, "$SYS/broker/connection/edge/state", b"0", timeout=10)
+            at_edge.close()
+        at_central.close()

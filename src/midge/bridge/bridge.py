@@ -193,6 +193,19 @@ class Bridge:
         log.info("bridge %s: local session %s started", cfg.name, cfg.local_clientid)
         self._task = asyncio.create_task(self._run(), name=f"midge bridge {cfg.name}")
 
+    async def _say_stopped(self, remote: Client) -> None:
+        """Before a clean DISCONNECT (which suppresses the will), publish 0 on the remote's
+        notification topic ourselves."""
+        cfg = self.cfg
+        if (
+            remote.connected
+            and cfg.notifications
+            and not cfg.notifications_local_only
+            and cfg.notification_topic
+        ):
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(remote.publish(cfg.notification_topic, b"0", 1, True), 2.0)
+
     async def _subscribe_local(self, retained: bool = True) -> None:
         """Subscribe the local session to the out patterns: at start, and again at each
         connection to the remote, so that this broker's retained messages on them go to the
@@ -215,18 +228,8 @@ class Bridge:
             self._task.cancel()
             with contextlib.suppress(BaseException):
                 await self._task
-        cfg = self.cfg
-        remote = self.remote
-        if (
-            remote is not None
-            and remote.connected
-            and cfg.notifications
-            and not cfg.notifications_local_only
-            and cfg.notification_topic
-        ):
-            # A clean DISCONNECT suppresses the will: say 0 on the remote ourselves.
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(remote.publish(cfg.notification_topic, b"0", 1, True), 2.0)
+        if self.remote is not None:
+            await self._say_stopped(self.remote)
         for client in (self.remote, self.local):
             if client is not None:
                 with contextlib.suppress(Exception):
@@ -427,6 +430,8 @@ class Bridge:
             idle = loop.time() - self._last_traffic
             if idle >= self.cfg.idle_timeout:
                 log.info("bridge %s: idle for %s s, disconnecting", self.cfg.name, int(idle))
+                # Mosquitto closes the socket, so the remote publishes the will (0): say it.
+                await self._say_stopped(remote)
                 await remote.disconnect()
                 return
             await asyncio.sleep(self.cfg.idle_timeout - idle)

@@ -291,7 +291,13 @@ OPTIONS: tuple[Option, ...] = (
         toml_raw=True,
         syntax="`restart_timeout BASE [CAP]`",
     ),
-    _opt("idle_timeout", INT, "lazy: seconds idle before the bridge disconnects.", 60),
+    _opt(
+        "idle_timeout",
+        INT,
+        "lazy: seconds idle before the bridge disconnects (below 1: 1, as Mosquitto).",
+        60,
+        check=lambda n: max(int(n), 1),
+    ),
     _opt("threshold", INT, "lazy: messages waiting before the bridge connects.", 10),
     _opt("keepalive_interval", INT, "Keep alive (seconds) of the remote connection.", 60),
     _opt(
