@@ -216,7 +216,9 @@ class Server:
             if store is not None:
                 store.close()
             raise
-        if config.bridges:
+        if config.bridges and (self.router is None or self.publish_sys):
+            # With --workers N, worker 0 alone runs the bridges (one session per local_clientid),
+            # as it alone publishes $SYS; the other workers' messages reach it by the router.
             from midge.bridge.bridge import Bridge
 
             for cfg in config.bridges:

@@ -34,6 +34,7 @@ from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING
 
 from midge.bridge.options import BOTH, IN, OUT, BridgeConfig, BridgeTopic
+from midge.broker.connection import Connection
 from midge.broker.model import Message as CoreMessage
 from midge.client.client import Backoff, Client
 from midge.client.errors import MQTTError
@@ -152,7 +153,10 @@ class Bridge:
         def protocol() -> MQTTProtocol:
             return MQTTProtocol(broker, self.listener, self.listening, self.writes)
 
-        await loop.connect_accepted_socket(protocol, sock=theirs)
+        transport, _ = await loop.connect_accepted_socket(protocol, sock=theirs)
+        conn = transport.get_protocol()  # the Connection the TCP glue handed the socket to
+        if isinstance(conn, Connection):
+            conn.peer = f"bridge {self.cfg.name}"  # its address in the logs
         return await asyncio.open_connection(sock=ours)
 
     def _state(self, value: bool) -> None:
