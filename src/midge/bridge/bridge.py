@@ -188,6 +188,9 @@ class Bridge:
             handler=self._outgoing,
             opener=self._open_local,
             reconnect=Backoff(initial=0.1, maximum=2.0),
+            # What waits for the remote waits in this broker's store (the session's queue),
+            # not in the client's memory.
+            receive_maximum=64,
             queue_size=100,
             session_store=self._store,
         )
