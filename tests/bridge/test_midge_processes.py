@@ -7,11 +7,15 @@ Two processes, each started once (the edge a second time after its kill); every 
 
 from __future__ import annotations
 
+import queue
 import signal
 import tempfile
+import threading
+import time
 from pathlib import Path
 
 import paho.mqtt.client as paho
+import pytest
 
 from tests.bridge.test_mosquitto_remote import Sub
 from tests.procbroker import ProcBroker, free_port
@@ -51,6 +55,7 @@ def test_kill_9_of_the_bridging_midge_loses_nothing_acknowledged() -> None:
             "bridge_protocol_version mqttv50",
             "restart_timeout 1",
             "topic data/# out 2",
+            "topic cmd/# in 2",
         ],
     )
     total = 300
@@ -61,6 +66,24 @@ def test_kill_9_of_the_bridging_midge_loses_nothing_acknowledged() -> None:
         edge = ProcBroker(["-c", edge_conf])
         try:
             edge.wait_listening()
+            # The other direction at the same time: central publishes cmd/N (QoS 2) while the
+            # edge is killed; a persistent subscriber on the edge (paho, reconnecting by itself
+            # with its session state) must get each exactly once.
+            esink = Sub(edge_port, [], client_id="esink", clean=False)
+            esink.client.subscribe("cmd/#", 2)
+            esink.client.reconnect_delay_set(0.2, 1)
+            cpub = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="cpub")
+            cpub.connect("127.0.0.1", central_port)
+            cpub.loop_start()
+
+            def commands() -> None:
+                for n in range(total):
+                    cpub.publish("cmd/n", str(n).encode(), qos=2).wait_for_publish(10)
+                    time.sleep(0.002)
+
+            sender = threading.Thread(target=commands)
+            time.sleep(0.5)  # the bridge is up
+            sender.start()
             publisher = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="pub")
             publisher.connect("127.0.0.1", edge_port)
             publisher.loop_start()
@@ -91,5 +114,14 @@ def test_kill_9_of_the_bridging_midge_loses_nothing_acknowledged() -> None:
                 got.append(int(sink.get(15.0).payload))
             assert sorted(got) == list(range(total)), "a message was lost or came twice"
             sink.close()
+            sender.join(30)
+            cpub.loop_stop()
+            commands_got: list[int] = []
+            while len(commands_got) < total:
+                commands_got.append(int(esink.get(15.0).payload))
+            assert sorted(commands_got) == list(range(total)), "a command was lost or came twice"
+            with pytest.raises(queue.Empty):
+                print(esink.get(0.5).payload)
+            esink.close()
         finally:
             edge.close()
