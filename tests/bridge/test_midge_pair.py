@@ -153,3 +153,38 @@ def test_lazy_start_addresses_and_idle_timeout() -> None:
             wait_state(at_central, "$SYS/broker/connection/edge/state", b"0", timeout=10)
             at_edge.close()
         at_central.close()
+
+
+def test_the_local_session_obeys_the_acls(tmp_path: Path) -> None:
+    """The bridge's local session is a client like any other: with local_username, the ACL
+    file decides what it may publish here; a refused message is dropped and the next one
+    passes (nothing waits behind it)."""
+    acl = tmp_path / "acl"
+    acl.write_text("topic read #\nuser bridge\ntopic readwrite ok/#\n")
+    with running(Config()) as central:
+        edge_conf = parse_mosquitto_conf(
+            "\n".join(
+                [
+                    "allow_anonymous true",
+                    f"acl_file {acl}",
+                    "connection central",
+                    f"address 127.0.0.1:{central.port}",
+                    "remote_clientid edge",
+                    "local_username bridge",
+                    "topic # in 1",
+                ]
+            )
+            + "\n"
+        )
+        at_central = Sub(central.port, ["$SYS/broker/connection/edge/state"])
+        with running(edge_conf) as edge:
+            wait_state(at_central, "$SYS/broker/connection/edge/state", b"1")
+            at_edge = Sub(edge.port, ["denied/#", "ok/#"])
+            at_central.publish("denied/x", b"no")
+            at_central.publish("ok/x", b"yes")
+            m = at_edge.get()
+            assert (m.topic, m.payload) == ("ok/x", b"yes")
+            with pytest.raises(queue.Empty):
+                print(at_edge.get(0.5))
+            at_edge.close()
+        at_central.close()

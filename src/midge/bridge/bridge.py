@@ -42,6 +42,7 @@ from midge.client.message import Message
 from midge.client.store import MemorySessionStore, SessionStore, SqliteSessionStore
 from midge.codec.packets import MQTT5, MQTT311, Will
 from midge.codec.properties import Prop
+from midge.codec.reasons import Reason
 from midge.codec.topics import topic_matches
 from midge.config import ListenerConfig, resolve_listener
 from midge.transport.tcp import ListenerState, MQTTProtocol
@@ -107,6 +108,18 @@ def tls_context(cfg: BridgeConfig) -> ssl.SSLContext | None:
     if cfg.bridge_alpn:
         context.set_alpn_protocols([cfg.bridge_alpn])
     return context
+
+
+#: Reasons that refuse one message for good (no use sending it again): the receiver's negative
+#: PUBACK / PUBREC, or what this side knows the receiver does not take.
+_REFUSED_HERE = frozenset(
+    {Reason.PACKET_TOO_LARGE, Reason.QOS_NOT_SUPPORTED, Reason.RETAIN_NOT_SUPPORTED}
+)
+
+
+def refused(exc: MQTTError) -> bool:
+    """Whether ``exc`` refuses the message itself (rather than losing the connection)."""
+    return exc.packet in ("PUBACK", "PUBREC") or exc.reason_code in _REFUSED_HERE
 
 
 class Bridge:
@@ -477,6 +490,9 @@ class Bridge:
                 self._last_traffic = loop.time()
                 return
             except MQTTError as exc:
+                if refused(exc):
+                    log.warning("bridge %s: the remote refused %s: %s", self.cfg.name, topic, exc)
+                    return
                 if message.qos == 0:
                     return  # at most once
                 log.debug("bridge %s: %s waits for the remote: %s", self.cfg.name, topic, exc)
@@ -490,14 +506,23 @@ class Bridge:
             return
         self._last_traffic = asyncio.get_running_loop().time()
         props = self._properties(message)
-        try:
-            await self.local.publish(
-                topic,
-                message.payload,
-                message.qos,
-                message.retain,
-                properties=props,
-                on_stored=accepted,
-            )
-        except MQTTError as exc:
-            log.warning("bridge %s: %s not published locally: %s", self.cfg.name, topic, exc)
+        while not self._stopping:
+            try:
+                await self.local.publish(
+                    topic,
+                    message.payload,
+                    message.qos,
+                    message.retain,
+                    properties=props,
+                    on_stored=accepted,
+                )
+                return
+            except MQTTError as exc:
+                if refused(exc) or message.qos == 0:
+                    # Refused here (an ACL denies the local session, ...): dropped, as a
+                    # client's refused message is.
+                    log.warning(
+                        "bridge %s: %s not published locally: %s", self.cfg.name, topic, exc
+                    )
+                    return
+                await asyncio.sleep(0.1)  # the local session is reconnecting
