@@ -88,6 +88,8 @@ class Server:
         self.protocols: list[str] = []
         #: The ``protocol http`` listeners (midge.observe.http), None when there are none.
         self.http: HttpListeners | None = None
+        #: The running bridges (``connection`` sections), started once the listeners serve.
+        self.bridges: list[Any] = []
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -233,6 +235,15 @@ class Server:
             if store is not None:
                 store.close()
             raise
+        if config.bridges and (self.router is None or self.publish_sys):
+            # With --workers N, worker 0 alone runs the bridges (one session per local_clientid),
+            # as it alone publishes $SYS; the other workers' messages reach it by the router.
+            from midge.bridge.bridge import Bridge
+
+            for cfg in config.bridges:
+                bridge = Bridge(cfg, self.broker, writes)
+                await bridge.start()
+                self.bridges.append(bridge)
 
     def _bind_http(self, listener: ListenerConfig, tls: ServerTls | None) -> None:
         """Bind a ``protocol http`` listener's socket (served from :meth:`start` on)."""
@@ -313,6 +324,9 @@ class Server:
     async def stop(self) -> None:
         """Stop accepting, publish wills, disconnect everyone (v5: 0x8B), close the store, and
         remove the Unix sockets' files."""
+        for bridge in self.bridges:
+            await bridge.stop()
+        self.bridges.clear()
         for state in self.listeners:
             if state.server is not None:
                 state.server.close()

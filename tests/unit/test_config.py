@@ -719,7 +719,7 @@ def test_unsupported_options_say_which_work_brings_them() -> None:
     assert "has no TLS-PSK support" in str(conf_error("bridge_psk abc\n"))
     for c_plugin in ("plugin /usr/lib/x.so\n", "auth_plugin /x.so\n", "auth_opt_db x\n"):
         assert "auth_python" in str(conf_error(c_plugin)), c_plugin
-    assert "bridges" in str(conf_error("connection upstream\n"))
+    assert "OCSP" in str(conf_error("bridge_require_ocsp true\n"))
     # Mosquitto's C plugins cannot load in midge: their options say what midge takes instead.
     assert "auth_python_opt_NAME" in str(conf_error("auth_opt_host localhost\n"))
     assert "security" in str(toml_error("plugin_opt_x = 1\n"))
@@ -1099,4 +1099,4 @@ def test_websocket_listeners_in_both_formats() -> None:
     ]
     assert (t.websockets_headers_size, t.websockets_log_level) == (8192, 255)
     assert "out of range" in str(conf_error("websockets_headers_size 70000\n"))
-    assert "expected mqtt or websockets" in str(conf_error("listener 1\nprotocol ws\n"))
+    assert "expected mqtt, websockets or http" in str(conf_error("listener 1\nprotocol ws\n"))

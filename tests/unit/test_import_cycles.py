@@ -28,11 +28,13 @@ ALLOWED_DEFERRED: list[list[str]] = [
     # The option registry (midge.config.options.groups) imports the modules that declare option
     # groups by name on first use of the table, and they import midge.config (Option, checks,
     # ConfigError). No backend is in it: midge.auth.ldap / oauth / http import midge.config, and
-    # midge.config never imports them.
+    # midge.config never imports them. midge.bridge.options (the bridge options and BridgeConfig)
+    # is such a declaration module too; the readers import it inside their bridge hooks.
     [
         "midge.auth.http_options",
         "midge.auth.ldap_options",
         "midge.auth.oauth_options",
+        "midge.bridge.options",
         "midge.config",
         "midge.config.model",
         "midge.config.mosquitto",

@@ -193,6 +193,7 @@ class Connection:
         "cert_username",
         "client_id",
         "decoder",
+        "is_bridge",
         "keepalive",
         "last_seen",
         "listener",
@@ -227,6 +228,10 @@ class Connection:
         #: use_identity_as_username / use_subject_as_username listener (None: no usable one).
         self.cert_username: str | None = None
         self.session: Session | None = None
+        #: A Mosquitto bridge (bit 0x80 of its CONNECT's protocol level, ``try_private``): its
+        #: 3.1 / 3.1.1 subscriptions are No Local and Retain As Published, as Mosquitto makes
+        #: them, so a bridge never gets its own messages back (no loops in a chain of brokers).
+        self.is_bridge = False
         self.will: Message | None = None
         self.auth_method: str | None = None
         self.authenticating = False
@@ -464,6 +469,7 @@ class Connection:
         listener = self.listener
         version = self.version = p.protocol_level
         v5 = version == MQTT5
+        self.is_bridge = p.bridge
         if self.refuse_reason:
             why = "connection rate" if self.refuse_reason == Reason.CONNECTION_RATE_EXCEEDED else ""
             self._refuse(self.refuse_reason, f"over the {why or 'connection'} limit")
@@ -1029,7 +1035,12 @@ class Connection:
                 codes.append(Reason.QUOTA_EXCEEDED if v5 else 0x80)
                 continue
             granted = min(s.qos, self.max_qos)
-            opts = SubOptions(granted, s.no_local, s.retain_as_published, s.retain_handling, sid)
+            if self.is_bridge and not v5:
+                opts = SubOptions(granted, True, True, s.retain_handling, sid)
+            else:
+                opts = SubOptions(
+                    granted, s.no_local, s.retain_as_published, s.retain_handling, sid
+                )
             new = broker.subscribe(session, s.topic_filter, opts)
             codes.append(granted)
             # Retained messages: not for shared subscriptions (MQTT 5 4.8.2); Retain Handling

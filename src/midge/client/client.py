@@ -37,7 +37,7 @@ import random
 import secrets
 import ssl
 from collections import deque
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Final, Protocol
@@ -329,6 +329,12 @@ class Client:
         unix_path: str | None = None,
         transport: str = "tcp",
         websocket_path: str = "/mqtt",
+        bridge: bool = False,
+        handler: Callable[[Message, Callable[[], None]], Awaitable[None]] | None = None,
+        opener: Callable[[], Awaitable[tuple[asyncio.StreamReader, asyncio.StreamWriter]]]
+        | None = None,
+        on_connection: Callable[[bool], None] | None = None,
+        local_address: str | None = None,
     ) -> None:
         if transport not in ("tcp", "websockets"):
             raise ValueError("transport must be 'tcp' or 'websockets'")
@@ -372,6 +378,24 @@ class Client:
         #: "tcp", or "websockets": MQTT over WebSocket, upgraded at ``websocket_path``.
         self.transport = transport
         self.websocket_path = websocket_path
+        #: Mark the CONNECT as Mosquitto's bridges do (bit 0x80 of the protocol level,
+        #: ``try_private``; MQTT 3.1.1 only): a Mosquitto or midge server then sends this
+        #: client none of its own messages back.
+        self.bridge = bridge
+        #: Each received message is awaited through ``handler(message, accepted)`` instead of
+        #: going to an inbox, and acknowledged (PUBACK / PUBREC) only once it returns: a bridge
+        #: forwards the message and acknowledges it once the other side has. For a QoS 2
+        #: message of a persistent session, the store learns that its id was delivered (so a
+        #: resend is not delivered again) only when the handler calls ``accepted()``: a bridge
+        #: calls it once the message is in the other side's store.
+        self.handler = handler
+        #: Opens the byte stream instead of a TCP / Unix connection (a bridge's local side).
+        self.opener = opener
+        #: Told True once a connection is up (CONNACK), False when one is lost or an attempt
+        #: to reconnect fails; it may change ``host`` / ``port`` for the next attempt.
+        self.on_connection = on_connection
+        #: Connect from this local address (a bridge's ``bridge_bind_address``).
+        self.local_address = local_address
         #: The CONNACK of the current (or last) connection.
         self.connack: ConnectResult | None = None
         self._link: _Link | None = None
@@ -511,6 +535,14 @@ class Client:
                     await task
         self._finish(None)
 
+    async def wait_closed(self) -> MQTTError | None:
+        """Wait until the client has ended (after :meth:`disconnect`, or an error it does not
+        retry); returns that error (None after a disconnect)."""
+        task = self._task
+        if task is not None:
+            await asyncio.wait({task})
+        return self._error
+
     def _finish(self, error: MQTTError | None) -> None:
         """End everything: inboxes end (with ``error``), waiters fail."""
         self._closing = True
@@ -597,11 +629,15 @@ class Client:
         if self._connected is not None:
             self._connected.set()
         self._ping_task = asyncio.create_task(self._keep_alive(link))
+        if self.on_connection is not None:
+            self.on_connection(True)
 
     async def _open(self, clean_start: bool) -> tuple[_Link, Connack]:
         reader: _Reader
         writer: _Writer
-        if self.transport == "websockets":
+        if self.opener is not None:
+            reader, writer = await self.opener()
+        elif self.transport == "websockets":
             from midge.client.websocket import open_websocket
 
             reader, writer = await open_websocket(
@@ -617,6 +653,7 @@ class Client:
             reader, writer = await asyncio.open_connection(
                 self.host,
                 self.port,
+                local_addr=(self.local_address, 0) if self.local_address else None,
                 ssl=self.tls,
                 server_hostname=self.server_hostname if self.tls is not None else None,
             )
@@ -661,6 +698,7 @@ class Client:
             username=self.username,
             password=self.password,
             properties=props,
+            bridge=self.bridge and self.version != MQTT5,
         )
 
     async def _handshake(self, link: _Link, clean_start: bool) -> Connack:
@@ -779,6 +817,8 @@ class Client:
             if self._reauth is not None:
                 self._reauth[1].set_exception(error)
                 self._reauth = None
+            if self.on_connection is not None:
+                self.on_connection(False)
             if not self._should_retry(error):
                 log.info("connection ended: %s", error)
                 self._finish(error)
@@ -819,6 +859,8 @@ class Client:
                 error = exc
             except OSError as exc:
                 error = ConnectionLost(f"cannot connect to {self.host}:{self.port}: {exc}")
+            if self.on_connection is not None:
+                self.on_connection(False)
         return None
 
     async def _read(self, link: _Link) -> MQTTError:
@@ -982,7 +1024,7 @@ class Client:
                         self._write(link, Pubrec(pid))
                     return
                 self._session.incoming.add(pid)
-                if self.client_id and self._session_persists:
+                if self.client_id and self._session_persists and self.handler is None:
                     self.store.add_incoming(self.client_id, pid)
             self._arriving_ids[pid] = 1
         else:
@@ -1043,7 +1085,7 @@ class Client:
                 await arrived.wait()
             link, message, pid, deliver = arrivals[0]
             if deliver:
-                await self._deliver(message)
+                await self._deliver(message, pid)
             arrivals.popleft()
             room.set()
             if pid is None:
@@ -1059,7 +1101,16 @@ class Client:
                 for _ in range(times):  # the original and each resend received meanwhile
                     self._write(link, Pubrec(pid))
 
-    async def _deliver(self, message: Message) -> None:
+    async def _deliver(self, message: Message, pid: int | None = None) -> None:
+        if self.handler is not None:
+            client_id = self.client_id
+
+            def accepted() -> None:
+                if pid is not None and message.qos == 2 and client_id and self._session_persists:
+                    self.store.add_incoming(client_id, pid)
+
+            await self.handler(message, accepted)
+            return
         targets: list[_Inbox] = []
         ids = message.subscription_identifiers
         for route in self._routes:
@@ -1229,11 +1280,14 @@ class Client:
         content_type: str | None = None,
         message_expiry: int | None = None,
         payload_format_indicator: int | None = None,
+        on_stored: Callable[[], None] | None = None,
     ) -> PublishResult:
         """Publish and wait for the acknowledgement: QoS 0 returns once written, QoS 1 at
         PUBACK, QoS 2 at PUBCOMP (with PUBREC's reason code and properties). A failure reason
         code (>= 0x80) raises :class:`MQTTError`. Waits while disconnected (reconnecting) and
-        while the server's Receive Maximum of in-flight messages is reached."""
+        while the server's Receive Maximum of in-flight messages is reached. ``on_stored`` is
+        called once the message is in this client's session store (QoS 0: once written), before
+        its acknowledgement is awaited (a bridge's exactly-once hand-over)."""
         if qos not in (0, 1, 2):
             raise ValueError(f"QoS {qos}")
         data = payload.encode() if isinstance(payload, str) else bytes(payload)
@@ -1263,6 +1317,8 @@ class Client:
             )
         if qos == 0:
             self._write_publish(link, Publish(topic, data, 0, retain, False, None, props))
+            if on_stored is not None:
+                on_stored()
             try:
                 await link.writer.drain()
             except OSError as exc:  # the connection went while the message was leaving
@@ -1279,11 +1335,25 @@ class Client:
         pid = self._packet_id()
         publish = Publish(topic, data, qos, retain, False, pid, props)
         fut: asyncio.Future[PublishResult] = asyncio.get_running_loop().create_future()
-        self._write_publish(link, publish)  # raises (0x95) before anything is recorded
         entry = Outgoing(publish)
+        if on_stored is not None:
+            # Stored before it can reach the wire: a crash between the two must not leave the
+            # server with a message this client's store does not know it sent.
+            persists = bool(self.client_id) and self._session_persists
+            if persists:
+                self.store.put_outgoing(self.client_id, pid, entry)
+            on_stored()
+            try:
+                self._write_publish(link, publish)
+            except MQTTError:  # too large for the server (0x95): never sent
+                if persists:
+                    self.store.remove_outgoing(self.client_id, pid)
+                raise
+        else:
+            self._write_publish(link, publish)  # raises (0x95) before anything is recorded
+            if self.client_id and self._session_persists:
+                self.store.put_outgoing(self.client_id, pid, entry)
         self._session.outgoing[pid] = entry
-        if self.client_id and self._session_persists:
-            self.store.put_outgoing(self.client_id, pid, entry)
         self._waiters[pid] = fut
         self._wake_reader()
         self._inflight += 1

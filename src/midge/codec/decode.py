@@ -271,6 +271,11 @@ def _connect(buf: bytes, pos: int, end: int, flags: int, version: int) -> Connec
         raise _short("protocol level")
     level = buf[pos]
     pos += 1
+    # Bit 0x80 of a 3.1 / 3.1.1 level marks a Mosquitto bridge (its ``try_private``); Mosquitto
+    # accepts it on those levels only, and so does midge.
+    bridge = bool(level & 0x80) and (level & 0x7F) in (3, 4)
+    if bridge:
+        level &= 0x7F
     if name == "MQTT":
         if level not in (4, 5):
             raise UnsupportedProtocolVersion(f"protocol 'MQTT' level {level}", level=level)
@@ -326,6 +331,7 @@ def _connect(buf: bytes, pos: int, end: int, flags: int, version: int) -> Connec
         username,
         password,
         props,
+        bridge,
     )
 
 

@@ -150,6 +150,8 @@ def _connect(p: Connect, version: int) -> bytes:
     name, level = p.protocol_name, p.protocol_level
     if (name, level) == ("MQTT", 4):  # the defaults: write what this version calls itself
         name, level = ("MQIsdp", 3) if version == 3 else ("MQTT", version)
+    if p.bridge and level in (3, 4):
+        level |= 0x80  # Mosquitto's bridge marker (try_private)
     will = p.will
     flags = 0x02 if p.clean_start else 0
     if will is not None:

@@ -63,6 +63,9 @@ class Connect:
     username: str | None = None
     password: bytes | None = None
     properties: Properties = field(default_factory=dict)
+    #: Mosquitto's bridge marker: bit 0x80 of the protocol level (``try_private``), which
+    #: Mosquitto's brokers take as "a bridge: do not send its own messages back to it".
+    bridge: bool = False
 
 
 @dataclass(slots=True)

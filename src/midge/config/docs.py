@@ -253,6 +253,15 @@ explicit `data_dir` or `persistence_file` with several workers is an error, as t
     ),
     Section("processes", "Processes (global)"),
     Section("files", "Files (global)"),
+    Section(
+        "bridges",
+        "Bridges ([bridges.md](bridges.md))",
+        intro=r"""Each `connection NAME` line starts a bridge; the bridge options after it, up to the next
+`connection`, configure that bridge (a bridge option before any `connection` is an error). In TOML
+each bridge is a `[[bridge]]` table with `connection = "NAME"` and the same keys (`topic` and
+`address` take arrays).""",
+        footer=r"""`bridge_psk`, `bridge_identity` and `bridge_require_ocsp` are refused (see below).""",
+    ),
 )
 
 COMMAND_LINE = r"""## Command-line overrides

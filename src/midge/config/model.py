@@ -22,6 +22,7 @@ from midge.config.table import TLS_OPTIONS
 if TYPE_CHECKING:
     from midge.auth.ldap_options import LdapSettings
     from midge.auth.oauth_options import OAuthConfig
+    from midge.bridge.options import BridgeConfig
 
 #: Where ``midge broker`` keeps its database when the configuration names no directory.
 DEFAULT_DATA_DIR = "./data"
@@ -44,8 +45,10 @@ NOT_OPTIONS = {
         "source",
         "mosquitto_conf",
         "notices",
+        "bridges",
     ),
     "ListenerConfig": ("where",),
+    "BridgeConfig": ("name", "where"),
 }
 
 
@@ -185,6 +188,8 @@ class Config:
     )
     auth_ldap: LdapSettings | None = None
     auth_oauth: OAuthConfig = field(default_factory=_default_oauth)
+    # Bridges: one per ``connection NAME`` section / ``[[bridge]]`` table (midge.bridge.options)
+    bridges: list[BridgeConfig] = field(default_factory=list)
 
     # Client identifiers
     allow_zero_length_clientid: bool = True

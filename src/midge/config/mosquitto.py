@@ -19,6 +19,7 @@ from midge.config.errors import BadValue, ConfigError
 from midge.config.model import Config, ListenerConfig, tls_notices, tls_problem
 from midge.config.options import (
     BOOL,
+    BRIDGE,
     COLLECT,
     CONF,
     DURATION,
@@ -87,7 +88,7 @@ def real_option(opt: Option) -> Option:
     if opt.alias_of is None:
         return opt
     for other in named(opt.alias_of):
-        if other.alias_of is None:
+        if other.alias_of is None and other.scope == opt.scope:
             return other
     raise AssertionError(opt.alias_of)  # pragma: no cover - the table tests check aliases
 
@@ -116,6 +117,7 @@ class ConfParser:
         self.log_types: list[str] | None = None
         self.seen: dict[tuple[int, str], tuple[str, int]] = {}  # (scope, option) -> where
         self.given: dict[str, tuple[str, int]] = {}  # global option -> where first given
+        self.bridge: Any = None  # the current ``connection`` section (a BridgeConfig)
 
     # -- driving
 
@@ -153,6 +155,9 @@ class ConfParser:
             return
         if not value:
             raise ConfigError(f"missing value for '{name}'", path, line)
+        if real.scope == BRIDGE:
+            self.bridge_scoped(real, name, value, path, line)
+            return
         if real.scope == GLOBAL:
             self.given.setdefault(real.name, (path, line))
             if real.once:
@@ -413,6 +418,38 @@ class ConfParser:
         self.store(where, opt, self.value(opt, name, value))
         if where is target and not per_listener:
             target.where[opt.name] = (path, line)
+
+    # -- bridges
+
+    def _apply_connection(self, opt: Option, name: str, value: str, path: str, line: int) -> None:
+        from midge.bridge.options import BridgeConfig
+
+        for other in self.config.bridges:
+            if other.name == value:
+                first = other.where["connection"]
+                raise BadValue(f"duplicate bridge name '{value}' (first at {first[0]}:{first[1]})")
+        self.bridge = BridgeConfig(name=value)
+        self.bridge.where["connection"] = (path, line)
+        self.config.bridges.append(self.bridge)
+
+    def bridge_scoped(self, opt: Option, name: str, value: str, path: str, line: int) -> None:
+        """A bridge option: on the current ``connection`` section (Mosquitto: "Invalid bridge
+        configuration" without one)."""
+        bridge = self.bridge
+        if bridge is None:
+            raise ConfigError(
+                f"'{name}' is a bridge option: it must follow a 'connection NAME' line",
+                path,
+                line,
+            )
+        assert opt.attr is not None
+        if opt.kind == STRINGS:  # topic: one more per line
+            getattr(bridge, opt.attr).extend(self.value(opt, name, value))
+        else:
+            if opt.name == "address" and bridge.addresses:
+                raise BadValue("the bridge's addresses are already given; list them on one line")
+            setattr(bridge, opt.attr, self.value(opt, name, value))
+        bridge.where.setdefault(opt.name, (path, line))
 
     # -- logging
 

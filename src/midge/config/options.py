@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 GLOBAL = "global"
 LISTENER = "listener"  # the current ``listener`` block / a ``[[listener]]`` table
 PER_LISTENER = "per_listener"  # global, or per listener when per_listener_settings is true
-# Later issues add BRIDGE = "bridge" (a ``connection`` block) or CLUSTER = "cluster" here.
+BRIDGE = "bridge"  # the current ``connection`` block / a ``[[bridge]]`` table
 
 # -- kinds: how a value is written (each reader turns its own syntax into the Python value)
 BOOL = "bool"  # true/false (mosquitto.conf also takes 1/0)
@@ -123,6 +123,7 @@ OPTION_MODULES = (
     "midge.auth.http_options",
     "midge.auth.oauth_options",
     "midge.auth.ldap_options",
+    "midge.bridge.options",
 )
 
 _groups: tuple[OptionGroup, ...] | None = None

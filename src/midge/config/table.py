@@ -1209,15 +1209,12 @@ _UNSUPPORTED = (
     ),
     *_refused(
         "bridges",
-        "connection address addresses bridge_alpn bridge_attempt_unsubscribe bridge_bind_address "
-        "bridge_cafile bridge_capath bridge_certfile bridge_identity bridge_insecure "
-        "bridge_keyfile bridge_max_packet_size bridge_outgoing_retain bridge_protocol_version "
-        "bridge_psk bridge_require_ocsp bridge_tls_version cleansession local_cleansession "
-        "clientid remote_clientid idle_timeout keepalive_interval local_clientid local_password "
-        "local_username notifications notifications_local_only notification_topic password "
-        "remote_password username remote_username restart_timeout round_robin start_type "
-        "threshold topic try_private",
-        {"bridge_psk": _NO_PSK, "bridge_identity": _NO_PSK},
+        "bridge_identity bridge_psk bridge_require_ocsp",
+        {
+            "bridge_psk": _NO_PSK,
+            "bridge_identity": _NO_PSK,
+            "bridge_require_ocsp": "Python's ssl module cannot require an OCSP response",
+        },
     ),
 )
 

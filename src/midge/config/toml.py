@@ -18,6 +18,7 @@ from midge.config.model import Config, ListenerConfig, tls_notices, tls_problem
 from midge.config.mosquitto import closest, real_option, unsupported_message
 from midge.config.options import (
     BOOL,
+    BRIDGE,
     COLLECT,
     CONF,
     DURATION,
@@ -258,7 +259,7 @@ class TomlReader:
             if opt.kind == COLLECT:
                 self.collect(cfg, opt, key, value)
                 return
-            if opt.apply in ("listener", "python_options"):
+            if opt.apply in ("listener", "python_options", "bridge"):
                 getattr(self, f"_apply_{opt.apply}")(cfg, key, value)
                 return
             parsed = self.value(opt, value, t, key)
@@ -386,6 +387,43 @@ class TomlReader:
                 raise self.error(f"log_dest: {exc}", -1, "log_dest") from None
         cfg.log_dest = dests
         cfg.log_file = log_file
+
+    # -- [[bridge]]
+
+    def _apply_bridge(self, cfg: Config, key: str, value: Any) -> None:
+        from midge.bridge.options import BridgeConfig
+
+        if not isinstance(value, list) or not all(isinstance(t, dict) for t in value):
+            raise self.error("'bridge' must be [[bridge]] tables", -1, key)
+        for table in value:
+            name = table.get("connection")
+            if not isinstance(name, str) or not name:
+                raise self.error(
+                    '[[bridge]] needs a name: connection = "NAME" (mosquitto.conf\'s '
+                    "'connection NAME')",
+                    -2,
+                    "bridge",
+                )
+            if any(b.name == name for b in cfg.bridges):
+                raise self.error(f"duplicate bridge name '{name}'", -2, "bridge")
+            bridge = BridgeConfig(name=name)
+            bridge.where["connection"] = (self.path, None)
+            for k, v in table.items():
+                if k == "connection":
+                    continue
+                opt = next((o for o in named(k) if o.scope == BRIDGE and TOML in o.formats), None)
+                if opt is None:
+                    keys = [o.name for o in all_options() if o.scope == BRIDGE]
+                    raise self.error(
+                        f"unknown bridge option '{k}' in [[bridge]] '{name}'{closest(k, keys)}",
+                        -2,
+                        "bridge",
+                    )
+                real = real_option(opt)
+                parsed = self.value(real, v, -2, k)
+                assert real.attr is not None
+                setattr(bridge, real.attr, parsed)
+            cfg.bridges.append(bridge)
 
     # -- [[listener]]
 

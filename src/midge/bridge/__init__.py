@@ -1,0 +1,1 @@
+"""Mosquitto-style bridges to other brokers (see docs/bridges.md)."""

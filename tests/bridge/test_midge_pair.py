@@ -1,0 +1,190 @@
+"""A chain of two midge brokers in one process each way round (no processes): an MQTT 3.1.1
+bridge (try_private: the remote midge sends the bridge none of its own messages) and an MQTT 5
+bridge (No Local), each with a ``both`` pattern, so that a loop would show at once."""
+
+from __future__ import annotations
+
+import queue
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from midge.config import Config, ListenerConfig, parse_mosquitto_conf
+from tests.bridge.test_mosquitto_remote import Sub, wait_state
+from tests.conftest import RunningBroker
+from tests.security.certs import Pki, name
+
+
+@contextmanager
+def running(config: Config) -> Iterator[RunningBroker]:
+    config.listeners = [ListenerConfig(port=0, host="127.0.0.1")]
+    config.sys_interval = 0
+    broker = RunningBroker(config)
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+@pytest.mark.parametrize("version", ["mqttv311", "mqttv50"])
+def test_two_midges_both_ways_without_loops(version: str) -> None:
+    with running(Config()) as central:
+        edge_conf = parse_mosquitto_conf(
+            "\n".join(
+                [
+                    "connection central",
+                    f"address 127.0.0.1:{central.port}",
+                    f"bridge_protocol_version {version}",
+                    "remote_clientid edge",
+                    "topic chat/# both 2",
+                    "topic up/# out 1 edge/ site/",
+                ]
+            )
+            + "\n"
+        )
+        with running(edge_conf) as edge:
+            at_central = Sub(central.port, ["chat/#", "site/#", "$SYS/broker/connection/#"])
+            wait_state(at_central, "$SYS/broker/connection/edge/state", b"1")
+            at_edge = Sub(edge.port, ["chat/#"])
+            at_edge.publish("chat/a", b"from edge", qos=2)
+            assert at_edge.get().payload == b"from edge"
+            m = at_central.get()
+            assert (m.topic, m.payload, m.qos) == ("chat/a", b"from edge", 1)
+            at_central.publish("chat/b", b"from central", qos=2)
+            assert at_central.get().payload == b"from central"
+            assert at_edge.get().payload == b"from central"
+            at_edge.publish("edge/up/x", b"remapped")
+            m = at_central.get()
+            assert (m.topic, m.payload) == ("site/up/x", b"remapped")
+            # Nothing more: no message came back round the loop.
+            with pytest.raises(queue.Empty):
+                print(at_central.get(1.0))
+            with pytest.raises(queue.Empty):
+                print(at_edge.get(0.2))
+            at_edge.close()
+        wait_state(at_central, "$SYS/broker/connection/edge/state", b"0")
+        at_central.close()
+
+
+def test_a_tls_bridge_with_a_client_certificate(tmp_path: Path) -> None:
+    """bridge_cafile / bridge_certfile / bridge_keyfile / bridge_tls_version against a midge
+    whose TLS listener requires a client certificate."""
+    pki = Pki(tmp_path)
+    certfile, keyfile = pki.client("bridge", name(("CN", "edge")))
+    central_config = Config(
+        listeners=[
+            ListenerConfig(port=0, host="127.0.0.1"),
+            ListenerConfig(
+                port=0,
+                host="127.0.0.1",
+                certfile=pki.server_cert,
+                keyfile=pki.server_key,
+                cafile=pki.cafile,
+                require_certificate=True,
+            ),
+        ],
+        sys_interval=0,
+    )
+    central = RunningBroker(central_config)
+    try:
+        tls_port = central.server.addresses[1][1]
+        edge_conf = parse_mosquitto_conf(
+            "\n".join(
+                [
+                    "connection central",
+                    f"address 127.0.0.1:{tls_port}",
+                    "remote_clientid edge",
+                    f"bridge_cafile {pki.cafile}",
+                    f"bridge_certfile {certfile}",
+                    f"bridge_keyfile {keyfile}",
+                    "bridge_tls_version tlsv1.2",
+                    "topic tls/# out 1",
+                ]
+            )
+            + "\n"
+        )
+        at_central = Sub(central.port, ["tls/#", "$SYS/broker/connection/edge/state"])
+        with running(edge_conf) as edge:
+            wait_state(at_central, "$SYS/broker/connection/edge/state", b"1")
+            at_edge = Sub(edge.port, [])
+            at_edge.publish("tls/x", b"secret")
+            assert at_central.get().payload == b"secret"
+            at_edge.close()
+        at_central.close()
+    finally:
+        central.stop()
+
+
+def test_lazy_start_addresses_and_idle_timeout() -> None:
+    """start_type lazy: no connection until ``threshold`` messages wait; then both cross, and
+    after ``idle_timeout`` seconds without traffic the bridge disconnects. The first address
+    refuses connections: the bridge moves on to the second."""
+    from tests.procbroker import free_port
+
+    with running(Config()) as central:
+        edge_conf = parse_mosquitto_conf(
+            "\n".join(
+                [
+                    "connection central",
+                    f"addresses 127.0.0.1:{free_port()} 127.0.0.1:{central.port}",
+                    "remote_clientid edge",
+                    "start_type lazy",
+                    "threshold 2",
+                    "idle_timeout 2",
+                    "restart_timeout 1",
+                    "topic lazy/# out 1",
+                ]
+            )
+            + "\n"
+        )
+        at_central = Sub(central.port, ["lazy/#", "$SYS/broker/connection/edge/state"])
+        with running(edge_conf) as edge:
+            at_edge = Sub(edge.port, ["$SYS/broker/connection/central/state"])
+            wait_state(at_edge, "$SYS/broker/connection/central/state", b"0")
+            at_edge.publish("lazy/1", b"one")
+            with pytest.raises(queue.Empty):  # one message waits: below the threshold
+                print(at_central.get(1.5))
+            at_edge.publish("lazy/2", b"two")
+            assert [at_central.get().payload for _ in range(2)] == [b"one", b"two"]
+            wait_state(at_edge, "$SYS/broker/connection/central/state", b"1")
+            # idle: disconnected (the remote says 0 as the bridge leaves)
+            wait_state(at_central, "$SYS/broker/connection/edge/state", b"0", timeout=10)
+            at_edge.close()
+        at_central.close()
+
+
+def test_the_local_session_obeys_the_acls(tmp_path: Path) -> None:
+    """The bridge's local session is a client like any other: with local_username, the ACL
+    file decides what it may publish here; a refused message is dropped and the next one
+    passes (nothing waits behind it)."""
+    acl = tmp_path / "acl"
+    acl.write_text("topic read #\nuser bridge\ntopic readwrite ok/#\n")
+    with running(Config()) as central:
+        edge_conf = parse_mosquitto_conf(
+            "\n".join(
+                [
+                    "allow_anonymous true",
+                    f"acl_file {acl}",
+                    "connection central",
+                    f"address 127.0.0.1:{central.port}",
+                    "remote_clientid edge",
+                    "local_username bridge",
+                    "topic # in 1",
+                ]
+            )
+            + "\n"
+        )
+        at_central = Sub(central.port, ["$SYS/broker/connection/edge/state"])
+        with running(edge_conf) as edge:
+            wait_state(at_central, "$SYS/broker/connection/edge/state", b"1")
+            at_edge = Sub(edge.port, ["denied/#", "ok/#"])
+            at_central.publish("denied/x", b"no")
+            at_central.publish("ok/x", b"yes")
+            m = at_edge.get()
+            assert (m.topic, m.payload) == ("ok/x", b"yes")
+            with pytest.raises(queue.Empty):
+                print(at_edge.get(0.5))
+            at_edge.close()
+        at_central.close()
