@@ -1339,10 +1339,13 @@ class Client:
         if on_stored is not None:
             # Stored before it can reach the wire: a crash between the two must not leave the
             # server with a message this client's store does not know it sent.
+            # One commit for both: this message and what on_stored records (a bridge: the id
+            # it received, so that a crash between the two cannot forward a resend again).
             persists = bool(self.client_id) and self._session_persists
-            if persists:
-                self.store.put_outgoing(self.client_id, pid, entry)
-            on_stored()
+            with self.store.atomic():
+                if persists:
+                    self.store.put_outgoing(self.client_id, pid, entry)
+                on_stored()
             try:
                 self._write_publish(link, publish)
             except MQTTError:  # too large for the server (0x95): never sent

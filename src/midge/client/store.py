@@ -16,9 +16,11 @@ out (a write to SQLite per QoS>0 message). Implement :class:`SessionStore` for a
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -54,6 +56,12 @@ class SessionStore(Protocol):
 
     def clear(self, client_id: str) -> None: ...
 
+    def atomic(self) -> contextlib.AbstractContextManager[None]:
+        """The changes made inside are committed together or not at all (a bridge records
+        the message it forwards and the id it received in one commit: exactly once across a
+        crash)."""
+        ...
+
 
 class MemorySessionStore:
     """The default: the state lives as long as this object (across reconnects of a Client, and
@@ -85,6 +93,10 @@ class MemorySessionStore:
 
     def clear(self, client_id: str) -> None:
         self._states.pop(client_id, None)
+
+    @contextlib.contextmanager
+    def atomic(self) -> Iterator[None]:
+        yield  # nothing survives a crash anyway
 
 
 _SCHEMA = """
@@ -123,15 +135,17 @@ def _props_from_json(text: str) -> dict[int, object]:
 class SqliteSessionStore:
     """The session in an SQLite file, so that it survives a restart of the client process.
 
-    Every change is one committed transaction (WAL journal, ``synchronous=NORMAL``: durable
-    against a crash of the process; ``durable=True`` makes it ``FULL``, durable against a power
-    failure too). Several clients (client identifiers) may share one file.
+    Every change is one committed transaction, or several in one with :meth:`atomic` (WAL
+    journal, ``synchronous=NORMAL``: durable against a crash of the process; ``durable=True``
+    makes it ``FULL``, durable against a power failure too). Several clients (client
+    identifiers) may share one file.
     """
 
     def __init__(self, path: str, *, durable: bool = False) -> None:
         self.path = path
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # atomic() holds it around the changes it groups
+        self._depth = 0
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
         self._db.executescript(_SCHEMA)
@@ -139,6 +153,26 @@ class SqliteSessionStore:
 
     def close(self) -> None:
         self._db.close()
+
+    @contextlib.contextmanager
+    def atomic(self) -> Iterator[None]:
+        """One transaction over the changes made inside (nested: the outermost commits); an
+        exception rolls them all back."""
+        with self._lock:
+            self._depth += 1
+            if self._depth == 1:
+                self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+            except BaseException:
+                if self._depth == 1:
+                    self._db.execute("ROLLBACK")
+                raise
+            else:
+                if self._depth == 1:
+                    self._db.execute("COMMIT")
+            finally:
+                self._depth -= 1
 
     def load(self, client_id: str) -> SessionState:
         state = SessionState()
