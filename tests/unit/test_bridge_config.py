@@ -188,3 +188,21 @@ def test_the_examples_of_docs_bridges_md_read_the_same() -> None:
         conf_bridge.topics[0],
     )
     assert remap_in(conf_bridge.topics, "commands/edge1/reboot") == "commands/reboot"
+
+
+@pytest.mark.parametrize(
+    ("tail", "expected"),
+    [
+        ('connection = "two"\naddress = "h:0"\ntopic = "x"\n', "m.toml:7: address: invalid port"),
+        ('connection = "two"\nadress = "h"\n', "m.toml:7: unknown bridge option 'adress'"),
+        ('connection = "two"\ntopic = "x"\n', "m.toml:6: bridge 'two' has no remote address"),
+        ('address = "h"\n', "m.toml:5: [[bridge]] needs a name"),
+        ('connection = "up"\n', "m.toml:6: duplicate bridge name 'up'"),
+    ],
+)
+def test_toml_bridge_problem_names_its_line(tail: str, expected: str) -> None:
+    """A [[bridge]] problem names the line of its key (or of its table), not just the file."""
+    text = '[[bridge]]\nconnection = "up"\naddress = "h"\ntopic = "x"\n[[bridge]]\n' + tail
+    with pytest.raises(ConfigError) as info:
+        parse_toml(text, "m.toml")
+    assert str(info.value).startswith(expected)

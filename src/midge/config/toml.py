@@ -41,6 +41,12 @@ from midge.config.options import (
 )
 
 
+def bridge_table(index: int) -> int:
+    """The table number of the ``index``-th ``[[bridge]]`` in :meth:`TomlReader.error` (listeners
+    count from 0, -1 is the top level, -2 any other table)."""
+    return -100 - index
+
+
 def _toml_option(name: str, in_listener: bool) -> Option | None:
     """The TOML entry for ``name`` (its alias resolved) at the top level or in a
     ``[[listener]]`` table, None if the key does not belong there."""
@@ -80,16 +86,25 @@ class TomlReader:
 
     @staticmethod
     def _locate(text: str) -> dict[tuple[int, str], int]:
-        """(listener index or -1 for top level, key) -> line, found by scanning the text."""
+        """(listener index, -1 for top level, or :func:`bridge_table` of a bridge index; key)
+        -> line, found by scanning the text."""
         where: dict[tuple[int, str], int] = {}
         table = -1
+        listeners = bridges = 0
         in_other_table = False
         for lineno, raw in enumerate(text.splitlines(), start=1):
             line = raw.strip()
             if re.match(r"\[\[\s*listener\s*\]\]", line):
-                table += 1
+                table = listeners
+                listeners += 1
                 in_other_table = False
                 where.setdefault((table, "[[listener]]"), lineno)
+                continue
+            if re.match(r"\[\[\s*bridge\s*\]\]", line):
+                table = bridge_table(bridges)
+                bridges += 1
+                in_other_table = False
+                where.setdefault((table, "[[bridge]]"), lineno)
                 continue
             m = re.match(r"\[+\s*([^\]]+?)\s*\]", line)
             if m:
@@ -107,6 +122,8 @@ class TomlReader:
             line = self.lines.get((table, key))
         if line is None and table >= 0:
             line = self.lines.get((table, "[[listener]]"))
+        if line is None and table <= bridge_table(0):
+            line = self.lines.get((table, "[[bridge]]"))
         return ConfigError(message, self.path, line)
 
     def read(self) -> Config:
@@ -395,19 +412,21 @@ class TomlReader:
 
         if not isinstance(value, list) or not all(isinstance(t, dict) for t in value):
             raise self.error("'bridge' must be [[bridge]] tables", -1, key)
-        for table in value:
+        for index, table in enumerate(value):
+            at = bridge_table(index)  # the lines of this table's keys
             name = table.get("connection")
             if not isinstance(name, str) or not name:
                 raise self.error(
                     '[[bridge]] needs a name: connection = "NAME" (mosquitto.conf\'s '
                     "'connection NAME')",
-                    -2,
-                    "bridge",
+                    at,
+                    "connection",
                 )
             if any(b.name == name for b in cfg.bridges):
-                raise self.error(f"duplicate bridge name '{name}'", -2, "bridge")
+                raise self.error(f"duplicate bridge name '{name}'", at, "connection")
             bridge = BridgeConfig(name=name)
-            bridge.where["connection"] = (self.path, None)
+            line = self.lines.get((at, "connection"), self.lines.get((at, "[[bridge]]")))
+            bridge.where["connection"] = (self.path, line)
             for k, v in table.items():
                 if k == "connection":
                     continue
@@ -416,11 +435,11 @@ class TomlReader:
                     keys = [o.name for o in all_options() if o.scope == BRIDGE]
                     raise self.error(
                         f"unknown bridge option '{k}' in [[bridge]] '{name}'{closest(k, keys)}",
-                        -2,
-                        "bridge",
+                        at,
+                        k,
                     )
                 real = real_option(opt)
-                parsed = self.value(real, v, -2, k)
+                parsed = self.value(real, v, at, k)
                 assert real.attr is not None
                 setattr(bridge, real.attr, parsed)
             cfg.bridges.append(bridge)
