@@ -235,6 +235,15 @@ class Server:
             if store is not None:
                 store.close()
             raise
+        if self.router is None or self.publish_sys:
+            from midge.bridge.bridge import stale_stores
+
+            for path in stale_stores(config):
+                log.log(
+                    logs.NOTICE,
+                    "%s belongs to no configured bridge (kept; delete it if that bridge is gone)",
+                    path,
+                )
         if config.bridges and (self.router is None or self.publish_sys):
             # With --workers N, worker 0 alone runs the bridges (one session per local_clientid),
             # as it alone publishes $SYS; the other workers' messages reach it by the router.

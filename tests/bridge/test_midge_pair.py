@@ -188,3 +188,24 @@ def test_the_local_session_obeys_the_acls(tmp_path: Path) -> None:
                 print(at_edge.get(0.5))
             at_edge.close()
         at_central.close()
+
+
+def test_a_store_of_a_bridge_no_longer_configured_is_named_at_start(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """bridge-NAME.db of a bridge gone from the configuration is kept (it may hold messages in
+    flight) and the start-up log names it; the configured bridge's own file is not named."""
+    (tmp_path / "bridge-gone.db").write_bytes(b"")
+    (tmp_path / "bridge-kept.db").write_bytes(b"")
+    config = parse_mosquitto_conf(
+        "persistence true\nconnection kept\naddress 127.0.0.1:1\ntopic x\nstart_type once\n"
+    )
+    config.data_dir = str(tmp_path)
+    with caplog.at_level("INFO", logger="midge"), running(config):
+        pass
+    notices = [r.getMessage() for r in caplog.records if "no configured bridge" in r.getMessage()]
+    assert notices == [
+        f"{tmp_path / 'bridge-gone.db'} belongs to no configured bridge"
+        " (kept; delete it if that bridge is gone)"
+    ]
+    assert (tmp_path / "bridge-gone.db").exists()

@@ -44,7 +44,7 @@ from midge.codec.packets import MQTT5, MQTT311, Will
 from midge.codec.properties import Prop
 from midge.codec.reasons import Reason
 from midge.codec.topics import topic_matches
-from midge.config import ListenerConfig, resolve_listener
+from midge.config import Config, ListenerConfig, resolve_listener
 from midge.transport.accept import ListenerState
 from midge.transport.tcp import MQTTProtocol
 
@@ -121,6 +121,19 @@ _REFUSED_HERE = frozenset(
 def refused(exc: MQTTError) -> bool:
     """Whether ``exc`` refuses the message itself (rather than losing the connection)."""
     return exc.packet in ("PUBACK", "PUBREC") or exc.reason_code in _REFUSED_HERE
+
+
+def stale_stores(config: Config) -> list[str]:
+    """The ``bridge-NAME.db`` files in the data directory of bridges no longer configured (kept:
+    they may hold messages in flight; the start-up log names them)."""
+    if not config.data_dir or config.durability == "none" or not os.path.isdir(config.data_dir):
+        return []
+    wanted = {f"bridge-{b.name}.db" for b in config.bridges}
+    return sorted(
+        os.path.join(config.data_dir, f)
+        for f in os.listdir(config.data_dir)
+        if f.startswith("bridge-") and f.endswith(".db") and f not in wanted
+    )
 
 
 class Bridge:
