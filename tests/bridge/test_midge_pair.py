@@ -209,3 +209,57 @@ def test_a_store_of_a_bridge_no_longer_configured_is_named_at_start(
         " (kept; delete it if that bridge is gone)"
     ]
     assert (tmp_path / "bridge-gone.db").exists()
+
+
+def test_notifications_retain_packet_size_and_bind_address(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """One pair of midges for several directives that change what crosses: a custom
+    notification_topic kept local (notifications_local_only), bridge_outgoing_retain false,
+    bridge_max_packet_size (MQTT 5: the remote sends nothing bigger), bridge_bind_address."""
+    with caplog.at_level("INFO", logger="midge"), running(Config()) as central:
+        at_central = Sub(central.port, ["#", "$SYS/broker/connection/#"])
+        edge_conf = parse_mosquitto_conf(
+            "\n".join(
+                [
+                    "connection central",
+                    f"address 127.0.0.1:{central.port}",
+                    "bridge_protocol_version mqttv50",
+                    "remote_clientid edge",
+                    "notification_topic edge/status",
+                    "notifications_local_only true",
+                    "bridge_outgoing_retain false",
+                    "bridge_max_packet_size 200",
+                    "bridge_bind_address 127.0.0.2",
+                    "topic up/# out 1",
+                    "topic down/# in 1",
+                ]
+            )
+            + "\n"
+        )
+        with running(edge_conf) as edge:
+            at_edge = Sub(edge.port, ["down/#", "edge/status"])
+            # Local only: the edge has its notification topic, the remote none.
+            m = at_edge.any(10.0)
+            assert (m.topic, m.payload, m.retain) == ("edge/status", b"1", True)
+            at_edge.publish("up/kept", b"retained here", retain=True)
+            m = at_central.get()
+            assert (m.topic, m.payload) == ("up/kept", b"retained here")
+            # bridge_outgoing_retain false: the remote keeps no retained copy.
+            late = Sub(central.port, ["up/#"])
+            with pytest.raises(queue.Empty):
+                print(late.get(0.5).payload)
+            late.close()
+            # bridge_max_packet_size: the remote drops what is bigger for the bridge.
+            at_central.publish("down/big", b"x" * 400)
+            at_central.publish("down/small", b"y")
+            assert at_central.get().topic == "down/big"  # the central's own subscriber
+            assert at_central.get().topic == "down/small"
+            assert at_edge.get().payload == b"y"
+            with pytest.raises(queue.Empty):
+                print(at_edge.get(0.3).payload)
+            at_edge.close()
+        at_central.close()
+    # (edge/status never reached the central: at_central, subscribed to #, got up/kept first.)
+    lines = [r.getMessage() for r in caplog.records]
+    assert any("New client connected from 127.0.0.2:" in t and "as edge" in t for t in lines)
