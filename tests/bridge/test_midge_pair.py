@@ -68,51 +68,85 @@ def test_two_midges_both_ways_without_loops(version: str) -> None:
         at_central.close()
 
 
-def test_a_tls_bridge_with_a_client_certificate(tmp_path: Path) -> None:
+def test_a_tls_bridge_with_a_client_certificate(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     """bridge_cafile / bridge_certfile / bridge_keyfile / bridge_tls_version against a midge
-    whose TLS listener requires a client certificate."""
+    whose TLS listener requires a client certificate; on an address the server certificate
+    does not name (127.0.0.2), bridge_insecure connects and a bridge without it does not."""
     pki = Pki(tmp_path)
     certfile, keyfile = pki.client("bridge", name(("CN", "edge")))
+
+    def tls_listener(host: str) -> ListenerConfig:
+        return ListenerConfig(
+            port=0,
+            host=host,
+            certfile=pki.server_cert,
+            keyfile=pki.server_key,
+            cafile=pki.cafile,
+            require_certificate=True,
+        )
+
     central_config = Config(
         listeners=[
             ListenerConfig(port=0, host="127.0.0.1"),
-            ListenerConfig(
-                port=0,
-                host="127.0.0.1",
-                certfile=pki.server_cert,
-                keyfile=pki.server_key,
-                cafile=pki.cafile,
-                require_certificate=True,
-            ),
+            tls_listener("127.0.0.1"),
+            tls_listener("127.0.0.2"),
         ],
         sys_interval=0,
     )
     central = RunningBroker(central_config)
     try:
         tls_port = central.server.addresses[1][1]
+        other_port = central.server.addresses[2][1]
+        client_tls = [
+            f"bridge_cafile {pki.cafile}",
+            f"bridge_certfile {certfile}",
+            f"bridge_keyfile {keyfile}",
+        ]
         edge_conf = parse_mosquitto_conf(
             "\n".join(
                 [
                     "connection central",
                     f"address 127.0.0.1:{tls_port}",
                     "remote_clientid edge",
-                    f"bridge_cafile {pki.cafile}",
-                    f"bridge_certfile {certfile}",
-                    f"bridge_keyfile {keyfile}",
+                    *client_tls,
                     "bridge_tls_version tlsv1.2",
                     "topic tls/# out 1",
+                    "connection insecure",
+                    f"address 127.0.0.2:{other_port}",
+                    "remote_clientid edge2",
+                    *client_tls,
+                    "bridge_insecure true",
+                    "topic ins/# out 1",
+                    "connection strict",
+                    f"address 127.0.0.2:{other_port}",
+                    "remote_clientid edge3",
+                    *client_tls,
+                    "restart_timeout 1",
+                    "topic strict/# out 1",
                 ]
             )
             + "\n"
         )
-        at_central = Sub(central.port, ["tls/#", "$SYS/broker/connection/edge/state"])
-        with running(edge_conf) as edge:
+        at_central = Sub(central.port, ["tls/#", "ins/#", "strict/#", "$SYS/broker/connection/#"])
+        with caplog.at_level("INFO", logger="midge.bridge"), running(edge_conf) as edge:
             wait_state(at_central, "$SYS/broker/connection/edge/state", b"1")
+            wait_state(at_central, "$SYS/broker/connection/edge2/state", b"1")
             at_edge = Sub(edge.port, [])
             at_edge.publish("tls/x", b"secret")
             assert at_central.get().payload == b"secret"
+            at_edge.publish("ins/x", b"insecure")
+            assert at_central.get().payload == b"insecure"
+            at_edge.publish("strict/x", b"never")
+            with pytest.raises(queue.Empty):
+                print(at_central.get(1.0).payload)
             at_edge.close()
         at_central.close()
+        refused = [
+            r.getMessage() for r in caplog.records if "strict: cannot connect" in r.getMessage()
+        ]
+        assert refused and "127.0.0.2" in refused[0], refused
     finally:
         central.stop()
 
