@@ -297,3 +297,54 @@ def test_notifications_retain_packet_size_and_bind_address(
     # (edge/status never reached the central: at_central, subscribed to #, got up/kept first.)
     lines = [r.getMessage() for r in caplog.records]
     assert any("New client connected from 127.0.0.2:" in t and "as edge" in t for t in lines)
+
+
+def test_back_to_the_primary_and_start_type_once() -> None:
+    """round_robin false: with the primary down the bridge connects to the secondary, and once
+    the primary listens it moves back to it. start_type once: a bridge whose one attempt failed
+    never tries again, even once its remote listens (that primary, here)."""
+    from tests.procbroker import free_port
+
+    primary_port = free_port()
+    with running(Config()) as secondary:
+        at_secondary = Sub(secondary.port, ["$SYS/broker/connection/#"])
+        edge_conf = parse_mosquitto_conf(
+            "\n".join(
+                [
+                    "connection central",
+                    f"addresses 127.0.0.1:{primary_port} 127.0.0.1:{secondary.port}",
+                    "round_robin false",
+                    "remote_clientid edge",
+                    "restart_timeout 1",
+                    "topic rr/# out 1",
+                    "connection once",
+                    f"address 127.0.0.1:{primary_port}",
+                    "remote_clientid edge-once",
+                    "start_type once",
+                    "restart_timeout 1",
+                    "topic once/# out 1",
+                ]
+            )
+            + "\n"
+        )
+        with running(edge_conf) as edge:
+            wait_state(at_secondary, "$SYS/broker/connection/edge/state", b"1")
+            primary_config = Config(
+                listeners=[ListenerConfig(port=primary_port, host="127.0.0.1")], sys_interval=0
+            )
+            primary = RunningBroker(primary_config)
+            try:
+                at_primary = Sub(primary.port, ["rr/#", "once/#", "$SYS/broker/connection/#"])
+                wait_state(at_primary, "$SYS/broker/connection/edge/state", b"1", timeout=10)
+                wait_state(at_secondary, "$SYS/broker/connection/edge/state", b"0", timeout=5)
+                at_edge = Sub(edge.port, [])
+                at_edge.publish("rr/x", b"to the primary")
+                at_edge.publish("once/x", b"never")
+                assert at_primary.get().payload == b"to the primary"
+                with pytest.raises(queue.Empty):  # the once bridge stays down
+                    print(at_primary.get(2.5).payload)
+                at_edge.close()
+                at_primary.close()
+            finally:
+                primary.stop()
+        at_secondary.close()

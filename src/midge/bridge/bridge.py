@@ -369,6 +369,7 @@ class Bridge:
                 "bridge %s: the primary %s:%s is back; moving to it", self.cfg.name, host, port
             )
             self._address = 0
+            await self._say_stopped(remote)  # a clean DISCONNECT: the will would not say it
             await remote.disconnect()
             return
 
