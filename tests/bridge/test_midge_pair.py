@@ -5,6 +5,7 @@ bridge (No Local), each with a ``both`` pattern, so that a loop would show at on
 from __future__ import annotations
 
 import queue
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -348,3 +349,43 @@ def test_back_to_the_primary_and_start_type_once() -> None:
             finally:
                 primary.stop()
         at_secondary.close()
+
+
+def test_bridge_attempt_unsubscribe() -> None:
+    """A persistent remote session keeps the subscription of a pattern that was ``both`` and is
+    now ``out`` only: bridge_attempt_unsubscribe false leaves it there; the default (true)
+    unsubscribes it at connection, as Mosquitto does."""
+    with running(Config()) as central:
+        at_central = Sub(central.port, ["$SYS/broker/connection/#"])
+
+        def filters() -> set[str]:
+            session = central.server.broker.sessions.get("edge")
+            return set(session.subscriptions) if session is not None else set()
+
+        for step, (direction, unsubscribe, expected) in enumerate(
+            [("both", "true", {"x/#"}), ("out", "false", {"x/#"}), ("out", "true", set())]
+        ):
+            edge_conf = parse_mosquitto_conf(
+                "\n".join(
+                    [
+                        "connection central",
+                        f"address 127.0.0.1:{central.port}",
+                        "remote_clientid edge",
+                        "cleansession false",
+                        f"bridge_attempt_unsubscribe {unsubscribe}",
+                        f"topic x/# {direction} 1",
+                        "topic other/# in 1",
+                    ]
+                )
+                + "\n"
+            )
+            with running(edge_conf):
+                wait_state(at_central, "$SYS/broker/connection/edge/state", b"1")
+                deadline = time.monotonic() + 5
+                while central.call(filters) != expected | {"other/#"}:
+                    assert time.monotonic() < deadline, (step, central.call(filters))
+                    time.sleep(0.05)
+                time.sleep(0.5)  # and stays so (no unsubscription comes late)
+                assert central.call(filters) == expected | {"other/#"}, step
+            wait_state(at_central, "$SYS/broker/connection/edge/state", b"0")
+        at_central.close()
