@@ -22,12 +22,32 @@ log = logging.getLogger("midge.server")
 #: Modules Python imports on first use that a running broker may still need (the pid file's
 #: ascii codec, idna for host names): imported before the change, since the interpreter's own
 #: files may not be readable by the new user (a Python installed under /root, for instance).
-_LATE_IMPORTS = ("encodings.ascii", "encodings.idna", "encodings.latin_1")
+# Modules imported after start-up (on first use, or once the listeners are serving): imported
+# while still root, since the interpreter's and the virtualenv's files may be out of the new
+# user's reach (a pyenv under /root, say).
+_LATE_IMPORTS = (
+    "encodings.ascii",
+    "encodings.idna",
+    "encodings.latin_1",
+    "sqlite3",
+    "midge.bridge.bridge",
+    "midge.client.websocket",
+    "midge.transport.websocket",
+    "midge.transport.interfaces",
+    "midge.store.sqlite",
+)
+# Optional backends, imported only when installed.
+_OPTIONAL_LATE_IMPORTS = ("ldap3", "ldap3.core.exceptions", "httpx", "jwt")
 
 
 def _import_while_root() -> None:
     for module in _LATE_IMPORTS:
         importlib.import_module(module)
+    for module in _OPTIONAL_LATE_IMPORTS:
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            pass
 
 
 def drop_privileges(config: Config) -> str | None:
