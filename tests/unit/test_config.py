@@ -13,6 +13,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -1100,3 +1101,52 @@ def test_websocket_listeners_in_both_formats() -> None:
     assert (t.websockets_headers_size, t.websockets_log_level) == (8192, 255)
     assert "out of range" in str(conf_error("websockets_headers_size 70000\n"))
     assert "expected mqtt, websockets or http" in str(conf_error("listener 1\nprotocol ws\n"))
+
+
+def _load_included(path: str) -> object:
+    """An include_dir holding ``path`` (the loader of included files)."""
+    main = Path(path).parent.parent / "main.conf"
+    main.write_text(f"include_dir {Path(path).parent}\n")
+    return load_config(str(main))
+
+
+def _loaders() -> list[tuple[str, Callable[[str], object]]]:
+    from midge.auth.acl import load_acl_file
+    from midge.auth.passwd import load_password_file
+    from midge.auth.scram import load_scram_file
+
+    return [
+        ("configuration file", load_config),
+        ("included file", _load_included),
+        ("password file", load_password_file),
+        ("ACL file", load_acl_file),
+        ("scram_file", load_scram_file),
+    ]
+
+
+@pytest.mark.parametrize("problem", ["missing", "directory", "latin-1"])
+def test_every_file_the_broker_reads_says_what_is_wrong_with_it(
+    tmp_path: Path, problem: str
+) -> None:
+    """The configuration, included, password, ACL and SCRAM files go through one reader, so
+    each problem is worded the same way: the file, what it is, and the fix."""
+    for what, load in _loaders():
+        folder = tmp_path / what.replace(" ", "-") / "conf.d"
+        folder.mkdir(parents=True)
+        path = folder / "file.conf"
+        if problem == "directory":
+            path.mkdir()
+        elif problem == "latin-1":
+            path.write_bytes("# caf\xe9\n".encode("latin-1"))
+        elif what == "included file":
+            continue  # include_dir lists the files that exist
+        with pytest.raises(ConfigError) as info:
+            load(str(path))
+        err = info.value
+        assert err.path == str(path), what
+        expected = {
+            "missing": f"cannot read {what}: No such file or directory; check the path",
+            "directory": f"cannot read {what}: it is a directory",
+            "latin-1": f"{what} is not valid UTF-8 (byte 5); save it as UTF-8",
+        }[problem]
+        assert err.message.startswith(expected), (what, err.message)

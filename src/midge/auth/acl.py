@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 
 from midge.codec.reasons import CodecError
 from midge.codec.topics import validate_topic_filter
-from midge.config import ConfigError
+from midge.config import ConfigError, read_text_file
 
 READ = 1
 WRITE = 2
@@ -91,18 +91,7 @@ def _split(flt: str) -> Levels:
 
 def load_acl_file(path: str) -> AclFile:
     """Read an ACL file; a bad line is a :class:`ConfigError` naming ``path:line``."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except IsADirectoryError:
-        raise ConfigError("cannot read ACL file: it is a directory", path) from None
-    except OSError as exc:
-        raise ConfigError(
-            f"cannot read ACL file: {exc.strerror}; check the path and its permissions", path
-        ) from None
-    except UnicodeDecodeError:
-        raise ConfigError("ACL file is not valid UTF-8", path) from None
-    return parse_acl(text, path)
+    return parse_acl(read_text_file(path, "ACL file"), path)
 
 
 def parse_acl(text: str, path: str = "<string>") -> AclFile:

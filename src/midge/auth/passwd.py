@@ -25,7 +25,7 @@ import secrets
 import tempfile
 from dataclasses import dataclass
 
-from midge.config import ConfigError
+from midge.config import ConfigError, read_text_file
 
 SALT_LEN = 12
 DIGEST_LEN = 64
@@ -134,23 +134,9 @@ class PasswordFile:
         return entry.verify(password)
 
 
-def _read_text(path: str, what: str) -> str:
-    try:
-        with open(path, encoding="utf-8") as f:
-            return f.read()
-    except IsADirectoryError:
-        raise ConfigError(f"cannot read {what}: it is a directory", path) from None
-    except OSError as exc:
-        raise ConfigError(
-            f"cannot read {what}: {exc.strerror}; check the path and its permissions", path
-        ) from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{what} is not valid UTF-8", path) from None
-
-
 def load_password_file(path: str) -> PasswordFile:
     """Read a password file; any bad line is a :class:`ConfigError` naming ``path:line``."""
-    return parse_password_file(_read_text(path, "password file"), path)
+    return parse_password_file(read_text_file(path, "password file"), path)
 
 
 def parse_password_file(text: str, path: str = "<string>") -> PasswordFile:

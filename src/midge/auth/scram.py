@@ -54,7 +54,7 @@ from dataclasses import dataclass
 
 from midge.auth.base import Authenticator, AuthExchange, Capability, ConnectRequest, Reloaded
 from midge.codec.reasons import Reason
-from midge.config import ConfigError
+from midge.config import ConfigError, read_text_file
 
 log = logging.getLogger("midge.auth.scram")
 
@@ -235,14 +235,7 @@ def parse_scram_file(text: str, path: str = "<string>") -> ScramStore:
 
 def load_scram_file(path: str) -> ScramStore:
     """Read the scram_file at ``path``; every problem is a :class:`ConfigError`."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except OSError as exc:
-        raise ConfigError(f"cannot read scram_file: {exc.strerror or exc}", path) from exc
-    except UnicodeDecodeError as exc:
-        raise ConfigError("scram_file is not valid UTF-8", path) from exc
-    return parse_scram_file(text, path)
+    return parse_scram_file(read_text_file(path, "scram_file"), path)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -61,7 +61,7 @@ from midge.config.checks import (
     MAX_PAYLOAD,
     TLS_VERSIONS,
 )
-from midge.config.errors import ConfigError
+from midge.config.errors import ConfigError, read_text_file
 from midge.config.model import (
     DEFAULT_DATA_DIR,
     DEFAULT_DB_NAME,
@@ -87,13 +87,7 @@ UNSUPPORTED_OPTIONS: dict[str, str] = {
 
 def load_config(path: str) -> Config:
     """Read ``path``: ``*.toml`` is midge's TOML, any other name is ``mosquitto.conf``."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except OSError as exc:
-        raise ConfigError(f"cannot read configuration file: {exc.strerror}", path) from exc
-    except UnicodeDecodeError as exc:
-        raise ConfigError("configuration file is not valid UTF-8", path) from exc
+    text = read_text_file(path, "configuration file")
     if path.endswith(".toml"):
         return parse_toml(text, path)
     return parse_mosquitto_conf(text, path)
@@ -121,6 +115,7 @@ __all__ = [
     "load_config",
     "parse_mosquitto_conf",
     "parse_toml",
+    "read_text_file",
     "resolve_listener",
     "tls_notices",
     "tls_problem",

@@ -15,7 +15,7 @@ import re
 from typing import Any
 
 from midge.config import checks
-from midge.config.errors import BadValue, ConfigError
+from midge.config.errors import BadValue, ConfigError, read_text_file
 from midge.config.model import Config, ListenerConfig, tls_notices, tls_problem
 from midge.config.options import (
     BOOL,
@@ -509,14 +509,7 @@ class ConfParser:
                     line,
                 )
         for file in files:
-            try:
-                with open(file, encoding="utf-8") as f:
-                    text = f.read()
-            except OSError as exc:
-                raise ConfigError(f"cannot read included file: {exc.strerror}", file) from None
-            except UnicodeDecodeError:
-                raise ConfigError("included file is not valid UTF-8", file) from None
-            self.parse_text(text, file, level + 1)
+            self.parse_text(read_text_file(file, "included file"), file, level + 1)
 
     # -- result
 
