@@ -455,3 +455,35 @@ def test_midge_broker_with_workers_serves_http_from_worker_0(tmp_path: Path) -> 
         assert broker.stop() == 0
     finally:
         broker.close()
+
+
+def test_scram_failures_are_counted_by_backend(
+    make_broker: Callable[..., RunningBroker], tmp_path: Path
+) -> None:
+    """An MQTT 5 SCRAM exchange that fails (wrong password: 0x87) counts as the scram
+    backend's failure, next to the password file's refusals of plain CONNECTs."""
+    import asyncio
+
+    from midge.auth.scram_cli import set_user
+    from midge.client import Client, MQTTError, ScramAuth
+
+    scram = str(tmp_path / "users.scram")
+    set_user(scram, "alice", "wonderland", create=True)
+    broker = start(make_broker, scram_file=scram, allow_anonymous=False)
+    url = http_url(broker)
+
+    async def connect(password: str) -> int:
+        client = Client(
+            broker.host, broker.port, reconnect=False, auth=ScramAuth("alice", password)
+        )
+        try:
+            async with client:
+                return 0
+        except MQTTError as exc:
+            return exc.reason_code
+
+    assert asyncio.run(connect("wonderland")) == 0
+    assert asyncio.run(connect("wrong")) == 0x87
+    assert asyncio.run(connect("wrong again")) == 0x87
+    metrics = scrape(url)
+    assert metrics[("midge_auth_failures_total", (("backend", "scram"),))] == 2

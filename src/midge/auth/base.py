@@ -112,6 +112,28 @@ class AuthExchange:
         raise NotImplementedError
 
 
+class _CountedExchange(AuthExchange):
+    """A layer's exchange as the chain hands it out: the same answers, and a failure code
+    (anything but success and continue) counted against the layer's backend once."""
+
+    def __init__(self, exchange: AuthExchange, chain: AuthChain, backend: str) -> None:
+        self.exchange = exchange
+        self.chain = chain
+        self.backend = backend
+
+    def _counted(self, answer: tuple[int, bytes | None]) -> tuple[int, bytes | None]:
+        self.username = self.exchange.username
+        if answer[0] not in (0x00, 0x18):
+            self.chain.count_failure(self.backend)
+        return answer
+
+    def start(self, data: bytes | None) -> tuple[int, bytes | None]:
+        return self._counted(self.exchange.start(data))
+
+    def step(self, data: bytes | None) -> tuple[int, bytes | None]:
+        return self._counted(self.exchange.step(data))
+
+
 class Capability(enum.Enum):
     """What an authenticator may provide; the value is the method that provides it."""
 
@@ -281,6 +303,14 @@ class AuthChain(Authenticator):
         )
         self.failures: dict[str, int] = {}
         self._enhanced = tuple(layer.enhanced for layer in having(Capability.ENHANCED))
+        #: The enhanced-authentication layers' names, counted the same way: an exchange that
+        #: ends in a failure code (SCRAM's wrong proof, ...) is that backend's failure.
+        self.enhanced_names = tuple(
+            str(getattr(layer, "backend", None) or type(layer).__name__)
+            for layer in having(Capability.ENHANCED)
+        )
+        #: Every backend name once, connect layers first (the labels of the failures metric).
+        self.backend_names = tuple(dict.fromkeys(self.connect_names + self.enhanced_names))
         self._publish = tuple(layer.can_publish for layer in having(Capability.PUBLISH))
         self._subscribe = tuple(layer.can_subscribe for layer in having(Capability.SUBSCRIBE))
         self._read = tuple(layer.can_read for layer in having(Capability.READ))
@@ -320,8 +350,11 @@ class AuthChain(Authenticator):
         return Reason.SUCCESS
 
     def _failed(self, i: int) -> None:
-        name = self.connect_names[i]
-        self.failures[name] = self.failures.get(name, 0) + 1
+        self.count_failure(self.connect_names[i])
+
+    def count_failure(self, backend: str) -> None:
+        """One more refusal by ``backend`` (/metrics: midge_auth_failures_total)."""
+        self.failures[backend] = self.failures.get(backend, 0) + 1
 
     def _after_pending(self, request: ConnectRequest, nxt: int, result: Any) -> Any:
         """A layer's pending answer is in: a refusal (or not a code at all: the connection
@@ -332,10 +365,10 @@ class AuthChain(Authenticator):
         return self._authenticate_from(request, nxt)
 
     def enhanced(self, request: ConnectRequest) -> AuthExchange | None:
-        for enhanced in self._enhanced:
+        for enhanced, name in zip(self._enhanced, self.enhanced_names, strict=True):
             exchange = enhanced(request)
             if exchange is not None:
-                return exchange
+                return _CountedExchange(exchange, self, name)
         return None
 
     # -- authorization ---------------------------------------------------------------------------

@@ -244,11 +244,11 @@ class BrokerCollector(Collector):
         yield limited
         auth = CounterMetricFamily(
             "midge_auth_failures_total",
-            "CONNECTs an authentication backend refused, by backend.",
+            "CONNECTs (and MQTT 5 authentication exchanges) a backend refused, by backend.",
             labels=["backend"],
         )
         failures = broker.authenticator.failures
-        for name in broker.authenticator.connect_names:
+        for name in broker.authenticator.backend_names:
             auth.add_metric([name], failures.get(name, 0))
         yield auth
 
