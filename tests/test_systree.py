@@ -269,3 +269,23 @@ def test_the_server_publishes_sys_unless_sys_interval_is_0(
     off = make_broker(sys_interval=0)
     assert off.server.sys_tree is None
     assert off.call(lambda: off.server.broker.retained.count) == 0
+
+
+def test_a_new_sys_interval_takes_effect_from_the_reload() -> None:
+    """SIGHUP with another sys_interval (midge.reload calls set_interval): the next update
+    comes the new interval after the reload, then every new interval."""
+    mb = MemoryBroker(Config())
+    systree = SysTree(mb.broker, 100)
+    mb.call(systree.start)
+    s = RawClient(mb.link(), version=4)
+    s.connect("s")
+    s.sub("$SYS/broker/uptime", qos=0)
+    assert s.more_publishes()  # the retained value
+    mb.advance(40)
+    mb.call(lambda: systree.set_interval(5))
+    mb.advance(4.9)
+    assert s.more_publishes() == []
+    mb.advance(0.2)
+    assert [p.payload for p in s.more_publishes()] == [b"45 seconds"]
+    mb.advance(5)
+    assert [p.payload for p in s.more_publishes()] == [b"50 seconds"]

@@ -222,6 +222,15 @@ async def _serve(config: Config) -> int:
     except OSError as exc:
         print(f"midge: error: cannot open listener: {exc.strerror or exc}", file=sys.stderr)
         return 1
+    # The signals are ours before anyone is told the broker listens (a supervisor may send
+    # SIGHUP or SIGTERM the moment it reads the listening line or the pid file).
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    # SIGHUP re-reads the configuration file's reloadable options and the password, ACL and
+    # SCRAM files (midge.reload).
+    loop.add_signal_handler(signal.SIGHUP, server.reload)
     if config.pid_file:
         try:
             with open(config.pid_file, "w", encoding="ascii") as f:
@@ -238,14 +247,8 @@ async def _serve(config: Config) -> int:
         shown = f"[{host}]" if ":" in host else host
         print(f"midge: listening on {shown}:{port} ({protocol})", flush=True)
     log.info("%s running", describe())
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
     gc_tuner = GcTuner(loop)
     gc_tuner.start()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    # SIGHUP re-reads the password and ACL files (the rest of the configuration stays).
-    loop.add_signal_handler(signal.SIGHUP, server.reload)
     await stop.wait()
     log.info("shutting down")
     gc_tuner.stop()

@@ -13,6 +13,7 @@ listeners are bound before, and ``user`` (:mod:`midge.privileges`) takes effect 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import resource
@@ -25,7 +26,14 @@ from midge.auth.files import FileAuthenticator, anonymous_notices, build_authent
 from midge.broker.broker import Broker
 from midge.broker.systree import SysTree
 from midge.cluster.router import Router
-from midge.config import DEFAULT_DB_NAME, Config, ConfigError, ListenerConfig, resolve_listener
+from midge.config import (
+    DEFAULT_DB_NAME,
+    Config,
+    ConfigError,
+    ListenerConfig,
+    load_config,
+    resolve_listener,
+)
 from midge.privileges import drop_privileges
 from midge.store.base import Store
 from midge.transport.accept import ConnectionLimits, ListenerState
@@ -90,10 +98,16 @@ class Server:
         self.http: HttpListeners | None = None
         #: The running bridges (``connection`` sections), started once the listeners serve.
         self.bridges: list[Any] = []
+        #: The configuration file as last read (at start, then by each SIGHUP), for telling
+        #: which options changed in it (midge.reload); None without a file.
+        self.file_config: Config | None = None
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         config = self.config
+        if config.source is not None and os.path.isfile(config.source):
+            with contextlib.suppress(ConfigError):  # changed since: the next SIGHUP says so
+                self.file_config = load_config(config.source)
         # Certificates first: a bad certfile is a ConfigError before anything is opened.
         self.tls = [ServerTls(lst) if lst.tls else None for lst in config.listeners]
         authenticator = self.authenticator
@@ -280,16 +294,20 @@ class Server:
         self.protocols.append("http")
 
     def reload(self) -> bool:
-        """SIGHUP: re-read the TLS certificates and every layer of the authentication chain that
-        reloads (the password and ACL files, the SCRAM file), without dropping connections;
-        clients whose user was removed or whose password changed are disconnected (v5:
-        DISCONNECT 0x87). A file that does not parse keeps the old ones (logged with file:line).
-        True if every such layer reloaded."""
+        """SIGHUP: re-read the configuration file's reloadable options (midge.reload), the TLS
+        certificates and every layer of the authentication chain that reloads (the password
+        and ACL files, the SCRAM file), without dropping connections; clients whose user was
+        removed or whose password changed, or anonymous ones no longer allowed, are
+        disconnected (v5: DISCONNECT 0x87). A file that does not parse keeps the old settings
+        (logged with file:line). True if everything reloaded."""
+        from midge.reload import reload_file
+
         broker = self.broker
+        options_ok = reload_file(self)  # mosquitto.conf's reloadable options
         self.reload_certificates()  # TLS listeners: new handshakes get the new files
         if broker is None or Capability.RELOAD not in self.auth.provides:
             log.info("SIGHUP: no password, ACL or SCRAM file to reload")
-            return False
+            return options_ok and self.file_config is not None
         done = self.auth.reload()  # logs each layer's outcome
         for notice in done.notices:
             log.warning("%s", notice)
@@ -298,7 +316,22 @@ class Server:
             conn = session.connection if session is not None else None
             if conn is not None:
                 conn.revoke("credentials no longer valid after reload")
-        return not done.errors
+        return options_ok and not done.errors
+
+    def set_sys_interval(self, interval: float) -> None:
+        """A new ``sys_interval`` (SIGHUP): the $SYS updates follow it, 0 stops them."""
+        tree = self.sys_tree
+        if not self.publish_sys or self.broker is None:
+            return
+        if interval <= 0:
+            if tree is not None:
+                tree.stop()
+                self.sys_tree = None
+        elif tree is None:
+            self.sys_tree = SysTree(self.broker, interval, process_memory)
+            self.sys_tree.start()
+        else:
+            tree.set_interval(interval)
 
     def reload_certificates(self) -> list[ConfigError]:
         """Read every TLS listener's certificate, key and CA files again (SIGHUP): new

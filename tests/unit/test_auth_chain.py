@@ -21,6 +21,7 @@ from midge.auth.base import (
     ConnectRequest,
     Pending,
     Reloaded,
+    _CountedExchange,
     chain,
 )
 from midge.auth.files import FileAuthenticator
@@ -350,7 +351,9 @@ def test_enhanced_the_first_layer_with_an_exchange_serves_the_method(tmp_path: P
     )
 
     def exchange(method: str) -> AuthExchange | None:
-        return auth.enhanced(ConnectRequest("c1", None, None, "p", 5, method, b""))
+        """The layer's own exchange (the chain hands it out wrapped, to count failures)."""
+        got = auth.enhanced(ConnectRequest("c1", None, None, "p", 5, method, b""))
+        return got.exchange if isinstance(got, _CountedExchange) else got
 
     assert isinstance(exchange("SCRAM-SHA-256"), ScramExchange)
     assert journal == []  # SCRAM came first and served it

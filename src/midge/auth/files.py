@@ -136,6 +136,7 @@ class FileAuthenticator(Authenticator):
 
     def __init__(self, config: Config) -> None:
         self.per_listener = config.per_listener_settings
+        self.local_only = config.local_only
         #: Per listener (per_listener_settings): the listener's key -> its domain. Listeners with
         #: the same settings share one (connections hold copies of the configured listeners).
         self.domains: dict[_Key, Domain] = {}
@@ -308,6 +309,30 @@ class FileAuthenticator(Authenticator):
 
     # -- reload ------------------------------------------------------------------------------------
 
+    def reconfigure(self, config: Config) -> str | None:
+        """SIGHUP with a changed ``allow_anonymous``, ``password_file`` or ``acl_file`` (the
+        global ones): take the new settings, reading the new files first (a ConfigError
+        changes nothing). None when done; otherwise why it needs a restart (per-listener
+        settings, or an ACL file added where there was none: the per-message checks are
+        chosen at start)."""
+        if self.per_listener or config.per_listener_settings:
+            return "per_listener_settings: security settings are read at start"
+        new = _domain_for(config, None)
+        old = self.global_domain
+        if (old.acl_file is None) != (new.acl_file is None):
+            return "an ACL file added or removed: the per-message checks are chosen at start"
+        new.load()  # ConfigError: nothing changed
+        old.allow_anonymous, old.password_file, old.acl_file = (
+            new.allow_anonymous,
+            new.password_file,
+            new.acl_file,
+        )
+        old.passwords, old.acl = new.passwords, new.acl
+        self.local_only = config.local_only
+        for lst in config.listeners:
+            self.anon_by_listener[_key(lst)] = _domain_for(config, lst).allow_anonymous
+        return None
+
     def reload(self) -> Reloaded:
         """Re-read the files (SIGHUP). Revoked: the clients whose user is gone or whose password
         entry changed. Raises ConfigError (nothing changed)."""
@@ -315,6 +340,11 @@ class FileAuthenticator(Authenticator):
         revoked: list[str] = []
         for client_id, client in list(self.clients.items()):
             domain = client.domain
+            if client.username is None and not domain.allow_anonymous and not self.local_only:
+                # As Mosquitto's reload: an anonymous client that is no longer allowed goes.
+                revoked.append(client_id)
+                del self.clients[client_id]
+                continue
             if client.username is not None and domain.passwords is not None:
                 entry = domain.passwords.users.get(client.username)
                 if entry is None or entry != client.entry:

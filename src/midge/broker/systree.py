@@ -121,6 +121,13 @@ class SysTree:
             self._handle.cancel()
             self._handle = None
 
+    def set_interval(self, interval: float) -> None:
+        """A new ``sys_interval`` (SIGHUP): the next update comes ``interval`` from now."""
+        self.interval = interval
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = self.broker.scheduler.call_later(interval, self._tick)
+
     def _tick(self) -> None:
         self._handle = None
         if self.broker.shutting_down:

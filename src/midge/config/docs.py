@@ -350,7 +350,8 @@ def _table(section: Section, options: list[Option]) -> list[str]:
         columns.append("Mosquitto difference")
     rows = ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
     for opt in options:
-        cells = [_syntax(opt), _default(opt), opt.doc]
+        doc = f"{opt.doc} Reloaded on SIGHUP." if opt.reload else opt.doc
+        cells = [_syntax(opt), _default(opt), doc]
         if section.scope_column:
             cells.insert(1, _scope(opt))
         if section.mosquitto_column:

@@ -78,6 +78,9 @@ class Option:
     toml_global: bool = False  # a listener option TOML also takes at the top level, as a default
     toml_raw: bool = False  # TOML hands ``check`` the value as parsed (any type)
     apply: str | None = None  # the readers' behaviour for it (see above)
+    #: SIGHUP re-reads the configuration file and applies the new value (Mosquitto's
+    #: "Reloaded on reload signal"); see midge.reload.
+    reload: bool = False
     prefix: bool = False  # ``name`` is a prefix: every option starting with it
     unsupported: str = ""  # UNSUPPORTED: the support it comes with (a group of the docs)
     note: str = ""  # UNSUPPORTED: why, when more specific than the group

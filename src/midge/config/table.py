@@ -201,6 +201,7 @@ _LISTENERS = (
         default=0,
         check=checks.int_range(0, 2**31 - 1),
         mosquitto="Mosquitto passes the bit mask to libwebsockets; midge has no such levels.",
+        reload=True,
     ),
     Option(
         "socket_domain",
@@ -415,6 +416,7 @@ _CLIENT_IDS = (
         "generated one.",
         "clientid",
         default=True,
+        reload=True,
     ),
     Option(
         "auto_id_prefix",
@@ -428,6 +430,7 @@ _CLIENT_IDS = (
         syntax="`auto_id_prefix PREFIX`",
         mosquitto="Same; a per-listener value before any `listener` is copied to the default "
         "listener (Mosquitto drops it).",
+        reload=True,
     ),
 )
 
@@ -442,6 +445,7 @@ _SECURITY = (
         default_doc="true in local only mode, otherwise false",
         mosquitto="Same (local only mode allows them even when set to false). On a `--host` "
         "address other than the loopback without a listener configured, false.",
+        reload=True,
     ),
     Option(
         "password_file",
@@ -455,6 +459,7 @@ _SECURITY = (
         default_doc="none",
         mosquitto="A bad line stops the start with file:line (Mosquitto logs it and drops the "
         "user).",
+        reload=True,
     ),
     Option(
         "acl_file",
@@ -466,6 +471,7 @@ _SECURITY = (
         syntax="`acl_file PATH`",
         default_doc="none (every topic open)",
         mosquitto="Same: every SUBSCRIBE is granted, each delivery is checked for read access.",
+        reload=True,
     ),
 )
 
@@ -540,6 +546,7 @@ _SESSIONS = (
         "`max_queued_messages`).",
         "sessions",
         default=False,
+        reload=True,
     ),
     Option(
         "persistent_client_expiration",
@@ -553,6 +560,7 @@ _SESSIONS = (
         default_doc="never",
         syntax="`persistent_client_expiration DURATION`",
         mosquitto="Same; `Config` holds seconds.",
+        reload=True,
     ),
     Option(
         "max_keepalive",
@@ -607,6 +615,7 @@ _PACKETS = (
         check=checks.int_range(0, checks.MAX_PAYLOAD, " (0 = no limit)"),
         mosquitto="Same, including Mosquitto's notice to prefer `max_packet_size`.",
         apply="message_size_limit",
+        reload=True,
     ),
     Option(
         "retain_available",
@@ -624,6 +633,7 @@ _PACKETS = (
         "Deliver at the subscription's QoS even when the message's is lower (non-standard).",
         "packets",
         default=False,
+        reload=True,
     ),
     Option(
         "set_tcp_nodelay",
@@ -800,6 +810,7 @@ _PERSISTENCE = (
         default_doc="—",
         mosquitto="Mosquitto saves its state at these moments only.",
         apply="autosave",
+        reload=True,
     ),
     Option(
         "autosave_on_changes",
@@ -810,6 +821,7 @@ _PERSISTENCE = (
         field=None,
         row_of="autosave_interval",
         apply="autosave",
+        reload=True,
     ),
 )
 
@@ -846,6 +858,7 @@ _LOGGING = (
         syntax="`log_dest stderr\\|stdout\\|file PATH\\|syslog\\|topic\\|none`",
         mosquitto="Same. `dlt` is refused: it needs the C DLT library.",
         apply="log_dest",
+        reload=True,
     ),
     Option(
         "log_type",
@@ -859,6 +872,7 @@ _LOGGING = (
         syntax="`log_type TYPE`",
         mosquitto="`websockets` is accepted (the WebSocket layer logs at debug level).",
         apply="log_type",
+        reload=True,
     ),
     Option(
         "log_timestamp",
@@ -867,6 +881,7 @@ _LOGGING = (
         "Prefix each line with a timestamp.",
         "logging",
         default=True,
+        reload=True,
     ),
     Option(
         "log_timestamp_format",
@@ -880,6 +895,7 @@ _LOGGING = (
         syntax="`log_timestamp_format FORMAT\\|iso8601`",
         default_doc="seconds since the epoch (JSON: iso8601)",
         mosquitto="Same, plus midge's `iso8601`.",
+        reload=True,
     ),
     Option(
         "log_format",
@@ -894,6 +910,7 @@ _LOGGING = (
         check=checks.log_format,
         syntax="`log_format text\\|json`",
         mosquitto=MIDGE_ONLY,
+        reload=True,
     ),
     Option(
         "log_level",
@@ -910,6 +927,7 @@ _LOGGING = (
         check=checks.log_levels,
         syntax="`log_level COMPONENT=LEVEL ...`",
         mosquitto=MIDGE_ONLY,
+        reload=True,
     ),
     Option(
         "log_facility",
@@ -922,6 +940,7 @@ _LOGGING = (
         default_doc="daemon",
         syntax="`log_facility N`",
         mosquitto=SAME,
+        reload=True,
     ),
     Option(
         "log_syslog_socket",
@@ -941,6 +960,7 @@ _LOGGING = (
         "Log client connections and disconnections.",
         "logging",
         default=True,
+        reload=True,
     ),
 )
 
@@ -955,6 +975,7 @@ _SYS = (
         default=10,
         check=checks.int_range(0, 65535),
         mosquitto="Same topics and payload formats; with `--workers`, worker 0's numbers.",
+        reload=True,
     ),
 )
 
@@ -1107,6 +1128,7 @@ _CLIENTS_AND_TOPICS = (
         default_doc="none (every id)",
         mosquitto="Same, with the same deprecation notice. Global.",
         apply="deprecated",
+        reload=True,
     ),
     Option(
         "check_retain_source",
@@ -1134,6 +1156,7 @@ _CLIENTS_AND_TOPICS = (
         mosquitto="Same, with the same deprecation notice; Mosquitto's one v3 copy takes the QoS "
         "of the subscription it meets first, midge the highest (MQTT-3.3.5-1).",
         apply="deprecated",
+        reload=True,
     ),
 )
 
