@@ -12,7 +12,7 @@ CBIN   := $(CVENV)/bin
 CSTAMP := $(CVENV)/.installed
 SOURCES := $(shell find src -name '*.py') setup.py pyproject.toml
 
-.PHONY: install compiled run dist test test-pure test-compiled lint typecheck docs debs browser-deps clean
+.PHONY: install compiled run dist test test-pure test-compiled lint typecheck docs debs browser-deps dashboard-vendor screenshots clean
 
 install: $(STAMP)
 
@@ -40,6 +40,7 @@ run: $(CSTAMP)
 
 # An sdist and a wheel in dist/; the wheel holds the compiled hot modules (MIDGE_PURE=1: pure).
 dist: $(STAMP)
+	@if command -v npm >/dev/null 2>&1; then $(MAKE) --no-print-directory dashboard-vendor; fi
 	rm -rf dist
 	$(BIN)/python -m build --outdir dist .
 
@@ -65,6 +66,22 @@ $(BROWSER_STAMP): tests/browser/package.json tests/browser/package-lock.json | d
 		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nodejs npm; }
 	cd tests/browser && npm ci --no-audit --no-fund --loglevel=error
 	touch $(BROWSER_STAMP)
+
+# The web dashboard's front-end dependencies (uPlot), pinned by web/package-lock.json, copied with
+# their licences into the package (src/midge/observe/dashboard/vendor/), where they are committed:
+# users, and a wheel built from a clean clone, need no npm. `make dist` refreshes them first when
+# npm is there; tests/test_dashboard.py checks the copies against node_modules when it is.
+VENDOR := src/midge/observe/dashboard/vendor
+dashboard-vendor:
+	cd web && npm ci --no-audit --no-fund --loglevel=error
+	mkdir -p $(VENDOR)/uplot
+	cp web/node_modules/uplot/dist/uPlot.iife.min.js web/node_modules/uplot/dist/uPlot.min.css \
+		web/node_modules/uplot/LICENSE $(VENDOR)/uplot/
+
+# The dashboard's screenshots in docs/images/ (docs/operations.md shows them), taken by its
+# browser test; the test alone writes nothing.
+screenshots: $(STAMP) debs $(BROWSER_STAMP)
+	MIDGE_SCREENSHOTS=docs/images $(BIN)/pytest -q -p no:cacheprovider tests/interop/test_dashboard.py
 
 # docs/configuration.md is rendered from the option table (src/midge/config/); a unit test fails
 # when the committed page is out of date.
