@@ -129,6 +129,9 @@ def test_the_stream_taps_the_broker_only_while_open(
         assert json.loads(base64.b64decode(temp["last"]["payload_base64"])) == {"c": 24}
         stats = until(stream, lambda name, _: name == "stats")
         assert stats["received"] - first["received"] >= 5
+        # No one subscribes to them: not dropped, counted apart.
+        assert stats["no_subscribers"] - first["no_subscribers"] == 5
+        assert stats["dropped"] == first["dropped"] == 0
         assert stats["connections"] == 1
 
         history = http.get("/api/topics/history", params={"topic": "plant/line1/temp"}).json()

@@ -249,7 +249,10 @@ def stats_sample(broker: Broker) -> dict[str, Any]:
         "received": sum(stats.received_by_qos),
         "sent": sum(stats.sent_by_qos),
         "routed": stats.messages_received,
-        "dropped": dropped_total(stats),
+        # dropped: not delivered (queue full, expired, too large, refused...); a message no
+        # one subscribes to is counted apart, as it is no sign of trouble
+        "dropped": dropped_total(stats) - stats.no_subscribers,
+        "no_subscribers": stats.no_subscribers,
         "connections": sum(1 for s in broker.sessions.values() if s.connection is not None),
         "sessions": len(broker.sessions),
         "subscriptions": tree.count,

@@ -187,7 +187,11 @@ function makeChart(id, series) {
   const options = {
     width: Math.max(target.clientWidth - 12, 200),
     height: 180,
-    scales: { x: { time: true }, y: { range: (u, min, max) => [0, Math.max(max, 1)] } },
+    scales: {
+      // at least a minute wide, and from 0 up
+      x: { time: true, range: (u, min, max) => [Math.min(min, max - 60), max] },
+      y: { range: (u, min, max) => [0, Math.max(max, 1)] },
+    },
     series: [{}, ...series.map(([label, stroke]) => ({ label, stroke, width: 2, points: { show: false } }))],
     axes: [{}, { size: 60 }],
     legend: { live: false },
