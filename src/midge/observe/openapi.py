@@ -316,10 +316,10 @@ _SCHEMAS: dict[str, Any] = {
                 "contentMediaType": "application/json",
                 "description": "stats: the broker's counters (totals: received, sent, routed, "
                 "dropped, no_subscribers) and gauges (connections, sessions, subscriptions, "
-                "retained), with the time in ms. topics: {time, full, topics: [{topic, count, "
-                "rate, last}], tracked, untracked}; full is true in a stream's first one "
-                "(every topic known), then each lists the topics published in the last second; last is a "
-                "HeldValue whose payload is cut at 256 bytes.",
+                "retained), with the time in ms. topics: {time, full, topics: [{topic, "
+                "count, rate, last}], tracked, untracked}; full is true in a stream's first "
+                "one (every topic known), then each lists the topics published in the last "
+                "second; last is a HeldValue whose payload is cut at 256 bytes.",
             },
         },
     },
