@@ -16,6 +16,7 @@ docs/operations.md shows; without it, it writes nothing.
 from __future__ import annotations
 
 import json
+import math
 import os
 import queue
 import shutil
@@ -135,7 +136,9 @@ class Sensors:
             n += 1
             for line in (1, 2):
                 pressure = 1.0 + ((n * line) % 7) / 100
-                self.client.client.publish(f"plant/line{line}/pressure", f"{pressure:.2f}")
+                # a rate that rises and falls over ~6 s, so that the charts show something
+                for _ in range(1 + int(2 + 2 * math.sin(n / 10))):
+                    self.client.client.publish(f"plant/line{line}/pressure", f"{pressure:.2f}")
                 if n % 5 == 0:
                     self.client.client.publish(f"plant/line{line}/rpm", str(1400 + (n * 13) % 90))
 
@@ -178,9 +181,12 @@ def test_the_dashboard_in_chromium(make_broker: Callable[..., RunningBroker]) ->
             publisher.client.publish(
                 "plant/line1/temp", json.dumps(reading), qos=1
             ).wait_for_publish(10)
-        publisher.client.publish(
-            "plant/line1/status", "running", qos=1, retain=True
-        ).wait_for_publish(10)
+        for topic, value in (
+            ("plant/line1/status", b"running"),
+            ("plant/line2/status", b"maintenance"),
+            ("plant/line2/serial", bytes.fromhex("00a3ff1c")),
+        ):
+            publisher.client.publish(topic, value, qos=1, retain=True).wait_for_publish(10)
         assert float(driver.ask("chart-wait", "chart")) > 0  # the chart moved
 
         # The topic tree: the published topic, its last value, as JSON and hex, and its history.
@@ -199,7 +205,7 @@ def test_the_dashboard_in_chromium(make_broker: Callable[..., RunningBroker]) ->
         assert (message.topic, message.payload) == ("plant/commands/line1", b"stop")
 
         sensors = Sensors(broker.host, broker.port)
-        time.sleep(3 if screenshots else 0)  # a few seconds of traffic on the charts
+        time.sleep(20 if screenshots else 0)  # some traffic on the charts
         driver.ask("page overview", "page")
         driver.ask("shot overview", "shot")
         driver.ask("topic plant/line2/pressure", "tree")

@@ -188,8 +188,8 @@ function makeChart(id, series) {
     width: Math.max(target.clientWidth - 12, 200),
     height: 180,
     scales: {
-      // at least a minute wide, and from 0 up
-      x: { time: true, range: (u, min, max) => [Math.min(min, max - 60), max] },
+      // at least half a minute wide, and from 0 up
+      x: { time: true, range: (u, min, max) => [Math.min(min, max - 30), max] },
       y: { range: (u, min, max) => [0, Math.max(max, 1)] },
     },
     series: [{}, ...series.map(([label, stroke]) => ({ label, stroke, width: 2, points: { show: false } }))],
