@@ -22,6 +22,7 @@ import pytest
 
 from midge.broker.model import Message
 from midge.observe import live
+from midge.observe.http import _plain
 from midge.observe.live import HISTORY, Live
 from tests.conftest import RunningBroker
 from tests.test_observe import AUTH, HASH, Paho, http_url, start, wait_for
@@ -188,6 +189,13 @@ def test_listeners_and_configuration_show_no_secret(
         assert options["max_queued_messages"] == broker.config.max_queued_messages
         assert HASH not in answer.text
         assert "hunter2" not in answer.text
+
+
+def test_configuration_values_hide_the_credentials_of_urls() -> None:
+    assert _plain("http://user:pw@auth.example:8080/check") == "http://***@auth.example:8080/check"
+    assert _plain(["ldap://cn=admin:secret@ldap.example/", 3]) == ["ldap://***@ldap.example/", 3]
+    assert _plain("https://auth.example/check?a=b@c") == "https://auth.example/check?a=b@c"
+    assert _plain({"k": ("a", None)}) == {"k": ["a", None]}
 
 
 def test_a_cross_site_request_changes_nothing(make_broker: Callable[..., RunningBroker]) -> None:

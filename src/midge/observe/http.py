@@ -75,6 +75,7 @@ DASHBOARD = Path(str(files("midge.observe") / "dashboard"))
 #: as a summary of their own.
 _HIDDEN = re.compile(r"password|secret|token|_options$|^auth_ldap$|^auth_oauth$|^notices$")
 _NOT_SHOWN = frozenset({"listeners", "bridges", "source"})
+_URL_CREDENTIALS = re.compile(r"(://)[^/@\s]*@")
 
 
 class BadRequest(Exception):
@@ -132,8 +133,11 @@ def _same_origin(request: web.Request) -> bool:
 
 
 def _plain(value: Any) -> Any:
-    """A configuration value as JSON: scalars as they are, lists and dicts of them too."""
-    if value is None or isinstance(value, bool | int | float | str):
+    """A configuration value as JSON: scalars as they are (a URL's credentials hidden), lists
+    and dicts of them too."""
+    if isinstance(value, str):
+        return _URL_CREDENTIALS.sub(r"\1***@", value)
+    if value is None or isinstance(value, bool | int | float):
         return value
     if isinstance(value, list | tuple):
         return [_plain(v) for v in value]
