@@ -57,7 +57,9 @@ debs:
 # The npm packages of the browser test (tests/interop/test_browser.py): MQTT.js and Playwright,
 # pinned by tests/browser/package-lock.json (node and npm from Debian when there is no npm).
 BROWSER_STAMP := tests/browser/node_modules/.installed
-browser-deps: $(BROWSER_STAMP)
+# The dashboard's npm packages (web/: uPlot), vendored by `make dashboard-vendor` below.
+WEB_STAMP := web/node_modules/.installed
+browser-deps: $(BROWSER_STAMP) $(WEB_STAMP)
 
 $(BROWSER_STAMP): tests/browser/package.json tests/browser/package-lock.json | debs
 	@command -v npm >/dev/null 2>&1 || { \
@@ -72,11 +74,14 @@ $(BROWSER_STAMP): tests/browser/package.json tests/browser/package-lock.json | d
 # users, and a wheel built from a clean clone, need no npm. `make dist` refreshes them first when
 # npm is there; tests/test_dashboard.py checks the copies against node_modules when it is.
 VENDOR := src/midge/observe/dashboard/vendor
-dashboard-vendor:
-	cd web && npm ci --no-audit --no-fund --loglevel=error
+dashboard-vendor: $(WEB_STAMP)
 	mkdir -p $(VENDOR)/uplot
 	cp web/node_modules/uplot/dist/uPlot.iife.min.js web/node_modules/uplot/dist/uPlot.min.css \
 		web/node_modules/uplot/LICENSE $(VENDOR)/uplot/
+
+$(WEB_STAMP): web/package.json web/package-lock.json | $(BROWSER_STAMP)
+	cd web && npm ci --no-audit --no-fund --loglevel=error
+	touch $(WEB_STAMP)
 
 # The dashboard's screenshots in docs/images/ (docs/operations.md shows them), taken by its
 # browser test; the test alone writes nothing.
@@ -105,7 +110,7 @@ test: $(STAMP) debs
 	@$(MAKE) --no-print-directory -j4 --output-sync=target lint typecheck test-pure compiled
 	@$(MAKE) --no-print-directory test-compiled
 
-test-pure: $(STAMP) debs $(BROWSER_STAMP)
+test-pure: $(STAMP) debs $(BROWSER_STAMP) $(WEB_STAMP)
 	$(BIN)/pytest -n 2 $(PYTEST_ARGS)
 
 test-compiled: $(CSTAMP) debs $(BROWSER_STAMP)

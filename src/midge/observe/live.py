@@ -118,8 +118,9 @@ class Live:
             for pattern in ("#", "$SYS/#"):
                 for message in broker.retained.match(pattern):
                     entry = self._entry(message.topic)
-                    if entry is not None:
-                        entry.history.append(_held(message, now))
+                    if entry is None:
+                        break  # the table is full
+                    entry.history.append(_held(message, now))
             broker.tap = self.pending.append
             self.timer = asyncio.get_running_loop().call_later(TICK, self._tick)
         self.streams.add(queue)
