@@ -170,6 +170,21 @@ def test_two_streams_share_one_tap_and_a_stream_can_end_itself(
         assert http.get("/api/stream", params={"seconds": 0}).status_code == 400
 
 
+def test_the_broker_stops_with_a_dashboard_open(make_broker: Callable[..., RunningBroker]) -> None:
+    """An open stream ends when the listener stops (aiohttp would wait a minute for it)."""
+    broker = start(make_broker)
+    with (
+        httpx.Client(base_url=http_url(broker), auth=AUTH, timeout=10) as http,
+        http.stream("GET", "/api/stream") as response,
+    ):
+        stream = events(response)
+        until(stream, lambda name, _: name == "topics")
+        began = time.monotonic()
+        broker.stop()
+        assert time.monotonic() - began < 5
+        assert [name for name, _ in stream] in ([], ["stats", "topics"])  # then it ends
+
+
 def test_listeners_and_configuration_show_no_secret(
     make_broker: Callable[..., RunningBroker],
 ) -> None:

@@ -12,6 +12,7 @@
 //                        "history N" (rows of the history table)
 //   publish T PAYLOAD -> fills and submits the explorer's publish form: "published RESULT"
 //   kick CLIENT       -> searches the clients table and clicks Disconnect: "kicked CLIENT"
+//   clear TOPIC       -> clicks Clear on that retained message: "cleared TOPIC COUNT-TEXT"
 //   page NAME         -> shows that page: "page NAME"
 //   shot NAME         -> a screenshot to $SCREENSHOTS/dashboard-NAME.png (only when set)
 //   quit
@@ -117,6 +118,14 @@ try {
         { timeout: WAIT },
       );
       say(`kicked ${client}`);
+    } else if (command === "clear") {
+      const topic = args[0];
+      await show("retained");
+      const button = page.locator(`#retained-table tr[data-topic="${topic}"] button.danger`);
+      await button.waitFor({ timeout: WAIT });
+      await button.click();
+      await page.locator(`#retained-table tr[data-topic="${topic}"]`).waitFor({ state: "detached", timeout: WAIT });
+      say(`cleared ${topic} ${await page.locator("#retained-count").textContent()}`);
     } else if (command === "page") {
       await show(args[0]);
       if (args[0] === "listeners") await page.waitForSelector("#config-table tbody tr");

@@ -7,6 +7,7 @@ tests/browser/dashboard.mjs), with real paho-mqtt clients on the broker's MQTT l
 - the topic tree shows the published topic and its value; the viewer shows it as JSON and hex,
   and the history holds the values published;
 - the explorer's publish form reaches a paho subscriber;
+- the retained page's Clear button clears a retained message;
 - the clients table's Disconnect button disconnects a real paho client (v5 reason 0x98).
 
 With ``MIDGE_SCREENSHOTS=DIR`` (``make screenshots``: docs/images) it saves the screenshots that
@@ -164,6 +165,8 @@ def test_the_dashboard_in_chromium(make_broker: Callable[..., RunningBroker]) ->
         admin_password_hash=hash_password(PASSWORD.encode()).encode(),
     )
     http_port = broker.server.addresses[broker.server.protocols.index("http")][1]
+    core = broker.server.broker
+    assert core is not None
     victim = PahoClient(broker.host, broker.port, "victim", 5)
     victim.connect()
     assert victim.subscribe("plant/commands/#", 1) == [1]
@@ -217,6 +220,12 @@ def test_the_dashboard_in_chromium(make_broker: Callable[..., RunningBroker]) ->
         driver.ask("shot listeners", "shot")
         driver.ask("page clients", "page")
         driver.ask("shot clients", "shot")
+
+        # The retained page's Clear button clears one (the broker no longer holds it).
+        cleared = driver.ask("clear plant/line2/serial", "cleared")
+        assert cleared == "plant/line2/serial 2 retained messages"
+        assert broker.call(lambda: core.retained.get("plant/line2/serial")) is None
+        assert broker.call(lambda: core.retained.get("plant/line2/status")) is not None
 
         # The Disconnect button disconnects the real client.
         assert not victim.disconnected.is_set()

@@ -180,10 +180,14 @@ class Live:
             fresh[topic] = []
         # The newest values first, at most HISTORY per topic and SCAN in all.
         wanted = {t: min(counts[t], HISTORY) for t in fresh}
+        missing = sum(wanted.values())
         for message in batch[: -SCAN - 1 : -1]:
             values = fresh.get(message.topic)
             if values is not None and len(values) < wanted[message.topic]:
                 values.append(_held(message, now))
+                missing -= 1
+                if not missing:
+                    break
         for topic, values in fresh.items():
             if not values:
                 values.append(_held(last[topic], now))

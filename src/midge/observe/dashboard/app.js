@@ -454,7 +454,7 @@ async function loadRetained() {
     ...page.items.map((m) =>
       el(
         "tr",
-        {},
+        { dataset: { topic: m.topic } },
         el("td", { class: "mono" }, m.topic),
         el("td", { class: "num" }, m.qos),
         el("td", { class: "num" }, m.size),
