@@ -40,7 +40,6 @@ run: $(CSTAMP)
 
 # An sdist and a wheel in dist/; the wheel holds the compiled hot modules (MIDGE_PURE=1: pure).
 dist: $(STAMP)
-	@if command -v npm >/dev/null 2>&1; then $(MAKE) --no-print-directory dashboard-vendor; fi
 	rm -rf dist
 	$(BIN)/python -m build --outdir dist .
 
@@ -71,14 +70,15 @@ $(BROWSER_STAMP): tests/browser/package.json tests/browser/package-lock.json | d
 
 # The web dashboard's front-end dependencies (uPlot), pinned by web/package-lock.json, copied with
 # their licences into the package (src/midge/observe/dashboard/vendor/), where they are committed:
-# users, and a wheel built from a clean clone, need no npm. `make dist` refreshes them first when
-# npm is there; tests/test_dashboard.py checks the copies against node_modules when it is.
+# users, and a wheel built from a clean clone (`make dist`), need no npm. tests/test_dashboard.py
+# checks the copies against the pinned version's files (`make test` installs web/node_modules).
 VENDOR := src/midge/observe/dashboard/vendor
 dashboard-vendor: $(WEB_STAMP)
 	mkdir -p $(VENDOR)/uplot
 	cp web/node_modules/uplot/dist/uPlot.iife.min.js web/node_modules/uplot/dist/uPlot.min.css \
 		web/node_modules/uplot/LICENSE $(VENDOR)/uplot/
 
+# (after the browser tests' packages, whose step installs npm when it is missing)
 $(WEB_STAMP): web/package.json web/package-lock.json | $(BROWSER_STAMP)
 	cd web && npm ci --no-audit --no-fund --loglevel=error
 	touch $(WEB_STAMP)
