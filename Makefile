@@ -12,7 +12,7 @@ CBIN   := $(CVENV)/bin
 CSTAMP := $(CVENV)/.installed
 SOURCES := $(shell find src -name '*.py') setup.py pyproject.toml
 
-.PHONY: install compiled run dist test test-pure test-compiled lint typecheck docs debs browser-deps clean
+.PHONY: install compiled run dist test test-pure test-compiled lint typecheck docs debs browser-deps dashboard-vendor screenshots clean
 
 install: $(STAMP)
 
@@ -56,7 +56,9 @@ debs:
 # The npm packages of the browser test (tests/interop/test_browser.py): MQTT.js and Playwright,
 # pinned by tests/browser/package-lock.json (node and npm from Debian when there is no npm).
 BROWSER_STAMP := tests/browser/node_modules/.installed
-browser-deps: $(BROWSER_STAMP)
+# The dashboard's npm packages (web/: uPlot), vendored by `make dashboard-vendor` below.
+WEB_STAMP := web/node_modules/.installed
+browser-deps: $(BROWSER_STAMP) $(WEB_STAMP)
 
 $(BROWSER_STAMP): tests/browser/package.json tests/browser/package-lock.json | debs
 	@command -v npm >/dev/null 2>&1 || { \
@@ -65,6 +67,26 @@ $(BROWSER_STAMP): tests/browser/package.json tests/browser/package-lock.json | d
 		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nodejs npm; }
 	cd tests/browser && npm ci --no-audit --no-fund --loglevel=error
 	touch $(BROWSER_STAMP)
+
+# The web dashboard's front-end dependencies (uPlot), pinned by web/package-lock.json, copied with
+# their licences into the package (src/midge/observe/dashboard/vendor/), where they are committed:
+# users, and a wheel built from a clean clone (`make dist`), need no npm. tests/test_dashboard.py
+# checks the copies against the pinned version's files (`make test` installs web/node_modules).
+VENDOR := src/midge/observe/dashboard/vendor
+dashboard-vendor: $(WEB_STAMP)
+	mkdir -p $(VENDOR)/uplot
+	cp web/node_modules/uplot/dist/uPlot.iife.min.js web/node_modules/uplot/dist/uPlot.min.css \
+		web/node_modules/uplot/LICENSE $(VENDOR)/uplot/
+
+# (after the browser tests' packages, whose step installs npm when it is missing)
+$(WEB_STAMP): web/package.json web/package-lock.json | $(BROWSER_STAMP)
+	cd web && npm ci --no-audit --no-fund --loglevel=error
+	touch $(WEB_STAMP)
+
+# The dashboard's screenshots in docs/images/ (docs/operations.md shows them), taken by its
+# browser test; the test alone writes nothing.
+screenshots: $(STAMP) debs $(BROWSER_STAMP)
+	MIDGE_SCREENSHOTS=docs/images $(BIN)/pytest -q -p no:cacheprovider tests/interop/test_dashboard.py
 
 # docs/configuration.md is rendered from the option table (src/midge/config/); a unit test fails
 # when the committed page is out of date.
@@ -88,7 +110,7 @@ test: $(STAMP) debs
 	@$(MAKE) --no-print-directory -j4 --output-sync=target lint typecheck test-pure compiled
 	@$(MAKE) --no-print-directory test-compiled
 
-test-pure: $(STAMP) debs $(BROWSER_STAMP)
+test-pure: $(STAMP) debs $(BROWSER_STAMP) $(WEB_STAMP)
 	$(BIN)/pytest -n 2 $(PYTEST_ARGS)
 
 test-compiled: $(CSTAMP) debs $(BROWSER_STAMP)

@@ -82,6 +82,9 @@ class Broker:
         #: Cross-worker routing (``midge broker --workers N``); None for a single process, so the
         #: single-worker hot path pays one attribute check (see midge.cluster.router).
         self.router: Router | None = None
+        #: The web dashboard's tap on what is published (midge.observe.live): None unless a
+        #: dashboard stream is open, so the publish path pays one attribute check.
+        self.tap: Callable[[Message], object] | None = None
 
     # -- sessions -----------------------------------------------------------------------------
 
@@ -302,6 +305,9 @@ class Broker:
                 # $SYS is the running broker's own state: never kept across a restart (nor
                 # written every sys_interval), as in Mosquitto.
                 self.store.retained_changed(message)
+        tap = self.tap
+        if tap is not None:
+            tap(message)
         if self.router is not None:
             return self.router.publish(message)
         return self.route(message)
@@ -326,6 +332,9 @@ class Broker:
             self.retained.set(message)
             if not message.topic.startswith("$SYS"):
                 self.store.retained_changed(message)
+        tap = self.tap
+        if tap is not None:
+            tap(message)
         self.route(message, groups if groups is not None else set())
 
     def publish_will(self, will: Message, username: str | None = None) -> None:

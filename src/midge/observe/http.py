@@ -9,15 +9,21 @@ listeners (before ``user`` drops privileges) and serves once the broker exists.
   listener (as Prometheus exporters usually are; it listens on 127.0.0.1 unless given an address).
 - ``/api/health`` and ``/api/ready``: Kubernetes probes, open.
 - ``/api/openapi.json``: the API's description (:mod:`midge.observe.openapi`), open.
-- every other ``/api/...``: HTTP Basic with ``admin_user`` / ``admin_password_hash``; without
-  them configured the API answers 403.
+- every other ``/api/...``, and the web dashboard under ``/dashboard/`` (static files shipped in
+  the package, ``midge/observe/dashboard/``): HTTP Basic with ``admin_user`` /
+  ``admin_password_hash``; without them configured the API answers 403. The browser asks for the
+  credentials once, on the dashboard's page, and sends them with the page's own requests (its
+  ``fetch`` calls and its ``EventSource``). A request that changes something (not GET) and comes
+  from another site's page (its ``Origin`` is not this listener) is refused, so cached
+  credentials cannot be used by a form elsewhere.
+- ``/api/stream``: the dashboard's server-sent events (:mod:`midge.observe.live`).
 
-The application is :func:`make_app`; more routes (the dashboard's static files) can be added to
-it later without a second listener.
+The application is :func:`make_app`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hmac
@@ -26,7 +32,10 @@ import logging
 import re
 import socket
 from collections.abc import Awaitable, Callable
+from importlib.resources import files
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -39,8 +48,9 @@ from midge.codec.packets import PacketType
 from midge.codec.reasons import REASONS_BY_PACKET
 from midge.codec.topics import validate_topic_filter, validate_topic_name
 from midge.config import ConfigError, ListenerConfig
-from midge.observe.metrics import BrokerCollector
-from midge.observe.openapi import MAX_OFFSET, document
+from midge.observe.live import Live
+from midge.observe.metrics import BrokerCollector, listener_name
+from midge.observe.openapi import MAX_OFFSET, MAX_STREAM_SECONDS, document
 
 if TYPE_CHECKING:
     from midge.broker.session import Session
@@ -58,6 +68,14 @@ MAX_BODY = 1 << 20
 _SURROGATES = re.compile("[\ud800-\udfff]")
 
 SERVER_KEY = web.AppKey("server", object)
+LIVE_KEY = web.AppKey("live", Live)
+#: The dashboard's static files, in the package (a wheel carries them: pyproject.toml).
+DASHBOARD = Path(str(files("midge.observe") / "dashboard"))
+#: Configuration fields never shown (secrets, or settings that may hold one), and those shown
+#: as a summary of their own.
+_HIDDEN = re.compile(r"password|secret|token|_options$|^auth_ldap$|^auth_oauth$|^notices$")
+_NOT_SHOWN = frozenset({"listeners", "bridges", "source"})
+_URL_CREDENTIALS = re.compile(r"(://)[^/@\s]*@")
 
 
 class BadRequest(Exception):
@@ -104,6 +122,28 @@ def _int_param(request: web.Request, name: str, default: int, low: int, high: in
     if not low <= value <= high:
         raise BadRequest(f"{name} must be between {low} and {high}")
     return value
+
+
+def _same_origin(request: web.Request) -> bool:
+    """No ``Origin`` (not a browser's cross-site request), or this listener's own."""
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return True
+    return urlsplit(origin).netloc == request.host
+
+
+def _plain(value: Any) -> Any:
+    """A configuration value as JSON: scalars as they are (a URL's credentials hidden), lists
+    and dicts of them too."""
+    if isinstance(value, str):
+        return _URL_CREDENTIALS.sub(r"\1***@", value)
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    return str(value)
 
 
 def _summary(session: Session) -> dict[str, Any]:
@@ -172,6 +212,7 @@ class AdminApi:
 
     def __init__(self, server: Server, memory: MemoryProbe | None = None) -> None:
         self.server = server
+        self.live = Live(server)
         config = server.config
         self.auth = AdminAuth(config.admin_user, config.admin_password_hash)
         self.registry = CollectorRegistry(auto_describe=False)
@@ -185,7 +226,10 @@ class AdminApi:
         handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
     ) -> web.StreamResponse:
         """Credentials for the API, and BadRequest as 400."""
-        if request.path not in OPEN and request.path.startswith("/api/"):
+        path = request.path
+        if request.method not in ("GET", "HEAD") and not _same_origin(request):
+            return _error(403, "a request from another site's page")
+        if path not in OPEN and path.startswith(("/api/", "/dashboard/")):
             if not self.auth.configured:
                 return _error(403, "the admin API is closed: configure admin_user")
             if not self.auth.check(request.headers.get("Authorization")):
@@ -393,6 +437,112 @@ class AdminApi:
         log.info("admin API: reload")
         return web.json_response({"reloaded": self.server.reload()})
 
+    # -- listeners and configuration (read-only) -------------------------------------------------
+
+    async def listeners(self, request: web.Request) -> web.Response:
+        server = self.server
+        items: list[dict[str, Any]] = []
+        for state in server.listeners:
+            config = state.config
+            items.append(
+                {
+                    "name": listener_name(state),
+                    "protocol": config.protocol,
+                    "address": config.host or None,
+                    "port": int(listener_name(state)) if not config.unix_socket_path else None,
+                    "unix_socket_path": config.unix_socket_path,
+                    "tls": config.tls,
+                    "mount_point": config.mount_point,
+                    "max_connections": config.max_connections,
+                    "connections": state.active,
+                    "accepted": state.accepted,
+                }
+            )
+        bound = [a for a, p in zip(server.addresses, server.protocols, strict=True) if p == "http"]
+        configs = [c for c in server.config.listeners if c.protocol == "http"]
+        for address, config in zip(bound, configs, strict=False):
+            items.append(
+                {
+                    "name": str(address[1]),
+                    "protocol": "http",
+                    "address": str(address[0]),
+                    "port": int(address[1]),
+                    "unix_socket_path": None,
+                    "tls": config.tls,
+                    "mount_point": None,
+                    "max_connections": -1,
+                    "connections": None,
+                    "accepted": None,
+                }
+            )
+        return web.json_response({"items": items})
+
+    async def config(self, request: web.Request) -> web.Response:
+        config = self.server.config
+        options: dict[str, Any] = {}
+        for name in sorted(config.__dataclass_fields__):
+            if name in _NOT_SHOWN:
+                continue
+            value = getattr(config, name)
+            if name == "auth_oauth":
+                options[name] = {"mode": config.auth_oauth.mode}  # its secrets stay hidden
+            elif _HIDDEN.search(name):
+                options[name] = "(set)" if value else None
+            else:
+                options[name] = _plain(value)
+        bridges = [
+            {"name": b.name, "addresses": [f"{h}:{p}" for h, p in b.addresses]}
+            for b in config.bridges
+        ]
+        return web.json_response({"source": config.source, "options": options, "bridges": bridges})
+
+    # -- the dashboard ---------------------------------------------------------------------------
+
+    async def stream(self, request: web.Request) -> web.StreamResponse:
+        """Server-sent events: ``stats`` and ``topics`` once a second (midge.observe.live)."""
+        broker = self.broker()
+        seconds = _int_param(request, "seconds", 0, 1, MAX_STREAM_SECONDS)
+        response = web.StreamResponse(
+            headers={
+                "Content-Type": "text/event-stream",
+                "Cache-Control": "no-cache",
+                "X-Accel-Buffering": "no",
+            }
+        )
+        await response.prepare(request)
+        live = self.live
+        queue = live.open(broker)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds if seconds else None
+        try:
+            await response.write(b"retry: 2000\n\n" + live.hello())
+            while True:
+                timeout = None if deadline is None else deadline - loop.time()
+                if timeout is not None and timeout <= 0:
+                    break
+                try:
+                    chunk = await asyncio.wait_for(queue.get(), timeout)
+                except TimeoutError:
+                    break
+                if chunk is None:
+                    break
+                await response.write(chunk)
+        except ConnectionError:
+            pass  # the page went away
+        finally:
+            live.close(queue)
+        return response
+
+    async def history(self, request: web.Request) -> web.Response:
+        topic = self._topic(request)
+        return web.json_response(self.live.history(topic))
+
+    async def dashboard_redirect(self, request: web.Request) -> web.Response:
+        raise web.HTTPFound("/dashboard/")
+
+    async def dashboard_index(self, request: web.Request) -> web.FileResponse:
+        return web.FileResponse(DASHBOARD / "index.html", headers={"Cache-Control": "no-cache"})
+
 
 def make_app(server: Server, memory: MemoryProbe | None = None) -> web.Application:
     """The HTTP application of ``server``'s ``protocol http`` listeners; ``memory``: the
@@ -400,6 +550,7 @@ def make_app(server: Server, memory: MemoryProbe | None = None) -> web.Applicati
     api = AdminApi(server, memory)
     app = web.Application(middlewares=[api.guard], client_max_size=MAX_BODY)
     app[SERVER_KEY] = server
+    app[LIVE_KEY] = api.live
     app.router.add_get("/metrics", api.metrics)
     app.router.add_get("/api/health", api.health)
     app.router.add_get("/api/ready", api.ready)
@@ -413,6 +564,14 @@ def make_app(server: Server, memory: MemoryProbe | None = None) -> web.Applicati
     app.router.add_delete("/api/retained/message", api.retained_delete)
     app.router.add_post("/api/publish", api.publish)
     app.router.add_post("/api/reload", api.reload)
+    app.router.add_get("/api/listeners", api.listeners)
+    app.router.add_get("/api/config", api.config)
+    app.router.add_get("/api/stream", api.stream)
+    app.router.add_get("/api/topics/history", api.history)
+    app.router.add_get("/", api.dashboard_redirect)
+    app.router.add_get("/dashboard", api.dashboard_redirect)
+    app.router.add_get("/dashboard/", api.dashboard_index)
+    app.router.add_static("/dashboard/", DASHBOARD)
     return app
 
 
@@ -435,6 +594,7 @@ class HttpListeners:
 
     def __init__(self) -> None:
         self.runner: web.AppRunner | None = None
+        self.app: web.Application | None = None
         self.sockets: list[tuple[socket.socket, Any]] = []
 
     def add(self, sock: socket.socket, ssl_context: Any) -> None:
@@ -443,9 +603,8 @@ class HttpListeners:
     async def start(self, server: Server, memory: MemoryProbe | None = None) -> None:
         if not self.sockets:
             return
-        runner = self.runner = web.AppRunner(
-            make_app(server, memory), access_log=None, handle_signals=False
-        )
+        app = self.app = make_app(server, memory)
+        runner = self.runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
         for sock, ssl_context in self.sockets:
             await web.SockSite(runner, sock, ssl_context=ssl_context).start()
@@ -453,6 +612,9 @@ class HttpListeners:
     async def stop(self) -> None:
         runner = self.runner
         self.runner = None
+        if self.app is not None:
+            self.app[LIVE_KEY].shutdown()  # the dashboard's streams end, not wait for a timeout
+            self.app = None
         if runner is not None:
             await runner.cleanup()
         for sock, _ in self.sockets:

@@ -32,6 +32,7 @@ from midge.broker.systree import LOADS, WINDOWS
 from midge.codec.reasons import Reason
 
 if TYPE_CHECKING:
+    from midge.broker.session import Stats
     from midge.server import Server
     from midge.transport.accept import ListenerState
 
@@ -62,6 +63,27 @@ def listener_name(state: ListenerState) -> str:
         if isinstance(name, tuple):
             return str(name[1])
     return str(config.port)
+
+
+def drops(stats: Stats) -> list[tuple[str, int]]:
+    """Messages not delivered or not routed, by reason (``midge_dropped_messages_total``)."""
+    refused_publish = dict(stats.publish_refused)
+    other = sum(n for code, n in refused_publish.items() if code not in REFUSED_DROPS)
+    other -= refused_publish.get(Reason.QUOTA_EXCEEDED, 0)
+    return [
+        ("queue_full", stats.queue_dropped),
+        ("expired", stats.dropped_expired),
+        ("too_large", stats.dropped_too_large),
+        ("memory_limit", stats.dropped_memory),
+        *((name, refused_publish.get(code, 0)) for code, name in REFUSED_DROPS.items()),
+        ("no_subscribers", stats.no_subscribers),
+        ("other", max(other, 0)),
+    ]
+
+
+def dropped_total(stats: Stats) -> int:
+    """All of :func:`drops` (the dashboard's chart)."""
+    return sum(n for _, n in drops(stats))
 
 
 class BrokerCollector(Collector):
@@ -172,18 +194,7 @@ class BrokerCollector(Collector):
             "Messages not delivered or not routed, by reason.",
             labels=["reason"],
         )
-        refused_publish = dict(stats.publish_refused)
-        other = sum(n for code, n in refused_publish.items() if code not in REFUSED_DROPS)
-        other -= refused_publish.get(Reason.QUOTA_EXCEEDED, 0)
-        for label, n in (
-            ("queue_full", stats.queue_dropped),
-            ("expired", stats.dropped_expired),
-            ("too_large", stats.dropped_too_large),
-            ("memory_limit", stats.dropped_memory),
-            *((name, refused_publish.get(code, 0)) for code, name in REFUSED_DROPS.items()),
-            ("no_subscribers", stats.no_subscribers),
-            ("other", max(other, 0)),
-        ):
+        for label, n in drops(stats):
             dropped.add_metric([label], n)
         yield dropped
 

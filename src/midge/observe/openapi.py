@@ -21,6 +21,8 @@ _FILTER = f"^(?:#|{_LEVEL}(?:/{_LEVEL})*(?:/#)?)$"
 _BASE64 = "^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
 #: The largest paging offset.
 MAX_OFFSET = 1 << 62
+#: The longest a dashboard stream may be asked to last (without ``seconds``: until it closes).
+MAX_STREAM_SECONDS = 86_400
 #: What an operator may disconnect a client with (v5 DISCONNECT reason codes, 0x80 and above).
 DISCONNECT_REASONS = sorted(c for c in REASONS_BY_PACKET[PacketType.DISCONNECT] if c >= 0x80)
 
@@ -232,6 +234,95 @@ _SCHEMAS: dict[str, Any] = {
             "matched": {"type": "boolean", "description": "Whether a subscription matched."}
         },
     },
+    "Listener": {
+        "type": "object",
+        "required": ["name", "protocol", "address", "port", "tls", "connections"],
+        "properties": {
+            "name": {"type": "string", "description": "Its label in /metrics."},
+            "protocol": {"type": "string", "enum": ["mqtt", "websockets", "http"]},
+            "address": {"type": ["string", "null"], "description": "null: every address."},
+            "port": {"type": ["integer", "null"]},
+            "unix_socket_path": {"type": ["string", "null"]},
+            "tls": {"type": "boolean"},
+            "mount_point": {"type": ["string", "null"]},
+            "max_connections": {"type": "integer"},
+            "connections": {"type": ["integer", "null"], "description": "Open now (MQTT)."},
+            "accepted": {"type": ["integer", "null"], "description": "Since the start (MQTT)."},
+        },
+    },
+    "Listeners": {
+        "type": "object",
+        "required": ["items"],
+        "properties": {"items": {"type": "array", "items": _ref("Listener")}},
+    },
+    "Configuration": {
+        "type": "object",
+        "required": ["source", "options", "bridges"],
+        "properties": {
+            "source": {"type": ["string", "null"], "description": "The file read."},
+            "options": {
+                "type": "object",
+                "description": "The broker's settings by name; a secret (a password hash, a "
+                'backend\'s options) shows only as "(set)" or null.',
+            },
+            "bridges": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["name", "addresses"],
+                    "properties": {
+                        "name": {"type": "string"},
+                        "addresses": {"type": "array", "items": {"type": "string"}},
+                    },
+                },
+            },
+        },
+    },
+    "HeldValue": {
+        "type": "object",
+        "required": ["time", "qos", "retain", "size", "payload_base64"],
+        "properties": {
+            "time": {"type": "integer", "description": "When (ms since the epoch, to 1 s)."},
+            "qos": {"type": "integer", "minimum": 0, "maximum": 2},
+            "retain": {"type": "boolean"},
+            "size": {"type": "integer", "minimum": 0},
+            "payload_base64": {
+                "type": "string",
+                "description": "The payload's first 4096 bytes, base64.",
+            },
+        },
+    },
+    "TopicHistory": {
+        "type": "object",
+        "required": ["topic", "tracking", "count", "items"],
+        "properties": {
+            "topic": {"type": "string"},
+            "tracking": {
+                "type": "boolean",
+                "description": "Whether a dashboard stream is open (values are kept only then).",
+            },
+            "count": {"type": "integer", "minimum": 0},
+            "items": {"type": "array", "items": _ref("HeldValue")},
+        },
+    },
+    "StreamEvent": {
+        "type": "object",
+        "description": "One server-sent event of /api/stream.",
+        "required": ["event", "data"],
+        "properties": {
+            "event": {"type": "string", "enum": ["stats", "topics"]},
+            "data": {
+                "type": "string",
+                "contentMediaType": "application/json",
+                "description": "stats: the broker's counters (totals: received, sent, routed, "
+                "dropped, no_subscribers) and gauges (connections, sessions, subscriptions, "
+                "retained), with the time in ms. topics: {time, full, topics: [{topic, "
+                "count, rate, last}], tracked, untracked}; full is true in a stream's first "
+                "one (every topic known), then each lists the topics published in the last "
+                "second; last is a HeldValue whose payload is cut at 256 bytes.",
+            },
+        },
+    },
     "Reloaded": {
         "type": "object",
         "required": ["reloaded"],
@@ -403,6 +494,64 @@ def document() -> dict[str, Any]:
                     },
                     "responses": {
                         "200": _json(_ref("Published"), "Routed."),
+                        "400": _ERROR,
+                        **_AUTH_ERRORS,
+                    },
+                }
+            },
+            "/api/listeners": {
+                "get": {
+                    "summary": "The listeners (read-only).",
+                    "responses": {
+                        "200": _json(_ref("Listeners"), "The listeners."),
+                        **_AUTH_ERRORS,
+                    },
+                }
+            },
+            "/api/config": {
+                "get": {
+                    "summary": "The configuration in force (read-only, secrets hidden).",
+                    "responses": {
+                        "200": _json(_ref("Configuration"), "The settings."),
+                        **_AUTH_ERRORS,
+                    },
+                }
+            },
+            "/api/stream": {
+                "get": {
+                    "summary": "The web dashboard's live updates, as server-sent events: "
+                    "`stats` (the broker's counters) and `topics` (the topics published in the "
+                    "last second: count, rate, last value) once a second. While one is open "
+                    "the broker keeps a table of topics; docs/operations.md.",
+                    "parameters": [
+                        {
+                            "name": "seconds",
+                            "in": "query",
+                            "schema": {
+                                "type": "integer",
+                                "minimum": 1,
+                                "maximum": MAX_STREAM_SECONDS,
+                            },
+                            "description": "End the stream after this long (default: never).",
+                        }
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "The events (text/event-stream).",
+                            "content": {"text/event-stream": {"schema": _ref("StreamEvent")}},
+                        },
+                        "400": _ERROR,
+                        **_AUTH_ERRORS,
+                    },
+                }
+            },
+            "/api/topics/history": {
+                "get": {
+                    "summary": "The last values of a topic the dashboard's table holds "
+                    "(only while a dashboard stream is open), newest first.",
+                    "parameters": [_TOPIC],
+                    "responses": {
+                        "200": _json(_ref("TopicHistory"), "Its values."),
                         "400": _ERROR,
                         **_AUTH_ERRORS,
                     },
