@@ -122,4 +122,4 @@ $(AEDES_STAMP): benchmarks/aedes/package.json benchmarks/aedes/package-lock.json
 BENCH_ARGS ?=
 bench: $(BENCH_STAMP) $(CSTAMP) debs $(AEDES_STAMP)
 	MIDGE_PYTHON=$(CBIN)/python $(BIN)/python benchmarks/run.py $(BENCH_ARGS)
-	$(CBIN)/python benchmarks/embed_startup.py  # midge.Broker's start-up (docs/testing.md)
+	$(CBIN)/python benchmarks/embed_startup.py --write  # midge.Broker's start-up: its section of docs/performance.md

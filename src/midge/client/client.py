@@ -49,6 +49,7 @@ from midge.client.store import MemorySessionStore, Outgoing, SessionState, Sessi
 from midge.codec import Decoder, encode
 from midge.codec.packets import (
     MQTT5,
+    MQTT31,
     MQTT311,
     UNLIMITED_PACKET_SIZE,
     Auth,
@@ -284,9 +285,11 @@ def parse_server_reference(reference: str, default_port: int) -> tuple[str, int]
 
 
 class Client:
-    """An MQTT 3.1.1 / 5.0 client. Use it as ``async with Client(host, port) as client:``.
+    """An MQTT 3.1 / 3.1.1 / 5.0 client. Use it as ``async with Client(host, port) as client:``.
 
-    ``version`` is 5 (MQTT 5.0) or 4 (MQTT 3.1.1). A persistent session is ``clean_start=False``
+    ``version`` is 5 (MQTT 5.0), 4 (MQTT 3.1.1) or 3 (MQTT 3.1, protocol name "MQIsdp"; its
+    client identifier must be 1-23 characters, so an empty one is replaced by a random
+    ``midge-...`` one). A persistent session is ``clean_start=False``
     (and in MQTT 5 a ``session_expiry`` above 0, in seconds); its in-flight state lives in
     ``session_store`` (in memory unless given, e.g. :class:`~midge.client.SqliteSessionStore`).
     ``tls`` is an :class:`ssl.SSLContext` (load a client certificate into it for mutual TLS).
@@ -297,7 +300,10 @@ class Client:
     server accepts is obeyed from its CONNACK. ``auth`` is MQTT 5 enhanced authentication
     (:class:`ScramAuth`). ``follow_redirects`` follows a 0x9C/0x9D Server Reference instead of
     raising the :class:`MQTTError` that carries it. ``unix_path`` connects to a Unix domain
-    socket instead of ``host``:``port``.
+    socket instead of ``host``:``port``. ``local_address`` binds the local end of a TCP or
+    WebSocket connection to that address. ``packet_hook`` is called with ``(True, packet)``
+    for each packet written and ``(False, packet)`` for each packet read, as it happens (the
+    tools' ``-d`` lines); it costs nothing when None.
     """
 
     def __init__(
@@ -335,13 +341,20 @@ class Client:
         | None = None,
         on_connection: Callable[[bool], None] | None = None,
         local_address: str | None = None,
+        packet_hook: Callable[[bool, Packet], None] | None = None,
     ) -> None:
         if transport not in ("tcp", "websockets"):
             raise ValueError("transport must be 'tcp' or 'websockets'")
         if transport == "websockets" and unix_path is not None:
             raise ValueError("MQTT over WebSocket goes to host:port, not to a Unix socket")
-        if version not in (MQTT311, MQTT5):
-            raise ValueError("version must be 4 (MQTT 3.1.1) or 5 (MQTT 5.0)")
+        if version not in (MQTT31, MQTT311, MQTT5):
+            raise ValueError("version must be 3 (MQTT 3.1), 4 (MQTT 3.1.1) or 5 (MQTT 5.0)")
+        if version == MQTT31 and not client_id:
+            if not clean_start:
+                raise ValueError("an MQTT 3.1 persistent session needs a client identifier")
+            # MQTT 3.1 3.1: 1 to 23 characters (libmosquitto makes "mosq-" and 18 more).
+            alphabet = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+            client_id = "midge-" + "".join(secrets.choice(alphabet) for _ in range(17))
         if auth is not None and version != MQTT5:
             raise ValueError("enhanced authentication needs MQTT 5")
         self.host = host
@@ -396,6 +409,8 @@ class Client:
         self.on_connection = on_connection
         #: Connect from this local address (a bridge's ``bridge_bind_address``).
         self.local_address = local_address
+        #: Told of each packet written (True) and read (False); see the class docstring.
+        self.packet_hook = packet_hook
         #: The CONNACK of the current (or last) connection.
         self.connack: ConnectResult | None = None
         self._link: _Link | None = None
@@ -641,7 +656,12 @@ class Client:
             from midge.client.websocket import open_websocket
 
             reader, writer = await open_websocket(
-                self.host, self.port, self.tls, self.server_hostname, self.websocket_path
+                self.host,
+                self.port,
+                self.tls,
+                self.server_hostname,
+                self.websocket_path,
+                self.local_address,
             )
         elif self.unix_path is not None:
             reader, writer = await asyncio.open_unix_connection(
@@ -692,6 +712,7 @@ class Client:
         return Connect(
             client_id=self.client_id,
             protocol_level=self.version,
+            protocol_name="MQIsdp" if self.version == MQTT31 else "MQTT",
             clean_start=clean_start,
             keep_alive=self.keep_alive,
             will=self.will,
@@ -761,7 +782,10 @@ class Client:
             if not data:
                 return None
             link.leftover.extend(link.decoder.feed(data))
-        return link.leftover.pop(0)
+        packet = link.leftover.pop(0)
+        if self.packet_hook is not None:
+            self.packet_hook(False, packet)
+        return packet
 
     def _resume(self, link: _Link, session_present: bool) -> None:
         """After CONNACK: resend what is in flight; without a session, subscribe again."""
@@ -1210,6 +1234,8 @@ class Client:
                 Reason.PACKET_TOO_LARGE,
                 f"{len(data)} bytes, the server accepts {link.maximum_packet_size}",
             )
+        if self.packet_hook is not None:
+            self.packet_hook(True, packet)
         link.writer.write(data)
         link.last_write = asyncio.get_running_loop().time()
 
@@ -1417,6 +1443,7 @@ class Client:
                 f"SUBACK reason codes {[hex(c) for c in packet.reason_codes]}",
                 packet="SUBACK",
                 properties=packet.properties,
+                reason_codes=packet.reason_codes,
             )
         return SubscribeResult(
             list(packet.reason_codes), packet.properties, subscription_identifier

@@ -22,6 +22,7 @@ from midge.client import Client, ConnectionLost, Message, MQTTError, Will
 from midge.codec.properties import Prop
 from midge.codec.reasons import Reason
 from midge.codec.topics import topic_matches
+from midge.tools.debug import DebugLog
 from midge.tools.options import Options, UsageError, parse, usage
 from midge.tools.output import render
 
@@ -94,8 +95,13 @@ def _client(opts: Options, reconnect: bool) -> Client:
         session_expiry = 0xFFFFFFFF if not opts.clean else 0
     connect_props.pop(Prop.SESSION_EXPIRY_INTERVAL, None)
     tls = opts.tls_context()
-    port = opts.port if opts.port is not None else (8883 if tls else 1883)
-    return Client(
+    if opts.port is not None:
+        port = opts.port
+    elif opts.ws:
+        port = 443 if tls else 80
+    else:
+        port = 8883 if tls else 1883
+    client = Client(
         opts.host,
         port,
         client_id=opts.client_id or "",
@@ -111,7 +117,18 @@ def _client(opts: Options, reconnect: bool) -> Client:
         connect_properties=connect_props,
         reconnect=reconnect,
         unix_path=opts.unix,
+        transport="websockets" if opts.ws else "tcp",
+        local_address=opts.bind_address,
+        # libmosquitto's CONNECT: Receive Maximum 20 (-C below 20: that count, so that no more
+        # arrive before the tool leaves), no Topic Alias Maximum.
+        receive_maximum=opts.msg_count if 0 < opts.msg_count < 20 else 20,
+        topic_alias_maximum=0,
     )
+    if opts.debug:
+        client.packet_hook = DebugLog(
+            lambda: client.client_id, subscribed_lines=opts.tool == "sub" and not opts.quiet
+        )
+    return client
 
 
 async def _connect(opts: Options, client: Client) -> None:
@@ -195,26 +212,34 @@ async def _sub(opts: Options) -> int:
 
 
 async def _sub_loop(opts: Options, client: Client) -> int:
+    """As mosquitto_sub: one SUBSCRIBE with every -t, then the -U UNSUBSCRIBEs at once (not
+    waiting for the SUBACK); -E exits at the SUBACK; messages are handled from the SUBACK on,
+    whether the UNSUBACKs came or not."""
     sub_props = dict(opts.props("subscribe"))
     ident = sub_props.pop(Prop.SUBSCRIPTION_IDENTIFIER, None)
-    granted = 0
-    for topic in opts.topics:
-        try:
-            await client.subscribe(
-                topic,
-                opts.qos,
-                subscription_identifier=ident[0] if isinstance(ident, list) else None,
-                properties=sub_props,
-            )
-            granted += 1
-        except MQTTError as exc:
-            if exc.packet != "SUBACK":
-                raise
-    for topic in opts.unsub_topics:
-        await client.unsubscribe(topic, properties=dict(opts.props("unsubscribe")))
-    if granted == 0:
-        _err(opts, "All subscription requests were denied.")
-        raise _Done(0)
+    subscribing = asyncio.ensure_future(
+        client.subscribe(
+            opts.topics,
+            opts.qos,
+            retain_as_published=opts.retain_as_published and opts.version == 5,
+            subscription_identifier=ident[0] if isinstance(ident, list) else None,
+            properties=sub_props,
+        )
+    )
+    unsubscribing = [
+        asyncio.ensure_future(client.unsubscribe(topic, properties=dict(opts.props("unsubscribe"))))
+        for topic in opts.unsub_topics
+    ]
+    for fut in unsubscribing:  # -E may leave before their UNSUBACK: nothing to report then
+        fut.add_done_callback(lambda f: f.cancelled() or f.exception())
+    try:
+        await subscribing
+    except MQTTError as exc:
+        if exc.packet != "SUBACK":
+            raise
+        if all(code >= 0x80 for code in exc.reason_codes):
+            _err(opts, "All subscription requests were denied.")
+            raise _Done(0) from None
     if opts.exit_after_sub:
         raise _Done(0)
     count = 0
@@ -263,6 +288,8 @@ async def _pub(opts: Options) -> int:
     props = dict(opts.props("publish"))
     try:
         if opts.pub_mode == "l":
+            # One line at a time, each awaited (QoS 1/2: acknowledged) before the next is
+            # read, as mosquitto_pub -l does in practice: -M's bound (>= 1) always holds.
             loop = asyncio.get_running_loop()
             while True:
                 line = await loop.run_in_executor(None, sys.stdin.buffer.readline)

@@ -68,15 +68,31 @@ class Options:
     key: str | None = None
     insecure: bool = False
     tls_version: str | None = None
+    tls_alpn: str | None = None
+    tls_use_os_certs: bool = False
+    ciphers: str | None = None
+    bind_address: str | None = None
+    #: --ws: MQTT over WebSocket (a midge extension; Mosquitto 2.0's tools have none)
+    ws: bool = False
+    retain_as_published: bool = False
+    #: -M: QoS 1/2 messages in flight at once (mosquitto's default 20)
+    max_inflight: int = 20
     repeat: int = 1
     repeat_delay: float = 0.0
     #: --random-filter: print a message when random() % 10000 is below this
     random_filter: int = 10000
 
     def tls_context(self) -> ssl.SSLContext | None:
-        if not (self.cafile or self.capath):
+        """TLS as mosquitto's tools decide: with --cafile / --capath, with --tls-use-os-certs
+        (the system's CA certificates), or on port 8883 with neither (the system's too)."""
+        if self.cafile or self.capath:
+            context = ssl.create_default_context(cafile=self.cafile, capath=self.capath)
+            if self.tls_use_os_certs:
+                context.load_default_certs()
+        elif self.tls_use_os_certs or (self.port == 8883 and self.unix is None):
+            context = ssl.create_default_context()
+        else:
             return None
-        context = ssl.create_default_context(cafile=self.cafile, capath=self.capath)
         if self.insecure:
             context.check_hostname = False
         if self.cert or self.key:
@@ -93,7 +109,12 @@ class Options:
             }
             if self.tls_version not in versions:
                 raise UsageError(f"Invalid --tls-version {self.tls_version}.")
-            context.minimum_version = context.maximum_version = versions[self.tls_version]
+            # The lowest version accepted, as libmosquitto's (it disables only the older ones).
+            context.minimum_version = versions[self.tls_version]
+        if self.ciphers is not None:
+            context.set_ciphers(self.ciphers)  # an OpenSSL cipher list (TLS 1.2 and below)
+        if self.tls_alpn is not None:
+            context.set_alpn_protocols([self.tls_alpn])
         return context
 
     def props(self, command: str) -> Properties:
@@ -200,7 +221,24 @@ _WITH_ARG = {
     "--repeat-delay": "repeat_delay",
     "-A": "bind_address",
     "--ciphers": "ciphers",
+    "--tls-alpn": "tls_alpn",
+    "-M": "max_inflight",
     "--random-filter": "random_filter",
+    "--proxy": "proxy",
+    "--psk": "psk",
+    "--psk-identity": "psk",
+    "--tls-engine": "engine",
+    "--keyform": "engine",
+    "--tls-engine-kpass-sha1": "engine",
+}
+
+#: What cannot work on Python's ssl module, or is not written yet: refused, saying why.
+_IMPOSSIBLE = {
+    "psk": "TLS-PSK needs OpenSSL's PSK callbacks, which Python's ssl module offers only from "
+    "Python 3.13; midge's client has no TLS-PSK. Use certificates (--cafile, --cert, --key).",
+    "engine": "OpenSSL engines are not reachable from Python's ssl module; midge's client "
+    "cannot use a TLS engine. Use a PEM --key file.",
+    "proxy": "SOCKS5 proxies (--proxy) are not supported by midge's client.",
 }
 
 _FLAGS = {
@@ -230,6 +268,8 @@ _FLAGS = {
     "--insecure": "insecure",
     "--nodelay": "nodelay",
     "--ws": "ws",
+    "--tls-use-os-certs": "tls_use_os_certs",
+    "--retain-as-published": "retain_as_published",
 }
 
 #: Flags that only some tools take (mosquitto's client_config_line_proc rejects the others).
@@ -253,7 +293,6 @@ _ONLY = {
     "sub": {
         "-C",
         "-E",
-        "-R",
         "--retained-only",
         "--remove-retained",
         "-T",
@@ -264,7 +303,7 @@ _ONLY = {
         "--random-filter",
     },
     "rr": {"-e"},
-    "sub,rr": {"-F", "-v", "--verbose", "-N", "--pretty", "-W"},
+    "sub,rr": {"-F", "-v", "--verbose", "-N", "--pretty", "-W", "-R", "--retain-as-published"},
     "pub,rr": {
         "-m",
         "--message",
@@ -335,8 +374,6 @@ def parse(tool: str, args: list[str]) -> Options:
             if value.lower() not in versions:
                 raise UsageError("Invalid protocol version argument given.")
             opts.version = versions[value.lower()]
-            if opts.version == 3:
-                raise UsageError("MQTT v3.1 is not supported by midge's client (use -V mqttv311).")
         elif name == "session_expiry":
             if value in ("-1", "∞"):
                 opts.session_expiry = 0xFFFFFFFF
@@ -381,8 +418,15 @@ def parse(tool: str, args: list[str]) -> Options:
             if not 0.1 <= percent <= 100.0:
                 raise UsageError("--random-filter must be between 0.1 and 100.0.")
             opts.random_filter = int(percent * 100)
-        elif name in ("bind_address", "ciphers"):
-            raise UsageError(f"{flag} is not supported yet by midge's client.")
+        elif name == "max_inflight":
+            try:
+                opts.max_inflight = int(value)
+            except ValueError:
+                opts.max_inflight = 0
+            if opts.max_inflight < 1:
+                raise UsageError("Maximum inflight messages must be greater than 0.\n")
+        elif name in _IMPOSSIBLE:
+            raise UsageError(f"{flag}: {_IMPOSSIBLE[name]}")
         else:
             setattr(opts, name, value)
     _check(opts)
@@ -453,8 +497,6 @@ def _flag(opts: Options, name: str) -> None:
         opts.output.pretty = True
     elif name == "json":
         opts.output.format = b"%j"
-    elif name == "ws":
-        raise UsageError("--ws: MQTT over WebSockets is not supported yet.")
     elif name == "nodelay":
         pass  # asyncio streams already disable Nagle's algorithm
     else:
