@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime
+import os
 import platform
 import statistics
 import time
@@ -56,6 +57,7 @@ def section(runs: int, first: tuple[float, float], samples: list[tuple[float, fl
     except ImportError:  # pragma: no cover
         build = "unknown build"
     today = datetime.datetime.now(datetime.UTC).date().isoformat()
+    load, cpus = os.getloadavg()[0], os.cpu_count()
     return "\n".join(
         [
             BEGIN,
@@ -64,9 +66,9 @@ def section(runs: int, first: tuple[float, float], samples: list[tuple[float, fl
             f"`async with midge.Broker() as broker:` (docs/testing.md), measured on {today} by",
             f"`python benchmarks/embed_startup.py {runs} --write` ({build}, Python "
             f"{platform.python_version()}, {platform.machine()}; one process, {runs} starts in a",
-            'row after a first one; nothing pinned, other work shared the machine). "Serving" is',
-            "from the start until a midge.client has connected, published QoS 1 and had its",
-            "PUBACK.",
+            f"row after a first one; nothing pinned; load average {load:.1f} on {cpus} CPUs at the",
+            "end). The first PUBACK: from the start until a midge.client has connected, published",
+            "QoS 1 and had its PUBACK.",
             "",
             "| | median | p90 |",
             "|---|---|---|",

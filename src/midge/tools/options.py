@@ -557,11 +557,13 @@ def _check(opts: Options) -> None:
 def usage(tool: str) -> str:
     common = (
         "  connection: -h host -p port | -L mqtt(s)://[user[:pass]@]host[:port]/topic\n"
-        "              --unix path\n"
-        "              -i id | -I prefix, -k keepalive, -u user -P password, -V mqttv5|mqttv311,\n"
+        "              --unix path | --ws (MQTT over WebSocket), -A bind-address, -d (debug)\n"
+        "              -i id | -I prefix, -k keepalive, -u user -P password,\n"
+        "              -V mqttv5|mqttv311|mqttv31, -M max-inflight,\n"
         "              -q qos, -c (persistent session), -x session-expiry, --will-topic T\n"
         "              [--will-payload P --will-qos Q --will-retain], -D command property value\n"
-        "  TLS:        --cafile F | --capath D, --cert F --key F, --insecure, --tls-version V\n"
+        "  TLS:        --cafile F | --capath D | --tls-use-os-certs, --cert F --key F,\n"
+        "              --insecure, --tls-version V, --ciphers LIST, --tls-alpn PROTOCOL\n"
     )
     if tool == "pub":
         return (
