@@ -629,7 +629,10 @@ class Client:
         assigned = props.get(Prop.ASSIGNED_CLIENT_IDENTIFIER)
         if assigned and not self.client_id:
             self.client_id = assigned
-        self.connack = ConnectResult(connack.session_present, connack.reason_code, props)
+        # MQTT 3.1's CONNACK has no Session Present flag: a server keeps a session asked for
+        # with Clean Session 0, so it is taken as there.
+        present = connack.session_present or (self.version == MQTT31 and not clean_start)
+        self.connack = ConnectResult(present, connack.reason_code, props)
         if self.version == MQTT5:
             expiry = props.get(Prop.SESSION_EXPIRY_INTERVAL, self.session_expiry)
             self._session_persists = expiry > 0
@@ -638,7 +641,7 @@ class Client:
         if self._response_topic is None and props.get(Prop.RESPONSE_INFORMATION):
             info = props[Prop.RESPONSE_INFORMATION]
             self._response_topic = f"{info.rstrip('/')}/{secrets.token_hex(6)}"
-        self._resume(link, connack.session_present)
+        self._resume(link, present)
         if self._quota_free is not None:
             self._quota_free.set()
         if self._connected is not None:
