@@ -12,11 +12,15 @@ what they sent is compared byte for byte.
 from __future__ import annotations
 
 import re
+import shutil
 import signal
 import socket
 import ssl
 import subprocess
 import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -384,7 +388,6 @@ def test_refused_flags_say_why() -> None:
         (["--psk", "deadbeef", "--psk-identity", "me"], b"TLS-PSK"),
         (["--tls-engine", "pkcs11"], b"OpenSSL engines"),
         (["--keyform", "engine"], b"OpenSSL engines"),
-        (["--proxy", "socks5h://localhost:1080"], b"SOCKS5"),
     ):
         code, _, err = _run("pub", True, ["-t", "t", "-m", "x", *args])
         assert code == 1 and words in err, (args, err)
@@ -428,3 +431,74 @@ def test_ws_side_by_side_with_tcp() -> None:
     messages = [b"ws/1 over a WebSocket", b"ws/2 over TCP"]
     assert [x for x in wout.splitlines() if not x.startswith(b"Client ")] == messages
     assert [x for x in out.splitlines() if not x.startswith(b"Client ")] == messages, out
+
+
+# ---------------------------------------------------------------------------------------------
+# --proxy
+
+
+@contextmanager
+def _microsocks(*auth: str) -> Iterator[int]:
+    """Debian's microsocks, a SOCKS5 proxy, on loopback (``auth``: ``-u USER -P PASSWORD``)."""
+    port = free_port()
+    proc = subprocess.Popen(
+        ["microsocks", "-i", "127.0.0.1", "-p", str(port), *auth],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline and proc.poll() is None
+                time.sleep(0.05)
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@pytest.mark.skipif(shutil.which("microsocks") is None, reason="microsocks is not installed")
+def test_proxy_side_by_side() -> None:
+    """--proxy socks5h://[user:password@]host:port through Debian's microsocks, with and without
+    authentication: the same -d lines, the messages arrive; a refused password exits 11 and a
+    target the proxy cannot reach 4, as mosquitto's tools."""
+    with (
+        midge(["allow_anonymous true"]) as port,
+        _microsocks() as open_proxy,
+        _microsocks("-u", "user", "-P", "secret") as closed_proxy,
+    ):
+        _pub(port, "-t", "px/ready", "-m", "ready", "-r")
+        watcher = Pair(port, ["-t", "px/#", "-v", "-C", "5", "-W", "20"], b"ready")
+        _wait([watcher])
+        via = ["-h", "localhost", "-p", str(port), "-q", "1", "-d"]
+        for n, proxy in enumerate(
+            (f"socks5h://127.0.0.1:{open_proxy}", f"socks5h://user:secret@127.0.0.1:{closed_proxy}")
+        ):
+            args = [*via, "--proxy", proxy, "-t", f"px/{n}", "-m", "through the proxy"]
+            (mcode, mout, _), (code, out, err) = (_run("pub", m, args) for m in (False, True))
+            assert (code, out) == (mcode, mout) == (0, mout), (out, mout, err)
+        codes, outs, _ = watcher.finish()
+        assert codes == [0, 0]
+        assert (
+            outs[0]
+            == outs[1]
+            == (
+                b"px/ready ready\npx/0 through the proxy\npx/0 through the proxy\n"
+                b"px/1 through the proxy\npx/1 through the proxy\n"
+            )
+        )
+        # midge sub through the proxy too
+        sub = ["-p", str(port), "--proxy", f"socks5h://127.0.0.1:{open_proxy}", "-t", "px/ready"]
+        assert _run("sub", True, [*sub, "-C", "1", "-W", "10"])[1] == b"ready\n"
+        for args, expected in (
+            ([*via, "--proxy", f"socks5h://user:wrong@127.0.0.1:{closed_proxy}"], 11),
+            ([*via, "--proxy", f"socks5h://127.0.0.1:{closed_proxy}"], 11),  # no credentials
+            (["-p", str(free_port()), "--proxy", f"socks5h://127.0.0.1:{open_proxy}"], 4),
+            (["--proxy", "http://127.0.0.1:3128"], 1),
+        ):
+            codes = [_run("pub", m, [*args, "-t", "t", "-m", "x"])[0] for m in (False, True)]
+            assert codes == [expected, expected], (args, codes)

@@ -45,6 +45,7 @@ from typing import Any, Final, Protocol
 from midge.auth.scram import ScramClient
 from midge.client.errors import V3_TO_V5_CONNACK, ConnectionLost, MQTTError
 from midge.client.message import ConnectResult, Message, PublishResult, SubscribeResult
+from midge.client.socks import Socks5Proxy, open_socks5
 from midge.client.store import MemorySessionStore, Outgoing, SessionState, SessionStore
 from midge.codec import Decoder, encode
 from midge.codec.packets import (
@@ -301,7 +302,9 @@ class Client:
     (:class:`ScramAuth`). ``follow_redirects`` follows a 0x9C/0x9D Server Reference instead of
     raising the :class:`MQTTError` that carries it. ``unix_path`` connects to a Unix domain
     socket instead of ``host``:``port``. ``local_address`` binds the local end of a TCP or
-    WebSocket connection to that address. ``packet_hook`` is called with ``(True, packet)``
+    WebSocket connection to that address. ``proxy`` (``socks5h://[USER[:PASSWORD]@]HOST[:PORT]``)
+    connects through a SOCKS5 proxy, which resolves ``host`` (a refusal is a
+    :class:`~midge.client.socks.ProxyError`). ``packet_hook`` is called with ``(True, packet)``
     for each packet written and ``(False, packet)`` for each packet read, as it happens (the
     tools' ``-d`` lines); it costs nothing when None.
     """
@@ -342,11 +345,14 @@ class Client:
         on_connection: Callable[[bool], None] | None = None,
         local_address: str | None = None,
         packet_hook: Callable[[bool, Packet], None] | None = None,
+        proxy: str | None = None,
     ) -> None:
         if transport not in ("tcp", "websockets"):
             raise ValueError("transport must be 'tcp' or 'websockets'")
         if transport == "websockets" and unix_path is not None:
             raise ValueError("MQTT over WebSocket goes to host:port, not to a Unix socket")
+        if proxy is not None and (transport != "tcp" or unix_path is not None):
+            raise ValueError("a SOCKS5 proxy carries MQTT over TCP (not WebSocket, not Unix)")
         if version not in (MQTT31, MQTT311, MQTT5):
             raise ValueError("version must be 3 (MQTT 3.1), 4 (MQTT 3.1.1) or 5 (MQTT 5.0)")
         if version == MQTT31 and not client_id:
@@ -411,6 +417,8 @@ class Client:
         self.local_address = local_address
         #: Told of each packet written (True) and read (False); see the class docstring.
         self.packet_hook = packet_hook
+        #: Connect through this SOCKS5 proxy (``socks5h://[USER[:PASSWORD]@]HOST[:PORT]``).
+        self.proxy = Socks5Proxy.from_url(proxy) if proxy is not None else None
         #: The CONNACK of the current (or last) connection.
         self.connack: ConnectResult | None = None
         self._link: _Link | None = None
@@ -664,6 +672,15 @@ class Client:
                 self.tls,
                 self.server_hostname,
                 self.websocket_path,
+                self.local_address,
+            )
+        elif self.proxy is not None:
+            reader, writer = await open_socks5(
+                self.proxy,
+                self.host,
+                self.port,
+                self.tls,
+                self.server_hostname,
                 self.local_address,
             )
         elif self.unix_path is not None:

@@ -19,6 +19,7 @@ from typing import Any
 
 from midge.build import describe
 from midge.client import Client, ConnectionLost, Message, MQTTError, Will
+from midge.client.socks import ProxyError
 from midge.codec.properties import Prop
 from midge.codec.reasons import Reason
 from midge.codec.topics import topic_matches
@@ -119,6 +120,7 @@ def _client(opts: Options, reconnect: bool) -> Client:
         unix_path=opts.unix,
         transport="websockets" if opts.ws else "tcp",
         local_address=opts.bind_address,
+        proxy=opts.proxy,
         # libmosquitto's CONNECT: Receive Maximum 20 (-C below 20: that count, so that no more
         # arrive before the tool leaves), no Topic Alias Maximum.
         receive_maximum=opts.msg_count if 0 < opts.msg_count < 20 else 20,
@@ -145,6 +147,9 @@ async def _connect(opts: Options, client: Client) -> None:
                 f"Connection error: {_CONNACK_V3.get(code, 'Connection Refused: unknown reason.')}",
             )
             raise _Done(code) from None
+        if isinstance(exc, ProxyError):  # mosquitto: MOSQ_ERR_AUTH (11), MOSQ_ERR_NO_CONN (4)
+            _err(opts, "Error: Authorisation failed." if exc.authentication else f"Error: {exc}")
+            raise _Done(11 if exc.authentication else 4) from None
         cause = exc.__cause__
         if isinstance(cause, OSError) and cause.errno:
             _err(opts, f"Error: {os.strerror(cause.errno)}")  # as mosquitto: "Connection refused"

@@ -74,6 +74,8 @@ class Options:
     bind_address: str | None = None
     #: --ws: MQTT over WebSocket (a midge extension; Mosquitto 2.0's tools have none)
     ws: bool = False
+    #: --proxy socks5h://[user[:password]@]host[:port]
+    proxy: str | None = None
     retain_as_published: bool = False
     #: -M: QoS 1/2 messages in flight at once (mosquitto's default 20)
     max_inflight: int = 20
@@ -238,7 +240,6 @@ _IMPOSSIBLE = {
     "Python 3.13; midge's client has no TLS-PSK. Use certificates (--cafile, --cert, --key).",
     "engine": "OpenSSL engines are not reachable from Python's ssl module; midge's client "
     "cannot use a TLS engine. Use a PEM --key file.",
-    "proxy": "SOCKS5 proxies (--proxy) are not supported by midge's client.",
 }
 
 _FLAGS = {
@@ -425,6 +426,10 @@ def parse(tool: str, args: list[str]) -> Options:
                 opts.max_inflight = 0
             if opts.max_inflight < 1:
                 raise UsageError("Maximum inflight messages must be greater than 0.\n")
+        elif name == "proxy":
+            if not value.startswith("socks5h://"):
+                raise UsageError(f"Unsupported proxy protocol: {value}")
+            opts.proxy = value
         elif name in _IMPOSSIBLE:
             raise UsageError(f"{flag}: {_IMPOSSIBLE[name]}")
         else:
