@@ -105,8 +105,9 @@ def test_debug_lines_side_by_side(kind: str) -> None:
             if "-U" in args:  # mosquitto_sub leaves at once; midge may have read the UNSUBACKs
                 lines = [x for x in _debug_lines(_ids(out)) if not x.endswith(b"UNSUBACK")]
                 assert lines == _debug_lines(_ids(mout)), (out, mout)
-                assert _ids(out).splitlines()[-2:] == _ids(mout).splitlines()[-2:]
-                assert code == mcode == 0
+                rest = [x for x in _ids(out).splitlines() if not x.endswith(b"UNSUBACK")]
+                assert rest[-2:] == _ids(mout).splitlines()[-2:] == [rest[-2], rest[-1]]
+                assert rest[-2] == b"hello" and code == mcode == 0
             else:
                 assert (code, _ids(out)) == (mcode, _ids(mout)), (args, out, mout, err)
         # Live messages, one at a time, to subscribers at QoS 1 and 2 (v3.1.1 and v5).
@@ -502,3 +503,60 @@ def test_proxy_side_by_side() -> None:
         ):
             codes = [_run("pub", m, [*args, "-t", "t", "-m", "x"])[0] for m in (False, True)]
             assert codes == [expected, expected], (args, codes)
+
+
+def test_the_users_defaults_file_side_by_side(tmp_path: Path) -> None:
+    """$XDG_CONFIG_HOME/mosquitto_sub (else ~/.config/mosquitto_sub) holds default options, one
+    a line: both tools read it before the command line."""
+    import os
+
+    home = tmp_path / "home"
+    (home / ".config").mkdir(parents=True)
+    xdg = tmp_path / "xdg"
+    xdg.mkdir()
+    with midge(["allow_anonymous true"]) as port:
+        _pub(port, "-t", "cfg/a", "-m", "from the file", "-r")
+        (home / ".config" / "mosquitto_sub").write_text(f"# defaults\n-p {port}\n-v\n-C 1\n")
+        (xdg / "mosquitto_sub").write_text(f"-p {port}\n-F %t|%p|%r\n-C 1\n")
+        env = {k: v for k, v in os.environ.items() if k != "XDG_CONFIG_HOME"}
+        for extra, expected in (
+            ({"HOME": str(home)}, b"cfg/a from the file\n"),
+            ({"HOME": str(home), "XDG_CONFIG_HOME": str(xdg)}, b"cfg/a|from the file|1\n"),
+        ):
+            outs = [
+                subprocess.run(
+                    [*_cmd("sub", m), "-t", "cfg/#", "-W", "10"],
+                    env={**env, **extra},
+                    capture_output=True,
+                    timeout=30,
+                )
+                for m in (False, True)
+            ]
+            assert [(o.returncode, o.stdout) for o in outs] == [(0, expected)] * 2, outs
+
+
+@pytest.mark.parametrize("kind", ["midge", "mosquitto"])
+def test_refused_publish_warning_side_by_side(kind: str) -> None:
+    """A QoS 1 / 2 PUBLISH refused by the ACL (MQTT 5 PUBACK / PUBREC 0x87): the same warning,
+    with the message id, and exit code 0."""
+    import tempfile
+
+    directory = Path(tempfile.mkdtemp(prefix="midge-acl-"))  # readable by mosquitto's user
+    directory.chmod(0o755)
+    acl = directory / "acl"
+    acl.write_text("topic readwrite allowed/#\n")
+    acl.chmod(0o644)
+    try:
+        with (mosquitto if kind == "mosquitto" else midge)(
+            ["allow_anonymous true", f"acl_file {acl}"]
+        ) as port:
+            for qos in ("1", "2"):
+                args = ["-p", str(port), "-V", "5", "-q", qos, "-t", "denied", "-m", "x"]
+                (mcode, _, merr), (code, _, err) = (_run("pub", m, args) for m in (False, True))
+                assert (
+                    (code, err)
+                    == (mcode, merr)
+                    == (0, b"Warning: Publish 1 failed: Not authorized.\n")
+                )
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)

@@ -1175,9 +1175,10 @@ class Client:
             return
         result = PublishResult(packet.reason_code, packet.properties, pid)
         if packet.reason_code >= 0x80:
-            self._fail(
-                pid, MQTTError(packet.reason_code, packet="PUBACK", properties=packet.properties)
+            error = MQTTError(
+                packet.reason_code, packet="PUBACK", properties=packet.properties, packet_id=pid
             )
+            self._fail(pid, error)
         else:
             self._complete(pid, result)
 
@@ -1188,9 +1189,10 @@ class Client:
             self._write(link, Pubrel(pid, Reason.PACKET_IDENTIFIER_NOT_FOUND))
             return
         if packet.reason_code >= 0x80:
-            self._fail(
-                pid, MQTTError(packet.reason_code, packet="PUBREC", properties=packet.properties)
+            error = MQTTError(
+                packet.reason_code, packet="PUBREC", properties=packet.properties, packet_id=pid
             )
+            self._fail(pid, error)
             return
         self._pubrec[pid] = PublishResult(packet.reason_code, packet.properties, pid)
         if entry.phase != "pubrel":

@@ -49,12 +49,15 @@ class MQTTError(Exception):
         properties: Properties | None = None,
         return_code: int | None = None,
         reason_codes: Sequence[int] = (),
+        packet_id: int | None = None,
     ) -> None:
         self.reason_code = reason_code
         self.packet = packet
         self.properties: Properties = properties or {}
         self.return_code = return_code
         self.reason_codes = list(reason_codes)
+        #: The Packet Identifier of a refused PUBLISH (PUBACK / PUBREC >= 0x80).
+        self.packet_id = packet_id
         text = f"{packet + ' ' if packet else ''}{reason_name(reason_code)} (0x{reason_code:02X})"
         reason_string = self.properties.get(Prop.REASON_STRING)
         if reason_string:

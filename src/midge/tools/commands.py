@@ -321,8 +321,10 @@ async def _publish_one(
     try:
         await client.publish(topic, payload, opts.qos, opts.retain, properties=dict(props))
     except MQTTError as exc:
-        if exc.packet in ("PUBACK", "PUBREC"):
-            _err(opts, f"Warning: Publish failed: {_reason_text(exc.reason_code)}.")
+        if exc.packet in ("PUBACK", "PUBREC"):  # mosquitto_pub's words, then the reason string
+            _err(opts, f"Warning: Publish {exc.packet_id} failed: {_reason_text(exc.reason_code)}.")
+            if exc.reason_string:
+                _err(opts, exc.reason_string)
             return
         raise
 

@@ -334,8 +334,46 @@ def _set_message(opts: Options, mode: str, data: bytes) -> None:
     opts.message = data
 
 
-def parse(tool: str, args: list[str]) -> Options:
-    """Parse a command line of ``midge TOOL`` (``pub``, ``sub`` or ``rr``)."""
+def defaults_file(tool: str) -> str | None:
+    """Mosquitto's per-user options file for ``tool``: ``$XDG_CONFIG_HOME/mosquitto_TOOL``, else
+    ``$HOME/.config/mosquitto_TOOL``. midge's tools read the same file, so a user's defaults
+    (``-h``, ``-p``, ``--cafile`` ...) follow them from one tool to the other."""
+    base = os.environ.get("XDG_CONFIG_HOME")
+    if base:
+        return os.path.join(base, f"mosquitto_{tool}")
+    home = os.environ.get("HOME")
+    return os.path.join(home, ".config", f"mosquitto_{tool}") if home else None
+
+
+def file_args(path: str | None) -> list[str]:
+    """The options of a defaults file as mosquitto reads them: one option a line, the flag up
+    to the first space and the rest of the line as its one argument; lines starting with ``#``
+    are comments."""
+    if path is None:
+        return []
+    try:
+        with open(path, "rb") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return []
+    args: list[str] = []
+    for raw in lines:
+        if raw.startswith(b"#"):
+            continue
+        line = os.fsdecode(raw.rstrip(b"\r\n"))
+        flag, _, rest = line.lstrip(" ").partition(" ")  # strtok(line, " "), strtok(NULL, "")
+        if flag:
+            args.append(flag)
+            if rest:
+                args.append(rest)
+    return args
+
+
+def parse(tool: str, args: list[str], defaults: bool = True) -> Options:
+    """Parse a command line of ``midge TOOL`` (``pub``, ``sub`` or ``rr``), after the options of
+    the user's defaults file (:func:`defaults_file`) unless ``defaults`` is False."""
+    if defaults:
+        args = file_args(defaults_file(tool)) + list(args)
     opts = Options(tool=tool, version=5 if tool == "rr" else 4)
     i = 0
     while i < len(args):
