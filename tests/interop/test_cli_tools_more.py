@@ -190,7 +190,8 @@ class RawServer:
     the end; CONNECT gets CONNACK 0 (in the CONNECT's version), SUBSCRIBE a SUBACK granting
     QoS 0 to each filter, UNSUBSCRIBE an UNSUBACK, PUBLISH QoS 1 a PUBACK."""
 
-    def __init__(self, tls: ssl.SSLContext | None = None) -> None:
+    def __init__(self, tls: ssl.SSLContext | None = None, connack_v5: bytes = b"\x00") -> None:
+        self.connack_v5 = connack_v5  # CONNACK's properties (v5), with their length
         self.sock = socket.create_server(("127.0.0.1", 0))
         self.sock.settimeout(20)
         self.port = self.sock.getsockname()[1]
@@ -225,7 +226,8 @@ class RawServer:
                     if kind == 1:
                         body = packet[_header_len(packet) :]
                         v5 = body[6] == 5 if body[2:6] == b"MQTT" else False
-                        conn.sendall(b"\x20\x03\x00\x00\x00" if v5 else b"\x20\x02\x00\x00")
+                        rest = b"\x00\x00" + (self.connack_v5 if v5 else b"")
+                        conn.sendall(bytes((0x20, len(rest))) + rest)
                     elif kind == 8:
                         body = packet[_header_len(packet) :]
                         count = _count_filters(body, v5)
@@ -560,3 +562,13 @@ def test_refused_publish_warning_side_by_side(kind: str) -> None:
                 )
     finally:
         shutil.rmtree(directory, ignore_errors=True)
+
+
+def test_pub_names_its_topic_in_every_publish_as_mosquitto_pub() -> None:
+    """A server allowing Topic Aliases (CONNACK Topic Alias Maximum 10): mosquitto_pub --repeat
+    still names the topic in every PUBLISH, and so does midge pub (the same bytes)."""
+    with RawServer(connack_v5=b"\x03\x22\x00\x0a") as server:
+        args = ["-V", "5", "-t", "alias/me", "-m", "x", "--repeat", "3", "-q", "1", "-i", "p"]
+        (expected, _), (got, seen) = _side_by_side(server, "pub", args)
+    assert got == expected and seen["returncode"] == 0, (got, expected, seen)
+    assert sum(1 for p in got if p[0] >> 4 == 3 and b"alias/me" in p) == 3

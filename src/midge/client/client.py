@@ -346,6 +346,7 @@ class Client:
         local_address: str | None = None,
         packet_hook: Callable[[bool, Packet], None] | None = None,
         proxy: str | None = None,
+        outgoing_topic_aliases: bool = True,
     ) -> None:
         if transport not in ("tcp", "websockets"):
             raise ValueError("transport must be 'tcp' or 'websockets'")
@@ -417,6 +418,9 @@ class Client:
         self.local_address = local_address
         #: Told of each packet written (True) and read (False); see the class docstring.
         self.packet_hook = packet_hook
+        #: Use Topic Aliases for what this client publishes, where the server allows them
+        #: (MQTT 5); False: every PUBLISH names its topic, as libmosquitto's do.
+        self.outgoing_topic_aliases = outgoing_topic_aliases
         #: Connect through this SOCKS5 proxy (``socks5h://[USER[:PASSWORD]@]HOST[:PORT]``).
         self.proxy = Socks5Proxy.from_url(proxy) if proxy is not None else None
         #: The CONNACK of the current (or last) connection.
@@ -710,6 +714,8 @@ class Client:
             link.abort()
             raise
         link.apply_connack(connack, self.keep_alive)
+        if not self.outgoing_topic_aliases:
+            link.topic_alias_maximum = 0
         return link, connack
 
     def _connect_packet(self, clean_start: bool, scram: ScramClient | None) -> Connect:

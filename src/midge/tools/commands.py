@@ -122,9 +122,10 @@ def _client(opts: Options, reconnect: bool) -> Client:
         local_address=opts.bind_address,
         proxy=opts.proxy,
         # libmosquitto's CONNECT: Receive Maximum 20 (-C below 20: that count, so that no more
-        # arrive before the tool leaves), no Topic Alias Maximum.
+        # arrive before the tool leaves), no Topic Alias Maximum; its PUBLISH: no Topic Alias.
         receive_maximum=opts.msg_count if 0 < opts.msg_count < 20 else 20,
         topic_alias_maximum=0,
+        outgoing_topic_aliases=False,  # libmosquitto sets none on its own
     )
     if opts.debug:
         client.packet_hook = DebugLog(
