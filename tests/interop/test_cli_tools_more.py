@@ -350,6 +350,10 @@ def test_tls_alpn_and_ciphers_side_by_side(tmp_path: Path) -> None:
     from tests.security.certs import Pki
 
     pki = Pki(tmp_path)
+    outcomes = (
+        (8, b"Error: A TLS error occurred.\n"),
+        (1, b"Unable to connect (A TLS error occurred.).\n"),
+    )
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(pki.server_cert, pki.server_key)
     context.set_alpn_protocols(["mqtt", "x-other"])
@@ -382,6 +386,20 @@ def test_tls_alpn_and_ciphers_side_by_side(tmp_path: Path) -> None:
         assert codes[0] != 0 and codes[1] != 0
         code, _, _ = _run("pub", True, [*os_certs, "--cafile", pki.cafile])
         assert code == 0
+        # A certificate no CA given vouches for: 1 and mosquitto's words (mosquitto_pub finds it
+        # at connect, or after it: 8, as the timing of its non-blocking handshake falls).
+        for args in (
+            os_certs,
+            [*os_certs[:-5], "--cafile", pki.other_cafile, "-t", "t", "-m", "x"],
+        ):
+            (mcode, _, merr), (code, _, err) = (_run("pub", m, args) for m in (False, True))
+            assert (code, err) == outcomes[1] and (mcode, merr) in outcomes, (mcode, merr)
+    # TLS to a plain MQTT port: the server cuts the handshake off. Both tools say so at connect
+    # (1) or after it (8, MOSQ_ERR_TLS), as the timing falls (an EOF or a reset).
+    with midge(["allow_anonymous true"]) as port:
+        args = ["-p", str(port), "--cafile", pki.cafile, "-t", "t", "-m", "x"]
+        (mcode, _, merr), (code, _, err) = (_run("pub", m, args) for m in (False, True))
+        assert (code, err) in outcomes and (mcode, merr) in outcomes, (code, err, mcode, merr)
 
 
 def test_refused_flags_say_why() -> None:

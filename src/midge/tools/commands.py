@@ -152,6 +152,13 @@ async def _connect(opts: Options, client: Client) -> None:
             _err(opts, "Error: Authorisation failed." if exc.authentication else f"Error: {exc}")
             raise _Done(11 if exc.authentication else 4) from None
         cause = exc.__cause__
+        if isinstance(cause, ssl.SSLError):  # the handshake failed (a certificate, a version)
+            _err(opts, "Unable to connect (A TLS error occurred.).")
+            raise _Done(1) from None
+        if client.tls is not None and isinstance(cause, ConnectionResetError | EOFError):
+            # Cut off during the handshake (a plain MQTT port): mosquitto's MOSQ_ERR_TLS.
+            _err(opts, "Error: A TLS error occurred.")
+            raise _Done(8) from None
         if isinstance(cause, OSError) and cause.errno:
             _err(opts, f"Error: {os.strerror(cause.errno)}")  # as mosquitto: "Connection refused"
         else:
