@@ -423,21 +423,33 @@ def test_refused_flags_say_why() -> None:
 # --ws
 
 
-def test_ws_side_by_side_with_tcp() -> None:
+def test_ws_side_by_side_with_tcp(tmp_path: Path) -> None:
     """midge sub --ws and midge pub --ws on a midge ``protocol websockets`` listener, with
-    mosquitto_pub / mosquitto_sub on its TCP listener on the other side (-A on the WebSocket)."""
-    ws_port = free_port()
+    mosquitto_pub / mosquitto_sub on its TCP listener on the other side (-A on the WebSocket);
+    and midge pub --ws --cafile to a TLS one (wss)."""
+    from tests.security.certs import Pki
+
+    pki = Pki(tmp_path)
+    ws_port, wss_port = free_port(), free_port()
     with midge(
-        ["allow_anonymous true", f"listener {ws_port} 127.0.0.1", "protocol websockets"]
+        [
+            "allow_anonymous true",
+            f"listener {ws_port} 127.0.0.1",
+            "protocol websockets",
+            f"listener {wss_port} 127.0.0.1",
+            "protocol websockets",
+            f"certfile {pki.server_cert}",
+            f"keyfile {pki.server_key}",
+        ]
     ) as port:
         ws = ["-p", str(ws_port), "--ws", "-A", "127.0.0.1"]
         _pub(port, "-t", "ws/0", "-m", "ready", "-r")
         watcher = subprocess.Popen(
-            ["mosquitto_sub", "-p", str(port), "-t", "ws/#", "-v", "-C", "3", "-W", "20"],
+            ["mosquitto_sub", "-p", str(port), "-t", "ws/#", "-v", "-C", "4", "-W", "20"],
             stdout=subprocess.PIPE,
         )
         sub = subprocess.Popen(
-            [*_cmd("sub", True), *ws, "-t", "ws/#", "-v", "-C", "3", "-W", "20", "-d", "-q", "1"],
+            [*_cmd("sub", True), *ws, "-t", "ws/#", "-v", "-C", "4", "-W", "20", "-d", "-q", "1"],
             stdout=subprocess.PIPE,
         )
         for proc in (watcher, sub):  # -W 20 bounds these reads
@@ -445,11 +457,13 @@ def test_ws_side_by_side_with_tcp() -> None:
             while proc.stdout.readline() != b"ws/0 ready\n":
                 assert proc.poll() is None
         _pub(ws_port, "--ws", "-t", "ws/1", "-m", "over a WebSocket", "-q", "1", midge_tool=True)
-        _pub(port, "-t", "ws/2", "-m", "over TCP", "-q", "1")
+        _pub(wss_port, "--ws", "--cafile", pki.cafile, "-h", "localhost", "-t", "ws/2", "-m",
+             "over TLS", "-q", "1", midge_tool=True)  # fmt: skip
+        _pub(port, "-t", "ws/3", "-m", "over TCP", "-q", "1")
         out, _ = sub.communicate(timeout=25)
         wout, _ = watcher.communicate(timeout=25)
     assert sub.returncode == 0 and watcher.returncode == 0
-    messages = [b"ws/1 over a WebSocket", b"ws/2 over TCP"]
+    messages = [b"ws/1 over a WebSocket", b"ws/2 over TLS", b"ws/3 over TCP"]
     assert [x for x in wout.splitlines() if not x.startswith(b"Client ")] == messages
     assert [x for x in out.splitlines() if not x.startswith(b"Client ")] == messages, out
 
