@@ -287,10 +287,6 @@ def _print(opts: Options, message: Message) -> bool:
 # pub
 
 
-def _stdin_lines() -> list[bytes]:
-    return [line.rstrip(b"\n") for line in sys.stdin.buffer]
-
-
 async def _pub(opts: Options) -> int:
     client = _client(opts, reconnect=False)
     try:
@@ -362,18 +358,15 @@ async def _rr(opts: Options) -> int:
                 return 0
             props = dict(opts.props("publish"))
             props[Prop.RESPONSE_TOPIC] = opts.response_topic
-            messages = client.messages()
-            payloads = _stdin_lines() if opts.pub_mode == "l" else [opts.message]
-            for payload in payloads:
-                await client.publish(
-                    opts.topics[0],
-                    b"" if opts.pub_mode == "n" else payload,
-                    opts.qos,
-                    opts.retain,
-                    properties=dict(props),
-                )
-                message = await anext(aiter(messages))
-                _print(opts, message)
+            # One request, one response (mosquitto_rr takes neither -l nor -r).
+            await client.publish(
+                opts.topics[0],
+                b"" if opts.pub_mode == "n" else opts.message,
+                opts.qos,
+                properties=dict(props),
+            )
+            message = await anext(aiter(client.messages()))
+            _print(opts, message)
     except TimeoutError:
         await client.disconnect(Reason.DISCONNECT_WITH_WILL)
         _err(opts, "Timed out")

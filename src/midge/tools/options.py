@@ -314,10 +314,6 @@ _ONLY = {
         "--null-message",
         "-s",
         "--stdin-file",
-        "-l",
-        "--stdin-line",
-        "-r",
-        "--retain",
     },
 }
 
