@@ -637,3 +637,26 @@ def test_every_flag_of_mosquittos_help_is_taken_where_mosquitto_takes_it(
         if theirs != ours:
             differ.append((flag, theirs, ours))
     assert differ == []
+
+
+def test_a_server_disconnect_ends_sub_as_it_ends_mosquitto_sub() -> None:
+    """MQTT 5: the server takes the session over (DISCONNECT 0x8E): mosquitto_sub prints the
+    debug line and exits 0 without reconnecting; so does midge sub."""
+    with midge(["allow_anonymous true"]) as port:
+        _pub(port, "-t", "take/x", "-m", "ready", "-r")
+        for m in (False, True):
+            args = ["-d", "-V", "5", "-t", "take/x", "-i", f"taken-{m}", "-W", "15"]
+            pair = subprocess.Popen([*_cmd("sub", m), "-p", str(port), *args],
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+            assert pair.stdout is not None
+            while b"ready" not in pair.stdout.readline():
+                assert pair.poll() is None
+            _run(
+                "sub", False, ["-p", str(port), "-V", "5", "-t", "other", "-i", f"taken-{m}", "-E"]
+            )
+            rest, err = pair.communicate(timeout=20)
+            if not m:
+                expected = (pair.returncode, rest, err)
+            else:
+                assert (pair.returncode, rest, err) == expected
+                assert expected == (0, b"Received DISCONNECT (142)\n", b"")

@@ -347,6 +347,7 @@ class Client:
         packet_hook: Callable[[bool, Packet], None] | None = None,
         proxy: str | None = None,
         outgoing_topic_aliases: bool = True,
+        reconnect_after_disconnect: bool = True,
     ) -> None:
         if transport not in ("tcp", "websockets"):
             raise ValueError("transport must be 'tcp' or 'websockets'")
@@ -418,6 +419,9 @@ class Client:
         self.local_address = local_address
         #: Told of each packet written (True) and read (False); see the class docstring.
         self.packet_hook = packet_hook
+        #: Whether a DISCONNECT from the server with a reason worth retrying (0x8B ...) is
+        #: followed by a reconnect; False: it ends the client, as libmosquitto's loop does.
+        self.reconnect_after_disconnect = reconnect_after_disconnect
         #: Use Topic Aliases for what this client publishes, where the server allows them
         #: (MQTT 5); False: every PUBLISH names its topic, as libmosquitto's do.
         self.outgoing_topic_aliases = outgoing_topic_aliases
@@ -881,6 +885,8 @@ class Client:
 
     def _should_retry(self, error: MQTTError) -> bool:
         if self.backoff is None:
+            return False
+        if error.packet == "DISCONNECT" and not self.reconnect_after_disconnect:
             return False
         if error.reason_code in REDIRECTS and self.follow_redirects and error.server_reference:
             self.host, self.port = parse_server_reference(error.server_reference, self.port)

@@ -18,7 +18,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from midge.build import describe
-from midge.client import Client, ConnectionLost, Message, MQTTError, Will
+from midge.client import Backoff, Client, ConnectionLost, Message, MQTTError, Will
 from midge.client.socks import ProxyError
 from midge.codec.properties import Prop
 from midge.codec.reasons import Reason
@@ -80,6 +80,10 @@ def _err(opts: Options, text: str) -> None:
         print(text, file=sys.stderr, flush=True)
 
 
+#: libmosquitto's reconnecting (mosquitto_sub): every second, no backoff, no jitter.
+RECONNECT = Backoff(initial=1.0, maximum=1.0, factor=1.0, jitter=0.0)
+
+
 def _client(opts: Options, reconnect: bool) -> Client:
     will = None
     if opts.will_topic is not None:
@@ -116,7 +120,8 @@ def _client(opts: Options, reconnect: bool) -> Client:
         tls=tls,
         server_hostname=None if tls is None or not opts.insecure else opts.host,
         connect_properties=connect_props,
-        reconnect=reconnect,
+        reconnect=RECONNECT if reconnect else False,
+        reconnect_after_disconnect=False,
         unix_path=opts.unix,
         transport="websockets" if opts.ws else "tcp",
         local_address=opts.bind_address,
@@ -219,8 +224,10 @@ async def _sub(opts: Options) -> int:
         await client.disconnect(properties=dict(opts.props("disconnect")))
         return done.code
     except MQTTError as exc:
-        _err(opts, f"Error: {exc}")
         await client.disconnect()
+        if exc.packet == "DISCONNECT":  # the server ended it (MQTT 5): mosquitto_sub exits 0
+            return 0
+        _err(opts, f"Error: {exc}")
         return 1 if isinstance(exc, ConnectionLost) else 7  # MOSQ_ERR_CONN_LOST
 
 
