@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-DEBS   := mosquitto-clients mosquitto slapd ldap-utils haproxy jq chromium
+DEBS   := mosquitto-clients mosquitto slapd ldap-utils haproxy jq chromium microsocks
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
 # The mypyc-compiled build of the hot modules (setup.py), in a venv of its own: `make compiled`.
@@ -145,4 +145,4 @@ $(AEDES_STAMP): benchmarks/aedes/package.json benchmarks/aedes/package-lock.json
 BENCH_ARGS ?=
 bench: $(BENCH_STAMP) $(CSTAMP) debs $(AEDES_STAMP)
 	MIDGE_PYTHON=$(CBIN)/python $(BIN)/python benchmarks/run.py $(BENCH_ARGS)
-	$(CBIN)/python benchmarks/embed_startup.py  # midge.Broker's start-up (docs/testing.md)
+	$(CBIN)/python benchmarks/embed_startup.py --write  # midge.Broker's start-up: its section of docs/performance.md

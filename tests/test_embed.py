@@ -63,7 +63,7 @@ def test_the_plugin_fixtures(mqtt_broker: Any, mqtt_client: Callable[..., Client
 
 
 def test_the_testing_guide_runs_under_pytest(tmp_path: Path) -> None:
-    (block,) = re.findall(r"^```python\n(.*?)^```$", DOC.read_text(), re.MULTILINE | re.DOTALL)
+    block = re.findall(r"^```python\n(.*?)^```$", DOC.read_text(), re.MULTILINE | re.DOTALL)[0]
     (tmp_path / "test_guide.py").write_text(block)
     done = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_guide.py"],
@@ -91,3 +91,16 @@ def test_client_from_url() -> None:
     assert (plain.host, plain.port, plain.tls) == ("::1", 1884, None)
     with pytest.raises(ValueError):
         Client.from_url("http://example.com")
+
+
+@pytest.mark.parametrize("n", [1, 2])
+def test_the_testing_guide_programs_run(n: int) -> None:
+    """docs/testing.md's other ```python blocks are complete programs (run as scripts)."""
+    blocks = re.findall(r"^```python\n(.*?)^```$", DOC.read_text(), re.MULTILINE | re.DOTALL)
+    assert len(blocks) == 3
+    done = subprocess.run(
+        [sys.executable, "-c", blocks[n]], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    if n == 1:
+        assert done.stdout.startswith("greetings b'hello'\nmqtt://127.0.0.1:"), done.stdout

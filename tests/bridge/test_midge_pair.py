@@ -29,7 +29,7 @@ def running(config: Config) -> Iterator[RunningBroker]:
         broker.stop()
 
 
-@pytest.mark.parametrize("version", ["mqttv311", "mqttv50"])
+@pytest.mark.parametrize("version", ["mqttv31", "mqttv311", "mqttv50"])
 def test_two_midges_both_ways_without_loops(version: str) -> None:
     with running(Config()) as central:
         edge_conf = parse_mosquitto_conf(

@@ -55,7 +55,7 @@ async def take(iterator: Any, n: int, timeout: float = 5.0) -> list[Any]:
     return await asyncio.wait_for(collect(), timeout)
 
 
-@pytest.mark.parametrize("version", [4, 5])
+@pytest.mark.parametrize("version", [3, 4, 5])
 def test_qos_0_1_2_both_ways(broker: RunningBroker, version: int) -> None:
     async def main() -> None:
         async with (

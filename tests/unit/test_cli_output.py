@@ -90,8 +90,8 @@ def test_command_line() -> None:
         "p@ss",
     )
     assert opts.topics == ["some/topic"] and opts.pub_mode == "n"
+    assert parse("sub", ["-t", "x", "--ws"]).ws
     for bad in (
-        ["-t", "x", "--ws"],
         ["-t", "x", "-F", "%Z"],
         ["-t", "x", "-F", "%"],
         ["-t", "x", "-R", "--retained-only"],
@@ -112,5 +112,6 @@ def test_bad_tls_files_exit_1(capsys: pytest.CaptureFixture[str]) -> None:
     assert main("sub", ["-t", "x", "--cafile", "/nonexistent/ca.crt"]) == 1
     assert "Problem setting TLS options" in capsys.readouterr().err
     assert main("pub", ["-t", "x", "-n", "--cafile", "/nonexistent", "--cert", "c"]) == 1
-    assert main("sub", ["-t", "x", "--ws"]) == 1
-    assert "not supported yet" in capsys.readouterr().err
+    capsys.readouterr()
+    assert main("sub", ["-t", "x", "--psk", "00", "--psk-identity", "me"]) == 1
+    assert "TLS-PSK" in capsys.readouterr().err

@@ -40,7 +40,7 @@ from midge.client.client import Backoff, Client
 from midge.client.errors import MQTTError
 from midge.client.message import Message
 from midge.client.store import MemorySessionStore, SessionStore, SqliteSessionStore
-from midge.codec.packets import MQTT5, MQTT311, Will
+from midge.codec.packets import MQTT5, MQTT31, MQTT311, Will
 from midge.codec.properties import Prop
 from midge.codec.reasons import Reason
 from midge.codec.topics import topic_matches
@@ -295,7 +295,11 @@ class Bridge:
             host,
             port,
             client_id=cfg.remote_clientid or "",
-            version=MQTT5 if v5 else MQTT311,
+            version=MQTT5
+            if v5
+            else MQTT31
+            if cfg.bridge_protocol_version == "mqttv31"
+            else MQTT311,
             clean_start=cfg.cleansession,
             session_expiry=0 if cfg.cleansession or not v5 else NEVER,
             keep_alive=cfg.keepalive_interval,

@@ -404,10 +404,9 @@ OPTIONS: tuple[Option, ...] = (
     _opt(
         "bridge_protocol_version",
         WORD,
-        "mqttv311, mqttv50 or mqttv31 (connects with 3.1.1, see Mosquitto difference).",
+        'mqttv311, mqttv50 or mqttv31 (MQTT 3.1, "MQIsdp").',
         "mqttv311",
         check=choice("mqttv31", "mqttv311", "mqttv50"),
-        mosquitto="mqttv31 connects with MQTT 3.1.1: midge's client speaks 3.1.1 and 5.0.",
     ),
     _opt(
         "bridge_outgoing_retain",

@@ -45,10 +45,12 @@ from typing import Any, Final, Protocol
 from midge.auth.scram import ScramClient
 from midge.client.errors import V3_TO_V5_CONNACK, ConnectionLost, MQTTError
 from midge.client.message import ConnectResult, Message, PublishResult, SubscribeResult
+from midge.client.socks import Socks5Proxy, open_socks5
 from midge.client.store import MemorySessionStore, Outgoing, SessionState, SessionStore
 from midge.codec import Decoder, encode
 from midge.codec.packets import (
     MQTT5,
+    MQTT31,
     MQTT311,
     UNLIMITED_PACKET_SIZE,
     Auth,
@@ -284,9 +286,11 @@ def parse_server_reference(reference: str, default_port: int) -> tuple[str, int]
 
 
 class Client:
-    """An MQTT 3.1.1 / 5.0 client. Use it as ``async with Client(host, port) as client:``.
+    """An MQTT 3.1 / 3.1.1 / 5.0 client. Use it as ``async with Client(host, port) as client:``.
 
-    ``version`` is 5 (MQTT 5.0) or 4 (MQTT 3.1.1). A persistent session is ``clean_start=False``
+    ``version`` is 5 (MQTT 5.0), 4 (MQTT 3.1.1) or 3 (MQTT 3.1, protocol name "MQIsdp"; its
+    client identifier must be 1-23 characters, so an empty one is replaced by a random
+    ``midge-...`` one). A persistent session is ``clean_start=False``
     (and in MQTT 5 a ``session_expiry`` above 0, in seconds); its in-flight state lives in
     ``session_store`` (in memory unless given, e.g. :class:`~midge.client.SqliteSessionStore`).
     ``tls`` is an :class:`ssl.SSLContext` (load a client certificate into it for mutual TLS).
@@ -297,7 +301,12 @@ class Client:
     server accepts is obeyed from its CONNACK. ``auth`` is MQTT 5 enhanced authentication
     (:class:`ScramAuth`). ``follow_redirects`` follows a 0x9C/0x9D Server Reference instead of
     raising the :class:`MQTTError` that carries it. ``unix_path`` connects to a Unix domain
-    socket instead of ``host``:``port``.
+    socket instead of ``host``:``port``. ``local_address`` binds the local end of a TCP or
+    WebSocket connection to that address. ``proxy`` (``socks5h://[USER[:PASSWORD]@]HOST[:PORT]``)
+    connects through a SOCKS5 proxy, which resolves ``host`` (a refusal is a
+    :class:`~midge.client.socks.ProxyError`). ``packet_hook`` is called with ``(True, packet)``
+    for each packet written and ``(False, packet)`` for each packet read, as it happens (the
+    tools' ``-d`` lines); it costs nothing when None.
     """
 
     def __init__(
@@ -335,13 +344,25 @@ class Client:
         | None = None,
         on_connection: Callable[[bool], None] | None = None,
         local_address: str | None = None,
+        packet_hook: Callable[[bool, Packet], None] | None = None,
+        proxy: str | None = None,
+        outgoing_topic_aliases: bool = True,
+        reconnect_after_disconnect: bool = True,
     ) -> None:
         if transport not in ("tcp", "websockets"):
             raise ValueError("transport must be 'tcp' or 'websockets'")
         if transport == "websockets" and unix_path is not None:
             raise ValueError("MQTT over WebSocket goes to host:port, not to a Unix socket")
-        if version not in (MQTT311, MQTT5):
-            raise ValueError("version must be 4 (MQTT 3.1.1) or 5 (MQTT 5.0)")
+        if proxy is not None and (transport != "tcp" or unix_path is not None):
+            raise ValueError("a SOCKS5 proxy carries MQTT over TCP (not WebSocket, not Unix)")
+        if version not in (MQTT31, MQTT311, MQTT5):
+            raise ValueError("version must be 3 (MQTT 3.1), 4 (MQTT 3.1.1) or 5 (MQTT 5.0)")
+        if version == MQTT31 and not client_id:
+            if not clean_start:
+                raise ValueError("an MQTT 3.1 persistent session needs a client identifier")
+            # MQTT 3.1 3.1: 1 to 23 characters (libmosquitto makes "mosq-" and 18 more).
+            alphabet = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+            client_id = "midge-" + "".join(secrets.choice(alphabet) for _ in range(17))
         if auth is not None and version != MQTT5:
             raise ValueError("enhanced authentication needs MQTT 5")
         self.host = host
@@ -396,6 +417,16 @@ class Client:
         self.on_connection = on_connection
         #: Connect from this local address (a bridge's ``bridge_bind_address``).
         self.local_address = local_address
+        #: Told of each packet written (True) and read (False); see the class docstring.
+        self.packet_hook = packet_hook
+        #: Whether a DISCONNECT from the server with a reason worth retrying (0x8B ...) is
+        #: followed by a reconnect; False: it ends the client, as libmosquitto's loop does.
+        self.reconnect_after_disconnect = reconnect_after_disconnect
+        #: Use Topic Aliases for what this client publishes, where the server allows them
+        #: (MQTT 5); False: every PUBLISH names its topic, as libmosquitto's do.
+        self.outgoing_topic_aliases = outgoing_topic_aliases
+        #: Connect through this SOCKS5 proxy (``socks5h://[USER[:PASSWORD]@]HOST[:PORT]``).
+        self.proxy = Socks5Proxy.from_url(proxy) if proxy is not None else None
         #: The CONNACK of the current (or last) connection.
         self.connack: ConnectResult | None = None
         self._link: _Link | None = None
@@ -614,7 +645,10 @@ class Client:
         assigned = props.get(Prop.ASSIGNED_CLIENT_IDENTIFIER)
         if assigned and not self.client_id:
             self.client_id = assigned
-        self.connack = ConnectResult(connack.session_present, connack.reason_code, props)
+        # MQTT 3.1's CONNACK has no Session Present flag: a server keeps a session asked for
+        # with Clean Session 0, so it is taken as there.
+        present = connack.session_present or (self.version == MQTT31 and not clean_start)
+        self.connack = ConnectResult(present, connack.reason_code, props)
         if self.version == MQTT5:
             expiry = props.get(Prop.SESSION_EXPIRY_INTERVAL, self.session_expiry)
             self._session_persists = expiry > 0
@@ -623,7 +657,7 @@ class Client:
         if self._response_topic is None and props.get(Prop.RESPONSE_INFORMATION):
             info = props[Prop.RESPONSE_INFORMATION]
             self._response_topic = f"{info.rstrip('/')}/{secrets.token_hex(6)}"
-        self._resume(link, connack.session_present)
+        self._resume(link, present)
         if self._quota_free is not None:
             self._quota_free.set()
         if self._connected is not None:
@@ -641,7 +675,21 @@ class Client:
             from midge.client.websocket import open_websocket
 
             reader, writer = await open_websocket(
-                self.host, self.port, self.tls, self.server_hostname, self.websocket_path
+                self.host,
+                self.port,
+                self.tls,
+                self.server_hostname,
+                self.websocket_path,
+                self.local_address,
+            )
+        elif self.proxy is not None:
+            reader, writer = await open_socks5(
+                self.proxy,
+                self.host,
+                self.port,
+                self.tls,
+                self.server_hostname,
+                self.local_address,
             )
         elif self.unix_path is not None:
             reader, writer = await asyncio.open_unix_connection(
@@ -670,6 +718,8 @@ class Client:
             link.abort()
             raise
         link.apply_connack(connack, self.keep_alive)
+        if not self.outgoing_topic_aliases:
+            link.topic_alias_maximum = 0
         return link, connack
 
     def _connect_packet(self, clean_start: bool, scram: ScramClient | None) -> Connect:
@@ -692,6 +742,7 @@ class Client:
         return Connect(
             client_id=self.client_id,
             protocol_level=self.version,
+            protocol_name="MQIsdp" if self.version == MQTT31 else "MQTT",
             clean_start=clean_start,
             keep_alive=self.keep_alive,
             will=self.will,
@@ -761,7 +812,10 @@ class Client:
             if not data:
                 return None
             link.leftover.extend(link.decoder.feed(data))
-        return link.leftover.pop(0)
+        packet = link.leftover.pop(0)
+        if self.packet_hook is not None:
+            self.packet_hook(False, packet)
+        return packet
 
     def _resume(self, link: _Link, session_present: bool) -> None:
         """After CONNACK: resend what is in flight; without a session, subscribe again."""
@@ -831,6 +885,8 @@ class Client:
 
     def _should_retry(self, error: MQTTError) -> bool:
         if self.backoff is None:
+            return False
+        if error.packet == "DISCONNECT" and not self.reconnect_after_disconnect:
             return False
         if error.reason_code in REDIRECTS and self.follow_redirects and error.server_reference:
             self.host, self.port = parse_server_reference(error.server_reference, self.port)
@@ -1131,9 +1187,10 @@ class Client:
             return
         result = PublishResult(packet.reason_code, packet.properties, pid)
         if packet.reason_code >= 0x80:
-            self._fail(
-                pid, MQTTError(packet.reason_code, packet="PUBACK", properties=packet.properties)
+            error = MQTTError(
+                packet.reason_code, packet="PUBACK", properties=packet.properties, packet_id=pid
             )
+            self._fail(pid, error)
         else:
             self._complete(pid, result)
 
@@ -1144,9 +1201,10 @@ class Client:
             self._write(link, Pubrel(pid, Reason.PACKET_IDENTIFIER_NOT_FOUND))
             return
         if packet.reason_code >= 0x80:
-            self._fail(
-                pid, MQTTError(packet.reason_code, packet="PUBREC", properties=packet.properties)
+            error = MQTTError(
+                packet.reason_code, packet="PUBREC", properties=packet.properties, packet_id=pid
             )
+            self._fail(pid, error)
             return
         self._pubrec[pid] = PublishResult(packet.reason_code, packet.properties, pid)
         if entry.phase != "pubrel":
@@ -1210,6 +1268,8 @@ class Client:
                 Reason.PACKET_TOO_LARGE,
                 f"{len(data)} bytes, the server accepts {link.maximum_packet_size}",
             )
+        if self.packet_hook is not None:
+            self.packet_hook(True, packet)
         link.writer.write(data)
         link.last_write = asyncio.get_running_loop().time()
 
@@ -1417,6 +1477,7 @@ class Client:
                 f"SUBACK reason codes {[hex(c) for c in packet.reason_codes]}",
                 packet="SUBACK",
                 properties=packet.properties,
+                reason_codes=packet.reason_codes,
             )
         return SubscribeResult(
             list(packet.reason_codes), packet.properties, subscription_identifier

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from midge.codec.packets import Properties
 from midge.codec.properties import Prop
 from midge.codec.reasons import V5_TO_V3_CONNACK, ConnackV3, Reason
@@ -34,7 +36,8 @@ class MQTTError(Exception):
     carried it ("CONNACK", "DISCONNECT", "PUBACK", ..., or "" for local failures);
     ``properties`` are that packet's (Reason String, Server Reference, User Property ...).
     For an MQTT 3.1.1 CONNACK, ``return_code`` keeps the original 1-5 and ``reason_code`` is the
-    MQTT 5 code that means the same (2 -> 0x85 ...).
+    MQTT 5 code that means the same (2 -> 0x85 ...). For a SUBACK, ``reason_codes`` has the
+    code of every filter (some may have been granted).
     """
 
     def __init__(
@@ -45,11 +48,16 @@ class MQTTError(Exception):
         packet: str = "",
         properties: Properties | None = None,
         return_code: int | None = None,
+        reason_codes: Sequence[int] = (),
+        packet_id: int | None = None,
     ) -> None:
         self.reason_code = reason_code
         self.packet = packet
         self.properties: Properties = properties or {}
         self.return_code = return_code
+        self.reason_codes = list(reason_codes)
+        #: The Packet Identifier of a refused PUBLISH (PUBACK / PUBREC >= 0x80).
+        self.packet_id = packet_id
         text = f"{packet + ' ' if packet else ''}{reason_name(reason_code)} (0x{reason_code:02X})"
         reason_string = self.properties.get(Prop.REASON_STRING)
         if reason_string:

@@ -110,11 +110,16 @@ async def open_websocket(
     tls: ssl.SSLContext | None,
     server_hostname: str | None,
     path: str = DEFAULT_PATH,
+    local_address: str | None = None,
 ) -> tuple[WebSocketReader, WebSocketWriter]:
     """Connect to ``host``:``port`` and upgrade to a WebSocket speaking ``mqtt``; a refused
     upgrade is a :class:`ConnectionLost` saying why."""
     reader, writer = await asyncio.open_connection(
-        host, port, ssl=tls, server_hostname=server_hostname if tls is not None else None
+        host,
+        port,
+        ssl=tls,
+        server_hostname=server_hostname if tls is not None else None,
+        local_addr=(local_address, 0) if local_address else None,
     )
     shown = f"[{host}]" if ":" in host else host
     scheme = "wss" if tls is not None else "ws"

@@ -18,10 +18,12 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from midge.build import describe
-from midge.client import Client, ConnectionLost, Message, MQTTError, Will
+from midge.client import Backoff, Client, ConnectionLost, Message, MQTTError, Will
+from midge.client.socks import ProxyError
 from midge.codec.properties import Prop
 from midge.codec.reasons import Reason
 from midge.codec.topics import topic_matches
+from midge.tools.debug import DebugLog
 from midge.tools.options import Options, UsageError, parse, usage
 from midge.tools.output import render
 
@@ -78,6 +80,10 @@ def _err(opts: Options, text: str) -> None:
         print(text, file=sys.stderr, flush=True)
 
 
+#: libmosquitto's reconnecting (mosquitto_sub): every second, no backoff, no jitter.
+RECONNECT = Backoff(initial=1.0, maximum=1.0, factor=1.0, jitter=0.0)
+
+
 def _client(opts: Options, reconnect: bool) -> Client:
     will = None
     if opts.will_topic is not None:
@@ -94,8 +100,13 @@ def _client(opts: Options, reconnect: bool) -> Client:
         session_expiry = 0xFFFFFFFF if not opts.clean else 0
     connect_props.pop(Prop.SESSION_EXPIRY_INTERVAL, None)
     tls = opts.tls_context()
-    port = opts.port if opts.port is not None else (8883 if tls else 1883)
-    return Client(
+    if opts.port is not None:
+        port = opts.port
+    elif opts.ws:
+        port = 443 if tls else 80
+    else:
+        port = 8883 if tls else 1883
+    client = Client(
         opts.host,
         port,
         client_id=opts.client_id or "",
@@ -109,9 +120,23 @@ def _client(opts: Options, reconnect: bool) -> Client:
         tls=tls,
         server_hostname=None if tls is None or not opts.insecure else opts.host,
         connect_properties=connect_props,
-        reconnect=reconnect,
+        reconnect=RECONNECT if reconnect else False,
+        reconnect_after_disconnect=False,
         unix_path=opts.unix,
+        transport="websockets" if opts.ws else "tcp",
+        local_address=opts.bind_address,
+        proxy=opts.proxy,
+        # libmosquitto's CONNECT: Receive Maximum 20 (-C below 20: that count, so that no more
+        # arrive before the tool leaves), no Topic Alias Maximum; its PUBLISH: no Topic Alias.
+        receive_maximum=opts.msg_count if 0 < opts.msg_count < 20 else 20,
+        topic_alias_maximum=0,
+        outgoing_topic_aliases=False,  # libmosquitto sets none on its own
     )
+    if opts.debug:
+        client.packet_hook = DebugLog(
+            lambda: client.client_id, subscribed_lines=opts.tool == "sub" and not opts.quiet
+        )
+    return client
 
 
 async def _connect(opts: Options, client: Client) -> None:
@@ -128,7 +153,17 @@ async def _connect(opts: Options, client: Client) -> None:
                 f"Connection error: {_CONNACK_V3.get(code, 'Connection Refused: unknown reason.')}",
             )
             raise _Done(code) from None
+        if isinstance(exc, ProxyError):  # mosquitto: MOSQ_ERR_AUTH (11), MOSQ_ERR_NO_CONN (4)
+            _err(opts, "Error: Authorisation failed." if exc.authentication else f"Error: {exc}")
+            raise _Done(11 if exc.authentication else 4) from None
         cause = exc.__cause__
+        if isinstance(cause, ssl.SSLError):  # the handshake failed (a certificate, a version)
+            _err(opts, "Unable to connect (A TLS error occurred.).")
+            raise _Done(1) from None
+        if client.tls is not None and isinstance(cause, ConnectionResetError | EOFError):
+            # Cut off during the handshake (a plain MQTT port): mosquitto's MOSQ_ERR_TLS.
+            _err(opts, "Error: A TLS error occurred.")
+            raise _Done(8) from None
         if isinstance(cause, OSError) and cause.errno:
             _err(opts, f"Error: {os.strerror(cause.errno)}")  # as mosquitto: "Connection refused"
         else:
@@ -189,32 +224,42 @@ async def _sub(opts: Options) -> int:
         await client.disconnect(properties=dict(opts.props("disconnect")))
         return done.code
     except MQTTError as exc:
-        _err(opts, f"Error: {exc}")
         await client.disconnect()
+        if exc.packet == "DISCONNECT":  # the server ended it (MQTT 5): mosquitto_sub exits 0
+            return 0
+        _err(opts, f"Error: {exc}")
         return 1 if isinstance(exc, ConnectionLost) else 7  # MOSQ_ERR_CONN_LOST
 
 
 async def _sub_loop(opts: Options, client: Client) -> int:
+    """As mosquitto_sub: one SUBSCRIBE with every -t, then the -U UNSUBSCRIBEs at once (not
+    waiting for the SUBACK); -E exits at the SUBACK; messages are handled from the SUBACK on,
+    whether the UNSUBACKs came or not."""
     sub_props = dict(opts.props("subscribe"))
     ident = sub_props.pop(Prop.SUBSCRIPTION_IDENTIFIER, None)
-    granted = 0
-    for topic in opts.topics:
-        try:
-            await client.subscribe(
-                topic,
-                opts.qos,
-                subscription_identifier=ident[0] if isinstance(ident, list) else None,
-                properties=sub_props,
-            )
-            granted += 1
-        except MQTTError as exc:
-            if exc.packet != "SUBACK":
-                raise
-    for topic in opts.unsub_topics:
-        await client.unsubscribe(topic, properties=dict(opts.props("unsubscribe")))
-    if granted == 0:
-        _err(opts, "All subscription requests were denied.")
-        raise _Done(0)
+    subscribing = asyncio.ensure_future(
+        client.subscribe(
+            opts.topics,
+            opts.qos,
+            retain_as_published=opts.retain_as_published and opts.version == 5,
+            subscription_identifier=ident[0] if isinstance(ident, list) else None,
+            properties=sub_props,
+        )
+    )
+    unsubscribing = [
+        asyncio.ensure_future(client.unsubscribe(topic, properties=dict(opts.props("unsubscribe"))))
+        for topic in opts.unsub_topics
+    ]
+    for fut in unsubscribing:  # -E may leave before their UNSUBACK: nothing to report then
+        fut.add_done_callback(lambda f: f.cancelled() or f.exception())
+    try:
+        await subscribing
+    except MQTTError as exc:
+        if exc.packet != "SUBACK":
+            raise
+        if all(code >= 0x80 for code in exc.reason_codes):
+            _err(opts, "All subscription requests were denied.")
+            raise _Done(0) from None
     if opts.exit_after_sub:
         raise _Done(0)
     count = 0
@@ -249,10 +294,6 @@ def _print(opts: Options, message: Message) -> bool:
 # pub
 
 
-def _stdin_lines() -> list[bytes]:
-    return [line.rstrip(b"\n") for line in sys.stdin.buffer]
-
-
 async def _pub(opts: Options) -> int:
     client = _client(opts, reconnect=False)
     try:
@@ -263,6 +304,8 @@ async def _pub(opts: Options) -> int:
     props = dict(opts.props("publish"))
     try:
         if opts.pub_mode == "l":
+            # One line at a time, each awaited (QoS 1/2: acknowledged) before the next is
+            # read, as mosquitto_pub -l does in practice: -M's bound (>= 1) always holds.
             loop = asyncio.get_running_loop()
             while True:
                 line = await loop.run_in_executor(None, sys.stdin.buffer.readline)
@@ -289,8 +332,10 @@ async def _publish_one(
     try:
         await client.publish(topic, payload, opts.qos, opts.retain, properties=dict(props))
     except MQTTError as exc:
-        if exc.packet in ("PUBACK", "PUBREC"):
-            _err(opts, f"Warning: Publish failed: {_reason_text(exc.reason_code)}.")
+        if exc.packet in ("PUBACK", "PUBREC"):  # mosquitto_pub's words, then the reason string
+            _err(opts, f"Warning: Publish {exc.packet_id} failed: {_reason_text(exc.reason_code)}.")
+            if exc.reason_string:
+                _err(opts, exc.reason_string)
             return
         raise
 
@@ -320,18 +365,15 @@ async def _rr(opts: Options) -> int:
                 return 0
             props = dict(opts.props("publish"))
             props[Prop.RESPONSE_TOPIC] = opts.response_topic
-            messages = client.messages()
-            payloads = _stdin_lines() if opts.pub_mode == "l" else [opts.message]
-            for payload in payloads:
-                await client.publish(
-                    opts.topics[0],
-                    b"" if opts.pub_mode == "n" else payload,
-                    opts.qos,
-                    opts.retain,
-                    properties=dict(props),
-                )
-                message = await anext(aiter(messages))
-                _print(opts, message)
+            # One request, one response (mosquitto_rr takes neither -l nor -r).
+            await client.publish(
+                opts.topics[0],
+                b"" if opts.pub_mode == "n" else opts.message,
+                opts.qos,
+                properties=dict(props),
+            )
+            message = await anext(aiter(client.messages()))
+            _print(opts, message)
     except TimeoutError:
         await client.disconnect(Reason.DISCONNECT_WITH_WILL)
         _err(opts, "Timed out")

@@ -68,15 +68,33 @@ class Options:
     key: str | None = None
     insecure: bool = False
     tls_version: str | None = None
+    tls_alpn: str | None = None
+    tls_use_os_certs: bool = False
+    ciphers: str | None = None
+    bind_address: str | None = None
+    #: --ws: MQTT over WebSocket (a midge extension; Mosquitto 2.0's tools have none)
+    ws: bool = False
+    #: --proxy socks5h://[user[:password]@]host[:port]
+    proxy: str | None = None
+    retain_as_published: bool = False
+    #: -M: QoS 1/2 messages in flight at once (mosquitto's default 20)
+    max_inflight: int = 20
     repeat: int = 1
     repeat_delay: float = 0.0
     #: --random-filter: print a message when random() % 10000 is below this
     random_filter: int = 10000
 
     def tls_context(self) -> ssl.SSLContext | None:
-        if not (self.cafile or self.capath):
+        """TLS as mosquitto's tools decide: with --cafile / --capath, with --tls-use-os-certs
+        (the system's CA certificates), or on port 8883 with neither (the system's too)."""
+        if self.cafile or self.capath:
+            context = ssl.create_default_context(cafile=self.cafile, capath=self.capath)
+            if self.tls_use_os_certs:
+                context.load_default_certs()
+        elif self.tls_use_os_certs or (self.port == 8883 and self.unix is None):
+            context = ssl.create_default_context()
+        else:
             return None
-        context = ssl.create_default_context(cafile=self.cafile, capath=self.capath)
         if self.insecure:
             context.check_hostname = False
         if self.cert or self.key:
@@ -93,7 +111,12 @@ class Options:
             }
             if self.tls_version not in versions:
                 raise UsageError(f"Invalid --tls-version {self.tls_version}.")
-            context.minimum_version = context.maximum_version = versions[self.tls_version]
+            # The lowest version accepted, as libmosquitto's (it disables only the older ones).
+            context.minimum_version = versions[self.tls_version]
+        if self.ciphers is not None:
+            context.set_ciphers(self.ciphers)  # an OpenSSL cipher list (TLS 1.2 and below)
+        if self.tls_alpn is not None:
+            context.set_alpn_protocols([self.tls_alpn])
         return context
 
     def props(self, command: str) -> Properties:
@@ -200,7 +223,23 @@ _WITH_ARG = {
     "--repeat-delay": "repeat_delay",
     "-A": "bind_address",
     "--ciphers": "ciphers",
+    "--tls-alpn": "tls_alpn",
+    "-M": "max_inflight",
     "--random-filter": "random_filter",
+    "--proxy": "proxy",
+    "--psk": "psk",
+    "--psk-identity": "psk",
+    "--tls-engine": "engine",
+    "--keyform": "engine",
+    "--tls-engine-kpass-sha1": "engine",
+}
+
+#: What cannot work on Python's ssl module, or is not written yet: refused, saying why.
+_IMPOSSIBLE = {
+    "psk": "TLS-PSK needs OpenSSL's PSK callbacks, which Python's ssl module offers only from "
+    "Python 3.13; midge's client has no TLS-PSK. Use certificates (--cafile, --cert, --key).",
+    "engine": "OpenSSL engines are not reachable from Python's ssl module; midge's client "
+    "cannot use a TLS engine. Use a PEM --key file.",
 }
 
 _FLAGS = {
@@ -230,6 +269,8 @@ _FLAGS = {
     "--insecure": "insecure",
     "--nodelay": "nodelay",
     "--ws": "ws",
+    "--tls-use-os-certs": "tls_use_os_certs",
+    "--retain-as-published": "retain_as_published",
 }
 
 #: Flags that only some tools take (mosquitto's client_config_line_proc rejects the others).
@@ -253,7 +294,6 @@ _ONLY = {
     "sub": {
         "-C",
         "-E",
-        "-R",
         "--retained-only",
         "--remove-retained",
         "-T",
@@ -264,7 +304,7 @@ _ONLY = {
         "--random-filter",
     },
     "rr": {"-e"},
-    "sub,rr": {"-F", "-v", "--verbose", "-N", "--pretty", "-W"},
+    "sub,rr": {"-F", "-v", "--verbose", "-N", "--pretty", "-W", "-R", "--retain-as-published"},
     "pub,rr": {
         "-m",
         "--message",
@@ -274,10 +314,6 @@ _ONLY = {
         "--null-message",
         "-s",
         "--stdin-file",
-        "-l",
-        "--stdin-line",
-        "-r",
-        "--retain",
     },
 }
 
@@ -294,8 +330,46 @@ def _set_message(opts: Options, mode: str, data: bytes) -> None:
     opts.message = data
 
 
-def parse(tool: str, args: list[str]) -> Options:
-    """Parse a command line of ``midge TOOL`` (``pub``, ``sub`` or ``rr``)."""
+def defaults_file(tool: str) -> str | None:
+    """Mosquitto's per-user options file for ``tool``: ``$XDG_CONFIG_HOME/mosquitto_TOOL``, else
+    ``$HOME/.config/mosquitto_TOOL``. midge's tools read the same file, so a user's defaults
+    (``-h``, ``-p``, ``--cafile`` ...) follow them from one tool to the other."""
+    base = os.environ.get("XDG_CONFIG_HOME")
+    if base:
+        return os.path.join(base, f"mosquitto_{tool}")
+    home = os.environ.get("HOME")
+    return os.path.join(home, ".config", f"mosquitto_{tool}") if home else None
+
+
+def file_args(path: str | None) -> list[str]:
+    """The options of a defaults file as mosquitto reads them: one option a line, the flag up
+    to the first space and the rest of the line as its one argument; lines starting with ``#``
+    are comments."""
+    if path is None:
+        return []
+    try:
+        with open(path, "rb") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return []
+    args: list[str] = []
+    for raw in lines:
+        if raw.startswith(b"#"):
+            continue
+        line = os.fsdecode(raw.rstrip(b"\r\n"))
+        flag, _, rest = line.lstrip(" ").partition(" ")  # strtok(line, " "), strtok(NULL, "")
+        if flag:
+            args.append(flag)
+            if rest:
+                args.append(rest)
+    return args
+
+
+def parse(tool: str, args: list[str], defaults: bool = True) -> Options:
+    """Parse a command line of ``midge TOOL`` (``pub``, ``sub`` or ``rr``), after the options of
+    the user's defaults file (:func:`defaults_file`) unless ``defaults`` is False."""
+    if defaults:
+        args = file_args(defaults_file(tool)) + list(args)
     opts = Options(tool=tool, version=5 if tool == "rr" else 4)
     i = 0
     while i < len(args):
@@ -335,8 +409,6 @@ def parse(tool: str, args: list[str]) -> Options:
             if value.lower() not in versions:
                 raise UsageError("Invalid protocol version argument given.")
             opts.version = versions[value.lower()]
-            if opts.version == 3:
-                raise UsageError("MQTT v3.1 is not supported by midge's client (use -V mqttv311).")
         elif name == "session_expiry":
             if value in ("-1", "∞"):
                 opts.session_expiry = 0xFFFFFFFF
@@ -381,8 +453,19 @@ def parse(tool: str, args: list[str]) -> Options:
             if not 0.1 <= percent <= 100.0:
                 raise UsageError("--random-filter must be between 0.1 and 100.0.")
             opts.random_filter = int(percent * 100)
-        elif name in ("bind_address", "ciphers"):
-            raise UsageError(f"{flag} is not supported yet by midge's client.")
+        elif name == "max_inflight":
+            try:
+                opts.max_inflight = int(value)
+            except ValueError:
+                opts.max_inflight = 0
+            if opts.max_inflight < 1:
+                raise UsageError("Maximum inflight messages must be greater than 0.\n")
+        elif name == "proxy":
+            if not value.startswith("socks5h://"):
+                raise UsageError(f"Unsupported proxy protocol: {value}")
+            opts.proxy = value
+        elif name in _IMPOSSIBLE:
+            raise UsageError(f"{flag}: {_IMPOSSIBLE[name]}")
         else:
             setattr(opts, name, value)
     _check(opts)
@@ -453,8 +536,6 @@ def _flag(opts: Options, name: str) -> None:
         opts.output.pretty = True
     elif name == "json":
         opts.output.format = b"%j"
-    elif name == "ws":
-        raise UsageError("--ws: MQTT over WebSockets is not supported yet.")
     elif name == "nodelay":
         pass  # asyncio streams already disable Nagle's algorithm
     else:
@@ -515,11 +596,13 @@ def _check(opts: Options) -> None:
 def usage(tool: str) -> str:
     common = (
         "  connection: -h host -p port | -L mqtt(s)://[user[:pass]@]host[:port]/topic\n"
-        "              --unix path\n"
-        "              -i id | -I prefix, -k keepalive, -u user -P password, -V mqttv5|mqttv311,\n"
+        "              --unix path | --ws (MQTT over WebSocket), -A bind-address, -d (debug)\n"
+        "              -i id | -I prefix, -k keepalive, -u user -P password,\n"
+        "              -V mqttv5|mqttv311|mqttv31, -M max-inflight,\n"
         "              -q qos, -c (persistent session), -x session-expiry, --will-topic T\n"
         "              [--will-payload P --will-qos Q --will-retain], -D command property value\n"
-        "  TLS:        --cafile F | --capath D, --cert F --key F, --insecure, --tls-version V\n"
+        "  TLS:        --cafile F | --capath D | --tls-use-os-certs, --cert F --key F,\n"
+        "              --insecure, --tls-version V, --ciphers LIST, --tls-alpn PROTOCOL\n"
     )
     if tool == "pub":
         return (
