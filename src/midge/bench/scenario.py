@@ -91,6 +91,7 @@ class Options:
     share_subscribers: int = 5  # sharedsub: the members of the shared subscription
     connect_rate: float = 0.0  # new connections per second, all workers together; 0 = no pacing
     subscribe_idle: bool = True  # conns: each connection subscribes to a topic of its own
+    stagger: bool = False  # paced: publishers take turns (round-robin), spread evenly in time
 
     def __post_init__(self) -> None:
         if self.offline:
@@ -173,6 +174,7 @@ class WorkerPlan:
     reconnect: bool = True
     websocket: bool = False  # MQTT over WebSocket (midge.bench.websocket)
     connect_rate: float = 0.0  # this worker's share of the connections per second (0: unpaced)
+    stagger: bool = False  # paced: round-robin over the publishers (midge.bench.worker)
     clients: list[ClientSpec] = field(default_factory=list)
 
 
@@ -252,6 +254,7 @@ def plan_workers(options: Options, epoch_ns: int) -> list[WorkerPlan]:
             reconnect=options.reconnect,
             websocket=options.websocket,
             connect_rate=options.connect_rate / count,
+            stagger=options.stagger,
         )
         for i in range(count)
     ]

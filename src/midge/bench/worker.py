@@ -341,7 +341,7 @@ class Worker:
             go = await self.expect("go")
             self.t0, self.t1, self.t2 = go[1], go[2], go[3]
             self.publishers = [c for c in self.clients if c.template is not None]
-            if len(self.publishers) > ROUND_ROBIN_ABOVE and not plan.max_mode:
+            if (plan.stagger or len(self.publishers) > ROUND_ROBIN_ABOVE) and not plan.max_mode:
                 self.rr_rate = sum(c.spec.rate for c in self.publishers)
             self.publishing_done = asyncio.Event()
             delay = max(0.0, (self.t0 - (time.monotonic_ns() - self.epoch)) / 1e9)
@@ -554,10 +554,12 @@ class Worker:
         self.loop.call_later(self.plan.tick, self.tick)
 
     def tick_round_robin(self, now: int) -> None:
-        """Many slow publishers: what the process's total rate says is due since t0, one
-        message each to the next publishers in turn (a publisher without room is passed over),
-        so each publisher sends at the average rate and the tick costs what it sends."""
-        due = int((now - self.t0) * self.rr_rate / 1e9) - self.rr_sent
+        """Many slow publishers (or --stagger): what the process's total rate says is due since
+        t0, one message each to the next publishers in turn (a publisher without room is passed
+        over), so each publisher sends at the average rate, the messages are spread evenly in
+        time, and the tick costs what it sends. The first message is due half an interval in,
+        so a window of whole seconds holds whole seconds' messages even at 1 message/s."""
+        due = int((now - self.t0) * self.rr_rate / 1e9 + 0.5) - self.rr_sent
         pubs = self.publishers
         n = len(pubs)
         i = self.rr_next
