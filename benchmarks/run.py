@@ -890,6 +890,7 @@ def run_big(
         try:
             entry["result"] = bench(broker, args, warmup, duration, row.timeout, pin=row.pin)
             entry["result"]["capped"] = capped
+            entry["result"]["scale"] = SCALE if row.scalable else 1.0
         finally:
             broker.stop()
     except (RuntimeError, subprocess.TimeoutExpired, ValueError, OSError) as exc:
@@ -1054,14 +1055,15 @@ def _wait_for_dashboard(seen: dict[str, int]) -> None:
         time.sleep(0.05)
 
 
-def _scale_note(results: dict[str, Any]) -> str:
-    scale = results.get("scale", 1.0)
-    if scale == 1.0:
+def _scale_note(row: Row, cells: dict[str, Any]) -> str:
+    """A row run at ``--scale`` (a smoke run) says so in its title."""
+    scales = {c["scale"] for c in cells.values() if c["runs"] and c["scale"] not in (None, 1.0)}
+    if not scales:
         return ""
+    scale = ", ".join(f"{x:g}" for x in sorted(scales))
     return (
-        f" **Smoke run at `--scale {scale:g}`**: the scalable rows ran with {scale:g} x their "
-        "clients and message rate, not their full size; these figures only show that the rows "
-        "run end to end."
+        f" — **smoke run at --scale {scale}** ({scale} x the clients and their message rate): "
+        "it shows the row runs, its figures are not the row's"
     )
 
 
@@ -1090,7 +1092,7 @@ def omb_section(
         "window and its peak (VmHWM). p2p-50K-50K-50K-50K needs 100,000 connections: midge "
         "runs with `--workers` and nothing is pinned; Mosquitto, one process under this "
         "machine's 20,000-descriptor limit, runs it at the largest size it holds, with the "
-        "same 1 message/s per publisher." + _scale_note(results)
+        "same 1 message/s per publisher."
     )
     out.append("")
     if omb:
@@ -1101,7 +1103,7 @@ def omb_section(
         out.append("|" + "---|" * len(head))
         for row in omb:
             cells = table[row.key]
-            label = row.title(results["quick"])
+            label = row.title(results["quick"]) + _scale_note(row, cells)
             mq = cells.get("mosquitto") or {}
             for name in sorted(cells, key=lambda n: (not n.startswith("midge"), n)):
                 c = cells[name]
@@ -1135,7 +1137,7 @@ def omb_section(
         out.append("")
     for row in conn:
         cells = table[row.key]
-        out += [f"#### {row.title(results['quick'])}", ""]
+        out += [f"#### {row.title(results['quick'])}{_scale_note(row, cells)}", ""]
         head = [
             "broker",
             "connections",
@@ -1193,7 +1195,7 @@ def seed_section(
         "the window, divided by the connections; *connects/s* is the connections over the time "
         "from the first connect to the last CONNACK. Mosquitto (one process) cannot hold "
         f"100,000 connections here: it runs {MOSQUITTO_PAIRS:,} pairs ({2 * MOSQUITTO_PAIRS:,} "
-        "connections) with the same total message rate." + _scale_note(results)
+        "connections) with the same total message rate."
     )
     out.append("")
     head = ["scenario", "broker", "connections", "msg/s offered → delivered/s", "lost"]
@@ -1203,7 +1205,7 @@ def seed_section(
     out.append("|" + "---|" * len(head))
     for row in seed:
         cells = table[row.key]
-        label = f"{row.title(results['quick'])} (goal: {row.target})"
+        label = f"{row.title(results['quick'])} (goal: {row.target}){_scale_note(row, cells)}"
         for name in sorted(cells, key=lambda n: (not n.startswith("midge"), n)):
             c = cells[name]
             if not c["runs"]:
@@ -1556,6 +1558,7 @@ METRICS: dict[str, Callable[[dict[str, Any]], float | None]] = {
     "conn_cpu_pct": lambda r: r["connect"].get("broker_cpu_percent"),
     "connections": lambda r: r["connections"],
     "capped": lambda r: r.get("capped"),
+    "scale": lambda r: r.get("scale", 1.0),
     "procs": lambda r: len((r["broker"] or {}).get("pids") or []) or None,
 }
 
