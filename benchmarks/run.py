@@ -360,6 +360,14 @@ def pinned(cpu: str, argv: list[str]) -> list[str]:
 PIN = (os.cpu_count() or 1) >= 2
 
 
+def unpinned(argv: list[str]) -> list[str]:
+    """``argv`` free to run on every CPU. This script pins itself to the generator's CPU, and a
+    child inherits its parent's affinity: "not pinned" has to be said (``taskset -c 0-N``)."""
+    if PIN and shutil.which("taskset"):
+        return ["taskset", "-c", f"0-{(os.cpu_count() or 1) - 1}", *argv]
+    return argv
+
+
 class Broker:
     """One broker we know how to start with a generated configuration."""
 
@@ -409,7 +417,7 @@ class Broker:
             self.proc = subprocess.Popen(
                 pinned(BROKER_CPU, self.command(conf, self.port))
                 if self.pin
-                else self.command(conf, self.port),
+                else unpinned(self.command(conf, self.port)),
                 cwd=workdir,
                 env=_broker_env(),
                 stdin=subprocess.DEVNULL,
@@ -665,7 +673,7 @@ def bench(
     ]
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
     done = subprocess.run(
-        pinned(GENERATOR_CPU, argv) if pin else argv,
+        pinned(GENERATOR_CPU, argv) if pin else unpinned(argv),
         capture_output=True,
         text=True,
         timeout=timeout,
