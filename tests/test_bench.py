@@ -346,3 +346,38 @@ def test_sharedsub_and_conn_plans() -> None:
     assert (conns.connections, conns.subscribers) == (10, 0)
     assert all(c.subscribe is None for c in build_clients(conns))
     assert [p.connect_rate for p in plan_workers(conns, 0)] == [50.0, 50.0]
+
+
+def test_make_bench_scales_and_caps_the_big_rows() -> None:
+    """benchmarks/run.py: ``--scale`` shrinks a scalable row's clients and rate together (each
+    client's rate kept; a connection-rate row keeps its connects/s); a broker's cap limits the
+    clients, keeping each publisher's rate (p2p-50K) or the row's total rate (the headline)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "run.py"
+    spec = importlib.util.spec_from_file_location("midge_bench_run", path)
+    assert spec is not None and spec.loader is not None
+    run = importlib.util.module_from_spec(spec)
+    sys.modules["midge_bench_run"] = run
+    try:
+        spec.loader.exec_module(run)
+        rows = {r.key: r for r in run.ROWS}
+
+        def n_rate(key: str, broker: str, scale: float) -> tuple[str | None, ...]:
+            args, capped = run.big_args(rows[key], broker, scale)
+            return args[args.index("-n") + 1], run._arg(args, "--rate"), capped
+
+        assert n_rate("omb-p2p-50k", "midge", 1.0) == ("50000", "50000", None)
+        assert n_rate("omb-p2p-50k", "mosquitto", 1.0) == ("9500", "9500", 9500)
+        assert n_rate("omb-p2p-50k", "midge", 0.01) == ("500", "500", None)
+        assert n_rate("seed-q0", "mosquitto", 1.0) == ("9500", "13000", 9500)
+        assert n_rate("seed-q2", "midge", 0.01) == ("500", "60", None)
+        assert n_rate("seed-q0", "mosquitto", 0.01) == ("500", "130", None)
+        args, _ = run.big_args(rows["omb-conn-10k"], "aedes", 0.1)
+        assert run._arg(args, "-n") == "1000" and run._arg(args, "--connect-rate") == "100"
+        assert n_rate("omb-p2p-1k", "midge", 0.01) == ("1000", "1000", None)  # not scalable
+        assert rows["workers"].variants == (1, 2, 4)
+        assert all(not rows[k].in_quick for k in ("omb-p2p-1k", "seed-q0", "omb-conn-10k"))
+    finally:
+        del sys.modules["midge_bench_run"]
