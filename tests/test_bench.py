@@ -372,6 +372,8 @@ def test_make_bench_scales_and_caps_the_big_rows() -> None:
         assert n_rate("omb-p2p-50k", "mosquitto", 1.0) == ("9500", "9500", 9500)
         assert n_rate("omb-p2p-50k", "midge", 0.01) == ("500", "500", None)
         assert n_rate("seed-q0", "mosquitto", 1.0) == ("9500", "13000", 9500)
+        assert n_rate("seed-q0", "aedes", 1.0) == ("9500", "13000", 9500)
+        assert rows["omb-sharedsub-1k"].only == ("midge", "mosquitto")  # Aedes: no $share
         assert n_rate("seed-q2", "midge", 0.01) == ("500", "60", None)
         assert n_rate("seed-q0", "mosquitto", 0.01) == ("500", "130", None)
         args, _ = run.big_args(rows["omb-conn-10k"], "aedes", 0.1)
