@@ -1107,7 +1107,8 @@ def omb_section(
     out.append("")
     if omb:
         head = ["scenario", "broker", "connections", "published/s : delivered/s", "lost"]
-        head += ["latency mean / p50 / p90 / p95 / p99 µs", "broker CPU %", "CPU µs/delivery"]
+        head += ["latency mean / p50 / p75 / p90 / p95 / p99 µs", "broker CPU %"]
+        head += ["CPU µs/delivery"]
         head += ["RSS MiB (end / peak)", "midge / Mosquitto (CPU)"]
         out.append("| " + " | ".join(head) + " |")
         out.append("|" + "---|" * len(head))
@@ -1126,7 +1127,7 @@ def omb_section(
                     label = ""
                     continue
                 mark = "" if c["kept_up"] == 1.0 else " †"
-                lat = " / ".join(_f(c[k]) for k in ("mean", "p50", "p90", "p95", "p99"))
+                lat = " / ".join(_f(c[k]) for k in ("mean", "p50", "p75", "p90", "p95", "p99"))
                 ratio = ""
                 if name == "midge" and mq.get("runs") and not mq.get("capped"):
                     ratio = "**" + _ratio(c["cpu_us"], mq.get("cpu_us")) + "**"
