@@ -24,6 +24,7 @@ from midge.bench.worker import loopback_sources
 from midge.codec import encode
 from midge.codec.packets import Pubrel
 from tests.conftest import RunningBroker
+from tests.differential.harness import mosquitto, needs_mosquitto
 from tests.procbroker import free_port
 
 
@@ -248,3 +249,137 @@ def test_broker_cpu_and_memory_sum_over_worker_processes() -> None:
         b = json.loads(done.stdout)["broker"]
         assert sorted(b["pids"]) == sorted(tree)
         assert b["cpu_s"] > 0 and b["rss_kb"] > 0
+
+
+# -- issue 15: the Open MQTT Benchmark Suite's scenarios, the seed's headline ------------------
+
+
+def assert_shared_once(r: dict[str, Any], publishers: int, members: int) -> None:
+    """Every message reached exactly one member of the group: a broker without shared
+    subscriptions would deliver none (``$share/...`` matching no topic) or each to all members."""
+    assert (r["scenario"], r["publishers"], r["subscribers"]) == ("sharedsub", publishers, members)
+    assert r["connections"] == publishers + members
+    assert_delivered_everything(r)
+
+
+def test_sharedsub_delivers_each_message_once(broker: RunningBroker) -> None:
+    r = bench_json(
+        broker, "sharedsub", "-n", "6", "--share-subscribers", "3", "--qos", "1", "--rate", "300",
+        "-V", "5", "--payload", "16",
+    )  # fmt: skip
+    assert_shared_once(r, 6, 3)
+    assert r["latency_us"]["p75"] <= r["latency_us"]["p95"] <= r["latency_us"]["p99"]
+
+
+@needs_mosquitto
+def test_sharedsub_against_mosquitto() -> None:
+    """The same scenario on the real Mosquitto (its $share from MQTT 3.1.1 clients too)."""
+    with mosquitto(["allow_anonymous true"]) as port:
+        quick = ("--warmup", "0.2", "--duration", "0.6", "--drain", "2", "--json")
+        args = ("sharedsub", "-n", "4", "--share-subscribers", "2", "--rate", "200", "-V", "4")
+        done = bench(port, *args, *quick)
+        assert done.returncode == 0, done.stderr
+        r = json.loads(done.stdout)
+        assert (r["publishers"], r["subscribers"]) == (4, 2)
+        assert r["sent"]["total"] > 0
+        assert r["delivered"]["total"] == r["sent"]["total"] and r["delivered"]["lost"] == 0
+
+
+def test_conns_paced_connect_rate_and_handshake_latency(broker: RunningBroker) -> None:
+    """--connect-rate spaces the connections (n at CPS take at least (n - 1) / CPS seconds);
+    each handshake's latency is reported; --no-subscribe leaves them without subscriptions."""
+    r = bench_json(
+        broker, "conns", "-n", "30", "--connect-rate", "60", "--no-subscribe", "-k", "300",
+        "--procs", "2",
+    )  # fmt: skip
+    c = r["connect"]
+    assert r["connections"] == 30 and r["subscribers"] == 0
+    assert c["seconds"] >= 29 / 60 * 0.95 and c["per_second"] <= 60 * 1.1
+    assert c["rate_offered"] == 60 and c["subscribes_per_second"] is None
+    lat = c["latency_us"]
+    assert lat["samples"] == 30 and 0 < lat["p50"] <= lat["p99"] <= lat["max"]
+    assert c["broker_cpu_percent"] is not None and r["broker"]["rss_kb_per_connection"] is not None
+
+
+def test_stagger_spreads_slow_publishers(broker: RunningBroker) -> None:
+    """20 publishers at 0.5 messages/s each: each would first be due after 2 s; taking turns
+    (--stagger) they send the total rate, 10 messages/s, from the start, each message once."""
+    r = bench_json(broker, "pairs", "-n", "20", "--rate", "10", "--qos", "1", "--stagger")
+    assert r["sent"]["total"] >= 5
+    assert_delivered_everything(r)
+    assert r["broker"]["machine_percent"] is not None
+
+
+def test_many_publishers_take_turns_over_processes(broker: RunningBroker) -> None:
+    """Above ROUND_ROBIN_ABOVE publishers in a process the turns are automatic (the seed's
+    100,000 clients at a fraction of a message/s each): 2 processes of 1,001 publishers."""
+    from midge.bench.worker import ROUND_ROBIN_ABOVE
+
+    n = 2 * (ROUND_ROBIN_ABOVE + 1)
+    r = bench_json(broker, "pairs", "-n", str(n), "--rate", "400", "--procs", "2")
+    assert r["connections"] == 2 * n and r["procs"] == 2
+    assert r["sent"]["total"] >= 200
+    assert_delivered_everything(r)
+
+
+def test_ack_send_times_wrap_with_the_packet_identifiers() -> None:
+    """A publisher keeps its send times modulo a power of two above its in-flight window:
+    identifiers 65534, 65535, 1, 2 (the wrap) land in distinct slots."""
+    reader = Reader(4)
+    reader.sent_ts = array("q", bytes(8 * 8))
+    reader.ts_mask = 7
+    for i, pid in enumerate((65534, 65535, 1, 2)):
+        reader.sent_ts[pid & 7] = 100 * (i + 1)
+    reader.ack_lat = array("q")
+    acks = b"".join(b"\x40\x02" + pid.to_bytes(2, "big") for pid in (65534, 65535, 1, 2))
+    reader.feed(acks, 1000)
+    assert list(reader.ack_lat) == [900, 800, 700, 600] and reader.completed == 4
+
+
+def test_sharedsub_and_conn_plans() -> None:
+    shared = Options(scenario="sharedsub", clients=3, share_subscribers=2, rate=30, prefix="b/x")
+    clients = build_clients(shared)
+    assert [c.subscribe for c in clients[:2]] == ["$share/perf/b/x/sharedsub/#"] * 2
+    assert [c.publish for c in clients[2:]] == [f"b/x/sharedsub/mb-x-p{i}" for i in range(3)]
+    assert {c.rate for c in clients[2:]} == {10.0}
+    conns = Options(scenario="conns", clients=10, subscribe_idle=False, connect_rate=100, procs=2)
+    assert (conns.connections, conns.subscribers) == (10, 0)
+    assert all(c.subscribe is None for c in build_clients(conns))
+    assert [p.connect_rate for p in plan_workers(conns, 0)] == [50.0, 50.0]
+
+
+def test_make_bench_scales_and_caps_the_big_rows() -> None:
+    """benchmarks/run.py: ``--scale`` shrinks a scalable row's clients and rate together (each
+    client's rate kept; a connection-rate row keeps its connects/s); a broker's cap limits the
+    clients, keeping each publisher's rate (p2p-50K) or the row's total rate (the headline)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "run.py"
+    spec = importlib.util.spec_from_file_location("midge_bench_run", path)
+    assert spec is not None and spec.loader is not None
+    run = importlib.util.module_from_spec(spec)
+    sys.modules["midge_bench_run"] = run
+    try:
+        spec.loader.exec_module(run)
+        rows = {r.key: r for r in run.ROWS}
+
+        def n_rate(key: str, broker: str, scale: float) -> tuple[str | None, ...]:
+            args, capped = run.big_args(rows[key], broker, scale)
+            return args[args.index("-n") + 1], run._arg(args, "--rate"), capped
+
+        assert n_rate("omb-p2p-50k", "midge", 1.0) == ("50000", "50000", None)
+        assert n_rate("omb-p2p-50k", "mosquitto", 1.0) == ("9500", "9500", 9500)
+        assert n_rate("omb-p2p-50k", "midge", 0.01) == ("500", "500", None)
+        assert n_rate("seed-q0", "mosquitto", 1.0) == ("9500", "13000", 9500)
+        assert n_rate("seed-q0", "aedes", 1.0) == ("9500", "13000", 9500)
+        assert rows["omb-sharedsub-1k"].only == ("midge", "mosquitto")  # Aedes: no $share
+        assert n_rate("seed-q2", "midge", 0.01) == ("500", "60", None)
+        assert n_rate("seed-q0", "mosquitto", 0.01) == ("500", "130", None)
+        args, _ = run.big_args(rows["omb-conn-10k"], "aedes", 0.1)
+        assert run._arg(args, "-n") == "1000" and run._arg(args, "--connect-rate") == "100"
+        assert n_rate("omb-p2p-1k", "midge", 0.01) == ("1000", "1000", None)  # not scalable
+        assert rows["workers"].variants == (1, 2, 4)
+        assert all(not rows[k].in_quick for k in ("omb-p2p-1k", "seed-q0", "omb-conn-10k"))
+    finally:
+        del sys.modules["midge_bench_run"]

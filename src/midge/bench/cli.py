@@ -7,6 +7,8 @@ command does lives in this package. Examples::
     midge bench fanout -n 50 --rate 1000 --qos 1 --json
     midge bench pairs -n 50 --rate max --procs 2
     midge bench conns -n 19000 --broker-pid 1234
+    midge bench sharedsub -n 1000 --share-subscribers 5 --rate 1000 --qos 1 -V 5
+    midge bench conns -n 10000 --connect-rate 100 --no-subscribe -k 300
 """
 
 from __future__ import annotations
@@ -54,7 +56,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         description=(
             "Load-test the MQTT broker at HOST:PORT. Scenarios: fanin (N publishers -> 1 "
             "subscriber on a wildcard), fanout (1 publisher -> N subscribers), pairs (N "
-            "publisher/subscriber pairs), conns (N idle connections with a subscription each). "
+            "publisher/subscriber pairs), sharedsub (N publishers -> a shared subscription of "
+            "--share-subscribers members), conns (N idle connections with a subscription each). "
             "Publishers send at a paced total --rate (or 'max') for --warmup then --duration "
             "seconds; the report gives offered vs delivered rates, latency percentiles and, with "
             "--broker-pid, the broker's CPU per delivered message and its memory."
@@ -69,7 +72,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         type=_positive(int),
         default=0,
         metavar="N",
-        help="publishers (fanin), subscribers (fanout), pairs, or connections "
+        help="publishers (fanin, sharedsub), subscribers (fanout), pairs, or connections "
         f"(defaults: {defaults})",
     )
     p.add_argument("-q", "--qos", type=int, choices=(0, 1, 2), default=0, help="QoS (default 0)")
@@ -156,6 +159,35 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "(default 16; 0: connect from the default address)",
     )
     p.add_argument(
+        "--share-subscribers",
+        type=_positive(int),
+        default=5,
+        metavar="M",
+        help="sharedsub: members of the shared subscription $share/perf/PREFIX/sharedsub/# "
+        "(default 5)",
+    )
+    p.add_argument(
+        "--connect-rate",
+        type=_positive(float),
+        default=None,
+        metavar="CPS",
+        help="open at most CPS connections per second, all processes together (default: as fast "
+        "as --connect-concurrency allows); the report gives each handshake's latency",
+    )
+    p.add_argument(
+        "--no-subscribe",
+        dest="subscribe_idle",
+        action="store_false",
+        help="conns: the connections only connect (no subscription each)",
+    )
+    p.add_argument(
+        "--stagger",
+        action="store_true",
+        help="paced: the publishers take turns, one message each, so their messages are spread "
+        "evenly in time (as devices on their own clocks) rather than sent together when each "
+        "one's rate says one is due (always so above 1,000 publishers in a process)",
+    )
+    p.add_argument(
         "--persistent",
         action="store_true",
         help="subscribers keep a session (3.1.1 clean session 0; v5 Clean Start 0 and a session "
@@ -218,6 +250,10 @@ def options_from_args(args: argparse.Namespace) -> Options:
         messages=args.messages,
         reconnect=args.reconnect,
         websocket=args.websocket,
+        share_subscribers=args.share_subscribers,
+        connect_rate=args.connect_rate or 0.0,
+        subscribe_idle=args.subscribe_idle,
+        stagger=args.stagger,
     )
 
 
@@ -297,6 +333,12 @@ def _print_table(r: dict[str, Any]) -> None:
         table.add_row("connections", f"{r['connections']:,}")
         table.add_row("connects/s", _num(c["per_second"]))
         table.add_row("subscribes/s", _num(c["subscribes_per_second"]))
+        cl = c.get("latency_us")
+        if cl:
+            table.add_row(
+                "connect latency mean/p50/p99",
+                f"{cl['mean']:,.0f} / {cl['p50']:,.0f} / {cl['p99']:,.0f} µs",
+            )
     else:
         table.add_row("offered msg/s", _num(offered["publish_rate"]))
         table.add_row("offered deliveries/s", _num(offered["delivery_rate"]))

@@ -162,6 +162,8 @@ def run_bench(options: Options, progress: Progress | None = None) -> dict[str, A
         before_connect = _cpu(brokers, workers.pids)
         workers.send("connect")
         connect_timeout = START_TIMEOUT + conns_total / 100
+        if options.connect_rate > 0:
+            connect_timeout += conns_total / options.connect_rate
         connected = workers.gather("connected", connect_timeout, connecting)
         after_connect = _cpu(brokers, workers.pids)
         connecting()
@@ -242,7 +244,9 @@ def _latency(results: list[dict[str, Any]], key: str = "latency_ns") -> dict[str
     return {
         "samples": len(ordered),
         "p50": percentile(ordered, 0.50) / 1000,
+        "p75": percentile(ordered, 0.75) / 1000,
         "p90": percentile(ordered, 0.90) / 1000,
+        "p95": percentile(ordered, 0.95) / 1000,
         "p99": percentile(ordered, 0.99) / 1000,
         "p999": percentile(ordered, 0.999) / 1000,
         "max": ordered[-1] / 1000,
@@ -350,7 +354,12 @@ def _summary(
             "seconds": round(conn_span, 4),
             "per_second": connections / conn_span if conn_span > 0 else None,
             "subscribe_seconds": round(sub_span, 4),
-            "subscribes_per_second": subscriptions / sub_span if sub_span > 0 else None,
+            "subscribes_per_second": subscriptions / sub_span
+            if sub_span > 0 and subscriptions
+            else None,
+            "rate_offered": options.connect_rate or None,
+            # Each handshake, from the TCP connect to the CONNACK.
+            "latency_us": _latency(connected),
             "generator_cpu_s": round(
                 (connect_cpu[1][1].precise - connect_cpu[0][1].precise) / 1e9, 4
             ),
@@ -388,6 +397,10 @@ def _summary(
             "cpu_s": round(cpu, 5),
             "cpu_s_stat": round(ticks, 3),
             "cpu_percent": round(100 * cpu / window, 1) if window > 0 else None,
+            # The same as a share of the whole machine (every CPU), as IBM's figures are given.
+            "machine_percent": round(100 * cpu / window / (os.cpu_count() or 1), 2)
+            if window > 0
+            else None,
             "cpu_us_per_delivery": cpu * 1e6 / delivered_window if delivered_window else None,
             # Per message published in the window (offline: nothing is delivered in it).
             "cpu_us_per_message": cpu * 1e6 / sent_window if sent_window else None,
@@ -400,8 +413,14 @@ def _summary(
         if c0 is not None and c1 is not None:
             connect_s = (c1.precise - c0.precise) / 1e9
             out["connect"]["broker_cpu_s"] = round(connect_s, 4)
+            span = out["connect"]["seconds"]
+            out["connect"]["broker_cpu_percent"] = (
+                round(100 * connect_s / span, 1) if span > 0 else None
+            )
             out["connect"]["broker_cpu_us_per_connect"] = connect_s * 1e6 / connections
-        if rss_start is not None and options.scenario == "conns":
+        if rss_start is not None:
+            # The broker's growth from before the first connection to the end of the window,
+            # per connection (with messages flowing, their buffers and queues are in it too).
             broker["rss_kb_per_connection"] = (memory[0] - rss_start) / connections
         out["broker"] = broker
     return out

@@ -10,9 +10,16 @@ Four scenarios, each a set of MQTT clients with one role apiece:
     deliveries.
 ``pairs``
     ``n`` publisher/subscriber pairs, pair ``i`` on ``PREFIX/pairs/<i>``: one delivery each.
+``sharedsub``
+    ``n`` publishers, each on ``PREFIX/sharedsub/<client id>``, and ``share_subscribers``
+    subscribers sharing one subscription ``$share/perf/PREFIX/sharedsub/#`` (MQTT 5.0 4.8.2;
+    Mosquitto takes it from 3.1.1 clients too): every message is one delivery, to one member of
+    the group. This is the Open MQTT Benchmark Suite's fan-in (``sharedsub-1K-5-1K-1K``).
 ``conns``
-    ``n`` idle connections, each subscribed to ``PREFIX/conns/<i>``; nothing is published. It
-    measures how fast the broker accepts connections and what each one costs it in memory.
+    ``n`` idle connections, each subscribed to ``PREFIX/conns/<i>`` (none with
+    ``subscribe_idle`` False); nothing is published. It measures how fast the broker accepts
+    connections, how long each handshake takes, and what each connection costs it in memory.
+    ``connect_rate`` paces the connections (the suite's ``conn-tcp-10k-100``: 100 per second).
 
 ``rate`` is the total of PUBLISH messages per second offered by all publishers together (so a
 fan-out to 50 at ``rate`` 1,000 offers 50,000 deliveries/s); 0 is max mode, where publishers send
@@ -38,10 +45,13 @@ import math
 import secrets
 from dataclasses import dataclass, field
 
-SCENARIOS = ("fanin", "fanout", "pairs", "conns")
+SCENARIOS = ("fanin", "fanout", "pairs", "sharedsub", "conns")
 
 #: The default client count ``n`` per scenario.
-DEFAULT_CLIENTS = {"fanin": 10, "fanout": 50, "pairs": 50, "conns": 1000}
+DEFAULT_CLIENTS = {"fanin": 10, "fanout": 50, "pairs": 50, "sharedsub": 100, "conns": 1000}
+
+#: The shared subscription's group name (the Open MQTT Benchmark Suite's ``$share/perf/...``).
+SHARE_GROUP = "perf"
 
 #: Connections one worker process may hold (each is a file descriptor; the limit is 20,000).
 MAX_CONNS_PER_PROC = 15_000
@@ -78,6 +88,10 @@ class Options:
     messages: int = 0  # publish at most this many messages in all; 0 = no cap
     reconnect: bool = True  # offline: reconnect and drain after the window (False: leave queued)
     websocket: bool = False  # MQTT over WebSocket (a protocol websockets listener)
+    share_subscribers: int = 5  # sharedsub: the members of the shared subscription
+    connect_rate: float = 0.0  # new connections per second, all workers together; 0 = no pacing
+    subscribe_idle: bool = True  # conns: each connection subscribes to a topic of its own
+    stagger: bool = False  # paced: publishers take turns (round-robin), spread evenly in time
 
     def __post_init__(self) -> None:
         if self.offline:
@@ -98,14 +112,21 @@ class Options:
 
     @property
     def publishers(self) -> int:
-        return {"fanin": self.clients, "fanout": 1, "pairs": self.clients}.get(self.scenario, 0)
+        pubs = {"fanin": self.clients, "fanout": 1, "pairs": self.clients}
+        pubs["sharedsub"] = self.clients
+        return pubs.get(self.scenario, 0)
 
     @property
     def subscribers(self) -> int:
-        return {"fanin": 1, "fanout": self.clients}.get(self.scenario, self.clients)
+        if self.scenario == "conns":
+            return self.clients if self.subscribe_idle else 0
+        subs = {"fanin": 1, "fanout": self.clients, "sharedsub": self.share_subscribers}
+        return subs.get(self.scenario, self.clients)
 
     @property
     def connections(self) -> int:
+        if self.scenario == "conns":
+            return self.clients
         return self.publishers + self.subscribers
 
     @property
@@ -152,6 +173,8 @@ class WorkerPlan:
     offline: bool = False
     reconnect: bool = True
     websocket: bool = False  # MQTT over WebSocket (midge.bench.websocket)
+    connect_rate: float = 0.0  # this worker's share of the connections per second (0: unpaced)
+    stagger: bool = False  # paced: round-robin over the publishers (midge.bench.worker)
     clients: list[ClientSpec] = field(default_factory=list)
 
 
@@ -177,9 +200,22 @@ def build_clients(options: Options) -> list[ClientSpec]:
             topic = f"{prefix}/pairs/{i:0{width}d}"
             subs.append(ClientSpec(f"mb-{token}-s{i}", subscribe=topic))
             pubs.append(ClientSpec(f"mb-{token}-p{i}", publish=topic, rate=per_pub))
-    elif scenario == "conns":
+    elif scenario == "sharedsub":
+        shared = f"$share/{SHARE_GROUP}/{prefix}/sharedsub/#"
         subs.extend(
-            ClientSpec(f"mb-{token}-c{i}", subscribe=f"{prefix}/conns/{i}") for i in range(n)
+            ClientSpec(f"mb-{token}-s{i}", subscribe=shared)
+            for i in range(options.share_subscribers)
+        )
+        for i in range(n):
+            client_id = f"mb-{token}-p{i}"
+            pubs.append(
+                ClientSpec(client_id, publish=f"{prefix}/sharedsub/{client_id}", rate=per_pub)
+            )
+    elif scenario == "conns":
+        idle = options.subscribe_idle
+        subs.extend(
+            ClientSpec(f"mb-{token}-c{i}", subscribe=f"{prefix}/conns/{i}" if idle else None)
+            for i in range(n)
         )
     else:
         raise ValueError(f"unknown scenario {scenario!r}; choose one of {', '.join(SCENARIOS)}")
@@ -217,6 +253,8 @@ def plan_workers(options: Options, epoch_ns: int) -> list[WorkerPlan]:
             offline=options.offline,
             reconnect=options.reconnect,
             websocket=options.websocket,
+            connect_rate=options.connect_rate / count,
+            stagger=options.stagger,
         )
         for i in range(count)
     ]

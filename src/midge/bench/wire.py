@@ -121,6 +121,7 @@ class Reader:
         "rest",
         "sent_ts",
         "suback",
+        "ts_mask",
         "v5",
     )
 
@@ -133,6 +134,7 @@ class Reader:
         self.lat: array[int] | None = None
         self.ack_lat: array[int] | None = None
         self.sent_ts: array[int] | None = None  # by packet identifier, set by the publisher
+        self.ts_mask = 0xFFFF  # sent_ts is indexed by packet identifier & ts_mask
         self.connack: int | None = None
         self.suback: bytes | None = None
         self.disconnect: int | None = None
@@ -208,10 +210,12 @@ class Reader:
                 if rl > 2 and data[start + 2] >= 0x80:
                     self.refused += 1
                 if kind == _PUBACK and self.ack_lat is not None and self.sent_ts is not None:
-                    self.ack_lat.append(now - self.sent_ts[(data[start] << 8) | data[start + 1]])
+                    ident = (data[start] << 8) | data[start + 1]
+                    self.ack_lat.append(now - self.sent_ts[ident & self.ts_mask])
             elif kind == _PUBREC:
                 if self.ack_lat is not None and self.sent_ts is not None:
-                    self.ack_lat.append(now - self.sent_ts[(data[start] << 8) | data[start + 1]])
+                    ident = (data[start] << 8) | data[start + 1]
+                    self.ack_lat.append(now - self.sent_ts[ident & self.ts_mask])
                 if rl > 2 and data[start + 2] >= 0x80:
                     # A refused QoS 2 message ends here (MQTT 5.0 4.3.3): no PUBREL.
                     self.completed += 1
