@@ -1,6 +1,7 @@
 """Bridges between midge processes: a chain of two midge brokers (MQTT 5 and 3.1.1 bridges),
 and kill -9s of the bridging midge in the middle of QoS 2 streams both ways (durable
-persistence): every message the edge acknowledged reaches the subscriber on the remote midge,
+persistence, published without waiting for each acknowledgement, so that the bridge has a
+window of messages in flight each way when it is killed): every message the edge acknowledged reaches the subscriber on the remote midge,
 none twice.
 
 Two processes, each started once (the edge a second time after its kill); every wait bounded.
@@ -74,13 +75,20 @@ def test_kill_9_of_the_bridging_midge_loses_nothing_acknowledged() -> None:
             esink.client.subscribe("cmd/#", 2)
             esink.client.reconnect_delay_set(0.2, 1)
             cpub = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="cpub")
+            cpub.max_inflight_messages_set(50)
             cpub.connect("127.0.0.1", central_port)
             cpub.loop_start()
 
             def commands() -> None:
-                for n in range(total):
-                    cpub.publish("cmd/n", str(n).encode(), qos=2).wait_for_publish(10)
-                    time.sleep(0.002)
+                # In batches without waiting for each: the bridge has several in flight.
+                for first in range(0, total, 25):
+                    batch = [
+                        cpub.publish("cmd/n", str(n).encode(), qos=2)
+                        for n in range(first, min(total, first + 25))
+                    ]
+                    for info in batch:
+                        info.wait_for_publish(10)
+                    time.sleep(0.02)
 
             sender = threading.Thread(target=commands)
             time.sleep(0.5)  # the bridge is up
@@ -94,13 +102,18 @@ def test_kill_9_of_the_bridging_midge_loses_nothing_acknowledged() -> None:
                     edge = ProcBroker(["-c", edge_conf])
                     edge.wait_listening()
                 publisher = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=f"p{round_}")
+                publisher.max_inflight_messages_set(100)
                 publisher.connect("127.0.0.1", edge_port)
                 publisher.loop_start()
-                for n in range(acknowledged, stop):
-                    info = publisher.publish("data/n", str(n).encode(), qos=2)
+                # All at once: the kill then comes while the bridge has a window in flight.
+                infos = [
+                    publisher.publish("data/n", str(n).encode(), qos=2)
+                    for n in range(acknowledged, stop)
+                ]
+                for info in infos:
                     info.wait_for_publish(10)
                     assert info.is_published()
-                    acknowledged += 1
+                acknowledged = stop
                 publisher.loop_stop()
                 if stop < total:
                     edge.send_signal(signal.SIGKILL)
