@@ -1,11 +1,7 @@
-"""Bridges between midge processes: a chain of two midge brokers (MQTT 5 and 3.1.1 bridges),
-and kill -9s of the bridging midge in the middle of QoS 2 streams both ways (durable
-persistence, published without waiting for each acknowledgement, so that the bridge has a
-window of messages in flight each way when it is killed): every message the edge acknowledged reaches the subscriber on the remote midge,
-none twice.
-
-Two processes, each started once (the edge a second time after its kill); every wait bounded.
-"""
+"""Bridges between midge processes: kill -9s of the bridging midge in the middle of QoS 2
+streams both ways (durable persistence, published without waiting for each acknowledgement, so
+that the bridge has a window of messages in flight each way when it is killed): every message
+the edge acknowledged reaches the subscriber on the remote midge, none twice."""
 
 from __future__ import annotations
 
