@@ -91,21 +91,31 @@ def wait_state(sub: Sub, topic: str, value: bytes, timeout: float = 15.0) -> Non
             return
 
 
-def test_both_directions_prefixes_state_and_remote_restart() -> None:
+@pytest.mark.parametrize("version", ["mqttv31", "mqttv311", "mqttv50"])
+def test_both_directions_prefixes_state_and_remote_restart(version: str) -> None:
+    """Each bridge_protocol_version (MQTT 3.1, 3.1.1 with try_private, 5 with No Local)."""
     lines = [
+        f"bridge_protocol_version {version}",
         "remote_clientid edge1",
         "restart_timeout 1",
         "topic sensors/# out 1 local/ site1/",
         "topic cmd/# in 1 ctl/ central/",
         'topic "" both 2 shared/in shared/out',
     ]
-    with mosquitto(["allow_anonymous true"]) as remote_port:
+    logs = Path(tempfile.mkdtemp(prefix="midge-bridge-log-"))
+    os.chmod(logs, 0o777)  # Mosquitto started as root writes as the mosquitto user
+    log = logs / "mosquitto.log"
+    conf = ["allow_anonymous true", f"log_dest file {log}", "connection_messages true"]
+    with mosquitto(conf) as remote_port:
         remote = Sub(remote_port, ["site1/#", "$SYS/broker/connection/#", "shared/#"])
         with bridged_midge(remote_port, lines) as broker:
             local = Sub(broker.port, ["ctl/#", "$SYS/broker/connection/#", "shared/#"])
             # The state: 1 on the remote (and the will says 0 when the bridge goes).
             wait_state(remote, "$SYS/broker/connection/edge1/state", b"1")
             wait_state(local, "$SYS/broker/connection/up/state", b"1")
+            # Mosquitto's log names the protocol the bridge speaks: p1 3.1, p2 3.1.1, p5 5.0.
+            level = {"mqttv31": "p1", "mqttv311": "p2", "mqttv50": "p5"}[version]
+            assert f"as edge1 ({level}," in log.read_text()
             # out, with remapping: local/sensors/t -> site1/sensors/t
             local.publish("local/sensors/t", b"21.5")
             m = remote.get()
@@ -133,6 +143,7 @@ def test_both_directions_prefixes_state_and_remote_restart() -> None:
         # The bridge stopped: the remote's state says 0.
         wait_state(remote, "$SYS/broker/connection/edge1/state", b"0")
         remote.close()
+    shutil.rmtree(logs, ignore_errors=True)
 
 
 @contextmanager

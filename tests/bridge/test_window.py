@@ -9,6 +9,7 @@ acknowledgements back until the test releases them, which no real broker does on
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
@@ -66,11 +67,14 @@ class Remote:
         self.published: list[Publish] = []
         self.acks: list[Puback | Pubrec] = []  # the bridge's PUBACK / PUBREC of what we sent
         self.writer: asyncio.StreamWriter | None = None
+        self.pings = 0
+        #: The ALPN protocol agreed on a TLS connection.
+        self.alpn: str | None = None
         self.version = 4
         self.port = 0
 
-    async def start(self) -> asyncio.Server:
-        server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+    async def start(self, tls: ssl.SSLContext | None = None) -> asyncio.Server:
+        server = await asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=tls)
         self.port = server.sockets[0].getsockname()[1]
         return server
 
@@ -86,6 +90,9 @@ class Remote:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         decoder = Decoder()
         self.writer = writer
+        tls = writer.get_extra_info("ssl_object")
+        if tls is not None:
+            self.alpn = tls.selected_alpn_protocol()
         try:
             while data := await reader.read(65536):
                 for packet in decoder.feed(data):
@@ -106,6 +113,7 @@ class Remote:
                     elif isinstance(packet, Pubrel):
                         self.send(Pubcomp(packet.packet_id))
                     elif isinstance(packet, Pingreq):
+                        self.pings += 1
                         self.send(Pingresp())
                     elif isinstance(packet, Puback | Pubrec):
                         self.acks.append(packet)

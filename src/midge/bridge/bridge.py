@@ -40,7 +40,7 @@ from midge.client.client import Backoff, Client, Settled
 from midge.client.errors import MQTTError
 from midge.client.message import Message, PublishResult
 from midge.client.store import MemorySessionStore, SessionStore, SqliteSessionStore
-from midge.codec.packets import MQTT5, MQTT311, Will
+from midge.codec.packets import MQTT5, MQTT31, MQTT311, Will
 from midge.codec.properties import Prop
 from midge.codec.reasons import Reason
 from midge.codec.topics import topic_matches
@@ -293,6 +293,9 @@ class Bridge:
         cfg = self.cfg
         host, port = self._next_address()
         v5 = cfg.bridge_protocol_version == "mqttv50"
+        version = {"mqttv31": MQTT31, "mqttv311": MQTT311, "mqttv50": MQTT5}[
+            cfg.bridge_protocol_version
+        ]
         will = None
         if cfg.notifications and not cfg.notifications_local_only and cfg.notification_topic:
             will = Will(cfg.notification_topic, b"0", 1, True)
@@ -300,7 +303,7 @@ class Bridge:
             host,
             port,
             client_id=cfg.remote_clientid or "",
-            version=MQTT5 if v5 else MQTT311,
+            version=version,
             clean_start=cfg.cleansession,
             session_expiry=0 if cfg.cleansession or not v5 else NEVER,
             keep_alive=cfg.keepalive_interval,

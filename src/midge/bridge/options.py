@@ -404,10 +404,9 @@ OPTIONS: tuple[Option, ...] = (
     _opt(
         "bridge_protocol_version",
         WORD,
-        "mqttv311, mqttv50 or mqttv31 (connects with 3.1.1, see Mosquitto difference).",
+        "The protocol the bridge speaks to the remote: mqttv311, mqttv50 or mqttv31.",
         "mqttv311",
         check=choice("mqttv31", "mqttv311", "mqttv50"),
-        mosquitto="mqttv31 connects with MQTT 3.1.1: midge's client speaks 3.1.1 and 5.0.",
     ),
     _opt(
         "bridge_outgoing_retain",
@@ -432,7 +431,6 @@ OPTIONS: tuple[Option, ...] = (
         WORD,
         "Local address the remote connection is made from.",
         None,
-        mosquitto="Accepted; midge's client connects from the default address (not yet used).",
     ),
     _opt("bridge_cafile", TEXT, "CA certificates (PEM) for a TLS bridge.", None),
     _opt("bridge_capath", TEXT, "Directory of CA certificates for a TLS bridge.", None),

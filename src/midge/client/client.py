@@ -50,6 +50,7 @@ from midge.client.store import MemorySessionStore, Outgoing, SessionState, Sessi
 from midge.codec import Decoder, encode
 from midge.codec.packets import (
     MQTT5,
+    MQTT31,
     MQTT311,
     UNLIMITED_PACKET_SIZE,
     Auth,
@@ -293,7 +294,8 @@ def parse_server_reference(reference: str, default_port: int) -> tuple[str, int]
 class Client:
     """An MQTT 3.1.1 / 5.0 client. Use it as ``async with Client(host, port) as client:``.
 
-    ``version`` is 5 (MQTT 5.0) or 4 (MQTT 3.1.1). A persistent session is ``clean_start=False``
+    ``version`` is 5 (MQTT 5.0), 4 (MQTT 3.1.1) or 3 (MQTT 3.1, "MQIsdp": what a bridge with
+    ``bridge_protocol_version mqttv31`` speaks). A persistent session is ``clean_start=False``
     (and in MQTT 5 a ``session_expiry`` above 0, in seconds); its in-flight state lives in
     ``session_store`` (in memory unless given, e.g. :class:`~midge.client.SqliteSessionStore`).
     ``tls`` is an :class:`ssl.SSLContext` (load a client certificate into it for mutual TLS).
@@ -348,8 +350,8 @@ class Client:
             raise ValueError("transport must be 'tcp' or 'websockets'")
         if transport == "websockets" and unix_path is not None:
             raise ValueError("MQTT over WebSocket goes to host:port, not to a Unix socket")
-        if version not in (MQTT311, MQTT5):
-            raise ValueError("version must be 4 (MQTT 3.1.1) or 5 (MQTT 5.0)")
+        if version not in (MQTT31, MQTT311, MQTT5):
+            raise ValueError("version must be 3 (MQTT 3.1), 4 (MQTT 3.1.1) or 5 (MQTT 5.0)")
         if auth is not None and version != MQTT5:
             raise ValueError("enhanced authentication needs MQTT 5")
         self.host = host
@@ -716,6 +718,7 @@ class Client:
         return Connect(
             client_id=self.client_id,
             protocol_level=self.version,
+            protocol_name="MQIsdp" if self.version == MQTT31 else "MQTT",
             clean_start=clean_start,
             keep_alive=self.keep_alive,
             will=self.will,
