@@ -162,9 +162,12 @@ def mosquitto_on(port: int, directory: Path, lines: list[str]) -> Iterator[None]
         proc.wait(10)
 
 
-def test_reconnects_after_the_remote_restarts_and_loses_nothing() -> None:
+def test_reconnects_after_the_remote_restarts_and_loses_nothing(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     """While the remote is down, QoS 1 messages midge acknowledged wait in the bridge's local
-    session; once the remote is back they reach a persistent subscriber there, in order."""
+    session; once the remote is back they reach a persistent subscriber there, in order. The
+    log says each change of the bridge's state."""
     port = free_port()
     tmp_path = Path(tempfile.mkdtemp(prefix="midge-bridge-"))
     os.chmod(tmp_path, 0o777)  # mosquitto writes its database there as its own user
@@ -174,7 +177,7 @@ def test_reconnects_after_the_remote_restarts_and_loses_nothing() -> None:
         f"persistence_location {tmp_path}/",
     ]
     lines = ["restart_timeout 1", "topic t/# out 1"]
-    with bridged_midge(port, lines) as broker:
+    with caplog.at_level("INFO", logger="midge.bridge"), bridged_midge(port, lines) as broker:
         local = Sub(broker.port, ["$SYS/broker/connection/up/state"])
         with mosquitto_on(port, tmp_path, remote_lines):
             wait_state(local, "$SYS/broker/connection/up/state", b"1")
@@ -203,3 +206,8 @@ def test_reconnects_after_the_remote_restarts_and_loses_nothing() -> None:
             fresh.close()
         local.close()
     shutil.rmtree(tmp_path, ignore_errors=True)
+    logged = [r.getMessage() for r in caplog.records if r.name == "midge.bridge"]
+    assert any(t.startswith("bridge up: local session local.") for t in logged), logged
+    assert sum(t == f"bridge up: connected to 127.0.0.1:{port}" for t in logged) >= 2, logged
+    assert "bridge up: connection lost" in logged, logged
+    assert any(t.startswith(f"bridge up: cannot connect to 127.0.0.1:{port}: ") for t in logged)

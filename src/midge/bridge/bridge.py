@@ -324,6 +324,9 @@ class Bridge:
             # MQTT 5 CONNECT; an MQTT 3.1.1 remote states none, so this bounds what is in flight).
             receive_maximum=self._window(),
             send_maximum=self._window(),
+            # Mosquitto 2.0 overruns it when it has queued messages for the bridge: accepted
+            # (with a warning), rather than a disconnection and the same again.
+            enforce_receive_maximum=False,
         )
 
     def _on_remote(self, up: bool) -> None:

@@ -256,6 +256,8 @@ class _Link:
         self.aliases_out: dict[str, int] = {}
         self.aliases_in: dict[int, str] = {}
         self.last_write = 0.0
+        #: The server has sent more than this client's Receive Maximum (warned once).
+        self.overrun = False
         self.ping_sent: float | None = None
         self.error: MQTTError | None = None
 
@@ -345,6 +347,7 @@ class Client:
         on_connection: Callable[[bool], None] | None = None,
         local_address: str | None = None,
         send_maximum: int = 65535,
+        enforce_receive_maximum: bool = True,
     ) -> None:
         if transport not in ("tcp", "websockets"):
             raise ValueError("transport must be 'tcp' or 'websockets'")
@@ -410,6 +413,11 @@ class Client:
         #: allows more (its Receive Maximum; an MQTT 3.1.1 server states none): Mosquitto's
         #: MOSQ_OPT_SEND_MAXIMUM, a bridge's ``max_inflight_messages``.
         self.send_maximum = send_maximum
+        #: An MQTT 5 server that sends more unacknowledged QoS 1/2 messages than this client's
+        #: Receive Maximum is disconnected with 0x93 (MQTT 5 3.3.4); False accepts them, with a
+        #: warning (a bridge: Mosquitto 2.0 overruns the Receive Maximum of a client it has
+        #: queued messages for).
+        self.enforce_receive_maximum = enforce_receive_maximum
         #: The CONNACK of the current (or last) connection.
         self.connack: ConnectResult | None = None
         self._link: _Link | None = None
@@ -1034,9 +1042,19 @@ class Client:
         if qos and pid is not None:
             self._incoming_unacked += 1
             if self._incoming_unacked > self.receive_maximum and link.version == MQTT5:
-                why = "receive maximum exceeded"
-                self._protocol_error(link, Reason.RECEIVE_MAXIMUM_EXCEEDED, why)
-                return
+                if self.enforce_receive_maximum:
+                    why = "receive maximum exceeded"
+                    self._protocol_error(link, Reason.RECEIVE_MAXIMUM_EXCEEDED, why)
+                    return
+                if not link.overrun:
+                    link.overrun = True
+                    log.warning(
+                        "%s:%s sends more than this client's Receive Maximum (%d) of "
+                        "unacknowledged messages; accepted",
+                        self.host,
+                        self.port,
+                        self.receive_maximum,
+                    )
             if qos == 2:
                 # A QoS 2 message is delivered once: a PUBLISH the server resends (DUP 1) with
                 # an id not yet released is only acknowledged again (MQTT-4.3.3-9). A DUP 0
@@ -1156,7 +1174,12 @@ class Client:
     def _drop_settling(self) -> None:
         """Forget the settlements awaited (the client ended): none is acknowledged."""
         for _, _, settled in self._settling:
-            if inspect.iscoroutine(settled):
+            # Never started: closed (no "never awaited" warning). The one the acknowledger
+            # awaits ends with the acknowledger's cancellation.
+            if (
+                inspect.iscoroutine(settled)
+                and inspect.getcoroutinestate(settled) == "CORO_CREATED"
+            ):
                 settled.close()
         self._settling.clear()
 
