@@ -541,3 +541,45 @@ def test_the_docs_example_runs(tmp_path: Path) -> None:
     log = broker.stdout + broker.stderr
     connected = re.findall(r"New client connected from 127\.0\.0\.1:(\d+)", log)
     assert len(connected) >= 2, log
+
+
+def test_the_admin_api_and_sys_count_the_clients_behind_the_proxy(
+    make_broker: Callable[..., Any],
+) -> None:
+    """What an operator reads besides the log: the admin API's client address is the one the
+    header gives, and ``$SYS/broker/clients/connected`` counts the proxied clients (as
+    clients, not the proxy's single address)."""
+    import httpx
+
+    from tests.test_observe import AUTH, HASH, http_url
+
+    running = make_broker(
+        listeners=[
+            ListenerConfig(port=0, host="127.0.0.1", enable_proxy_protocol=1),
+            ListenerConfig(port=0, host="127.0.0.1", protocol="http"),
+        ],
+        allow_anonymous=True,
+        admin_user="admin",
+        admin_password_hash=HASH,
+        sys_interval=1,
+    )
+    port = int(running.server.addresses[0][1])
+    clients = []
+    for n in range(2):
+        c = RawClient("127.0.0.1", port, version=5)
+        c.send_raw(f"PROXY TCP4 198.51.100.{n + 1} 127.0.0.1 {40000 + n} 1883\r\n".encode())
+        c.connect5(f"behind-{n}")
+        clients.append(c)
+    api = httpx.Client(base_url=http_url(running), auth=AUTH, timeout=10)
+    for n in range(2):
+        answer = api.get(f"/api/clients/behind-{n}").json()
+        assert answer["address"] == f"198.51.100.{n + 1}:{40000 + n}"
+    watcher = clients[0]
+    watcher.subscribe("$SYS/broker/clients/connected", 0)
+    counts = [p.payload for p in watcher.publishes(1, timeout=5)]  # retained: maybe stale
+    deadline = time.monotonic() + 5  # the next $SYS interval (1 s) says 2
+    while counts[-1] != b"2" and time.monotonic() < deadline:
+        counts += [p.payload for p in watcher.publishes(1, timeout=3)]
+    assert counts[-1] == b"2", counts
+    for c in clients:
+        c.disconnect()
