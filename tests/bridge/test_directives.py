@@ -38,8 +38,9 @@ def _edge(lines: list[str]) -> midge.Config:
 def test_the_remote_connect(version: str, persistent: bool) -> None:
     """bridge_protocol_version (MQTT 3.1 is "MQIsdp" level 3), remote_clientid,
     remote_username / remote_password, keepalive_interval (and the PINGREQs it brings),
-    cleansession (MQTT 5: Session Expiry "never" when false) and try_private (Mosquitto's
-    bridge bit, MQTT 3.1 / 3.1.1 only)."""
+    cleansession (MQTT 5: Session Expiry "never" when false), try_private (Mosquitto's
+    bridge bit, MQTT 3.1 / 3.1.1 only) and notifications (a will saying 0 and a retained 1 on
+    the remote's notification topic, or neither)."""
 
     async def main() -> None:
         remote = Remote(None)
@@ -55,7 +56,7 @@ def test_the_remote_connect(version: str, persistent: bool) -> None:
                 "keepalive_interval 2",
                 f"cleansession {str(not persistent).lower()}",
                 f"try_private {str(persistent).lower()}",
-                "notifications false",
+                f"notifications {str(persistent).lower()}",
                 "topic t/# both 1",
             ]
         )
@@ -77,6 +78,14 @@ def test_the_remote_connect(version: str, persistent: bool) -> None:
                 assert expiry == (NEVER if persistent else 0)
             # Keep-alive: a quiet bridge pings within the interval.
             await until(lambda: remote.pings >= 1, timeout=6.0)
+            state = "$SYS/broker/connection/edge-7/state"
+            if persistent:  # notifications true (the default)
+                assert c.will is not None
+                assert (c.will.topic, c.will.payload, c.will.retain) == (state, b"0", True)
+                (notice,) = remote.published
+                assert (notice.topic, notice.payload, notice.retain) == (state, b"1", True)
+            else:
+                assert c.will is None and remote.published == []
         server.close()
 
     run(main())
