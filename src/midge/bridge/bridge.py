@@ -524,8 +524,7 @@ class Bridge:
         props = self._properties(message)
         while True:
             if self._stopping:
-                # Not acknowledged: the sender keeps it and sends it again next time.
-                raise MQTTError(Reason.UNSPECIFIED_ERROR, "the bridge is stopping")
+                return self._not_settled()
             if out:
                 self._wanted.set()
                 await self._remote_ready.wait()
@@ -545,6 +544,12 @@ class Bridge:
             if out:
                 self._last_traffic = asyncio.get_running_loop().time()
             return self._settle(ack, out, topic, message, retain, accepted) if message.qos else None
+
+    @staticmethod
+    async def _not_settled() -> None:
+        """The bridge stops before the other side has the message: it is not acknowledged, so
+        its sender keeps it and sends it again next time."""
+        raise MQTTError(Reason.UNSPECIFIED_ERROR, "the bridge is stopping")
 
     async def _settle(
         self,
