@@ -12,10 +12,13 @@ The **remote side** is a :class:`~midge.client.Client` to the remote broker, wit
 bridge marker (``try_private``) on MQTT 3.1.1 and No Local subscriptions on MQTT 5.
 
 Each message is handed over by the receiving client's ``handler`` and acknowledged to its
-sender only once the other side has acknowledged it (``publish`` returned): a QoS 1/2 message
-bound for the remote stays in this broker's store (the local session's in-flight or queued
-messages) until the remote has it, so a kill -9 of midge or a restart of the remote loses
-nothing that was acknowledged.
+sender only once the other side has acknowledged it: a QoS 1/2 message bound for the remote
+stays in this broker's store (the local session's in-flight or queued messages) until the remote
+has it, so a kill -9 of midge or a restart of the remote loses nothing that was acknowledged.
+Meanwhile the next messages are handed over (``Client.start_publish``; the handler returns the
+acknowledgement to wait for and the receiving client sends its own acknowledgements in order):
+a window of ``max_inflight_messages`` each way, or the remote's smaller Receive Maximum, as
+Mosquitto's bridge keeps.
 
 State: ``$SYS/broker/connection/NAME/state`` and the notification topic
 (``$SYS/broker/connection/REMOTE_CLIENTID/state`` by default) are 1 while connected and 0 when
