@@ -12,6 +12,7 @@ from ADDRESS" log line, and the ``peer`` and username an authentication layer is
 from __future__ import annotations
 
 import logging
+import re
 import shutil
 import socket
 import ssl
@@ -31,6 +32,7 @@ from midge.codec.packets import Connack
 from midge.codec.reasons import Reason
 from midge.config import ConfigError, ListenerConfig, parse_mosquitto_conf, parse_toml
 from midge.transport.proxy import V2_SIGNATURE
+from tests.docs_example import blocks, renumber, run_shell_block
 from tests.procbroker import free_port
 from tests.rawclient import RawClient
 from tests.security.certs import Pki, name
@@ -518,3 +520,66 @@ def test_acl_pattern_and_unix_socket(
     u.connect5("unix-proxied")
     assert _connected_from(caplog, "unix-proxied") == "/run/app/client.sock"
     u.close()
+
+
+def test_the_docs_example_runs(tmp_path: Path) -> None:
+    """docs/proxy.md's runnable example, run as written: midge with its midge.conf, HAProxy
+    with its haproxy.cfg (free ports instead of 1883 and 1884), then its shell block: the
+    message published through HAProxy reaches the subscriber connected through HAProxy, and
+    midge's log has a connection line for each client (the addresses the headers gave)."""
+    if HAPROXY is None or shutil.which("mosquitto_sub") is None:
+        pytest.skip("haproxy or mosquitto-clients is not installed (make debs installs them)")
+    midge_conf, haproxy_cfg, shell, *_ = blocks("proxy.md", "A runnable example")
+    ports = {1883: free_port(), 1884: free_port()}
+    (tmp_path / "midge.conf").write_text(renumber(midge_conf, ports))
+    (tmp_path / "haproxy.cfg").write_text(renumber(haproxy_cfg, ports))
+    shell = renumber(shell, ports).replace("haproxy -db", f"{HAPROXY} -db")
+    ready = {"mosquitto_sub": "received SUBACK"}
+    with run_shell_block(shell, tmp_path, ready, ports={HAPROXY: ports[1883]}) as ran:
+        (broker,) = ran.brokers
+    assert "demo/x hello" in ran.seen
+    log = broker.stdout + broker.stderr
+    connected = re.findall(r"New client connected from 127\.0\.0\.1:(\d+)", log)
+    assert len(connected) >= 2, log
+
+
+def test_the_admin_api_and_sys_count_the_clients_behind_the_proxy(
+    make_broker: Callable[..., Any],
+) -> None:
+    """What an operator reads besides the log: the admin API's client address is the one the
+    header gives, and ``$SYS/broker/clients/connected`` counts the proxied clients (as
+    clients, not the proxy's single address)."""
+    import httpx
+
+    from tests.test_observe import AUTH, HASH, http_url
+
+    running = make_broker(
+        listeners=[
+            ListenerConfig(port=0, host="127.0.0.1", enable_proxy_protocol=1),
+            ListenerConfig(port=0, host="127.0.0.1", protocol="http"),
+        ],
+        allow_anonymous=True,
+        admin_user="admin",
+        admin_password_hash=HASH,
+        sys_interval=1,
+    )
+    port = int(running.server.addresses[0][1])
+    clients = []
+    for n in range(2):
+        c = RawClient("127.0.0.1", port, version=5)
+        c.send_raw(f"PROXY TCP4 198.51.100.{n + 1} 127.0.0.1 {40000 + n} 1883\r\n".encode())
+        c.connect5(f"behind-{n}")
+        clients.append(c)
+    api = httpx.Client(base_url=http_url(running), auth=AUTH, timeout=10)
+    for n in range(2):
+        answer = api.get(f"/api/clients/behind-{n}").json()
+        assert answer["address"] == f"198.51.100.{n + 1}:{40000 + n}"
+    watcher = clients[0]
+    watcher.subscribe("$SYS/broker/clients/connected", 0)
+    counts = [p.payload for p in watcher.publishes(1, timeout=5)]  # retained: maybe stale
+    deadline = time.monotonic() + 5  # the next $SYS interval (1 s) says 2
+    while counts[-1] != b"2" and time.monotonic() < deadline:
+        counts += [p.payload for p in watcher.publishes(1, timeout=3)]
+    assert counts[-1] == b"2", counts
+    for c in clients:
+        c.disconnect()

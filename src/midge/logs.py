@@ -70,6 +70,8 @@ def log_type(record: logging.LogRecord) -> str:
     if record.name == "midge.subscribe":
         return str(getattr(record, "mtype", "subscribe"))
     level = record.levelno
+    if record.name == "midge.websockets" and level < logging.WARNING:
+        return "websockets"  # Mosquitto's MOSQ_LOG_WEBSOCKETS: the WebSocket layer's own lines
     if level >= logging.ERROR:
         return "error"
     if level >= logging.WARNING:
@@ -289,12 +291,12 @@ def setup(config: Config) -> None:
             logging.getLogger(f"midge.{name}").setLevel(levels.get(name, logging.NOTSET))
     if "subscribe" not in levels and not types & {"subscribe", "unsubscribe"}:
         logging.getLogger("midge.subscribe").setLevel(logging.WARNING)  # formats nothing
-    if "websockets" not in levels and not (
-        "websockets" in types and config.websockets_log_level != 0
-    ):
-        # The WebSocket layer's debug lines only with log_type websockets (and a non-zero
-        # websockets_log_level), as Mosquitto.
-        logging.getLogger("midge.websockets").setLevel(logging.WARNING)
+    if "websockets" not in levels:
+        # The WebSocket layer's debug lines (log type "websockets") only with log_type
+        # websockets and a non-zero websockets_log_level, as Mosquitto.
+        wanted = "websockets" in types and config.websockets_log_level != 0
+        level = logging.DEBUG if wanted else logging.WARNING
+        logging.getLogger("midge.websockets").setLevel(level)
     if not config.connection_messages and "connection" not in levels:
         # Connections, disconnections and refusals are notices: without connection_messages
         # only the connection's warnings and errors remain.

@@ -1,24 +1,25 @@
-"""Bridges between midge processes: a chain of two midge brokers (MQTT 5 and 3.1.1 bridges),
-and kill -9s of the bridging midge in the middle of QoS 2 streams both ways (durable
-persistence): every message the edge acknowledged reaches the subscriber on the remote midge,
-none twice.
-
-Two processes, each started once (the edge a second time after its kill); every wait bounded.
-"""
+"""Bridges between midge processes: kill -9s of the bridging midge in the middle of QoS 2
+streams both ways (durable persistence, published without waiting for each acknowledgement, so
+that the bridge has a window of messages in flight each way when it is killed): every message
+the edge acknowledged reaches the subscriber on the remote midge, none twice."""
 
 from __future__ import annotations
 
+import os
 import queue
 import signal
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import paho.mqtt.client as paho
 import pytest
 
-from tests.bridge.test_mosquitto_remote import Sub
+from tests.bridge.test_mosquitto_remote import Sub, mosquitto_on
+from tests.differential.harness import MOSQUITTO
 from tests.procbroker import ProcBroker, free_port
 
 
@@ -28,20 +29,35 @@ def _conf(directory: Path, name: str, lines: list[str]) -> str:
     return str(path)
 
 
-def test_kill_9_of_the_bridging_midge_loses_nothing_acknowledged() -> None:
+@contextmanager
+def _central(kind: str, directory: Path, port: int) -> Iterator[None]:
+    """The remote broker, with persistence: midge (``midge broker``) or Debian's Mosquitto."""
+    (directory / "central").mkdir()
+    lines = [
+        "allow_anonymous true",
+        "persistence true",
+        f"persistence_location {directory}/central/",
+    ]
+    if kind == "midge":
+        conf = _conf(directory, "central.conf", [f"listener {port} 127.0.0.1", *lines])
+        with ProcBroker(["-c", conf]) as central:
+            central.wait_listening()
+            yield
+        return
+    if not Path(MOSQUITTO).exists():
+        pytest.skip("mosquitto is not installed (make debs installs it)")
+    os.chmod(directory, 0o777)  # Mosquitto started as root writes as the mosquitto user
+    os.chmod(directory / "central", 0o777)
+    (directory / "mosquitto").mkdir(mode=0o755)
+    with mosquitto_on(port, directory / "mosquitto", lines):
+        yield
+
+
+@pytest.mark.parametrize("central_kind", ["midge", "mosquitto"])
+def test_kill_9_of_the_bridging_midge_loses_nothing_acknowledged(central_kind: str) -> None:
+    """The edge midge bridges to a central midge, or to a real Mosquitto."""
     directory = Path(tempfile.mkdtemp(prefix="midge-bridge-"))
     central_port, edge_port = free_port(), free_port()
-    central_conf = _conf(
-        directory,
-        "central.conf",
-        [
-            f"listener {central_port} 127.0.0.1",
-            "allow_anonymous true",
-            "persistence true",
-            f"persistence_location {directory}/central/",
-        ],
-    )
-    (directory / "central").mkdir()
     (directory / "edge").mkdir()
     edge_conf = _conf(
         directory,
@@ -60,8 +76,7 @@ def test_kill_9_of_the_bridging_midge_loses_nothing_acknowledged() -> None:
         ],
     )
     total = 300
-    with ProcBroker(["-c", central_conf]) as central:
-        central.wait_listening()
+    with _central(central_kind, directory, central_port):
         sink = Sub(central_port, ["data/#"], client_id="sink", clean=False)
         sink.client.subscribe("data/#", 2)
         edge = ProcBroker(["-c", edge_conf])
@@ -74,13 +89,20 @@ def test_kill_9_of_the_bridging_midge_loses_nothing_acknowledged() -> None:
             esink.client.subscribe("cmd/#", 2)
             esink.client.reconnect_delay_set(0.2, 1)
             cpub = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="cpub")
+            cpub.max_inflight_messages_set(20)  # Mosquitto drops what exceeds its own 20
             cpub.connect("127.0.0.1", central_port)
             cpub.loop_start()
 
             def commands() -> None:
-                for n in range(total):
-                    cpub.publish("cmd/n", str(n).encode(), qos=2).wait_for_publish(10)
-                    time.sleep(0.002)
+                # In batches without waiting for each: the bridge has several in flight.
+                for first in range(0, total, 25):
+                    batch = [
+                        cpub.publish("cmd/n", str(n).encode(), qos=2)
+                        for n in range(first, min(total, first + 25))
+                    ]
+                    for info in batch:
+                        info.wait_for_publish(10)
+                    time.sleep(0.02)
 
             sender = threading.Thread(target=commands)
             time.sleep(0.5)  # the bridge is up
@@ -94,13 +116,18 @@ def test_kill_9_of_the_bridging_midge_loses_nothing_acknowledged() -> None:
                     edge = ProcBroker(["-c", edge_conf])
                     edge.wait_listening()
                 publisher = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=f"p{round_}")
+                publisher.max_inflight_messages_set(100)
                 publisher.connect("127.0.0.1", edge_port)
                 publisher.loop_start()
-                for n in range(acknowledged, stop):
-                    info = publisher.publish("data/n", str(n).encode(), qos=2)
+                # All at once: the kill then comes while the bridge has a window in flight.
+                infos = [
+                    publisher.publish("data/n", str(n).encode(), qos=2)
+                    for n in range(acknowledged, stop)
+                ]
+                for info in infos:
                     info.wait_for_publish(10)
                     assert info.is_published()
-                    acknowledged += 1
+                acknowledged = stop
                 publisher.loop_stop()
                 if stop < total:
                     edge.send_signal(signal.SIGKILL)
@@ -108,7 +135,11 @@ def test_kill_9_of_the_bridging_midge_loses_nothing_acknowledged() -> None:
                     edge.close()
             got: list[int] = []
             while len(got) < total:
-                got.append(int(sink.get(15.0).payload))
+                try:
+                    got.append(int(sink.get(15.0).payload))
+                except queue.Empty:
+                    missing = sorted(set(range(total)) - set(got))
+                    raise AssertionError(f"{len(got)} arrived; missing {missing}") from None
             assert sorted(got) == list(range(total)), "a message was lost or came twice"
             with pytest.raises(queue.Empty):
                 print(sink.get(0.5).payload)
@@ -117,7 +148,11 @@ def test_kill_9_of_the_bridging_midge_loses_nothing_acknowledged() -> None:
             cpub.loop_stop()
             commands_got: list[int] = []
             while len(commands_got) < total:
-                commands_got.append(int(esink.get(15.0).payload))
+                try:
+                    commands_got.append(int(esink.get(15.0).payload))
+                except queue.Empty:
+                    missing = sorted(set(range(total)) - set(commands_got))
+                    raise AssertionError(f"{len(commands_got)} came; missing {missing}") from None
             assert sorted(commands_got) == list(range(total)), "a command was lost or came twice"
             with pytest.raises(queue.Empty):
                 print(esink.get(0.5).payload)

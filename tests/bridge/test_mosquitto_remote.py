@@ -91,21 +91,31 @@ def wait_state(sub: Sub, topic: str, value: bytes, timeout: float = 15.0) -> Non
             return
 
 
-def test_both_directions_prefixes_state_and_remote_restart() -> None:
+@pytest.mark.parametrize("version", ["mqttv31", "mqttv311", "mqttv50"])
+def test_both_directions_prefixes_state_and_remote_restart(version: str) -> None:
+    """Each bridge_protocol_version (MQTT 3.1, 3.1.1 with try_private, 5 with No Local)."""
     lines = [
+        f"bridge_protocol_version {version}",
         "remote_clientid edge1",
         "restart_timeout 1",
         "topic sensors/# out 1 local/ site1/",
         "topic cmd/# in 1 ctl/ central/",
         'topic "" both 2 shared/in shared/out',
     ]
-    with mosquitto(["allow_anonymous true"]) as remote_port:
+    logs = Path(tempfile.mkdtemp(prefix="midge-bridge-log-"))
+    os.chmod(logs, 0o777)  # Mosquitto started as root writes as the mosquitto user
+    log = logs / "mosquitto.log"
+    conf = ["allow_anonymous true", f"log_dest file {log}", "connection_messages true"]
+    with mosquitto(conf) as remote_port:
         remote = Sub(remote_port, ["site1/#", "$SYS/broker/connection/#", "shared/#"])
         with bridged_midge(remote_port, lines) as broker:
             local = Sub(broker.port, ["ctl/#", "$SYS/broker/connection/#", "shared/#"])
             # The state: 1 on the remote (and the will says 0 when the bridge goes).
             wait_state(remote, "$SYS/broker/connection/edge1/state", b"1")
             wait_state(local, "$SYS/broker/connection/up/state", b"1")
+            # Mosquitto's log names the protocol the bridge speaks: p1 3.1, p2 3.1.1, p5 5.0.
+            level = {"mqttv31": "p1", "mqttv311": "p2", "mqttv50": "p5"}[version]
+            assert f"as edge1 ({level}," in log.read_text()
             # out, with remapping: local/sensors/t -> site1/sensors/t
             local.publish("local/sensors/t", b"21.5")
             m = remote.get()
@@ -133,6 +143,7 @@ def test_both_directions_prefixes_state_and_remote_restart() -> None:
         # The bridge stopped: the remote's state says 0.
         wait_state(remote, "$SYS/broker/connection/edge1/state", b"0")
         remote.close()
+    shutil.rmtree(logs, ignore_errors=True)
 
 
 @contextmanager
@@ -151,9 +162,12 @@ def mosquitto_on(port: int, directory: Path, lines: list[str]) -> Iterator[None]
         proc.wait(10)
 
 
-def test_reconnects_after_the_remote_restarts_and_loses_nothing() -> None:
+def test_reconnects_after_the_remote_restarts_and_loses_nothing(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     """While the remote is down, QoS 1 messages midge acknowledged wait in the bridge's local
-    session; once the remote is back they reach a persistent subscriber there, in order."""
+    session; once the remote is back they reach a persistent subscriber there, in order. The
+    log says each change of the bridge's state."""
     port = free_port()
     tmp_path = Path(tempfile.mkdtemp(prefix="midge-bridge-"))
     os.chmod(tmp_path, 0o777)  # mosquitto writes its database there as its own user
@@ -163,7 +177,7 @@ def test_reconnects_after_the_remote_restarts_and_loses_nothing() -> None:
         f"persistence_location {tmp_path}/",
     ]
     lines = ["restart_timeout 1", "topic t/# out 1"]
-    with bridged_midge(port, lines) as broker:
+    with caplog.at_level("INFO", logger="midge.bridge"), bridged_midge(port, lines) as broker:
         local = Sub(broker.port, ["$SYS/broker/connection/up/state"])
         with mosquitto_on(port, tmp_path, remote_lines):
             wait_state(local, "$SYS/broker/connection/up/state", b"1")
@@ -192,3 +206,8 @@ def test_reconnects_after_the_remote_restarts_and_loses_nothing() -> None:
             fresh.close()
         local.close()
     shutil.rmtree(tmp_path, ignore_errors=True)
+    logged = [r.getMessage() for r in caplog.records if r.name == "midge.bridge"]
+    assert any(t.startswith("bridge up: local session local.") for t in logged), logged
+    assert sum(t == f"bridge up: connected to 127.0.0.1:{port}" for t in logged) >= 2, logged
+    assert "bridge up: connection lost" in logged, logged
+    assert any(t.startswith(f"bridge up: cannot connect to 127.0.0.1:{port}: ") for t in logged)

@@ -665,3 +665,24 @@ def test_a_handler_that_publishes_while_its_inbox_is_full_does_not_deadlock(
             assert qos0 + handler.dropped <= 100
 
     run(main(), timeout=30)
+
+
+def test_mqtt_3_1(broker: RunningBroker) -> None:
+    """``version=3``: MQTT 3.1 ("MQIsdp", level 3), what a bridge with bridge_protocol_version
+    mqttv31 speaks: connect (the broker's session says level 3), subscribe, QoS 0-2 both ways."""
+
+    async def main() -> None:
+        async with Client(broker.host, broker.port, version=3, client_id="old-timer") as c:
+            assert c.connack is not None and c.connack.reason_code == 0
+            assert broker.server.broker.sessions["old-timer"].version == 3
+            await c.subscribe("v31/#", qos=2)
+            for qos in (0, 1, 2):
+                await c.publish("v31/x", b"%d" % qos, qos)
+            got = []
+            async for m in c.messages():
+                got.append((m.payload, m.qos))
+                if len(got) == 3:
+                    break
+            assert got == [(b"0", 0), (b"1", 1), (b"2", 2)]
+
+    run(main())

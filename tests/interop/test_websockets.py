@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from websockets.exceptions import InvalidStatus
+from websockets.exceptions import InvalidMessage, InvalidStatus
 from websockets.frames import Opcode
 
 from midge.codec.packets import (
@@ -421,3 +421,52 @@ def test_a_connect_sent_along_with_the_upgrade_request(site: Callable[..., Site]
             frames += [e for e in handshake.events_received() if isinstance(e, Frame)]
     assert handshake.handshake_exc is None
     assert frames[0].data == b"\x20\x02\x00\x00"  # CONNACK, accepted
+
+
+def test_wss_with_client_certificates_and_identity_as_username(
+    make_broker: Callable[..., RunningBroker], tmp_path: Path
+) -> None:
+    """The TLS options of a TCP listener on a wss listener: ``cafile`` + ``require_certificate``
+    (no certificate, or one from another CA: the TLS handshake fails, or with TLS 1.3 the
+    connection closes before the HTTP upgrade's answer: no WebSocket at all) and
+    ``use_identity_as_username`` (the certificate's CN is the username the ACL file sees)."""
+    from tests.security.certs import name
+
+    pki = Pki(tmp_path)
+    acl = tmp_path / "acl"
+    acl.write_text("user alice\ntopic readwrite alice/#\n")
+    broker = make_broker(
+        listeners=[
+            ListenerConfig(
+                port=0,
+                host="127.0.0.1",
+                protocol="websockets",
+                certfile=pki.server_cert,
+                keyfile=pki.server_key,
+                cafile=pki.cafile,
+                require_certificate=True,
+                use_identity_as_username=True,
+            )
+        ],
+        acl_file=str(acl),
+    )
+    port = int(broker.server.addresses[0][1])
+
+    def context(certfile: str | None = None, keyfile: str | None = None) -> ssl.SSLContext:
+        ctx = ssl.create_default_context(cafile=pki.cafile)
+        if certfile and keyfile:
+            ctx.load_cert_chain(certfile, keyfile)
+        return ctx
+
+    alice_cert, alice_key = pki.client("alice", name(("CN", "alice")))
+    alice = raw_ws("localhost", port, 5, context(alice_cert, alice_key))
+    alice.connect5("c-alice")  # no username in CONNECT: the CN is the username
+    assert alice.subscribe("#", 1).reason_codes == [1]
+    alice.pub("bob/x", b"denied by the ACL", 1)
+    alice.pub("alice/x", b"allowed", 1)
+    assert [p.payload for p in alice.publishes(1)] == [b"allowed"]
+    alice.disconnect()
+    for ctx in (context(), context(*pki.client("mallory", name(("CN", "alice")), untrusted=True))):
+        with pytest.raises((ssl.SSLError, OSError, InvalidMessage)):
+            c = raw_ws("localhost", port, 5, ctx)
+            c.connect5("c-none")

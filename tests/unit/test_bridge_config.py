@@ -206,3 +206,21 @@ def test_toml_bridge_problem_names_its_line(tail: str, expected: str) -> None:
     with pytest.raises(ConfigError) as info:
         parse_toml(text, "m.toml")
     assert str(info.value).startswith(expected)
+
+
+def test_restart_timeout_backoff() -> None:
+    """``restart_timeout BASE CAP``: the waits between attempts grow from BASE (less jitter)
+    towards CAP and stay there; one value: always that wait."""
+    from types import SimpleNamespace
+
+    from midge.bridge.bridge import Bridge
+
+    def delays(text: str, n: int = 8) -> list[float]:
+        (cfg,) = parse_mosquitto_conf(f"connection a\naddress h\ntopic x\n{text}\n").bridges
+        backoff = Bridge._backoff(SimpleNamespace(cfg=cfg))  # type: ignore[arg-type]
+        return [backoff.delay(attempt) for attempt in range(n)]
+
+    assert delays("restart_timeout 7") == [7.0] * 8
+    grown = delays("restart_timeout 2 20")
+    ceilings = [2, 4, 8, 16, 20, 20, 20, 20]
+    assert all(c / 2 <= d <= c for d, c in zip(grown, ceilings, strict=True)), grown

@@ -202,7 +202,7 @@ GLOBALS: list[tuple[str, str, str, Any]] = [
     ("log_dest stdout", 'log_dest = "stdout"', "log_dest", ["stdout"]),
     ("log_dest none", 'log_dest = "none"', "log_dest", []),
     ("log_type debug", 'log_type = "debug"', "log_type", ["debug"]),
-    ("log_type all", 'log_type = "all"', "log_type", list(LOG_TYPES)),
+    ("log_type all", 'log_type = "all"', "log_type", [*LOG_TYPES, "websockets"]),
     ("log_type none", 'log_type = "none"', "log_type", []),
 ]
 

@@ -12,10 +12,13 @@ The **remote side** is a :class:`~midge.client.Client` to the remote broker, wit
 bridge marker (``try_private``) on MQTT 3.1.1 and No Local subscriptions on MQTT 5.
 
 Each message is handed over by the receiving client's ``handler`` and acknowledged to its
-sender only once the other side has acknowledged it (``publish`` returned): a QoS 1/2 message
-bound for the remote stays in this broker's store (the local session's in-flight or queued
-messages) until the remote has it, so a kill -9 of midge or a restart of the remote loses
-nothing that was acknowledged.
+sender only once the other side has acknowledged it: a QoS 1/2 message bound for the remote
+stays in this broker's store (the local session's in-flight or queued messages) until the remote
+has it, so a kill -9 of midge or a restart of the remote loses nothing that was acknowledged.
+Meanwhile the next messages are handed over (``Client.start_publish``; the handler returns the
+acknowledgement to wait for and the receiving client sends its own acknowledgements in order):
+a window of ``max_inflight_messages`` each way, or the remote's smaller Receive Maximum, as
+Mosquitto's bridge keeps.
 
 State: ``$SYS/broker/connection/NAME/state`` and the notification topic
 (``$SYS/broker/connection/REMOTE_CLIENTID/state`` by default) are 1 while connected and 0 when
@@ -36,9 +39,9 @@ from typing import TYPE_CHECKING
 from midge.bridge.options import BOTH, IN, OUT, BridgeConfig, BridgeTopic
 from midge.broker.connection import Connection
 from midge.broker.model import Message as CoreMessage
-from midge.client.client import Backoff, Client
+from midge.client.client import Backoff, Client, Settled
 from midge.client.errors import MQTTError
-from midge.client.message import Message
+from midge.client.message import Message, PublishResult
 from midge.client.store import MemorySessionStore, SessionStore, SqliteSessionStore
 from midge.codec.packets import MQTT5, MQTT31, MQTT311, Will
 from midge.codec.properties import Prop
@@ -160,6 +163,11 @@ class Bridge:
         self._last_traffic = 0.0
         self._pending: set[asyncio.Task[object]] = set()
 
+    def _window(self) -> int:
+        """How many QoS 1/2 messages may be in flight each way: ``max_inflight_messages``
+        (0: unlimited), as for a Mosquitto bridge."""
+        return self.broker.config.max_inflight_messages or 65535
+
     def _session_store(self) -> SessionStore:
         """Where both clients keep their in-flight state: with a durable broker, an SQLite file
         next to its database (``bridge-NAME.db``), so that after a kill -9 the resends of both
@@ -216,8 +224,8 @@ class Bridge:
             opener=self._open_local,
             reconnect=Backoff(initial=0.1, maximum=2.0),
             # What waits for the remote waits in this broker's store (the session's queue),
-            # not in the client's memory.
-            receive_maximum=64,
+            # not in the client's memory; the window of messages in flight towards the remote.
+            receive_maximum=self._window(),
             queue_size=100,
             session_store=self._store,
         )
@@ -288,6 +296,9 @@ class Bridge:
         cfg = self.cfg
         host, port = self._next_address()
         v5 = cfg.bridge_protocol_version == "mqttv50"
+        version = {"mqttv31": MQTT31, "mqttv311": MQTT311, "mqttv50": MQTT5}[
+            cfg.bridge_protocol_version
+        ]
         will = None
         if cfg.notifications and not cfg.notifications_local_only and cfg.notification_topic:
             will = Will(cfg.notification_topic, b"0", 1, True)
@@ -295,11 +306,7 @@ class Bridge:
             host,
             port,
             client_id=cfg.remote_clientid or "",
-            version=MQTT5
-            if v5
-            else MQTT31
-            if cfg.bridge_protocol_version == "mqttv31"
-            else MQTT311,
+            version=version,
             clean_start=cfg.cleansession,
             session_expiry=0 if cfg.cleansession or not v5 else NEVER,
             keep_alive=cfg.keepalive_interval,
@@ -316,6 +323,13 @@ class Bridge:
             on_connection=self._on_remote,
             queue_size=100,
             local_address=cfg.bridge_bind_address,
+            # Mosquitto's bridge: max_inflight_messages both ways (its Receive Maximum in the
+            # MQTT 5 CONNECT; an MQTT 3.1.1 remote states none, so this bounds what is in flight).
+            receive_maximum=self._window(),
+            send_maximum=self._window(),
+            # Mosquitto 2.0 overruns it when it has queued messages for the bridge: accepted
+            # (with a warning), rather than a disconnection and the same again.
+            enforce_receive_maximum=False,
         )
 
     def _on_remote(self, up: bool) -> None:
@@ -481,67 +495,101 @@ class Bridge:
     def _properties(message: Message) -> dict[int, object]:
         return {k: v for k, v in message.properties.items() if k in _KEPT}
 
-    async def _outgoing(self, message: Message, accepted: Callable[[], None]) -> None:
-        """A message of an ``out`` pattern: publish it on the remote; return (and so let the
-        local session acknowledge it) once the remote has acknowledged it."""
+    async def _outgoing(self, message: Message, accepted: Callable[[], None]) -> Settled:
+        """A message of an ``out`` pattern: publish it on the remote; the local session
+        acknowledges it once the remote has (the awaitable returned, see :meth:`_send`)."""
         mapped = remap_out(self.cfg.topics, message.topic)
         if mapped is None:
-            return
+            return None
         topic, _ = mapped
         retain = message.retain and self.cfg.bridge_outgoing_retain
-        props = self._properties(message)
-        loop = asyncio.get_running_loop()
-        while not self._stopping:
-            self._wanted.set()
-            await self._remote_ready.wait()
-            remote = self.remote
-            if remote is None:
-                continue
-            try:
-                await remote.publish(
-                    topic,
-                    message.payload,
-                    message.qos,
-                    retain,
-                    properties=props,
-                    on_stored=accepted,
-                )
-                self._last_traffic = loop.time()
-                return
-            except MQTTError as exc:
-                if refused(exc):
-                    log.warning("bridge %s: the remote refused %s: %s", self.cfg.name, topic, exc)
-                    return
-                if message.qos == 0:
-                    return  # at most once
-                log.debug("bridge %s: %s waits for the remote: %s", self.cfg.name, topic, exc)
-                await asyncio.sleep(0.1)
+        return await self._send(True, topic, message, retain, accepted)
 
-    async def _incoming(self, message: Message, accepted: Callable[[], None]) -> None:
+    async def _incoming(self, message: Message, accepted: Callable[[], None]) -> Settled:
         """A message of an ``in`` pattern: publish it here (through the broker core, as the
         local session); the remote is acknowledged once this broker has it."""
         topic = remap_in(self.cfg.topics, message.topic)
-        if topic is None or self.local is None:
-            return
+        if topic is None:
+            return None
         self._last_traffic = asyncio.get_running_loop().time()
+        return await self._send(False, topic, message, message.retain, accepted)
+
+    async def _send(
+        self, out: bool, topic: str, message: Message, retain: bool, accepted: Callable[[], None]
+    ) -> Settled:
+        """Hand ``message`` over to the other side (``out``: the remote): returns once it is
+        written there and, QoS 1/2, in the bridge's store with the received id (``accepted``,
+        one commit). The next message is handed over meanwhile: the window is the local
+        session's (``max_inflight_messages``) one way, the remote's Receive Maximum (MQTT 5)
+        or ``max_inflight_messages`` (MQTT 3.1.1, as Mosquitto's bridge) the other. Returns
+        what the receiving client awaits before it acknowledges the message, in order: the
+        other side's acknowledgement (None: nothing to wait for, QoS 0 or refused)."""
         props = self._properties(message)
-        while not self._stopping:
+        while True:
+            if self._stopping:
+                return self._not_settled()
+            if out:
+                self._wanted.set()
+                await self._remote_ready.wait()
+            client = self.remote if out else self.local
+            if client is None:
+                await asyncio.sleep(0.1)
+                continue
             try:
-                await self.local.publish(
-                    topic,
-                    message.payload,
-                    message.qos,
-                    message.retain,
-                    properties=props,
-                    on_stored=accepted,
+                ack = await client.start_publish(
+                    topic, message.payload, message.qos, retain, props, accepted
                 )
+            except MQTTError as exc:
+                if self._gives_up(exc, out, topic, message.qos):
+                    return None
+                await asyncio.sleep(0.1)  # the other side is reconnecting
+                continue
+            if out:
+                self._last_traffic = asyncio.get_running_loop().time()
+            return self._settle(ack, out, topic, message, retain, accepted) if message.qos else None
+
+    @staticmethod
+    async def _not_settled() -> None:
+        """The bridge stops before the other side has the message: it is not acknowledged, so
+        its sender keeps it and sends it again next time."""
+        raise MQTTError(Reason.UNSPECIFIED_ERROR, "the bridge is stopping")
+
+    async def _settle(
+        self,
+        ack: asyncio.Future[PublishResult],
+        out: bool,
+        topic: str,
+        message: Message,
+        retain: bool,
+        accepted: Callable[[], None],
+    ) -> None:
+        """Wait for the other side's acknowledgement of a message handed over. If the client
+        that carried it ended before (a new one replaces it), send it again."""
+        while True:
+            try:
+                await ack
+                if out:
+                    self._last_traffic = asyncio.get_running_loop().time()
                 return
             except MQTTError as exc:
-                if refused(exc) or message.qos == 0:
-                    # Refused here (an ACL denies the local session, ...): dropped, as a
-                    # client's refused message is.
-                    log.warning(
-                        "bridge %s: %s not published locally: %s", self.cfg.name, topic, exc
-                    )
+                if self._gives_up(exc, out, topic, message.qos):
                     return
-                await asyncio.sleep(0.1)  # the local session is reconnecting
+            await asyncio.sleep(0.1)
+            again = await self._send(out, topic, message, retain, accepted)
+            if again is None:
+                return
+            await again
+            return
+
+    def _gives_up(self, exc: MQTTError, out: bool, topic: str, qos: int) -> bool:
+        """Whether a failed hand-over is final: the message refused (a negative PUBACK or
+        PUBREC, an ACL here, ...: dropped, as a client's refused message is), or QoS 0 (at most
+        once). Otherwise the other side is away and the message waits for it."""
+        if refused(exc):
+            where = "the remote refused" if out else "not published locally:"
+            log.warning("bridge %s: %s %s: %s", self.cfg.name, where, topic, exc)
+            return True
+        if qos == 0:
+            return True
+        log.debug("bridge %s: %s waits: %s", self.cfg.name, topic, exc)
+        return False

@@ -404,7 +404,8 @@ OPTIONS: tuple[Option, ...] = (
     _opt(
         "bridge_protocol_version",
         WORD,
-        'mqttv311, mqttv50 or mqttv31 (MQTT 3.1, "MQIsdp").',
+        "The protocol the bridge speaks to the remote: mqttv311, mqttv50 or mqttv31 (MQTT 3.1, "
+        '"MQIsdp").',
         "mqttv311",
         check=choice("mqttv31", "mqttv311", "mqttv50"),
     ),
@@ -431,7 +432,6 @@ OPTIONS: tuple[Option, ...] = (
         WORD,
         "Local address the remote connection is made from.",
         None,
-        mosquitto="Accepted; midge's client connects from the default address (not yet used).",
     ),
     _opt("bridge_cafile", TEXT, "CA certificates (PEM) for a TLS bridge.", None),
     _opt("bridge_capath", TEXT, "Directory of CA certificates for a TLS bridge.", None),

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import random
 import secrets
@@ -78,6 +79,12 @@ from midge.codec.reasons import CodecError, Reason
 from midge.codec.topics import split_shared, topic_matches
 
 log = logging.getLogger("midge.client")
+
+#: What a ``handler`` returns: None once it is done with the message, or an awaitable that
+#: completes once the message may be acknowledged (the handler has handed it over and the next
+#: message may come meanwhile: a bridge's in-flight window).
+Settled = Awaitable[object] | None
+Handler = Callable[["Message", Callable[[], None]], Awaitable[Settled]]
 
 #: Reasons after which reconnecting makes sense (the server went away or asked to come back later).
 RETRYABLE: Final = frozenset(
@@ -250,6 +257,8 @@ class _Link:
         self.aliases_out: dict[str, int] = {}
         self.aliases_in: dict[int, str] = {}
         self.last_write = 0.0
+        #: The server has sent more than this client's Receive Maximum (warned once).
+        self.overrun = False
         self.ping_sent: float | None = None
         self.error: MQTTError | None = None
 
@@ -339,7 +348,7 @@ class Client:
         transport: str = "tcp",
         websocket_path: str = "/mqtt",
         bridge: bool = False,
-        handler: Callable[[Message, Callable[[], None]], Awaitable[None]] | None = None,
+        handler: Handler | None = None,
         opener: Callable[[], Awaitable[tuple[asyncio.StreamReader, asyncio.StreamWriter]]]
         | None = None,
         on_connection: Callable[[bool], None] | None = None,
@@ -348,6 +357,8 @@ class Client:
         proxy: str | None = None,
         outgoing_topic_aliases: bool = True,
         reconnect_after_disconnect: bool = True,
+        send_maximum: int = 65535,
+        enforce_receive_maximum: bool = True,
     ) -> None:
         if transport not in ("tcp", "websockets"):
             raise ValueError("transport must be 'tcp' or 'websockets'")
@@ -427,6 +438,15 @@ class Client:
         self.outgoing_topic_aliases = outgoing_topic_aliases
         #: Connect through this SOCKS5 proxy (``socks5h://[USER[:PASSWORD]@]HOST[:PORT]``).
         self.proxy = Socks5Proxy.from_url(proxy) if proxy is not None else None
+        #: At most this many QoS 1/2 messages of this client in flight, even when the server
+        #: allows more (its Receive Maximum; an MQTT 3.1.1 server states none): Mosquitto's
+        #: MOSQ_OPT_SEND_MAXIMUM, a bridge's ``max_inflight_messages``.
+        self.send_maximum = send_maximum
+        #: An MQTT 5 server that sends more unacknowledged QoS 1/2 messages than this client's
+        #: Receive Maximum is disconnected with 0x93 (MQTT 5 3.3.4); False accepts them, with a
+        #: warning (a bridge: Mosquitto 2.0 overruns the Receive Maximum of a client it has
+        #: queued messages for).
+        self.enforce_receive_maximum = enforce_receive_maximum
         #: The CONNACK of the current (or last) connection.
         self.connack: ConnectResult | None = None
         self._link: _Link | None = None
@@ -461,8 +481,14 @@ class Client:
         #: QoS 0 messages dropped because the inboxes were full while the application waited
         #: for an acknowledgement (see the module's docstring).
         self.dropped = 0
-        #: pid -> how many PUBLISH (the original and resends) await their PUBREC
-        self._arriving_ids: dict[int, int] = {}
+        #: pid -> the connection of each PUBLISH (the original and resends) awaiting its
+        #: PUBACK / PUBREC
+        self._arriving_ids: dict[int, list[_Link]] = {}
+        #: Handed-over messages whose handler's settlement is awaited, in the order received
+        #: (their acknowledgements go out in that order, MQTT-4.6.0-2), and the task sending them.
+        self._settling: deque[tuple[Message, int, Awaitable[object] | None]] = deque()
+        self._settled: asyncio.Event | None = None
+        self._ack_task: asyncio.Task[None] | None = None
         self._arrived: asyncio.Event | None = None
         self._room: asyncio.Event | None = None
         self._pump_task: asyncio.Task[None] | None = None
@@ -528,9 +554,11 @@ class Client:
         self._error = None
         self._arrivals.clear()
         self._arriving_ids.clear()
+        self._drop_settling()
         self._arriving_qos0 = 0
         self._arrived = asyncio.Event()
         self._room = asyncio.Event()
+        self._settled = asyncio.Event()
         if self.clean_start and self.client_id:
             self.store.clear(self.client_id)  # a clean start discards the session both sides
         self._session = self.store.load(self.client_id) if self.client_id else SessionState()
@@ -540,6 +568,8 @@ class Client:
             raise ConnectionLost(f"cannot connect to {self.host}:{self.port}: {exc}") from exc
         self._task = asyncio.create_task(self._run(), name=f"midge.client {self.client_id}")
         self._pump_task = asyncio.create_task(self._pump(), name="midge.client inboxes")
+        if self.handler is not None:
+            self._ack_task = asyncio.create_task(self._acknowledger(), name="midge.client acks")
         assert self.connack is not None
         return self.connack
 
@@ -559,7 +589,7 @@ class Client:
                 await asyncio.wait_for(link.writer.wait_closed(), 1.0)
         if link is not None:
             link.abort()
-        for task in (self._task, self._ping_task, self._pump_task):
+        for task in (self._task, self._ping_task, self._pump_task, self._ack_task):
             if task is not None and task is not asyncio.current_task():
                 task.cancel()
                 with contextlib.suppress(BaseException):
@@ -579,10 +609,12 @@ class Client:
         self._closing = True
         self._error = error
         failure = error or MQTTError(Reason.UNSPECIFIED_ERROR, "the client is closed")
-        if self._pump_task is not None and self._pump_task is not asyncio.current_task():
-            self._pump_task.cancel()
+        for task in (self._pump_task, self._ack_task):
+            if task is not None and task is not asyncio.current_task():
+                task.cancel()
         self._arrivals.clear()
         self._arriving_ids.clear()
+        self._drop_settling()
         self._arriving_qos0 = 0
         if self._room is not None:
             self._room.set()
@@ -1063,9 +1095,19 @@ class Client:
         if qos and pid is not None:
             self._incoming_unacked += 1
             if self._incoming_unacked > self.receive_maximum and link.version == MQTT5:
-                why = "receive maximum exceeded"
-                self._protocol_error(link, Reason.RECEIVE_MAXIMUM_EXCEEDED, why)
-                return
+                if self.enforce_receive_maximum:
+                    why = "receive maximum exceeded"
+                    self._protocol_error(link, Reason.RECEIVE_MAXIMUM_EXCEEDED, why)
+                    return
+                if not link.overrun:
+                    link.overrun = True
+                    log.warning(
+                        "%s:%s sends more than this client's Receive Maximum (%d) of "
+                        "unacknowledged messages; accepted",
+                        self.host,
+                        self.port,
+                        self.receive_maximum,
+                    )
             if qos == 2:
                 # A QoS 2 message is delivered once: a PUBLISH the server resends (DUP 1) with
                 # an id not yet released is only acknowledged again (MQTT-4.3.3-9). A DUP 0
@@ -1075,14 +1117,14 @@ class Client:
                 if packet.dup and pid in self._session.incoming:
                     self._incoming_unacked -= 1  # counted when first received
                     if pid in self._arriving_ids:  # PUBREC each, in order, once delivered
-                        self._arriving_ids[pid] += 1
+                        self._arriving_ids[pid].append(link)
                     else:
                         self._write(link, Pubrec(pid))
                     return
                 self._session.incoming.add(pid)
                 if self.client_id and self._session_persists and self.handler is None:
                     self.store.add_incoming(self.client_id, pid)
-            self._arriving_ids[pid] = 1
+            self._arriving_ids[pid] = [link]
         else:
             self._arriving_qos0 += 1
         # A response to a request() is handed over now, not behind messages the application
@@ -1139,25 +1181,76 @@ class Client:
             while not arrivals:
                 arrived.clear()
                 await arrived.wait()
-            link, message, pid, deliver = arrivals[0]
+            _, message, pid, deliver = arrivals[0]
+            settled: Settled = None
             if deliver:
-                await self._deliver(message, pid)
+                settled = await self._deliver(message, pid)
             arrivals.popleft()
             room.set()
             if pid is None:
                 self._arriving_qos0 -= 1
                 continue
-            times = self._arriving_ids.pop(pid, 1)
+            if settled is None and not self._settling:
+                self._acknowledge(message, pid)
+            else:  # acknowledged once settled, after those before it
+                assert self._settled is not None
+                self._settling.append((message, pid, settled))
+                self._settled.set()
+
+    async def _acknowledger(self) -> None:
+        """Acknowledges, in the order received, the messages a ``handler`` handed over, each
+        once its settlement (the other side's acknowledgement, for a bridge) has come."""
+        settling, wake = self._settling, self._settled
+        assert wake is not None
+        while True:
+            while not settling:
+                wake.clear()
+                await wake.wait()
+            message, pid, settled = settling[0]
+            if settled is not None:
+                try:
+                    await settled
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    # Not acknowledged: the server sends it again on the next connection.
+                    if isinstance(exc, MQTTError):
+                        log.debug("message %s not acknowledged: %s", pid, exc)
+                    else:
+                        log.exception("the handler failed to settle message %s", pid)
+                    settling.popleft()
+                    self._arriving_ids.pop(pid, None)
+                    continue
+            settling.popleft()
+            self._acknowledge(message, pid)
+
+    def _drop_settling(self) -> None:
+        """Forget the settlements awaited (the client ended): none is acknowledged."""
+        for _, _, settled in self._settling:
+            # Never started: closed (no "never awaited" warning). The one the acknowledger
+            # awaits ends with the acknowledger's cancellation.
+            if (
+                inspect.iscoroutine(settled)
+                and inspect.getcoroutinestate(settled) == "CORO_CREATED"
+            ):
+                settled.close()
+        self._settling.clear()
+
+    def _acknowledge(self, message: Message, pid: int) -> None:
+        """PUBACK / PUBREC ``pid`` on the connection(s) its PUBLISH came by that are still up:
+        the original, and for QoS 2 each resend received meanwhile. Acks whose connection has
+        gone are not sent: the server resends those messages."""
+        links = self._arriving_ids.pop(pid, [])
+        for link in links:
             if link is not self._link or link.writer.transport.is_closing():
                 continue
             if message.qos == 1:
                 self._incoming_unacked -= 1
                 self._write(link, Puback(pid))
             else:
-                for _ in range(times):  # the original and each resend received meanwhile
-                    self._write(link, Pubrec(pid))
+                self._write(link, Pubrec(pid))
 
-    async def _deliver(self, message: Message, pid: int | None = None) -> None:
+    async def _deliver(self, message: Message, pid: int | None = None) -> Settled:
         if self.handler is not None:
             client_id = self.client_id
 
@@ -1165,8 +1258,7 @@ class Client:
                 if pid is not None and message.qos == 2 and client_id and self._session_persists:
                     self.store.add_incoming(client_id, pid)
 
-            await self.handler(message, accepted)
-            return
+            return await self.handler(message, accepted)
         targets: list[_Inbox] = []
         ids = message.subscription_identifiers
         for route in self._routes:
@@ -1180,6 +1272,7 @@ class Client:
             targets.append(self._main)
         for inbox in targets:
             await inbox.put(message)
+        return None
 
     def _on_puback(self, packet: Puback) -> None:
         pid = packet.packet_id
@@ -1364,8 +1457,26 @@ class Client:
             props[Prop.MESSAGE_EXPIRY_INTERVAL] = message_expiry
         if payload_format_indicator is not None:
             props[Prop.PAYLOAD_FORMAT_INDICATOR] = payload_format_indicator
-        if self.version != MQTT5:
-            props = {}
+        return await (await self.start_publish(topic, data, qos, retain, props, on_stored))
+
+    async def start_publish(
+        self,
+        topic: str,
+        payload: bytes,
+        qos: int = 0,
+        retain: bool = False,
+        properties: Properties | None = None,
+        on_stored: Callable[[], None] | None = None,
+    ) -> asyncio.Future[PublishResult]:
+        """Send a message and return its acknowledgement, a future, without awaiting it (as
+        :meth:`publish` does), so that several may be in flight: returns once the message is
+        written (and with ``on_stored``, in the session store), having waited while disconnected
+        and while the in-flight window (the server's Receive Maximum, ``send_maximum``) is
+        full. QoS 0: a future already done."""
+        if qos not in (0, 1, 2):
+            raise ValueError(f"QoS {qos}")
+        props: Properties = dict(properties or {}) if self.version == MQTT5 else {}
+        data = payload
         link = await self._ready()
         if qos > link.maximum_qos:
             raise MQTTError(
@@ -1383,11 +1494,13 @@ class Client:
                 await link.writer.drain()
             except OSError as exc:  # the connection went while the message was leaving
                 raise ConnectionLost(f"QoS 0 message may be lost: {exc}") from exc
-            return PublishResult()
+            done: asyncio.Future[PublishResult] = asyncio.get_running_loop().create_future()
+            done.set_result(PublishResult())
+            return done
         # Receive Maximum: the server takes at most this many unacknowledged QoS 1/2 PUBLISH.
         while True:
             link = await self._ready()
-            if self._inflight < link.receive_maximum:
+            if self._inflight < min(link.receive_maximum, self.send_maximum):
                 break
             assert self._quota_free is not None
             self._quota_free.clear()
@@ -1422,7 +1535,7 @@ class Client:
         self._inflight += 1
         with contextlib.suppress(OSError):  # lost connection: resent after reconnecting
             await link.writer.drain()
-        return await fut
+        return fut
 
     # ---------------------------------------------------------------------------------------
     # Subscribing

@@ -222,7 +222,7 @@ def log_types(values: list[str]) -> list[str]:
         if value == "none":
             chosen = set()
         elif value == "all":
-            chosen = set(LOG_TYPES)
+            chosen = {*LOG_TYPES, "websockets"}  # Mosquitto's MOSQ_LOG_ALL has it too
         elif value in LOG_TYPES:
             chosen.add(value)
         elif value == "websockets":

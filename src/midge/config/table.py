@@ -195,8 +195,9 @@ _LISTENERS = (
         "websockets_log_level",
         GLOBAL,
         INT,
-        "Accepted for Mosquitto compatibility: with `log_type websockets`, any non-zero value "
-        "logs the WebSocket layer (logger `midge.websockets`) at debug level.",
+        "With `log_type websockets` (or `all`), any non-zero value logs the WebSocket layer's "
+        "own lines (logger `midge.websockets`: upgrades refused, ...); 0 logs none, as "
+        "Mosquitto.",
         "logging",
         default=0,
         check=checks.int_range(0, 2**31 - 1),
@@ -865,12 +866,12 @@ _LOGGING = (
         GLOBAL,
         STRINGS,
         "Which messages to log: `debug`, `error`, `warning`, `notice`, `information`, "
-        "`subscribe`, `unsubscribe`, `all`, `none`. May repeat, like `log_dest`.",
+        "`subscribe`, `unsubscribe`, `websockets` (the WebSocket layer's own lines, with "
+        "`websockets_log_level`), `all` (every type), `none`. May repeat, like `log_dest`.",
         "logging",
         default=list(checks.DEFAULT_LOG_TYPES),
         default_doc=", ".join(checks.DEFAULT_LOG_TYPES),
         syntax="`log_type TYPE`",
-        mosquitto="`websockets` is accepted (the WebSocket layer logs at debug level).",
         apply="log_type",
         reload=True,
     ),
