@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-DEBS   := mosquitto-clients mosquitto slapd ldap-utils haproxy jq chromium
+DEBS   := mosquitto-clients mosquitto slapd ldap-utils haproxy jq chromium redis-server
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
 # The mypyc-compiled build of the hot modules (setup.py), in a venv of its own: `make compiled`.
@@ -44,7 +44,8 @@ dist: $(STAMP)
 	$(BIN)/python -m build --outdir dist .
 
 # Debian packages the tests drive (mosquitto_pub/sub, the mosquitto reference broker; slapd and
-# ldap-utils for the LDAP backend's tests; chromium for MQTT.js in a real browser).
+# ldap-utils for the LDAP backend's tests; chromium for MQTT.js in a real browser; redis-server
+# for the cluster tests).
 debs:
 	@missing=""; for p in $(DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \

@@ -35,6 +35,7 @@ from midge.transport.tls import ServerTls
 from midge.transport.writer import TurnWrites
 
 if TYPE_CHECKING:
+    from midge.cluster.redis_router import RedisRouter
     from midge.observe.http import HttpListeners
 
 log = logging.getLogger("midge.server")
@@ -76,6 +77,9 @@ class Server:
         self.auth: AuthChain = AuthChain()
         #: Cross-worker routing for ``--workers N`` (its listeners then share ports: SO_REUSEPORT).
         self.router = router
+        #: This node's link to the cluster (``cluster_redis``), made by ``start``; it is then
+        #: also :attr:`router`.
+        self.cluster: RedisRouter | None = None
         self.broker: Broker | None = None
         self.listeners: list[ListenerState] = []
         #: The loop turn's output and the lingering (closed, draining) sockets of every listener.
@@ -215,9 +219,23 @@ class Server:
             log.info("durable store %s (durability %s)", sqlite_store.path, config.durability)
         else:
             self.broker = Broker(config, LoopClock(loop), self.auth)
+        if config.cluster_redis is not None and self.router is None:
+            # A cluster node (docs/cluster.md): routes, retained messages and client ids are
+            # shared through Redis; joining it comes before the first client is accepted.
+            from midge.cluster.redis_router import RedisRouter
+
+            self.cluster = RedisRouter(config.cluster_redis, config.cluster_node_id)
+            self.router = self.cluster
         if self.router is not None:
             self.router.bind(self.broker)
             self.broker.router = self.router
+        if self.cluster is not None:
+            try:
+                await self.cluster.start()
+            except BaseException:
+                await self.cluster.stop()
+                await self._close_listeners()
+                raise
         if logs.topic_handler is not None:  # log_dest topic: $SYS/broker/log/...
             logs.topic_handler.attach(self.broker, loop)
         if config.sys_interval and self.publish_sys:
@@ -363,6 +381,8 @@ class Server:
             if writes is not None:
                 writes.abort_lingering()
             broker.store.close()
+        if self.cluster is not None:
+            await self.cluster.stop()  # after the wills went (to the other nodes too)
         await self.auth.close()
         for state in self.listeners:
             if state.server is not None:

@@ -26,7 +26,7 @@ from midge.store.memory import MemoryStore
 
 if TYPE_CHECKING:
     from midge.broker.connection import Connection
-    from midge.cluster.router import Router
+    from midge.cluster.router import AckGate, Router
 
 log = logging.getLogger("midge.broker")
 
@@ -82,6 +82,9 @@ class Broker:
         #: Cross-worker routing (``midge broker --workers N``); None for a single process, so the
         #: single-worker hot path pays one attribute check (see midge.cluster.router).
         self.router: Router | None = None
+        #: A router whose deliveries to other nodes are acknowledged (the Redis cluster): the
+        #: PUBACK/PUBREC of a QoS 1/2 message waits until they have accepted it. None otherwise.
+        self.ack_gate: AckGate | None = None
 
     # -- sessions -----------------------------------------------------------------------------
 

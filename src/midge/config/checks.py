@@ -115,6 +115,7 @@ LOG_COMPONENTS = (
     "transport",
     "websockets",
     "workers",
+    "cluster",
 )
 LOG_LEVELS = ("debug", "information", "info", "notice", "warning", "error", "none")
 
@@ -264,4 +265,23 @@ def mount_point(value: str) -> str:
         )
     if "\0" in value:
         raise BadValue("invalid mount_point: it contains a NUL character")
+    return value
+
+
+def redis_url(value: str) -> str:
+    """``cluster_redis``: a URL redis-py's ``from_url`` takes."""
+    if not value.startswith(("redis://", "rediss://", "unix://")):
+        raise BadValue(
+            f"invalid cluster_redis '{value}': expected redis://HOST:PORT/DB, "
+            "rediss://HOST:PORT/DB or unix://PATH"
+        )
+    return value
+
+
+def node_id(value: str) -> str:
+    """``cluster_node_id``: a name that fits in a Redis key and a log line."""
+    if not value or len(value) > 64 or not all(c.isalnum() or c in "._-" for c in value):
+        raise BadValue(
+            f"invalid cluster_node_id '{value}': expected 1 to 64 letters, digits, '.', '_' or '-'"
+        )
     return value
