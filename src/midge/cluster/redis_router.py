@@ -520,13 +520,14 @@ class RedisRouter:
                 self._known[node] = seq
                 self._check_known()
         elif kind == ACCEPTED:
-            wait = self.acks.get(frame[2])
-            if wait is not None and wait.settle(frame[1]):
-                del self.acks[frame[2]]
+            self._settle(frame[2], frame[1])
         elif kind == RETAIN:
-            if frame[1] != self.me:
+            node = frame[1]
+            if node != self.me:
                 assert self.broker is not None
                 self.broker.retained.set(message_from_data(frame[2]))
+                if frame[3]:
+                    self._send(node, (ACCEPTED, f"r:{self.me}", frame[3]))
         elif kind == UP:
             if frame[1] != self.me:
                 self._node_up(frame[1])
@@ -556,7 +557,8 @@ class RedisRouter:
             self.remote.unsubscribe(node, topic_filter)
         self._known.pop(node, None)
         for wid, wait in list(self.acks.items()):
-            if node in wait.waiting and wait.settle(node):
+            wait.waiting.discard(f"r:{node}")
+            if wait.settle(node):
                 del self.acks[wid]
         for claim in list(self.claims.values()):
             if claim.target == node:
@@ -655,10 +657,14 @@ class RedisRouter:
                     targets.setdefault(chosen, []).append(key)
                     interested = True
         wait: _AckWait | None = None
+        wid = 0
         if message.qos and (targets or message.retain):
             wait = _AckWait(set(targets))
+            self._next_ack += 1
+            wid = self._next_ack
+            self.acks[wid] = wait
         if message.retain:
-            self._share_retained(message, wait)
+            self._share_retained(message, wait, wid)
         if targets:
             writer = self.writer
             assert writer is not None
@@ -669,37 +675,38 @@ class RedisRouter:
                         "PUBLISH", channel(node), marshal.dumps((MSG, data, groups or None))
                     )
             else:
-                assert wait is not None
-                self._next_ack += 1
-                wid = self._next_ack
-                self.acks[wid] = wait
                 for node, groups in targets.items():
                     entry = marshal.dumps((self.me, wid, data, groups or None))
                     writer.send("XADD", stream_key(node), "*", "m", entry)
-        if wait is not None and wait.waiting:
-            self._last = wait
+        if wait is not None:
+            if wait.waiting:
+                self._last = wait
+            else:
+                del self.acks[wid]
         return broker.route(message, local_groups) or interested
 
-    def _share_retained(self, message: Message, wait: _AckWait | None) -> None:
-        """Write the retained message (or its clear) to Redis and tell every node."""
+    def _share_retained(self, message: Message, wait: _AckWait | None, wid: int) -> None:
+        """Write the retained message (or its clear) to Redis and tell every node. With
+        ``wait`` (QoS 1/2), the publisher's ack also waits for the write and for every live
+        node to have applied it ("r:NODE"): after the PUBACK, a SUBSCRIBE on any node gets it."""
         writer = self.writer
         assert writer is not None
         data = message_to_data(message)
         then: Callable[[Any], None] | None = None
         if wait is not None:
             wait.waiting.add("")
-            then = lambda _: self._retained_written(wait)  # noqa: E731
+            wait.waiting.update(f"r:{node}" for node in self.nodes)
+            then = lambda _: self._settle(wid, "")  # noqa: E731
         if message.payload:
             writer.send("HSET", RETAINED, message.topic, marshal.dumps(data), then=then)
         else:
             writer.send("HDEL", RETAINED, message.topic, then=then)
-        writer.send("PUBLISH", ALL, marshal.dumps((RETAIN, self.me, data)))
+        writer.send("PUBLISH", ALL, marshal.dumps((RETAIN, self.me, data, wid)))
 
-    def _retained_written(self, wait: _AckWait) -> None:
-        if wait.settle(""):
-            for wid, w in list(self.acks.items()):
-                if w is wait:
-                    del self.acks[wid]
+    def _settle(self, wid: int, who: str) -> None:
+        wait = self.acks.get(wid)
+        if wait is not None and wait.settle(who):
+            del self.acks[wid]
 
     def wait_accepted(self, done: Callable[[], None]) -> bool:
         """The :class:`~midge.cluster.router.AckGate` of the message just published."""
