@@ -887,7 +887,21 @@ class Connection:
             if p.retain:
                 # Remembered with the retained message (and on disk): check_retain_source.
                 message.source = (self.username, self.listener.port)
-            if qos == 2:
+            gate = self.broker.ack_gate
+            if qos and gate is not None and not gate.can_guarantee(message):
+                # A cluster node cut off from Redis cannot deliver to the other nodes'
+                # subscribers with QoS 1/2 guarantees: refused, not routed (v5 0x83, "valid but
+                # not accepted"; a v3 client, which cannot be told, is closed and re-sends it).
+                refused = self.broker.stats.publish_refused
+                refused[Reason.IMPLEMENTATION_SPECIFIC_ERROR] = (
+                    refused.get(Reason.IMPLEMENTATION_SPECIFIC_ERROR, 0) + 1
+                )
+                if not v5:
+                    raise ProtocolViolation(
+                        Reason.IMPLEMENTATION_SPECIFIC_ERROR, "cluster unavailable (Redis)"
+                    )
+                reason = Reason.IMPLEMENTATION_SPECIFIC_ERROR
+            elif qos == 2:
                 # Mosquitto routes a QoS 2 message at PUBREL, so a client subscribed to its own
                 # topic gets PUBREC before the copy: what routing writes to this client waits
                 # for the PUBREC (see _ack).

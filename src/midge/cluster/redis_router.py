@@ -439,6 +439,10 @@ class RedisRouter:
         client = self._listen_client
         broker = self.broker
         assert client is not None and broker is not None
+        if not self._first_sync and self.writer is not None:
+            # What was written meanwhile (queued while Redis was unavailable) goes first.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.writer.idle.wait(), 5.0)
         members = [_str(m) for m in await client.smembers(NODES)]
         others = [m for m in members if m != self.me]
         pipe = client.pipeline(transaction=False)
@@ -629,6 +633,10 @@ class RedisRouter:
         topic = message.topic
         if topic.startswith("$SYS"):
             return broker.route(message)
+        if not self.healthy and not message.qos and not message.retain:
+            # Redis is unavailable: QoS 0 (at most once) stays on this node rather than
+            # piling up for later. (QoS 1/2 ones bound elsewhere were refused: can_guarantee.)
+            return broker.route(message)
         rsubs, rshared = self.remote.match(topic)
         targets: dict[str, list[tuple[str, str]]] = {n: [] for n, _ in rsubs}
         interested = bool(targets)
@@ -707,6 +715,17 @@ class RedisRouter:
         wait = self.acks.get(wid)
         if wait is not None and wait.settle(who):
             del self.acks[wid]
+
+    def can_guarantee(self, message: Message) -> bool:
+        """The :class:`~midge.cluster.router.AckGate` check: while Redis is unavailable, a
+        QoS 1/2 message that would leave this node (a matching remote route, or retained: the
+        other nodes must have it before the PUBACK) cannot be guaranteed."""
+        if self.healthy or message.topic.startswith("$SYS"):
+            return True
+        if message.retain:
+            return False
+        rsubs, rshared = self.remote.match(message.topic)
+        return not rsubs and not rshared
 
     def wait_accepted(self, done: Callable[[], None]) -> bool:
         """The :class:`~midge.cluster.router.AckGate` of the message just published."""
@@ -810,7 +829,9 @@ class RedisRouter:
         """True if every live node already routes ``filters`` here; otherwise False, and
         ``done`` is called once each has acknowledged the announcement (or is gone, or after
         KNOWN_TIMEOUT)."""
-        if not self.nodes:
+        if not self.nodes or not self.healthy:
+            # Redis unavailable: the other nodes cannot be told now; they read this node's
+            # routes again when it returns (_resync).
             return True
         need = max((self._advertised.get(f, 0) for f in filters), default=0)
         if need <= min((self._known.get(n, 0) for n in self.nodes), default=need):
@@ -850,6 +871,12 @@ class RedisRouter:
         (its connection taken over, its session sent here unless ``clean_start``)."""
         writer = self.writer
         assert writer is not None
+        if not self.healthy:
+            # Redis unavailable: the client id is taken here without asking the other nodes
+            # (the claim is recorded in Redis when it returns).
+            writer.send("EVAL", _CLAIM_OWNER, 2, owner_key(client_id), FENCE, self.me)
+            done()
+            return
         self._next_claim += 1
         cid = self._next_claim
         claim = _Claim(client_id, clean_start, done)

@@ -57,6 +57,12 @@ class Router(Protocol):
 class AckGate(Protocol):
     """A router whose copies to other nodes are acknowledged (:attr:`Broker.ack_gate`)."""
 
+    def can_guarantee(self, message: Message) -> bool:
+        """Called before :meth:`Router.publish` of a QoS 1/2 message from a client: False if
+        the message would go to other nodes that cannot be reached with the QoS guarantees now
+        (the cluster's Redis is unavailable); the PUBLISH is then refused."""
+        ...
+
     def wait_accepted(self, done: Callable[[], None]) -> bool:
         """Called right after :meth:`Router.publish` of a QoS 1/2 message from a client: True
         if every node it was sent to has accepted it already (or it went to none); otherwise

@@ -1,0 +1,102 @@
+"""Faults: the cluster's Redis stops (killed) and comes back empty. Nodes keep serving local
+traffic, refuse what they cannot guarantee (QoS 1/2 to another node's subscribers: v5 0x83; a v3
+publisher is closed), say so in their log, and reconcile when Redis returns."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from midge.codec.packets import Puback, Publish
+from tests.cluster.conftest import RedisServer
+from tests.cluster.test_cluster import wait_until
+from tests.procbroker import ProcBroker
+from tests.rawclient import receive_publishes
+
+
+def test_redis_down_local_traffic_goes_on_remote_qos1_refused_then_reconciled(
+    redis: RedisServer, node: Any, clients: Any
+) -> None:
+    a, b = node("a"), node("b")
+    local_sub = clients(a, "local-sub")
+    local_sub.subscribe("local/#", 1)
+    remote_sub = clients(b, "remote-sub")
+    remote_sub.subscribe("remote/#", 1)
+    pub = clients(a, "pub", version=5)
+    pub.publish("kept/r", b"v1", qos=1, retain=True)
+
+    redis.stop()
+    assert a.wait_output("cannot be reached", 5), a.describe()
+    # Local traffic: served as ever.
+    ack = pub.pub("local/1", b"here", 1)
+    assert isinstance(ack, Puback) and ack.reason_code == 0
+    assert receive_publishes(local_sub, 1)[0].payload == b"here"
+    # QoS 1 to a subscriber on another node: cannot be guaranteed, refused, not delivered.
+    ack = pub.pub("remote/1", b"lost", 1)
+    assert isinstance(ack, Puback) and ack.reason_code == 0x83
+    remote_sub.no_publish(0.5)
+    # A retained QoS 1 message cannot reach the other nodes before its PUBACK: refused too.
+    ack = pub.pub("kept/r", b"v2", 1, retain=True)
+    assert isinstance(ack, Puback) and ack.reason_code == 0x83
+    # QoS 0 stays on the node: the local subscriber gets it, nothing piles up for later.
+    pub.pub("local/2", b"q0", 0)
+    assert local_sub.publishes(1)[0].payload == b"q0"
+    # A v3 publisher cannot be told: closed.
+    v3 = clients(a, "v3-pub")
+    v3.send(Publish("remote/2", b"x", 1, False, False, 1, {}))
+    v3.expect_closed()
+
+    # Redis returns, empty: each node registers again, writes its routes and the retained
+    # messages it holds back, and cross-node QoS 1 works again.
+    redis.start()
+    assert wait_until(
+        lambda: (
+            b"a" in redis.command("SMEMBERS", "midge:nodes")
+            and b"b" in redis.command("SMEMBERS", "midge:nodes")
+        ),
+        10,
+    )
+    assert wait_until(lambda: b"remote/#" in redis.command("HKEYS", "midge:routes:b"), 10)
+    assert wait_until(lambda: b"kept/r" in redis.command("HKEYS", "midge:retained"), 10)
+    assert a.wait_output("answers again", 5)
+
+    def delivered() -> bool:
+        ack = pub.pub("remote/3", b"back", 1)
+        assert isinstance(ack, Puback)
+        return ack.reason_code == 0
+
+    assert wait_until(delivered, 10)
+    assert receive_publishes(remote_sub, 1)[0].payload == b"back"
+    late = clients(b, "late")
+    late.subscribe("kept/#", 0)
+    got = late.publishes(1)
+    assert (got[0].topic, got[0].payload) == ("kept/r", b"v1")
+
+
+def test_metrics_show_the_cluster_and_degraded_health(redis: RedisServer, tmp_path: Any) -> None:
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    conf = tmp_path / "node.conf"
+    conf.write_text(
+        f"cluster_redis {redis.url}\ncluster_node_id m\n"
+        "listener 0 127.0.0.1\nlistener 0 127.0.0.1\nprotocol http\n"
+    )
+
+    with ProcBroker(("-c", str(conf)), listeners=2) as proc:
+        listeners = proc.wait_listening()
+        http = next(lst for lst in listeners if lst.protocol == "http")
+        url = f"http://127.0.0.1:{http.port}/metrics"
+
+        def value(name: str) -> float:
+            for family in text_string_to_metric_families(httpx.get(url).text):
+                for sample in family.samples:
+                    if sample.name == name:
+                        return float(sample.value)
+            raise AssertionError(f"no {name}")
+
+        assert value("midge_cluster_redis_up") == 1
+        assert value("midge_cluster_nodes") == 1
+        redis.stop()
+        assert wait_until(lambda: value("midge_cluster_redis_up") == 0, 5)
+        redis.start()
+        assert wait_until(lambda: value("midge_cluster_redis_up") == 1, 10)
