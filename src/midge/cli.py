@@ -233,17 +233,15 @@ def _durable_by_default(config: Config) -> None:
     if config.durability == "none":
         return
     if config.cluster_redis is not None:
+        # A cluster node keeps its persistent sessions in the cluster's Redis (midge.store.redis),
+        # not in a file of its own.
         if config.data_dir is not None or config.persistence_file is not None:
             raise ConfigError(
-                "persistence does not work with cluster_redis yet (sessions would have to live "
-                "in Redis): set 'persistence false' (or durability = \"none\")",
+                "a cluster node keeps its persistent sessions in Redis, not in a database file: "
+                "drop persistence_location/persistence_file (or data_dir), or set "
+                "'persistence false' (durability = \"none\") to keep sessions in memory",
                 config.source,
             )
-        config.durability = "none"
-        config.notices.append(
-            "persistence is off on a cluster node (not supported yet): sessions are kept in "
-            "memory, retained messages in Redis"
-        )
         return
     if config.workers > 1:
         if config.data_dir is not None or config.persistence_file is not None:

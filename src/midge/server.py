@@ -217,15 +217,23 @@ class Server:
             sqlite_store.start(loop)
             store = sqlite_store
             log.info("durable store %s (durability %s)", sqlite_store.path, config.durability)
-        else:
-            self.broker = Broker(config, LoopClock(loop), self.auth)
-        if config.cluster_redis is not None and self.router is None:
+        elif config.cluster_redis is not None and self.router is None:
             # A cluster node (docs/cluster.md): routes, retained messages and client ids are
-            # shared through Redis; joining it comes before the first client is accepted.
+            # shared through Redis, and persistent sessions live there (unless durability is
+            # "none"); joining it comes before the first client is accepted.
             from midge.cluster.redis_router import RedisRouter
+            from midge.store.redis import RedisStore
 
             self.cluster = RedisRouter(config.cluster_redis, config.cluster_node_id)
             self.router = self.cluster
+            redis_store: RedisStore | None = None
+            if config.durability != "none":
+                redis_store = self.cluster.store = RedisStore(self.cluster)
+            self.broker = Broker(config, LoopClock(loop), self.auth, redis_store)
+            if redis_store is not None:
+                redis_store.bind(self.broker)
+        else:
+            self.broker = Broker(config, LoopClock(loop), self.auth)
         if self.router is not None:
             self.router.bind(self.broker)
             self.broker.router = self.router

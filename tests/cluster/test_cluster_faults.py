@@ -100,3 +100,46 @@ def test_metrics_show_the_cluster_and_degraded_health(redis: RedisServer, tmp_pa
         assert wait_until(lambda: value("midge_cluster_redis_up") == 0, 5)
         redis.start()
         assert wait_until(lambda: value("midge_cluster_redis_up") == 1, 10)
+
+
+def test_sigkill_of_a_node_loses_no_acknowledged_message_of_a_persistent_session(
+    redis: RedisServer, node: Any, clients: Any
+) -> None:
+    """Messages for a persistent session on node b are acknowledged to their publisher (on a)
+    only once b has written them to Redis; b is killed; the client resumes on c and gets each,
+    QoS 2 exactly once."""
+    import signal
+
+    from midge.codec.properties import Prop
+    from tests.rawclient import RawClient
+
+    a, b, c = node("a"), node("b"), node("c")
+    persistent = {Prop.SESSION_EXPIRY_INTERVAL: 300}
+    keeper = clients(b, "keeper", version=5, clean_start=True, properties=persistent)
+    keeper.subscribe("k1/#", 1)
+    keeper.subscribe("k2/#", 2)
+    keeper.disconnect()
+    pub = clients(a, "pub", version=5)
+    for n in range(10):
+        ack = pub.pub(f"k1/{n}", f"one-{n}".encode(), 1)
+        assert isinstance(ack, Puback) and ack.reason_code == 0
+        pub.pub(f"k2/{n}", f"two-{n}".encode(), 2)
+    assert b"midge:session:keeper" in redis.command("KEYS", "midge:session:*")
+    b.send_signal(signal.SIGKILL)
+    b.proc.wait(5)
+    assert wait_until(lambda: b"b" not in redis.command("SMEMBERS", "midge:nodes"), 10)
+    back = RawClient(c.host, c.port, version=5)
+    try:
+        connack = back.connect("keeper", clean_start=False, properties=persistent)
+        assert connack.reason_code == 0 and connack.session_present
+        got = receive_publishes(back, 20)
+        assert sorted(p.payload for p in got) == sorted(
+            [f"one-{n}".encode() for n in range(10)] + [f"two-{n}".encode() for n in range(10)]
+        )
+        assert [p.payload for p in got if p.qos == 2] == [f"two-{n}".encode() for n in range(10)]
+        back.expect_nothing(0.5)
+        # Its subscriptions came with it: routed to c now.
+        pub.pub("k1/after", b"after", 1)
+        assert receive_publishes(back, 1)[0].payload == b"after"
+    finally:
+        back.close()

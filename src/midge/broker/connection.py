@@ -915,7 +915,7 @@ class Connection:
                     # does). For QoS 2 Mosquitto cannot know yet at PUBREC: always Success.
                     reason = Reason.NO_MATCHING_SUBSCRIBERS
         # In a cluster the ack also waits until the nodes the message went to have accepted it.
-        remote = not reason and self.broker.ack_gate is not None
+        remote = reason < 0x80 and self.broker.ack_gate is not None
         if qos == 1:
             self._ack(Puback(pid, reason if v5 else 0), remote)
         elif qos == 2:

@@ -60,6 +60,7 @@ from midge.cluster.workers import (
 if TYPE_CHECKING:
     from midge.broker.broker import Broker
     from midge.broker.session import Session
+    from midge.store.redis import RedisStore
 
 log = logging.getLogger("midge.cluster")
 
@@ -190,6 +191,7 @@ class _Claim:
         "done",
         "filters",
         "handle",
+        "load",
         "sessions",
         "stale",
         "target",
@@ -208,6 +210,8 @@ class _Claim:
         self.filters: list[str] = []
         #: A newer claim won meanwhile: the connection is taken over as soon as it attaches.
         self.stale = False
+        #: The session is to be read from Redis (the node that held it is gone).
+        self.load = False
 
 
 class _Writer:
@@ -305,6 +309,10 @@ class RedisRouter:
         self._listen_client: aioredis.Redis | None = None
         self._stream_client: aioredis.Redis | None = None
         self.writer: _Writer | None = None
+        #: The store of persistent sessions in Redis (midge.store.redis), when sessions are
+        #: kept (durability other than "none"): a claim reads the session there when the node
+        #: that held it is gone.
+        self.store: RedisStore | None = None
 
     # -- life -------------------------------------------------------------------------------------
 
@@ -874,7 +882,10 @@ class RedisRouter:
         if not self.healthy:
             # Redis unavailable: the client id is taken here without asking the other nodes
             # (the claim is recorded in Redis when it returns).
-            writer.send("EVAL", _CLAIM_OWNER, 2, owner_key(client_id), FENCE, self.me)
+            def taken(result: Any) -> None:
+                self.owned[client_id] = int(result[0])
+
+            writer.send("EVAL", _CLAIM_OWNER, 2, owner_key(client_id), FENCE, self.me, then=taken)
             done()
             return
         self._next_claim += 1
@@ -902,7 +913,25 @@ class RedisRouter:
         claim.token = int(token)
         self.owned[claim.client_id] = claim.token
         old = _str(old_node) if old_node is not None else None
+        store = self.store
+        if store is not None and claim.clean_start:
+            # A clean start: whatever Redis kept of the client's session goes (fenced).
+            from midge.store.redis import FENCED_WRITE, session_key
+
+            assert self.writer is not None
+            self.writer.send(
+                "EVAL",
+                FENCED_WRITE,
+                2,
+                session_key(claim.client_id),
+                owner_key(claim.client_id),
+                claim.token,
+                "",
+                0,
+            )
         if old is None or old == self.me or old not in self.nodes:
+            # Nobody to ask. If a node held it and is gone, its session is in Redis.
+            claim.load = old is not None and old != self.me and not claim.clean_start
             self._finish(claim)
             return
         claim.target = old
@@ -913,6 +942,7 @@ class RedisRouter:
     def _claim_timeout(self, claim: _Claim) -> None:
         claim.handle = None
         if claim.target is not None:
+            claim.load = not claim.clean_start
             log.warning(
                 "cluster: node %s did not release %s in time", claim.target, claim.client_id
             )
@@ -958,6 +988,21 @@ class RedisRouter:
     def _finish(self, claim: _Claim) -> None:
         """The claim is complete: the connection attaches (CONNACK); sessions moved here that
         no connection took start to expire; a fenced-off claim is taken over at once."""
+        if claim.load:
+            claim.load = False
+            if self.store is not None and self.writer is not None:
+                from midge.store.redis import session_key
+
+                if claim.handle is not None:
+                    claim.handle.cancel()
+                    claim.handle = None
+                claim.target = None
+                self.writer.send(
+                    "GET",
+                    session_key(claim.client_id),
+                    then=lambda data: self._loaded(claim, data),
+                )
+                return
         for cid, c in list(self.claims.items()):
             if c is claim:
                 del self.claims[cid]
@@ -980,6 +1025,19 @@ class RedisRouter:
             broker.release(claim.client_id, False)
             self.owned.pop(claim.client_id, None)
         self._run_deferred(claim.client_id)
+
+    def _loaded(self, claim: _Claim, data: Any) -> None:
+        """The session of a client whose node is gone, as Redis kept it (None: none)."""
+        broker = self.broker
+        assert broker is not None
+        if data is not None and claim.done is not _nothing:
+            session = broker.new_session(state_from_data(marshal.loads(data)))
+            broker.adopt(session)
+            claim.sessions.append(session)
+            claim.filters.extend(session.subscriptions)
+            log.info("cluster: session %s read from Redis", claim.client_id)
+        if not claim.filters or self.when_known(claim.filters, lambda: self._finish(claim)):
+            self._finish(claim)
 
     def _run_deferred(self, client_id: str) -> None:
         waiting = self._deferred.pop(client_id, None)
