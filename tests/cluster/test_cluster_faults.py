@@ -4,10 +4,14 @@ publisher is closed), say so in their log, and reconcile when Redis returns."""
 
 from __future__ import annotations
 
+import threading
+import time
+from collections import Counter
 from typing import Any
 
 from midge.codec.packets import Puback, Publish
 from tests.cluster.conftest import RedisServer
+from tests.cluster.tcpproxy import TcpProxy
 from tests.cluster.test_cluster import wait_until
 from tests.procbroker import ProcBroker
 from tests.rawclient import receive_publishes
@@ -143,3 +147,39 @@ def test_sigkill_of_a_node_loses_no_acknowledged_message_of_a_persistent_session
         assert receive_publishes(back, 1)[0].payload == b"after"
     finally:
         back.close()
+
+
+def test_partition_between_a_node_and_redis_heals_without_duplicate_qos2(
+    redis: RedisServer, node: Any, clients: Any
+) -> None:
+    """Node a reaches Redis through a proxy the test cuts for 1.5 s (less than the 3 s after
+    which the others would expire it), while node b publishes QoS 2 messages to a subscriber on
+    a. After the heal each message is delivered once, and each publish completes."""
+    proxy = TcpProxy(redis.port)
+    try:
+        a = node("a", "--cluster", f"redis://127.0.0.1:{proxy.port}/0")
+        b = node("b")
+        sub = clients(a, "sub", version=5)
+        sub.subscribe("p/#", 2)
+        pub = clients(b, "pub", version=5)
+        for n in range(5):
+            pub.pub(f"p/{n}", f"m{n}".encode(), 2)
+        done: list[Any] = []
+
+        def publish_during() -> None:
+            for n in range(5, 10):
+                done.append(pub.pub(f"p/{n}", f"m{n}".encode(), 2))
+
+        proxy.cut()
+        assert a.wait_output("cannot be reached", 5)
+        thread = threading.Thread(target=publish_during)
+        thread.start()
+        time.sleep(1.5)
+        proxy.heal()
+        thread.join(20)
+        assert len(done) == 5 and all(p is not None and p.reason_code == 0 for p in done), done
+        got = receive_publishes(sub, 10, timeout=10)
+        sub.expect_nothing(1.0)
+        assert Counter(p.payload for p in got) == Counter(f"m{n}".encode() for n in range(10))
+    finally:
+        proxy.close()

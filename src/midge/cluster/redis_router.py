@@ -79,6 +79,8 @@ RETRY = 0.5
 GROUP = "nodes"
 #: Stream entries read at once.
 BATCH = 200
+#: Stream entries remembered to deliver each once (see RedisRouter._on_entry).
+SEEN = 100_000
 
 MSG, SUB, UNSUB, UP, DOWN, RETAIN, KNOWN, ACCEPTED, CLAIM, RELEASED = range(10)
 
@@ -292,6 +294,11 @@ class RedisRouter:
         self.acks: dict[int, _AckWait] = {}
         self._next_ack = 0
         self._last: _AckWait | None = None
+        #: This process's id among the node's lives (in each stream entry), and the entries
+        #: delivered lately, by (origin node, its incarnation, its ack number): a stream entry
+        #: seen twice is delivered once.
+        self.incarnation = os.urandom(6).hex()
+        self._seen: dict[tuple[str, str, int], None] = {}
         #: Client id claims of this node in flight, by number and by client id; claims from
         #: other nodes waiting for ours to finish; the fencing token of each client id held here.
         self.claims: dict[int, _Claim] = {}
@@ -692,7 +699,7 @@ class RedisRouter:
                     )
             else:
                 for node, groups in targets.items():
-                    entry = marshal.dumps((self.me, wid, data, groups or None))
+                    entry = marshal.dumps((self.me, wid, data, groups or None, self.incarnation))
                     writer.send("XADD", stream_key(node), "*", "m", entry)
         if wait is not None:
             if wait.waiting:
@@ -794,10 +801,17 @@ class RedisRouter:
     def _on_entry(self, key: str, entry_id: bytes, fields: dict[bytes, bytes]) -> None:
         broker = self.broker
         assert broker is not None
-        origin, wid, data, groups = marshal.loads(fields[b"m"])
-        broker.publish_from_peer(
-            message_from_data(data), {(g[0], g[1]) for g in groups} if groups else None
-        )
+        origin, wid, data, groups, incarnation = marshal.loads(fields[b"m"])
+        # An entry can come twice: XADD re-sent after a broken connection, or our own pending
+        # entries read again after one (the XACK not written yet). Delivered once.
+        seen = (origin, incarnation, wid)
+        if seen not in self._seen:
+            self._seen[seen] = None
+            if len(self._seen) > SEEN:
+                del self._seen[next(iter(self._seen))]
+            broker.publish_from_peer(
+                message_from_data(data), {(g[0], g[1]) for g in groups} if groups else None
+            )
 
         def accepted() -> None:
             assert self.writer is not None
