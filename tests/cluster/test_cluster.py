@@ -11,7 +11,7 @@ import time
 from collections import Counter
 from typing import Any
 
-from midge.codec.packets import Puback, Publish, Pubrec, Subscription
+from midge.codec.packets import Puback, Publish, Pubrec, Subscription, Will
 from tests.cluster.conftest import RedisServer
 from tests.procbroker import ProcBroker, run_midge
 
@@ -174,3 +174,30 @@ def test_pubrec_waits_too(node: Any, clients: Any) -> None:
     assert pub.expect(Pubrec, timeout=5).packet_id == 3
     got = sub.publishes(1)
     assert got[0].payload == b"y" and got[0].qos == 2
+
+
+def test_wills_reach_other_nodes_when_a_node_stops(node: Any, clients: Any) -> None:
+    a, b = node("a"), node("b")
+    watcher = clients(b, "watcher")
+    watcher.subscribe("will/#", 1)
+    clients(a, "leaver", will=Will("will/leaver", b"gone", 1, False))
+    assert a.stop() == 0
+    got = watcher.publishes(1)
+    assert (got[0].topic, got[0].payload) == ("will/leaver", b"gone")
+
+
+def test_bad_cluster_command_lines_are_refused(redis: RedisServer, tmp_path: Any) -> None:
+    cases = [
+        (["--cluster", "http://127.0.0.1:1/0"], "invalid cluster_redis 'http://127.0.0.1:1/0'"),
+        (["--cluster", redis.url, "--node-id", "no spaces"], "invalid cluster_node_id"),
+        (["--cluster", redis.url, "--workers", "2"], "a cluster node runs one worker for now"),
+    ]
+    for args, error in cases:
+        result = run_midge(["broker", "-p", "0", *args])
+        assert result.returncode == 1, (args, result)
+        assert error in result.stderr, (args, result.stderr)
+    conf = tmp_path / "node.toml"
+    conf.write_text(f'cluster_redis = "{redis.url}"\ndata_dir = "{tmp_path}"\n')
+    result = run_midge(["broker", "-c", str(conf)])
+    assert result.returncode == 1
+    assert "a cluster node keeps its persistent sessions in Redis" in result.stderr
