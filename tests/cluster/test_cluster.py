@@ -28,12 +28,12 @@ def wait_until(cond: Any, timeout: float = 10.0) -> bool:
 def test_nodes_register_in_redis_and_leave_on_sigterm(redis: RedisServer, node: Any) -> None:
     a = node("a")
     b = node("b")
-    members = redis.command("SMEMBERS", "midge:nodes")
+    members = redis.command("SMEMBERS", "{midge}:nodes")
     assert b"a" in members and b"b" in members
-    assert redis.command("EXISTS", "midge:node:a") == b":1\r\n"
+    assert redis.command("EXISTS", "{midge}:node:a") == b":1\r\n"
     assert a.stop() == 0
-    assert redis.command("EXISTS", "midge:node:a") == b":0\r\n"
-    assert b"a" not in redis.command("SMEMBERS", "midge:nodes")
+    assert redis.command("EXISTS", "{midge}:node:a") == b":0\r\n"
+    assert b"a" not in redis.command("SMEMBERS", "{midge}:nodes")
     assert b.stop() == 0
 
 
@@ -64,7 +64,7 @@ def test_cluster_options_in_a_config_file(redis: RedisServer, tmp_path: Any) -> 
     with ProcBroker(("-c", str(conf))) as a, ProcBroker(("-c", str(toml))) as b:
         a.wait_listening()
         b.wait_listening()
-        members = redis.command("SMEMBERS", "midge:nodes")
+        members = redis.command("SMEMBERS", "{midge}:nodes")
         assert b"conf-node" in members and b"toml-node" in members
 
 
@@ -74,7 +74,7 @@ def test_dead_node_expires(redis: RedisServer, node: Any) -> None:
     b.send_signal(signal.SIGKILL)
     b.proc.wait(5)
     # Its heartbeat key expires (3 s) and node a removes it, its routes and its stream.
-    assert wait_until(lambda: b"b" not in redis.command("SMEMBERS", "midge:nodes"), 10)
+    assert wait_until(lambda: b"b" not in redis.command("SMEMBERS", "{midge}:nodes"), 10)
 
 
 def test_qos0_1_2_cross_nodes_exactly_once(node: Any, clients: Any) -> None:
@@ -118,21 +118,21 @@ def test_message_goes_only_to_nodes_with_a_matching_subscription(
     a, b, c = node("a"), node("b"), node("c")
     sub = clients(b, "sub")
     sub.sub("only/b", qos=1)
-    assert redis.command("HKEYS", "midge:routes:b").count(b"only/b") == 1
-    assert b"only/b" not in redis.command("HKEYS", "midge:routes:c")
+    assert redis.command("HKEYS", "{midge:b}:routes").count(b"only/b") == 1
+    assert b"only/b" not in redis.command("HKEYS", "{midge:c}:routes")
     pub = clients(a, "pub", version=5)
     for n in range(10):
         ack = pub.pub("only/b", str(n).encode(), 1)
         assert isinstance(ack, Puback) and ack.reason_code == 0
     assert [p.payload for p in sub.publishes(10)] == [str(n).encode() for n in range(10)]
     # Nothing was queued for c: its stream holds no entry.
-    assert redis.command("XLEN", "midge:q:c") == b":0\r\n"
+    assert redis.command("XLEN", "{midge:c}:q") == b":0\r\n"
     # A topic nobody subscribes to anywhere: v5 0x10 on the publisher's node.
     ack = pub.pub("nobody/here", b"x", 1)
     assert isinstance(ack, Puback) and ack.reason_code == 0x10
     # Unsubscribed: the route leaves Redis.
     sub.unsub("only/b")
-    assert wait_until(lambda: b"only/b" not in redis.command("HKEYS", "midge:routes:b"))
+    assert wait_until(lambda: b"only/b" not in redis.command("HKEYS", "{midge:b}:routes"))
     del c
 
 
@@ -150,14 +150,14 @@ def test_puback_waits_until_the_remote_node_accepted(
         pub.send(Publish("held", b"x", 1, False, False, 7, {}))
         pub.expect_nothing(1.0)
         # Still in b's stream, unacknowledged.
-        assert redis.command("XLEN", "midge:q:b") == b":1\r\n"
+        assert redis.command("XLEN", "{midge:b}:q") == b":1\r\n"
     finally:
         b.send_signal(signal.SIGCONT)
     ack = pub.expect(Puback, timeout=5)
     assert ack.packet_id == 7 and ack.reason_code == 0
     assert [p.payload for p in sub.publishes(1)] == [b"x"]
     # Accepted entries are acknowledged and deleted.
-    assert wait_until(lambda: redis.command("XLEN", "midge:q:b") == b":0\r\n")
+    assert wait_until(lambda: redis.command("XLEN", "{midge:b}:q") == b":0\r\n")
 
 
 def test_pubrec_waits_too(node: Any, clients: Any) -> None:

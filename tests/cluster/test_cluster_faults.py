@@ -54,13 +54,13 @@ def test_redis_down_local_traffic_goes_on_remote_qos1_refused_then_reconciled(
     redis.start()
     assert wait_until(
         lambda: (
-            b"a" in redis.command("SMEMBERS", "midge:nodes")
-            and b"b" in redis.command("SMEMBERS", "midge:nodes")
+            b"a" in redis.command("SMEMBERS", "{midge}:nodes")
+            and b"b" in redis.command("SMEMBERS", "{midge}:nodes")
         ),
         10,
     )
-    assert wait_until(lambda: b"remote/#" in redis.command("HKEYS", "midge:routes:b"), 10)
-    assert wait_until(lambda: b"kept/r" in redis.command("HKEYS", "midge:retained"), 10)
+    assert wait_until(lambda: b"remote/#" in redis.command("HKEYS", "{midge:b}:routes"), 10)
+    assert wait_until(lambda: b"kept/r" in redis.command("HKEYS", "{midge}:retained"), 10)
     assert a.wait_output("answers again", 5)
 
     def delivered() -> bool:
@@ -128,10 +128,10 @@ def test_sigkill_of_a_node_loses_no_acknowledged_message_of_a_persistent_session
         ack = pub.pub(f"k1/{n}", f"one-{n}".encode(), 1)
         assert isinstance(ack, Puback) and ack.reason_code == 0
         pub.pub(f"k2/{n}", f"two-{n}".encode(), 2)
-    assert b"midge:session:keeper" in redis.command("KEYS", "midge:session:*")
+    assert b"midge:session:{keeper}" in redis.command("KEYS", "midge:session:*")
     b.send_signal(signal.SIGKILL)
     b.proc.wait(5)
-    assert wait_until(lambda: b"b" not in redis.command("SMEMBERS", "midge:nodes"), 10)
+    assert wait_until(lambda: b"b" not in redis.command("SMEMBERS", "{midge}:nodes"), 10)
     back = RawClient(c.host, c.port, version=5)
     try:
         connack = back.connect("keeper", clean_start=False, properties=persistent)

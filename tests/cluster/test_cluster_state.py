@@ -24,8 +24,8 @@ def test_retained_message_is_on_every_node_before_its_puback(
     pub.publish("r/2", b"gone", qos=1, retain=True)
     pub.publish("r/2", b"", qos=1, retain=True)  # a clear crosses nodes too
     # In Redis, and on each node as soon as the PUBACK came: no waiting here.
-    assert b"r/1" in redis.command("HKEYS", "midge:retained")
-    assert b"r/2" not in redis.command("HKEYS", "midge:retained")
+    assert b"r/1" in redis.command("HKEYS", "{midge}:retained")
+    assert b"r/2" not in redis.command("HKEYS", "{midge}:retained")
     for proc in (b, c):
         sub = clients(proc, f"sub-{proc.port}")
         sub.subscribe("r/#", 1)
@@ -52,9 +52,9 @@ def test_takeover_across_nodes_moves_the_session(
     persistent = {Prop.SESSION_EXPIRY_INTERVAL: 300}
     first = clients(a, "mover", version=5, clean_start=True, properties=persistent)
     first.subscribe("q/#", 1)
-    owner = redis.command("HGET", "midge:owner:mover", "node")
+    owner = redis.command("HGET", "midge:owner:{mover}", "node")
     assert owner.endswith(b"a\r\n")
-    token1 = int(redis.command("HGET", "midge:owner:mover", "token").split(b"\r\n")[1])
+    token1 = int(redis.command("HGET", "midge:owner:{mover}", "token").split(b"\r\n")[1])
     pub = clients(c, "pub")
     pub.publish("q/1", b"before", qos=1)
     assert receive_publishes(first, 1)[0].payload == b"before"
@@ -68,13 +68,13 @@ def test_takeover_across_nodes_moves_the_session(
     assert connack.reason_code == 0 and connack.session_present
     got = receive_publishes(second, 2)
     assert [p.payload for p in got] == [b"queued1", b"queued2"]
-    assert redis.command("HGET", "midge:owner:mover", "node").endswith(b"b\r\n")
-    token2 = int(redis.command("HGET", "midge:owner:mover", "token").split(b"\r\n")[1])
+    assert redis.command("HGET", "midge:owner:{mover}", "node").endswith(b"b\r\n")
+    token2 = int(redis.command("HGET", "midge:owner:{mover}", "token").split(b"\r\n")[1])
     assert token2 > token1
     # The moved subscription is routed to b now, not to a.
     pub.publish("q/4", b"after", qos=1)
     assert receive_publishes(second, 1)[0].payload == b"after"
-    assert b"q/#" not in redis.command("HKEYS", "midge:routes:a")
+    assert b"q/#" not in redis.command("HKEYS", "{midge:a}:routes")
     # A live connection is taken over from another node: DISCONNECT 0x8E (v5).
     third = RawClient(a.host, a.port, version=5)
     try:
@@ -167,7 +167,7 @@ def test_simultaneous_connects_on_two_nodes_end_with_one_owner(
         try:
             open_ = [stays_open(conn) for conn in conns]
             assert open_.count(True) == 1, (round_, acks, open_)
-            owner = redis.command("HGET", f"midge:owner:{cid}", "node")
+            owner = redis.command("HGET", f"midge:owner:{{{cid}}}", "node")
             winner = "a" if open_[0] else "b"
             assert owner.endswith(f"{winner}\r\n".encode()), (owner, open_)
         finally:
@@ -223,7 +223,7 @@ def test_subscription_routes_follow_nodes_that_die(
     pub = clients(a, "pub", version=5)
     b.send_signal(signal.SIGKILL)
     b.proc.wait(5)
-    assert wait_until(lambda: b"b" not in redis.command("SMEMBERS", "midge:nodes"), 10)
+    assert wait_until(lambda: b"b" not in redis.command("SMEMBERS", "{midge}:nodes"), 10)
     start = time.monotonic()
     ack = pub.pub("d/1", b"x", 1)
     assert ack is not None and ack.reason_code == 0x10  # nobody subscribes any more

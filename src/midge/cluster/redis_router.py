@@ -3,19 +3,19 @@
 
 Every node is a whole single-process broker. What they share lives in Redis (docs/cluster.md):
 
-``midge:nodes`` (set) and ``midge:node:ID`` (a key with a TTL, the heartbeat)
+``{midge}:nodes`` (set) and ``{midge}:node:ID`` (a key with a TTL, the heartbeat)
     the live nodes. A node refreshes its key every :data:`HEARTBEAT` seconds; a node whose key
     has expired is removed by whichever node sees it first (:data:`_EXPIRE_NODE`, atomic), which
     tells the others (``DOWN``).
-``midge:routes:ID`` (hash: filter -> 1)
+``{midge:ID}:routes`` (hash: filter -> 1)
     the filters node ID has local subscribers for (``$share/...`` included). Every change is
     also announced on ``midge:all`` (``SUB``/``UNSUB``), so each node keeps a replica of the
     whole route table in a :class:`TopicTree` whose "client ids" are node ids; a node (re)reads
     every hash whenever its subscription to the channels is (re)made (:meth:`_resync`).
-``midge:retained`` (hash: topic -> message)
+``{midge}:retained`` (hash: topic -> message)
     the retained messages; every change is announced on ``midge:all`` (``RETAIN``) and applied
     to each node's own retained tree.
-``midge:q:ID`` (stream, consumer group ``nodes``)
+``{midge:ID}:q`` (stream, consumer group ``nodes``)
     QoS 1 and 2 messages for node ID. The node reads them with XREADGROUP, delivers them to its
     sessions, then XACKs them and tells the publishing node (``ACCEPTED``): the publisher's
     PUBACK/PUBREC waits for that from every node the message went to (:attr:`Broker.ack_gate`).
@@ -23,7 +23,7 @@ Every node is a whole single-process broker. What they share lives in Redis (doc
     everything else addressed to node ID: QoS 0 messages (``MSG``), acknowledgements of route
     changes (``KNOWN``) and of stream entries (``ACCEPTED``), client id claims (``CLAIM`` /
     ``RELEASED``).
-``midge:owner:CLIENT_ID`` (hash: node, token) and ``midge:fence`` (counter)
+``midge:owner:{CLIENT_ID}`` (hash: node, token)
     which node owns a client id, with a fencing token: a claim takes the next token atomically
     (:data:`_CLAIM_OWNER`); a node asked to give up a client id for an older token refuses.
 
@@ -84,43 +84,45 @@ SEEN = 100_000
 
 MSG, SUB, UNSUB, UP, DOWN, RETAIN, KNOWN, ACCEPTED, CLAIM, RELEASED = range(10)
 
-NODES = "midge:nodes"
+#: Keys carry a hash tag (``{...}``) so that a Redis Cluster keeps together what one script
+#: touches: the node registry and the retained set in one slot, each node's routes and stream in
+#: one, each client id's owner and session in one.
+NODES = "{midge}:nodes"
 ALL = "midge:all"
-RETAINED = "midge:retained"
-FENCE = "midge:fence"
+RETAINED = "{midge}:retained"
 
 #: Options of a remote node's interest (only the filter matters).
 _INTEREST = SubOptions()
 
-#: Remove a node whose heartbeat key expired, once (whichever node sees it first), and say so.
+#: Remove a node whose heartbeat key expired, once (1 for whichever node sees it first, which
+#: then deletes its routes and stream and says so).
 _EXPIRE_NODE = """
 if redis.call('EXISTS', KEYS[1]) == 0 and redis.call('SREM', KEYS[2], ARGV[1]) == 1 then
-  redis.call('DEL', KEYS[3], KEYS[4])
-  redis.call('PUBLISH', KEYS[5], ARGV[2])
   return 1
 end
 return 0
 """
 
-#: Take a client id: the next fencing token, and who held it before (node, token).
+#: Take a client id: the next fencing token (per client id, never reused: the owner hash is
+#: never deleted), and who held it before (node, token).
 _CLAIM_OWNER = """
-local token = redis.call('INCR', KEYS[2])
 local old = redis.call('HMGET', KEYS[1], 'node', 'token')
-redis.call('HSET', KEYS[1], 'node', ARGV[1], 'token', token)
+local token = redis.call('HINCRBY', KEYS[1], 'token', 1)
+redis.call('HSET', KEYS[1], 'node', ARGV[1])
 return {token, old[1], old[2]}
 """
 
 
 def node_key(node: str) -> str:
-    return f"midge:node:{node}"
+    return f"{{midge}}:node:{node}"
 
 
 def routes_key(node: str) -> str:
-    return f"midge:routes:{node}"
+    return f"{{midge:{node}}}:routes"
 
 
 def stream_key(node: str) -> str:
-    return f"midge:q:{node}"
+    return f"{{midge:{node}}}:q"
 
 
 def channel(node: str) -> str:
@@ -128,7 +130,7 @@ def channel(node: str) -> str:
 
 
 def owner_key(client_id: str) -> str:
-    return f"midge:owner:{client_id}"
+    return f"midge:owner:{{{client_id}}}"
 
 
 def default_node_id() -> str:
@@ -396,8 +398,9 @@ class RedisRouter:
         client = self.client
         if client is not None and self.healthy:
             with contextlib.suppress(RedisError, OSError, TimeoutError):
-                pipe = client.pipeline(transaction=True)
-                pipe.delete(node_key(self.me), routes_key(self.me))
+                pipe = client.pipeline(transaction=False)
+                pipe.delete(node_key(self.me))
+                pipe.delete(routes_key(self.me))
                 pipe.srem(NODES, self.me)
                 pipe.publish(ALL, marshal.dumps((DOWN, self.me)))
                 await asyncio.wait_for(pipe.execute(), 2.0)
@@ -620,17 +623,13 @@ class RedisRouter:
                     for node, is_alive in zip(others, alive, strict=True):
                         if is_alive:
                             continue
-                        await client.eval(
-                            _EXPIRE_NODE,
-                            5,
-                            node_key(node),
-                            NODES,
-                            routes_key(node),
-                            stream_key(node),
-                            ALL,
-                            node,
-                            marshal.dumps((DOWN, node)),
-                        )
+                        first: Any = await client.eval(_EXPIRE_NODE, 2, node_key(node), NODES, node)
+                        if first:
+                            pipe = client.pipeline(transaction=False)
+                            pipe.delete(routes_key(node))
+                            pipe.delete(stream_key(node))
+                            pipe.publish(ALL, marshal.dumps((DOWN, node)))
+                            await pipe.execute()
                         self._forget_node(node)
                 self._redis_back()
             except (RedisError, OSError) as exc:
@@ -899,7 +898,7 @@ class RedisRouter:
             def taken(result: Any) -> None:
                 self.owned[client_id] = int(result[0])
 
-            writer.send("EVAL", _CLAIM_OWNER, 2, owner_key(client_id), FENCE, self.me, then=taken)
+            writer.send("EVAL", _CLAIM_OWNER, 1, owner_key(client_id), self.me, then=taken)
             done()
             return
         self._next_claim += 1
@@ -913,9 +912,8 @@ class RedisRouter:
         writer.send(
             "EVAL",
             _CLAIM_OWNER,
-            2,
+            1,
             owner_key(client_id),
-            FENCE,
             self.me,
             then=lambda result: self._claimed(cid, claim, result),
         )

@@ -2,7 +2,7 @@
 node (:mod:`midge.cluster.redis_router`), so that a session outlives its node and resumes on
 another one.
 
-Each persistent session is one Redis key, ``midge:session:CLIENT_ID``, holding the session's
+Each persistent session is one Redis key, ``midge:session:{CLIENT_ID}``, holding the session's
 whole snapshot (:meth:`midge.broker.session.Session.snapshot`: subscriptions, queue, in-flight
 messages, inbound QoS 2 ids) as a :mod:`marshal`-encoded tuple. The core reports changes as to
 any store; the store marks the session dirty and, once per loop turn (a group commit), writes
@@ -11,7 +11,7 @@ the snapshot of every dirty session through the router's ordered writer. :meth:`
 Redis has acknowledged those writes.
 
 Writes are fenced: a node writes a session only while it holds the client id's newest token
-(``midge:owner:CLIENT_ID``, see the router), checked in Redis by the same script that writes.
+(``midge:owner:{CLIENT_ID}``, see the router), checked in Redis by the same script that writes.
 A detached session's key expires with the session (PX = its expiry interval), so sessions of a
 node that died do not stay forever.
 
@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 from midge.broker.session import NEVER
+from midge.cluster.redis_router import owner_key
 from midge.cluster.workers import state_to_data
 from midge.store.base import StoreState
 
@@ -52,7 +53,7 @@ return 1
 
 
 def session_key(client_id: str) -> str:
-    return f"midge:session:{client_id}"
+    return f"midge:session:{{{client_id}}}"
 
 
 class RedisStore:
@@ -117,7 +118,7 @@ class RedisStore:
         for client_id, deleted in dirty.items():
             token = owned.get(client_id, 0)
             key = session_key(client_id)
-            owner = f"midge:owner:{client_id}"
+            owner = owner_key(client_id)
             if deleted:
                 writer.send("EVAL", FENCED_WRITE, 2, key, owner, token, "", 0)
                 continue
@@ -191,7 +192,7 @@ class RedisStore:
         self._touch(client_id)
 
     def retained_changed(self, message: Message) -> None:
-        """Retained messages are the router's (``midge:retained``)."""
+        """Retained messages are the router's (``{midge}:retained``)."""
 
     def will_saved(self, client_id: str, message: Message, due_at: float) -> None:
         """Delayed wills stay on their node (not kept in Redis)."""
