@@ -141,3 +141,128 @@ def clients() -> Iterator[Callable[..., RawClient]]:
     yield connect
     for client in opened:
         client.close()
+
+
+class RedisCluster:
+    """Three redis-server masters (cluster mode, no replicas) joined by ``redis-cli --cluster
+    create``, on loopback ports whose cluster bus ports (+10000) are free too."""
+
+    def __init__(self) -> None:
+        assert REDIS is not None and CLI is not None
+        self.dir = tempfile.mkdtemp(prefix="midge-rcluster-")
+        self.ports = _bus_free_ports(3)
+        self.procs: list[subprocess.Popen[bytes]] = []
+        for port in self.ports:
+            self.procs.append(
+                subprocess.Popen(
+                    [
+                        REDIS,
+                        "--port",
+                        str(port),
+                        "--bind",
+                        "127.0.0.1",
+                        "--cluster-enabled",
+                        "yes",
+                        "--cluster-config-file",
+                        f"nodes-{port}.conf",
+                        "--save",
+                        "",
+                        "--appendonly",
+                        "no",
+                        "--dir",
+                        self.dir,
+                    ],
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                    start_new_session=True,
+                )
+            )
+        for port in self.ports:
+            _wait_ping(port)
+        subprocess.run(
+            [
+                CLI,
+                "--cluster",
+                "create",
+                *(f"127.0.0.1:{p}" for p in self.ports),
+                "--cluster-replicas",
+                "0",
+                "--cluster-yes",
+            ],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=30,
+            check=True,
+        )
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if all(b"cluster_state:ok" in _command(p, "CLUSTER", "INFO") for p in self.ports):
+                return
+            time.sleep(0.1)
+        raise AssertionError("the Redis Cluster did not reach cluster_state:ok")
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.ports[0]}/0"
+
+    def masters_with_keys(self) -> int:
+        """How many of the masters hold some key."""
+        return sum(1 for p in self.ports if _command(p, "DBSIZE") != b":0\r\n")
+
+    def close(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(5)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+CLI = shutil.which("redis-cli")
+
+
+def _command(port: int, *args: str) -> bytes:
+    parts = [f"*{len(args)}\r\n".encode()]
+    for arg in args:
+        data = arg.encode()
+        parts.append(f"${len(data)}\r\n".encode() + data + b"\r\n")
+    with socket.create_connection(("127.0.0.1", port), timeout=2) as sock:
+        sock.sendall(b"".join(parts))
+        return sock.recv(65536)
+
+
+def _wait_ping(port: int) -> None:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            if _command(port, "PING").startswith(b"+PONG"):
+                return
+        except OSError:
+            pass
+        time.sleep(0.05)
+    raise AssertionError(f"redis-server on {port} did not answer")
+
+
+def _bus_free_ports(n: int) -> list[int]:
+    """``n`` ports below 55535 free on loopback, each with its +10000 bus port free too."""
+    found: list[int] = []
+    while len(found) < n:
+        port = free_port()
+        if port >= 55535 or port in found:
+            continue
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                sock.bind(("127.0.0.1", port + 10000))
+        except OSError:
+            continue
+        found.append(port)
+    return found
+
+
+@pytest.fixture
+def redis_cluster() -> Iterator[RedisCluster]:
+    if CLI is None:
+        pytest.skip("needs redis-cli (make debs: redis-server brings it)")
+    cluster = RedisCluster()
+    yield cluster
+    cluster.close()

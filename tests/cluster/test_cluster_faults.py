@@ -132,6 +132,7 @@ def test_sigkill_of_a_node_loses_no_acknowledged_message_of_a_persistent_session
     b.send_signal(signal.SIGKILL)
     b.proc.wait(5)
     assert wait_until(lambda: b"b" not in redis.command("SMEMBERS", "{midge}:nodes"), 10)
+    assert c.wait_output("node b is gone", 5)
     back = RawClient(c.host, c.port, version=5)
     try:
         connack = back.connect("keeper", clean_start=False, properties=persistent)

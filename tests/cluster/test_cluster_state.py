@@ -224,6 +224,7 @@ def test_subscription_routes_follow_nodes_that_die(
     b.send_signal(signal.SIGKILL)
     b.proc.wait(5)
     assert wait_until(lambda: b"b" not in redis.command("SMEMBERS", "{midge}:nodes"), 10)
+    assert a.wait_output("node b is gone", 5)
     start = time.monotonic()
     ack = pub.pub("d/1", b"x", 1)
     assert ack is not None and ack.reason_code == 0x10  # nobody subscribes any more

@@ -223,7 +223,7 @@ class _Writer:
     gets each result. While Redis cannot be reached the batch is retried (so a command may
     run twice if the connection broke after Redis executed it)."""
 
-    def __init__(self, client: aioredis.Redis, on_error: Callable[[BaseException], None]) -> None:
+    def __init__(self, client: Any, on_error: Callable[[BaseException], None]) -> None:
         self.client = client
         self.on_error = on_error
         self.queue: list[tuple[tuple[Any, ...], Callable[[Any], None] | None]] = []
@@ -314,9 +314,13 @@ class RedisRouter:
         self._first_sync = True
         self._tasks: list[asyncio.Task[Any]] = []
         self._stopping = False
-        self.client: aioredis.Redis | None = None
-        self._listen_client: aioredis.Redis | None = None
-        self._stream_client: aioredis.Redis | None = None
+        #: redis-py clients (``Redis``, or ``RedisCluster`` when the URL names a node of a Redis
+        #: Cluster): commands, the channel subscription, the blocking stream reads.
+        self.client: Any = None
+        self._listen_client: Any = None
+        self._stream_client: Any = None
+        #: Whether the URL names a node of a Redis Cluster (found at start).
+        self.redis_cluster = False
         self.writer: _Writer | None = None
         #: The store of persistent sessions in Redis (midge.store.redis), when sessions are
         #: kept (durability other than "none"): a claim reads the session there when the node
@@ -329,14 +333,30 @@ class RedisRouter:
         self.broker = broker
         broker.ack_gate = self
 
-    def _connect(self) -> aioredis.Redis:
+    def _connect(self) -> Any:
         # No retries inside redis-py: a broken connection must reach our loops, which resync.
+        if self.redis_cluster:
+            return aioredis.RedisCluster.from_url(self.url, retry=Retry(NoBackoff(), 0))
         return aioredis.Redis.from_url(self.url, retry=Retry(NoBackoff(), 0))
+
+    async def _probe(self) -> None:
+        """Whether the URL names a node of a Redis Cluster (then the clients are cluster
+        clients, which follow the slots)."""
+        probe = aioredis.Redis.from_url(self.url, retry=Retry(NoBackoff(), 0))
+        try:
+            info = await probe.info("cluster")
+            self.redis_cluster = bool(info.get("cluster_enabled"))
+        finally:
+            await probe.aclose()
 
     async def start(self) -> None:
         """Join: register this node (its id must not be live already), read the route table
         and the retained messages, and start the heartbeat, the listener and the stream reader.
         Raises :class:`ClusterError` if Redis cannot be reached or the node id is taken."""
+        try:
+            await self._probe()
+        except (RedisError, OSError) as exc:
+            raise ClusterError(f"cannot join the cluster at {self.url}: {exc}") from None
         self.client = self._connect()
         self._listen_client = self._connect()
         self._stream_client = self._connect()
@@ -371,7 +391,11 @@ class RedisRouter:
             raise ClusterError(f"could not read the cluster's state from {self.url}") from None
         self.writer.send("PUBLISH", ALL, marshal.dumps((UP, self.me)))
         log.info(
-            "node %s joined the cluster at %s (%d other nodes)", self.me, self.url, len(self.nodes)
+            "node %s joined the cluster at %s%s (%d other nodes)",
+            self.me,
+            self.url,
+            " (a Redis Cluster)" if self.redis_cluster else "",
+            len(self.nodes),
         )
 
     async def _create_group(self) -> None:
@@ -402,7 +426,7 @@ class RedisRouter:
                 pipe.delete(node_key(self.me))
                 pipe.delete(routes_key(self.me))
                 pipe.srem(NODES, self.me)
-                pipe.publish(ALL, marshal.dumps((DOWN, self.me)))
+                pipe.execute_command("PUBLISH", ALL, marshal.dumps((DOWN, self.me)))
                 await asyncio.wait_for(pipe.execute(), 2.0)
         for c in (self.client, self._listen_client, self._stream_client):
             if c is not None:
@@ -507,7 +531,7 @@ class RedisRouter:
         # Our own routes, in case Redis lost them (the heartbeat re-registers the node).
         if self.local_interest:
             mapping: dict[str, str] = dict.fromkeys(self.local_interest, "1")
-            await client.hset(routes_key(self.me), mapping=mapping)  # type: ignore[arg-type]
+            await client.hset(routes_key(self.me), mapping=mapping)
         self._check_known()
 
     def _send(self, node: str, frame: tuple[Any, ...]) -> None:
@@ -628,12 +652,15 @@ class RedisRouter:
                             pipe = client.pipeline(transaction=False)
                             pipe.delete(routes_key(node))
                             pipe.delete(stream_key(node))
-                            pipe.publish(ALL, marshal.dumps((DOWN, node)))
+                            pipe.execute_command("PUBLISH", ALL, marshal.dumps((DOWN, node)))
                             await pipe.execute()
                         self._forget_node(node)
                 self._redis_back()
             except (RedisError, OSError) as exc:
                 self._redis_failed(exc)
+            except Exception:
+                # A bug of ours must cost one heartbeat, never the node's membership.
+                log.exception("cluster: internal error in the heartbeat")
 
     # -- publishing -------------------------------------------------------------------------------
 
