@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import RedisClusterException, RedisError, ResponseError
 
 from midge.broker.model import Message, SubOptions
 from midge.broker.topictree import TopicTree
@@ -81,6 +81,9 @@ GROUP = "nodes"
 BATCH = 200
 #: Stream entries remembered to deliver each once (see RedisRouter._on_entry).
 SEEN = 100_000
+
+#: What a broken or refusing Redis raises (a Redis Cluster's own errors included).
+ERRORS = (RedisError, RedisClusterException, OSError)
 
 MSG, SUB, UNSUB, UP, DOWN, RETAIN, KNOWN, ACCEPTED, CLAIM, RELEASED = range(10)
 
@@ -252,7 +255,7 @@ class _Writer:
                         pipe.execute_command(*args)
                     results = await pipe.execute(raise_on_error=False)
                     break
-                except (RedisError, OSError) as exc:
+                except ERRORS as exc:
                     self.on_error(exc)
                     await asyncio.sleep(RETRY)
             for (args, then), result in zip(batch, results, strict=True):
@@ -355,7 +358,7 @@ class RedisRouter:
         Raises :class:`ClusterError` if Redis cannot be reached or the node id is taken."""
         try:
             await self._probe()
-        except (RedisError, OSError) as exc:
+        except ERRORS as exc:
             raise ClusterError(f"cannot join the cluster at {self.url}: {exc}") from None
         self.client = self._connect()
         self._listen_client = self._connect()
@@ -374,7 +377,7 @@ class RedisRouter:
             pipe.delete(routes_key(self.me))
             await pipe.execute()
             await self._create_group()
-        except (RedisError, OSError) as exc:
+        except ERRORS as exc:
             raise ClusterError(f"cannot join the cluster at {self.url}: {exc}") from None
         self.healthy = True
         self.writer = _Writer(client, self._redis_failed)
@@ -421,7 +424,7 @@ class RedisRouter:
         self._tasks = []
         client = self.client
         if client is not None and self.healthy:
-            with contextlib.suppress(RedisError, OSError, TimeoutError):
+            with contextlib.suppress(*ERRORS, TimeoutError):
                 pipe = client.pipeline(transaction=False)
                 pipe.delete(node_key(self.me))
                 pipe.delete(routes_key(self.me))
@@ -468,8 +471,11 @@ class RedisRouter:
                         self._on_frame(marshal.loads(message["data"]))
                     except Exception:
                         log.exception("internal error handling a cluster frame")
-            except (RedisError, OSError) as exc:
+            except ERRORS as exc:
                 self._redis_failed(exc)
+                await asyncio.sleep(RETRY)
+            except Exception:
+                log.exception("cluster: internal error reading the channels")
                 await asyncio.sleep(RETRY)
             finally:
                 with contextlib.suppress(Exception):
@@ -656,7 +662,7 @@ class RedisRouter:
                             await pipe.execute()
                         self._forget_node(node)
                 self._redis_back()
-            except (RedisError, OSError) as exc:
+            except ERRORS as exc:
                 self._redis_failed(exc)
             except Exception:
                 # A bug of ours must cost one heartbeat, never the node's membership.
@@ -797,14 +803,19 @@ class RedisRouter:
                 )
             except ResponseError as exc:
                 if "NOGROUP" in str(exc):
-                    with contextlib.suppress(RedisError, OSError):
+                    with contextlib.suppress(*ERRORS):
                         await self._create_group()
                 else:
                     log.error("cluster: reading %s: %s", key, exc)
                 await asyncio.sleep(RETRY)
                 continue
-            except (RedisError, OSError) as exc:
+            except ERRORS as exc:
                 self._redis_failed(exc)
+                await asyncio.sleep(RETRY)
+                start = "0"
+                continue
+            except Exception:
+                log.exception("cluster: internal error reading %s", key)
                 await asyncio.sleep(RETRY)
                 start = "0"
                 continue
