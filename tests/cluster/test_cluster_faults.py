@@ -4,17 +4,19 @@ publisher is closed), say so in their log, and reconcile when Redis returns."""
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
 from collections import Counter
 from typing import Any
 
-from midge.codec.packets import Puback, Publish
+from midge.codec.packets import Puback, Pubcomp, Publish, Pubrec, Pubrel
+from midge.codec.properties import Prop
 from tests.cluster.conftest import RedisServer
 from tests.cluster.tcpproxy import TcpProxy
 from tests.cluster.test_cluster import wait_until
 from tests.procbroker import ProcBroker
-from tests.rawclient import receive_publishes
+from tests.rawclient import RawClient, receive_publishes
 
 
 def test_redis_down_local_traffic_goes_on_remote_qos1_refused_then_reconciled(
@@ -112,11 +114,6 @@ def test_sigkill_of_a_node_loses_no_acknowledged_message_of_a_persistent_session
     """Messages for a persistent session on node b are acknowledged to their publisher (on a)
     only once b has written them to Redis; b is killed; the client resumes on c and gets each,
     QoS 2 exactly once."""
-    import signal
-
-    from midge.codec.properties import Prop
-    from tests.rawclient import RawClient
-
     a, b, c = node("a"), node("b"), node("c")
     persistent = {Prop.SESSION_EXPIRY_INTERVAL: 300}
     keeper = clients(b, "keeper", version=5, clean_start=True, properties=persistent)
@@ -184,3 +181,33 @@ def test_partition_between_a_node_and_redis_heals_without_duplicate_qos2(
         assert Counter(p.payload for p in got) == Counter(f"m{n}".encode() for n in range(10))
     finally:
         proxy.close()
+
+
+def test_publisher_qos2_state_survives_its_node(
+    redis: RedisServer, node: Any, clients: Any
+) -> None:
+    """A QoS 2 PUBLISH received on b (PUBREC sent, so its id is in Redis) is not routed again
+    when the publisher, its node killed, resumes on c and sends it again (DUP), then PUBREL."""
+    a, b, c = node("a"), node("b"), node("c")
+    persistent = {Prop.SESSION_EXPIRY_INTERVAL: 300}
+    sub = clients(a, "sub", version=5)
+    sub.subscribe("once/#", 2)
+    pub = clients(b, "pub", version=5, clean_start=True, properties=persistent)
+    pub.send(Publish("once/1", b"only", 2, False, False, 9, {}))
+    assert pub.expect(Pubrec).packet_id == 9
+    got = receive_publishes(sub, 1)
+    assert got[0].payload == b"only"
+    b.send_signal(signal.SIGKILL)
+    b.proc.wait(5)
+    assert c.wait_output("node b is gone", 10)
+    again = RawClient(c.host, c.port, version=5)
+    try:
+        connack = again.connect("pub", clean_start=False, properties=persistent)
+        assert connack.session_present
+        again.send(Publish("once/1", b"only", 2, False, True, 9, {}))
+        assert again.expect(Pubrec).packet_id == 9
+        again.send(Pubrel(9))
+        assert again.expect(Pubcomp).packet_id == 9
+        sub.no_publish(1.0)  # not delivered a second time
+    finally:
+        again.close()
