@@ -330,6 +330,11 @@ class RedisRouter:
         #: that held it is gone.
         self.store: RedisStore | None = None
 
+    # The forms the store (midge.store.redis) writes, given here so that it imports nothing of
+    # the cluster.
+    owner_key = staticmethod(owner_key)
+    state_data = staticmethod(state_to_data)
+
     # -- life -------------------------------------------------------------------------------------
 
     def bind(self, broker: Broker) -> None:

@@ -27,8 +27,6 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 from midge.broker.session import NEVER
-from midge.cluster.redis_router import owner_key
-from midge.cluster.workers import state_to_data
 from midge.store.base import StoreState
 
 if TYPE_CHECKING:
@@ -118,7 +116,7 @@ class RedisStore:
         for client_id, deleted in dirty.items():
             token = owned.get(client_id, 0)
             key = session_key(client_id)
-            owner = owner_key(client_id)
+            owner = self.router.owner_key(client_id)
             if deleted:
                 writer.send("EVAL", FENCED_WRITE, 2, key, owner, token, "", 0)
                 continue
@@ -129,7 +127,7 @@ class RedisStore:
             ttl = 0
             if session.connection is None and session.expiry_interval != NEVER:
                 ttl = max(1, session.expiry_interval) * 1000
-            data = marshal.dumps(state_to_data(state))
+            data = marshal.dumps(self.router.state_data(state))
             writer.send("EVAL", FENCED_WRITE, 2, key, owner, token, data, ttl)
         if not dirty and not callbacks:
             return
