@@ -82,9 +82,12 @@ def test_metrics_show_the_cluster_and_degraded_health(redis: RedisServer, tmp_pa
     import httpx
     from prometheus_client.parser import text_string_to_metric_families
 
+    from midge.auth.passwd import hash_password
+
     conf = tmp_path / "node.conf"
     conf.write_text(
         f"cluster_redis {redis.url}\ncluster_node_id m\n"
+        f"admin_user admin\nadmin_password_hash {hash_password(b'pw').encode()}\n"
         "listener 0 127.0.0.1\nlistener 0 127.0.0.1\nprotocol http\n"
     )
 
@@ -102,8 +105,12 @@ def test_metrics_show_the_cluster_and_degraded_health(redis: RedisServer, tmp_pa
 
         assert value("midge_cluster_redis_up") == 1
         assert value("midge_cluster_nodes") == 1
+        api = f"http://127.0.0.1:{http.port}/api/cluster"
+        auth = ("admin", "pw")
+        assert httpx.get(api, auth=auth).json() == {"node": "m", "redis": "up", "nodes": ["m"]}
         redis.stop()
         assert wait_until(lambda: value("midge_cluster_redis_up") == 0, 5)
+        assert httpx.get(api, auth=auth).json()["redis"] == "down"
         redis.start()
         assert wait_until(lambda: value("midge_cluster_redis_up") == 1, 10)
 
