@@ -67,8 +67,9 @@ log = logging.getLogger("midge.cluster")
 #: Seconds between heartbeats; a node silent for NODE_TTL seconds is dead.
 HEARTBEAT = 1.0
 NODE_TTL = 3.0
-#: How long a PUBACK/PUBREC waits for the nodes a message went to (then it goes, logged).
-ACK_TIMEOUT = 10.0
+#: How long a PUBACK/PUBREC waits for live nodes a message went to (then it goes, logged); a
+#: node that dies is stopped being waited for as soon as it is declared dead (NODE_TTL).
+ACK_TIMEOUT = 60.0
 #: How long a SUBACK waits for the other nodes to acknowledge a new filter.
 KNOWN_TIMEOUT = 5.0
 #: How long a CONNECT waits for the node that held its client id.
