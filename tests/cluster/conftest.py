@@ -266,3 +266,52 @@ def redis_cluster() -> Iterator[RedisCluster]:
     cluster = RedisCluster()
     yield cluster
     cluster.close()
+
+
+class RedisSentinel:
+    """One Sentinel (``redis-server --sentinel``) watching ``master`` as service ``midge``."""
+
+    def __init__(self, master: RedisServer) -> None:
+        assert REDIS is not None
+        self.dir = tempfile.mkdtemp(prefix="midge-sentinel-")
+        self.port = free_port()
+        conf = f"{self.dir}/sentinel.conf"
+        with open(conf, "w") as f:
+            f.write(
+                f"port {self.port}\nbind 127.0.0.1\ndir {self.dir}\n"
+                f"sentinel monitor midge 127.0.0.1 {master.port} 1\n"
+            )
+        self.proc = subprocess.Popen(
+            [REDIS, conf, "--sentinel"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                answer = _command(self.port, "SENTINEL", "get-master-addr-by-name", "midge")
+                if str(master.port).encode() in answer:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.05)
+        raise AssertionError("the Sentinel did not name the master")
+
+    @property
+    def url(self) -> str:
+        return f"redis+sentinel://127.0.0.1:{self.port}/midge/0"
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@pytest.fixture
+def sentinel(redis: RedisServer) -> Iterator[RedisSentinel]:
+    watcher = RedisSentinel(redis)
+    yield watcher
+    watcher.close()

@@ -190,6 +190,7 @@ def test_bad_cluster_command_lines_are_refused(redis: RedisServer, tmp_path: Any
     cases = [
         (["--cluster", "http://127.0.0.1:1/0"], "invalid cluster_redis 'http://127.0.0.1:1/0'"),
         (["--cluster", redis.url, "--node-id", "no spaces"], "invalid cluster_node_id"),
+        (["--cluster", "redis+sentinel://127.0.0.1:1/"], "invalid cluster_redis"),
         (["--cluster", redis.url, "--workers", "2"], "a cluster node runs one worker for now"),
     ]
     for args, error in cases:

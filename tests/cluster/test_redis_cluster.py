@@ -9,7 +9,7 @@ from typing import Any
 
 from midge.codec.packets import Puback, Subscription
 from midge.codec.properties import Prop
-from tests.cluster.conftest import RedisCluster
+from tests.cluster.conftest import RedisCluster, RedisSentinel, RedisServer
 from tests.cluster.test_cluster import wait_until
 from tests.procbroker import ProcBroker
 from tests.rawclient import RawClient, receive_publishes
@@ -78,6 +78,39 @@ def test_nodes_on_a_three_master_redis_cluster(redis_cluster: RedisCluster) -> N
         # A node leaves cleanly (SIGTERM): the others see it go.
         assert a.stop() == 0
         assert c.wait_output("node a is gone", 5), c.describe()
+    finally:
+        for client in opened:
+            client.close()
+        for proc in procs:
+            proc.close()
+
+
+def test_nodes_through_a_redis_sentinel(redis: RedisServer, sentinel: RedisSentinel) -> None:
+    """``redis+sentinel://HOST:PORT/SERVICE/DB``: the nodes reach the master the Sentinel
+    names for the service."""
+    procs: list[ProcBroker] = []
+    opened: list[RawClient] = []
+    try:
+        for name in ("a", "b"):
+            proc = ProcBroker(
+                ("--host", "127.0.0.1", "--port", "0", "--cluster", sentinel.url, "--node-id", name)
+            )
+            procs.append(proc)
+            proc.wait_listening()
+        a, b = procs
+        sub = RawClient(b.host, b.port, version=5)
+        opened.append(sub)
+        sub.connect("sub")
+        sub.sub("s/#", qos=1)
+        pub = RawClient(a.host, a.port, version=5)
+        opened.append(pub)
+        pub.connect("pub")
+        ack = pub.pub("s/1", b"via sentinel", 1, retain=True)
+        assert isinstance(ack, Puback) and ack.reason_code == 0
+        assert receive_publishes(sub, 1)[0].payload == b"via sentinel"
+        # The state is in the master the Sentinel names.
+        assert b"s/1" in redis.command("HKEYS", "{midge}:retained")
+        assert b"a" in redis.command("SMEMBERS", "{midge}:nodes")
     finally:
         for client in opened:
             client.close()

@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisClusterException, RedisError, ResponseError
 
@@ -56,6 +57,7 @@ from midge.cluster.workers import (
     state_from_data,
     state_to_data,
 )
+from midge.config.checks import SENTINEL_SCHEME, parse_sentinel_url
 
 if TYPE_CHECKING:
     from midge.broker.broker import Broker
@@ -344,6 +346,10 @@ class RedisRouter:
 
     def _connect(self) -> Any:
         # No retries inside redis-py: a broken connection must reach our loops, which resync.
+        if self.url.startswith(SENTINEL_SCHEME):
+            sentinels, service, db, password = parse_sentinel_url(self.url)
+            sentinel = Sentinel(sentinels, password=password, db=db, retry=Retry(NoBackoff(), 0))
+            return sentinel.master_for(service)
         if self.redis_cluster:
             return aioredis.RedisCluster.from_url(self.url, retry=Retry(NoBackoff(), 0))
         return aioredis.Redis.from_url(self.url, retry=Retry(NoBackoff(), 0))
@@ -351,6 +357,8 @@ class RedisRouter:
     async def _probe(self) -> None:
         """Whether the URL names a node of a Redis Cluster (then the clients are cluster
         clients, which follow the slots)."""
+        if self.url.startswith(SENTINEL_SCHEME):
+            return  # Sentinel: the master it names
         probe = aioredis.Redis.from_url(self.url, retry=Retry(NoBackoff(), 0))
         try:
             info = await probe.info("cluster")

@@ -268,12 +268,44 @@ def mount_point(value: str) -> str:
     return value
 
 
+#: ``redis+sentinel://[:PASSWORD@]HOST:PORT[,HOST:PORT...]/SERVICE[/DB]``: the master that
+#: these Sentinels name for SERVICE (redis-py's Sentinel client follows a failover).
+SENTINEL_SCHEME = "redis+sentinel://"
+
+
+def parse_sentinel_url(url: str) -> tuple[list[tuple[str, int]], str, int, str | None]:
+    """(sentinels, service, db, password) of a ``redis+sentinel://`` URL."""
+    rest = url[len(SENTINEL_SCHEME) :]
+    hosts, _, path = rest.partition("/")
+    password: str | None = None
+    if "@" in hosts:
+        credentials, _, hosts = hosts.rpartition("@")
+        password = credentials.partition(":")[2] or None
+    sentinels = []
+    for item in hosts.split(","):
+        host, _, port = item.rpartition(":")
+        sentinels.append((host.strip("[]"), int(port)))
+    service, _, db = path.partition("/")
+    if not service:
+        raise ValueError("no service name")
+    return sentinels, service, int(db or 0), password
+
+
 def redis_url(value: str) -> str:
     """``cluster_redis``: a URL redis-py's ``from_url`` takes."""
+    if value.startswith(SENTINEL_SCHEME):
+        try:
+            parse_sentinel_url(value)
+        except ValueError:
+            raise BadValue(
+                f"invalid cluster_redis '{value}': expected "
+                "redis+sentinel://HOST:PORT[,HOST:PORT...]/SERVICE[/DB]"
+            ) from None
+        return value
     if not value.startswith(("redis://", "rediss://", "unix://")):
         raise BadValue(
             f"invalid cluster_redis '{value}': expected redis://HOST:PORT/DB, "
-            "rediss://HOST:PORT/DB or unix://PATH"
+            "rediss://HOST:PORT/DB, unix://PATH or redis+sentinel://HOST:PORT,.../SERVICE/DB"
         )
     return value
 

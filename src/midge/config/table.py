@@ -1004,7 +1004,8 @@ _PROCESSES = (
         GLOBAL,
         TEXT,
         "midge only: join the cluster of midge nodes that meet in this Redis "
-        "(`redis://[USER:PASSWORD@]HOST:PORT/DB`, `rediss://` for TLS, `unix://PATH`): nodes "
+        "(`redis://[USER:PASSWORD@]HOST:PORT/DB`, `rediss://` for TLS, `unix://PATH`, any "
+        "master of a Redis Cluster, or `redis+sentinel://HOST:PORT[,...]/SERVICE/DB`): nodes "
         "register and send heartbeats there, share their route table, retained messages and "
         "client ids, and pass messages to each other through it; `--cluster URL` overrides it. "
         "See [cluster.md](cluster.md).",
