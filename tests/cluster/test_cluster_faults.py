@@ -15,7 +15,7 @@ from midge.codec.properties import Prop
 from tests.cluster.conftest import RedisServer
 from tests.cluster.tcpproxy import TcpProxy
 from tests.cluster.test_cluster import wait_until
-from tests.procbroker import ProcBroker
+from tests.procbroker import ProcBroker, run_midge
 from tests.rawclient import RawClient, receive_publishes
 
 
@@ -108,6 +108,20 @@ def test_metrics_show_the_cluster_and_degraded_health(redis: RedisServer, tmp_pa
         api = f"http://127.0.0.1:{http.port}/api/cluster"
         auth = ("admin", "pw")
         assert httpx.get(api, auth=auth).json() == {"node": "m", "redis": "up", "nodes": ["m"]}
+        ctl = run_midge(
+            [
+                "ctl",
+                "--url",
+                f"http://127.0.0.1:{http.port}",
+                "--user",
+                "admin",
+                "--password",
+                "pw",
+                "cluster",
+            ]
+        )
+        assert ctl.returncode == 0, ctl
+        assert ctl.stdout.splitlines() == ["node m, Redis up", "  m (this node)"]
         redis.stop()
         assert wait_until(lambda: value("midge_cluster_redis_up") == 0, 5)
         assert httpx.get(api, auth=auth).json()["redis"] == "down"
