@@ -202,3 +202,12 @@ def test_bad_cluster_command_lines_are_refused(redis: RedisServer, tmp_path: Any
     result = run_midge(["broker", "-c", str(conf)])
     assert result.returncode == 1
     assert "a cluster node keeps its persistent sessions in Redis" in result.stderr
+
+
+def test_the_node_id_defaults_to_hostname_pid(redis: RedisServer) -> None:
+    import socket
+
+    with ProcBroker(("--host", "127.0.0.1", "--port", "0", "--cluster", redis.url)) as proc:
+        proc.wait_listening()
+        expected = f"{socket.gethostname()}-{proc.proc.pid}".encode()
+        assert expected in redis.command("SMEMBERS", "{midge}:nodes")
