@@ -638,7 +638,9 @@ class RedisRouter:
         client = self.client
         assert client is not None
         while True:
-            await asyncio.sleep(HEARTBEAT)
+            # While Redis does not answer, sooner: the node must refresh its key before it
+            # expires (NODE_TTL) once Redis is back.
+            await asyncio.sleep(HEARTBEAT if self.healthy else RETRY)
             try:
                 pipe = client.pipeline(transaction=False)
                 pipe.set(node_key(self.me), "1", px=int(NODE_TTL * 1000))
