@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-DEBS   := mosquitto-clients mosquitto slapd ldap-utils haproxy jq chromium microsocks
+DEBS   := mosquitto-clients mosquitto slapd ldap-utils haproxy jq chromium microsocks redis-server
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
 # The mypyc-compiled build of the hot modules (setup.py), in a venv of its own: `make compiled`.
@@ -44,7 +44,8 @@ dist: $(STAMP)
 	$(BIN)/python -m build --outdir dist .
 
 # Debian packages the tests drive (mosquitto_pub/sub, the mosquitto reference broker; slapd and
-# ldap-utils for the LDAP backend's tests; chromium for MQTT.js in a real browser).
+# ldap-utils for the LDAP backend's tests; chromium for MQTT.js in a real browser; redis-server
+# for the cluster tests).
 debs:
 	@missing=""; for p in $(DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
@@ -115,7 +116,7 @@ test-pure: $(STAMP) debs $(BROWSER_STAMP) $(WEB_STAMP)
 
 test-compiled: $(CSTAMP) debs $(BROWSER_STAMP)
 	$(CBIN)/python -c "from midge.build import build_kind as k; assert k() == 'compiled', k()"
-	$(CBIN)/pytest -n 2 -p no:cacheprovider tests/conformance tests/differential tests/interop tests/fuzz tests/unit tests/durability tests/test_enhanced_auth.py tests/test_close.py tests/test_systree.py tests/test_workers.py tests/test_limits.py tests/test_auth_plugins.py tests/test_scram_auth.py tests/test_auth_ldap.py tests/test_oauth.py tests/security \
+	$(CBIN)/pytest -n 2 -p no:cacheprovider tests/conformance tests/differential tests/interop tests/fuzz tests/unit tests/durability tests/test_enhanced_auth.py tests/test_close.py tests/test_systree.py tests/test_workers.py tests/cluster tests/test_limits.py tests/test_auth_plugins.py tests/test_scram_auth.py tests/test_auth_ldap.py tests/test_oauth.py tests/security \
 		tests/bridge tests/client tests/test_slow_consumer.py tests/test_memory_limit.py tests/test_dashboard.py tests/test_reload.py \
 		--deselect tests/security/test_mosquitto_files.py::test_real_mosquitto_with_the_files \
 		--ignore tests/durability/test_mosquitto_persistence.py $(PYTEST_ARGS)

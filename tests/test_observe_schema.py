@@ -57,7 +57,7 @@ def test_the_api_keeps_its_openapi_contract(api_broker: tuple[RunningBroker, str
     url = api_broker[1]
     schema = schemathesis.openapi.from_url(url + "/api/openapi.json")
     operations = [result.ok() for result in schema.get_all_operations()]
-    assert len(operations) == 15
+    assert len(operations) == 16
 
     for operation in operations:
         strategy = operation.as_strategy()

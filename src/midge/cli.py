@@ -22,6 +22,7 @@ from midge.auth.files import build_authenticator
 from midge.auth.plugin import PluginError
 from midge.bench import cli as bench_cli
 from midge.build import describe
+from midge.cluster.router import ClusterError
 from midge.config import (
     DEFAULT_DATA_DIR,
     DEFAULT_DB_NAME,
@@ -86,6 +87,17 @@ def _parser() -> argparse.ArgumentParser:
         help="run N broker processes sharing the listeners (SO_REUSEPORT), with cross-worker "
         "routing; overrides the 'workers' option (default 1)",
     )
+    broker.add_argument(
+        "--cluster",
+        metavar="URL",
+        help="join the cluster of midge nodes meeting in this Redis (redis://HOST:PORT/DB); "
+        "overrides the 'cluster_redis' option (docs/cluster.md)",
+    )
+    broker.add_argument(
+        "--node-id",
+        metavar="NAME",
+        help="this node's name in the cluster; overrides 'cluster_node_id' (default HOSTNAME-PID)",
+    )
     sub.add_parser(
         "passwd",
         help="manage a password file (mosquitto_passwd's options; 'midge passwd -h')",
@@ -120,7 +132,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(args_list)
     if args.command == "broker":
-        return run_broker(args.config_file, args.host, args.port, args.verbose, args.workers)
+        return run_broker(
+            args.config_file,
+            args.host,
+            args.port,
+            args.verbose,
+            args.workers,
+            args.cluster,
+            args.node_id,
+        )
     if args.command == "bench":
         return bench_cli.run(args)
     if args.command == "scram":
@@ -137,6 +157,8 @@ def run_broker(
     ports: list[int],
     verbose: bool,
     workers: int | None = None,
+    cluster: str | None = None,
+    node_id: str | None = None,
 ) -> int:
     try:
         config = load_config(config_file) if config_file else Config()
@@ -145,6 +167,7 @@ def run_broker(
             if workers < 1:
                 raise ConfigError(f"invalid --workers {workers}: expected 1 or more")
             config.workers = workers
+        _cluster_options(config, cluster, node_id)
         _durable_by_default(config)
         # Read the password and ACL files now: a bad line stops the start with file:line.
         build_authenticator(config)
@@ -178,6 +201,27 @@ def run_broker(
         return 0
 
 
+def _cluster_options(config: Config, cluster: str | None, node_id: str | None) -> None:
+    """``--cluster URL`` and ``--node-id NAME`` over ``cluster_redis`` and ``cluster_node_id``."""
+    from midge.config import checks
+    from midge.config.errors import BadValue
+
+    try:
+        if cluster is not None:
+            config.cluster_redis = checks.redis_url(cluster)
+        if node_id is not None:
+            config.cluster_node_id = checks.node_id(node_id)
+    except BadValue as exc:
+        raise ConfigError(str(exc)) from None
+    if config.cluster_redis is None:
+        return
+    if config.workers > 1:
+        raise ConfigError(
+            "a cluster node runs one worker for now: drop --workers (or 'workers') or the cluster",
+            config.source,
+        )
+
+
 def _durable_by_default(config: Config) -> None:
     """The broker keeps its state in SQLite in ./data unless told otherwise (``persistence
     false`` or ``durability = "none"``, or another ``data_dir``). Under a mosquitto.conf the reader
@@ -187,6 +231,17 @@ def _durable_by_default(config: Config) -> None:
     ``--workers N`` the default is memory (with a notice), and an explicit data_dir is an
     error."""
     if config.durability == "none":
+        return
+    if config.cluster_redis is not None:
+        # A cluster node keeps its persistent sessions in the cluster's Redis (midge.store.redis),
+        # not in a file of its own.
+        if config.data_dir is not None or config.persistence_file is not None:
+            raise ConfigError(
+                "a cluster node keeps its persistent sessions in Redis, not in a database file: "
+                "drop persistence_location/persistence_file (or data_dir), or set "
+                "'persistence false' (durability = \"none\") to keep sessions in memory",
+                config.source,
+            )
         return
     if config.workers > 1:
         if config.data_dir is not None or config.persistence_file is not None:
@@ -216,7 +271,7 @@ async def _serve(config: Config) -> int:
     server = Server(config)
     try:
         await server.start()
-    except (StoreError, ConfigError, PluginError) as exc:
+    except (StoreError, ConfigError, PluginError, ClusterError) as exc:
         print(f"midge: error: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:

@@ -38,7 +38,14 @@ _LATE_IMPORTS = (
     "midge.store.sqlite",
 )
 # Optional backends, imported only when installed.
-_OPTIONAL_LATE_IMPORTS = ("ldap3", "ldap3.core.exceptions", "httpx", "jwt")
+_OPTIONAL_LATE_IMPORTS = (
+    "ldap3",
+    "ldap3.core.exceptions",
+    "httpx",
+    "jwt",
+    "midge.cluster.redis_router",
+    "midge.store.redis",
+)
 
 
 def _import_while_root() -> None:

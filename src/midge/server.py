@@ -43,6 +43,7 @@ from midge.transport.tls import ServerTls
 from midge.transport.writer import TurnWrites
 
 if TYPE_CHECKING:
+    from midge.cluster.redis_router import RedisRouter
     from midge.observe.http import HttpListeners
 
 log = logging.getLogger("midge.server")
@@ -84,6 +85,9 @@ class Server:
         self.auth: AuthChain = AuthChain()
         #: Cross-worker routing for ``--workers N`` (its listeners then share ports: SO_REUSEPORT).
         self.router = router
+        #: This node's link to the cluster (``cluster_redis``), made by ``start``; it is then
+        #: also :attr:`router`.
+        self.cluster: RedisRouter | None = None
         self.broker: Broker | None = None
         self.listeners: list[ListenerState] = []
         #: The loop turn's output and the lingering (closed, draining) sockets of every listener.
@@ -227,11 +231,33 @@ class Server:
             sqlite_store.start(loop)
             store = sqlite_store
             log.info("durable store %s (durability %s)", sqlite_store.path, config.durability)
+        elif config.cluster_redis is not None and self.router is None:
+            # A cluster node (docs/cluster.md): routes, retained messages and client ids are
+            # shared through Redis, and persistent sessions live there (unless durability is
+            # "none"); joining it comes before the first client is accepted.
+            from midge.cluster.redis_router import RedisRouter
+            from midge.store.redis import RedisStore
+
+            self.cluster = RedisRouter(config.cluster_redis, config.cluster_node_id)
+            self.router = self.cluster
+            redis_store: RedisStore | None = None
+            if config.durability != "none":
+                redis_store = self.cluster.store = RedisStore(self.cluster)
+            self.broker = Broker(config, LoopClock(loop), self.auth, redis_store)
+            if redis_store is not None:
+                redis_store.bind(self.broker)
         else:
             self.broker = Broker(config, LoopClock(loop), self.auth)
         if self.router is not None:
             self.router.bind(self.broker)
             self.broker.router = self.router
+        if self.cluster is not None:
+            try:
+                await self.cluster.start()
+            except BaseException:
+                await self.cluster.stop()
+                await self._close_listeners()
+                raise
         if logs.topic_handler is not None:  # log_dest topic: $SYS/broker/log/...
             logs.topic_handler.attach(self.broker, loop)
         if config.sys_interval and self.publish_sys:
@@ -396,6 +422,8 @@ class Server:
             if writes is not None:
                 writes.abort_lingering()
             broker.store.close()
+        if self.cluster is not None:
+            await self.cluster.stop()  # after the wills went (to the other nodes too)
         await self.auth.close()
         for state in self.listeners:
             if state.server is not None:

@@ -26,7 +26,7 @@ from midge.store.memory import MemoryStore
 
 if TYPE_CHECKING:
     from midge.broker.connection import Connection
-    from midge.cluster.router import Router
+    from midge.cluster.router import AckGate, Router
 
 log = logging.getLogger("midge.broker")
 
@@ -85,6 +85,9 @@ class Broker:
         #: The web dashboard's tap on what is published (midge.observe.live): None unless a
         #: dashboard stream is open, so the publish path pays one attribute check.
         self.tap: Callable[[Message], object] | None = None
+        #: A router whose deliveries to other nodes are acknowledged (the Redis cluster): the
+        #: PUBACK/PUBREC of a QoS 1/2 message waits until they have accepted it. None otherwise.
+        self.ack_gate: AckGate | None = None
 
     # -- sessions -----------------------------------------------------------------------------
 

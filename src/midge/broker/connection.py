@@ -179,6 +179,7 @@ class Connection:
         "_connect",
         "_exchange",
         "_expiry",
+        "_held_acks",
         "_logged",
         "_pub_stamp",
         "_pub_tokens",
@@ -254,6 +255,9 @@ class Connection:
         self.out.mount = len(self.mount)
         #: Acks held back until the store's commit (see _ack).
         self._acks_waiting = 0
+        #: Acks in order behind one that waits for other cluster nodes (Broker.ack_gate), each
+        #: [packet, waits left]; None when none waits (always, outside a cluster).
+        self._held_acks: list[list[Any]] | None = None
         #: Called once when the transport is gone (the transport layer's bookkeeping).
         self.on_lost: Callable[[], None] | None = None
         #: Non-zero: a connection limit refused this client; its CONNECT is answered with this.
@@ -883,7 +887,21 @@ class Connection:
             if p.retain:
                 # Remembered with the retained message (and on disk): check_retain_source.
                 message.source = (self.username, self.listener.port)
-            if qos == 2:
+            gate = self.broker.ack_gate
+            if qos and gate is not None and not gate.can_guarantee(message):
+                # A cluster node cut off from Redis cannot deliver to the other nodes'
+                # subscribers with QoS 1/2 guarantees: refused, not routed (v5 0x83, "valid but
+                # not accepted"; a v3 client, which cannot be told, is closed and re-sends it).
+                refused = self.broker.stats.publish_refused
+                refused[Reason.IMPLEMENTATION_SPECIFIC_ERROR] = (
+                    refused.get(Reason.IMPLEMENTATION_SPECIFIC_ERROR, 0) + 1
+                )
+                if not v5:
+                    raise ProtocolViolation(
+                        Reason.IMPLEMENTATION_SPECIFIC_ERROR, "cluster unavailable (Redis)"
+                    )
+                reason = Reason.IMPLEMENTATION_SPECIFIC_ERROR
+            elif qos == 2:
                 # Mosquitto routes a QoS 2 message at PUBREL, so a client subscribed to its own
                 # topic gets PUBREC before the copy: what routing writes to this client waits
                 # for the PUBREC (see _ack).
@@ -896,14 +914,16 @@ class Connection:
                     # v5 0x10 as Mosquitto: no subscription matches (a read-denied one still
                     # does). For QoS 2 Mosquitto cannot know yet at PUBREC: always Success.
                     reason = Reason.NO_MATCHING_SUBSCRIBERS
+        # In a cluster the ack also waits until the nodes the message went to have accepted it.
+        remote = reason < 0x80 and self.broker.ack_gate is not None
         if qos == 1:
-            self._ack(Puback(pid, reason if v5 else 0))
+            self._ack(Puback(pid, reason if v5 else 0), remote)
         elif qos == 2:
             if reason < 0x80:
                 session.qos2_received(pid)
-            self._ack(Pubrec(pid, reason if v5 else 0))
+            self._ack(Pubrec(pid, reason if v5 else 0), remote)
 
-    def _ack(self, packet: Packet) -> None:
+    def _ack(self, packet: Packet, remote: bool = False) -> None:
         """Send a PUBACK, PUBREC or PUBCOMP once what its packet changed is durable.
 
         The guarantee of a durable store: a publisher is acknowledged only after its message is
@@ -912,12 +932,52 @@ class Connection:
         or delivered twice after a crash. Acks keep their order (MQTT-4.6.0-2..-4): once one
         waits for a commit, the following ones wait too.
         """
+        if remote or self._held_acks is not None:
+            self._ack_held(packet, remote)
+            return
         store = self.broker.durable_store
         if store is not None and (self._acks_waiting or store.pending):
             self._acks_waiting += 1
             store.commit(lambda: self._acked(packet))
         else:
             self._acked(packet, False)
+
+    def _ack_held(self, packet: Packet, remote: bool) -> None:
+        """In a cluster (:attr:`Broker.ack_gate`): the ack of a message just published waits
+        until every node it was sent to has accepted it (QoS end to end), as well as for the
+        store; acks behind a waiting one keep their order (MQTT-4.6.0-2..-4)."""
+        entry: list[Any] = [packet, 0]
+        gate = self.broker.ack_gate
+        if remote and gate is not None and not gate.wait_accepted(lambda: self._ack_ready(entry)):
+            entry[1] += 1
+        store = self.broker.durable_store
+        if store is not None and (self._acks_waiting or store.pending):
+            entry[1] += 1
+            self._acks_waiting += 1
+            store.commit(lambda: self._ack_committed(entry))
+        held = self._held_acks
+        if held is None:
+            if not entry[1]:
+                self._acked(packet, False)
+                return
+            held = self._held_acks = []
+        held.append(entry)
+        self._ack_ready(None)
+
+    def _ack_committed(self, entry: list[Any]) -> None:
+        self._acks_waiting -= 1
+        self._ack_ready(entry)
+
+    def _ack_ready(self, entry: list[Any] | None) -> None:
+        """One wait of ``entry`` is over: send the acks at the head that wait for nothing."""
+        if entry is not None:
+            entry[1] -= 1
+        held = self._held_acks
+        while held and not held[0][1]:
+            packet = held.pop(0)[0]
+            self._acked(packet, False)
+        if not held:
+            self._held_acks = None
 
     def _acked(self, packet: Packet, waited: bool = True) -> None:
         if waited:

@@ -21,6 +21,11 @@ if TYPE_CHECKING:
     from midge.broker.model import Message
 
 
+class ClusterError(Exception):
+    """A cluster node cannot join (Redis unreachable, its node id taken): the message says
+    what to fix."""
+
+
 class Router(Protocol):
     """What the broker core calls when routing may leave this process."""
 
@@ -47,6 +52,23 @@ class Router(Protocol):
         """A CONNECT for ``client_id`` was accepted here: make every other node give the client
         id up (taking its connection over, MQTT-3.1.4-3 v5) and move its session here unless
         ``clean_start``, then call ``done`` (the connection answers CONNACK then)."""
+
+
+class AckGate(Protocol):
+    """A router whose copies to other nodes are acknowledged (:attr:`Broker.ack_gate`)."""
+
+    def can_guarantee(self, message: Message) -> bool:
+        """Called before :meth:`Router.publish` of a QoS 1/2 message from a client: False if
+        the message would go to other nodes that cannot be reached with the QoS guarantees now
+        (the cluster's Redis is unavailable); the PUBLISH is then refused."""
+        ...
+
+    def wait_accepted(self, done: Callable[[], None]) -> bool:
+        """Called right after :meth:`Router.publish` of a QoS 1/2 message from a client: True
+        if every node it was sent to has accepted it already (or it went to none); otherwise
+        False, and ``done`` is called once they all have (or are gone): the publisher's PUBACK
+        or PUBREC waits for it."""
+        ...
 
 
 class LocalRouter:

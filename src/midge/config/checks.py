@@ -115,6 +115,7 @@ LOG_COMPONENTS = (
     "transport",
     "websockets",
     "workers",
+    "cluster",
 )
 LOG_LEVELS = ("debug", "information", "info", "notice", "warning", "error", "none")
 
@@ -264,4 +265,55 @@ def mount_point(value: str) -> str:
         )
     if "\0" in value:
         raise BadValue("invalid mount_point: it contains a NUL character")
+    return value
+
+
+#: ``redis+sentinel://[:PASSWORD@]HOST:PORT[,HOST:PORT...]/SERVICE[/DB]``: the master that
+#: these Sentinels name for SERVICE (redis-py's Sentinel client follows a failover).
+SENTINEL_SCHEME = "redis+sentinel://"
+
+
+def parse_sentinel_url(url: str) -> tuple[list[tuple[str, int]], str, int, str | None]:
+    """(sentinels, service, db, password) of a ``redis+sentinel://`` URL."""
+    rest = url[len(SENTINEL_SCHEME) :]
+    hosts, _, path = rest.partition("/")
+    password: str | None = None
+    if "@" in hosts:
+        credentials, _, hosts = hosts.rpartition("@")
+        password = credentials.partition(":")[2] or None
+    sentinels = []
+    for item in hosts.split(","):
+        host, _, port = item.rpartition(":")
+        sentinels.append((host.strip("[]"), int(port)))
+    service, _, db = path.partition("/")
+    if not service:
+        raise ValueError("no service name")
+    return sentinels, service, int(db or 0), password
+
+
+def redis_url(value: str) -> str:
+    """``cluster_redis``: a URL redis-py's ``from_url`` takes."""
+    if value.startswith(SENTINEL_SCHEME):
+        try:
+            parse_sentinel_url(value)
+        except ValueError:
+            raise BadValue(
+                f"invalid cluster_redis '{value}': expected "
+                "redis+sentinel://HOST:PORT[,HOST:PORT...]/SERVICE[/DB]"
+            ) from None
+        return value
+    if not value.startswith(("redis://", "rediss://", "unix://")):
+        raise BadValue(
+            f"invalid cluster_redis '{value}': expected redis://HOST:PORT/DB, "
+            "rediss://HOST:PORT/DB, unix://PATH or redis+sentinel://HOST:PORT,.../SERVICE/DB"
+        )
+    return value
+
+
+def node_id(value: str) -> str:
+    """``cluster_node_id``: a name that fits in a Redis key and a log line."""
+    if not value or len(value) > 64 or not all(c.isalnum() or c in "._-" for c in value):
+        raise BadValue(
+            f"invalid cluster_node_id '{value}': expected 1 to 64 letters, digits, '.', '_' or '-'"
+        )
     return value

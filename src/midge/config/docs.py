@@ -240,7 +240,10 @@ acknowledges it, which is stronger than either.
 
 A `Config()` built in code (the in-process brokers of the tests) has no `data_dir` and keeps
 everything in memory. With `workers` above 1, persistence is off (a notice says so); an
-explicit `data_dir` or `persistence_file` with several workers is an error, as they cannot share one database yet.""",
+explicit `data_dir` or `persistence_file` with several workers is an error, as they cannot share one database yet.
+A cluster node (`cluster_redis`) keeps its persistent sessions in the cluster's Redis instead
+([cluster.md](cluster.md)), unless `durability` is "none"; a `data_dir` or `persistence_file`
+with `cluster_redis` is an error.""",
     ),
     Section("logging", "Logging (global)"),
     Section("sys", "`$SYS` broker status (global)"),

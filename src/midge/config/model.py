@@ -239,6 +239,10 @@ class Config:
 
     # Processes (midge only): broker processes sharing the listeners, with cross-worker routing
     workers: int = 1
+    # midge only: the Redis where the cluster's nodes meet (midge.cluster.redis_router), and this
+    # node's name there; None: a single node (the name defaults to HOSTNAME-PID)
+    cluster_redis: str | None = None
+    cluster_node_id: str | None = None
 
     # Processes: started as root, run as this user once the listeners are bound (midge.privileges)
     user: str | None = None

@@ -1021,6 +1021,38 @@ _PROCESSES = (
         check=checks.int_range(1, 256, " (broker processes; midge only)"),
         mosquitto=MIDGE_ONLY,
     ),
+    Option(
+        "cluster_redis",
+        GLOBAL,
+        TEXT,
+        "midge only: join the cluster of midge nodes that meet in this Redis "
+        "(`redis://[USER:PASSWORD@]HOST:PORT/DB`, `rediss://` for TLS, `unix://PATH`, any "
+        "master of a Redis Cluster, or `redis+sentinel://HOST:PORT[,...]/SERVICE/DB`): nodes "
+        "register and send heartbeats there, share their route table, retained messages and "
+        "client ids, and pass messages to each other through it; `--cluster URL` overrides it. "
+        "See [cluster.md](cluster.md).",
+        "processes",
+        default=None,
+        default_doc="none (a single node)",
+        once=True,
+        check=checks.redis_url,
+        syntax="`cluster_redis URL`",
+        mosquitto=MIDGE_ONLY,
+    ),
+    Option(
+        "cluster_node_id",
+        GLOBAL,
+        TEXT,
+        "midge only: this node's name in the cluster (letters, digits, `.`, `_`, `-`; unique "
+        "among the live nodes); `--node-id NAME` overrides it.",
+        "processes",
+        default=None,
+        default_doc="HOSTNAME-PID",
+        once=True,
+        check=checks.node_id,
+        syntax="`cluster_node_id NAME`",
+        mosquitto=MIDGE_ONLY,
+    ),
     # -- issue 11 (i11-dirs-proc): user
     Option(
         "user",

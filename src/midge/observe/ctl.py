@@ -75,6 +75,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     cmd.add_parser("health", help="liveness")
     cmd.add_parser("ready", help="readiness")
     cmd.add_parser("metrics", help="print /metrics")
+    cmd.add_parser("cluster", help="this cluster node and the live nodes (docs/cluster.md)")
 
 
 def request(
@@ -204,5 +205,14 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     if command == "metrics":
         sys.stdout.write(request(args, "GET", "/metrics")[1].decode())
+        return 0
+    if command == "cluster":
+        info = json.loads(request(args, "GET", "/api/cluster")[1])
+        if info["node"] is None:
+            print("not a cluster node")
+            return 0
+        print(f"node {info['node']}, Redis {info['redis']}")
+        for node in info["nodes"]:
+            print(f"  {node}{' (this node)' if node == info['node'] else ''}")
         return 0
     raise AssertionError(command)  # pragma: no cover - argparse allows no other

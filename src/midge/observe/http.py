@@ -433,6 +433,20 @@ class AdminApi:
         matched = broker.publish(Message(topic, payload, qos, retain))
         return web.json_response({"matched": bool(matched)})
 
+    async def cluster(self, request: web.Request) -> web.Response:
+        """This node and the live nodes of its cluster (docs/cluster.md); a broker that is no
+        cluster node answers with nulls and no nodes."""
+        cluster = self.server.cluster
+        if cluster is None:
+            return web.json_response({"node": None, "redis": None, "nodes": []})
+        return web.json_response(
+            {
+                "node": cluster.me,
+                "redis": "up" if cluster.healthy else "down",
+                "nodes": sorted({cluster.me, *cluster.nodes}),
+            }
+        )
+
     async def reload(self, request: web.Request) -> web.Response:
         log.info("admin API: reload")
         return web.json_response({"reloaded": self.server.reload()})
@@ -564,6 +578,7 @@ def make_app(server: Server, memory: MemoryProbe | None = None) -> web.Applicati
     app.router.add_delete("/api/retained/message", api.retained_delete)
     app.router.add_post("/api/publish", api.publish)
     app.router.add_post("/api/reload", api.reload)
+    app.router.add_get("/api/cluster", api.cluster)
     app.router.add_get("/api/listeners", api.listeners)
     app.router.add_get("/api/config", api.config)
     app.router.add_get("/api/stream", api.stream)

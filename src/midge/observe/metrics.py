@@ -319,3 +319,15 @@ class BrokerCollector(Collector):
             yield GaugeMetricFamily(
                 "midge_store_size_bytes", "The database's size on disk (with its WAL).", size
             )
+        cluster = self.server.cluster
+        if cluster is not None:
+            yield GaugeMetricFamily(
+                "midge_cluster_redis_up",
+                "1 while the cluster's Redis answers; 0: degraded (docs/cluster.md).",
+                1 if cluster.healthy else 0,
+            )
+            yield GaugeMetricFamily(
+                "midge_cluster_nodes",
+                "Live nodes of the cluster, this one included.",
+                len(cluster.nodes) + 1,
+            )

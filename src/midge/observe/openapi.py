@@ -80,6 +80,15 @@ _SCHEMAS: dict[str, Any] = {
         "required": ["status"],
         "properties": {"status": {"type": "string"}},
     },
+    "Cluster": {
+        "type": "object",
+        "required": ["node", "redis", "nodes"],
+        "properties": {
+            "node": {"type": ["string", "null"]},
+            "redis": {"type": ["string", "null"], "enum": ["up", "down", None]},
+            "nodes": {"type": "array", "items": {"type": "string"}},
+        },
+    },
     "ClientSummary": {
         "type": "object",
         "required": [
@@ -562,6 +571,13 @@ def document() -> dict[str, Any]:
                     "summary": "Reload as SIGHUP does: certificates, password, ACL and SCRAM "
                     "files.",
                     "responses": {"200": _json(_ref("Reloaded"), "Done."), **_AUTH_ERRORS},
+                }
+            },
+            "/api/cluster": {
+                "get": {
+                    "summary": "This cluster node (its id, whether its Redis answers) and the "
+                    "live nodes, itself included; nulls and no nodes outside a cluster.",
+                    "responses": {"200": _json(_ref("Cluster"), "The cluster."), **_AUTH_ERRORS},
                 }
             },
         },

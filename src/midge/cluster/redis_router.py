@@ -1,0 +1,1115 @@
+"""A cluster of midge nodes that meet in Redis: the :class:`RedisRouter` implementation of the
+:class:`~midge.cluster.router.Router` seam (``midge broker --cluster redis://... --node-id NAME``).
+
+Every node is a whole single-process broker. What they share lives in Redis (docs/cluster.md):
+
+``{midge}:nodes`` (set) and ``{midge}:node:ID`` (a key with a TTL, the heartbeat)
+    the live nodes. A node refreshes its key every :data:`HEARTBEAT` seconds; a node whose key
+    has expired is removed by whichever node sees it first (:data:`_EXPIRE_NODE`, atomic), which
+    tells the others (``DOWN``).
+``{midge:ID}:routes`` (hash: filter -> 1)
+    the filters node ID has local subscribers for (``$share/...`` included). Every change is
+    also announced on ``midge:all`` (``SUB``/``UNSUB``), so each node keeps a replica of the
+    whole route table in a :class:`TopicTree` whose "client ids" are node ids; a node (re)reads
+    every hash whenever its subscription to the channels is (re)made (:meth:`_resync`).
+``{midge}:retained`` (hash: topic -> message)
+    the retained messages; every change is announced on ``midge:all`` (``RETAIN``) and applied
+    to each node's own retained tree.
+``{midge:ID}:q`` (stream, consumer group ``nodes``)
+    QoS 1 and 2 messages for node ID. The node reads them with XREADGROUP, delivers them to its
+    sessions, then XACKs them and tells the publishing node (``ACCEPTED``): the publisher's
+    PUBACK/PUBREC waits for that from every node the message went to (:attr:`Broker.ack_gate`).
+``midge:to:ID`` (channel)
+    everything else addressed to node ID: QoS 0 messages (``MSG``), acknowledgements of route
+    changes (``KNOWN``) and of stream entries (``ACCEPTED``), client id claims (``CLAIM`` /
+    ``RELEASED``).
+``midge:owner:{CLIENT_ID}`` (hash: node, token)
+    which node owns a client id, with a fencing token: a claim takes the next token atomically
+    (:data:`_CLAIM_OWNER`); a node asked to give up a client id for an older token refuses.
+
+Frames are :mod:`marshal`-encoded tuples of plain data (strings, bytes, numbers): Redis is part
+of the cluster's trusted base, and every node runs the same midge.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import marshal
+import os
+import socket
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisClusterException, RedisError, ResponseError
+
+from midge.broker.model import Message, SubOptions
+from midge.broker.topictree import TopicTree
+from midge.cluster.router import ClusterError
+from midge.cluster.workers import (
+    message_from_data,
+    message_to_data,
+    state_from_data,
+    state_to_data,
+)
+from midge.config.checks import SENTINEL_SCHEME, parse_sentinel_url
+
+if TYPE_CHECKING:
+    from midge.broker.broker import Broker
+    from midge.broker.session import Session
+    from midge.store.redis import RedisStore
+
+log = logging.getLogger("midge.cluster")
+
+#: Seconds between heartbeats; a node silent for NODE_TTL seconds is dead.
+HEARTBEAT = 1.0
+NODE_TTL = 3.0
+#: How long a PUBACK/PUBREC waits for live nodes a message went to (then it goes, logged); a
+#: node that dies is stopped being waited for as soon as it is declared dead (NODE_TTL).
+ACK_TIMEOUT = 60.0
+#: How long a SUBACK waits for the other nodes to acknowledge a new filter.
+KNOWN_TIMEOUT = 5.0
+#: How long a CONNECT waits for the node that held its client id.
+CLAIM_TIMEOUT = 5.0
+#: Seconds between attempts while Redis cannot be reached.
+RETRY = 0.5
+#: The consumer group of every node's stream (one consumer: the node).
+GROUP = "nodes"
+#: Stream entries read at once.
+BATCH = 200
+#: Stream entries remembered to deliver each once (see RedisRouter._on_entry).
+SEEN = 100_000
+
+#: What a broken or refusing Redis raises (a Redis Cluster's own errors included).
+ERRORS = (RedisError, RedisClusterException, OSError)
+
+MSG, SUB, UNSUB, UP, DOWN, RETAIN, KNOWN, ACCEPTED, CLAIM, RELEASED = range(10)
+
+#: Keys carry a hash tag (``{...}``) so that a Redis Cluster keeps together what one script
+#: touches: the node registry and the retained set in one slot, each node's routes and stream in
+#: one, each client id's owner and session in one.
+NODES = "{midge}:nodes"
+ALL = "midge:all"
+RETAINED = "{midge}:retained"
+
+#: Options of a remote node's interest (only the filter matters).
+_INTEREST = SubOptions()
+
+#: Remove a node whose heartbeat key expired, once (1 for whichever node sees it first, which
+#: then deletes its routes and stream and says so).
+_EXPIRE_NODE = """
+if redis.call('EXISTS', KEYS[1]) == 0 and redis.call('SREM', KEYS[2], ARGV[1]) == 1 then
+  return 1
+end
+return 0
+"""
+
+#: Take a client id: the next fencing token (per client id, never reused: the owner hash is
+#: never deleted), and who held it before (node, token).
+_CLAIM_OWNER = """
+local old = redis.call('HMGET', KEYS[1], 'node', 'token')
+local token = redis.call('HINCRBY', KEYS[1], 'token', 1)
+redis.call('HSET', KEYS[1], 'node', ARGV[1])
+return {token, old[1], old[2]}
+"""
+
+
+def node_key(node: str) -> str:
+    return f"{{midge}}:node:{node}"
+
+
+def routes_key(node: str) -> str:
+    return f"{{midge:{node}}}:routes"
+
+
+def stream_key(node: str) -> str:
+    return f"{{midge:{node}}}:q"
+
+
+def channel(node: str) -> str:
+    return f"midge:to:{node}"
+
+
+def owner_key(client_id: str) -> str:
+    return f"midge:owner:{{{client_id}}}"
+
+
+def default_node_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def _str(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class _AckWait:
+    """A QoS 1/2 message sent to other nodes: its PUBACK/PUBREC waits until each accepted it."""
+
+    __slots__ = ("done", "handle", "waiting")
+
+    def __init__(self, waiting: set[str]) -> None:
+        #: The nodes that have not accepted it yet ("" : the retained write to Redis).
+        self.waiting = waiting
+        self.done: Callable[[], None] | None = None
+        self.handle: asyncio.TimerHandle | None = None
+
+    def settle(self, node: str) -> bool:
+        """``node`` accepted it (or is gone); True once none is left."""
+        self.waiting.discard(node)
+        if self.waiting:
+            return False
+        self.fire()
+        return True
+
+    def fire(self) -> None:
+        done, self.done = self.done, None
+        if self.handle is not None:
+            self.handle.cancel()
+            self.handle = None
+        if done is not None:
+            done()
+
+
+class _KnownWait:
+    """A SUBACK (or a CONNACK with a moved session) waiting for route acknowledgements."""
+
+    __slots__ = ("done", "handle", "need")
+
+    def __init__(self, need: int, done: Callable[[], None]) -> None:
+        self.need = need
+        self.done: Callable[[], None] | None = done
+        self.handle: asyncio.TimerHandle | None = None
+
+    def fire(self) -> None:
+        done, self.done = self.done, None
+        if self.handle is not None:
+            self.handle.cancel()
+            self.handle = None
+        if done is not None:
+            done()
+
+
+class _Claim:
+    __slots__ = (
+        "clean_start",
+        "client_id",
+        "done",
+        "filters",
+        "handle",
+        "load",
+        "sessions",
+        "stale",
+        "target",
+        "token",
+    )
+
+    def __init__(self, client_id: str, clean_start: bool, done: Callable[[], None]) -> None:
+        self.client_id = client_id
+        self.clean_start = clean_start
+        self.done = done
+        self.token = 0
+        #: The node asked to release the client id (None: none to ask).
+        self.target: str | None = None
+        self.handle: asyncio.TimerHandle | None = None
+        self.sessions: list[Session] = []
+        self.filters: list[str] = []
+        #: A newer claim won meanwhile: the connection is taken over as soon as it attaches.
+        self.stale = False
+        #: The session is to be read from Redis (the node that held it is gone).
+        self.load = False
+
+
+class _Writer:
+    """Commands to Redis in the order they are asked, pipelined once per loop turn; ``then``
+    gets each result. While Redis cannot be reached the batch is retried (so a command may
+    run twice if the connection broke after Redis executed it)."""
+
+    def __init__(self, client: Any, on_error: Callable[[BaseException], None]) -> None:
+        self.client = client
+        self.on_error = on_error
+        self.queue: list[tuple[tuple[Any, ...], Callable[[Any], None] | None]] = []
+        self.wake = asyncio.Event()
+        self.idle = asyncio.Event()
+        self.idle.set()
+
+    def send(self, *args: Any, then: Callable[[Any], None] | None = None) -> None:
+        self.queue.append((args, then))
+        self.idle.clear()
+        self.wake.set()
+
+    async def run(self) -> None:
+        while True:
+            await self.wake.wait()
+            self.wake.clear()
+            batch, self.queue = self.queue, []
+            if not batch:
+                if not self.queue:
+                    self.idle.set()
+                continue
+            while True:
+                try:
+                    pipe = self.client.pipeline(transaction=False)
+                    for args, _ in batch:
+                        pipe.execute_command(*args)
+                    results = await pipe.execute(raise_on_error=False)
+                    break
+                except ERRORS as exc:
+                    self.on_error(exc)
+                    await asyncio.sleep(RETRY)
+            for (args, then), result in zip(batch, results, strict=True):
+                if isinstance(result, Exception):
+                    log.error("redis %s failed: %s", args[0], result)
+                elif then is not None:
+                    try:
+                        then(result)
+                    except Exception:
+                        log.exception("internal error after redis %s", args[0])
+            if not self.queue:
+                self.idle.set()
+            else:
+                self.wake.set()
+
+
+class RedisRouter:
+    """This node's view of the cluster: the other nodes' interest, and the Redis links."""
+
+    def __init__(self, url: str, node_id: str | None = None) -> None:
+        self.url = url
+        self.me = node_id or default_node_id()
+        self.broker: Broker | None = None
+        #: The other live nodes.
+        self.nodes: set[str] = set()
+        #: The other nodes' interest: "client id" = node id.
+        self.remote = TopicTree()
+        self.remote_filters: dict[str, dict[str, None]] = {}
+        #: Local subscriptions per filter (advertised on 0 -> 1, withdrawn on 1 -> 0).
+        self.local_interest: dict[str, int] = {}
+        #: The SUB announcements: the last number, the one that advertised each local filter,
+        #: the last one each node acknowledged (KNOWN), and the SUBACKs waiting.
+        self._seq = 0
+        self._advertised: dict[str, int] = {}
+        self._known: dict[str, int] = {}
+        self._known_waits: list[_KnownWait] = []
+        #: Round-robin position per shared group (name, filter), over the nodes serving it.
+        self.turn: dict[tuple[str, str], int] = {}
+        #: QoS 1/2 messages sent to other nodes, waiting for their ACCEPTED; the last one
+        #: published (for :meth:`wait_accepted`).
+        self.acks: dict[int, _AckWait] = {}
+        self._next_ack = 0
+        self._last: _AckWait | None = None
+        #: This process's id among the node's lives (in each stream entry), and the entries
+        #: delivered lately, by (origin node, its incarnation, its ack number): a stream entry
+        #: seen twice is delivered once.
+        self.incarnation = os.urandom(6).hex()
+        self._seen: dict[tuple[str, str, int], None] = {}
+        #: Client id claims of this node in flight, by number and by client id; claims from
+        #: other nodes waiting for ours to finish; the fencing token of each client id held here.
+        self.claims: dict[int, _Claim] = {}
+        self._claiming: dict[str, _Claim] = {}
+        self._deferred: dict[str, list[tuple[Any, ...]]] = {}
+        self._next_claim = 0
+        self.owned: dict[str, int] = {}
+        #: Whether Redis answers (False: degraded, logged once per outage).
+        self.healthy = False
+        self._synced = asyncio.Event()
+        self._first_sync = True
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._stopping = False
+        #: redis-py clients (``Redis``, or ``RedisCluster`` when the URL names a node of a Redis
+        #: Cluster): commands, the channel subscription, the blocking stream reads.
+        self.client: Any = None
+        self._listen_client: Any = None
+        self._stream_client: Any = None
+        #: Whether the URL names a node of a Redis Cluster (found at start).
+        self.redis_cluster = False
+        self.writer: _Writer | None = None
+        #: The store of persistent sessions in Redis (midge.store.redis), when sessions are
+        #: kept (durability other than "none"): a claim reads the session there when the node
+        #: that held it is gone.
+        self.store: RedisStore | None = None
+
+    # The forms the store (midge.store.redis) writes, given here so that it imports nothing of
+    # the cluster.
+    owner_key = staticmethod(owner_key)
+    state_data = staticmethod(state_to_data)
+
+    # -- life -------------------------------------------------------------------------------------
+
+    def bind(self, broker: Broker) -> None:
+        self.broker = broker
+        broker.ack_gate = self
+
+    def _connect(self) -> Any:
+        # No retries inside redis-py: a broken connection must reach our loops, which resync.
+        if self.url.startswith(SENTINEL_SCHEME):
+            sentinels, service, db, password = parse_sentinel_url(self.url)
+            sentinel = Sentinel(sentinels, password=password, db=db, retry=Retry(NoBackoff(), 0))
+            return sentinel.master_for(service)
+        if self.redis_cluster:
+            return aioredis.RedisCluster.from_url(self.url, retry=Retry(NoBackoff(), 0))
+        return aioredis.Redis.from_url(self.url, retry=Retry(NoBackoff(), 0))
+
+    async def _probe(self) -> None:
+        """Whether the URL names a node of a Redis Cluster (then the clients are cluster
+        clients, which follow the slots)."""
+        if self.url.startswith(SENTINEL_SCHEME):
+            return  # Sentinel: the master it names
+        probe = aioredis.Redis.from_url(self.url, retry=Retry(NoBackoff(), 0))
+        try:
+            info = await probe.info("cluster")
+            self.redis_cluster = bool(info.get("cluster_enabled"))
+        finally:
+            await probe.aclose()
+
+    async def start(self) -> None:
+        """Join: register this node (its id must not be live already), read the route table
+        and the retained messages, and start the heartbeat, the listener and the stream reader.
+        Raises :class:`ClusterError` if Redis cannot be reached or the node id is taken."""
+        try:
+            await self._probe()
+        except ERRORS as exc:
+            raise ClusterError(f"cannot join the cluster at {self.url}: {exc}") from None
+        self.client = self._connect()
+        self._listen_client = self._connect()
+        self._stream_client = self._connect()
+        client = self.client
+        try:
+            await client.ping()
+            if not await client.set(node_key(self.me), "1", nx=True, px=int(NODE_TTL * 1000)):
+                raise ClusterError(
+                    f"node id {self.me!r} is taken by a live node ({node_key(self.me)} exists in "
+                    f"{self.url}): give this node another --node-id (cluster_node_id), or wait "
+                    f"{NODE_TTL:g} s if that node has just stopped"
+                )
+            pipe = client.pipeline(transaction=False)
+            pipe.sadd(NODES, self.me)
+            pipe.delete(routes_key(self.me))
+            await pipe.execute()
+            await self._create_group()
+        except ERRORS as exc:
+            raise ClusterError(f"cannot join the cluster at {self.url}: {exc}") from None
+        self.healthy = True
+        self.writer = _Writer(client, self._redis_failed)
+        loop = asyncio.get_running_loop()
+        self._tasks = [
+            loop.create_task(self.writer.run()),
+            loop.create_task(self._listen()),
+            loop.create_task(self._heartbeat()),
+            loop.create_task(self._consume()),
+        ]
+        try:
+            await asyncio.wait_for(self._synced.wait(), 10.0)
+        except TimeoutError:
+            raise ClusterError(f"could not read the cluster's state from {self.url}") from None
+        self.writer.send("PUBLISH", ALL, marshal.dumps((UP, self.me)))
+        log.info(
+            "node %s joined the cluster at %s%s (%d other nodes)",
+            self.me,
+            self.url,
+            " (a Redis Cluster)" if self.redis_cluster else "",
+            len(self.nodes),
+        )
+
+    async def _create_group(self) -> None:
+        assert self.client is not None
+        try:
+            await self.client.xgroup_create(stream_key(self.me), GROUP, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    async def stop(self) -> None:
+        """Leave: flush what is being written, withdraw this node, close the links."""
+        self._stopping = True
+        writer = self.writer
+        if writer is not None and self.healthy:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(writer.idle.wait(), 2.0)
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(BaseException):
+                await task
+        self._tasks = []
+        client = self.client
+        if client is not None and self.healthy:
+            with contextlib.suppress(*ERRORS, TimeoutError):
+                pipe = client.pipeline(transaction=False)
+                pipe.delete(node_key(self.me))
+                pipe.delete(routes_key(self.me))
+                pipe.srem(NODES, self.me)
+                pipe.execute_command("PUBLISH", ALL, marshal.dumps((DOWN, self.me)))
+                await asyncio.wait_for(pipe.execute(), 2.0)
+        for c in (self.client, self._listen_client, self._stream_client):
+            if c is not None:
+                with contextlib.suppress(Exception):
+                    await c.aclose()
+        for wait in list(self.acks.values()):
+            wait.fire()
+        self.acks.clear()
+
+    def _redis_failed(self, exc: BaseException) -> None:
+        if self.healthy and not self._stopping:
+            log.error("cluster: Redis at %s cannot be reached: %s", self.url, exc)
+        self.healthy = False
+
+    def _redis_back(self) -> None:
+        if not self.healthy:
+            log.warning("cluster: Redis at %s answers again", self.url)
+        self.healthy = True
+
+    # -- the channels ---------------------------------------------------------------------------
+
+    async def _listen(self) -> None:
+        """Subscribe to ``midge:all`` and this node's channel, read the whole state, then apply
+        every frame; after a broken connection, the same again (nothing announced meanwhile is
+        missed: the state is read after the subscription is made)."""
+        assert self._listen_client is not None
+        while not self._stopping:
+            pubsub = self._listen_client.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(ALL, channel(self.me))
+                await self._resync()
+                self._redis_back()
+                self._synced.set()
+                while True:
+                    message = await pubsub.get_message(timeout=1.0)
+                    if message is None:
+                        continue
+                    try:
+                        self._on_frame(marshal.loads(message["data"]))
+                    except Exception:
+                        log.exception("internal error handling a cluster frame")
+            except ERRORS as exc:
+                self._redis_failed(exc)
+                await asyncio.sleep(RETRY)
+            except Exception:
+                log.exception("cluster: internal error reading the channels")
+                await asyncio.sleep(RETRY)
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()
+
+    async def _resync(self) -> None:
+        """Read the live nodes, their routes and the retained messages; write ours again (Redis
+        may have lost them)."""
+        client = self._listen_client
+        broker = self.broker
+        assert client is not None and broker is not None
+        if not self._first_sync and self.writer is not None:
+            # What was written meanwhile (queued while Redis was unavailable) goes first.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.writer.idle.wait(), 5.0)
+        members = [_str(m) for m in await client.smembers(NODES)]
+        others = [m for m in members if m != self.me]
+        pipe = client.pipeline(transaction=False)
+        for node in others:
+            pipe.exists(node_key(node))
+            pipe.hkeys(routes_key(node))
+        pipe.hgetall(RETAINED)
+        results = await pipe.execute()
+        remote = TopicTree()
+        remote_filters: dict[str, dict[str, None]] = {}
+        for k, node in enumerate(others):
+            if not results[2 * k]:
+                continue  # dead: the heartbeat removes it
+            filters = remote_filters[node] = {}
+            for raw in results[2 * k + 1]:
+                topic_filter = _str(raw)
+                filters[topic_filter] = None
+                remote.subscribe(node, topic_filter, _INTEREST)
+        gone = self.nodes - set(remote_filters)
+        self.remote = remote
+        self.remote_filters = remote_filters
+        self.nodes = set(remote_filters)
+        for node in self.nodes:
+            self._known.setdefault(node, self._seq)
+        for node in gone:
+            self._forget_node(node)
+        retained: dict[str, Any] = results[-1]
+        in_redis: set[str] = set()
+        for data in retained.values():
+            message = message_from_data(marshal.loads(data))
+            in_redis.add(message.topic)
+            broker.retained.set(message)
+        if self._first_sync:
+            self._first_sync = False
+        else:
+            # Reconcile after an outage: what this node retained that Redis no longer has
+            # (Redis restarted empty) is written back.
+            assert self.writer is not None
+            for message in list(broker.retained.match("#")):
+                if message.topic not in in_redis and message.payload:
+                    self.writer.send(
+                        "HSET", RETAINED, message.topic, marshal.dumps(message_to_data(message))
+                    )
+        # Our own routes, in case Redis lost them (the heartbeat re-registers the node).
+        if self.local_interest:
+            mapping: dict[str, str] = dict.fromkeys(self.local_interest, "1")
+            await client.hset(routes_key(self.me), mapping=mapping)
+        self._check_known()
+
+    def _send(self, node: str, frame: tuple[Any, ...]) -> None:
+        assert self.writer is not None
+        self.writer.send("PUBLISH", channel(node), marshal.dumps(frame))
+
+    def _on_frame(self, frame: Any) -> None:
+        kind = frame[0]
+        if kind == MSG:
+            assert self.broker is not None
+            groups = frame[2]
+            self.broker.publish_from_peer(
+                message_from_data(frame[1]), {(g[0], g[1]) for g in groups} if groups else None
+            )
+        elif kind == SUB:
+            node = frame[1]
+            if node == self.me:
+                return
+            self._node_up(node)
+            self.remote.subscribe(node, frame[2], _INTEREST)
+            self.remote_filters[node][frame[2]] = None
+            self._send(node, (KNOWN, self.me, frame[3]))
+        elif kind == UNSUB:
+            node = frame[1]
+            filters = self.remote_filters.get(node)
+            if filters is not None and frame[2] in filters:
+                del filters[frame[2]]
+                self.remote.unsubscribe(node, frame[2])
+        elif kind == KNOWN:
+            node, seq = frame[1], frame[2]
+            if seq > self._known.get(node, 0):
+                self._known[node] = seq
+                self._check_known()
+        elif kind == ACCEPTED:
+            self._settle(frame[2], frame[1])
+        elif kind == RETAIN:
+            node = frame[1]
+            if node != self.me:
+                assert self.broker is not None
+                self.broker.retained.set(message_from_data(frame[2]))
+                if frame[3]:
+                    self._send(node, (ACCEPTED, f"r:{self.me}", frame[3]))
+        elif kind == UP:
+            if frame[1] != self.me:
+                self._node_up(frame[1])
+        elif kind == DOWN:
+            if frame[1] != self.me:
+                self._forget_node(frame[1])
+        elif kind == CLAIM:
+            self._on_claim(*frame[1:])
+        elif kind == RELEASED:
+            self._on_released(*frame[1:])
+
+    # -- nodes ------------------------------------------------------------------------------------
+
+    def _node_up(self, node: str) -> None:
+        if node not in self.nodes:
+            self.nodes.add(node)
+            self.remote_filters.setdefault(node, {})
+            # It reads our routes from Redis when it joins.
+            self._known[node] = self._seq
+            log.info("cluster: node %s is up", node)
+
+    def _forget_node(self, node: str) -> None:
+        """``node`` stopped or died: forget its interest, stop waiting for it."""
+        was = node in self.nodes
+        self.nodes.discard(node)
+        for topic_filter in self.remote_filters.pop(node, {}):
+            self.remote.unsubscribe(node, topic_filter)
+        self._known.pop(node, None)
+        for wid, wait in list(self.acks.items()):
+            wait.waiting.discard(f"r:{node}")
+            if wait.settle(node):
+                del self.acks[wid]
+        for claim in list(self.claims.values()):
+            if claim.target == node:
+                self._finish(claim)
+        self._check_known()
+        if was:
+            log.warning("cluster: node %s is gone", node)
+
+    async def _heartbeat(self) -> None:
+        """Refresh this node's key; remove the nodes whose key expired."""
+        client = self.client
+        assert client is not None
+        while True:
+            # While Redis does not answer, sooner: the node must refresh its key before it
+            # expires (NODE_TTL) once Redis is back.
+            await asyncio.sleep(HEARTBEAT if self.healthy else RETRY)
+            try:
+                pipe = client.pipeline(transaction=False)
+                pipe.set(node_key(self.me), "1", px=int(NODE_TTL * 1000))
+                pipe.sadd(NODES, self.me)
+                pipe.smembers(NODES)
+                _, added, members = await pipe.execute()
+                if added:
+                    # Removed meanwhile (Redis restarted, or we were silent too long).
+                    log.warning("cluster: node %s registered again", self.me)
+                    await self._create_group()
+                    assert self.writer is not None
+                    for seq_filter in self.local_interest:
+                        self._seq += 1
+                        self._advertised[seq_filter] = self._seq
+                        self.writer.send("HSET", routes_key(self.me), seq_filter, "1")
+                        self.writer.send(
+                            "PUBLISH", ALL, marshal.dumps((SUB, self.me, seq_filter, self._seq))
+                        )
+                    self.writer.send("PUBLISH", ALL, marshal.dumps((UP, self.me)))
+                others = [_str(m) for m in members if _str(m) != self.me]
+                if others:
+                    pipe = client.pipeline(transaction=False)
+                    for node in others:
+                        pipe.exists(node_key(node))
+                    alive = await pipe.execute()
+                    for node, is_alive in zip(others, alive, strict=True):
+                        if is_alive:
+                            continue
+                        first: Any = await client.eval(_EXPIRE_NODE, 2, node_key(node), NODES, node)
+                        if first:
+                            pipe = client.pipeline(transaction=False)
+                            pipe.delete(routes_key(node))
+                            pipe.delete(stream_key(node))
+                            pipe.execute_command("PUBLISH", ALL, marshal.dumps((DOWN, node)))
+                            await pipe.execute()
+                        self._forget_node(node)
+                self._redis_back()
+            except ERRORS as exc:
+                self._redis_failed(exc)
+            except Exception:
+                # A bug of ours must cost one heartbeat, never the node's membership.
+                log.exception("cluster: internal error in the heartbeat")
+
+    # -- publishing -------------------------------------------------------------------------------
+
+    def publish(self, message: Message) -> bool:
+        """Route locally and send one copy to each node that has a matching subscriber, or that
+        serves a shared group picked for this message; a retained message is written to Redis
+        for every node. ``$SYS`` stays on its node (each node has its own)."""
+        broker = self.broker
+        assert broker is not None
+        self._last = None
+        topic = message.topic
+        if topic.startswith("$SYS"):
+            return broker.route(message)
+        if not self.healthy and not message.qos and not message.retain:
+            # Redis is unavailable: QoS 0 (at most once) stays on this node rather than
+            # piling up for later. (QoS 1/2 ones bound elsewhere were refused: can_guarantee.)
+            return broker.route(message)
+        rsubs, rshared = self.remote.match(topic)
+        targets: dict[str, list[tuple[str, str]]] = {n: [] for n, _ in rsubs}
+        interested = bool(targets)
+        local_groups: set[tuple[str, str]] | None = None
+        if rshared:
+            # Each message to one member of a group overall (MQTT 5 4.8.2): pick a node in
+            # turn among those with members, then that node picks one of its members.
+            local_groups = set()
+            candidates: dict[tuple[str, str], list[str]] = {}
+            for group in broker.tree.match(topic)[1]:
+                if group.members:
+                    candidates[(group.name, group.filter)] = [self.me]
+            for group in rshared:
+                candidates.setdefault((group.name, group.filter), []).extend(group.members)
+            for key, nodes in candidates.items():
+                if len(nodes) == 1:
+                    chosen = nodes[0]
+                else:
+                    nodes.sort()
+                    turn = self.turn.get(key, 0)
+                    self.turn[key] = turn + 1
+                    chosen = nodes[turn % len(nodes)]
+                if chosen == self.me:
+                    local_groups.add(key)
+                else:
+                    targets.setdefault(chosen, []).append(key)
+                    interested = True
+        wait: _AckWait | None = None
+        wid = 0
+        if message.qos and (targets or message.retain):
+            wait = _AckWait(set(targets))
+            self._next_ack += 1
+            wid = self._next_ack
+            self.acks[wid] = wait
+        if message.retain:
+            self._share_retained(message, wait, wid)
+        if targets:
+            writer = self.writer
+            assert writer is not None
+            data = message_to_data(message)
+            if message.qos == 0:
+                for node, groups in targets.items():
+                    writer.send(
+                        "PUBLISH", channel(node), marshal.dumps((MSG, data, groups or None))
+                    )
+            else:
+                for node, groups in targets.items():
+                    entry = marshal.dumps((self.me, wid, data, groups or None, self.incarnation))
+                    writer.send("XADD", stream_key(node), "*", "m", entry)
+        if wait is not None:
+            if wait.waiting:
+                self._last = wait
+            else:
+                del self.acks[wid]
+        return broker.route(message, local_groups) or interested
+
+    def _share_retained(self, message: Message, wait: _AckWait | None, wid: int) -> None:
+        """Write the retained message (or its clear) to Redis and tell every node. With
+        ``wait`` (QoS 1/2), the publisher's ack also waits for the write and for every live
+        node to have applied it ("r:NODE"): after the PUBACK, a SUBSCRIBE on any node gets it."""
+        writer = self.writer
+        assert writer is not None
+        data = message_to_data(message)
+        then: Callable[[Any], None] | None = None
+        if wait is not None:
+            wait.waiting.add("")
+            wait.waiting.update(f"r:{node}" for node in self.nodes)
+            then = lambda _: self._settle(wid, "")  # noqa: E731
+        if message.payload:
+            writer.send("HSET", RETAINED, message.topic, marshal.dumps(data), then=then)
+        else:
+            writer.send("HDEL", RETAINED, message.topic, then=then)
+        writer.send("PUBLISH", ALL, marshal.dumps((RETAIN, self.me, data, wid)))
+
+    def _settle(self, wid: int, who: str) -> None:
+        wait = self.acks.get(wid)
+        if wait is not None and wait.settle(who):
+            del self.acks[wid]
+
+    def can_guarantee(self, message: Message) -> bool:
+        """The :class:`~midge.cluster.router.AckGate` check: while Redis is unavailable, a
+        QoS 1/2 message that would leave this node (a matching remote route, or retained: the
+        other nodes must have it before the PUBACK) cannot be guaranteed."""
+        if self.healthy or message.topic.startswith("$SYS"):
+            return True
+        if message.retain:
+            return False
+        rsubs, rshared = self.remote.match(message.topic)
+        return not rsubs and not rshared
+
+    def wait_accepted(self, done: Callable[[], None]) -> bool:
+        """The :class:`~midge.cluster.router.AckGate` of the message just published."""
+        wait, self._last = self._last, None
+        if wait is None or not wait.waiting:
+            return True
+        wait.done = done
+        wait.handle = asyncio.get_running_loop().call_later(ACK_TIMEOUT, self._ack_timeout, wait)
+        return False
+
+    def _ack_timeout(self, wait: _AckWait) -> None:
+        wait.handle = None
+        if wait.done is not None:
+            log.warning("cluster: nodes %s did not accept a message in time", sorted(wait.waiting))
+            wait.fire()
+
+    async def _consume(self) -> None:
+        """Read this node's stream: first what was delivered before and not acknowledged (a
+        restart), then new entries; each is delivered here, then acknowledged."""
+        client = self._stream_client
+        assert client is not None
+        key = stream_key(self.me)
+        start = "0"
+        while True:
+            try:
+                response: Any = await client.xreadgroup(
+                    GROUP, self.me, {key: start}, count=BATCH, block=1000
+                )
+            except ResponseError as exc:
+                if "NOGROUP" in str(exc):
+                    with contextlib.suppress(*ERRORS):
+                        await self._create_group()
+                else:
+                    log.error("cluster: reading %s: %s", key, exc)
+                await asyncio.sleep(RETRY)
+                continue
+            except ERRORS as exc:
+                self._redis_failed(exc)
+                await asyncio.sleep(RETRY)
+                start = "0"
+                continue
+            except Exception:
+                log.exception("cluster: internal error reading %s", key)
+                await asyncio.sleep(RETRY)
+                start = "0"
+                continue
+            entries: list[Any] = [e for _, batch in response or () for e in batch]
+            if start != ">":
+                # Our pending entries (delivered before a restart or a broken connection, not
+                # acknowledged), in order from ``start``; then new ones.
+                if not entries:
+                    start = ">"
+                    continue
+                start = _str(entries[-1][0])
+            for entry_id, fields in entries:
+                if not fields:
+                    continue  # acknowledged meanwhile (deleted)
+                try:
+                    self._on_entry(key, entry_id, fields)
+                except Exception:
+                    log.exception("internal error handling a cluster message")
+
+    def _on_entry(self, key: str, entry_id: bytes, fields: dict[bytes, bytes]) -> None:
+        broker = self.broker
+        assert broker is not None
+        origin, wid, data, groups, incarnation = marshal.loads(fields[b"m"])
+        # An entry can come twice: XADD re-sent after a broken connection, or our own pending
+        # entries read again after one (the XACK not written yet). Delivered once.
+        seen = (origin, incarnation, wid)
+        if seen not in self._seen:
+            self._seen[seen] = None
+            if len(self._seen) > SEEN:
+                del self._seen[next(iter(self._seen))]
+            broker.publish_from_peer(
+                message_from_data(data), {(g[0], g[1]) for g in groups} if groups else None
+            )
+
+        def accepted() -> None:
+            assert self.writer is not None
+            self.writer.send("XACK", key, GROUP, entry_id)
+            self.writer.send("XDEL", key, entry_id)
+            self._send(origin, (ACCEPTED, self.me, wid))
+
+        store = broker.durable_store
+        if store is not None and store.pending:
+            store.commit(accepted)
+        else:
+            accepted()
+
+    # -- interest ---------------------------------------------------------------------------------
+
+    def interest_added(self, topic_filter: str) -> None:
+        count = self.local_interest.get(topic_filter, 0)
+        self.local_interest[topic_filter] = count + 1
+        if not count and self.writer is not None:
+            self._seq += 1
+            self._advertised[topic_filter] = self._seq
+            self.writer.send("HSET", routes_key(self.me), topic_filter, "1")
+            self.writer.send("PUBLISH", ALL, marshal.dumps((SUB, self.me, topic_filter, self._seq)))
+
+    def interest_removed(self, topic_filter: str) -> None:
+        count = self.local_interest.get(topic_filter, 0)
+        if count <= 1:
+            if self.local_interest.pop(topic_filter, None) is not None:
+                self._advertised.pop(topic_filter, None)
+                if self.writer is not None:
+                    self.writer.send("HDEL", routes_key(self.me), topic_filter)
+                    self.writer.send("PUBLISH", ALL, marshal.dumps((UNSUB, self.me, topic_filter)))
+        else:
+            self.local_interest[topic_filter] = count - 1
+
+    def when_known(self, filters: list[str], done: Callable[[], None]) -> bool:
+        """True if every live node already routes ``filters`` here; otherwise False, and
+        ``done`` is called once each has acknowledged the announcement (or is gone, or after
+        KNOWN_TIMEOUT)."""
+        if not self.nodes or not self.healthy:
+            # Redis unavailable: the other nodes cannot be told now; they read this node's
+            # routes again when it returns (_resync).
+            return True
+        need = max((self._advertised.get(f, 0) for f in filters), default=0)
+        if need <= min((self._known.get(n, 0) for n in self.nodes), default=need):
+            return True
+        wait = _KnownWait(need, done)
+        wait.handle = asyncio.get_running_loop().call_later(
+            KNOWN_TIMEOUT, self._known_timeout, wait
+        )
+        self._known_waits.append(wait)
+        return False
+
+    def _known_timeout(self, wait: _KnownWait) -> None:
+        wait.handle = None
+        if wait.done is not None:
+            log.warning("cluster: nodes did not acknowledge a subscription in time")
+            wait.fire()
+        self._check_known()
+
+    def _check_known(self) -> None:
+        if not self._known_waits:
+            return
+        least = min((self._known.get(n, 0) for n in self.nodes), default=None)
+        keep: list[_KnownWait] = []
+        for wait in self._known_waits:
+            if wait.done is None:
+                continue
+            if least is None or wait.need <= least:
+                wait.fire()
+            else:
+                keep.append(wait)
+        self._known_waits = keep
+
+    # -- client ids -------------------------------------------------------------------------------
+
+    def claim(self, client_id: str, clean_start: bool, done: Callable[[], None]) -> None:
+        """Take ``client_id`` with the next fencing token; the node that held it releases it
+        (its connection taken over, its session sent here unless ``clean_start``)."""
+        writer = self.writer
+        assert writer is not None
+        if not self.healthy:
+            # Redis unavailable: the client id is taken here without asking the other nodes
+            # (the claim is recorded in Redis when it returns).
+            def taken(result: Any) -> None:
+                self.owned[client_id] = int(result[0])
+
+            writer.send("EVAL", _CLAIM_OWNER, 1, owner_key(client_id), self.me, then=taken)
+            done()
+            return
+        self._next_claim += 1
+        cid = self._next_claim
+        claim = _Claim(client_id, clean_start, done)
+        self.claims[cid] = claim
+        self._claiming[client_id] = claim
+        claim.handle = asyncio.get_running_loop().call_later(
+            CLAIM_TIMEOUT, self._claim_timeout, claim
+        )
+        writer.send(
+            "EVAL",
+            _CLAIM_OWNER,
+            1,
+            owner_key(client_id),
+            self.me,
+            then=lambda result: self._claimed(cid, claim, result),
+        )
+
+    def _claimed(self, cid: int, claim: _Claim, result: Any) -> None:
+        if self.claims.get(cid) is not claim:
+            return
+        token, old_node, _ = result
+        claim.token = int(token)
+        self.owned[claim.client_id] = claim.token
+        old = _str(old_node) if old_node is not None else None
+        store = self.store
+        if store is not None and claim.clean_start:
+            # A clean start: whatever Redis kept of the client's session goes (fenced).
+            from midge.store.redis import FENCED_WRITE, session_key
+
+            assert self.writer is not None
+            self.writer.send(
+                "EVAL",
+                FENCED_WRITE,
+                2,
+                session_key(claim.client_id),
+                owner_key(claim.client_id),
+                claim.token,
+                "",
+                0,
+            )
+        if old is None or old == self.me or old not in self.nodes:
+            # Nobody to ask. If a node held it and is gone, its session is in Redis.
+            claim.load = old is not None and old != self.me and not claim.clean_start
+            self._finish(claim)
+            return
+        claim.target = old
+        self._send(old, (CLAIM, self.me, cid, claim.client_id, claim.clean_start, claim.token))
+        # Claims from others that came while our token was not known yet.
+        self._run_deferred(claim.client_id)
+
+    def _claim_timeout(self, claim: _Claim) -> None:
+        claim.handle = None
+        if claim.target is not None:
+            claim.load = not claim.clean_start
+            log.warning(
+                "cluster: node %s did not release %s in time", claim.target, claim.client_id
+            )
+        self._finish(claim)
+
+    def _on_claim(self, node: str, cid: int, client_id: str, clean_start: bool, token: int) -> None:
+        """Another node took ``client_id`` with ``token``: give it up unless ours is newer."""
+        ours = self._claiming.get(client_id)
+        if ours is not None and (not ours.token or ours.token < token):
+            # Our claim is in flight: the newer one is answered once ours is complete.
+            self._deferred.setdefault(client_id, []).append(
+                (node, cid, client_id, clean_start, token)
+            )
+            return
+        held = self.owned.get(client_id, 0)
+        if (ours is not None and ours.token > token) or held > token:
+            self._send(node, (RELEASED, self.me, cid, None, True))  # fenced off: stale
+            return
+        assert self.broker is not None
+        self.owned.pop(client_id, None)
+        session = self.broker.release(client_id, clean_start)
+        data = state_to_data(session.snapshot()) if session is not None else None
+        self._send(node, (RELEASED, self.me, cid, data, False))
+
+    def _on_released(self, node: str, cid: int, data: Any, stale: bool) -> None:
+        claim = self.claims.get(cid)
+        if claim is None:
+            if data is not None:
+                log.warning("session %s released after its claim timed out: dropped", data[0])
+            return
+        assert self.broker is not None
+        if stale:
+            claim.stale = True
+        elif data is not None:
+            session = self.broker.new_session(state_from_data(data))
+            self.broker.adopt(session)
+            claim.sessions.append(session)
+            claim.filters.extend(session.subscriptions)
+        claim.target = None
+        if not claim.filters or self.when_known(claim.filters, lambda: self._finish(claim)):
+            self._finish(claim)
+
+    def _finish(self, claim: _Claim) -> None:
+        """The claim is complete: the connection attaches (CONNACK); sessions moved here that
+        no connection took start to expire; a fenced-off claim is taken over at once."""
+        if claim.load:
+            claim.load = False
+            if self.store is not None and self.writer is not None:
+                from midge.store.redis import session_key
+
+                if claim.handle is not None:
+                    claim.handle.cancel()
+                    claim.handle = None
+                claim.target = None
+                self.writer.send(
+                    "GET",
+                    session_key(claim.client_id),
+                    then=lambda data: self._loaded(claim, data),
+                )
+                return
+        for cid, c in list(self.claims.items()):
+            if c is claim:
+                del self.claims[cid]
+        if self._claiming.get(claim.client_id) is claim:
+            del self._claiming[claim.client_id]
+        if claim.handle is not None:
+            claim.handle.cancel()
+            claim.handle = None
+        claim.target = None
+        done, claim.done = claim.done, _nothing
+        done()
+        broker = self.broker
+        assert broker is not None
+        for session in claim.sessions:
+            broker.adopted(session)
+        claim.sessions = []
+        if claim.stale:
+            # A newer claim holds the client id: this connection is taken over (0x8E).
+            log.info("cluster: %s was claimed with a newer token elsewhere", claim.client_id)
+            broker.release(claim.client_id, False)
+            self.owned.pop(claim.client_id, None)
+        self._run_deferred(claim.client_id)
+
+    def _loaded(self, claim: _Claim, data: Any) -> None:
+        """The session of a client whose node is gone, as Redis kept it (None: none)."""
+        broker = self.broker
+        assert broker is not None
+        if data is not None and claim.done is not _nothing:
+            session = broker.new_session(state_from_data(marshal.loads(data)))
+            broker.adopt(session)
+            claim.sessions.append(session)
+            claim.filters.extend(session.subscriptions)
+            log.info("cluster: session %s read from Redis", claim.client_id)
+        if not claim.filters or self.when_known(claim.filters, lambda: self._finish(claim)):
+            self._finish(claim)
+
+    def _run_deferred(self, client_id: str) -> None:
+        waiting = self._deferred.pop(client_id, None)
+        for args in waiting or ():
+            self._on_claim(*args)
+
+
+def _nothing() -> None:
+    pass

@@ -1,0 +1,234 @@
+"""Faults: the cluster's Redis stops (killed) and comes back empty. Nodes keep serving local
+traffic, refuse what they cannot guarantee (QoS 1/2 to another node's subscribers: v5 0x83; a v3
+publisher is closed), say so in their log, and reconcile when Redis returns."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections import Counter
+from typing import Any
+
+from midge.codec.packets import Puback, Pubcomp, Publish, Pubrec, Pubrel
+from midge.codec.properties import Prop
+from tests.cluster.conftest import RedisServer
+from tests.cluster.tcpproxy import TcpProxy
+from tests.cluster.test_cluster import wait_until
+from tests.procbroker import ProcBroker, run_midge
+from tests.rawclient import RawClient, receive_publishes
+
+
+def test_redis_down_local_traffic_goes_on_remote_qos1_refused_then_reconciled(
+    redis: RedisServer, node: Any, clients: Any
+) -> None:
+    a, b = node("a"), node("b")
+    local_sub = clients(a, "local-sub")
+    local_sub.subscribe("local/#", 1)
+    remote_sub = clients(b, "remote-sub")
+    remote_sub.subscribe("remote/#", 1)
+    pub = clients(a, "pub", version=5)
+    pub.publish("kept/r", b"v1", qos=1, retain=True)
+
+    redis.stop()
+    assert a.wait_output("cannot be reached", 5), a.describe()
+    # Local traffic: served as ever.
+    ack = pub.pub("local/1", b"here", 1)
+    assert isinstance(ack, Puback) and ack.reason_code == 0
+    assert receive_publishes(local_sub, 1)[0].payload == b"here"
+    # QoS 1 to a subscriber on another node: cannot be guaranteed, refused, not delivered.
+    ack = pub.pub("remote/1", b"lost", 1)
+    assert isinstance(ack, Puback) and ack.reason_code == 0x83
+    remote_sub.no_publish(0.5)
+    # A retained QoS 1 message cannot reach the other nodes before its PUBACK: refused too.
+    ack = pub.pub("kept/r", b"v2", 1, retain=True)
+    assert isinstance(ack, Puback) and ack.reason_code == 0x83
+    # QoS 0 stays on the node: the local subscriber gets it, nothing piles up for later.
+    pub.pub("local/2", b"q0", 0)
+    assert local_sub.publishes(1)[0].payload == b"q0"
+    # A v3 publisher cannot be told: closed.
+    v3 = clients(a, "v3-pub")
+    v3.send(Publish("remote/2", b"x", 1, False, False, 1, {}))
+    v3.expect_closed()
+
+    # Redis returns, empty: each node registers again, writes its routes and the retained
+    # messages it holds back, and cross-node QoS 1 works again.
+    redis.start()
+    assert wait_until(
+        lambda: (
+            b"a" in redis.command("SMEMBERS", "{midge}:nodes")
+            and b"b" in redis.command("SMEMBERS", "{midge}:nodes")
+        ),
+        10,
+    )
+    assert wait_until(lambda: b"remote/#" in redis.command("HKEYS", "{midge:b}:routes"), 10)
+    assert wait_until(lambda: b"kept/r" in redis.command("HKEYS", "{midge}:retained"), 10)
+    assert a.wait_output("answers again", 5)
+
+    def delivered() -> bool:
+        ack = pub.pub("remote/3", b"back", 1)
+        assert isinstance(ack, Puback)
+        return ack.reason_code == 0
+
+    assert wait_until(delivered, 10)
+    assert receive_publishes(remote_sub, 1)[0].payload == b"back"
+    late = clients(b, "late")
+    late.subscribe("kept/#", 0)
+    got = late.publishes(1)
+    assert (got[0].topic, got[0].payload) == ("kept/r", b"v1")
+
+
+def test_metrics_show_the_cluster_and_degraded_health(redis: RedisServer, tmp_path: Any) -> None:
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from midge.auth.passwd import hash_password
+
+    conf = tmp_path / "node.conf"
+    conf.write_text(
+        f"cluster_redis {redis.url}\ncluster_node_id m\n"
+        f"admin_user admin\nadmin_password_hash {hash_password(b'pw').encode()}\n"
+        "listener 0 127.0.0.1\nlistener 0 127.0.0.1\nprotocol http\n"
+    )
+
+    with ProcBroker(("-c", str(conf)), listeners=2) as proc:
+        listeners = proc.wait_listening()
+        http = next(lst for lst in listeners if lst.protocol == "http")
+        url = f"http://127.0.0.1:{http.port}/metrics"
+
+        def value(name: str) -> float:
+            for family in text_string_to_metric_families(httpx.get(url).text):
+                for sample in family.samples:
+                    if sample.name == name:
+                        return float(sample.value)
+            raise AssertionError(f"no {name}")
+
+        assert value("midge_cluster_redis_up") == 1
+        assert value("midge_cluster_nodes") == 1
+        api = f"http://127.0.0.1:{http.port}/api/cluster"
+        auth = ("admin", "pw")
+        assert httpx.get(api, auth=auth).json() == {"node": "m", "redis": "up", "nodes": ["m"]}
+        ctl = run_midge(
+            [
+                "ctl",
+                "--url",
+                f"http://127.0.0.1:{http.port}",
+                "--user",
+                "admin",
+                "--password",
+                "pw",
+                "cluster",
+            ]
+        )
+        assert ctl.returncode == 0, ctl
+        assert ctl.stdout.splitlines() == ["node m, Redis up", "  m (this node)"]
+        redis.stop()
+        assert wait_until(lambda: value("midge_cluster_redis_up") == 0, 5)
+        assert httpx.get(api, auth=auth).json()["redis"] == "down"
+        redis.start()
+        assert wait_until(lambda: value("midge_cluster_redis_up") == 1, 10)
+
+
+def test_sigkill_of_a_node_loses_no_acknowledged_message_of_a_persistent_session(
+    redis: RedisServer, node: Any, clients: Any
+) -> None:
+    """Messages for a persistent session on node b are acknowledged to their publisher (on a)
+    only once b has written them to Redis; b is killed; the client resumes on c and gets each,
+    QoS 2 exactly once."""
+    a, b, c = node("a"), node("b"), node("c")
+    persistent = {Prop.SESSION_EXPIRY_INTERVAL: 300}
+    keeper = clients(b, "keeper", version=5, clean_start=True, properties=persistent)
+    keeper.subscribe("k1/#", 1)
+    keeper.subscribe("k2/#", 2)
+    keeper.disconnect()
+    pub = clients(a, "pub", version=5)
+    for n in range(10):
+        ack = pub.pub(f"k1/{n}", f"one-{n}".encode(), 1)
+        assert isinstance(ack, Puback) and ack.reason_code == 0
+        pub.pub(f"k2/{n}", f"two-{n}".encode(), 2)
+    assert b"midge:session:{keeper}" in redis.command("KEYS", "midge:session:*")
+    b.send_signal(signal.SIGKILL)
+    b.proc.wait(5)
+    assert wait_until(lambda: b"b" not in redis.command("SMEMBERS", "{midge}:nodes"), 10)
+    assert c.wait_output("node b is gone", 5)
+    back = RawClient(c.host, c.port, version=5)
+    try:
+        connack = back.connect("keeper", clean_start=False, properties=persistent)
+        assert connack.reason_code == 0 and connack.session_present
+        got = receive_publishes(back, 20)
+        assert sorted(p.payload for p in got) == sorted(
+            [f"one-{n}".encode() for n in range(10)] + [f"two-{n}".encode() for n in range(10)]
+        )
+        assert [p.payload for p in got if p.qos == 2] == [f"two-{n}".encode() for n in range(10)]
+        back.expect_nothing(0.5)
+        # Its subscriptions came with it: routed to c now.
+        pub.pub("k1/after", b"after", 1)
+        assert receive_publishes(back, 1)[0].payload == b"after"
+    finally:
+        back.close()
+
+
+def test_partition_between_a_node_and_redis_heals_without_duplicate_qos2(
+    redis: RedisServer, node: Any, clients: Any
+) -> None:
+    """Node a reaches Redis through a proxy the test cuts for 1 s (well under the 3 s after
+    which the others would expire it), while node b publishes QoS 2 messages to a subscriber on
+    a. After the heal each message is delivered once, and each publish completes."""
+    proxy = TcpProxy(redis.port)
+    try:
+        a = node("a", "--cluster", f"redis://127.0.0.1:{proxy.port}/0")
+        b = node("b")
+        sub = clients(a, "sub", version=5)
+        sub.subscribe("p/#", 2)
+        pub = clients(b, "pub", version=5)
+        for n in range(5):
+            pub.pub(f"p/{n}", f"m{n}".encode(), 2)
+        done: list[Any] = []
+
+        def publish_during() -> None:
+            for n in range(5, 10):
+                done.append(pub.pub(f"p/{n}", f"m{n}".encode(), 2))
+
+        proxy.cut()
+        assert a.wait_output("cannot be reached", 5)
+        thread = threading.Thread(target=publish_during)
+        thread.start()
+        time.sleep(1.0)
+        proxy.heal()
+        thread.join(20)
+        assert len(done) == 5 and all(p is not None and p.reason_code == 0 for p in done), done
+        got = receive_publishes(sub, 10, timeout=10)
+        sub.expect_nothing(1.0)
+        assert Counter(p.payload for p in got) == Counter(f"m{n}".encode() for n in range(10))
+    finally:
+        proxy.close()
+
+
+def test_publisher_qos2_state_survives_its_node(
+    redis: RedisServer, node: Any, clients: Any
+) -> None:
+    """A QoS 2 PUBLISH received on b (PUBREC sent, so its id is in Redis) is not routed again
+    when the publisher, its node killed, resumes on c and sends it again (DUP), then PUBREL."""
+    a, b, c = node("a"), node("b"), node("c")
+    persistent = {Prop.SESSION_EXPIRY_INTERVAL: 300}
+    sub = clients(a, "sub", version=5)
+    sub.subscribe("once/#", 2)
+    pub = clients(b, "pub", version=5, clean_start=True, properties=persistent)
+    pub.send(Publish("once/1", b"only", 2, False, False, 9, {}))
+    assert pub.expect(Pubrec).packet_id == 9
+    got = receive_publishes(sub, 1)
+    assert got[0].payload == b"only"
+    b.send_signal(signal.SIGKILL)
+    b.proc.wait(5)
+    assert c.wait_output("node b is gone", 10)
+    again = RawClient(c.host, c.port, version=5)
+    try:
+        connack = again.connect("pub", clean_start=False, properties=persistent)
+        assert connack.session_present
+        again.send(Publish("once/1", b"only", 2, False, True, 9, {}))
+        assert again.expect(Pubrec).packet_id == 9
+        again.send(Pubrel(9))
+        assert again.expect(Pubcomp).packet_id == 9
+        sub.no_publish(1.0)  # not delivered a second time
+    finally:
+        again.close()
