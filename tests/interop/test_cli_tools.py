@@ -62,6 +62,9 @@ def _pub(port: int, *args: str, stdin: bytes | None = None, midge_tool: bool = F
     assert proc.returncode == 0, proc.stderr
 
 
+STDBUF = ["stdbuf", "-o0"] if shutil.which("stdbuf") else []
+
+
 class Pair:
     """mosquitto_sub and midge sub started with the same flags."""
 
@@ -72,7 +75,9 @@ class Pair:
         self.marker = marker
         self.procs = [
             subprocess.Popen(
-                [*_cmd("sub", m), *(where or ["-p", str(port)]), *args],
+                # stdbuf: mosquitto_sub's stdio output to a pipe is block-buffered; unbuffered,
+                # the test sees each message as it is printed (midge sub flushes each one).
+                [*([] if m else STDBUF), *_cmd("sub", m), *(where or ["-p", str(port)]), *args],
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
             )
@@ -125,7 +130,9 @@ def _broker(kind: str) -> Iterator[int]:
 def _wait(pairs: list[Pair], timeout: float = 15.0, marker: bytes | None = None) -> None:
     deadline = time.monotonic() + timeout
     while not all(p.ready(marker) for p in pairs):
-        assert time.monotonic() < deadline, [(p.args, p.out) for p in pairs if not p.ready()]
+        assert time.monotonic() < deadline, [
+            (p.args, p.out) for p in pairs if not p.ready(marker)
+        ]
         time.sleep(0.05)
 
 
@@ -191,7 +198,18 @@ def test_sub_output_side_by_side(kind: str, tmp_path: Path) -> None:
         # One message at a time: libmosquitto hands a QoS 2 message over at PUBREL, midge.client
         # at PUBLISH, so a QoS 1 message right behind one of QoS 2 may overtake it in
         # mosquitto_sub's output only (see docs/mosquitto.md).
-        watched = [p for p in pairs if "-F" in p.args and "%t" in p.args[p.args.index("-F") + 1]]
+        # Every QoS 2 subscriber whose output names the topic (%t, or %j's "topic"; %J prints
+        # nothing for a payload that is not JSON) is waited for, so that each has handed each
+        # message over before the next is published.
+        watched = [
+            p
+            for p in pairs
+            if "-F" in p.args
+            and any(s in p.args[p.args.index("-F") + 1] for s in ("%t", "%j"))
+            and "-T" not in p.args
+            and "-C" in p.args
+            and int(p.args[p.args.index("-C") + 1]) >= n
+        ]
         for topic, args in (
             ("test/a", ["-V", "5", "-q", "2", "-m", "hello world", *PROPS]),
             ("test/b", ["-V", "5", "-q", "1", "-n"]),
