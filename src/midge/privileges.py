@@ -9,6 +9,7 @@ changed while still root). Still running as root afterwards gets a warning.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 import os
@@ -44,10 +45,8 @@ def _import_while_root() -> None:
     for module in _LATE_IMPORTS:
         importlib.import_module(module)
     for module in _OPTIONAL_LATE_IMPORTS:
-        try:
+        with contextlib.suppress(ImportError):
             importlib.import_module(module)
-        except ImportError:
-            pass
 
 
 def drop_privileges(config: Config) -> str | None:
