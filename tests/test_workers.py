@@ -23,7 +23,11 @@ from midge.codec.packets import (
     Connack,
     Disconnect,
     Pingreq,
+    Puback,
+    Pubcomp,
     Publish,
+    Pubrec,
+    Pubrel,
     Subscribe,
     Subscription,
     Will,
@@ -355,3 +359,35 @@ def test_workers_option_in_config_file(start: Any, tmp_path: Any, clients: list[
         assert proc.stop() == 0
     finally:
         proc.close()
+
+
+def test_retained_message_is_on_every_worker_before_its_ack(
+    start: Any, clients: list[RawClient]
+) -> None:
+    """The PUBACK (QoS 1) or PUBREC (QoS 2) of a retained publish comes only once every worker
+    stores it. A worker stopped (SIGSTOP) holds the ack back until it runs again; then a
+    SUBSCRIBE on it gets the message. And straight after each ack, a SUBSCRIBE on another
+    worker gets the message, for 40 topics."""
+    proc = start(3)
+    pub, a = open_client(proc, clients, "pub")
+    sub, b = open_client(proc, clients, "sub", avoid=a)
+    for qos, ack in ((1, Puback), (2, Pubrec)):
+        os.kill(b, signal.SIGSTOP)
+        try:
+            pid = pub.next_packet_id()
+            pub.send(Publish(f"held/{qos}", b"kept", qos, True, False, pid))
+            pub.expect_nothing(0.5)  # worker b has not stored it yet
+        finally:
+            os.kill(b, signal.SIGCONT)
+        assert pub.expect(ack).packet_id == pid
+        if qos == 2:
+            pub.send(Pubrel(pid))
+            pub.expect(Pubcomp)
+        sub.subscribe(f"held/{qos}", 1)
+        got = receive_publishes(sub, 1, timeout=5)
+        assert (got[0].topic, got[0].payload, got[0].retain) == (f"held/{qos}", b"kept", True)
+    for i in range(40):
+        pub.publish(f"ret/{i}", f"v{i}".encode(), qos=1 + i % 2, retain=True)
+        sub.subscribe(f"ret/{i}", 1)
+        got = receive_publishes(sub, 1, timeout=5)
+        assert (got[0].topic, got[0].payload) == (f"ret/{i}", f"v{i}".encode())

@@ -14,16 +14,19 @@ Shape (after rumqttd's router-as-owner model, with one owner per process):
 Mesh protocol: frames of a 4-byte length and a :mod:`marshal`-encoded tuple (plain data only; the
 peers are our own processes on socketpairs the parent made, never the network):
 
-``(PUB, message, groups)``
+``(PUB, message, groups, seq)``
     a message published on the sender, to be delivered here only, never forwarded again; ``groups``
-    are the shared subscription groups (name, filter) this worker serves for it.
+    are the shared subscription groups (name, filter) this worker serves for it. A retained
+    message (sent to every worker) has a ``seq`` numbered with the SUB frames, and is answered
+    with ``KNOWN`` once stored: the publisher's PUBACK/PUBREC waits for it. Others have 0.
 ``(SUB, filter, seq)`` / ``(UNSUB, filter)``
     the sender gained its first / lost its last local subscription to ``filter`` (``$share/...``
     included): each worker keeps the others' interest in a :class:`TopicTree` keyed by worker id.
     ``seq`` numbers the sender's SUB frames (1, 2, ...).
 ``(KNOWN, seq)``
-    the answer to every SUB: the sender has applied the receiver's SUB frames up to ``seq``
-    (links are ordered), so from now on it forwards what they match. A SUBACK waits for it.
+    the answer to every SUB and retained PUB: the sender has applied the receiver's SUB frames
+    and stored its retained messages up to ``seq`` (links are ordered), so from now on it
+    forwards what they match. A SUBACK, and the ack of a retained PUBLISH, wait for it.
 ``(CLAIM, id, client_id, clean_start)`` / ``(RELEASED, id, session)``
     a CONNECT for ``client_id`` on the sender: take the client over here and send its session.
 ``(MARK,)``
@@ -254,7 +257,7 @@ class _Wait:
     def timeout(self) -> None:
         if self.done is not None:
             self.handle = None
-            log.warning("workers did not acknowledge a subscription in time")
+            log.warning("workers did not acknowledge a subscription or retained message in time")
             self.fire()
 
 
@@ -276,6 +279,8 @@ class WorkerRouter:
         self._seq = 0
         self._advertised: dict[str, int] = {}
         self._known: dict[int, int] = {}
+        #: The frame number of the last retained message published here (after_stored).
+        self._stored = 0
         self._waits: list[tuple[int, int, _Wait]] = []
         self._next_wait = 0
         #: Round-robin position per shared group (name, filter), over the workers serving it.
@@ -328,10 +333,15 @@ class WorkerRouter:
                 else:
                     targets.setdefault(chosen, []).append(key)
                     interested = True
-        if message.retain:
-            # Every worker keeps the whole retained set, clears included (MQTT-3.3.1-5..-7).
+        seq = 0
+        if message.retain and self.peers:
+            # Every worker keeps the whole retained set, clears included (MQTT-3.3.1-5..-7),
+            # and stores it before the publisher's ack: the copies are numbered like SUB
+            # frames and answered with KNOWN (after_stored).
             for wid in self.peers:
                 targets.setdefault(str(wid), [])
+            self._seq += 1
+            seq = self._stored = self._seq
         if targets:
             data = message_to_data(message)
             plain: bytes | None = None
@@ -340,10 +350,10 @@ class WorkerRouter:
                 if link is None:
                     continue
                 if groups:
-                    link.send((PUB, data, groups))
+                    link.send((PUB, data, groups, seq))
                 else:
                     if plain is None:
-                        plain = encode_frame((PUB, data, None))
+                        plain = encode_frame((PUB, data, None, seq))
                     link.write(plain)
         return broker.route(message, local_groups) or interested
 
@@ -392,6 +402,23 @@ class WorkerRouter:
         self._next_wait += 1
         heapq.heappush(self._waits, (need, self._next_wait, wait))
         return False
+
+    def acks_wait(self) -> bool:
+        """Whether some live peer has not yet stored the last retained message published here."""
+        known = self._known
+        return bool(known) and self._stored > min(known.values())
+
+    def after_stored(self, done: Callable[[], None]) -> None:
+        """Call ``done`` once every live peer has stored (answered KNOWN for) the last retained
+        message published here, or is gone, or after KNOWN_TIMEOUT. In order: waits share the
+        heap of :meth:`when_known`, ordered by the frame awaited, then by arrival."""
+        if not self.acks_wait():
+            done()
+            return
+        wait = _Wait(done)
+        wait.handle = asyncio.get_running_loop().call_later(KNOWN_TIMEOUT, wait.timeout)
+        self._next_wait += 1
+        heapq.heappush(self._waits, (self._stored, self._next_wait, wait))
 
     def _check_known(self) -> None:
         waits = self._waits
@@ -476,6 +503,10 @@ class WorkerRouter:
         kind = frame[0]
         if kind == PUB:
             self._on_pub(frame[1], frame[2])
+            if frame[3]:  # a retained message, now stored here: the publisher's ack may go
+                link = self.peers.get(wid)
+                if link is not None:
+                    link.send((KNOWN, frame[3]))
         elif kind == SUB:
             self.remote.subscribe(str(wid), frame[1], _INTEREST)
             self.remote_filters[wid][frame[1]] = None
