@@ -21,6 +21,7 @@ import pytest
 from midge.codec import encode
 from midge.codec.packets import (
     Connack,
+    Connect,
     Disconnect,
     Pingreq,
     Puback,
@@ -391,3 +392,52 @@ def test_retained_message_is_on_every_worker_before_its_ack(
         sub.subscribe(f"ret/{i}", 1)
         got = receive_publishes(sub, 1, timeout=5)
         assert (got[0].topic, got[0].payload) == (f"ret/{i}", f"v{i}".encode())
+
+
+def test_simultaneous_connects_with_one_client_id_end_with_one_owner(
+    start: Any, clients: list[RawClient]
+) -> None:
+    """Two CONNECTs with one client id, sent at the same moment to two workers: both are
+    accepted (CONNACK), and one takes the other over (DISCONNECT 0x8E), whichever worker
+    claimed first; the survivor stays connected and owns the session. 20 rounds."""
+    proc = start(2)
+    watcher, _ = open_client(proc, clients, "watcher", version=5)
+    watcher.subscribe("gone/#", 0)
+    for i in range(20):
+        pair: list[RawClient] = []
+        while len(pair) < 2:
+            client = RawClient(proc.host, proc.port, version=5)
+            clients.append(client)
+            if not pair or worker_of(proc, client) != worker_of(proc, pair[0]):
+                pair.append(client)
+        connect = encode(
+            Connect(
+                client_id=f"twin{i}",
+                protocol_level=5,
+                clean_start=False,
+                properties={Prop.SESSION_EXPIRY_INTERVAL: 60},
+                will=Will(f"gone/{i}", b"w", 0, False),
+            ),
+            5,
+        )
+        for client in pair:
+            client.send_raw(connect)
+        for client in pair:
+            assert client.expect(Connack).reason_code == 0
+        survivors = []
+        for client in pair:
+            try:
+                packet = client.recv(0.3)
+            except TimeoutError:
+                survivors.append(client)
+                continue
+            assert isinstance(packet, Disconnect) and packet.reason_code == 0x8E, packet
+            assert client.wait_closed(2)
+        assert len(survivors) == 1, f"round {i}: {len(survivors)} owners"
+        survivors[0].ping()
+        # The one owner is the one a third CONNECT takes over.
+        third = RawClient(proc.host, proc.port, version=5)
+        clients.append(third)
+        assert third.connect(f"twin{i}", clean_start=False).session_present
+        assert survivors[0].expect(Disconnect).reason_code == 0x8E
+    watcher.expect_nothing(0.1)  # no will: every session lived on

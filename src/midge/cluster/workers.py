@@ -27,8 +27,10 @@ peers are our own processes on socketpairs the parent made, never the network):
     the answer to every SUB and retained PUB: the sender has applied the receiver's SUB frames
     and stored its retained messages up to ``seq`` (links are ordered), so from now on it
     forwards what they match. A SUBACK, and the ack of a retained PUBLISH, wait for it.
-``(CLAIM, id, client_id, clean_start)`` / ``(RELEASED, id, session)``
+``(CLAIM, id, client_id, clean_start, time)`` / ``(RELEASED, id, session)``
     a CONNECT for ``client_id`` on the sender: take the client over here and send its session.
+    ``time`` is the sender's Lamport clock: (time, sender) orders the claims of one client id,
+    and a claim waits here while one of this worker with a smaller key is unfinished.
 ``(MARK,)``
     during shutdown: everything the sender published before it (its wills) has been sent.
 """
@@ -226,9 +228,19 @@ def state_from_data(d: Any) -> SessionState:
 
 
 class _Claim:
-    __slots__ = ("done", "filters", "handle", "sessions", "waiting")
+    __slots__ = ("client_id", "done", "filters", "handle", "key", "sessions", "waiting")
 
-    def __init__(self, waiting: set[int], done: Callable[[], None], handle: Any) -> None:
+    def __init__(
+        self,
+        client_id: str,
+        key: tuple[int, int],
+        waiting: set[int],
+        done: Callable[[], None],
+        handle: Any,
+    ) -> None:
+        self.client_id = client_id
+        #: (Lamport time, worker id): orders the claims of one client id on every worker.
+        self.key = key
         self.waiting = waiting
         self.done = done
         self.handle = handle
@@ -287,6 +299,11 @@ class WorkerRouter:
         self.turn: dict[tuple[str, str], int] = {}
         self.claims: dict[int, _Claim] = {}
         self._next_claim = 0
+        #: A Lamport clock for claims; per client id the keys of this worker's unfinished
+        #: claims, and the claims of other workers held back until those finish.
+        self._clock = 0
+        self._claiming: dict[str, list[tuple[int, int]]] = {}
+        self._deferred: dict[str, list[tuple[tuple[int, int], int, int, bool]]] = {}
         self.marks: set[int] = set()
         self._drained: Callable[[], None] | None = None
 
@@ -443,10 +460,13 @@ class WorkerRouter:
             return
         self._next_claim += 1
         cid = self._next_claim
+        self._clock += 1
+        key = (self._clock, self.wid)
+        self._claiming.setdefault(client_id, []).append(key)
         handle = asyncio.get_running_loop().call_later(CLAIM_TIMEOUT, self._claim_timeout, cid)
-        self.claims[cid] = _Claim(set(self.peers), done, handle)
+        self.claims[cid] = _Claim(client_id, key, set(self.peers), done, handle)
         for link in self.peers.values():
-            link.send((CLAIM, cid, client_id, clean_start))
+            link.send((CLAIM, cid, client_id, clean_start, key[0]))
 
     def _claim_timeout(self, cid: int) -> None:
         claim = self.claims.pop(cid, None)
@@ -464,9 +484,31 @@ class WorkerRouter:
         assert broker is not None
         for session in claim.sessions:
             broker.adopted(session)
+        client_id = claim.client_id
+        keys = self._claiming.get(client_id)
+        if keys is not None:
+            keys.remove(claim.key)
+            if not keys:
+                del self._claiming[client_id]
+        deferred = self._deferred.pop(client_id, None)
+        if deferred:
+            for key, wid, cid, clean_start in sorted(deferred):
+                self._on_claim(wid, cid, client_id, clean_start, key[0])
 
-    def _on_claim(self, wid: int, cid: int, client_id: str, clean_start: bool) -> None:
+    def _on_claim(self, wid: int, cid: int, client_id: str, clean_start: bool, at: int) -> None:
+        """Another worker claims ``client_id``. Claims of one client id are ordered by their
+        (Lamport time, worker id) key: while a claim of this worker with a smaller key is
+        unfinished, the other one waits until it is (its client attached here), and then takes
+        it over. So two CONNECTs at the same moment on two workers end with one owner, the
+        later claim's, and a proper takeover of the other (docs/workers.md)."""
         assert self.broker is not None
+        if at > self._clock:
+            self._clock = at
+        key = (at, wid)
+        mine = self._claiming.get(client_id)
+        if mine is not None and min(mine) < key:
+            self._deferred.setdefault(client_id, []).append((key, wid, cid, clean_start))
+            return
         session = self.broker.release(client_id, clean_start)
         data = state_to_data(session.snapshot()) if session is not None else None
         link = self.peers.get(wid)
@@ -521,7 +563,7 @@ class WorkerRouter:
             self.remote.unsubscribe(str(wid), frame[1])
             self.remote_filters[wid].pop(frame[1], None)
         elif kind == CLAIM:
-            self._on_claim(wid, frame[1], frame[2], frame[3])
+            self._on_claim(wid, frame[1], frame[2], frame[3], frame[4])
         elif kind == RELEASED:
             self._on_released(wid, frame[1], frame[2])
         elif kind == MARK:
