@@ -27,10 +27,17 @@ peers are our own processes on socketpairs the parent made, never the network):
     the answer to every SUB and retained PUB: the sender has applied the receiver's SUB frames
     and stored its retained messages up to ``seq`` (links are ordered), so from now on it
     forwards what they match. A SUBACK, and the ack of a retained PUBLISH, wait for it.
-``(CLAIM, id, client_id, clean_start, time)`` / ``(RELEASED, id, session)``
+``(CLAIM, id, client_id, clean_start, time)`` / ``(RELEASED, id, session, handover)``
     a CONNECT for ``client_id`` on the sender: take the client over here and send its session.
     ``time`` is the sender's Lamport clock: (time, sender) orders the claims of one client id,
     and a claim waits here while one of this worker with a smaller key is unfinished.
+``(FENCE, id, old)`` / ``(FENCED, new, id)`` / ``(REST, id, deliveries)``
+    a session moved (``handover``): the worker it left, ``old``, keeps a stand-in that queues
+    what is published for it. The new worker sends FENCE to every worker after the SUB frames
+    of the moved subscriptions; each answers FENCED to ``old`` (``old`` itself takes the FENCE
+    as the new worker's). Once ``old`` has every live worker's, it sends the stand-in's queue
+    (REST) to the new worker, which adds what it did not get itself (messages are told apart
+    by (worker, number): ``PUB`` frames carry the publishing worker's number).
 ``(MARK,)``
     during shutdown: everything the sender published before it (its wills) has been sent.
 """
@@ -47,6 +54,7 @@ import os
 import signal
 import socket
 import sys
+from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -62,7 +70,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("midge.workers")
 
-PUB, SUB, UNSUB, CLAIM, RELEASED, MARK, KNOWN = range(7)
+PUB, SUB, UNSUB, CLAIM, RELEASED, MARK, KNOWN, FENCE, FENCED, REST = range(10)
 
 #: How long a CONNECT waits for the other workers to release its client id.
 CLAIM_TIMEOUT = 5.0
@@ -228,7 +236,16 @@ def state_from_data(d: Any) -> SessionState:
 
 
 class _Claim:
-    __slots__ = ("client_id", "done", "filters", "handle", "key", "sessions", "waiting")
+    __slots__ = (
+        "client_id",
+        "done",
+        "filters",
+        "handle",
+        "key",
+        "sessions",
+        "waiting",
+        "windowed",
+    )
 
     def __init__(
         self,
@@ -248,6 +265,20 @@ class _Claim:
         #: every other worker knows them.
         self.sessions: list[Session] = []
         self.filters: list[str] = []
+        #: Waiting for a moved session's hand-over (REST): messages are being recorded.
+        self.windowed = False
+
+
+class _StandIn:
+    """The stand-in a moving session leaves on its old worker, and which workers confirmed
+    that they route to the session's new worker (FENCE/FENCED)."""
+
+    __slots__ = ("fenced", "handle", "stub")
+
+    def __init__(self, stub: Session, handle: Any) -> None:
+        self.stub = stub
+        self.handle = handle
+        self.fenced: set[int] = set()
 
 
 class _Wait:
@@ -304,6 +335,15 @@ class WorkerRouter:
         self._clock = 0
         self._claiming: dict[str, list[tuple[int, int]]] = {}
         self._deferred: dict[str, list[tuple[tuple[int, int], int, int, bool]]] = {}
+        #: Sessions moving away: stand-ins by (new worker, its claim id), and by client id.
+        self._stand_ins: dict[tuple[int, int], _StandIn] = {}
+        self._stand_in_of: dict[str, tuple[int, int]] = {}
+        #: Messages routed here are numbered; while a session moves to or from here
+        #: (``_windows`` > 0), each routed message's (worker, number) by object id.
+        self._pubno = 0
+        self._windows = 0
+        self._ids: dict[int, tuple[int, int]] = {}
+        self._keep: list[Message] = []
         self.marks: set[int] = set()
         self._drained: Callable[[], None] | None = None
 
@@ -351,6 +391,9 @@ class WorkerRouter:
                     targets.setdefault(chosen, []).append(key)
                     interested = True
         seq = 0
+        self._pubno += 1
+        if self._windows:
+            self._record(message, self.wid, self._pubno)
         if message.retain and self.peers:
             # Every worker keeps the whole retained set, clears included (MQTT-3.3.1-5..-7),
             # and stores it before the publisher's ack: the copies are numbered like SUB
@@ -367,16 +410,18 @@ class WorkerRouter:
                 if link is None:
                     continue
                 if groups:
-                    link.send((PUB, data, groups, seq))
+                    link.send((PUB, data, groups, seq, self._pubno))
                 else:
                     if plain is None:
-                        plain = encode_frame((PUB, data, None, seq))
+                        plain = encode_frame((PUB, data, None, seq, self._pubno))
                     link.write(plain)
         return broker.route(message, local_groups) or interested
 
-    def _on_pub(self, data: Any, groups: Any) -> None:
+    def _on_pub(self, wid: int, data: Any, groups: Any, number: int) -> None:
         assert self.broker is not None
         message = message_from_data(data)
+        if self._windows:
+            self._record(message, wid, number)
         self.broker.publish_from_peer(message, {(g[0], g[1]) for g in groups} if groups else None)
 
     # -- interest
@@ -479,6 +524,9 @@ class WorkerRouter:
     def _finish(self, claim: _Claim) -> None:
         """The claim is complete: the connection attaches (CONNACK) or, gone, leaves the
         sessions moved here to expire."""
+        if claim.windowed:
+            claim.windowed = False
+            self._window_closed()
         claim.done()
         broker = self.broker
         assert broker is not None
@@ -509,13 +557,27 @@ class WorkerRouter:
         if mine is not None and min(mine) < key:
             self._deferred.setdefault(client_id, []).append((key, wid, cid, clean_start))
             return
-        session = self.broker.release(client_id, clean_start)
-        data = state_to_data(session.snapshot()) if session is not None else None
+        if client_id in self._stand_in_of:
+            # Moving away already (a stand-in here): the worker it moves to answers for it.
+            link = self.peers.get(wid)
+            if link is not None:
+                link.send((RELEASED, cid, None, False))
+            return
         link = self.peers.get(wid)
+        session, stub = self.broker.release(client_id, clean_start, stand_in=link is not None)
+        data = state_to_data(session.snapshot()) if session is not None else None
+        if stub is not None:
+            key = (wid, cid)
+            handle = asyncio.get_running_loop().call_later(
+                KNOWN_TIMEOUT, self._stand_in_timeout, key
+            )
+            self._stand_ins[key] = _StandIn(stub, handle)
+            self._stand_in_of[client_id] = key
+            self._windows += 1
         if link is not None:
-            link.send((RELEASED, cid, data))
+            link.send((RELEASED, cid, data, stub is not None))
 
-    def _on_released(self, wid: int, cid: int, data: Any) -> None:
+    def _on_released(self, wid: int, cid: int, data: Any, handover: bool) -> None:
         assert self.broker is not None
         claim = self.claims.get(cid)
         if claim is None:
@@ -527,6 +589,110 @@ class WorkerRouter:
             self.broker.adopt(session)
             claim.sessions.append(session)
             claim.filters.extend(session.subscriptions)
+        if handover:
+            # The old worker queues for the session until every worker routes to it here:
+            # wait for that queue (REST); from now on, note which message is which.
+            claim.windowed = True
+            self._windows += 1
+            self._broadcast((FENCE, cid, wid))
+            return
+        self._answered(cid, claim, wid)
+
+    # -- a session moving: the old worker's stand-in and the hand-over
+
+    def _record(self, message: Message, wid: int, number: int) -> None:
+        """While a session moves to or from here: which message (publishing worker, number)
+        this object is, so the stand-in's queue and the new session's are told apart."""
+        self._ids[id(message)] = (wid, number)
+        self._keep.append(message)  # ids stay unique while recorded
+
+    def _window_closed(self) -> None:
+        self._windows -= 1
+        if not self._windows:
+            self._ids.clear()
+            self._keep.clear()
+
+    def _on_fence(self, wid: int, cid: int, old: int) -> None:
+        """The worker ``wid`` adopted a session that left ``old`` and advertised its
+        subscriptions before this frame: from now on this worker routes to it there. Tell
+        ``old`` so (on the ordered link after every message sent it before)."""
+        if old == self.wid:
+            self._fenced((wid, cid), wid)
+        else:
+            link = self.peers.get(old)
+            if link is not None:
+                link.send((FENCED, wid, cid))
+
+    def _fenced(self, key: tuple[int, int], wid: int) -> None:
+        stand_in = self._stand_ins.get(key)
+        if stand_in is not None:
+            stand_in.fenced.add(wid)
+            self._check_stand_in(key, stand_in)
+
+    def _check_stand_in(self, key: tuple[int, int], stand_in: _StandIn) -> None:
+        if stand_in.fenced >= set(self.peers) or key[0] not in self.peers:
+            self._hand_over(key)
+
+    def _stand_in_timeout(self, key: tuple[int, int]) -> None:
+        if key in self._stand_ins:
+            log.warning("workers did not confirm a session hand-over in time")
+            self._hand_over(key)
+
+    def _hand_over(self, key: tuple[int, int]) -> None:
+        """Every worker routes to the moved session on its new worker: send what the stand-in
+        queued meanwhile there, and end it."""
+        assert self.broker is not None
+        stand_in = self._stand_ins.pop(key)
+        stand_in.handle.cancel()
+        stub = stand_in.stub
+        if self._stand_in_of.get(stub.client_id) == key:
+            del self._stand_in_of[stub.client_id]
+        link = self.peers.get(key[0])
+        if link is not None:
+            ids = self._ids
+            rest = [
+                (ids.get(id(d[0])), (message_to_data(d[0]), d[1], d[2], d[3]))
+                for d in stub.queue or ()
+            ]
+            link.send((REST, key[1], rest))
+        self.broker.end_stand_in(stub)
+        self._window_closed()
+
+    def _on_rest(self, wid: int, cid: int, rest: Any) -> None:
+        """What the old worker's stand-in queued for the moved session: added before what the
+        session got here since it arrived, except the messages it got here too."""
+        assert self.broker is not None
+        claim = self.claims.get(cid)
+        if claim is None:
+            if rest:
+                log.warning("%d messages handed over after a claim timed out: dropped", len(rest))
+            return
+        session = claim.sessions[-1] if claim.sessions else None
+        if rest and session is not None and self.broker.sessions.get(session.client_id) is session:
+            ids = self._ids
+            queue = list(session.queue or ())
+            first = len(queue)
+            for k, d in enumerate(queue):
+                if id(d[0]) in ids:
+                    first = k
+                    break
+            seen = {ids[id(d[0])] for d in queue[first:] if id(d[0]) in ids}
+            added = [
+                (message_from_data(d[0]), d[1], d[2], tuple(d[3]))
+                for number, d in rest
+                if number is None or tuple(number) not in seen
+            ]
+            if added:
+                session.queue = deque(queue[:first] + added + queue[first:])
+                size = sum(len(d[0].payload) for d in added)
+                session.queued_bytes += size
+                self.broker.stats.held_bytes += size
+                if session.store is not None:
+                    for d in added:
+                        session.store.delivery_added(session.client_id, d, 0)
+        if claim.windowed:
+            claim.windowed = False
+            self._window_closed()
         self._answered(cid, claim, wid)
 
     def _answered(self, cid: int, claim: _Claim, wid: int) -> None:
@@ -544,7 +710,7 @@ class WorkerRouter:
     def on_frame(self, wid: int, frame: Any) -> None:
         kind = frame[0]
         if kind == PUB:
-            self._on_pub(frame[1], frame[2])
+            self._on_pub(wid, frame[1], frame[2], frame[4])
             if frame[3]:  # a retained message, now stored here: the publisher's ack may go
                 link = self.peers.get(wid)
                 if link is not None:
@@ -565,7 +731,13 @@ class WorkerRouter:
         elif kind == CLAIM:
             self._on_claim(wid, frame[1], frame[2], frame[3], frame[4])
         elif kind == RELEASED:
-            self._on_released(wid, frame[1], frame[2])
+            self._on_released(wid, frame[1], frame[2], frame[3])
+        elif kind == FENCE:
+            self._on_fence(wid, frame[1], frame[2])
+        elif kind == FENCED:
+            self._fenced((frame[1], frame[2]), wid)
+        elif kind == REST:
+            self._on_rest(wid, frame[1], frame[2])
         elif kind == MARK:
             self.marks.add(wid)
             self._check_drained()
@@ -580,6 +752,8 @@ class WorkerRouter:
         for cid, claim in list(self.claims.items()):
             if wid in claim.waiting:
                 self._answered(cid, claim, wid)
+        for key, stand_in in list(self._stand_ins.items()):
+            self._check_stand_in(key, stand_in)
         self._check_known()
         self._check_drained()
 
