@@ -125,6 +125,7 @@ def open_client(
         clients.append(client)
         connack = client.connect(client_id, **fields)
         assert connack.reason_code == 0
+        client.connack = connack
         return client, worker
     raise AssertionError("could not get a connection on the wanted worker")
 
@@ -519,3 +520,102 @@ def test_messages_published_while_a_session_moves_are_not_missed(
     assert not twice, twice[:20]
     # In order (one publisher, MQTT 4.6), apart from re-sent in-flight ones.
     assert fresh == sorted(fresh)
+
+
+def _persistent(
+    proc: ProcBroker, clients: list[RawClient], client_id: str, **kw: Any
+) -> tuple[RawClient, int]:
+    return open_client(
+        proc,
+        clients,
+        client_id,
+        version=5,
+        clean_start=False,
+        properties={Prop.SESSION_EXPIRY_INTERVAL: 3600},
+        **kw,
+    )
+
+
+def test_persistence_with_workers_survives_a_restart(
+    tmp_path: Any, clients: list[RawClient]
+) -> None:
+    """With persistence on (the default) and 2 workers, each worker keeps its database: a
+    persistent session, its queued messages and the retained messages survive a restart of the
+    whole broker, whichever worker the client comes back on."""
+    args = ("--host", "127.0.0.1", "--port", "0", "--workers", "2")
+    proc = ProcBroker(args, cwd=tmp_path)
+    try:
+        proc.wait_listening()
+        keeper, a = _persistent(proc, clients, "keeper")
+        keeper.subscribe("p/#", 2)
+        keeper.disconnect()
+        pub, b = open_client(proc, clients, "pub", version=5, avoid=a)
+        assert b != a
+        for i in range(10):
+            pub.publish(f"p/{i}", f"m{i}".encode(), qos=1 + i % 2)
+        pub.publish("r/x", b"kept", qos=1, retain=True)
+        assert proc.stop() == 0, proc.describe()
+    finally:
+        proc.close()
+    assert {"midge.db", "midge-w1.db"} <= set(os.listdir(tmp_path / "data"))
+    proc = ProcBroker(args, cwd=tmp_path)
+    try:
+        proc.wait_listening()
+        keeper, w = _persistent(proc, clients, "keeper")
+        assert keeper.connack.session_present
+        got = receive_publishes(keeper, 10, timeout=5)
+        assert [p.payload for p in got] == [f"m{i}".encode() for i in range(10)]
+        keeper.disconnect()
+        # Back on the other worker: the restored session moves there, subscriptions included.
+        keeper, _ = _persistent(proc, clients, "keeper", avoid=w)
+        assert keeper.connack.session_present
+        pub, _ = open_client(proc, clients, "pub2", version=5)
+        pub.publish("p/after", b"after", qos=1)
+        assert receive_publishes(keeper, 1, timeout=5)[0].payload == b"after"
+        sub, _ = open_client(proc, clients, "sub", version=5)
+        sub.subscribe("r/#", 1)
+        got = receive_publishes(sub, 1, timeout=5)
+        assert (got[0].topic, got[0].payload, got[0].retain) == ("r/x", b"kept", True)
+        assert proc.stop() == 0
+    finally:
+        proc.close()
+
+
+def test_kill_9_of_a_worker_loses_no_acknowledged_message(
+    tmp_path: Any, clients: list[RawClient]
+) -> None:
+    """With persistence, a QoS 1 message published on worker b for a persistent session held by
+    worker a is acknowledged only once a has it on disk: while a is stopped (SIGSTOP) no PUBACK
+    comes. Right after the last PUBACK a is killed (SIGKILL); after a restart of the broker
+    the session has every acknowledged message."""
+    args = ("--host", "127.0.0.1", "--port", "0", "--workers", "2")
+    proc = ProcBroker(args, cwd=tmp_path)
+    try:
+        proc.wait_listening()
+        keeper, a = _persistent(proc, clients, "keeper")
+        keeper.subscribe("k/#", 1)
+        keeper.disconnect()
+        pub, _ = open_client(proc, clients, "pub", version=5, avoid=a)
+        for i in range(20):
+            pub.publish(f"k/{i}", f"m{i}".encode(), qos=1)
+        os.kill(a, signal.SIGSTOP)
+        try:
+            pid = pub.next_packet_id()
+            pub.send(Publish("k/20", b"m20", 1, False, False, pid))
+            pub.expect_nothing(0.5)  # worker a has not stored it
+        finally:
+            os.kill(a, signal.SIGCONT)
+        assert pub.expect(Puback, timeout=5).packet_id == pid
+        os.kill(a, signal.SIGKILL)
+        assert proc.stop() == 0, proc.describe()
+    finally:
+        proc.close()
+    proc = ProcBroker(args, cwd=tmp_path)
+    try:
+        proc.wait_listening()
+        keeper, _ = _persistent(proc, clients, "keeper")
+        assert keeper.connack.session_present
+        got = receive_publishes(keeper, 21, timeout=5)
+        assert [p.payload for p in got] == [f"m{i}".encode() for i in range(21)]
+    finally:
+        proc.close()

@@ -501,6 +501,10 @@ class Broker:
         if session is None:
             return None, None
         self._displace(session, clean_start)
+        if session.store is not None:
+            # It leaves this worker's database; the new worker's records it (adopt).
+            session.store.session_deleted(client_id, session.stored_messages())
+            session.store = None
         stub: Session | None = None
         if stand_in and not clean_start and session.subscriptions:
             # Same client id and options: the tree keeps its entries, no interest changes.
@@ -557,6 +561,9 @@ class Broker:
         for topic_filter, options in session.subscriptions.items():
             if self.tree.subscribe(session.client_id, topic_filter, options) and router is not None:
                 router.interest_added(topic_filter)
+        if self.durable_store is not None and session.expiry_interval and session.store is None:
+            # A persistent session is recorded in this worker's database with all it holds.
+            self.session_started(session, session.expiry_interval, session.version)
 
     def adopted(self, session: Session) -> None:
         """The claim that moved ``session`` here is complete: if its client did not attach (it

@@ -62,7 +62,7 @@ from midge import __version__
 from midge.broker.model import Message, SessionState, SubOptions
 from midge.broker.session import Session
 from midge.broker.topictree import TopicTree
-from midge.config import Config, ConfigError
+from midge.config import DEFAULT_DB_NAME, Config, ConfigError
 from midge.gctune import GcTuner
 
 if TYPE_CHECKING:
@@ -269,6 +269,17 @@ class _Claim:
         self.windowed = False
 
 
+class _AckWait:
+    """A PUBACK/PUBREC waiting until peers store messages: (peer, frame number) each."""
+
+    __slots__ = ("done", "handle", "targets")
+
+    def __init__(self, targets: list[tuple[int, int]], done: Callable[[], None]) -> None:
+        self.targets = targets
+        self.done = done
+        self.handle: Any = None
+
+
 class _StandIn:
     """The stand-in a moving session leaves on its old worker, and which workers confirmed
     that they route to the session's new worker (FENCE/FENCED)."""
@@ -322,8 +333,13 @@ class WorkerRouter:
         self._seq = 0
         self._advertised: dict[str, int] = {}
         self._known: dict[int, int] = {}
-        #: The frame number of the last retained message published here (after_stored).
-        self._stored = 0
+        #: Per peer the number of the last PUB frame it must store before the publisher's ack;
+        #: how many peers have not acknowledged theirs; the acks waiting, in order.
+        self._need: dict[int, int] = {}
+        self._behind = 0
+        self._acks: deque[_AckWait] = deque()
+        #: Whether this worker has a durable store (so have the others: the same options).
+        self._durable = False
         self._waits: list[tuple[int, int, _Wait]] = []
         self._next_wait = 0
         #: Round-robin position per shared group (name, filter), over the workers serving it.
@@ -349,6 +365,7 @@ class WorkerRouter:
 
     def bind(self, broker: Broker) -> None:
         self.broker = broker
+        self._durable = broker.durable_store is not None
 
     def add_peer(self, wid: int, link: FrameProtocol) -> None:
         self.peers[wid] = link
@@ -390,25 +407,30 @@ class WorkerRouter:
                 else:
                     targets.setdefault(chosen, []).append(key)
                     interested = True
-        seq = 0
         self._pubno += 1
         if self._windows:
             self._record(message, self.wid, self._pubno)
-        if message.retain and self.peers:
-            # Every worker keeps the whole retained set, clears included (MQTT-3.3.1-5..-7),
-            # and stores it before the publisher's ack: the copies are numbered like SUB
-            # frames and answered with KNOWN (after_stored).
+        if message.retain:
+            # Every worker keeps the whole retained set, clears included (MQTT-3.3.1-5..-7).
             for wid in self.peers:
                 targets.setdefault(str(wid), [])
-            self._seq += 1
-            seq = self._stored = self._seq
         if targets:
+            seq = 0
+            if message.retain or (message.qos and self._durable):
+                # Stored there before the publisher's ack (a retained message, or any QoS 1/2
+                # one with persistence): numbered like SUB frames, answered with KNOWN once
+                # stored (after its commit), and awaited by after_stored.
+                self._seq += 1
+                seq = self._seq
             data = message_to_data(message)
             plain: bytes | None = None
             for w, groups in targets.items():
-                link = self.peers.get(int(w))
+                wid = int(w)
+                link = self.peers.get(wid)
                 if link is None:
                     continue
+                if seq:
+                    self._awaits(wid, seq)
                 if groups:
                     link.send((PUB, data, groups, seq, self._pubno))
                 else:
@@ -465,24 +487,70 @@ class WorkerRouter:
         heapq.heappush(self._waits, (need, self._next_wait, wait))
         return False
 
+    def _awaits(self, wid: int, seq: int) -> None:
+        """PUB frame ``seq`` to ``wid`` must be stored there before the publisher's ack."""
+        if self._need.get(wid, 0) <= self._known.get(wid, 0):
+            self._behind += 1
+        self._need[wid] = seq
+
     def acks_wait(self) -> bool:
-        """Whether some live peer has not yet stored the last retained message published here."""
-        known = self._known
-        return bool(known) and self._stored > min(known.values())
+        """Whether some live peer has not yet stored a message it must store before an ack."""
+        return self._behind > 0
 
     def after_stored(self, done: Callable[[], None]) -> None:
-        """Call ``done`` once every live peer has stored (answered KNOWN for) the last retained
-        message published here, or is gone, or after KNOWN_TIMEOUT. In order: waits share the
-        heap of :meth:`when_known`, ordered by the frame awaited, then by arrival."""
-        if not self.acks_wait():
+        """Call ``done`` once every live peer has stored (answered KNOWN for) every message
+        published here so far that it had to store (retained ones; with persistence, QoS 1/2
+        ones), or is gone, or after KNOWN_TIMEOUT. Calls are answered in order."""
+        if not self._behind:
             done()
             return
-        wait = _Wait(done)
-        wait.handle = asyncio.get_running_loop().call_later(KNOWN_TIMEOUT, wait.timeout)
-        self._next_wait += 1
-        heapq.heappush(self._waits, (self._stored, self._next_wait, wait))
+        known = self._known
+        targets = [(w, n) for w, n in self._need.items() if n > known.get(w, n)]
+        wait = _AckWait(targets, done)
+        wait.handle = asyncio.get_running_loop().call_later(KNOWN_TIMEOUT, self._acks_late, wait)
+        self._acks.append(wait)
+
+    def _check_acks(self) -> None:
+        acks = self._acks
+        known = self._known
+        while acks:
+            wait = acks[0]
+            for w, n in wait.targets:
+                k = known.get(w)
+                if k is not None and k < n:
+                    return
+            acks.popleft()
+            wait.handle.cancel()
+            wait.done()
+
+    def _acks_late(self, late: _AckWait) -> None:
+        log.warning("workers did not store a message in time: acknowledged without them")
+        acks = self._acks
+        while acks:
+            wait = acks.popleft()
+            wait.handle.cancel()
+            wait.done()
+            if wait is late:
+                break
+        self._check_acks()
+
+    def _reply_known(self, wid: int, seq: int) -> None:
+        """Answer frame ``seq`` of ``wid``: once what it changed is durable here (in order)."""
+        assert self.broker is not None
+        store = self.broker.durable_store
+        if store is None:
+            self._send_known(wid, seq)
+        else:
+            store.commit(lambda: self._send_known(wid, seq))
+
+    def _send_known(self, wid: int, seq: int) -> None:
+        link = self.peers.get(wid)
+        if link is not None:
+            link.send((KNOWN, seq))
 
     def _check_known(self) -> None:
+        if self._acks:
+            self._check_acks()
         waits = self._waits
         if not waits:
             return
@@ -711,19 +779,19 @@ class WorkerRouter:
         kind = frame[0]
         if kind == PUB:
             self._on_pub(wid, frame[1], frame[2], frame[4])
-            if frame[3]:  # a retained message, now stored here: the publisher's ack may go
-                link = self.peers.get(wid)
-                if link is not None:
-                    link.send((KNOWN, frame[3]))
+            if frame[3]:  # to be stored here before the publisher's ack
+                self._reply_known(wid, frame[3])
         elif kind == SUB:
             self.remote.subscribe(str(wid), frame[1], _INTEREST)
             self.remote_filters[wid][frame[1]] = None
-            link = self.peers.get(wid)
-            if link is not None:
-                link.send((KNOWN, frame[2]))
+            self._reply_known(wid, frame[2])
         elif kind == KNOWN:
-            if wid in self._known and frame[1] > self._known[wid]:
-                self._known[wid] = frame[1]
+            old = self._known.get(wid)
+            seq = frame[1]
+            if old is not None and seq > old:
+                self._known[wid] = seq
+                if old < self._need.get(wid, 0) <= seq:
+                    self._behind -= 1
                 self._check_known()
         elif kind == UNSUB:
             self.remote.unsubscribe(str(wid), frame[1])
@@ -748,6 +816,8 @@ class WorkerRouter:
             return
         for topic_filter in self.remote_filters.pop(wid, {}):
             self.remote.unsubscribe(str(wid), topic_filter)
+        if self._need.pop(wid, 0) > self._known.get(wid, 0):
+            self._behind -= 1
         self._known.pop(wid, None)
         for cid, claim in list(self.claims.items()):
             if wid in claim.waiting:
@@ -803,6 +873,16 @@ def _reserve_ports(config: Config) -> tuple[Config, list[socket.socket]]:
     return dataclasses.replace(config, listeners=listeners), held
 
 
+def worker_db_name(name: str, wid: int) -> str:
+    """The database of worker ``wid`` (``persistence_file`` ``name``): worker 0 keeps the one a
+    single process uses (so going from one process to several keeps its state), the others
+    have their own next to it: ``midge.db``, ``midge-w1.db``, ``midge-w2.db``..."""
+    if not wid:
+        return name
+    stem, ext = os.path.splitext(name)
+    return f"{stem}-w{wid}{ext}"
+
+
 def run(config: Config, loop_factory: Callable[[], asyncio.AbstractEventLoop] | None) -> int:
     """Run ``config.workers`` worker processes and supervise them; the exit status."""
     n = config.workers
@@ -811,6 +891,19 @@ def run(config: Config, loop_factory: Callable[[], asyncio.AbstractEventLoop] | 
     except OSError as exc:
         print(f"midge: error: cannot open listener: {exc.strerror or exc}", file=sys.stderr)
         return 1
+    if config.data_dir and config.durability != "none":
+        name = config.persistence_file or DEFAULT_DB_NAME
+        k = n
+        while os.path.exists(path := os.path.join(config.data_dir, worker_db_name(name, k))):
+            log.warning(
+                "%s belongs to worker %d, which is not started with %d workers: "
+                "the sessions it holds are not loaded (start %d workers or more to get them)",
+                path,
+                k,
+                n,
+                k + 1,
+            )
+            k += 1
     control = [socket.socketpair() for _ in range(n)]
     mesh: dict[tuple[int, int], socket.socket] = {}
     for i in range(n):
@@ -872,8 +965,15 @@ async def _worker_main(
     config: Config, wid: int, control_sock: socket.socket, peer_socks: dict[int, socket.socket]
 ) -> int:
     from midge.server import Server
+    from midge.store.base import StoreError
 
     loop = asyncio.get_running_loop()
+    if config.data_dir and config.durability != "none":
+        # A database per worker: each keeps the sessions it holds and the whole retained set.
+        config = dataclasses.replace(
+            config,
+            persistence_file=worker_db_name(config.persistence_file or DEFAULT_DB_NAME, wid),
+        )
     router = WorkerRouter(wid)
     for peer, sock in peer_socks.items():
         _, link = await loop.create_unix_connection(
@@ -903,8 +1003,8 @@ async def _worker_main(
     loop.add_signal_handler(signal.SIGHUP, server.reload)
     try:
         await server.start()
-    except (OSError, ConfigError) as exc:
-        if isinstance(exc, ConfigError):
+    except (OSError, ConfigError, StoreError) as exc:
+        if isinstance(exc, (ConfigError, StoreError)):
             control.send(("error", str(exc)))
         else:
             control.send(("error", f"cannot open listener: {exc.strerror or exc}"))
