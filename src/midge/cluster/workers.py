@@ -1102,6 +1102,10 @@ async def _supervise(
         STARTUP_TIMEOUT,
     )
     if not started or len(ready) < n:
+        # A worker that failed said why on its control link before exiting: read it to its end
+        # (its exit may be noticed first).
+        gone = set(range(n)) - set(alive.values())
+        await wait_until(lambda: bool(errors) or all(links[w].closed for w in gone), 1.0)
         if errors:
             print(f"midge: error: {errors[0]}", file=sys.stderr)
         elif not stop_requested.is_set():
