@@ -619,3 +619,67 @@ def test_kill_9_of_a_worker_loses_no_acknowledged_message(
         assert [p.payload for p in got] == [f"m{i}".encode() for i in range(21)]
     finally:
         proc.close()
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "limit", "tries", "reason"),
+    [
+        ("global_max_connections 4\n", "", 4, 8, 0x97),
+        ("", "max_connections 3\n", 3, 6, 0x97),
+        ("max_connection_rate 3\n", "", 3, 6, 0x9F),
+    ],
+    ids=["global_max_connections", "max_connections", "max_connection_rate"],
+)
+def test_connection_limits_hold_for_the_whole_broker(
+    tmp_path: Any,
+    clients: list[RawClient],
+    before: str,
+    after: str,
+    limit: int,
+    tries: int,
+    reason: int,
+) -> None:
+    """With 2 workers a connection limit counts every worker's connections: of ``tries``
+    connections spread over both workers, ``limit`` are accepted, the rest refused (v5 0x97
+    Quota exceeded, 0x9F Connection rate exceeded)."""
+    conf = tmp_path / "midge.conf"
+    conf.write_text(
+        f"workers 2\nallow_anonymous true\npersistence false\n{before}listener 0 127.0.0.1\n{after}"
+    )
+    proc = ProcBroker(("-c", str(conf)))
+    try:
+        proc.wait_listening()
+        accepted: list[tuple[RawClient, int]] = []
+        refused = 0
+        workers: set[int] = set()
+        for i in range(tries):
+            client = RawClient(proc.host, proc.port, version=5)
+            clients.append(client)
+            worker = worker_of(proc, client)
+            workers.add(worker)
+            connack = client.connect(f"c{i}")
+            if connack.reason_code == 0:
+                accepted.append((client, worker))
+            else:
+                assert connack.reason_code == reason
+                refused += 1
+        assert len(workers) == 2  # else one worker's count would be the whole broker's
+        assert (len(accepted), refused) == (limit, tries - limit)
+        if reason == 0x97:
+            # A connection closed on one worker frees its place for a connection on another.
+            gone, where = accepted[0]
+            gone.disconnect()
+            gone.wait_closed(2)
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:
+                client = RawClient(proc.host, proc.port, version=5)
+                clients.append(client)
+                if worker_of(proc, client) == where:
+                    client.close()
+                    continue
+                if client.connect("late").reason_code == 0:
+                    break
+            else:
+                raise AssertionError("the freed place was not given to another worker's client")
+    finally:
+        proc.close()

@@ -65,8 +65,11 @@ class Server:
         authenticator: Authenticator | None = None,
         router: Router | None = None,
         publish_sys: bool = True,
+        limits: ConnectionLimits | None = None,
     ) -> None:
         self.config = config
+        #: The connection limits; with ``--workers``, the whole broker's (midge.cluster.limits).
+        self.limits = limits
         #: Whether this process publishes $SYS (with ``--workers``, worker 0 only).
         self.publish_sys = publish_sys
         self.sys_tree: SysTree | None = None
@@ -162,11 +165,15 @@ class Server:
             # Imported while still root: after ``user`` takes effect the interpreter's own files
             # may be out of reach.
             from midge.store.sqlite import SqliteStore
-        limits = ConnectionLimits(config.global_max_connections, config.max_connection_rate)
+        limits = self.limits
+        if limits is None:
+            limits = ConnectionLimits(config.global_max_connections, config.max_connection_rate)
         writes = self.writes = TurnWrites(loop)
         serves_http = self.router is None or self.publish_sys  # with workers: worker 0 only
         try:
-            for listener, tls in zip(self.config.listeners, self.tls, strict=True):
+            for index, (listener, tls) in enumerate(
+                zip(self.config.listeners, self.tls, strict=True)
+            ):
                 if listener.protocol == "http":
                     if serves_http:
                         self._bind_http(listener, tls)
@@ -180,6 +187,7 @@ class Server:
                     writes=writes,
                     connect_timeout=config.connect_timeout,
                 )
+                state.index = index
                 self.listeners.append(state)
                 assert state.server is not None
                 for sock in state.server.sockets:

@@ -67,6 +67,7 @@ from midge.gctune import GcTuner
 
 if TYPE_CHECKING:
     from midge.broker.broker import Broker
+    from midge.cluster.limits import SharedLimits
 
 log = logging.getLogger("midge.workers")
 
@@ -904,6 +905,18 @@ def run(config: Config, loop_factory: Callable[[], asyncio.AbstractEventLoop] | 
                 k + 1,
             )
             k += 1
+    limits: SharedLimits | None = None
+    if (
+        config.global_max_connections >= 0
+        or config.max_connection_rate
+        or any(lst.max_connections >= 0 for lst in config.listeners)
+    ):
+        # Connection limits hold for the whole broker, not per worker (midge.cluster.limits).
+        from midge.cluster.limits import SharedLimits
+
+        limits = SharedLimits(
+            config.global_max_connections, config.max_connection_rate, len(config.listeners), n
+        )
     control = [socket.socketpair() for _ in range(n)]
     mesh: dict[tuple[int, int], socket.socket] = {}
     for i in range(n):
@@ -929,7 +942,9 @@ def run(config: Config, loop_factory: Callable[[], asyncio.AbstractEventLoop] | 
                         peers[b] = sock
                     else:
                         sock.close()
-                code = _worker(config, wid, control[wid][1], peers, loop_factory)
+                if limits is not None:
+                    limits.for_worker(wid)
+                code = _worker(config, wid, control[wid][1], peers, loop_factory, limits)
             except BaseException:
                 log.exception("worker %d failed", wid)
             finally:
@@ -942,7 +957,7 @@ def run(config: Config, loop_factory: Callable[[], asyncio.AbstractEventLoop] | 
     for _, worker_end in control:
         worker_end.close()
     try:
-        return asyncio.run(_supervise(config, pids, [p for p, _ in control], held))
+        return asyncio.run(_supervise(config, pids, [p for p, _ in control], held, limits))
     finally:
         for sock in held:
             sock.close()
@@ -954,15 +969,20 @@ def _worker(
     control: socket.socket,
     peers: dict[int, socket.socket],
     loop_factory: Callable[[], asyncio.AbstractEventLoop] | None,
+    limits: SharedLimits | None = None,
 ) -> int:
     # Ctrl-C in a terminal reaches every process of the group: the parent orchestrates the stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     with asyncio.Runner(loop_factory=loop_factory) as runner:
-        return runner.run(_worker_main(config, wid, control, peers))
+        return runner.run(_worker_main(config, wid, control, peers, limits))
 
 
 async def _worker_main(
-    config: Config, wid: int, control_sock: socket.socket, peer_socks: dict[int, socket.socket]
+    config: Config,
+    wid: int,
+    control_sock: socket.socket,
+    peer_socks: dict[int, socket.socket],
+    limits: SharedLimits | None = None,
 ) -> int:
     from midge.server import Server
     from midge.store.base import StoreError
@@ -999,7 +1019,7 @@ async def _worker_main(
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     # $SYS: worker 0 alone publishes, its own numbers (docs/workers.md); its retained values
     # reach every worker like any retained message.
-    server = Server(config, router=router, publish_sys=wid == 0)
+    server = Server(config, router=router, publish_sys=wid == 0, limits=limits)
     loop.add_signal_handler(signal.SIGHUP, server.reload)
     try:
         await server.start()
@@ -1025,7 +1045,11 @@ async def _worker_main(
 
 
 async def _supervise(
-    config: Config, pids: dict[int, int], controls: list[socket.socket], held: list[socket.socket]
+    config: Config,
+    pids: dict[int, int],
+    controls: list[socket.socket],
+    held: list[socket.socket],
+    limits: SharedLimits | None = None,
 ) -> int:
     loop = asyncio.get_running_loop()
     n = len(controls)
@@ -1064,6 +1088,8 @@ async def _supervise(
             if pid == 0:
                 break
             wid = alive.pop(pid, None)
+            if limits is not None and wid is not None:
+                limits.worker_gone(wid)
             code = os.waitstatus_to_exitcode(status)
             if not stopping or code:
                 log.error("worker %s (pid %d) exited with status %d", wid, pid, code)
