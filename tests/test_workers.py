@@ -541,7 +541,8 @@ def test_persistence_with_workers_survives_a_restart(
 ) -> None:
     """With persistence on (the default) and 2 workers, each worker keeps its database: a
     persistent session, its queued messages and the retained messages survive a restart of the
-    whole broker, whichever worker the client comes back on."""
+    whole broker, whichever worker the client comes back on; messages published on either
+    worker after the restart reach the restored session."""
     args = ("--host", "127.0.0.1", "--port", "0", "--workers", "2")
     proc = ProcBroker(args, cwd=tmp_path)
     try:
@@ -561,10 +562,16 @@ def test_persistence_with_workers_survives_a_restart(
     proc = ProcBroker(args, cwd=tmp_path)
     try:
         proc.wait_listening()
+        # The restored session's subscriptions are known to both workers: a message published
+        # on either before the client is back is queued for it.
+        first, x = open_client(proc, clients, "pub-x", version=5)
+        second, _ = open_client(proc, clients, "pub-y", version=5, avoid=x)
+        first.publish("p/10", b"m10", qos=1)
+        second.publish("p/11", b"m11", qos=1)
         keeper, w = _persistent(proc, clients, "keeper")
         assert keeper.connack.session_present
-        got = receive_publishes(keeper, 10, timeout=5)
-        assert [p.payload for p in got] == [f"m{i}".encode() for i in range(10)]
+        got = receive_publishes(keeper, 12, timeout=5)
+        assert [p.payload for p in got] == [f"m{i}".encode() for i in range(12)]
         keeper.disconnect()
         # Back on the other worker: the restored session moves there, subscriptions included.
         keeper, _ = _persistent(proc, clients, "keeper", avoid=w)

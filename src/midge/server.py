@@ -226,6 +226,11 @@ class Server:
         if self.router is not None:
             self.router.bind(self.broker)
             self.broker.router = self.router
+            # The subscriptions of the sessions restored from the database: the other workers
+            # route to them from now on, as to subscriptions made here.
+            for session in self.broker.sessions.values():
+                for topic_filter in session.subscriptions:
+                    self.router.interest_added(topic_filter)
         if logs.topic_handler is not None:  # log_dest topic: $SYS/broker/log/...
             logs.topic_handler.attach(self.broker, loop)
         if config.sys_interval and self.publish_sys:
