@@ -690,3 +690,73 @@ def test_connection_limits_hold_for_the_whole_broker(
                 raise AssertionError("the freed place was not given to another worker's client")
     finally:
         proc.close()
+
+
+def test_a_dead_worker_is_restarted_and_its_clients_resume(
+    tmp_path: Any, clients: list[RawClient]
+) -> None:
+    """SIGKILL of a worker: the supervisor starts it again. The new worker has mesh links to
+    the live one (messages cross both ways), the retained set as the live worker has it
+    (changed while it was down: a new message and a clear), and its database: a client whose
+    persistent session it held reconnects and resumes it, with the messages queued before; a
+    session made elsewhere while it was down wins over the older one it restored."""
+    args = ("--host", "127.0.0.1", "--port", "0", "--workers", "2")
+    proc = ProcBroker(args, cwd=tmp_path)
+    try:
+        proc.wait_listening()
+        keeper, a = _persistent(proc, clients, "keeper")
+        keeper.subscribe("d/#", 1)
+        keeper.disconnect()
+        other, _ = _persistent(proc, clients, "other", on=a)
+        other.subscribe("old/#", 1)
+        other.disconnect()
+        pub, b = open_client(proc, clients, "pub", version=5, avoid=a)
+        pub.publish("d/1", b"queued", qos=1)
+        pub.publish("r/old", b"old", qos=1, retain=True)
+        pub.publish("r/gone", b"gone", qos=1, retain=True)
+        os.kill(a, signal.SIGKILL)
+        pub.publish("r/new", b"new", qos=1, retain=True)  # while a is down
+        pub.publish("r/gone", b"", qos=1, retain=True)
+        # A client of the dead worker comes back meanwhile: a new session, on the live worker.
+        other, _ = _persistent(proc, clients, "other")
+        assert not other.connack.session_present
+        other.subscribe("new/#", 1)
+        other.disconnect()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            pids = worker_pids(proc)
+            if len(pids) == 2 and a not in pids:
+                break
+            time.sleep(0.05)
+        (restarted,) = set(worker_pids(proc)) - {b}
+        assert proc.proc.poll() is None, proc.describe()
+        # Its clients reconnect (wherever the kernel puts them) and resume.
+        keeper, _ = _persistent(proc, clients, "keeper")
+        assert keeper.connack.session_present
+        got = receive_publishes(keeper, 1, timeout=5)
+        assert got[0].payload == b"queued"
+        # On the restarted worker: the retained set as the live worker has it, and routing both
+        # ways over its new mesh links.
+        there, _ = open_client(proc, clients, "there", version=5, on=restarted)
+        there.subscribe("r/#", 1)
+        got = receive_publishes(there, 2, timeout=5)
+        assert sorted((p.topic, p.payload) for p in got) == [("r/new", b"new"), ("r/old", b"old")]
+        there.expect_nothing(0.3)
+        there.subscribe("x/#", 1)
+        pub.publish("x/1", b"to the new one", qos=1)
+        assert receive_publishes(there, 1, timeout=5)[0].payload == b"to the new one"
+        pub.subscribe("y/#", 1)
+        there.publish("y/1", b"from the new one", qos=1)
+        assert receive_publishes(pub, 1, timeout=5)[0].payload == b"from the new one"
+        # The older copy of "other" that the restarted worker restored is dropped: only the
+        # session made while it was down remains.
+        pub.publish("old/1", b"old", qos=1)
+        pub.publish("new/1", b"new", qos=1)
+        other, _ = _persistent(proc, clients, "other")
+        assert other.connack.session_present
+        assert [p.payload for p in receive_publishes(other, 1, timeout=5)] == [b"new"]
+        other.expect_nothing(0.3)
+        assert "worker 0 restarted" in proc.stderr or "worker 1 restarted" in proc.stderr
+        assert proc.stop() == 0, proc.describe()
+    finally:
+        proc.close()

@@ -17,6 +17,7 @@ import logging
 import os
 import resource
 import sys
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from midge import logs
@@ -66,10 +67,14 @@ class Server:
         router: Router | None = None,
         publish_sys: bool = True,
         limits: ConnectionLimits | None = None,
+        before_serving: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.config = config
         #: The connection limits; with ``--workers``, the whole broker's (midge.cluster.limits).
         self.limits = limits
+        #: Awaited once the broker exists, before the listeners accept (a restarted worker
+        #: waits for the other workers' state).
+        self.before_serving = before_serving
         #: Whether this process publishes $SYS (with ``--workers``, worker 0 only).
         self.publish_sys = publish_sys
         self.sys_tree: SysTree | None = None
@@ -237,6 +242,8 @@ class Server:
             self.sys_tree = SysTree(self.broker, config.sys_interval, process_memory)
             self.sys_tree.start()
         try:
+            if self.before_serving is not None:
+                await self.before_serving()
             for state in self.listeners:
                 state.broker = self.broker
                 assert state.server is not None

@@ -38,6 +38,13 @@ peers are our own processes on socketpairs the parent made, never the network):
     as the new worker's). Once ``old`` has every live worker's, it sends the stand-in's queue
     (REST) to the new worker, which adds what it did not get itself (messages are told apart
     by (worker, number): ``PUB`` frames carry the publishing worker's number).
+``(RETAINED, messages)`` / ``(SYNCED,)``
+    to a worker restarted after it died: the whole retained set (from one live worker), and,
+    after the SUB frames of the sender's interest, that the sender's state has been sent.
+``(HOLDS, client_ids)`` / ``(HELD, client_ids)``
+    a restarted worker names the sessions it restored from its database; the answer names
+    those the receiver holds (their clients came back while the worker was down): the
+    restarted worker drops its older copies.
 ``(MARK,)``
     during shutdown: everything the sender published before it (its wills) has been sent.
 """
@@ -71,7 +78,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("midge.workers")
 
-PUB, SUB, UNSUB, CLAIM, RELEASED, MARK, KNOWN, FENCE, FENCED, REST = range(10)
+PUB, SUB, UNSUB, CLAIM, RELEASED, MARK, KNOWN = range(7)
+FENCE, FENCED, REST, RETAINED, SYNCED, HOLDS, HELD = range(7, 14)
 
 #: How long a CONNECT waits for the other workers to release its client id.
 CLAIM_TIMEOUT = 5.0
@@ -103,6 +111,8 @@ class FrameProtocol(asyncio.Protocol):
         self._out: list[bytes] = []
         self._flush_scheduled = False
         self.closed = False
+        #: A mesh link's frames read before it joined its router (see _link); None after.
+        self.early: list[Any] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -363,15 +373,98 @@ class WorkerRouter:
         self._keep: list[Message] = []
         self.marks: set[int] = set()
         self._drained: Callable[[], None] | None = None
+        #: Frames that came before :meth:`bind` (a restarted worker's peers talk at once).
+        self._early: list[tuple[int, Any]] = []
+        #: A restarted worker: the peers whose state (SYNCED) it still waits for.
+        self._restarted = False
+        self._syncing: set[int] = set()
+        self._holding: set[int] = set()
+        self._synced = asyncio.Event()
 
     def bind(self, broker: Broker) -> None:
         self.broker = broker
         self._durable = broker.durable_store is not None
+        if self._restarted and self.peers:
+            # Which of the sessions restored here did the others take while it was down?
+            self._holding = set(self.peers)
+            self._synced.clear()
+            self._broadcast((HOLDS, list(broker.sessions)))
+        early, self._early = self._early, []
+        for wid, frame in early:
+            self.on_frame(wid, frame)
 
     def add_peer(self, wid: int, link: FrameProtocol) -> None:
+        old = self.peers.get(wid)
+        if old is not None:  # a worker restarted before its old link's end was read
+            self.peer_lost(wid, old)
         self.peers[wid] = link
         self.remote_filters[wid] = {}
         self._known[wid] = self._seq
+
+    def welcome(self, wid: int, sync: bool) -> None:
+        """``wid`` is a worker restarted after it died: tell it this worker's interest (and,
+        from one live worker, ``sync``, the retained set), then SYNCED."""
+        assert self.broker is not None
+        link = self.peers.get(wid)
+        if link is None:
+            return
+        for topic_filter in self.local_interest:
+            self._seq += 1
+            link.send((SUB, topic_filter, self._seq))
+        if sync:
+            link.send((RETAINED, [message_to_data(m) for m in self.broker.retained.all()]))
+        link.send((SYNCED,))
+
+    def expect_sync(self) -> None:
+        """This worker was restarted: wait (:meth:`wait_synced`) for every peer's state."""
+        self._restarted = True
+        self._syncing = set(self.peers)
+        if not self._syncing:
+            self._synced.set()
+
+    async def wait_synced(self) -> None:
+        """Before a restarted worker serves: every live peer has sent its interest, and one the
+        retained set, and said which of the sessions restored here it holds (or is gone, or
+        KNOWN_TIMEOUT passed)."""
+        if self._syncing or self._holding:
+            try:
+                await asyncio.wait_for(self._synced.wait(), KNOWN_TIMEOUT)
+            except TimeoutError:
+                log.warning("workers %s did not send their state in time", sorted(self._syncing))
+
+    def _sync_done(self, wid: int, held: bool = False) -> None:
+        waiting = self._holding if held else self._syncing
+        if wid in waiting:
+            waiting.discard(wid)
+            if not self._syncing and not self._holding:
+                self._synced.set()
+
+    def _on_held(self, wid: int, client_ids: list[str]) -> None:
+        """Sessions restored here that ``wid`` holds: their clients came back while this worker
+        was down, so those are newer; the copies restored here go (their delayed wills too,
+        as a reconnect cancels them)."""
+        assert self.broker is not None
+        for client_id in client_ids:
+            if self.broker.delete_session(client_id):
+                log.info("session %s restored here is held by worker %d: dropped", client_id, wid)
+        self._sync_done(wid, held=True)
+
+    def _on_retained(self, data: Any) -> None:
+        """A live worker's retained set replaces this (restarted) worker's, which its database
+        gave and which may be stale (changed while it was down)."""
+        broker = self.broker
+        assert broker is not None
+        copy = {}
+        for d in data:
+            m = message_from_data(d)
+            copy[m.topic] = m
+        for m in list(broker.retained.all()):
+            if m.topic not in copy:
+                broker.delete_retained(m.topic)
+        for m in copy.values():
+            broker.retained.set(m)
+            if not m.topic.startswith("$SYS"):
+                broker.store.retained_changed(m)
 
     # -- publishing
 
@@ -777,6 +870,9 @@ class WorkerRouter:
     # -- the mesh
 
     def on_frame(self, wid: int, frame: Any) -> None:
+        if self.broker is None:
+            self._early.append((wid, frame))
+            return
         kind = frame[0]
         if kind == PUB:
             self._on_pub(wid, frame[1], frame[2], frame[4])
@@ -810,11 +906,27 @@ class WorkerRouter:
         elif kind == MARK:
             self.marks.add(wid)
             self._check_drained()
+        elif kind == RETAINED:
+            self._on_retained(frame[1])
+        elif kind == SYNCED:
+            self._sync_done(wid)
+        elif kind == HOLDS:
+            link = self.peers.get(wid)
+            if link is not None:
+                sessions = self.broker.sessions
+                link.send((HELD, [c for c in frame[1] if c in sessions]))
+        elif kind == HELD:
+            self._on_held(wid, frame[1])
 
-    def peer_lost(self, wid: int) -> None:
-        """A worker's link closed (it stopped or died): forget its interest, stop waiting for it."""
-        if self.peers.pop(wid, None) is None:
+    def peer_lost(self, wid: int, link: FrameProtocol | None = None) -> None:
+        """A worker's link closed (it stopped or died): forget its interest, stop waiting for it.
+        ``link``: that link (a restarted worker's new link stays)."""
+        current = self.peers.get(wid)
+        if current is None or (link is not None and current is not link):
             return
+        del self.peers[wid]
+        self._sync_done(wid)
+        self._sync_done(wid, held=True)
         for topic_filter in self.remote_filters.pop(wid, {}):
             self.remote.unsubscribe(str(wid), topic_filter)
         if self._need.pop(wid, 0) > self._known.get(wid, 0):
@@ -918,49 +1030,106 @@ def run(config: Config, loop_factory: Callable[[], asyncio.AbstractEventLoop] | 
             config.global_max_connections, config.max_connection_rate, len(config.listeners), n
         )
     control = [socket.socketpair() for _ in range(n)]
+    # Per worker a channel for the parent to pass it the mesh link of a restarted worker.
+    passes = [socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET) for _ in range(n)]
     mesh: dict[tuple[int, int], socket.socket] = {}
     for i in range(n):
         for j in range(i + 1, n):
             mesh[(i, j)], mesh[(j, i)] = socket.socketpair()
-    sys.stdout.flush()
-    sys.stderr.flush()
+    spawner = _Spawner(config, loop_factory, limits)
+    spawner.parent_fds = {p.fileno() for p, _ in control} | {p.fileno() for p, _ in passes}
     pids: dict[int, int] = {}
     for wid in range(n):
-        pid = os.fork()
-        if pid == 0:  # pragma: no cover - runs in the worker (covered by tests/test_workers.py)
-            code = 1
-            try:
-                for sock in held:
-                    sock.close()
-                for k, (parent_end, worker_end) in enumerate(control):
-                    parent_end.close()
-                    if k != wid:
-                        worker_end.close()
-                peers: dict[int, socket.socket] = {}
-                for (a, b), sock in mesh.items():
-                    if a == wid:
-                        peers[b] = sock
-                    else:
-                        sock.close()
-                if limits is not None:
-                    limits.for_worker(wid)
-                code = _worker(config, wid, control[wid][1], peers, loop_factory, limits)
-            except BaseException:
-                log.exception("worker %d failed", wid)
-            finally:
-                sys.stdout.flush()
-                sys.stderr.flush()
-                os._exit(code)
+        close = [s for k, (_, s) in enumerate(control) if k != wid]
+        close += [s for k, (_, s) in enumerate(passes) if k != wid]
+        close += [sock for (a, _), sock in mesh.items() if a != wid]
+        close += held
+        peers = {b: sock for (a, b), sock in mesh.items() if a == wid}
+        pid = spawner.spawn(wid, control[wid][1], passes[wid][1], peers, close, False)
         pids[pid] = wid
     for sock in mesh.values():
         sock.close()
     for _, worker_end in control:
         worker_end.close()
+    for _, worker_end in passes:
+        worker_end.close()
     try:
-        return asyncio.run(_supervise(config, pids, [p for p, _ in control], held, limits))
+        return asyncio.run(
+            _supervise(
+                config,
+                pids,
+                [p for p, _ in control],
+                [p for p, _ in passes],
+                held,
+                limits,
+                spawner,
+            )
+        )
     finally:
         for sock in held:
             sock.close()
+
+
+class _Spawner:
+    """Forks a worker: at start, and again when one died (``restarted``)."""
+
+    def __init__(
+        self,
+        config: Config,
+        loop_factory: Callable[[], asyncio.AbstractEventLoop] | None,
+        limits: SharedLimits | None,
+    ) -> None:
+        self.config = config
+        self.loop_factory = loop_factory
+        self.limits = limits
+        #: The parent's ends of the control and pass channels: a child closes them.
+        self.parent_fds: set[int] = set()
+
+    def spawn(
+        self,
+        wid: int,
+        control: socket.socket,
+        passes: socket.socket,
+        peers: dict[int, socket.socket],
+        close: list[socket.socket],
+        restarted: bool,
+    ) -> int:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid:
+            return pid
+        code = 1  # pragma: no cover - runs in the worker (covered by tests/test_workers.py)
+        try:
+            if restarted:
+                # Forked from the supervisor's running loop: none of it is this process's.
+                signal.set_wakeup_fd(-1)
+                for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP):
+                    signal.signal(sig, signal.SIG_DFL)
+                asyncio.events._set_running_loop(None)
+            for fd in self.parent_fds:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+            for sock in close:
+                sock.close()
+            if self.limits is not None:
+                self.limits.for_worker(wid)
+            code = _worker(
+                self.config,
+                wid,
+                control,
+                peers,
+                self.loop_factory,
+                self.limits,
+                passes,
+                restarted,
+            )
+        except BaseException:
+            log.exception("worker %d failed", wid)
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
 
 
 def _worker(
@@ -970,11 +1139,35 @@ def _worker(
     peers: dict[int, socket.socket],
     loop_factory: Callable[[], asyncio.AbstractEventLoop] | None,
     limits: SharedLimits | None = None,
+    passes: socket.socket | None = None,
+    restarted: bool = False,
 ) -> int:
     # Ctrl-C in a terminal reaches every process of the group: the parent orchestrates the stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     with asyncio.Runner(loop_factory=loop_factory) as runner:
-        return runner.run(_worker_main(config, wid, control, peers, limits))
+        return runner.run(_worker_main(config, wid, control, peers, limits, passes, restarted))
+
+
+def _link(router: WorkerRouter, peer: int) -> FrameProtocol:
+    """The protocol of a mesh link to ``peer``; frames of a link replaced since (the peer
+    was restarted) are ignored."""
+
+    def on_frame(frame: Any) -> None:
+        if link.early is not None:
+            link.early.append(frame)  # read before add_peer: kept for _joined
+        elif router.peers.get(peer) is link:
+            router.on_frame(peer, frame)
+
+    link = FrameProtocol(on_frame, lambda: router.peer_lost(peer, link))
+    link.early = []
+    return link
+
+
+def _joined(router: WorkerRouter, peer: int, link: FrameProtocol) -> None:
+    """``link`` was added to ``router``: handle the frames it read before."""
+    early, link.early = link.early, None
+    for frame in early or ():
+        router.on_frame(peer, frame)
 
 
 async def _worker_main(
@@ -983,6 +1176,8 @@ async def _worker_main(
     control_sock: socket.socket,
     peer_socks: dict[int, socket.socket],
     limits: SharedLimits | None = None,
+    passes: socket.socket | None = None,
+    restarted: bool = False,
 ) -> int:
     from midge.server import Server
     from midge.store.base import StoreError
@@ -997,12 +1192,42 @@ async def _worker_main(
     router = WorkerRouter(wid)
     for peer, sock in peer_socks.items():
         _, link = await loop.create_unix_connection(
-            lambda peer=peer: FrameProtocol(  # type: ignore[misc]
-                lambda frame: router.on_frame(peer, frame), lambda: router.peer_lost(peer)
-            ),
+            lambda peer=peer: _link(router, peer),  # type: ignore[misc]
             sock=sock,
         )
         router.add_peer(peer, link)
+        _joined(router, peer, link)
+    if restarted:
+        router.expect_sync()
+
+    async def new_peer(peer: int, sock: socket.socket, sync: bool) -> None:
+        _, link = await loop.create_unix_connection(lambda: _link(router, peer), sock=sock)
+        router.add_peer(peer, link)
+        _joined(router, peer, link)
+        router.welcome(peer, sync)
+
+    def on_pass() -> None:
+        """The parent passes the mesh link of a worker restarted after it died."""
+        assert passes is not None
+        try:
+            msg, fds, _, _ = socket.recv_fds(passes, 4096, 4)
+        except BlockingIOError:
+            return
+        except OSError:
+            msg, fds = b"", []
+        if not msg:
+            loop.remove_reader(passes.fileno())
+            return
+        peer, sync = marshal.loads(msg)
+        for fd in fds:
+            task = loop.create_task(new_peer(peer, socket.socket(fileno=fd), sync))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+
+    tasks: set[asyncio.Task[None]] = set()
+    if passes is not None:
+        passes.setblocking(False)
+        loop.add_reader(passes.fileno(), on_pass)
     stop = asyncio.Event()
     control: FrameProtocol | None = None
 
@@ -1019,7 +1244,13 @@ async def _worker_main(
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     # $SYS: worker 0 alone publishes, its own numbers (docs/workers.md); its retained values
     # reach every worker like any retained message.
-    server = Server(config, router=router, publish_sys=wid == 0, limits=limits)
+    server = Server(
+        config,
+        router=router,
+        publish_sys=wid == 0,
+        limits=limits,
+        before_serving=router.wait_synced if restarted else None,
+    )
     loop.add_signal_handler(signal.SIGHUP, server.reload)
     try:
         await server.start()
@@ -1048,8 +1279,10 @@ async def _supervise(
     config: Config,
     pids: dict[int, int],
     controls: list[socket.socket],
+    passes: list[socket.socket],
     held: list[socket.socket],
-    limits: SharedLimits | None = None,
+    limits: SharedLimits | None,
+    spawner: _Spawner,
 ) -> int:
     loop = asyncio.get_running_loop()
     n = len(controls)
@@ -1061,6 +1294,9 @@ async def _supervise(
     stopping = False
     stop_requested = asyncio.Event()
     links: dict[int, FrameProtocol] = {}
+    running = False  # every worker started: a worker that dies from now on is restarted
+    tasks: set[asyncio.Task[None]] = set()
+    started_at = dict.fromkeys(range(n), loop.time())
 
     def on_control(wid: int, frame: Any) -> None:
         if frame[0] == "ready":
@@ -1093,7 +1329,52 @@ async def _supervise(
             code = os.waitstatus_to_exitcode(status)
             if not stopping or code:
                 log.error("worker %s (pid %d) exited with status %d", wid, pid, code)
+            if wid is not None and running and not stopping and alive:
+                # Restarted at once, or after a second if it had not lived 5 s (a crash loop).
+                delay = 0.0 if loop.time() - started_at[wid] > 5 else 1.0
+                loop.call_later(delay, restart, wid)
         changed.set()
+
+    async def attach(wid: int, sock: socket.socket) -> None:
+        _, links[wid] = await loop.create_unix_connection(
+            lambda: FrameProtocol(lambda frame: on_control(wid, frame), changed.set), sock=sock
+        )
+
+    def restart(wid: int) -> None:
+        """Start worker ``wid`` again: a mesh link to each live worker (passed to it on its
+        pass channel; the first one also sends it the retained set), then as at start."""
+        if stopping or not alive or wid in alive.values():
+            return
+        live = sorted(set(alive.values()))
+        control_parent, control_child = socket.socketpair()
+        pass_parent, pass_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        peers: dict[int, socket.socket] = {}
+        for k, other in enumerate(live):
+            mine, theirs = socket.socketpair()
+            peers[other] = mine
+            try:
+                socket.send_fds(passes[other], [marshal.dumps((wid, k == 0))], [theirs.fileno()])
+            except OSError as exc:
+                log.error("cannot pass worker %d's link to worker %d: %s", wid, other, exc)
+            theirs.close()
+        spawner.parent_fds = {s.fileno() for s in (*controls, *passes) if s.fileno() >= 0}
+        pid = spawner.spawn(
+            wid, control_child, pass_child, peers, [control_parent, pass_parent], True
+        )
+        control_child.close()
+        pass_child.close()
+        for sock in peers.values():
+            sock.close()
+        alive[pid] = wid
+        started_at[wid] = loop.time()
+        passes[wid].close()
+        passes[wid] = pass_parent
+        controls[wid] = control_parent
+        ready.pop(wid, None)
+        task = loop.create_task(attach(wid, control_parent))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+        log.warning("worker %d restarted (pid %d)", wid, pid)
 
     def stop_signal() -> None:
         stop_requested.set()
@@ -1154,6 +1435,7 @@ async def _supervise(
         shown = f"[{host}]" if ":" in host else host
         print(f"midge: listening on {shown}:{port} ({kind})", flush=True)
     log.info("midge %s running with %d workers", __version__, n)
+    running = True
     await wait_until(lambda: stop_requested.is_set() or not alive, float("inf"))
     stopping = True
     if not alive:
