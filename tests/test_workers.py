@@ -760,3 +760,65 @@ def test_a_dead_worker_is_restarted_and_its_clients_resume(
         assert proc.stop() == 0, proc.describe()
     finally:
         proc.close()
+
+
+def _metric(text: str, name: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"no {name} in /metrics")
+
+
+def test_sys_and_metrics_show_the_whole_broker(tmp_path: Any, clients: list[RawClient]) -> None:
+    """$SYS (published by worker 0) and /metrics (served by worker 0) add the other workers'
+    numbers to worker 0's: clients connected, subscriptions, messages received."""
+    import httpx
+
+    from tests.procbroker import free_port
+
+    http_port = free_port()
+    conf = tmp_path / "midge.conf"
+    conf.write_text(
+        "workers 2\nallow_anonymous true\npersistence false\nsys_interval 1\n"
+        f"listener 0 127.0.0.1\nlistener {http_port} 127.0.0.1\nprotocol http\n"
+    )
+    proc = ProcBroker(("-c", str(conf)), listeners=2)
+    try:
+        proc.wait_listening()
+        workers: Counter[int] = Counter()
+        subscribed = []
+        for i in range(6):
+            client, worker = open_client(proc, clients, f"c{i}")
+            workers[worker] += 1
+            client.subscribe(f"s/{i}/#", 0)
+            subscribed.append(client)
+        assert len(workers) == 2, workers  # both workers hold some
+        for i in range(6):
+            subscribed[0].publish(f"p/{i}", b"x", qos=0)
+        watcher, _ = open_client(proc, clients, "watcher")
+        watcher.subscribe("$SYS/broker/#", 0)  # the 7th client, the 7th subscription
+        expected = {
+            "$SYS/broker/clients/connected": "7",
+            "$SYS/broker/subscriptions/count": "7",
+        }
+        seen: dict[str, str] = {}
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and any(seen.get(t) != v for t, v in expected.items()):
+            for p in watcher.recv_all(0.2):
+                if isinstance(p, Publish):
+                    seen[p.topic] = p.payload.decode()
+        assert {t: seen.get(t) for t in expected} == expected
+        assert int(seen["$SYS/broker/publish/messages/received"]) >= 6
+        url = f"http://127.0.0.1:{http_port}/metrics"
+        deadline = time.monotonic() + 5
+        while True:
+            text = httpx.get(url).text
+            if _metric(text, "midge_clients_connected") == 7 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert _metric(text, "midge_clients_connected") == 7
+        assert _metric(text, "midge_subscriptions") == 7
+        assert _metric(text, "midge_connects_total") >= 7
+        assert proc.stop() == 0
+    finally:
+        proc.close()

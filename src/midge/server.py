@@ -75,6 +75,11 @@ class Server:
         #: Awaited once the broker exists, before the listeners accept (a restarted worker
         #: waits for the other workers' state).
         self.before_serving = before_serving
+        #: With ``--workers``, on worker 0: the other workers' latest numbers
+        #: (midge.cluster.totals), added by $SYS and /metrics to this worker's.
+        self.peer_snapshots: Callable[[], list[dict[str, Any]]] | None = getattr(
+            router, "peer_snapshots", None
+        )
         #: Whether this process publishes $SYS (with ``--workers``, worker 0 only).
         self.publish_sys = publish_sys
         self.sys_tree: SysTree | None = None
@@ -239,7 +244,9 @@ class Server:
         if logs.topic_handler is not None:  # log_dest topic: $SYS/broker/log/...
             logs.topic_handler.attach(self.broker, loop)
         if config.sys_interval and self.publish_sys:
-            self.sys_tree = SysTree(self.broker, config.sys_interval, process_memory)
+            self.sys_tree = SysTree(
+                self.broker, config.sys_interval, process_memory, others=self.peer_snapshots
+            )
             self.sys_tree.start()
         try:
             if self.before_serving is not None:

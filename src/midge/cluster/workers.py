@@ -45,6 +45,9 @@ peers are our own processes on socketpairs the parent made, never the network):
     a restarted worker names the sessions it restored from its database; the answer names
     those the receiver holds (their clients came back while the worker was down): the
     restarted worker drops its older copies.
+``(STATS, snapshot)``
+    to worker 0, every second: what the sender counts (midge.cluster.totals), which worker 0's
+    ``$SYS`` and ``/metrics`` add to its own.
 ``(MARK,)``
     during shutdown: everything the sender published before it (its wills) has been sent.
 """
@@ -79,7 +82,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("midge.workers")
 
 PUB, SUB, UNSUB, CLAIM, RELEASED, MARK, KNOWN = range(7)
-FENCE, FENCED, REST, RETAINED, SYNCED, HOLDS, HELD = range(7, 14)
+FENCE, FENCED, REST, RETAINED, SYNCED, HOLDS, HELD, STATS = range(7, 15)
 
 #: How long a CONNECT waits for the other workers to release its client id.
 CLAIM_TIMEOUT = 5.0
@@ -380,6 +383,8 @@ class WorkerRouter:
         self._syncing: set[int] = set()
         self._holding: set[int] = set()
         self._synced = asyncio.Event()
+        #: On worker 0: each live peer's latest numbers (STATS).
+        self._stats: dict[int, dict[str, Any]] = {}
 
     def bind(self, broker: Broker) -> None:
         self.broker = broker
@@ -414,6 +419,18 @@ class WorkerRouter:
         if sync:
             link.send((RETAINED, [message_to_data(m) for m in self.broker.retained.all()]))
         link.send((SYNCED,))
+
+    def peer_snapshots(self) -> list[dict[str, Any]]:
+        """On worker 0: the other live workers' latest numbers (midge.cluster.totals)."""
+        return list(self._stats.values())
+
+    def send_stats(self, memory: Callable[[], tuple[int, int]]) -> None:
+        """Send worker 0 this worker's numbers (every INTERVAL, from _worker_main)."""
+        from midge.cluster.totals import snapshot
+
+        link = self.peers.get(0)
+        if link is not None and self.broker is not None:
+            link.send((STATS, snapshot(self.broker, memory)))
 
     def expect_sync(self) -> None:
         """This worker was restarted: wait (:meth:`wait_synced`) for every peer's state."""
@@ -917,6 +934,8 @@ class WorkerRouter:
                 link.send((HELD, [c for c in frame[1] if c in sessions]))
         elif kind == HELD:
             self._on_held(wid, frame[1])
+        elif kind == STATS:
+            self._stats[wid] = frame[1]
 
     def peer_lost(self, wid: int, link: FrameProtocol | None = None) -> None:
         """A worker's link closed (it stopped or died): forget its interest, stop waiting for it.
@@ -925,6 +944,7 @@ class WorkerRouter:
         if current is None or (link is not None and current is not link):
             return
         del self.peers[wid]
+        self._stats.pop(wid, None)
         self._sync_done(wid)
         self._sync_done(wid, held=True)
         for topic_filter in self.remote_filters.pop(wid, {}):
@@ -1264,9 +1284,22 @@ async def _worker_main(
         return 1
     addresses = zip(server.addresses, server.protocols, strict=True)
     control.send(("ready", [[str(a[0]), int(a[1]), kind] for a, kind in addresses]))
+    ticks: list[Any] = []
+    if wid:
+        # $SYS and /metrics (worker 0) show the whole broker: this worker's numbers go there.
+        from midge.cluster.totals import INTERVAL
+        from midge.server import process_memory
+
+        def stats_tick() -> None:
+            router.send_stats(process_memory)
+            ticks[:] = [loop.call_later(INTERVAL, stats_tick)]
+
+        ticks.append(loop.call_soon(stats_tick))
     gc_tuner = GcTuner(loop)
     gc_tuner.start()
     await stop.wait()
+    for tick in ticks:
+        tick.cancel()
     gc_tuner.stop()
     await server.stop()
     router.close()
