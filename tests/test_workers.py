@@ -822,3 +822,64 @@ def test_sys_and_metrics_show_the_whole_broker(tmp_path: Any, clients: list[RawC
         assert proc.stop() == 0
     finally:
         proc.close()
+
+
+def test_admin_api_sees_every_worker(tmp_path: Any, clients: list[RawClient]) -> None:
+    """The admin API (served by worker 0) lists, shows, disconnects and deletes the sessions of
+    every worker, and clears a retained message on every worker."""
+    import httpx
+
+    from midge.auth.passwd import hash_password
+    from tests.procbroker import free_port
+
+    http_port = free_port()
+    conf = tmp_path / "midge.conf"
+    conf.write_text(
+        "workers 2\nallow_anonymous true\npersistence false\n"
+        f"listener 0 127.0.0.1\nlistener {http_port} 127.0.0.1\nprotocol http\n"
+        f"admin_user admin\nadmin_password_hash {hash_password(b'pw').encode()}\n"
+    )
+    proc = ProcBroker(("-c", str(conf)), listeners=2)
+    try:
+        proc.wait_listening()
+        api = httpx.Client(base_url=f"http://127.0.0.1:{http_port}", auth=("admin", "pw"))
+        names: dict[int, list[str]] = {}
+        for i in range(6):
+            client, worker = open_client(proc, clients, f"c{i}", version=5)
+            client.subscribe(f"s/{i}", 1)
+            names.setdefault(worker, []).append(f"c{i}")
+        assert len(names) == 2
+        listed = api.get("/api/clients").json()
+        assert listed["total"] == 6
+        assert sorted(item["client_id"] for item in listed["items"]) == [f"c{i}" for i in range(6)]
+        for ids in names.values():  # a client of each worker, shown, then disconnected
+            details = api.get(f"/api/clients/{ids[0]}").json()
+            assert details["subscription_list"][0]["filter"] == f"s/{ids[0][1:]}"
+            assert api.post(f"/api/clients/{ids[0]}/disconnect", json={}).status_code == 204
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            listed = api.get("/api/clients", params={"state": "connected"}).json()
+            if listed["total"] == 4:
+                break
+            time.sleep(0.05)
+        assert listed["total"] == 4
+        assert api.get("/api/clients/nobody").status_code == 404
+        # Persistent sessions left on each worker are deleted through worker 0.
+        for worker in names:
+            kept, _ = _persistent(proc, clients, f"kept{worker}", on=worker)
+            assert api.delete(f"/api/sessions/kept{worker}").status_code == 409  # connected
+            kept.disconnect()
+            kept.wait_closed(2)
+            assert api.delete(f"/api/sessions/kept{worker}").status_code == 204
+            assert api.get(f"/api/clients/kept{worker}").status_code == 404
+        # A retained message is cleared on every worker.
+        pub, _ = open_client(proc, clients, "pub", version=5)
+        pub.publish("r/1", b"kept", qos=1, retain=True)
+        assert api.delete("/api/retained/message", params={"topic": "r/1"}).status_code == 204
+        for worker in names:
+            sub, _ = open_client(proc, clients, f"late{worker}", version=5, on=worker)
+            sub.subscribe("r/#", 1)
+            sub.expect_nothing(0.3)
+        assert proc.stop() == 0
+    finally:
+        proc.close()

@@ -48,6 +48,9 @@ peers are our own processes on socketpairs the parent made, never the network):
 ``(STATS, snapshot)``
     to worker 0, every second: what the sender counts (midge.cluster.totals), which worker 0's
     ``$SYS`` and ``/metrics`` add to its own.
+``(ASK, id, op, arg)`` / ``(ANSWER, id, result)``
+    worker 0's admin API asks the others (list their sessions, show, disconnect or delete
+    one, clear a retained message: :func:`midge.observe.http.answer`).
 ``(MARK,)``
     during shutdown: everything the sender published before it (its wills) has been sent.
 """
@@ -82,7 +85,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("midge.workers")
 
 PUB, SUB, UNSUB, CLAIM, RELEASED, MARK, KNOWN = range(7)
-FENCE, FENCED, REST, RETAINED, SYNCED, HOLDS, HELD, STATS = range(7, 15)
+FENCE, FENCED, REST, RETAINED, SYNCED, HOLDS, HELD, STATS, ASK, ANSWER = range(7, 17)
 
 #: How long a CONNECT waits for the other workers to release its client id.
 CLAIM_TIMEOUT = 5.0
@@ -385,6 +388,9 @@ class WorkerRouter:
         self._synced = asyncio.Event()
         #: On worker 0: each live peer's latest numbers (STATS).
         self._stats: dict[int, dict[str, Any]] = {}
+        #: The admin API's questions waiting for answers: id -> (answers, peers, future).
+        self._asks: dict[int, tuple[dict[int, Any], set[int], asyncio.Future[None]]] = {}
+        self._next_ask = 0
 
     def bind(self, broker: Broker) -> None:
         self.broker = broker
@@ -419,6 +425,42 @@ class WorkerRouter:
         if sync:
             link.send((RETAINED, [message_to_data(m) for m in self.broker.retained.all()]))
         link.send((SYNCED,))
+
+    async def ask(self, op: str, arg: Any) -> list[Any]:
+        """Worker 0's admin API: every other live worker's answer to ``op`` (those that answer
+        within KNOWN_TIMEOUT)."""
+        if not self.peers:
+            return []
+        self._next_ask += 1
+        rid = self._next_ask
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        answers: dict[int, Any] = {}
+        self._asks[rid] = (answers, set(self.peers), done)
+        self._broadcast((ASK, rid, op, arg))
+        try:
+            await asyncio.wait_for(done, KNOWN_TIMEOUT)
+        except TimeoutError:
+            log.warning("workers did not answer the admin API in time")
+        finally:
+            self._asks.pop(rid, None)
+        return list(answers.values())
+
+    def _asked(self, ask: tuple[dict[int, Any], set[int], asyncio.Future[None]], wid: int) -> None:
+        ask[1].discard(wid)
+        if not ask[1] and not ask[2].done():
+            ask[2].set_result(None)
+
+    def _on_ask(self, wid: int, rid: int, op: str, arg: Any) -> None:
+        from midge.observe.http import answer
+
+        try:
+            result = answer(self.broker, op, arg)
+        except Exception:
+            log.exception("admin API operation %s failed", op)
+            result = None
+        link = self.peers.get(wid)
+        if link is not None:
+            link.send((ANSWER, rid, result))
 
     def peer_snapshots(self) -> list[dict[str, Any]]:
         """On worker 0: the other live workers' latest numbers (midge.cluster.totals)."""
@@ -936,6 +978,13 @@ class WorkerRouter:
             self._on_held(wid, frame[1])
         elif kind == STATS:
             self._stats[wid] = frame[1]
+        elif kind == ASK:
+            self._on_ask(wid, frame[1], frame[2], frame[3])
+        elif kind == ANSWER:
+            ask = self._asks.get(frame[1])
+            if ask is not None:
+                ask[0][wid] = frame[2]
+                self._asked(ask, wid)
 
     def peer_lost(self, wid: int, link: FrameProtocol | None = None) -> None:
         """A worker's link closed (it stopped or died): forget its interest, stop waiting for it.
@@ -945,6 +994,8 @@ class WorkerRouter:
             return
         del self.peers[wid]
         self._stats.pop(wid, None)
+        for ask in list(self._asks.values()):
+            self._asked(ask, wid)
         self._sync_done(wid)
         self._sync_done(wid, held=True)
         for topic_filter in self.remote_filters.pop(wid, {}):
