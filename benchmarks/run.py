@@ -165,12 +165,12 @@ ROWS = [
     ),
     Row(
         "workers",
-        "saturation, pairs 50 QoS 0 (max mode), midge --workers 1 vs 2, nothing pinned",
+        "saturation, pairs 50 QoS 0 (max mode), midge --workers 1, 2 and 4, nothing pinned",
         ["pairs", "-n", "50", "--qos", "0", "--rate", "max", "--procs", "2"],
         "workers",
-        "measured: 1 vs 2 workers",
+        "measured: 1, 2 and 4 workers",
         only=("midge", "mosquitto"),
-        variants=(1, 2),
+        variants=(1, 2, 4),
     ),
     Row(
         "observed",
@@ -827,7 +827,7 @@ def observed_section(
 def workers_section(
     rows: list[Row], table: dict[str, Any], labels: dict[str, str], results: dict[str, Any]
 ) -> list[str]:
-    """The workers table (issue 4: measure 1 vs 2 workers)."""
+    """The workers table (issues 4 and 15: measure 1, 2 and 4 workers)."""
     out: list[str] = []
     for row in (r for r in rows if r.kind == "workers"):
         cells = table.get(row.key, {})
@@ -835,7 +835,7 @@ def workers_section(
             continue
         out += [f"### Workers: {row.title(results['quick'])}", ""]
         out.append(
-            "midge with `--workers 1` and `--workers 2` (processes sharing the port with "
+            "midge with `--workers 1`, `2` and `4` (processes sharing the port with "
             "SO_REUSEPORT, messages between them over a socketpair mesh), Mosquitto for "
             "reference; broker and generator both unpinned, sharing the machine's CPUs. CPU is "
             "summed over the broker's processes (in % of one CPU)."
