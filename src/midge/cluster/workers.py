@@ -7,9 +7,15 @@ Shape (after rumqttd's router-as-owner model, with one owner per process):
   Each worker runs a whole single-process broker (:class:`~midge.server.Server`) whose listeners
   use SO_REUSEPORT, so the kernel spreads new connections among them, and whose
   :class:`~midge.broker.broker.Broker` holds a :class:`WorkerRouter`.
-- The parent prints the listener lines once every worker listens, logs a worker that dies, and on
-  SIGTERM/SIGINT stops them in two steps: every worker publishes its wills (while every client is
-  still connected, so wills cross workers), then each disconnects its clients and exits.
+- The parent prints the listener lines once every worker listens, restarts a worker that dies
+  (passing each live worker its end of a new mesh link over a ``SOCK_SEQPACKET`` channel made for
+  this, with ``SCM_RIGHTS``), and on SIGTERM/SIGINT stops them in two steps: every worker
+  publishes its wills (while every client is still connected, so wills cross workers), then each
+  disconnects its clients and exits.
+- With persistence each worker has a database of its own (:func:`worker_db_name`); connection
+  limits are counted in memory the workers share (:mod:`midge.cluster.limits`); worker 0's
+  ``$SYS``, ``/metrics`` and admin API add the others' numbers (:mod:`midge.cluster.totals`,
+  ``STATS``, ``ASK``). docs/workers.md tells the whole design and its limits.
 
 Mesh protocol: frames of a 4-byte length and a :mod:`marshal`-encoded tuple (plain data only; the
 peers are our own processes on socketpairs the parent made, never the network):
