@@ -21,6 +21,41 @@ if TYPE_CHECKING:
 #: Seconds between two snapshots of a worker.
 INTERVAL = 1.0
 
+#: The counters of Stats (its __slots__: a mypyc-compiled Stats has none to read them from).
+STAT_FIELDS = (
+    "bytes_received",
+    "bytes_sent",
+    "clients_expired",
+    "connects",
+    "disconnects",
+    "dropped_expired",
+    "dropped_memory",
+    "dropped_too_large",
+    "held_bytes",
+    "limited_connection_rate",
+    "limited_connections",
+    "limited_publish_rate",
+    "limited_subscriptions",
+    "limited_topics",
+    "messages_dropped",
+    "messages_received",
+    "messages_sent",
+    "no_subscribers",
+    "packets_received",
+    "packets_sent",
+    "publish_bytes_received",
+    "publish_bytes_sent",
+    "publish_received",
+    "publish_refused",
+    "queue_dropped",
+    "received_by_qos",
+    "received_bytes_by_qos",
+    "refused",
+    "sent_by_qos",
+    "sent_bytes_by_qos",
+    "sockets",
+)
+
 #: The gauges summed over the workers (besides the counters of Stats).
 GAUGES = (
     "sessions",
@@ -42,7 +77,7 @@ def snapshot(broker: Broker, memory: Callable[[], tuple[int, int]] | None) -> di
     """What this worker counts, as plain data (marshal)."""
     stats = broker.stats
     counters: dict[str, Any] = {}
-    for name in Stats.__slots__:
+    for name in STAT_FIELDS:
         value = getattr(stats, name)
         counters[name] = dict(value) if isinstance(value, dict) else value
     connected = held = held_bytes = queued = queued_bytes = inflight = inflight_bytes = 0
@@ -83,7 +118,7 @@ def snapshot(broker: Broker, memory: Callable[[], tuple[int, int]] | None) -> di
 def add_stats(stats: Stats, others: list[dict[str, Any]]) -> Stats:
     """``stats`` plus the counters of the ``others`` snapshots, as a new Stats."""
     total = Stats()
-    for name in Stats.__slots__:
+    for name in STAT_FIELDS:
         value = getattr(stats, name)
         if isinstance(value, dict):
             summed = dict(value)
