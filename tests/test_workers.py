@@ -910,3 +910,58 @@ def test_the_summed_counters_are_every_stats_counter() -> None:
         {0x87: 3, 0x97: 1},
         [0, 4, 0],
     )
+
+
+def test_simultaneous_connects_with_a_moving_session_lose_nothing(
+    start: Any, clients: list[RawClient]
+) -> None:
+    """A persistent session with queued messages, then two CONNECTs with its client id sent at
+    once to two workers while messages keep being published: one owner at the end, and it gets
+    every message (queued before or published during the race; ones a taken-over connection did
+    not acknowledge come again, with DUP). 8 rounds."""
+    proc = start(2)
+    pub, _ = open_client(proc, clients, "pub", version=5)
+    expiry = {Prop.SESSION_EXPIRY_INTERVAL: 60}
+    for i in range(8):
+        owner, _ = open_client(
+            proc, clients, f"trio{i}", version=5, clean_start=False, properties=expiry
+        )
+        owner.subscribe(f"trio/{i}/#", 1)
+        owner.disconnect()
+        for k in range(3):
+            pub.publish(f"trio/{i}/q{k}", f"q{k}".encode(), qos=1)
+        trio: list[RawClient] = []
+        seen: set[int] = set()
+        while len(trio) < 2:
+            client = RawClient(proc.host, proc.port, version=5)
+            clients.append(client)
+            worker = worker_of(proc, client)
+            if worker not in seen:
+                seen.add(worker)
+                trio.append(client)
+        connect = encode(
+            Connect(client_id=f"trio{i}", protocol_level=5, clean_start=False, properties=expiry),
+            5,
+        )
+        for client in trio:
+            client.send_raw(connect)
+        for k in range(5):
+            pub.publish(f"trio/{i}/p{k}", f"p{k}".encode(), qos=1)
+        expected = {f"q{k}" for k in range(3)} | {f"p{k}" for k in range(5)}
+        got: dict[int, list[Publish]] = {n: [] for n in range(2)}
+        survivors: list[int] = []
+        for client in trio:
+            assert client.expect(Connack, timeout=10).reason_code == 0
+        for n, client in enumerate(trio):
+            packets = client.recv_all(0.5)
+            got[n] += [p for p in packets if isinstance(p, Publish)]
+            if not any(isinstance(p, Disconnect) for p in packets):
+                survivors.append(n)
+        assert len(survivors) == 1, f"round {i}: {len(survivors)} owners"
+        survivor = trio[survivors[0]]
+        mine = {p.payload.decode() for p in got[survivors[0]]}
+        deadline = time.monotonic() + 5
+        while mine != expected and time.monotonic() < deadline:
+            mine |= {p.payload.decode() for p in _read_for(survivor, 0.2)}
+        assert mine == expected, (i, sorted(expected - mine))
+        survivor.disconnect()

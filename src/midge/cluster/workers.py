@@ -374,6 +374,8 @@ class WorkerRouter:
         self._clock = 0
         self._claiming: dict[str, list[tuple[int, int]]] = {}
         self._deferred: dict[str, list[tuple[tuple[int, int], int, int, bool]]] = {}
+        #: Per client id, the claims of this worker waiting for a session's hand-over.
+        self._handing: dict[str, int] = {}
         #: Sessions moving away: stand-ins by (new worker, its claim id), and by client id.
         self._stand_ins: dict[tuple[int, int], _StandIn] = {}
         self._stand_in_of: dict[str, tuple[int, int]] = {}
@@ -748,12 +750,27 @@ class WorkerRouter:
             )
             self._finish(claim)
 
+    def _handover_done(self, claim: _Claim) -> None:
+        """The hand-over of the session this claim moved here is complete (or given up): the
+        claims of other workers held back meanwhile go on."""
+        if not claim.windowed:
+            return
+        claim.windowed = False
+        self._window_closed()
+        client_id = claim.client_id
+        left = self._handing.get(client_id, 0) - 1
+        if left > 0:
+            self._handing[client_id] = left
+            return
+        self._handing.pop(client_id, None)
+        deferred = self._deferred.pop(client_id, None)
+        for key, wid, cid, clean_start in sorted(deferred or ()):
+            self._on_claim(wid, cid, client_id, clean_start, key[0])
+
     def _finish(self, claim: _Claim) -> None:
         """The claim is complete: the connection attaches (CONNACK) or, gone, leaves the
         sessions moved here to expire."""
-        if claim.windowed:
-            claim.windowed = False
-            self._window_closed()
+        self._handover_done(claim)
         claim.done()
         broker = self.broker
         assert broker is not None
@@ -781,7 +798,9 @@ class WorkerRouter:
             self._clock = at
         key = (at, wid)
         mine = self._claiming.get(client_id)
-        if mine is not None and min(mine) < key:
+        if mine is not None and (min(mine) < key or client_id in self._handing):
+            # Held back: behind an earlier claim of this worker, or while a session moved here
+            # for this client id waits for its hand-over (REST), which would miss it otherwise.
             self._deferred.setdefault(client_id, []).append((key, wid, cid, clean_start))
             return
         if client_id in self._stand_in_of:
@@ -821,6 +840,7 @@ class WorkerRouter:
             # wait for that queue (REST); from now on, note which message is which.
             claim.windowed = True
             self._windows += 1
+            self._handing[claim.client_id] = self._handing.get(claim.client_id, 0) + 1
             self._broadcast((FENCE, cid, wid))
             return
         self._answered(cid, claim, wid)
@@ -917,10 +937,8 @@ class WorkerRouter:
                 if session.store is not None:
                     for d in added:
                         session.store.delivery_added(session.client_id, d, 0)
-        if claim.windowed:
-            claim.windowed = False
-            self._window_closed()
         self._answered(cid, claim, wid)
+        self._handover_done(claim)
 
     def _answered(self, cid: int, claim: _Claim, wid: int) -> None:
         claim.waiting.discard(wid)
@@ -1348,8 +1366,11 @@ async def _worker_main(
         from midge.server import process_memory
 
         def stats_tick() -> None:
-            router.send_stats(process_memory)
             ticks[:] = [loop.call_later(INTERVAL, stats_tick)]
+            try:
+                router.send_stats(process_memory)
+            except Exception:  # a bug of ours must not stop the ticks
+                log.exception("cannot send this worker's numbers to worker 0")
 
         ticks.append(loop.call_soon(stats_tick))
     gc_tuner = GcTuner(loop)
