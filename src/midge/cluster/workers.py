@@ -770,8 +770,10 @@ class WorkerRouter:
     def _finish(self, claim: _Claim) -> None:
         """The claim is complete: the connection attaches (CONNACK) or, gone, leaves the
         sessions moved here to expire."""
-        self._handover_done(claim)
+        # The client attaches first: the claims held back go on only after (one of them may
+        # take it over at once).
         claim.done()
+        self._handover_done(claim)
         broker = self.broker
         assert broker is not None
         for session in claim.sessions:
