@@ -1302,7 +1302,7 @@ def observed_section(
 def workers_section(
     rows: list[Row], table: dict[str, Any], labels: dict[str, str], results: dict[str, Any]
 ) -> list[str]:
-    """The workers table (issue 4: measure 1 vs 2 workers; issue 15: 1, 2 and 4)."""
+    """The workers table (issues 4 and 15: measure 1, 2 and 4 workers)."""
     out: list[str] = []
     for row in (r for r in rows if r.kind == "workers"):
         cells = table.get(row.key, {})

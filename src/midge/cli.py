@@ -227,9 +227,8 @@ def _durable_by_default(config: Config) -> None:
     false`` or ``durability = "none"``, or another ``data_dir``). Under a mosquitto.conf the reader
     has already turned persistence off unless the file turns it on; when it is on, the database is
     Mosquitto's default, ``mosquitto.db`` in the current directory, unless ``persistence_file`` or
-    ``persistence_location`` say otherwise. Several workers cannot share one database yet: with
-    ``--workers N`` the default is memory (with a notice), and an explicit data_dir is an
-    error."""
+    ``persistence_location`` say otherwise. With ``--workers N`` each worker has a database of
+    its own next to that one (:func:`midge.cluster.workers.worker_db_name`)."""
     if config.durability == "none":
         return
     if config.cluster_redis is not None:
@@ -242,24 +241,6 @@ def _durable_by_default(config: Config) -> None:
                 "'persistence false' (durability = \"none\") to keep sessions in memory",
                 config.source,
             )
-        return
-    if config.workers > 1:
-        if config.data_dir is not None or config.persistence_file is not None:
-            named = (
-                f"data_dir {config.data_dir}"
-                if config.data_dir is not None
-                else f"persistence_file {config.persistence_file}"
-            )
-            raise ConfigError(
-                f"persistence ({named}) does not work with {config.workers} "
-                "workers yet: set 'persistence false' (or durability = \"none\") or use one worker",
-                config.source,
-            )
-        config.durability = "none"
-        config.notices.append(
-            f"persistence is off with {config.workers} workers (not supported yet): "
-            "state is kept in memory only"
-        )
         return
     if config.data_dir is None:
         config.data_dir = MOSQUITTO_DATA_DIR if config.mosquitto_conf else DEFAULT_DATA_DIR

@@ -18,6 +18,7 @@ import logging
 import os
 import resource
 import sys
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from midge import logs
@@ -74,8 +75,20 @@ class Server:
         authenticator: Authenticator | None = None,
         router: Router | None = None,
         publish_sys: bool = True,
+        limits: ConnectionLimits | None = None,
+        before_serving: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.config = config
+        #: The connection limits; with ``--workers``, the whole broker's (midge.cluster.limits).
+        self.limits = limits
+        #: Awaited once the broker exists, before the listeners accept (a restarted worker
+        #: waits for the other workers' state).
+        self.before_serving = before_serving
+        #: With ``--workers``, on worker 0: the other workers' latest numbers
+        #: (midge.cluster.totals), added by $SYS and /metrics to this worker's.
+        self.peer_snapshots: Callable[[], list[dict[str, Any]]] | None = getattr(
+            router, "peer_snapshots", None
+        )
         #: Whether this process publishes $SYS (with ``--workers``, worker 0 only).
         self.publish_sys = publish_sys
         self.sys_tree: SysTree | None = None
@@ -180,11 +193,15 @@ class Server:
             # Imported while still root: after ``user`` takes effect the interpreter's own files
             # may be out of reach.
             from midge.store.sqlite import SqliteStore
-        limits = ConnectionLimits(config.global_max_connections, config.max_connection_rate)
+        limits = self.limits
+        if limits is None:
+            limits = ConnectionLimits(config.global_max_connections, config.max_connection_rate)
         writes = self.writes = TurnWrites(loop)
         serves_http = self.router is None or self.publish_sys  # with workers: worker 0 only
         try:
-            for listener, tls in zip(self.config.listeners, self.tls, strict=True):
+            for index, (listener, tls) in enumerate(
+                zip(self.config.listeners, self.tls, strict=True)
+            ):
                 if listener.protocol == "http":
                     if serves_http:
                         self._bind_http(listener, tls)
@@ -198,6 +215,7 @@ class Server:
                     writes=writes,
                     connect_timeout=config.connect_timeout,
                 )
+                state.index = index
                 self.listeners.append(state)
                 assert state.server is not None
                 for sock in state.server.sockets:
@@ -251,6 +269,12 @@ class Server:
         if self.router is not None:
             self.router.bind(self.broker)
             self.broker.router = self.router
+            if self.cluster is None:
+                # The subscriptions of the sessions restored from the database: the other
+                # workers route to them from now on, as to subscriptions made here.
+                for session in self.broker.sessions.values():
+                    for topic_filter in session.subscriptions:
+                        self.router.interest_added(topic_filter)
         if self.cluster is not None:
             try:
                 await self.cluster.start()
@@ -261,9 +285,13 @@ class Server:
         if logs.topic_handler is not None:  # log_dest topic: $SYS/broker/log/...
             logs.topic_handler.attach(self.broker, loop)
         if config.sys_interval and self.publish_sys:
-            self.sys_tree = SysTree(self.broker, config.sys_interval, process_memory)
+            self.sys_tree = SysTree(
+                self.broker, config.sys_interval, process_memory, others=self.peer_snapshots
+            )
             self.sys_tree.start()
         try:
+            if self.before_serving is not None:
+                await self.before_serving()
             for state in self.listeners:
                 state.broker = self.broker
                 assert state.server is not None

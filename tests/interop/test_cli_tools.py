@@ -130,9 +130,7 @@ def _broker(kind: str) -> Iterator[int]:
 def _wait(pairs: list[Pair], timeout: float = 15.0, marker: bytes | None = None) -> None:
     deadline = time.monotonic() + timeout
     while not all(p.ready(marker) for p in pairs):
-        assert time.monotonic() < deadline, [
-            (p.args, p.out) for p in pairs if not p.ready(marker)
-        ]
+        assert time.monotonic() < deadline, [(p.args, p.out) for p in pairs if not p.ready(marker)]
         time.sleep(0.05)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from midge.cli import _durable_by_default
+from midge.cluster.workers import worker_db_name
 from midge.config import Config, ConfigError, parse_mosquitto_conf, parse_toml
 
 
@@ -27,27 +28,27 @@ def test_cli_keeps_memory_when_persistence_is_off() -> None:
     assert c.durability == "none" and c.data_dir is None
 
 
-def test_cli_workers_default_to_memory_with_a_notice() -> None:
+def test_cli_workers_are_durable_by_default_too() -> None:
     c = Config(workers=3)
     _durable_by_default(c)
-    assert c.durability == "none" and c.data_dir is None
-    assert any("persistence is off with 3 workers" in n for n in c.notices)
+    assert c.durability != "none" and c.data_dir == "./data"
+    assert c.persistence_file == "midge.db" and not c.notices
 
 
-def test_cli_workers_with_explicit_data_dir_is_an_error() -> None:
+def test_cli_workers_keep_an_explicit_data_dir_and_persistence_file() -> None:
     c = Config(workers=2, data_dir="/var/lib/midge")
-    with pytest.raises(ConfigError, match="does not work with 2 workers"):
-        _durable_by_default(c)
-
-
-def test_cli_workers_with_explicit_persistence_file_is_an_error() -> None:
-    c = parse_mosquitto_conf("workers 2\npersistence true\npersistence_file m.db\n")
-    with pytest.raises(ConfigError, match=r"persistence_file m\.db\) does not work with 2"):
-        _durable_by_default(c)
-    # Without a name, Mosquitto's default location gives way to memory, with a notice.
-    c = parse_mosquitto_conf("workers 2\npersistence true\n")
     _durable_by_default(c)
-    assert c.durability == "none" and any("2 workers" in n for n in c.notices)
+    assert c.data_dir == "/var/lib/midge"
+    c = parse_mosquitto_conf("workers 2\npersistence true\npersistence_file m.db\n")
+    _durable_by_default(c)
+    assert c.persistence_file == "m.db" and c.durability != "none"
+
+
+def test_worker_database_names() -> None:
+    assert worker_db_name("midge.db", 0) == "midge.db"
+    assert worker_db_name("midge.db", 2) == "midge-w2.db"
+    assert worker_db_name("sub/mosquitto.db", 1) == "sub/mosquitto-w1.db"
+    assert worker_db_name("state", 3) == "state-w3"
 
 
 @pytest.mark.parametrize(

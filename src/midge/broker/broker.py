@@ -494,24 +494,52 @@ class Broker:
 
     # -- sessions moving between workers (midge.cluster.workers) -----------------------------------
 
-    def release(self, client_id: str, clean_start: bool) -> Session | None:
+    def release(
+        self, client_id: str, clean_start: bool, stand_in: bool = False
+    ) -> tuple[Session | None, Session | None]:
         """A CONNECT for ``client_id`` reached another worker: give the session up here.
 
         The same takeover rules as :meth:`attach` (MQTT-3.1.4-3 v5, will only if the session ends
-        here), then the session leaves this broker: its subscriptions leave the tree. Returns it,
-        still holding its subscriptions and messages, for the new worker to adopt, or None (no
-        session here, or a clean start discards it).
+        here), then the session leaves this broker. Returns it, still holding its subscriptions
+        and messages, for the new worker to adopt, or None (no session here, or a clean start
+        discards it); and its stand-in, or None.
+
+        With ``stand_in``, a session that moves and has subscriptions leaves a stand-in in its
+        place: an empty session with the same subscriptions, which queues what is published
+        until the new worker routes to the session (the router hands what it queued over, then
+        ends it with :meth:`end_stand_in`). Otherwise its subscriptions leave the tree.
         """
         session = self.sessions.get(client_id)
         if session is None:
-            return None
+            return None, None
         self._displace(session, clean_start)
-        self._unsubscribe_all(session)
-        del self.sessions[client_id]
+        if session.store is not None:
+            # It leaves this worker's database; the new worker's records it (adopt).
+            session.store.session_deleted(client_id, session.stored_messages())
+            session.store = None
+        stub: Session | None = None
+        if stand_in and not clean_start and session.subscriptions:
+            # Same client id and options: the tree keeps its entries, no interest changes.
+            stub = self.new_session(None, client_id)
+            stub.version = session.version
+            stub.expiry_interval = NEVER
+            stub.subscriptions = dict(session.subscriptions)
+            self.sessions[client_id] = stub
+        else:
+            self._unsubscribe_all(session)
+            del self.sessions[client_id]
         # What it holds leaves this broker's count (memory_limit) with it.
         self.stats.held_bytes -= session.held()
         session.stats = None
-        return None if clean_start else session
+        return (None if clean_start else session), stub
+
+    def end_stand_in(self, stub: Session) -> None:
+        """The stand-in of a session that moved (:meth:`release`) has handed its messages
+        over: it leaves, with its subscriptions."""
+        if self.sessions.get(stub.client_id) is stub:
+            self._unsubscribe_all(stub)
+            del self.sessions[stub.client_id]
+        stub.clear()
 
     def new_session(self, state: SessionState | None = None, client_id: str = "") -> Session:
         """A session with this broker's limits and counters, holding ``state`` if given (a
@@ -545,6 +573,9 @@ class Broker:
         for topic_filter, options in session.subscriptions.items():
             if self.tree.subscribe(session.client_id, topic_filter, options) and router is not None:
                 router.interest_added(topic_filter)
+        if self.durable_store is not None and session.expiry_interval and session.store is None:
+            # A persistent session is recorded in this worker's database with all it holds.
+            self.session_started(session, session.expiry_interval, session.version)
 
     def adopted(self, session: Session) -> None:
         """The claim that moved ``session`` here is complete: if its client did not attach (it

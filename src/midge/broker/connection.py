@@ -936,7 +936,16 @@ class Connection:
             self._ack_held(packet, remote)
             return
         store = self.broker.durable_store
-        if store is not None and (self._acks_waiting or store.pending):
+        router = self.broker.router
+        if router is not None and (self._acks_waiting or router.acks_wait()):
+            # --workers: a retained message is stored on every worker before its ack (and so
+            # are the ones before it: later acks wait too, in order).
+            self._acks_waiting += 1
+            if store is not None:
+                store.commit(lambda: router.after_stored(lambda: self._acked(packet)))
+            else:
+                router.after_stored(lambda: self._acked(packet))
+        elif store is not None and (self._acks_waiting or store.pending):
             self._acks_waiting += 1
             store.commit(lambda: self._acked(packet))
         else:

@@ -88,8 +88,12 @@ class SysTree:
         interval: float,
         memory: MemoryProbe | None = None,
         version: str = f"midge version {__version__}",
+        others: Callable[[], list[dict[str, Any]]] | None = None,
     ) -> None:
         self.broker = broker
+        #: With ``--workers``: the other workers' latest snapshots (midge.cluster.totals),
+        #: added to this worker's numbers so that the tree shows the whole broker.
+        self.others = others
         self.interval = interval
         self.memory = memory
         self.version = version
@@ -148,6 +152,11 @@ class SysTree:
         """One update of the tree (Mosquitto's ``sys_tree__update``)."""
         broker = self.broker
         stats = broker.stats
+        others = self.others() if self.others is not None else []
+        if others:
+            from midge.cluster.totals import add_stats
+
+            stats = add_stats(stats, others)
         now = broker.scheduler.time()
         self._publish("uptime", f"{int(now - self.started)} seconds")
         # -- clients
@@ -162,6 +171,11 @@ class SysTree:
             queue = session.queue
             held += len(session.inflight) + (len(queue) if queue else 0)
             held_bytes += session.inflight_bytes + session.queued_bytes
+        for other in others:
+            total += other["sessions"]
+            connected += other["connected"]
+            held += other["held"]
+            held_bytes += other["held_bytes"]
         if self._sent.get("clients/total") != str(total):
             self._changed("clients/total", str(total))
             if total > self._clients_max:
@@ -204,11 +218,15 @@ class SysTree:
             self._changed("store/messages/count", stored)
         self._changed("store/messages/bytes", str(retained.payload_bytes + held_bytes))
         tree = broker.tree
-        self._changed("subscriptions/count", str(tree.count - tree.shared_count))
-        self._changed("shared_subscriptions/count", str(tree.shared_count))
+        subscriptions = tree.count - tree.shared_count + sum(o["subscriptions"] for o in others)
+        shared = tree.shared_count + sum(o["shared_subscriptions"] for o in others)
+        self._changed("subscriptions/count", str(subscriptions))
+        self._changed("shared_subscriptions/count", str(shared))
         self._changed("retained messages/count", str(broker.retained.count))
         if self.memory is not None:
             current_heap, max_heap = self.memory()
+            current_heap += sum(o["memory"] for o in others)
+            max_heap += sum(o["memory_peak"] for o in others)
             self._changed("heap/current", str(current_heap))
             self._changed("heap/maximum", str(max_heap))
         for topic, counter in COUNTERS:

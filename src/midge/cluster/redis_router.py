@@ -900,6 +900,13 @@ class RedisRouter:
         else:
             self.local_interest[topic_filter] = count - 1
 
+    def acks_wait(self) -> bool:
+        """Never: a retained message's ack waits through :class:`AckGate` (``ack_gate``)."""
+        return False
+
+    def after_stored(self, done: Callable[[], None]) -> None:
+        done()
+
     def when_known(self, filters: list[str], done: Callable[[], None]) -> bool:
         """True if every live node already routes ``filters`` here; otherwise False, and
         ``done`` is called once each has acknowledged the announcement (or is gone, or after
@@ -1029,7 +1036,7 @@ class RedisRouter:
             return
         assert self.broker is not None
         self.owned.pop(client_id, None)
-        session = self.broker.release(client_id, clean_start)
+        session, _ = self.broker.release(client_id, clean_start)
         data = state_to_data(session.snapshot()) if session is not None else None
         self._send(node, (RELEASED, self.me, cid, data, False))
 

@@ -48,6 +48,15 @@ class Router(Protocol):
         here) to this one. If not, return False and call ``done`` once they all do: the SUBACK
         waits for it, since after a SUBACK every matching message must be delivered."""
 
+    def acks_wait(self) -> bool:
+        """Whether a PUBACK/PUBREC sent now must wait (:meth:`after_stored`): a retained
+        message published here is not yet stored on every other node."""
+
+    def after_stored(self, done: Callable[[], None]) -> None:
+        """Call ``done`` once every other node stores every retained message published here
+        so far (at once if they all do): a retained message is visible everywhere before its
+        PUBACK or PUBREC. Calls keep their order."""
+
     def claim(self, client_id: str, clean_start: bool, done: Callable[[], None]) -> None:
         """A CONNECT for ``client_id`` was accepted here: make every other node give the client
         id up (taking its connection over, MQTT-3.1.4-3 v5) and move its session here unless
@@ -92,6 +101,12 @@ class LocalRouter:
 
     def when_known(self, filters: list[str], done: Callable[[], None]) -> bool:
         return True
+
+    def acks_wait(self) -> bool:
+        return False
+
+    def after_stored(self, done: Callable[[], None]) -> None:
+        done()
 
     def claim(self, client_id: str, clean_start: bool, done: Callable[[], None]) -> None:
         done()

@@ -7,25 +7,56 @@ Shape (after rumqttd's router-as-owner model, with one owner per process):
   Each worker runs a whole single-process broker (:class:`~midge.server.Server`) whose listeners
   use SO_REUSEPORT, so the kernel spreads new connections among them, and whose
   :class:`~midge.broker.broker.Broker` holds a :class:`WorkerRouter`.
-- The parent prints the listener lines once every worker listens, logs a worker that dies, and on
-  SIGTERM/SIGINT stops them in two steps: every worker publishes its wills (while every client is
-  still connected, so wills cross workers), then each disconnects its clients and exits.
+- The parent prints the listener lines once every worker listens, restarts a worker that dies
+  (passing each live worker its end of a new mesh link over a ``SOCK_SEQPACKET`` channel made for
+  this, with ``SCM_RIGHTS``), and on SIGTERM/SIGINT stops them in two steps: every worker
+  publishes its wills (while every client is still connected, so wills cross workers), then each
+  disconnects its clients and exits.
+- With persistence each worker has a database of its own (:func:`worker_db_name`); connection
+  limits are counted in memory the workers share (:mod:`midge.cluster.limits`); worker 0's
+  ``$SYS``, ``/metrics`` and admin API add the others' numbers (:mod:`midge.cluster.totals`,
+  ``STATS``, ``ASK``). docs/workers.md tells the whole design and its limits.
 
 Mesh protocol: frames of a 4-byte length and a :mod:`marshal`-encoded tuple (plain data only; the
 peers are our own processes on socketpairs the parent made, never the network):
 
-``(PUB, message, groups)``
+``(PUB, message, groups, seq)``
     a message published on the sender, to be delivered here only, never forwarded again; ``groups``
-    are the shared subscription groups (name, filter) this worker serves for it.
+    are the shared subscription groups (name, filter) this worker serves for it. A retained
+    message (sent to every worker) has a ``seq`` numbered with the SUB frames, and is answered
+    with ``KNOWN`` once stored: the publisher's PUBACK/PUBREC waits for it. Others have 0.
 ``(SUB, filter, seq)`` / ``(UNSUB, filter)``
     the sender gained its first / lost its last local subscription to ``filter`` (``$share/...``
     included): each worker keeps the others' interest in a :class:`TopicTree` keyed by worker id.
     ``seq`` numbers the sender's SUB frames (1, 2, ...).
 ``(KNOWN, seq)``
-    the answer to every SUB: the sender has applied the receiver's SUB frames up to ``seq``
-    (links are ordered), so from now on it forwards what they match. A SUBACK waits for it.
-``(CLAIM, id, client_id, clean_start)`` / ``(RELEASED, id, session)``
+    the answer to every SUB and retained PUB: the sender has applied the receiver's SUB frames
+    and stored its retained messages up to ``seq`` (links are ordered), so from now on it
+    forwards what they match. A SUBACK, and the ack of a retained PUBLISH, wait for it.
+``(CLAIM, id, client_id, clean_start, time)`` / ``(RELEASED, id, session, handover)``
     a CONNECT for ``client_id`` on the sender: take the client over here and send its session.
+    ``time`` is the sender's Lamport clock: (time, sender) orders the claims of one client id,
+    and a claim waits here while one of this worker with a smaller key is unfinished.
+``(FENCE, id, old)`` / ``(FENCED, new, id)`` / ``(REST, id, deliveries)``
+    a session moved (``handover``): the worker it left, ``old``, keeps a stand-in that queues
+    what is published for it. The new worker sends FENCE to every worker after the SUB frames
+    of the moved subscriptions; each answers FENCED to ``old`` (``old`` itself takes the FENCE
+    as the new worker's). Once ``old`` has every live worker's, it sends the stand-in's queue
+    (REST) to the new worker, which adds what it did not get itself (messages are told apart
+    by (worker, number): ``PUB`` frames carry the publishing worker's number).
+``(RETAINED, messages)`` / ``(SYNCED,)``
+    to a worker restarted after it died: the whole retained set (from one live worker), and,
+    after the SUB frames of the sender's interest, that the sender's state has been sent.
+``(HOLDS, client_ids)`` / ``(HELD, client_ids)``
+    a restarted worker names the sessions it restored from its database; the answer names
+    those the receiver holds (their clients came back while the worker was down): the
+    restarted worker drops its older copies.
+``(STATS, snapshot)``
+    to worker 0, every second: what the sender counts (midge.cluster.totals), which worker 0's
+    ``$SYS`` and ``/metrics`` add to its own.
+``(ASK, id, op, arg)`` / ``(ANSWER, id, result)``
+    worker 0's admin API asks the others (list their sessions, show, disconnect or delete
+    one, clear a retained message: :func:`midge.observe.http.answer`).
 ``(MARK,)``
     during shutdown: everything the sender published before it (its wills) has been sent.
 """
@@ -42,6 +73,7 @@ import os
 import signal
 import socket
 import sys
+from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -49,15 +81,17 @@ from midge import __version__
 from midge.broker.model import Message, SessionState, SubOptions
 from midge.broker.session import Session
 from midge.broker.topictree import TopicTree
-from midge.config import Config, ConfigError
+from midge.config import DEFAULT_DB_NAME, Config, ConfigError
 from midge.gctune import GcTuner
 
 if TYPE_CHECKING:
     from midge.broker.broker import Broker
+    from midge.cluster.limits import SharedLimits
 
 log = logging.getLogger("midge.workers")
 
 PUB, SUB, UNSUB, CLAIM, RELEASED, MARK, KNOWN = range(7)
+FENCE, FENCED, REST, RETAINED, SYNCED, HOLDS, HELD, STATS, ASK, ANSWER = range(7, 17)
 
 #: How long a CONNECT waits for the other workers to release its client id.
 CLAIM_TIMEOUT = 5.0
@@ -89,6 +123,8 @@ class FrameProtocol(asyncio.Protocol):
         self._out: list[bytes] = []
         self._flush_scheduled = False
         self.closed = False
+        #: A mesh link's frames read before it joined its router (see _link); None after.
+        self.early: list[Any] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -223,9 +259,28 @@ def state_from_data(d: Any) -> SessionState:
 
 
 class _Claim:
-    __slots__ = ("done", "filters", "handle", "sessions", "waiting")
+    __slots__ = (
+        "client_id",
+        "done",
+        "filters",
+        "handle",
+        "key",
+        "sessions",
+        "waiting",
+        "windowed",
+    )
 
-    def __init__(self, waiting: set[int], done: Callable[[], None], handle: Any) -> None:
+    def __init__(
+        self,
+        client_id: str,
+        key: tuple[int, int],
+        waiting: set[int],
+        done: Callable[[], None],
+        handle: Any,
+    ) -> None:
+        self.client_id = client_id
+        #: (Lamport time, worker id): orders the claims of one client id on every worker.
+        self.key = key
         self.waiting = waiting
         self.done = done
         self.handle = handle
@@ -233,6 +288,31 @@ class _Claim:
         #: every other worker knows them.
         self.sessions: list[Session] = []
         self.filters: list[str] = []
+        #: Waiting for a moved session's hand-over (REST): messages are being recorded.
+        self.windowed = False
+
+
+class _AckWait:
+    """A PUBACK/PUBREC waiting until peers store messages: (peer, frame number) each."""
+
+    __slots__ = ("done", "handle", "targets")
+
+    def __init__(self, targets: list[tuple[int, int]], done: Callable[[], None]) -> None:
+        self.targets = targets
+        self.done = done
+        self.handle: Any = None
+
+
+class _StandIn:
+    """The stand-in a moving session leaves on its old worker, and which workers confirmed
+    that they route to the session's new worker (FENCE/FENCED)."""
+
+    __slots__ = ("fenced", "handle", "stub")
+
+    def __init__(self, stub: Session, handle: Any) -> None:
+        self.stub = stub
+        self.handle = handle
+        self.fenced: set[int] = set()
 
 
 class _Wait:
@@ -254,7 +334,7 @@ class _Wait:
     def timeout(self) -> None:
         if self.done is not None:
             self.handle = None
-            log.warning("workers did not acknowledge a subscription in time")
+            log.warning("workers did not acknowledge a subscription or retained message in time")
             self.fire()
 
 
@@ -276,22 +356,182 @@ class WorkerRouter:
         self._seq = 0
         self._advertised: dict[str, int] = {}
         self._known: dict[int, int] = {}
+        #: Per peer the number of the last PUB frame it must store before the publisher's ack;
+        #: how many peers have not acknowledged theirs; the acks waiting, in order.
+        self._need: dict[int, int] = {}
+        self._behind = 0
+        self._acks: deque[_AckWait] = deque()
+        #: Whether this worker has a durable store (so have the others: the same options).
+        self._durable = False
         self._waits: list[tuple[int, int, _Wait]] = []
         self._next_wait = 0
         #: Round-robin position per shared group (name, filter), over the workers serving it.
         self.turn: dict[tuple[str, str], int] = {}
         self.claims: dict[int, _Claim] = {}
         self._next_claim = 0
+        #: A Lamport clock for claims; per client id the keys of this worker's unfinished
+        #: claims, and the claims of other workers held back until those finish.
+        self._clock = 0
+        self._claiming: dict[str, list[tuple[int, int]]] = {}
+        self._deferred: dict[str, list[tuple[tuple[int, int], int, int, bool]]] = {}
+        #: Per client id, the claims of this worker waiting for a session's hand-over.
+        self._handing: dict[str, int] = {}
+        #: Sessions moving away: stand-ins by (new worker, its claim id), and by client id.
+        self._stand_ins: dict[tuple[int, int], _StandIn] = {}
+        self._stand_in_of: dict[str, tuple[int, int]] = {}
+        #: Messages routed here are numbered; while a session moves to or from here
+        #: (``_windows`` > 0), each routed message's (worker, number) by object id.
+        self._pubno = 0
+        self._windows = 0
+        self._ids: dict[int, tuple[int, int]] = {}
+        self._keep: list[Message] = []
         self.marks: set[int] = set()
         self._drained: Callable[[], None] | None = None
+        #: Frames that came before :meth:`bind` (a restarted worker's peers talk at once).
+        self._early: list[tuple[int, Any]] = []
+        #: A restarted worker: the peers whose state (SYNCED) it still waits for.
+        self._restarted = False
+        self._syncing: set[int] = set()
+        self._holding: set[int] = set()
+        self._synced = asyncio.Event()
+        #: On worker 0: each live peer's latest numbers (STATS).
+        self._stats: dict[int, dict[str, Any]] = {}
+        #: The admin API's questions waiting for answers: id -> (answers, peers, future).
+        self._asks: dict[int, tuple[dict[int, Any], set[int], asyncio.Future[None]]] = {}
+        self._next_ask = 0
 
     def bind(self, broker: Broker) -> None:
         self.broker = broker
+        self._durable = broker.durable_store is not None
+        if self._restarted and self.peers:
+            # Which of the sessions restored here did the others take while it was down?
+            self._holding = set(self.peers)
+            self._synced.clear()
+            self._broadcast((HOLDS, list(broker.sessions)))
+        early, self._early = self._early, []
+        for wid, frame in early:
+            self.on_frame(wid, frame)
 
     def add_peer(self, wid: int, link: FrameProtocol) -> None:
+        old = self.peers.get(wid)
+        if old is not None:  # a worker restarted before its old link's end was read
+            self.peer_lost(wid, old)
         self.peers[wid] = link
         self.remote_filters[wid] = {}
         self._known[wid] = self._seq
+
+    def welcome(self, wid: int, sync: bool) -> None:
+        """``wid`` is a worker restarted after it died: tell it this worker's interest (and,
+        from one live worker, ``sync``, the retained set), then SYNCED."""
+        assert self.broker is not None
+        link = self.peers.get(wid)
+        if link is None:
+            return
+        for topic_filter in self.local_interest:
+            self._seq += 1
+            link.send((SUB, topic_filter, self._seq))
+        if sync:
+            link.send((RETAINED, [message_to_data(m) for m in self.broker.retained.all()]))
+        link.send((SYNCED,))
+
+    async def ask(self, op: str, arg: Any) -> list[Any]:
+        """Worker 0's admin API: every other live worker's answer to ``op`` (those that answer
+        within KNOWN_TIMEOUT)."""
+        if not self.peers:
+            return []
+        self._next_ask += 1
+        rid = self._next_ask
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        answers: dict[int, Any] = {}
+        self._asks[rid] = (answers, set(self.peers), done)
+        self._broadcast((ASK, rid, op, arg))
+        try:
+            await asyncio.wait_for(done, KNOWN_TIMEOUT)
+        except TimeoutError:
+            log.warning("workers did not answer the admin API in time")
+        finally:
+            self._asks.pop(rid, None)
+        return list(answers.values())
+
+    def _asked(self, ask: tuple[dict[int, Any], set[int], asyncio.Future[None]], wid: int) -> None:
+        ask[1].discard(wid)
+        if not ask[1] and not ask[2].done():
+            ask[2].set_result(None)
+
+    def _on_ask(self, wid: int, rid: int, op: str, arg: Any) -> None:
+        from midge.observe.http import answer
+
+        try:
+            result = answer(self.broker, op, arg)
+        except Exception:
+            log.exception("admin API operation %s failed", op)
+            result = None
+        link = self.peers.get(wid)
+        if link is not None:
+            link.send((ANSWER, rid, result))
+
+    def peer_snapshots(self) -> list[dict[str, Any]]:
+        """On worker 0: the other live workers' latest numbers (midge.cluster.totals)."""
+        return list(self._stats.values())
+
+    def send_stats(self, memory: Callable[[], tuple[int, int]]) -> None:
+        """Send worker 0 this worker's numbers (every INTERVAL, from _worker_main)."""
+        from midge.cluster.totals import snapshot
+
+        link = self.peers.get(0)
+        if link is not None and self.broker is not None:
+            link.send((STATS, snapshot(self.broker, memory)))
+
+    def expect_sync(self) -> None:
+        """This worker was restarted: wait (:meth:`wait_synced`) for every peer's state."""
+        self._restarted = True
+        self._syncing = set(self.peers)
+        if not self._syncing:
+            self._synced.set()
+
+    async def wait_synced(self) -> None:
+        """Before a restarted worker serves: every live peer has sent its interest, and one the
+        retained set, and said which of the sessions restored here it holds (or is gone, or
+        KNOWN_TIMEOUT passed)."""
+        if self._syncing or self._holding:
+            try:
+                await asyncio.wait_for(self._synced.wait(), KNOWN_TIMEOUT)
+            except TimeoutError:
+                log.warning("workers %s did not send their state in time", sorted(self._syncing))
+
+    def _sync_done(self, wid: int, held: bool = False) -> None:
+        waiting = self._holding if held else self._syncing
+        if wid in waiting:
+            waiting.discard(wid)
+            if not self._syncing and not self._holding:
+                self._synced.set()
+
+    def _on_held(self, wid: int, client_ids: list[str]) -> None:
+        """Sessions restored here that ``wid`` holds: their clients came back while this worker
+        was down, so those are newer; the copies restored here go (their delayed wills too,
+        as a reconnect cancels them)."""
+        assert self.broker is not None
+        for client_id in client_ids:
+            if self.broker.delete_session(client_id):
+                log.info("session %s restored here is held by worker %d: dropped", client_id, wid)
+        self._sync_done(wid, held=True)
+
+    def _on_retained(self, data: Any) -> None:
+        """A live worker's retained set replaces this (restarted) worker's, which its database
+        gave and which may be stale (changed while it was down)."""
+        broker = self.broker
+        assert broker is not None
+        copy = {}
+        for d in data:
+            m = message_from_data(d)
+            copy[m.topic] = m
+        for m in list(broker.retained.all()):
+            if m.topic not in copy:
+                broker.delete_retained(m.topic)
+        for m in copy.values():
+            broker.retained.set(m)
+            if not m.topic.startswith("$SYS"):
+                broker.store.retained_changed(m)
 
     # -- publishing
 
@@ -328,28 +568,43 @@ class WorkerRouter:
                 else:
                     targets.setdefault(chosen, []).append(key)
                     interested = True
+        self._pubno += 1
+        if self._windows:
+            self._record(message, self.wid, self._pubno)
         if message.retain:
             # Every worker keeps the whole retained set, clears included (MQTT-3.3.1-5..-7).
             for wid in self.peers:
                 targets.setdefault(str(wid), [])
         if targets:
+            seq = 0
+            if message.retain or (message.qos and self._durable):
+                # Stored there before the publisher's ack (a retained message, or any QoS 1/2
+                # one with persistence): numbered like SUB frames, answered with KNOWN once
+                # stored (after its commit), and awaited by after_stored.
+                self._seq += 1
+                seq = self._seq
             data = message_to_data(message)
             plain: bytes | None = None
             for w, groups in targets.items():
-                link = self.peers.get(int(w))
+                wid = int(w)
+                link = self.peers.get(wid)
                 if link is None:
                     continue
+                if seq:
+                    self._awaits(wid, seq)
                 if groups:
-                    link.send((PUB, data, groups))
+                    link.send((PUB, data, groups, seq, self._pubno))
                 else:
                     if plain is None:
-                        plain = encode_frame((PUB, data, None))
+                        plain = encode_frame((PUB, data, None, seq, self._pubno))
                     link.write(plain)
         return broker.route(message, local_groups) or interested
 
-    def _on_pub(self, data: Any, groups: Any) -> None:
+    def _on_pub(self, wid: int, data: Any, groups: Any, number: int) -> None:
         assert self.broker is not None
         message = message_from_data(data)
+        if self._windows:
+            self._record(message, wid, number)
         self.broker.publish_from_peer(message, {(g[0], g[1]) for g in groups} if groups else None)
 
     # -- interest
@@ -393,7 +648,70 @@ class WorkerRouter:
         heapq.heappush(self._waits, (need, self._next_wait, wait))
         return False
 
+    def _awaits(self, wid: int, seq: int) -> None:
+        """PUB frame ``seq`` to ``wid`` must be stored there before the publisher's ack."""
+        if self._need.get(wid, 0) <= self._known.get(wid, 0):
+            self._behind += 1
+        self._need[wid] = seq
+
+    def acks_wait(self) -> bool:
+        """Whether some live peer has not yet stored a message it must store before an ack."""
+        return self._behind > 0
+
+    def after_stored(self, done: Callable[[], None]) -> None:
+        """Call ``done`` once every live peer has stored (answered KNOWN for) every message
+        published here so far that it had to store (retained ones; with persistence, QoS 1/2
+        ones), or is gone, or after KNOWN_TIMEOUT. Calls are answered in order."""
+        if not self._behind:
+            done()
+            return
+        known = self._known
+        targets = [(w, n) for w, n in self._need.items() if n > known.get(w, n)]
+        wait = _AckWait(targets, done)
+        wait.handle = asyncio.get_running_loop().call_later(KNOWN_TIMEOUT, self._acks_late, wait)
+        self._acks.append(wait)
+
+    def _check_acks(self) -> None:
+        acks = self._acks
+        known = self._known
+        while acks:
+            wait = acks[0]
+            for w, n in wait.targets:
+                k = known.get(w)
+                if k is not None and k < n:
+                    return
+            acks.popleft()
+            wait.handle.cancel()
+            wait.done()
+
+    def _acks_late(self, late: _AckWait) -> None:
+        log.warning("workers did not store a message in time: acknowledged without them")
+        acks = self._acks
+        while acks:
+            wait = acks.popleft()
+            wait.handle.cancel()
+            wait.done()
+            if wait is late:
+                break
+        self._check_acks()
+
+    def _reply_known(self, wid: int, seq: int) -> None:
+        """Answer frame ``seq`` of ``wid``: once what it changed is durable here (in order)."""
+        assert self.broker is not None
+        store = self.broker.durable_store
+        if store is None:
+            self._send_known(wid, seq)
+        else:
+            store.commit(lambda: self._send_known(wid, seq))
+
+    def _send_known(self, wid: int, seq: int) -> None:
+        link = self.peers.get(wid)
+        if link is not None:
+            link.send((KNOWN, seq))
+
     def _check_known(self) -> None:
+        if self._acks:
+            self._check_acks()
         waits = self._waits
         if not waits:
             return
@@ -416,10 +734,13 @@ class WorkerRouter:
             return
         self._next_claim += 1
         cid = self._next_claim
+        self._clock += 1
+        key = (self._clock, self.wid)
+        self._claiming.setdefault(client_id, []).append(key)
         handle = asyncio.get_running_loop().call_later(CLAIM_TIMEOUT, self._claim_timeout, cid)
-        self.claims[cid] = _Claim(set(self.peers), done, handle)
+        self.claims[cid] = _Claim(client_id, key, set(self.peers), done, handle)
         for link in self.peers.values():
-            link.send((CLAIM, cid, client_id, clean_start))
+            link.send((CLAIM, cid, client_id, clean_start, key[0]))
 
     def _claim_timeout(self, cid: int) -> None:
         claim = self.claims.pop(cid, None)
@@ -429,24 +750,82 @@ class WorkerRouter:
             )
             self._finish(claim)
 
+    def _handover_done(self, claim: _Claim) -> None:
+        """The hand-over of the session this claim moved here is complete (or given up): the
+        claims of other workers held back meanwhile go on."""
+        if not claim.windowed:
+            return
+        claim.windowed = False
+        self._window_closed()
+        client_id = claim.client_id
+        left = self._handing.get(client_id, 0) - 1
+        if left > 0:
+            self._handing[client_id] = left
+            return
+        self._handing.pop(client_id, None)
+        deferred = self._deferred.pop(client_id, None)
+        for key, wid, cid, clean_start in sorted(deferred or ()):
+            self._on_claim(wid, cid, client_id, clean_start, key[0])
+
     def _finish(self, claim: _Claim) -> None:
         """The claim is complete: the connection attaches (CONNACK) or, gone, leaves the
         sessions moved here to expire."""
+        # The client attaches first: the claims held back go on only after (one of them may
+        # take it over at once).
         claim.done()
+        self._handover_done(claim)
         broker = self.broker
         assert broker is not None
         for session in claim.sessions:
             broker.adopted(session)
+        client_id = claim.client_id
+        keys = self._claiming.get(client_id)
+        if keys is not None:
+            keys.remove(claim.key)
+            if not keys:
+                del self._claiming[client_id]
+        deferred = self._deferred.pop(client_id, None)
+        if deferred:
+            for key, wid, cid, clean_start in sorted(deferred):
+                self._on_claim(wid, cid, client_id, clean_start, key[0])
 
-    def _on_claim(self, wid: int, cid: int, client_id: str, clean_start: bool) -> None:
+    def _on_claim(self, wid: int, cid: int, client_id: str, clean_start: bool, at: int) -> None:
+        """Another worker claims ``client_id``. Claims of one client id are ordered by their
+        (Lamport time, worker id) key: while a claim of this worker with a smaller key is
+        unfinished, the other one waits until it is (its client attached here), and then takes
+        it over. So two CONNECTs at the same moment on two workers end with one owner, the
+        later claim's, and a proper takeover of the other (docs/workers.md)."""
         assert self.broker is not None
-        session = self.broker.release(client_id, clean_start)
-        data = state_to_data(session.snapshot()) if session is not None else None
+        if at > self._clock:
+            self._clock = at
+        key = (at, wid)
+        mine = self._claiming.get(client_id)
+        if mine is not None and (min(mine) < key or client_id in self._handing):
+            # Held back: behind an earlier claim of this worker, or while a session moved here
+            # for this client id waits for its hand-over (REST), which would miss it otherwise.
+            self._deferred.setdefault(client_id, []).append((key, wid, cid, clean_start))
+            return
+        if client_id in self._stand_in_of:
+            # Moving away already (a stand-in here): the worker it moves to answers for it.
+            link = self.peers.get(wid)
+            if link is not None:
+                link.send((RELEASED, cid, None, False))
+            return
         link = self.peers.get(wid)
+        session, stub = self.broker.release(client_id, clean_start, stand_in=link is not None)
+        data = state_to_data(session.snapshot()) if session is not None else None
+        if stub is not None:
+            key = (wid, cid)
+            handle = asyncio.get_running_loop().call_later(
+                KNOWN_TIMEOUT, self._stand_in_timeout, key
+            )
+            self._stand_ins[key] = _StandIn(stub, handle)
+            self._stand_in_of[client_id] = key
+            self._windows += 1
         if link is not None:
-            link.send((RELEASED, cid, data))
+            link.send((RELEASED, cid, data, stub is not None))
 
-    def _on_released(self, wid: int, cid: int, data: Any) -> None:
+    def _on_released(self, wid: int, cid: int, data: Any, handover: bool) -> None:
         assert self.broker is not None
         claim = self.claims.get(cid)
         if claim is None:
@@ -458,7 +837,110 @@ class WorkerRouter:
             self.broker.adopt(session)
             claim.sessions.append(session)
             claim.filters.extend(session.subscriptions)
+        if handover:
+            # The old worker queues for the session until every worker routes to it here:
+            # wait for that queue (REST); from now on, note which message is which.
+            claim.windowed = True
+            self._windows += 1
+            self._handing[claim.client_id] = self._handing.get(claim.client_id, 0) + 1
+            self._broadcast((FENCE, cid, wid))
+            return
         self._answered(cid, claim, wid)
+
+    # -- a session moving: the old worker's stand-in and the hand-over
+
+    def _record(self, message: Message, wid: int, number: int) -> None:
+        """While a session moves to or from here: which message (publishing worker, number)
+        this object is, so the stand-in's queue and the new session's are told apart."""
+        self._ids[id(message)] = (wid, number)
+        self._keep.append(message)  # ids stay unique while recorded
+
+    def _window_closed(self) -> None:
+        self._windows -= 1
+        if not self._windows:
+            self._ids.clear()
+            self._keep.clear()
+
+    def _on_fence(self, wid: int, cid: int, old: int) -> None:
+        """The worker ``wid`` adopted a session that left ``old`` and advertised its
+        subscriptions before this frame: from now on this worker routes to it there. Tell
+        ``old`` so (on the ordered link after every message sent it before)."""
+        if old == self.wid:
+            self._fenced((wid, cid), wid)
+        else:
+            link = self.peers.get(old)
+            if link is not None:
+                link.send((FENCED, wid, cid))
+
+    def _fenced(self, key: tuple[int, int], wid: int) -> None:
+        stand_in = self._stand_ins.get(key)
+        if stand_in is not None:
+            stand_in.fenced.add(wid)
+            self._check_stand_in(key, stand_in)
+
+    def _check_stand_in(self, key: tuple[int, int], stand_in: _StandIn) -> None:
+        if stand_in.fenced >= set(self.peers) or key[0] not in self.peers:
+            self._hand_over(key)
+
+    def _stand_in_timeout(self, key: tuple[int, int]) -> None:
+        if key in self._stand_ins:
+            log.warning("workers did not confirm a session hand-over in time")
+            self._hand_over(key)
+
+    def _hand_over(self, key: tuple[int, int]) -> None:
+        """Every worker routes to the moved session on its new worker: send what the stand-in
+        queued meanwhile there, and end it."""
+        assert self.broker is not None
+        stand_in = self._stand_ins.pop(key)
+        stand_in.handle.cancel()
+        stub = stand_in.stub
+        if self._stand_in_of.get(stub.client_id) == key:
+            del self._stand_in_of[stub.client_id]
+        link = self.peers.get(key[0])
+        if link is not None:
+            ids = self._ids
+            rest = [
+                (ids.get(id(d[0])), (message_to_data(d[0]), d[1], d[2], d[3]))
+                for d in stub.queue or ()
+            ]
+            link.send((REST, key[1], rest))
+        self.broker.end_stand_in(stub)
+        self._window_closed()
+
+    def _on_rest(self, wid: int, cid: int, rest: Any) -> None:
+        """What the old worker's stand-in queued for the moved session: added before what the
+        session got here since it arrived, except the messages it got here too."""
+        assert self.broker is not None
+        claim = self.claims.get(cid)
+        if claim is None:
+            if rest:
+                log.warning("%d messages handed over after a claim timed out: dropped", len(rest))
+            return
+        session = claim.sessions[-1] if claim.sessions else None
+        if rest and session is not None and self.broker.sessions.get(session.client_id) is session:
+            ids = self._ids
+            queue = list(session.queue or ())
+            first = len(queue)
+            for k, d in enumerate(queue):
+                if id(d[0]) in ids:
+                    first = k
+                    break
+            seen = {ids[id(d[0])] for d in queue[first:] if id(d[0]) in ids}
+            added = [
+                (message_from_data(d[0]), d[1], d[2], tuple(d[3]))
+                for number, d in rest
+                if number is None or tuple(number) not in seen
+            ]
+            if added:
+                session.queue = deque(queue[:first] + added + queue[first:])
+                size = sum(len(d[0].payload) for d in added)
+                session.queued_bytes += size
+                self.broker.stats.held_bytes += size
+                if session.store is not None:
+                    for d in added:
+                        session.store.delivery_added(session.client_id, d, 0)
+        self._answered(cid, claim, wid)
+        self._handover_done(claim)
 
     def _answered(self, cid: int, claim: _Claim, wid: int) -> None:
         claim.waiting.discard(wid)
@@ -473,40 +955,85 @@ class WorkerRouter:
     # -- the mesh
 
     def on_frame(self, wid: int, frame: Any) -> None:
+        if self.broker is None:
+            self._early.append((wid, frame))
+            return
         kind = frame[0]
         if kind == PUB:
-            self._on_pub(frame[1], frame[2])
+            self._on_pub(wid, frame[1], frame[2], frame[4])
+            if frame[3]:  # to be stored here before the publisher's ack
+                self._reply_known(wid, frame[3])
         elif kind == SUB:
             self.remote.subscribe(str(wid), frame[1], _INTEREST)
             self.remote_filters[wid][frame[1]] = None
-            link = self.peers.get(wid)
-            if link is not None:
-                link.send((KNOWN, frame[2]))
+            self._reply_known(wid, frame[2])
         elif kind == KNOWN:
-            if wid in self._known and frame[1] > self._known[wid]:
-                self._known[wid] = frame[1]
+            old = self._known.get(wid)
+            seq = frame[1]
+            if old is not None and seq > old:
+                self._known[wid] = seq
+                if old < self._need.get(wid, 0) <= seq:
+                    self._behind -= 1
                 self._check_known()
         elif kind == UNSUB:
             self.remote.unsubscribe(str(wid), frame[1])
             self.remote_filters[wid].pop(frame[1], None)
         elif kind == CLAIM:
-            self._on_claim(wid, frame[1], frame[2], frame[3])
+            self._on_claim(wid, frame[1], frame[2], frame[3], frame[4])
         elif kind == RELEASED:
-            self._on_released(wid, frame[1], frame[2])
+            self._on_released(wid, frame[1], frame[2], frame[3])
+        elif kind == FENCE:
+            self._on_fence(wid, frame[1], frame[2])
+        elif kind == FENCED:
+            self._fenced((frame[1], frame[2]), wid)
+        elif kind == REST:
+            self._on_rest(wid, frame[1], frame[2])
         elif kind == MARK:
             self.marks.add(wid)
             self._check_drained()
+        elif kind == RETAINED:
+            self._on_retained(frame[1])
+        elif kind == SYNCED:
+            self._sync_done(wid)
+        elif kind == HOLDS:
+            link = self.peers.get(wid)
+            if link is not None:
+                sessions = self.broker.sessions
+                link.send((HELD, [c for c in frame[1] if c in sessions]))
+        elif kind == HELD:
+            self._on_held(wid, frame[1])
+        elif kind == STATS:
+            self._stats[wid] = frame[1]
+        elif kind == ASK:
+            self._on_ask(wid, frame[1], frame[2], frame[3])
+        elif kind == ANSWER:
+            ask = self._asks.get(frame[1])
+            if ask is not None:
+                ask[0][wid] = frame[2]
+                self._asked(ask, wid)
 
-    def peer_lost(self, wid: int) -> None:
-        """A worker's link closed (it stopped or died): forget its interest, stop waiting for it."""
-        if self.peers.pop(wid, None) is None:
+    def peer_lost(self, wid: int, link: FrameProtocol | None = None) -> None:
+        """A worker's link closed (it stopped or died): forget its interest, stop waiting for it.
+        ``link``: that link (a restarted worker's new link stays)."""
+        current = self.peers.get(wid)
+        if current is None or (link is not None and current is not link):
             return
+        del self.peers[wid]
+        self._stats.pop(wid, None)
+        for ask in list(self._asks.values()):
+            self._asked(ask, wid)
+        self._sync_done(wid)
+        self._sync_done(wid, held=True)
         for topic_filter in self.remote_filters.pop(wid, {}):
             self.remote.unsubscribe(str(wid), topic_filter)
+        if self._need.pop(wid, 0) > self._known.get(wid, 0):
+            self._behind -= 1
         self._known.pop(wid, None)
         for cid, claim in list(self.claims.items()):
             if wid in claim.waiting:
                 self._answered(cid, claim, wid)
+        for key, stand_in in list(self._stand_ins.items()):
+            self._check_stand_in(key, stand_in)
         self._check_known()
         self._check_drained()
 
@@ -556,6 +1083,16 @@ def _reserve_ports(config: Config) -> tuple[Config, list[socket.socket]]:
     return dataclasses.replace(config, listeners=listeners), held
 
 
+def worker_db_name(name: str, wid: int) -> str:
+    """The database of worker ``wid`` (``persistence_file`` ``name``): worker 0 keeps the one a
+    single process uses (so going from one process to several keeps its state), the others
+    have their own next to it: ``midge.db``, ``midge-w1.db``, ``midge-w2.db``..."""
+    if not wid:
+        return name
+    stem, ext = os.path.splitext(name)
+    return f"{stem}-w{wid}{ext}"
+
+
 def run(config: Config, loop_factory: Callable[[], asyncio.AbstractEventLoop] | None) -> int:
     """Run ``config.workers`` worker processes and supervise them; the exit status."""
     n = config.workers
@@ -564,48 +1101,132 @@ def run(config: Config, loop_factory: Callable[[], asyncio.AbstractEventLoop] | 
     except OSError as exc:
         print(f"midge: error: cannot open listener: {exc.strerror or exc}", file=sys.stderr)
         return 1
+    if config.data_dir and config.durability != "none":
+        name = config.persistence_file or DEFAULT_DB_NAME
+        k = n
+        while os.path.exists(path := os.path.join(config.data_dir, worker_db_name(name, k))):
+            log.warning(
+                "%s belongs to worker %d, which is not started with %d workers: "
+                "the sessions it holds are not loaded (start %d workers or more to get them)",
+                path,
+                k,
+                n,
+                k + 1,
+            )
+            k += 1
+    limits: SharedLimits | None = None
+    if (
+        config.global_max_connections >= 0
+        or config.max_connection_rate
+        or any(lst.max_connections >= 0 for lst in config.listeners)
+    ):
+        # Connection limits hold for the whole broker, not per worker (midge.cluster.limits).
+        from midge.cluster.limits import SharedLimits
+
+        limits = SharedLimits(
+            config.global_max_connections, config.max_connection_rate, len(config.listeners), n
+        )
     control = [socket.socketpair() for _ in range(n)]
+    # Per worker a channel for the parent to pass it the mesh link of a restarted worker.
+    passes = [socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET) for _ in range(n)]
     mesh: dict[tuple[int, int], socket.socket] = {}
     for i in range(n):
         for j in range(i + 1, n):
             mesh[(i, j)], mesh[(j, i)] = socket.socketpair()
-    sys.stdout.flush()
-    sys.stderr.flush()
+    spawner = _Spawner(config, loop_factory, limits)
+    spawner.parent_fds = {p.fileno() for p, _ in control} | {p.fileno() for p, _ in passes}
     pids: dict[int, int] = {}
     for wid in range(n):
-        pid = os.fork()
-        if pid == 0:  # pragma: no cover - runs in the worker (covered by tests/test_workers.py)
-            code = 1
-            try:
-                for sock in held:
-                    sock.close()
-                for k, (parent_end, worker_end) in enumerate(control):
-                    parent_end.close()
-                    if k != wid:
-                        worker_end.close()
-                peers: dict[int, socket.socket] = {}
-                for (a, b), sock in mesh.items():
-                    if a == wid:
-                        peers[b] = sock
-                    else:
-                        sock.close()
-                code = _worker(config, wid, control[wid][1], peers, loop_factory)
-            except BaseException:
-                log.exception("worker %d failed", wid)
-            finally:
-                sys.stdout.flush()
-                sys.stderr.flush()
-                os._exit(code)
+        close = [s for k, (_, s) in enumerate(control) if k != wid]
+        close += [s for k, (_, s) in enumerate(passes) if k != wid]
+        close += [sock for (a, _), sock in mesh.items() if a != wid]
+        close += held
+        peers = {b: sock for (a, b), sock in mesh.items() if a == wid}
+        pid = spawner.spawn(wid, control[wid][1], passes[wid][1], peers, close, False)
         pids[pid] = wid
     for sock in mesh.values():
         sock.close()
     for _, worker_end in control:
         worker_end.close()
+    for _, worker_end in passes:
+        worker_end.close()
     try:
-        return asyncio.run(_supervise(config, pids, [p for p, _ in control], held))
+        return asyncio.run(
+            _supervise(
+                config,
+                pids,
+                [p for p, _ in control],
+                [p for p, _ in passes],
+                held,
+                limits,
+                spawner,
+            )
+        )
     finally:
         for sock in held:
             sock.close()
+
+
+class _Spawner:
+    """Forks a worker: at start, and again when one died (``restarted``)."""
+
+    def __init__(
+        self,
+        config: Config,
+        loop_factory: Callable[[], asyncio.AbstractEventLoop] | None,
+        limits: SharedLimits | None,
+    ) -> None:
+        self.config = config
+        self.loop_factory = loop_factory
+        self.limits = limits
+        #: The parent's ends of the control and pass channels: a child closes them.
+        self.parent_fds: set[int] = set()
+
+    def spawn(
+        self,
+        wid: int,
+        control: socket.socket,
+        passes: socket.socket,
+        peers: dict[int, socket.socket],
+        close: list[socket.socket],
+        restarted: bool,
+    ) -> int:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid:
+            return pid
+        code = 1  # pragma: no cover - runs in the worker (covered by tests/test_workers.py)
+        try:
+            if restarted:
+                # Forked from the supervisor's running loop: none of it is this process's.
+                signal.set_wakeup_fd(-1)
+                for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP):
+                    signal.signal(sig, signal.SIG_DFL)
+                asyncio.events._set_running_loop(None)
+            for fd in self.parent_fds:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+            for sock in close:
+                sock.close()
+            if self.limits is not None:
+                self.limits.for_worker(wid)
+            code = _worker(
+                self.config,
+                wid,
+                control,
+                peers,
+                self.loop_factory,
+                self.limits,
+                passes,
+                restarted,
+            )
+        except BaseException:
+            log.exception("worker %d failed", wid)
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
 
 
 def _worker(
@@ -614,28 +1235,96 @@ def _worker(
     control: socket.socket,
     peers: dict[int, socket.socket],
     loop_factory: Callable[[], asyncio.AbstractEventLoop] | None,
+    limits: SharedLimits | None = None,
+    passes: socket.socket | None = None,
+    restarted: bool = False,
 ) -> int:
     # Ctrl-C in a terminal reaches every process of the group: the parent orchestrates the stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     with asyncio.Runner(loop_factory=loop_factory) as runner:
-        return runner.run(_worker_main(config, wid, control, peers))
+        return runner.run(_worker_main(config, wid, control, peers, limits, passes, restarted))
+
+
+def _link(router: WorkerRouter, peer: int) -> FrameProtocol:
+    """The protocol of a mesh link to ``peer``; frames of a link replaced since (the peer
+    was restarted) are ignored."""
+
+    def on_frame(frame: Any) -> None:
+        if link.early is not None:
+            link.early.append(frame)  # read before add_peer: kept for _joined
+        elif router.peers.get(peer) is link:
+            router.on_frame(peer, frame)
+
+    link = FrameProtocol(on_frame, lambda: router.peer_lost(peer, link))
+    link.early = []
+    return link
+
+
+def _joined(router: WorkerRouter, peer: int, link: FrameProtocol) -> None:
+    """``link`` was added to ``router``: handle the frames it read before."""
+    early, link.early = link.early, None
+    for frame in early or ():
+        router.on_frame(peer, frame)
 
 
 async def _worker_main(
-    config: Config, wid: int, control_sock: socket.socket, peer_socks: dict[int, socket.socket]
+    config: Config,
+    wid: int,
+    control_sock: socket.socket,
+    peer_socks: dict[int, socket.socket],
+    limits: SharedLimits | None = None,
+    passes: socket.socket | None = None,
+    restarted: bool = False,
 ) -> int:
     from midge.server import Server
+    from midge.store.base import StoreError
 
     loop = asyncio.get_running_loop()
+    if config.data_dir and config.durability != "none":
+        # A database per worker: each keeps the sessions it holds and the whole retained set.
+        config = dataclasses.replace(
+            config,
+            persistence_file=worker_db_name(config.persistence_file or DEFAULT_DB_NAME, wid),
+        )
     router = WorkerRouter(wid)
     for peer, sock in peer_socks.items():
         _, link = await loop.create_unix_connection(
-            lambda peer=peer: FrameProtocol(  # type: ignore[misc]
-                lambda frame: router.on_frame(peer, frame), lambda: router.peer_lost(peer)
-            ),
+            lambda peer=peer: _link(router, peer),  # type: ignore[misc]
             sock=sock,
         )
         router.add_peer(peer, link)
+        _joined(router, peer, link)
+    if restarted:
+        router.expect_sync()
+
+    async def new_peer(peer: int, sock: socket.socket, sync: bool) -> None:
+        _, link = await loop.create_unix_connection(lambda: _link(router, peer), sock=sock)
+        router.add_peer(peer, link)
+        _joined(router, peer, link)
+        router.welcome(peer, sync)
+
+    def on_pass() -> None:
+        """The parent passes the mesh link of a worker restarted after it died."""
+        assert passes is not None
+        try:
+            msg, fds, _, _ = socket.recv_fds(passes, 4096, 4)
+        except BlockingIOError:
+            return
+        except OSError:
+            msg, fds = b"", []
+        if not msg:
+            loop.remove_reader(passes.fileno())
+            return
+        peer, sync = marshal.loads(msg)
+        for fd in fds:
+            task = loop.create_task(new_peer(peer, socket.socket(fileno=fd), sync))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+
+    tasks: set[asyncio.Task[None]] = set()
+    if passes is not None:
+        passes.setblocking(False)
+        loop.add_reader(passes.fileno(), on_pass)
     stop = asyncio.Event()
     control: FrameProtocol | None = None
 
@@ -652,12 +1341,18 @@ async def _worker_main(
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     # $SYS: worker 0 alone publishes, its own numbers (docs/workers.md); its retained values
     # reach every worker like any retained message.
-    server = Server(config, router=router, publish_sys=wid == 0)
+    server = Server(
+        config,
+        router=router,
+        publish_sys=wid == 0,
+        limits=limits,
+        before_serving=router.wait_synced if restarted else None,
+    )
     loop.add_signal_handler(signal.SIGHUP, server.reload)
     try:
         await server.start()
-    except (OSError, ConfigError) as exc:
-        if isinstance(exc, ConfigError):
+    except (OSError, ConfigError, StoreError) as exc:
+        if isinstance(exc, (ConfigError, StoreError)):
             control.send(("error", str(exc)))
         else:
             control.send(("error", f"cannot open listener: {exc.strerror or exc}"))
@@ -666,9 +1361,25 @@ async def _worker_main(
         return 1
     addresses = zip(server.addresses, server.protocols, strict=True)
     control.send(("ready", [[str(a[0]), int(a[1]), kind] for a, kind in addresses]))
+    ticks: list[Any] = []
+    if wid:
+        # $SYS and /metrics (worker 0) show the whole broker: this worker's numbers go there.
+        from midge.cluster.totals import INTERVAL
+        from midge.server import process_memory
+
+        def stats_tick() -> None:
+            ticks[:] = [loop.call_later(INTERVAL, stats_tick)]
+            try:
+                router.send_stats(process_memory)
+            except Exception:  # a bug of ours must not stop the ticks
+                log.exception("cannot send this worker's numbers to worker 0")
+
+        ticks.append(loop.call_soon(stats_tick))
     gc_tuner = GcTuner(loop)
     gc_tuner.start()
     await stop.wait()
+    for tick in ticks:
+        tick.cancel()
     gc_tuner.stop()
     await server.stop()
     router.close()
@@ -678,7 +1389,13 @@ async def _worker_main(
 
 
 async def _supervise(
-    config: Config, pids: dict[int, int], controls: list[socket.socket], held: list[socket.socket]
+    config: Config,
+    pids: dict[int, int],
+    controls: list[socket.socket],
+    passes: list[socket.socket],
+    held: list[socket.socket],
+    limits: SharedLimits | None,
+    spawner: _Spawner,
 ) -> int:
     loop = asyncio.get_running_loop()
     n = len(controls)
@@ -690,6 +1407,9 @@ async def _supervise(
     stopping = False
     stop_requested = asyncio.Event()
     links: dict[int, FrameProtocol] = {}
+    running = False  # every worker started: a worker that dies from now on is restarted
+    tasks: set[asyncio.Task[None]] = set()
+    started_at = dict.fromkeys(range(n), loop.time())
 
     def on_control(wid: int, frame: Any) -> None:
         if frame[0] == "ready":
@@ -717,10 +1437,57 @@ async def _supervise(
             if pid == 0:
                 break
             wid = alive.pop(pid, None)
+            if limits is not None and wid is not None:
+                limits.worker_gone(wid)
             code = os.waitstatus_to_exitcode(status)
             if not stopping or code:
                 log.error("worker %s (pid %d) exited with status %d", wid, pid, code)
+            if wid is not None and running and not stopping and alive:
+                # Restarted at once, or after a second if it had not lived 5 s (a crash loop).
+                delay = 0.0 if loop.time() - started_at[wid] > 5 else 1.0
+                loop.call_later(delay, restart, wid)
         changed.set()
+
+    async def attach(wid: int, sock: socket.socket) -> None:
+        _, links[wid] = await loop.create_unix_connection(
+            lambda: FrameProtocol(lambda frame: on_control(wid, frame), changed.set), sock=sock
+        )
+
+    def restart(wid: int) -> None:
+        """Start worker ``wid`` again: a mesh link to each live worker (passed to it on its
+        pass channel; the first one also sends it the retained set), then as at start."""
+        if stopping or not alive or wid in alive.values():
+            return
+        live = sorted(set(alive.values()))
+        control_parent, control_child = socket.socketpair()
+        pass_parent, pass_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        peers: dict[int, socket.socket] = {}
+        for k, other in enumerate(live):
+            mine, theirs = socket.socketpair()
+            peers[other] = mine
+            try:
+                socket.send_fds(passes[other], [marshal.dumps((wid, k == 0))], [theirs.fileno()])
+            except OSError as exc:
+                log.error("cannot pass worker %d's link to worker %d: %s", wid, other, exc)
+            theirs.close()
+        spawner.parent_fds = {s.fileno() for s in (*controls, *passes) if s.fileno() >= 0}
+        pid = spawner.spawn(
+            wid, control_child, pass_child, peers, [control_parent, pass_parent], True
+        )
+        control_child.close()
+        pass_child.close()
+        for sock in peers.values():
+            sock.close()
+        alive[pid] = wid
+        started_at[wid] = loop.time()
+        passes[wid].close()
+        passes[wid] = pass_parent
+        controls[wid] = control_parent
+        ready.pop(wid, None)
+        task = loop.create_task(attach(wid, control_parent))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+        log.warning("worker %d restarted (pid %d)", wid, pid)
 
     def stop_signal() -> None:
         stop_requested.set()
@@ -755,6 +1522,10 @@ async def _supervise(
         STARTUP_TIMEOUT,
     )
     if not started or len(ready) < n:
+        # A worker that failed said why on its control link before exiting: read it to its end
+        # (its exit may be noticed first).
+        gone = set(range(n)) - set(alive.values())
+        await wait_until(lambda: bool(errors) or all(links[w].closed for w in gone), 1.0)
         if errors:
             print(f"midge: error: {errors[0]}", file=sys.stderr)
         elif not stop_requested.is_set():
@@ -777,6 +1548,7 @@ async def _supervise(
         shown = f"[{host}]" if ":" in host else host
         print(f"midge: listening on {shown}:{port} ({kind})", flush=True)
     log.info("midge %s running with %d workers", __version__, n)
+    running = True
     await wait_until(lambda: stop_requested.is_set() or not alive, float("inf"))
     stopping = True
     if not alive:

@@ -239,11 +239,11 @@ and `autosave_on_changes` are accepted with a notice: midge writes every change 
 acknowledges it, which is stronger than either.
 
 A `Config()` built in code (the in-process brokers of the tests) has no `data_dir` and keeps
-everything in memory. With `workers` above 1, persistence is off (a notice says so); an
-explicit `data_dir` or `persistence_file` with several workers is an error, as they cannot share one database yet.
-A cluster node (`cluster_redis`) keeps its persistent sessions in the cluster's Redis instead
-([cluster.md](cluster.md)), unless `durability` is "none"; a `data_dir` or `persistence_file`
-with `cluster_redis` is an error.""",
+everything in memory. With `workers` above 1 each worker has a database of its own next to
+`persistence_file`: worker 0 that file, worker N `NAME-wN.EXT` (`midge-w1.db`...); see
+docs/workers.md. A cluster node (`cluster_redis`) keeps its persistent sessions in the cluster's
+Redis instead ([cluster.md](cluster.md)), unless `durability` is "none"; a `data_dir` or
+`persistence_file` with `cluster_redis` is an error.""",
     ),
     Section("logging", "Logging (global)"),
     Section("sys", "`$SYS` broker status (global)"),

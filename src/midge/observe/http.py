@@ -161,6 +161,47 @@ def _summary(session: Session) -> dict[str, Any]:
     }
 
 
+def session_details(session: Session) -> dict[str, Any]:
+    """A session as ``GET /api/clients/{client_id}`` shows it (with ``--workers``, asked of the
+    worker that holds it)."""
+    details = _summary(session)
+    conn = session.connection
+    queue = list(session.queue or ())[:DETAIL_LIMIT]
+    details.update(
+        {
+            "listener": conn.listener.port if conn is not None else None,
+            "keepalive": conn.keepalive if conn is not None else None,
+            "session_expiry_interval": session.expiry_interval,
+            "queued_bytes": session.queued_bytes + session.backlog_bytes,
+            "inflight_bytes": session.inflight_bytes,
+            "dropped": session.dropped,
+            "subscription_list": [
+                {
+                    "filter": flt,
+                    "qos": o.qos,
+                    "no_local": o.no_local,
+                    "retain_as_published": o.retain_as_published,
+                    "retain_handling": o.retain_handling,
+                    "subscription_id": o.subscription_id,
+                }
+                for flt, o in sorted(session.subscriptions.items())
+            ],
+            "queue": [{"topic": d[0].topic, "qos": d[1], "size": len(d[0].payload)} for d in queue],
+            "inflight_messages": [
+                {
+                    "packet_id": pid,
+                    "topic": entry.delivery[0].topic,
+                    "qos": entry.delivery[1],
+                    "size": len(entry.delivery[0].payload),
+                    "released": entry.released,
+                }
+                for pid, entry in list(session.inflight.items())[:DETAIL_LIMIT]
+            ],
+        }
+    )
+    return details
+
+
 def _retained(message: Message) -> dict[str, Any]:
     payload = message.payload
     try:
@@ -207,6 +248,43 @@ def _utf8(text: str) -> str:
     return _SURROGATES.sub("\ufffd", text)
 
 
+def disconnect_client(broker: Any, client_id: str, reason: int) -> bool:
+    """Disconnect ``client_id`` if it is connected here (DISCONNECT ``reason``)."""
+    session = broker.sessions.get(client_id)
+    conn = session.connection if session is not None else None
+    if conn is None:
+        return False
+    log.info("admin API: disconnecting %s (0x%02x)", conn.client_id, reason)
+    conn.kick(reason, "disconnected by the admin API")
+    return True
+
+
+def delete_session(broker: Any, client_id: str) -> int:
+    """Delete the session ``client_id`` here: 204 done, 409 its client is connected, 404 none."""
+    if client_id not in broker.sessions:
+        return 404
+    if not broker.delete_session(client_id):
+        return 409
+    log.info("admin API: session %s deleted", client_id)
+    return 204
+
+
+def answer(broker: Any, op: str, arg: Any) -> Any:
+    """A worker's answer to the admin API of worker 0 (``--workers``), as plain data."""
+    if op == "sessions":
+        return [_summary(s) for s in broker.sessions.values()]
+    if op == "client":
+        session = broker.sessions.get(arg)
+        return session_details(session) if session is not None else None
+    if op == "disconnect":
+        return disconnect_client(broker, arg[0], arg[1])
+    if op == "delete":
+        return delete_session(broker, arg)
+    if op == "unretain":
+        return broker.delete_retained(arg)
+    raise ValueError(f"unknown admin operation {op!r}")
+
+
 class AdminApi:
     """The handlers, over one :class:`~midge.server.Server`."""
 
@@ -240,6 +318,12 @@ class AdminApi:
             return await handler(request)
         except BadRequest as exc:
             return _error(400, str(exc))
+
+    async def _ask(self, op: str, arg: Any) -> list[Any]:
+        """With ``--workers``: the answers of the other workers to ``op`` (see
+        :func:`answer`); none otherwise."""
+        ask = getattr(self.server.router, "ask", None)
+        return [] if ask is None else list(await ask(op, arg))
 
     def broker(self) -> Any:
         broker = self.server.broker
@@ -275,62 +359,33 @@ class AdminApi:
             raise BadRequest("state must be all, connected or disconnected")
         offset = _int_param(request, "offset", 0, 0, MAX_OFFSET)
         limit = _int_param(request, "limit", 100, 1, 1000)
+        # With --workers: every worker's sessions (the others' asked over the mesh).
+        summaries = [_summary(s) for s in broker.sessions.values()]
+        for theirs in await self._ask("sessions", None):
+            summaries.extend(theirs)
         chosen = []
-        for client_id in sorted(broker.sessions):
-            session = broker.sessions[client_id]
-            conn = session.connection
-            if state != "all" and (conn is not None) != (state == "connected"):
+        for summary in sorted(summaries, key=lambda item: item["client_id"]):
+            if state != "all" and summary["connected"] != (state == "connected"):
                 continue
             if search:
-                username = conn.username if conn is not None else None
-                if search not in client_id and (username is None or search not in username):
+                username = summary["username"]
+                if search not in summary["client_id"] and (
+                    username is None or search not in username
+                ):
                     continue
-            chosen.append(session)
-        items = [_summary(s) for s in chosen[offset : offset + limit]]
+            chosen.append(summary)
+        items = chosen[offset : offset + limit]
         return web.json_response({"total": len(chosen), "offset": offset, "items": items})
 
     async def client(self, request: web.Request) -> web.Response:
-        session = self.broker().sessions.get(request.match_info["client_id"])
-        if session is None:
-            return _error(404, "no such session")
-        details = _summary(session)
-        conn = session.connection
-        queue = list(session.queue or ())[:DETAIL_LIMIT]
-        details.update(
-            {
-                "listener": conn.listener.port if conn is not None else None,
-                "keepalive": conn.keepalive if conn is not None else None,
-                "session_expiry_interval": session.expiry_interval,
-                "queued_bytes": session.queued_bytes + session.backlog_bytes,
-                "inflight_bytes": session.inflight_bytes,
-                "dropped": session.dropped,
-                "subscription_list": [
-                    {
-                        "filter": flt,
-                        "qos": o.qos,
-                        "no_local": o.no_local,
-                        "retain_as_published": o.retain_as_published,
-                        "retain_handling": o.retain_handling,
-                        "subscription_id": o.subscription_id,
-                    }
-                    for flt, o in sorted(session.subscriptions.items())
-                ],
-                "queue": [
-                    {"topic": d[0].topic, "qos": d[1], "size": len(d[0].payload)} for d in queue
-                ],
-                "inflight_messages": [
-                    {
-                        "packet_id": pid,
-                        "topic": entry.delivery[0].topic,
-                        "qos": entry.delivery[1],
-                        "size": len(entry.delivery[0].payload),
-                        "released": entry.released,
-                    }
-                    for pid, entry in list(session.inflight.items())[:DETAIL_LIMIT]
-                ],
-            }
-        )
-        return web.json_response(details)
+        client_id = request.match_info["client_id"]
+        session = self.broker().sessions.get(client_id)
+        if session is not None:
+            return web.json_response(session_details(session))
+        for details in await self._ask("client", client_id):
+            if details is not None:
+                return web.json_response(details)
+        return _error(404, "no such session")
 
     async def disconnect(self, request: web.Request) -> web.Response:
         broker = self.broker()
@@ -339,24 +394,22 @@ class AdminApi:
         allowed = REASONS_BY_PACKET[PacketType.DISCONNECT]
         if type(reason) is not int or reason < 0x80 or reason not in allowed:
             raise BadRequest("reason_code must be a DISCONNECT reason code of 0x80 or more")
-        session = broker.sessions.get(request.match_info["client_id"])
-        conn = session.connection if session is not None else None
-        if conn is None:
+        client_id = request.match_info["client_id"]
+        if not disconnect_client(broker, client_id, reason) and not any(
+            await self._ask("disconnect", (client_id, reason))
+        ):
             return _error(404, "no such client connected")
-        log.info("admin API: disconnecting %s (0x%02x)", conn.client_id, reason)
-        conn.kick(reason, "disconnected by the admin API")
         return web.Response(status=204)
 
     async def delete_session(self, request: web.Request) -> web.Response:
         broker = self.broker()
         client_id = request.match_info["client_id"]
-        session = broker.sessions.get(client_id)
-        if session is None:
-            return _error(404, "no such session")
-        if not broker.delete_session(client_id):
+        results = [delete_session(broker, client_id), *await self._ask("delete", client_id)]
+        if 204 in results:
+            return web.Response(status=204)
+        if 409 in results:
             return _error(409, "a client is connected: disconnect it first")
-        log.info("admin API: session %s deleted", client_id)
-        return web.Response(status=204)
+        return _error(404, "no such session")
 
     # -- retained messages -----------------------------------------------------------------------
 
@@ -391,7 +444,9 @@ class AdminApi:
 
     async def retained_delete(self, request: web.Request) -> web.Response:
         topic = self._topic(request)
-        if not self.broker().delete_retained(topic):
+        # With --workers every worker keeps the retained set: each clears its copy.
+        deleted = self.broker().delete_retained(topic)
+        if not any(await self._ask("unretain", topic)) and not deleted:
             return _error(404, "no retained message on that topic")
         log.info("admin API: retained message of %s deleted", topic)
         return web.Response(status=204)

@@ -106,6 +106,12 @@ class BrokerCollector(Collector):
         if broker is None:
             return
         stats = broker.stats
+        # With --workers (served by worker 0): the other workers' latest numbers are added.
+        others = server.peer_snapshots() if server.peer_snapshots is not None else []
+        if others:
+            from midge.cluster.totals import add_stats
+
+            stats = add_stats(stats, others)
 
         # -- clients and connections
         connected = 0
@@ -121,10 +127,17 @@ class BrokerCollector(Collector):
             queued_bytes += session.queued_bytes + session.backlog_bytes
             inflight += len(session.inflight)
             inflight_bytes += session.inflight_bytes
+        sessions = len(broker.sessions)
+        for peer in others:
+            connected += peer["connected"]
+            sessions += peer["sessions"]
+            queued += peer["queued"]
+            queued_bytes += peer["queued_bytes"]
+            inflight += peer["inflight"]
+            inflight_bytes += peer["inflight_bytes"]
+            deepest = max(deepest, peer["deepest"])
         yield GaugeMetricFamily("midge_clients_connected", "Clients connected now.", connected)
-        yield GaugeMetricFamily(
-            "midge_sessions", "Sessions held (connected and not).", len(broker.sessions)
-        )
+        yield GaugeMetricFamily("midge_sessions", "Sessions held (connected and not).", sessions)
         yield CounterMetricFamily(
             "midge_sockets_accepted_total", "Network connections accepted.", stats.sockets
         )
@@ -215,10 +228,14 @@ class BrokerCollector(Collector):
         yield GaugeMetricFamily("midge_inflight_bytes", "Payload bytes of those.", inflight_bytes)
         tree = broker.tree
         yield GaugeMetricFamily(
-            "midge_subscriptions", "Subscriptions (not shared).", tree.count - tree.shared_count
+            "midge_subscriptions",
+            "Subscriptions (not shared).",
+            tree.count - tree.shared_count + sum(o["subscriptions"] for o in others),
         )
         yield GaugeMetricFamily(
-            "midge_shared_subscriptions", "Shared subscriptions.", tree.shared_count
+            "midge_shared_subscriptions",
+            "Shared subscriptions.",
+            tree.shared_count + sum(o["shared_subscriptions"] for o in others),
         )
         yield GaugeMetricFamily(
             "midge_retained_messages", "Retained messages.", broker.retained.count
@@ -233,6 +250,8 @@ class BrokerCollector(Collector):
         )
         if self.memory is not None:
             current, peak = self.memory()
+            current += sum(o["memory"] for o in others)
+            peak += sum(o["memory_peak"] for o in others)
             yield GaugeMetricFamily(
                 "midge_resident_memory_bytes", "The process's resident memory.", current
             )

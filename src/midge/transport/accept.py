@@ -11,6 +11,7 @@ import contextlib
 import os
 import socket
 import time
+from collections.abc import Callable
 
 from midge.broker.broker import Broker
 from midge.broker.connection import Connection
@@ -53,22 +54,17 @@ def admit(
     if broker.shutting_down:
         return -1
     limits = listening.limits
-    refuse = 0
-    limit = listener.max_connections
-    if (limit >= 0 and listening.active >= limit) or limits.full():
-        refuse = Reason.QUOTA_EXCEEDED
-        broker.stats.limited_connections += 1
-    elif limits.rate and not limits.admit(client_address(tr, listener, origin)[0]):
-        refuse = Reason.CONNECTION_RATE_EXCEEDED
-        broker.stats.limited_connection_rate += 1
+    refuse = limits.take(listening, lambda: client_address(tr, listener, origin)[0])
     if refuse:
+        if refuse == Reason.QUOTA_EXCEEDED:
+            broker.stats.limited_connections += 1
+        else:
+            broker.stats.limited_connection_rate += 1
         if limits.refusing >= MAX_REFUSING:
             return -1  # too many waiting to be told: close at once, as Mosquitto does
         limits.refusing += 1
     else:
-        listening.active += 1
         listening.accepted += 1
-        limits.active += 1
     return refuse
 
 
@@ -109,8 +105,7 @@ def attach(
     else:
 
         def lost() -> None:  # called once, when the transport is gone
-            listening.active -= 1
-            listening.limits.active -= 1
+            listening.limits.release(listening)
 
         conn.on_lost = lost
     return conn
@@ -137,6 +132,25 @@ class ConnectionLimits:
 
     def full(self) -> bool:
         return self.max_total >= 0 and self.active >= self.max_total
+
+    def take(self, listening: ListenerState, address: Callable[[], str]) -> int:
+        """Count a new connection on ``listening`` in, or say why not: 0, or
+        ``max_connections`` / ``global_max_connections`` (QUOTA_EXCEEDED) or
+        ``max_connection_rate`` (CONNECTION_RATE_EXCEEDED, for the address ``address()``).
+        With ``--workers`` the limits are the whole broker's (midge.cluster.limits)."""
+        limit = listening.config.max_connections
+        if (limit >= 0 and listening.active >= limit) or self.full():
+            return Reason.QUOTA_EXCEEDED
+        if self.rate and not self.admit(address()):
+            return Reason.CONNECTION_RATE_EXCEEDED
+        listening.active += 1
+        self.active += 1
+        return 0
+
+    def release(self, listening: ListenerState) -> None:
+        """A connection counted in by :meth:`take` is gone."""
+        listening.active -= 1
+        self.active -= 1
 
     def admit(self, address: str) -> bool:
         """Take a token for a connection from ``address``; False when there is none left."""
@@ -171,6 +185,8 @@ class ListenerState:
         self.server: asyncio.Server | ProxyServer | None = None
         self.broker: Broker | None = None
         self.unix_socket: tuple[int, int] | None = None
+        #: Its position among the broker's listeners (the same in every worker).
+        self.index = 0
 
     def remove_socket_file(self) -> None:
         """A Unix socket listener's file is removed when the broker stops, as Mosquitto does."""
