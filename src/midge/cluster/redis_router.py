@@ -50,7 +50,7 @@ from redis.exceptions import RedisClusterException, RedisError, ResponseError
 
 from midge.broker.model import Message, SubOptions
 from midge.broker.topictree import TopicTree
-from midge.cluster.router import ClusterError
+from midge.cluster.router import ClusterError, peer_targets
 from midge.cluster.workers import (
     message_from_data,
     message_to_data,
@@ -700,33 +700,9 @@ class RedisRouter:
             # Redis is unavailable: QoS 0 (at most once) stays on this node rather than
             # piling up for later. (QoS 1/2 ones bound elsewhere were refused: can_guarantee.)
             return broker.route(message)
-        rsubs, rshared = self.remote.match(topic)
-        targets: dict[str, list[tuple[str, str]]] = {n: [] for n, _ in rsubs}
-        interested = bool(targets)
-        local_groups: set[tuple[str, str]] | None = None
-        if rshared:
-            # Each message to one member of a group overall (MQTT 5 4.8.2): pick a node in
-            # turn among those with members, then that node picks one of its members.
-            local_groups = set()
-            candidates: dict[tuple[str, str], list[str]] = {}
-            for group in broker.tree.match(topic)[1]:
-                if group.members:
-                    candidates[(group.name, group.filter)] = [self.me]
-            for group in rshared:
-                candidates.setdefault((group.name, group.filter), []).extend(group.members)
-            for key, nodes in candidates.items():
-                if len(nodes) == 1:
-                    chosen = nodes[0]
-                else:
-                    nodes.sort()
-                    turn = self.turn.get(key, 0)
-                    self.turn[key] = turn + 1
-                    chosen = nodes[turn % len(nodes)]
-                if chosen == self.me:
-                    local_groups.add(key)
-                else:
-                    targets.setdefault(chosen, []).append(key)
-                    interested = True
+        targets, interested, local_groups = peer_targets(
+            broker, self.me, self.remote, self.turn, topic
+        )
         wait: _AckWait | None = None
         wid = 0
         if message.qos and (targets or message.retain):

@@ -81,6 +81,7 @@ from midge import __version__
 from midge.broker.model import Message, SessionState, SubOptions
 from midge.broker.session import Session
 from midge.broker.topictree import TopicTree
+from midge.cluster.router import peer_targets
 from midge.config import DEFAULT_DB_NAME, Config, ConfigError
 from midge.gctune import GcTuner
 
@@ -541,33 +542,9 @@ class WorkerRouter:
         broker = self.broker
         assert broker is not None
         topic = message.topic
-        rsubs, rshared = self.remote.match(topic)
-        targets: dict[str, list[tuple[str, str]]] = {w: [] for w, _ in rsubs}
-        interested = bool(targets)
-        local_groups: set[tuple[str, str]] | None = None
-        if rshared:
-            # Each message to one member of a group overall (MQTT 5 4.8.2): pick a worker in
-            # turn among those with members, then that worker picks one of its members.
-            local_groups = set()
-            candidates: dict[tuple[str, str], list[str]] = {}
-            for group in broker.tree.match(topic)[1]:
-                if group.members:
-                    candidates[(group.name, group.filter)] = [self.me]
-            for group in rshared:
-                candidates.setdefault((group.name, group.filter), []).extend(group.members)
-            for key, workers in candidates.items():
-                if len(workers) == 1:
-                    chosen = workers[0]
-                else:
-                    workers.sort()
-                    turn = self.turn.get(key, 0)
-                    self.turn[key] = turn + 1
-                    chosen = workers[turn % len(workers)]
-                if chosen == self.me:
-                    local_groups.add(key)
-                else:
-                    targets.setdefault(chosen, []).append(key)
-                    interested = True
+        targets, interested, local_groups = peer_targets(
+            broker, self.me, self.remote, self.turn, topic
+        )
         self._pubno += 1
         if self._windows:
             self._record(message, self.wid, self._pubno)
