@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import json
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from importlib import resources
 from pathlib import Path
@@ -289,3 +290,21 @@ def test_the_vendored_files_and_their_licences() -> None:
         assert (vendor / name).read_bytes() == source.read_bytes(), name
     pyproject = (ROOT / "pyproject.toml").read_text()
     assert '"observe/dashboard/*.*", "observe/dashboard/vendor/*/*"' in pyproject
+
+
+def test_a_busy_second_is_sampled_and_its_rates_scaled() -> None:
+    """The tap keeps the newest SAMPLE messages of a second; the counts of a busier second are
+    each topic's share of the sample scaled to the broker's count of that second."""
+    table = Live(server=None)  # type: ignore[arg-type]
+    kept: deque[Message] = deque(maxlen=live.SAMPLE)
+    for n in range(3 * live.SAMPLE):  # 3 x SAMPLE published: a, b, b, a, b, b, ...
+        kept.append(_message("a" if n % 3 == 0 else "b", n))
+    assert len(kept) == live.SAMPLE
+    table.absorb(list(kept), 1000, total=3 * live.SAMPLE)
+    a, b = table.topics["a"], table.topics["b"]
+    assert a.rate == pytest.approx(live.SAMPLE, rel=0.01)
+    assert b.rate == pytest.approx(2 * live.SAMPLE, rel=0.01)
+    assert b.history[-1][4] == str(3 * live.SAMPLE - 1).encode()  # the newest value
+    # A second within the sample is counted exactly.
+    table.absorb([_message("a", 1), _message("a", 2)], 2000, total=2)
+    assert a.rate == 2

@@ -1,11 +1,15 @@
 """The web dashboard's live view: server-sent events from the ``protocol http`` listener.
 
 While at least one dashboard stream (``GET /api/stream``) is open, the broker's ``tap``
-(:attr:`midge.broker.broker.Broker.tap`) is the bound ``append`` of a list: every message
-published is appended to it, nothing else on the publish path. Once a second a timer takes that
-list and folds it into a table of topics (count, rate, last value, the last :data:`HISTORY`
-values), samples the broker's counters, and sends both to every open stream as one formatted
-chunk. When the last stream closes, the tap goes back to None, the timer stops and the table is
+(:attr:`midge.broker.broker.Broker.tap`) is the bound ``append`` of a bounded deque: every
+message published is appended to it (C code, nothing else on the publish path), and it keeps the
+newest :data:`SAMPLE` of them, so a busy broker holds no more messages for the dashboard than
+that, whatever its rate. Once a second a timer takes that sample and folds it into a table of
+topics (count, rate, last value, the last :data:`HISTORY` values), samples the broker's
+counters, and sends both to every open stream as one formatted chunk. When more than
+:data:`SAMPLE` messages came in that second, each topic's count is its share of the sample
+scaled to the broker's count of messages routed (an estimate, said in docs/operations.md).
+When the last stream closes, the tap goes back to None, the timer stops and the table is
 dropped: with no dashboard open the broker pays one attribute check per publish and nothing
 else.
 
@@ -46,6 +50,8 @@ MAX_TOPICS = 10_000
 MAX_CHANGES = 2_000
 #: Messages of one second whose values go into the histories (newest first).
 SCAN = 4_000
+#: Messages the tap keeps (the newest): the sample a busy second's rates are estimated from.
+SAMPLE = 4_096
 #: Chunks a stream may fall behind by before it is closed (its page reconnects).
 BACKLOG = 30
 
@@ -97,7 +103,9 @@ class Live:
         self.topics: dict[str, TopicEntry] = {}
         #: Messages of topics past :data:`MAX_TOPICS`.
         self.untracked = 0
-        self.pending: list[Message] = []
+        self.pending: deque[Message] = deque(maxlen=SAMPLE)
+        #: The broker's count of messages routed at the last tick (for the rates' scale).
+        self.received = 0
         self.timer: asyncio.TimerHandle | None = None
         self.broker: Broker | None = None
 
@@ -113,7 +121,8 @@ class Live:
         queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=BACKLOG)
         if not self.streams:
             self.broker = broker
-            self.pending = []
+            self.pending = deque(maxlen=SAMPLE)
+            self.received = broker.stats.messages_received
             now = _now_ms()
             for pattern in ("#", "$SYS/#"):
                 for message in broker.retained.match(pattern):
@@ -137,7 +146,7 @@ class Live:
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
-        self.pending = []
+        self.pending = deque(maxlen=SAMPLE)
         self.topics = {}
         self.untracked = 0
 
@@ -161,9 +170,14 @@ class Live:
             entry = self.topics[topic] = TopicEntry()
         return entry
 
-    def absorb(self, batch: list[Message], now: int) -> list[str]:
-        """Fold one second of messages into the table; the topics that changed."""
+    def absorb(self, batch: list[Message], now: int, total: int | None = None) -> list[str]:
+        """Fold one second of messages into the table; the topics that changed. ``total``:
+        how many messages that second had, when ``batch`` is only the newest of them (each
+        topic's count is then scaled to it)."""
         counts = Counter(map(_TOPIC, batch))
+        if total is not None and batch and total > len(batch):
+            scale = total / len(batch)
+            counts = Counter({t: max(1, round(n * scale)) for t, n in counts.items()})
         last = dict(zip(map(_TOPIC, batch), batch, strict=True))
         for known in self.topics.values():
             known.rate = 0
@@ -200,10 +214,12 @@ class Live:
         broker = self.broker
         if not self.streams or broker is None:
             return
-        batch = self.pending
-        self.pending = []
+        batch = list(self.pending)
+        self.pending = deque(maxlen=SAMPLE)
         broker.tap = self.pending.append
-        changed = self.absorb(batch, _now_ms())
+        received = broker.stats.messages_received
+        total, self.received = received - self.received, received
+        changed = self.absorb(batch, _now_ms(), total)
         chunk = self._stats() + event("topics", self._topics(changed[:MAX_CHANGES]))
         for queue in list(self.streams):
             if not _offer(queue, chunk):
