@@ -32,11 +32,12 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from midge.config import ConfigError, load_config
-from midge.config.options import all_options
+from midge.config.options import Option, all_options
 
 if TYPE_CHECKING:
     from midge.auth.base import Authenticator
@@ -76,18 +77,25 @@ class Change:
     new: Any
 
 
+def _model_options(reload: bool) -> Iterator[tuple[Option, str]]:
+    """The options that set an attribute of Config itself (not a backend's settings), one per
+    attribute, in table order: those SIGHUP reloads, or (``reload`` False) the others."""
+    seen: set[str] = set()
+    for option in all_options():
+        attr = option.attr
+        if option.reload != reload or option.target or attr is None or attr in seen:
+            continue
+        seen.add(attr)
+        yield option, attr
+
+
 def changes(live: Config, before: Config, new: Config) -> list[Change]:
     """The reloadable options whose (global) value the file changed (``before``: what it said
     when last read; ``new``: what it says now), in table order, one per model attribute. An
     option the command line set (``-v``'s log types) keeps that value: ``live`` differs from
     what the file said."""
     out: list[Change] = []
-    seen: set[str] = set()
-    for option in all_options():
-        attr = option.attr
-        if not option.reload or option.target or attr is None or attr in seen:
-            continue
-        seen.add(attr)
+    for option, attr in _model_options(reload=True):
         old, value = getattr(live, attr), getattr(new, attr)
         if old != value and old == getattr(before, attr):
             out.append(Change(option.name, attr, old, value))
@@ -205,13 +213,8 @@ def _restart_notice(before: Config, new: Config) -> None:
     """Log the options that changed in the file (since it was last read) but are read at
     start only."""
     changed: list[str] = []
-    seen: set[str] = set()
-    for option in all_options():
-        attr = option.attr
-        if option.reload or option.target or attr is None or attr in seen or attr == "source":
-            continue
-        seen.add(attr)
-        if not hasattr(before, attr):
+    for option, attr in _model_options(reload=False):
+        if attr == "source" or not hasattr(before, attr):
             continue
         if getattr(before, attr) != getattr(new, attr):
             changed.append(option.name)
