@@ -70,7 +70,7 @@ def log_type(record: logging.LogRecord) -> str:
     if record.name == "midge.subscribe":
         return str(getattr(record, "mtype", "subscribe"))
     level = record.levelno
-    if record.name == "midge.websockets" and level < logging.WARNING:
+    if record.name.startswith("midge.websockets") and level < logging.WARNING:
         return "websockets"  # Mosquitto's MOSQ_LOG_WEBSOCKETS: the WebSocket layer's own lines
     if level >= logging.ERROR:
         return "error"

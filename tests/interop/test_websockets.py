@@ -301,6 +301,25 @@ def test_http_dir_serves_files_and_refuses_paths_out_of_it(site: Callable[..., S
         assert tls.recv(100).startswith(b"HTTP/1.1 404 ")
 
 
+def test_a_large_request_head_up_to_websockets_headers_size_upgrades(
+    site: Callable[..., Site],
+) -> None:
+    """websockets_headers_size goes up to 65535: a 35 KB head (five 7 KB headers) upgrades,
+    and MQTT works over the connection; past the size it is 431."""
+    s = site(websockets_headers_size=60000)
+    ws = s.ws(headers={f"X-Big-{i}": "c" * 7000 for i in range(5)})
+    client = RawClient(ws.sock, version=4)
+    client.sock = ws  # type: ignore[assignment]
+    client.connect("cookies")
+    client.subscribe("t")
+    client.publish("t", b"through")
+    assert client.publishes(1)[0].payload == b"through"
+    client.close()
+    with pytest.raises(InvalidStatus) as info:
+        s.ws(headers={f"X-Big-{i}": "c" * 7000 for i in range(9)})
+    assert info.value.response.status_code == 431
+
+
 def test_a_silent_http_client_is_closed_at_connect_timeout(site: Callable[..., Site]) -> None:
     s = site(connect_timeout=0.5)
     with socket.create_connection(("127.0.0.1", s.ports[WS]), timeout=5) as sock:
@@ -391,6 +410,76 @@ def test_a_frame_over_the_packet_limit_closes_with_1009(site: Callable[..., Site
     ws.send_frame(Opcode.BINARY, bytes(1000 + 64 * 1024 + 1))
     client.expect_closed()
     assert ws.close_code == 1009
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        bytes([0x82, 0x02]) + b"\xc0\x00",  # unmasked (RFC 6455 5.1: the server must close)
+        bytes([0xC2, 0x82]) + bytes(4) + b"\xc0\x00",  # RSV1 set, no extension negotiated
+        bytes([0x8B, 0x80]) + bytes(4),  # opcode 0xB: reserved
+        bytes([0x09, 0x80]) + bytes(4),  # a ping that is not final (control frames cannot be)
+        bytes([0x89, 0xFE, 0x00, 0x7E]) + bytes(4) + bytes(126),  # a ping over 125 bytes
+    ],
+    ids=["unmasked", "rsv1", "reserved-opcode", "fragmented-ping", "long-ping"],
+)
+def test_a_websocket_protocol_error_closes_with_1002(
+    site: Callable[..., Site], frame: bytes
+) -> None:
+    """Frames RFC 6455 forbids close the connection with 1002 (protocol error), and the
+    client's will is published as when a TCP client is lost."""
+    s = site()
+    watcher = s.raw(TCP)
+    watcher.connect("watcher")
+    watcher.subscribe("will/#")
+    client = s.raw(WS)
+    client.connect("breaker", will=Will("will/breaker", b"gone", 0, False))
+    ws: WsSocket = client.sock  # type: ignore[assignment]
+    ws.sock.sendall(frame)
+    client.expect_closed()
+    assert ws.close_code == 1002
+    assert watcher.publishes(1)[0].topic == "will/breaker"
+
+
+def test_a_websocket_listener_on_a_unix_socket(
+    make_broker: Callable[..., RunningBroker], tmp_path: Path
+) -> None:
+    """``listener 0 PATH`` + ``protocol websockets``: MQTT over WebSocket over a Unix socket."""
+    from websockets.client import ClientProtocol
+    from websockets.frames import Frame
+    from websockets.protocol import State
+    from websockets.typing import Subprotocol
+    from websockets.uri import parse_uri
+
+    from midge.codec import encode
+
+    path = str(tmp_path / "ws.sock")
+    make_broker(
+        listeners=[
+            ListenerConfig(port=0, host="127.0.0.1", allow_anonymous=True),
+            ListenerConfig(
+                port=0, unix_socket_path=path, protocol="websockets", allow_anonymous=True
+            ),
+        ]
+    )
+    protocol = ClientProtocol(parse_uri("ws://localhost/mqtt"), subprotocols=[Subprotocol("mqtt")])
+    protocol.send_request(protocol.connect())
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(5)
+        sock.connect(path)
+        sock.sendall(b"".join(protocol.data_to_send()))
+        while protocol.state is State.CONNECTING:
+            protocol.receive_data(sock.recv(65536))
+        protocol.send_binary(encode(Connect(client_id="unix", protocol_level=4), 4))
+        sock.sendall(b"".join(protocol.data_to_send()))
+        frames: list[Frame] = [e for e in protocol.events_received() if isinstance(e, Frame)]
+        while not frames:
+            data = sock.recv(65536)
+            assert data, "closed"
+            protocol.receive_data(data)
+            frames += [e for e in protocol.events_received() if isinstance(e, Frame)]
+    assert protocol.subprotocol == "mqtt"
+    assert frames[0].data == b"\x20\x02\x00\x00"  # CONNACK, accepted
 
 
 def test_a_connect_sent_along_with_the_upgrade_request(site: Callable[..., Site]) -> None:
