@@ -31,6 +31,7 @@ HOT_MODULES = [
     "src/midge/broker/model.py",
     "src/midge/broker/outgoing.py",
     "src/midge/transport/writer.py",
+    "src/midge/broker/tap.py",
     "src/midge/broker/topictree.py",
     "src/midge/broker/session.py",
     "src/midge/broker/broker.py",

@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import json
 import time
-from collections import deque
 from collections.abc import Callable, Iterator
 from importlib import resources
 from pathlib import Path
@@ -22,6 +21,7 @@ import httpx
 import pytest
 
 from midge.broker.model import Message
+from midge.broker.tap import Tap
 from midge.observe import live
 from midge.observe.http import _plain
 from midge.observe.live import HISTORY, Live
@@ -230,39 +230,49 @@ def _message(topic: str, n: int) -> Message:
     return Message(topic, str(n).encode())
 
 
+def _tap(messages: list[Message], limit: int = live.MAX_TOPICS) -> Tap:
+    tap = Tap(limit)
+    for message in messages:
+        tap.add(message)
+    return tap
+
+
 def test_the_table_keeps_the_last_values_and_bounds_its_work(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """The tap counts every message and keeps each topic's last HISTORY (in place: a busy
+    topic holds no more); the fold gives exact counts and rates, busiest first."""
     table = Live(server=None)  # type: ignore[arg-type]
-    batch = [_message("busy", n) for n in range(HISTORY * 3)] + [_message("calm", 1)]
-    changed = table.absorb(batch, 1000)
+    busy_messages = [_message("busy", n) for n in range(HISTORY * 3)]
+    tap = _tap([*busy_messages, _message("calm", 1)])
+    assert len(tap.topics["busy"].values) == HISTORY  # replaced in place
+    changed = table.absorb(tap, 1000)
     assert changed == ["busy", "calm"]  # the busiest first
     busy = table.topics["busy"]
     assert busy.count == busy.rate == HISTORY * 3
     assert [h[4] for h in busy.history] == [
         str(n).encode() for n in range(HISTORY * 2, HISTORY * 3)
     ]
-    table.absorb([_message("calm", 2)], 2000)
+    table.absorb(_tap([_message("calm", 2)]), 2000)
     assert busy.rate == 0 and busy.count == HISTORY * 3
     assert [h[4] for h in table.topics["calm"].history] == [b"1", b"2"]
-
-    # Past SCAN messages back, a topic gets only its last value for that second.
-    monkeypatch.setattr(live, "SCAN", 3)
-    table.absorb(
-        [_message("old", 1), _message("old", 2)] + [_message("new", n) for n in range(3)], 3000
-    )
-    assert [h[4] for h in table.topics["old"].history] == [b"2"]
-    assert [h[4] for h in table.topics["new"].history] == [b"0", b"1", b"2"]
+    # A partly filled ring, then a wrapped one not at its start: oldest first either way.
+    table.absorb(_tap([_message("ring", n) for n in range(HISTORY + 5)]), 2500)
+    assert [h[4] for h in table.topics["ring"].history] == [
+        str(n).encode() for n in range(5, HISTORY + 5)
+    ]
 
     big = Message("big", bytes(range(256)) * 20)
-    table.absorb([big], 3500)
+    table.absorb(_tap([big]), 3500)
     when, qos, retain, size, preview = table.topics["big"].history[-1]
     assert (when, qos, retain) == (3500, 0, False)
     assert (size, len(preview)) == (5120, live.PREVIEW)
 
-    # Past MAX_TOPICS, messages are only counted.
+    # Past the tap's limit of topics, and past the table's, messages are only counted.
+    limited = _tap([_message("a", 1), _message("b", 1), _message("b", 2)], limit=1)
+    assert list(limited.topics) == ["a"] and limited.untracked == 2
     monkeypatch.setattr(live, "MAX_TOPICS", len(table.topics))
-    table.absorb([_message("one/more", 1), _message("one/more", 2)], 4000)
+    table.absorb(_tap([_message("one/more", 1), _message("one/more", 2)]), 4000)
     assert "one/more" not in table.topics
     assert table.untracked == 2
 
@@ -292,19 +302,15 @@ def test_the_vendored_files_and_their_licences() -> None:
     assert '"observe/dashboard/*.*", "observe/dashboard/vendor/*/*"' in pyproject
 
 
-def test_a_busy_second_is_sampled_and_its_rates_scaled() -> None:
-    """The tap keeps the newest SAMPLE messages of a second; the counts of a busier second are
-    each topic's share of the sample scaled to the broker's count of that second."""
+def test_a_busy_second_is_counted_exactly_and_holds_few_messages() -> None:
+    """100,000 messages in one second over two topics: the counts are exact and the tap holds
+    no more than HISTORY messages per topic (the newest: the last one is the topic's value)."""
     table = Live(server=None)  # type: ignore[arg-type]
-    kept: deque[Message] = deque(maxlen=live.SAMPLE)
-    for n in range(3 * live.SAMPLE):  # 3 x SAMPLE published: a, b, b, a, b, b, ...
-        kept.append(_message("a" if n % 3 == 0 else "b", n))
-    assert len(kept) == live.SAMPLE
-    table.absorb(list(kept), 1000, total=3 * live.SAMPLE)
+    tap = Tap(live.MAX_TOPICS)
+    for n in range(100_000):  # a, b, b, a, b, b, ...
+        tap.add(_message("a" if n % 3 == 0 else "b", n))
+    assert sum(len(t.values) for t in tap.topics.values()) == 2 * HISTORY
+    table.absorb(tap, 1000)
     a, b = table.topics["a"], table.topics["b"]
-    assert a.rate == pytest.approx(live.SAMPLE, rel=0.01)
-    assert b.rate == pytest.approx(2 * live.SAMPLE, rel=0.01)
-    assert b.history[-1][4] == str(3 * live.SAMPLE - 1).encode()  # the newest value
-    # A second within the sample is counted exactly.
-    table.absorb([_message("a", 1), _message("a", 2)], 2000, total=2)
-    assert a.rate == 2
+    assert (a.rate, b.rate) == (33_334, 66_666)
+    assert b.history[-1][4] == b"99998" and a.history[-1][4] == b"99999"

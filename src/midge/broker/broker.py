@@ -18,6 +18,7 @@ from midge.broker.clock import Cancellable, Scheduler
 from midge.broker.model import Message, SessionState, SubOptions
 from midge.broker.outgoing import FormCache
 from midge.broker.session import NEVER, Session, Stats
+from midge.broker.tap import Tap
 from midge.broker.topictree import RetainedTree, SharedGroup, TopicTree
 from midge.codec.properties import Prop
 from midge.config import Config
@@ -83,8 +84,8 @@ class Broker:
         #: single-worker hot path pays one attribute check (see midge.cluster.router).
         self.router: Router | None = None
         #: The web dashboard's tap on what is published (midge.observe.live): None unless a
-        #: dashboard stream is open, so the publish path pays one attribute check.
-        self.tap: Callable[[Message], object] | None = None
+        #: dashboard stream is open; then each message published is added to it.
+        self.tap: Tap | None = None
         #: A router whose deliveries to other nodes are acknowledged (the Redis cluster): the
         #: PUBACK/PUBREC of a QoS 1/2 message waits until they have accepted it. None otherwise.
         self.ack_gate: AckGate | None = None
@@ -310,7 +311,7 @@ class Broker:
                 self.store.retained_changed(message)
         tap = self.tap
         if tap is not None:
-            tap(message)
+            tap.add(message)
         if self.router is not None:
             return self.router.publish(message)
         return self.route(message)
@@ -337,7 +338,7 @@ class Broker:
                 self.store.retained_changed(message)
         tap = self.tap
         if tap is not None:
-            tap(message)
+            tap.add(message)
         self.route(message, groups if groups is not None else set())
 
     def publish_will(self, will: Message, username: str | None = None) -> None:

@@ -1,22 +1,15 @@
 """The web dashboard's live view: server-sent events from the ``protocol http`` listener.
 
 While at least one dashboard stream (``GET /api/stream``) is open, the broker's ``tap``
-(:attr:`midge.broker.broker.Broker.tap`) is the bound ``append`` of a bounded deque: every
-message published is appended to it (C code, nothing else on the publish path), and it keeps the
-newest :data:`SAMPLE` of them, so a busy broker holds no more messages for the dashboard than
-that, whatever its rate. Once a second a timer takes that sample and folds it into a table of
-topics (count, rate, last value, the last :data:`HISTORY` values), samples the broker's
-counters, and sends both to every open stream as one formatted chunk. When more than
-:data:`SAMPLE` messages came in that second, each topic's count is its share of the sample
-scaled to the broker's count of messages routed (an estimate, said in docs/operations.md).
+(:attr:`midge.broker.broker.Broker.tap`) is a :class:`~midge.broker.tap.Tap`
+(compiled): every message published is counted under its topic and the topic's last
+:data:`HISTORY` messages are kept, replaced in place. Once a second a timer swaps in a new tap
+and folds the old one into a table of topics (count, rate, last value, the last :data:`HISTORY`
+values: exact, however busy the broker), samples the broker's counters, and sends both to every
+open stream as one formatted chunk. The fold's work is per topic, not per message.
 When the last stream closes, the tap goes back to None, the timer stops and the table is
 dropped: with no dashboard open the broker pays one attribute check per publish and nothing
 else.
-
-The per-message work at each tick runs in C where it can (``Counter`` over the topics, a dict
-of the last message per topic); the Python loop that fills the histories walks back from the
-newest message at most :data:`SCAN` messages, so a busy broker's tick stays short (a topic whose
-messages are all older than that gets only its last value into its history for that second).
 """
 
 from __future__ import annotations
@@ -25,10 +18,10 @@ import asyncio
 import base64
 import json
 import time
-from collections import Counter, deque
-from operator import attrgetter
+from collections import deque
 from typing import TYPE_CHECKING, Any
 
+from midge.broker.tap import KEEP, Tap
 from midge.observe.metrics import dropped_total
 
 if TYPE_CHECKING:
@@ -38,8 +31,8 @@ if TYPE_CHECKING:
 
 #: Seconds between two updates.
 TICK = 1.0
-#: Values a topic's history keeps.
-HISTORY = 20
+#: Values a topic's history keeps (the tap keeps as many per topic between two folds).
+HISTORY = KEEP
 #: Payload bytes kept per value (the history, the explorer's viewer).
 PREVIEW = 4096
 #: Payload bytes of the last value sent with each topic of an update (the tree's column).
@@ -48,14 +41,8 @@ SHORT = 256
 MAX_TOPICS = 10_000
 #: Topics one update lists at most (the busiest first).
 MAX_CHANGES = 2_000
-#: Messages of one second whose values go into the histories (newest first).
-SCAN = 4_000
-#: Messages the tap keeps (the newest): the sample a busy second's rates are estimated from.
-SAMPLE = 4_096
 #: Chunks a stream may fall behind by before it is closed (its page reconnects).
 BACKLOG = 30
-
-_TOPIC = attrgetter("topic")
 
 Held = tuple[int, int, bool, int, bytes]  # (time in ms, qos, retain, size, payload preview)
 
@@ -103,9 +90,7 @@ class Live:
         self.topics: dict[str, TopicEntry] = {}
         #: Messages of topics past :data:`MAX_TOPICS`.
         self.untracked = 0
-        self.pending: deque[Message] = deque(maxlen=SAMPLE)
-        #: The broker's count of messages routed at the last tick (for the rates' scale).
-        self.received = 0
+        self.tap = Tap(MAX_TOPICS)
         self.timer: asyncio.TimerHandle | None = None
         self.broker: Broker | None = None
 
@@ -121,8 +106,7 @@ class Live:
         queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=BACKLOG)
         if not self.streams:
             self.broker = broker
-            self.pending = deque(maxlen=SAMPLE)
-            self.received = broker.stats.messages_received
+            self.tap = Tap(MAX_TOPICS)
             now = _now_ms()
             for pattern in ("#", "$SYS/#"):
                 for message in broker.retained.match(pattern):
@@ -130,7 +114,7 @@ class Live:
                     if entry is None:
                         break  # the table is full
                     entry.history.append(_held(message, now))
-            broker.tap = self.pending.append
+            broker.tap = self.tap
             self.timer = asyncio.get_running_loop().call_later(TICK, self._tick)
         self.streams.add(queue)
         return queue
@@ -146,7 +130,7 @@ class Live:
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
-        self.pending = deque(maxlen=SAMPLE)
+        self.tap = Tap(MAX_TOPICS)
         self.topics = {}
         self.untracked = 0
 
@@ -170,56 +154,32 @@ class Live:
             entry = self.topics[topic] = TopicEntry()
         return entry
 
-    def absorb(self, batch: list[Message], now: int, total: int | None = None) -> list[str]:
-        """Fold one second of messages into the table; the topics that changed. ``total``:
-        how many messages that second had, when ``batch`` is only the newest of them (each
-        topic's count is then scaled to it)."""
-        counts = Counter(map(_TOPIC, batch))
-        if total is not None and batch and total > len(batch):
-            scale = total / len(batch)
-            counts = Counter({t: max(1, round(n * scale)) for t, n in counts.items()})
-        last = dict(zip(map(_TOPIC, batch), batch, strict=True))
+    def absorb(self, tap: Tap, now: int) -> list[str]:
+        """Fold one second's tap into the table; the topics that changed, busiest first."""
         for known in self.topics.values():
             known.rate = 0
-        changed: list[str] = []
-        fresh: dict[str, list[Held]] = {}
-        for topic, n in counts.items():
+        self.untracked += tap.untracked
+        changed: list[tuple[int, str]] = []
+        for topic, seen in tap.topics.items():
             entry = self._entry(topic)
             if entry is None:
-                self.untracked += n
+                self.untracked += seen.count
                 continue
-            entry.count += n
-            entry.rate = n
-            changed.append(topic)
-            fresh[topic] = []
-        # The newest values first, at most HISTORY per topic and SCAN in all.
-        wanted = {t: min(counts[t], HISTORY) for t in fresh}
-        missing = sum(wanted.values())
-        for message in batch[: -SCAN - 1 : -1]:
-            values = fresh.get(message.topic)
-            if values is not None and len(values) < wanted[message.topic]:
-                values.append(_held(message, now))
-                missing -= 1
-                if not missing:
-                    break
-        for topic, values in fresh.items():
-            if not values:
-                values.append(_held(last[topic], now))
-            self.topics[topic].history.extend(reversed(values))
-        changed.sort(key=lambda t: -counts[t])
-        return changed
+            entry.count += seen.count
+            entry.rate = seen.count
+            entry.history.extend(_held(message, now) for message in seen.last())
+            changed.append((-seen.count, topic))
+        changed.sort()
+        return [topic for _, topic in changed]
 
     def _tick(self) -> None:
         self.timer = None
         broker = self.broker
         if not self.streams or broker is None:
             return
-        batch = list(self.pending)
-        self.pending = deque(maxlen=SAMPLE)
-        broker.tap = self.pending.append
-        received = broker.stats.messages_received
-        total, self.received = received - self.received, received
-        changed = self.absorb(batch, _now_ms(), total)
+        tap, self.tap = self.tap, Tap(MAX_TOPICS)
+        broker.tap = self.tap
+        changed = self.absorb(tap, _now_ms())
         chunk = self._stats() + event("topics", self._topics(changed[:MAX_CHANGES]))
         for queue in list(self.streams):
             if not _offer(queue, chunk):
