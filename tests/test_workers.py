@@ -965,3 +965,56 @@ def test_simultaneous_connects_with_a_moving_session_lose_nothing(
             mine |= {p.payload.decode() for p in _read_for(survivor, 0.2)}
         assert mine == expected, (i, sorted(expected - mine))
         survivor.disconnect()
+
+
+def test_admin_api_reload_reloads_every_worker(tmp_path: Any, clients: list[RawClient]) -> None:
+    """POST /api/reload (served by worker 0) reloads every worker, as SIGHUP to the parent
+    does: after allow_anonymous true -> false, the anonymous clients of both workers are
+    disconnected (v5 0x87) and a new anonymous CONNECT is refused on both."""
+    import httpx
+
+    from midge.auth.passwd import hash_password
+    from tests.procbroker import free_port
+
+    http_port = free_port()
+    passwd = tmp_path / "passwd"
+    passwd.write_text(f"alice:{hash_password(b'secret').encode()}\n")
+    conf = tmp_path / "midge.conf"
+    head = f"workers 2\npersistence false\npassword_file {passwd}\n"
+    tail = (
+        f"listener 0 127.0.0.1\nlistener {http_port} 127.0.0.1\nprotocol http\n"
+        f"admin_user admin\nadmin_password_hash {hash_password(b'pw').encode()}\n"
+    )
+    conf.write_text(head + "allow_anonymous true\n" + tail)
+    proc = ProcBroker(("-c", str(conf)), listeners=2)
+    try:
+        proc.wait_listening()
+        anonymous: dict[int, RawClient] = {}
+        for i in range(40):
+            client, worker = open_client(proc, clients, f"anon{i}", version=5)
+            anonymous.setdefault(worker, client)
+            if len(anonymous) == 2:
+                break
+        assert len(anonymous) == 2
+        conf.write_text(head + "allow_anonymous false\n" + tail)
+        api = httpx.Client(base_url=f"http://127.0.0.1:{http_port}", auth=("admin", "pw"))
+        assert api.post("/api/reload").json() == {"reloaded": True}
+        for client in anonymous.values():
+            assert client.expect(Disconnect, timeout=5).reason_code == 0x87
+            assert client.wait_closed(2)
+        refused: set[int] = set()
+        for _ in range(200):
+            client = RawClient(proc.host, proc.port, version=5)
+            clients.append(client)
+            worker = worker_of(proc, client)
+            if worker in refused:
+                client.close()
+                continue
+            assert client.connect("late").reason_code == 0x87
+            refused.add(worker)
+            if len(refused) == 2:
+                break
+        assert refused == set(anonymous)
+        assert proc.stop() == 0
+    finally:
+        proc.close()

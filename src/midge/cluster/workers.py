@@ -56,7 +56,7 @@ peers are our own processes on socketpairs the parent made, never the network):
     ``$SYS`` and ``/metrics`` add to its own.
 ``(ASK, id, op, arg)`` / ``(ANSWER, id, result)``
     worker 0's admin API asks the others (list their sessions, show, disconnect or delete
-    one, clear a retained message: :func:`midge.observe.http.answer`).
+    one, clear a retained message: :func:`midge.observe.http.answer`; reload, as SIGHUP).
 ``(MARK,)``
     during shutdown: everything the sender published before it (its wills) has been sent.
 """
@@ -400,6 +400,8 @@ class WorkerRouter:
         #: The admin API's questions waiting for answers: id -> (answers, peers, future).
         self._asks: dict[int, tuple[dict[int, Any], set[int], asyncio.Future[None]]] = {}
         self._next_ask = 0
+        #: This worker's reload (Server.reload): the admin API's POST /api/reload asks for it.
+        self.reload: Callable[[], bool] | None = None
 
     def bind(self, broker: Broker) -> None:
         self.broker = broker
@@ -463,7 +465,11 @@ class WorkerRouter:
         from midge.observe.http import answer
 
         try:
-            result = answer(self.broker, op, arg)
+            if op == "reload":
+                # POST /api/reload on worker 0: every worker reloads, as on SIGHUP.
+                result = self.reload() if self.reload is not None else False
+            else:
+                result = answer(self.broker, op, arg)
         except Exception:
             log.exception("admin API operation %s failed", op)
             result = None
@@ -1326,6 +1332,7 @@ async def _worker_main(
         before_serving=router.wait_synced if restarted else None,
     )
     loop.add_signal_handler(signal.SIGHUP, server.reload)
+    router.reload = server.reload
     try:
         await server.start()
     except (OSError, ConfigError, StoreError) as exc:
