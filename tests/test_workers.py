@@ -912,59 +912,85 @@ def test_the_summed_counters_are_every_stats_counter() -> None:
     )
 
 
-def test_simultaneous_connects_with_a_moving_session_lose_nothing(
-    start: Any, clients: list[RawClient]
+def _race_rounds(
+    proc: ProcBroker, clients: list[RawClient], rounds: int, name: str, avoid_owner: int
 ) -> None:
-    """A persistent session with queued messages, then two CONNECTs with its client id sent at
-    once to two workers while messages keep being published: one owner at the end, and it gets
-    every message (queued before or published during the race; ones a taken-over connection did
-    not acknowledge come again, with DUP). 8 rounds."""
-    proc = start(2)
-    pub, _ = open_client(proc, clients, "pub", version=5)
+    """Rounds of one race: a persistent session with queued messages on one worker, then one
+    CONNECT with its client id sent at once to each of several workers while messages keep
+    being published. One owner at the end, and it gets every message (queued before or
+    published during the race; ones a taken-over connection did not acknowledge come again,
+    with DUP). Every ``avoid_owner``-th round, the CONNECTs go to every worker but the one
+    holding the session (the session moves to a worker that no CONNECT came to); the other
+    rounds, to every worker."""
+    pub, _ = open_client(proc, clients, f"pub-{name}", version=5)
     expiry = {Prop.SESSION_EXPIRY_INTERVAL: 60}
-    for i in range(8):
-        owner, _ = open_client(
-            proc, clients, f"trio{i}", version=5, clean_start=False, properties=expiry
+    workers = len(worker_pids(proc))
+    for i in range(rounds):
+        client_id = f"{name}{i}"
+        owner, holder = open_client(
+            proc, clients, client_id, version=5, clean_start=False, properties=expiry
         )
-        owner.subscribe(f"trio/{i}/#", 1)
+        owner.subscribe(f"{name}/{i}/#", 1)
         owner.disconnect()
         for k in range(3):
-            pub.publish(f"trio/{i}/q{k}", f"q{k}".encode(), qos=1)
-        trio: list[RawClient] = []
+            pub.publish(f"{name}/{i}/q{k}", f"q{k}".encode(), qos=1)
+        racers: list[RawClient] = []
         seen: set[int] = set()
-        while len(trio) < 2:
+        if avoid_owner and i % avoid_owner == avoid_owner - 1 and workers > 2:
+            seen.add(holder)
+        while len(seen) < workers:
             client = RawClient(proc.host, proc.port, version=5)
             clients.append(client)
             worker = worker_of(proc, client)
             if worker not in seen:
                 seen.add(worker)
-                trio.append(client)
+                racers.append(client)
         connect = encode(
-            Connect(client_id=f"trio{i}", protocol_level=5, clean_start=False, properties=expiry),
+            Connect(client_id=client_id, protocol_level=5, clean_start=False, properties=expiry),
             5,
         )
-        for client in trio:
+        for client in racers:
             client.send_raw(connect)
         for k in range(5):
-            pub.publish(f"trio/{i}/p{k}", f"p{k}".encode(), qos=1)
+            pub.publish(f"{name}/{i}/p{k}", f"p{k}".encode(), qos=1)
         expected = {f"q{k}" for k in range(3)} | {f"p{k}" for k in range(5)}
-        got: dict[int, list[Publish]] = {n: [] for n in range(2)}
+        got: dict[int, list[Publish]] = {n: [] for n in range(len(racers))}
         survivors: list[int] = []
-        for client in trio:
+        for client in racers:
             assert client.expect(Connack, timeout=10).reason_code == 0
-        for n, client in enumerate(trio):
+        for n, client in enumerate(racers):
             packets = client.recv_all(0.5)
             got[n] += [p for p in packets if isinstance(p, Publish)]
             if not any(isinstance(p, Disconnect) for p in packets):
                 survivors.append(n)
         assert len(survivors) == 1, f"round {i}: {len(survivors)} owners"
-        survivor = trio[survivors[0]]
+        survivor = racers[survivors[0]]
         mine = {p.payload.decode() for p in got[survivors[0]]}
         deadline = time.monotonic() + 5
         while mine != expected and time.monotonic() < deadline:
             mine |= {p.payload.decode() for p in _read_for(survivor, 0.2)}
         assert mine == expected, (i, sorted(expected - mine))
         survivor.disconnect()
+        for client in racers:
+            client.close()
+
+
+def test_simultaneous_connects_with_a_moving_session_lose_nothing(
+    start: Any, clients: list[RawClient]
+) -> None:
+    """Two CONNECTs with one client id at once on two workers, the session on one of them,
+    while messages are published: nothing lost (:func:`_race_rounds`). 8 rounds."""
+    _race_rounds(start(2), clients, 8, "duo", 0)
+
+
+def test_simultaneous_connects_on_three_workers_lose_nothing(
+    start: Any, clients: list[RawClient]
+) -> None:
+    """Three CONNECTs with one client id at once on three workers (or two, on the two
+    workers that do not hold the session: then it moves to one of them while the other
+    claims it too), while messages are published: one owner, nothing lost
+    (:func:`_race_rounds`). 24 rounds."""
+    _race_rounds(start(3), clients, 24, "trio", 2)
 
 
 def test_admin_api_reload_reloads_every_worker(tmp_path: Any, clients: list[RawClient]) -> None:

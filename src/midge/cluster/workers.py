@@ -33,10 +33,16 @@ peers are our own processes on socketpairs the parent made, never the network):
     the answer to every SUB and retained PUB: the sender has applied the receiver's SUB frames
     and stored its retained messages up to ``seq`` (links are ordered), so from now on it
     forwards what they match. A SUBACK, and the ack of a retained PUBLISH, wait for it.
-``(CLAIM, id, client_id, clean_start, time)`` / ``(RELEASED, id, session, handover)``
-    a CONNECT for ``client_id`` on the sender: take the client over here and send its session.
-    ``time`` is the sender's Lamport clock: (time, sender) orders the claims of one client id,
-    and a claim waits here while one of this worker with a smaller key is unfinished.
+``(LOCK, id, client_id, clean_start, time)`` / ``(UNLOCK, client_id, id)``
+    to the client id's home worker (:meth:`WorkerRouter.home`): a CONNECT for ``client_id`` on
+    the sender wants its lock / has finished. The home sends the claim that holds the lock to
+    every worker, one claim of a client id at a time.
+``(CLAIM, id, client_id, clean_start, time, origin)`` / ``(RELEASED, id, session, handover)``
+    a CONNECT for ``client_id`` on worker ``origin`` (sent by its home, or by ``origin`` itself):
+    take the client over here and send its session to ``origin``. ``time`` is the origin's
+    Lamport clock: without the lock (its home down), (time, origin) orders the claims of one
+    client id, and a claim waits here while one of this worker with a smaller key is
+    unfinished.
 ``(FENCE, id, old)`` / ``(FENCED, new, id)`` / ``(REST, id, deliveries)``
     a session moved (``handover``): the worker it left, ``old``, keeps a stand-in that queues
     what is published for it. The new worker sends FENCE to every worker after the SUB frames
@@ -73,6 +79,7 @@ import os
 import signal
 import socket
 import sys
+import zlib
 from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -93,6 +100,7 @@ log = logging.getLogger("midge.workers")
 
 PUB, SUB, UNSUB, CLAIM, RELEASED, MARK, KNOWN = range(7)
 FENCE, FENCED, REST, RETAINED, SYNCED, HOLDS, HELD, STATS, ASK, ANSWER = range(7, 17)
+LOCK, UNLOCK = range(17, 19)
 
 #: How long a CONNECT waits for the other workers to release its client id.
 CLAIM_TIMEOUT = 5.0
@@ -261,11 +269,15 @@ def state_from_data(d: Any) -> SessionState:
 
 class _Claim:
     __slots__ = (
+        "cid",
+        "clean_start",
         "client_id",
         "done",
         "filters",
+        "gated",
         "handle",
         "key",
+        "replied",
         "sessions",
         "waiting",
         "windowed",
@@ -273,13 +285,17 @@ class _Claim:
 
     def __init__(
         self,
+        cid: int,
         client_id: str,
+        clean_start: bool,
         key: tuple[int, int],
         waiting: set[int],
         done: Callable[[], None],
         handle: Any,
     ) -> None:
+        self.cid = cid
         self.client_id = client_id
+        self.clean_start = clean_start
         #: (Lamport time, worker id): orders the claims of one client id on every worker.
         self.key = key
         self.waiting = waiting
@@ -291,6 +307,11 @@ class _Claim:
         self.filters: list[str] = []
         #: Waiting for a moved session's hand-over (REST): messages are being recorded.
         self.windowed = False
+        #: Holds the client id's lock on its home worker (released when finished, UNLOCK).
+        self.gated = False
+        #: The workers that answered (RELEASED): a claim sent twice (forwarded by a home
+        #: that died, then directly) is answered once.
+        self.replied: set[int] = set()
 
 
 class _AckWait:
@@ -342,9 +363,11 @@ class _Wait:
 class WorkerRouter:
     """One worker's view of the others: their interest, and the mesh links to them."""
 
-    def __init__(self, wid: int) -> None:
+    def __init__(self, wid: int, workers: int = 0) -> None:
         self.wid = wid
         self.me = str(wid)
+        #: How many workers the broker runs: a client id's home is one of them (:meth:`home`).
+        self.workers = workers
         self.broker: Broker | None = None
         self.peers: dict[int, FrameProtocol] = {}
         #: The other workers' interest: "client id" = worker id (as a string).
@@ -377,6 +400,9 @@ class WorkerRouter:
         self._deferred: dict[str, list[tuple[tuple[int, int], int, int, bool]]] = {}
         #: Per client id, the claims of this worker waiting for a session's hand-over.
         self._handing: dict[str, int] = {}
+        #: On a client id's home worker: the claims of it, the first one holding its lock and
+        #: sent to every worker, the others waiting: (worker, claim id, clean start, time).
+        self._locks: dict[str, deque[tuple[int, int, bool, int]]] = {}
         #: Sessions moving away: stand-ins by (new worker, its claim id), and by client id.
         self._stand_ins: dict[tuple[int, int], _StandIn] = {}
         self._stand_in_of: dict[str, tuple[int, int]] = {}
@@ -711,7 +737,21 @@ class WorkerRouter:
 
     # -- client ids
 
+    def home(self, client_id: str) -> int:
+        """The worker that orders the claims of ``client_id`` (its lock, LOCK/UNLOCK)."""
+        n = self.workers
+        return zlib.crc32(client_id.encode()) % n if n > 1 else self.wid
+
     def claim(self, client_id: str, clean_start: bool, done: Callable[[], None]) -> None:
+        """A CONNECT for ``client_id`` here (after authentication): ``done`` is called once
+        every other worker has released the client id (or after CLAIM_TIMEOUT).
+
+        The claims of one client id go one at a time: each takes the client id's lock on its
+        home worker (:meth:`home`), which sends it to every worker once the claim before it
+        has finished (its client attached, its session's hand-over complete). So a session
+        moves once per claim, from where the previous claim left it, however many workers
+        claim it at once (docs/workers.md). If the home worker is down, the claim goes
+        without the lock, ordered against the others by its (Lamport time, worker) key."""
         if not self.peers:
             done()
             return
@@ -719,11 +759,74 @@ class WorkerRouter:
         cid = self._next_claim
         self._clock += 1
         key = (self._clock, self.wid)
-        self._claiming.setdefault(client_id, []).append(key)
         handle = asyncio.get_running_loop().call_later(CLAIM_TIMEOUT, self._claim_timeout, cid)
-        self.claims[cid] = _Claim(client_id, key, set(self.peers), done, handle)
-        for link in self.peers.values():
-            link.send((CLAIM, cid, client_id, clean_start, key[0]))
+        claim = _Claim(cid, client_id, clean_start, key, set(self.peers), done, handle)
+        self.claims[cid] = claim
+        home = self.home(client_id)
+        if home == self.wid:
+            claim.gated = True
+            self._lock(self.wid, cid, client_id, clean_start, key[0])
+        elif home in self.peers:
+            claim.gated = True
+            self.peers[home].send((LOCK, cid, client_id, clean_start, key[0]))
+        else:
+            self._ungated(cid, claim)
+
+    def _ungated(self, cid: int, claim: _Claim) -> None:
+        """Send a claim to every worker that has not answered it, without the lock (its home
+        is down): ordered by its key against the claims of this client id it meets."""
+        claim.gated = False
+        self._claiming.setdefault(claim.client_id, []).append(claim.key)
+        frame = encode_frame(
+            (CLAIM, cid, claim.client_id, claim.clean_start, claim.key[0], self.wid)
+        )
+        for wid in claim.waiting:
+            link = self.peers.get(wid)
+            if link is not None:
+                link.write(frame)
+
+    def _lock(self, wid: int, cid: int, client_id: str, clean_start: bool, at: int) -> None:
+        """On the home worker of ``client_id``: the claim ``cid`` of worker ``wid`` takes the
+        lock, or waits behind the claims that hold it or wait for it."""
+        if at > self._clock:
+            self._clock = at
+        queue = self._locks.get(client_id)
+        if queue is None:
+            queue = self._locks[client_id] = deque()
+        queue.append((wid, cid, clean_start, at))
+        if len(queue) == 1:
+            self._grant(client_id, queue[0])
+
+    def _grant(self, client_id: str, entry: tuple[int, int, bool, int]) -> None:
+        """The claim ``entry`` holds the lock: send it to every worker (its own sends it)."""
+        origin, cid, clean_start, at = entry
+        frame = encode_frame((CLAIM, cid, client_id, clean_start, at, origin))
+        for wid, link in self.peers.items():
+            if wid != origin:
+                link.write(frame)
+        if origin != self.wid:
+            self._on_claim(origin, cid, client_id, clean_start, at)
+
+    def _unlock(self, wid: int, cid: int, client_id: str) -> None:
+        """On the home worker: the claim ``cid`` of ``wid`` finished (or its worker is gone):
+        the next one takes the lock."""
+        queue = self._locks.get(client_id)
+        if queue is None:
+            return
+        for k, entry in enumerate(queue):
+            if entry[0] == wid and entry[1] == cid:
+                del queue[k]
+                if not queue:
+                    del self._locks[client_id]
+                elif k == 0:
+                    self._grant(client_id, queue[0])
+                return
+
+    def _unlock_all(self, wid: int) -> None:
+        """Worker ``wid`` is gone: its claims leave the locks this worker keeps."""
+        for client_id, queue in list(self._locks.items()):
+            for entry in [e for e in queue if e[0] == wid]:
+                self._unlock(wid, entry[1], client_id)
 
     def _claim_timeout(self, cid: int) -> None:
         claim = self.claims.pop(cid, None)
@@ -763,7 +866,7 @@ class WorkerRouter:
             broker.adopted(session)
         client_id = claim.client_id
         keys = self._claiming.get(client_id)
-        if keys is not None:
+        if keys is not None and claim.key in keys:
             keys.remove(claim.key)
             if not keys:
                 del self._claiming[client_id]
@@ -771,6 +874,15 @@ class WorkerRouter:
         if deferred:
             for key, wid, cid, clean_start in sorted(deferred):
                 self._on_claim(wid, cid, client_id, clean_start, key[0])
+        if claim.gated:
+            claim.gated = False
+            home = self.home(client_id)
+            if home == self.wid:
+                self._unlock(self.wid, claim.cid, client_id)
+            else:
+                link = self.peers.get(home)
+                if link is not None:
+                    link.send((UNLOCK, client_id, claim.cid))
 
     def _on_claim(self, wid: int, cid: int, client_id: str, clean_start: bool, at: int) -> None:
         """Another worker claims ``client_id``. Claims of one client id are ordered by their
@@ -788,14 +900,14 @@ class WorkerRouter:
             # for this client id waits for its hand-over (REST), which would miss it otherwise.
             self._deferred.setdefault(client_id, []).append((key, wid, cid, clean_start))
             return
+        link = self.peers.get(wid)
+        if link is None:
+            return  # the claiming worker is gone: the session stays here
         if client_id in self._stand_in_of:
             # Moving away already (a stand-in here): the worker it moves to answers for it.
-            link = self.peers.get(wid)
-            if link is not None:
-                link.send((RELEASED, cid, None, False))
+            link.send((RELEASED, cid, None, False))
             return
-        link = self.peers.get(wid)
-        session, stub = self.broker.release(client_id, clean_start, stand_in=link is not None)
+        session, stub = self.broker.release(client_id, clean_start, stand_in=True)
         data = state_to_data(session.snapshot()) if session is not None else None
         if stub is not None:
             key = (wid, cid)
@@ -805,8 +917,7 @@ class WorkerRouter:
             self._stand_ins[key] = _StandIn(stub, handle)
             self._stand_in_of[client_id] = key
             self._windows += 1
-        if link is not None:
-            link.send((RELEASED, cid, data, stub is not None))
+        link.send((RELEASED, cid, data, stub is not None))
 
     def _on_released(self, wid: int, cid: int, data: Any, handover: bool) -> None:
         assert self.broker is not None
@@ -815,6 +926,9 @@ class WorkerRouter:
             if data is not None:
                 log.warning("session %s released after its claim timed out: dropped", data[0])
             return
+        if wid in claim.replied:
+            return  # sent twice (its home died after forwarding it): answered already
+        claim.replied.add(wid)
         if data is not None:
             session = self.broker.new_session(state_from_data(data))
             self.broker.adopt(session)
@@ -962,7 +1076,12 @@ class WorkerRouter:
             self.remote.unsubscribe(str(wid), frame[1])
             self.remote_filters[wid].pop(frame[1], None)
         elif kind == CLAIM:
-            self._on_claim(wid, frame[1], frame[2], frame[3], frame[4])
+            # From the claiming worker, or from the client id's home on its behalf.
+            self._on_claim(frame[5], frame[1], frame[2], frame[3], frame[4])
+        elif kind == LOCK:
+            self._lock(wid, frame[1], frame[2], frame[3], frame[4])
+        elif kind == UNLOCK:
+            self._unlock(wid, frame[2], frame[1])
         elif kind == RELEASED:
             self._on_released(wid, frame[1], frame[2], frame[3])
         elif kind == FENCE:
@@ -1012,7 +1131,12 @@ class WorkerRouter:
         if self._need.pop(wid, 0) > self._known.get(wid, 0):
             self._behind -= 1
         self._known.pop(wid, None)
+        self._unlock_all(wid)
         for cid, claim in list(self.claims.items()):
+            if claim.gated and self.home(claim.client_id) == wid:
+                # Its home is gone, and the lock with it: the claim goes without (sent again
+                # to those that have not answered; one that answered twice is heard once).
+                self._ungated(cid, claim)
             if wid in claim.waiting:
                 self._answered(cid, claim, wid)
         for key, stand_in in list(self._stand_ins.items()):
@@ -1269,7 +1393,7 @@ async def _worker_main(
             config,
             persistence_file=worker_db_name(config.persistence_file or DEFAULT_DB_NAME, wid),
         )
-    router = WorkerRouter(wid)
+    router = WorkerRouter(wid, config.workers)
     for peer, sock in peer_socks.items():
         _, link = await loop.create_unix_connection(
             lambda peer=peer: _link(router, peer),  # type: ignore[misc]
