@@ -699,7 +699,8 @@ def test_a_dead_worker_is_restarted_and_its_clients_resume(
     the live one (messages cross both ways), the retained set as the live worker has it
     (changed while it was down: a new message and a clear), and its database: a client whose
     persistent session it held reconnects and resumes it, with the messages queued before; a
-    session made elsewhere while it was down wins over the older one it restored."""
+    client of it that comes back while it is down waits for it and gets its session too (not
+    a new one)."""
     args = ("--host", "127.0.0.1", "--port", "0", "--workers", "2")
     proc = ProcBroker(args, cwd=tmp_path)
     try:
@@ -717,9 +718,10 @@ def test_a_dead_worker_is_restarted_and_its_clients_resume(
         os.kill(a, signal.SIGKILL)
         pub.publish("r/new", b"new", qos=1, retain=True)  # while a is down
         pub.publish("r/gone", b"", qos=1, retain=True)
-        # A client of the dead worker comes back meanwhile: a new session, on the live worker.
+        # A client of the dead worker comes back meanwhile: its CONNECT waits for the worker to
+        # be back, and it gets its session (restored there), not a new one.
         other, _ = _persistent(proc, clients, "other")
-        assert not other.connack.session_present
+        assert other.connack.session_present
         other.subscribe("new/#", 1)
         other.disconnect()
         deadline = time.monotonic() + 10
@@ -748,13 +750,13 @@ def test_a_dead_worker_is_restarted_and_its_clients_resume(
         pub.subscribe("y/#", 1)
         there.publish("y/1", b"from the new one", qos=1)
         assert receive_publishes(pub, 1, timeout=5)[0].payload == b"from the new one"
-        # The older copy of "other" that the restarted worker restored is dropped: only the
-        # session made while it was down remains.
+        # "other" is one session: its subscription from before the kill and the one made
+        # while the worker was down.
         pub.publish("old/1", b"old", qos=1)
         pub.publish("new/1", b"new", qos=1)
         other, _ = _persistent(proc, clients, "other")
         assert other.connack.session_present
-        assert [p.payload for p in receive_publishes(other, 1, timeout=5)] == [b"new"]
+        assert [p.payload for p in receive_publishes(other, 2, timeout=5)] == [b"old", b"new"]
         other.expect_nothing(0.3)
         assert "worker 0 restarted" in proc.stderr or "worker 1 restarted" in proc.stderr
         assert proc.stop() == 0, proc.describe()
@@ -1042,5 +1044,151 @@ def test_admin_api_reload_reloads_every_worker(tmp_path: Any, clients: list[RawC
                 break
         assert refused == set(anonymous)
         assert proc.stop() == 0
+    finally:
+        proc.close()
+
+
+def _wait_dead(pid: int) -> None:
+    """Until process ``pid`` has exited, every thread of it (its sockets are closed then;
+    before, a new connection may reach its listener and be reset). Its main thread is a
+    zombie until reaped while another (the store's writer) may still hold its files."""
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        try:
+            tasks = os.listdir(f"/proc/{pid}/task")
+            with open(f"/proc/{pid}/stat") as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            return
+        if tasks == [str(pid)] and state in ("Z", "X"):
+            return
+        time.sleep(0.005)
+    raise AssertionError(f"process {pid} did not exit")
+
+
+def test_messages_for_a_dead_workers_sessions_are_kept_until_it_is_back(
+    tmp_path: Any, clients: list[RawClient]
+) -> None:
+    """SIGKILL of the worker holding a persistent QoS 1 subscriber while a publisher on the
+    other worker keeps publishing QoS 1: the live worker holds the messages for the dead
+    one's routes and sends them once it is restarted; the subscriber, reconnecting at once
+    (while its worker is down: its CONNECT waits for it), gets its session back (not a new
+    one) and every message whose PUBACK the publisher got, before, during and after the
+    kill. Twice, the second time with the subscriber back on the live worker."""
+    args = ("--host", "127.0.0.1", "--port", "0", "--workers", "2")
+    proc = ProcBroker(args, cwd=tmp_path)
+    try:
+        proc.wait_listening()
+        sub, a = _persistent(proc, clients, "keeper")
+        sub.subscribe("k/#", 1)
+        pub, b = open_client(proc, clients, "pub", version=5, avoid=a)
+        acked: list[int] = []
+        stop = threading.Event()
+        errors: list[BaseException] = []
+
+        def publish() -> None:
+            n = 0
+            try:
+                while not stop.is_set():
+                    ack = pub.publish(f"k/{n}", str(n).encode(), qos=1)
+                    assert isinstance(ack, Puback) and ack.reason_code == 0, ack
+                    acked.append(n)
+                    n += 1
+                    time.sleep(0.002)
+            except BaseException as exc:
+                errors.append(exc)
+
+        thread = threading.Thread(target=publish)
+        thread.start()
+        got: set[int] = set()
+        try:
+            for round_ in range(2):
+                if round_:
+                    # Back to the restarted worker (a takeover), to kill it again.
+                    old = sub
+                    sub, _ = _persistent(proc, clients, "keeper", avoid=b)
+                    assert sub.connack.session_present
+                    got |= {int(p.payload) for p in _read_for(old, 1.0)}  # until taken over
+                got |= {int(p.payload) for p in _read_for(sub, 0.5)}
+                holder = worker_of(proc, sub)
+                assert holder != b
+                before = len(acked)
+                os.kill(holder, signal.SIGKILL)
+                got |= {int(p.payload) for p in _read_for(sub, 0.2)}  # until it is closed
+                sub.close()
+                _wait_dead(holder)
+                # Back at once: on the live worker, which waits for the dead one's answer.
+                sub, _ = _persistent(proc, clients, "keeper")
+                assert sub.connack.session_present, round_
+                got |= {int(p.payload) for p in _read_for(sub, 0.5)}
+                # Published throughout.
+                assert len(acked) > before + 20, (before, len(acked), errors, proc.stderr)
+        finally:
+            stop.set()
+            thread.join(10)
+        assert not errors, errors
+        assert proc.proc.poll() is None, proc.describe()
+        deadline = time.monotonic() + 10
+        while not set(acked) <= got and time.monotonic() < deadline:
+            got |= {int(p.payload) for p in _read_for(sub, 0.3)}
+        missed = sorted(set(acked) - got)
+        assert not missed, (
+            f"{len(missed)} of {len(acked)} acknowledged messages missed: {missed[:20]}"
+        )
+        assert proc.stop() == 0, proc.describe()
+    finally:
+        proc.close()
+
+
+def test_a_session_moving_to_a_worker_killed_at_once_is_not_lost(
+    tmp_path: Any, clients: list[RawClient]
+) -> None:
+    """A persistent session with queued messages on worker a; its client connects to worker
+    w, which is killed (SIGKILL) 0 to 20 ms after the CONNECT is sent: before, during or
+    right after the session's move (the old worker deletes its copy only once w's database
+    has it). Whenever the client comes back, it finds its session, queued messages
+    included, on whichever worker has it. 11 rounds."""
+    args = ("--host", "127.0.0.1", "--port", "0", "--workers", "2")
+    proc = ProcBroker(args, cwd=tmp_path)
+    try:
+        proc.wait_listening()
+        expiry = {Prop.SESSION_EXPIRY_INTERVAL: 3600}
+        for i in range(11):
+            client_id = f"mover{i}"
+            owner, a = _persistent(proc, clients, client_id)
+            owner.subscribe(f"m/{i}/#", 1)
+            owner.disconnect()
+            pub, _ = open_client(proc, clients, f"pub{i}", version=5)
+            for k in range(2):
+                pub.publish(f"m/{i}/{k}", f"q{k}".encode(), qos=1)
+            pub.disconnect()
+            for _ in range(200):
+                mover = RawClient(proc.host, proc.port, version=5)
+                clients.append(mover)
+                w = worker_of(proc, mover)
+                if w != a:
+                    break
+                mover.close()
+            else:
+                raise AssertionError("no connection on the other worker")
+            connect = Connect(
+                client_id=client_id, protocol_level=5, clean_start=False, properties=expiry
+            )
+            mover.send_raw(encode(connect, 5))
+            time.sleep(i * 0.002)
+            os.kill(w, signal.SIGKILL)
+            _wait_dead(w)
+            mover.close()
+            back, _ = _persistent(proc, clients, client_id)
+            assert back.connack.session_present, (i, proc.stderr)
+            got = receive_publishes(back, 2, timeout=5)
+            assert sorted(p.payload for p in got) == [b"q0", b"q1"], i
+            back.disconnect()
+            # The next round starts with both workers up.
+            deadline = time.monotonic() + 10
+            while len(worker_pids(proc)) < 2 or w in worker_pids(proc):
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+        assert proc.stop() == 0, proc.describe()
     finally:
         proc.close()

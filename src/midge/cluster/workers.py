@@ -100,7 +100,7 @@ log = logging.getLogger("midge.workers")
 
 PUB, SUB, UNSUB, CLAIM, RELEASED, MARK, KNOWN = range(7)
 FENCE, FENCED, REST, RETAINED, SYNCED, HOLDS, HELD, STATS, ASK, ANSWER = range(7, 17)
-LOCK, UNLOCK = range(17, 19)
+LOCK, UNLOCK, STORED = range(17, 20)
 
 #: How long a CONNECT waits for the other workers to release its client id.
 CLAIM_TIMEOUT = 5.0
@@ -111,6 +111,9 @@ KNOWN_TIMEOUT = 5.0
 STARTUP_TIMEOUT = 30.0
 DRAIN_TIMEOUT = 3.0
 EXIT_TIMEOUT = 8.0
+
+#: Messages held for a worker that is down, until it is back (beyond: dropped, logged).
+HELD_LIMIT = 100_000
 
 #: Options of a remote worker's interest (only the filter matters).
 _INTEREST = SubOptions()
@@ -276,6 +279,7 @@ class _Claim:
         "filters",
         "gated",
         "handle",
+        "kept",
         "key",
         "replied",
         "sessions",
@@ -312,6 +316,24 @@ class _Claim:
         #: The workers that answered (RELEASED): a claim sent twice (forwarded by a home
         #: that died, then directly) is answered once.
         self.replied: set[int] = set()
+        #: The workers that keep the session moved here in their database until told that
+        #: it is recorded here (STORED).
+        self.kept: list[int] = []
+
+
+class _Moved:
+    """A persistent session released to another worker, still in this worker's database
+    until that worker has recorded it in its own (STORED): if that worker dies first, the
+    session comes back here. ``extra``: what its stand-in queued (recorded here too)."""
+
+    __slots__ = ("extra", "session")
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self.extra: list[Any] = []
+
+    def messages(self) -> list[Message]:
+        return self.session.stored_messages() + [d[0] for d in self.extra]
 
 
 class _AckWait:
@@ -403,6 +425,20 @@ class WorkerRouter:
         #: On a client id's home worker: the claims of it, the first one holding its lock and
         #: sent to every worker, the others waiting: (worker, claim id, clean start, time).
         self._locks: dict[str, deque[tuple[int, int, bool, int]]] = {}
+        #: Persistent sessions released to (worker, claim id), kept in the database until
+        #: that worker has recorded them (STORED).
+        self._moving: dict[tuple[int, int], _Moved] = {}
+        #: Workers that died and are being restarted: their interest stays, the messages
+        #: for them are held (sent when they are back), claims wait for their answer.
+        self._down: set[int] = set()
+        self._held: dict[int, list[bytes]] = {}
+        #: Per peer, the PUB frames it must store before the publisher's ack and has not yet
+        #: confirmed (KNOWN): if it dies, they are held for it with the others.
+        self._unconfirmed: dict[int, deque[tuple[int, bytes]]] = {}
+        #: A restarted worker's interest from before it died, until it has advertised its
+        #: restored sessions' (HOLDS): what it did not advertise again goes then.
+        self._stale: dict[int, dict[str, None]] = {}
+        self._stopping = False
         #: Sessions moving away: stand-ins by (new worker, its claim id), and by client id.
         self._stand_ins: dict[tuple[int, int], _StandIn] = {}
         self._stand_in_of: dict[str, tuple[int, int]] = {}
@@ -432,6 +468,13 @@ class WorkerRouter:
     def bind(self, broker: Broker) -> None:
         self.broker = broker
         self._durable = broker.durable_store is not None
+        # The subscriptions of the sessions restored from the database: the other workers
+        # route to them from now on, as to subscriptions made here (before HOLDS: a peer
+        # forgets, at HOLDS, the interest this worker had before it died and did not
+        # advertise again).
+        for session in broker.sessions.values():
+            for topic_filter in session.subscriptions:
+                self.interest_added(topic_filter)
         if self._restarted and self.peers:
             # Which of the sessions restored here did the others take while it was down?
             self._holding = set(self.peers)
@@ -446,8 +489,25 @@ class WorkerRouter:
         if old is not None:  # a worker restarted before its old link's end was read
             self.peer_lost(wid, old)
         self.peers[wid] = link
-        self.remote_filters[wid] = {}
         self._known[wid] = self._seq
+        if wid not in self._down:
+            self.remote_filters[wid] = {}
+            return
+        # Back after it died: its interest from before stays until it has advertised its
+        # restored sessions' (HOLDS); what was held for it goes first; the claims that
+        # wait for its answer are sent to it.
+        self._down.discard(wid)
+        stale = self._stale.setdefault(wid, {})
+        stale.update(self.remote_filters.get(wid, {}))
+        self.remote_filters[wid] = {}
+        held = self._held.pop(wid, [])
+        if held:
+            log.info("%d messages held for worker %d while it was down: sent", len(held), wid)
+            for frame in held:
+                link.write(frame)
+        for cid, claim in self.claims.items():
+            if wid in claim.waiting and wid not in claim.replied:
+                link.send((CLAIM, cid, claim.client_id, claim.clean_start, claim.key[0], self.wid))
 
     def welcome(self, wid: int, sync: bool) -> None:
         """``wid`` is a worker restarted after it died: tell it this worker's interest (and,
@@ -598,16 +658,32 @@ class WorkerRouter:
                 wid = int(w)
                 link = self.peers.get(wid)
                 if link is None:
+                    if wid in self._down:
+                        self._hold(wid, encode_frame((PUB, data, groups or None, 0, self._pubno)))
                     continue
-                if seq:
-                    self._awaits(wid, seq)
                 if groups:
-                    link.send((PUB, data, groups, seq, self._pubno))
+                    frame = encode_frame((PUB, data, groups, seq, self._pubno))
                 else:
                     if plain is None:
                         plain = encode_frame((PUB, data, None, seq, self._pubno))
-                    link.write(plain)
+                    frame = plain
+                link.write(frame)
+                if seq:
+                    self._awaits(wid, seq)
+                    # Kept until stored there (KNOWN): held for it again if it dies first.
+                    self._unconfirmed.setdefault(wid, deque()).append((seq, frame))
         return broker.route(message, local_groups) or interested
+
+    def _hold(self, wid: int, frame: bytes) -> None:
+        """A message for worker ``wid``, which is down: sent to it once it is back."""
+        held = self._held.setdefault(wid, [])
+        if len(held) < HELD_LIMIT:
+            held.append(frame)
+        elif len(held) == HELD_LIMIT:
+            held.append(b"")  # counted once: the log line below is written once
+            log.warning(
+                "worker %d is down, %d messages held for it: dropping more", wid, HELD_LIMIT
+            )
 
     def _on_pub(self, wid: int, data: Any, groups: Any, number: int) -> None:
         assert self.broker is not None
@@ -752,7 +828,7 @@ class WorkerRouter:
         moves once per claim, from where the previous claim left it, however many workers
         claim it at once (docs/workers.md). If the home worker is down, the claim goes
         without the lock, ordered against the others by its (Lamport time, worker) key."""
-        if not self.peers:
+        if not self.peers and not self._down:
             done()
             return
         self._next_claim += 1
@@ -760,7 +836,9 @@ class WorkerRouter:
         self._clock += 1
         key = (self._clock, self.wid)
         handle = asyncio.get_running_loop().call_later(CLAIM_TIMEOUT, self._claim_timeout, cid)
-        claim = _Claim(cid, client_id, clean_start, key, set(self.peers), done, handle)
+        # A worker that is down is waited for too (it is being restarted with the sessions
+        # it held, and answers once back), up to CLAIM_TIMEOUT.
+        claim = _Claim(cid, client_id, clean_start, key, set(self.peers) | self._down, done, handle)
         self.claims[cid] = claim
         home = self.home(client_id)
         if home == self.wid:
@@ -859,6 +937,11 @@ class WorkerRouter:
         # The client attaches first: the claims held back go on only after (one of them may
         # take it over at once).
         claim.done()
+        for wid in claim.kept:
+            # Given up waiting for the hand-over (or for a worker): the session moved here
+            # is recorded here, without what the stand-in held.
+            self._stored(wid, claim.cid)
+        claim.kept.clear()
         self._handover_done(claim)
         broker = self.broker
         assert broker is not None
@@ -907,8 +990,14 @@ class WorkerRouter:
             # Moving away already (a stand-in here): the worker it moves to answers for it.
             link.send((RELEASED, cid, None, False))
             return
-        session, stub = self.broker.release(client_id, clean_start, stand_in=True)
+        held = self.broker.sessions.get(client_id)
+        # With persistence the session stays in this worker's database until the claiming
+        # worker has recorded it in its own (STORED), so it is always in one of them.
+        keep = held is not None and held.store is not None and not clean_start
+        session, stub = self.broker.release(client_id, clean_start, stand_in=True, keep=keep)
         data = state_to_data(session.snapshot()) if session is not None else None
+        if keep and session is not None:
+            self._moving[(wid, cid)] = _Moved(session)
         if stub is not None:
             key = (wid, cid)
             handle = asyncio.get_running_loop().call_later(
@@ -917,13 +1006,20 @@ class WorkerRouter:
             self._stand_ins[key] = _StandIn(stub, handle)
             self._stand_in_of[client_id] = key
             self._windows += 1
-        link.send((RELEASED, cid, data, stub is not None))
+        link.send((RELEASED, cid, data, stub is not None, keep and session is not None))
 
-    def _on_released(self, wid: int, cid: int, data: Any, handover: bool) -> None:
+    def _on_released(
+        self, wid: int, cid: int, data: Any, handover: bool, kept: bool = False
+    ) -> None:
         assert self.broker is not None
         claim = self.claims.get(cid)
         if claim is None:
-            if data is not None:
+            if data is not None and kept:
+                # The worker that released it keeps it: not taken here.
+                link = self.peers.get(wid)
+                if link is not None:
+                    link.send((STORED, cid, False))
+            elif data is not None:
                 log.warning("session %s released after its claim timed out: dropped", data[0])
             return
         if wid in claim.replied:
@@ -931,9 +1027,15 @@ class WorkerRouter:
         claim.replied.add(wid)
         if data is not None:
             session = self.broker.new_session(state_from_data(data))
+            self._moved_back(session.client_id)
             self.broker.adopt(session)
             claim.sessions.append(session)
             claim.filters.extend(session.subscriptions)
+            if kept:
+                if handover:
+                    claim.kept.append(wid)  # recorded here once what its stand-in has is
+                else:
+                    self._stored(wid, cid)
         if handover:
             # The old worker queues for the session until every worker routes to it here:
             # wait for that queue (REST); from now on, note which message is which.
@@ -984,7 +1086,7 @@ class WorkerRouter:
             log.warning("workers did not confirm a session hand-over in time")
             self._hand_over(key)
 
-    def _hand_over(self, key: tuple[int, int]) -> None:
+    def _hand_over(self, key: tuple[int, int], send: bool = True) -> None:
         """Every worker routes to the moved session on its new worker: send what the stand-in
         queued meanwhile there, and end it."""
         assert self.broker is not None
@@ -993,7 +1095,7 @@ class WorkerRouter:
         stub = stand_in.stub
         if self._stand_in_of.get(stub.client_id) == key:
             del self._stand_in_of[stub.client_id]
-        link = self.peers.get(key[0])
+        link = self.peers.get(key[0]) if send else None
         if link is not None:
             ids = self._ids
             rest = [
@@ -1001,6 +1103,9 @@ class WorkerRouter:
                 for d in stub.queue or ()
             ]
             link.send((REST, key[1], rest))
+        moved = self._moving.get(key)
+        if moved is not None:
+            moved.extra = list(stub.queue or ())  # recorded here with the session
         self.broker.end_stand_in(stub)
         self._window_closed()
 
@@ -1036,8 +1141,80 @@ class WorkerRouter:
                 if session.store is not None:
                     for d in added:
                         session.store.delivery_added(session.client_id, d, 0)
+        if wid in claim.kept:
+            claim.kept.remove(wid)
+            self._stored(wid, cid)
         self._answered(cid, claim, wid)
         self._handover_done(claim)
+
+    def _stored(self, wid: int, cid: int) -> None:
+        """Tell ``wid``, which keeps the session it released for claim ``cid`` in its
+        database, once the session is recorded in this worker's (its adoption and the
+        hand-over committed): it deletes its copy then. The frame is flushed at once, before
+        any ack that a later commit releases can reach a client."""
+        store = self.broker.durable_store if self.broker is not None else None
+
+        def send() -> None:
+            link = self.peers.get(wid)
+            if link is not None:
+                link.send((STORED, cid))
+                link.flush()
+
+        if store is None:
+            send()
+        else:
+            store.commit(send)
+
+    def _on_stored(self, wid: int, cid: int, taken: bool = True) -> None:
+        """The session released to ``wid`` for its claim ``cid`` is recorded there: it
+        leaves this worker's database. Not ``taken`` (the claim had timed out there): it
+        stays here."""
+        if (wid, cid) not in self._moving:
+            return
+        if not taken:
+            self._take_back((wid, cid))
+            return
+        moved = self._moving.pop((wid, cid))
+        store = self.broker.durable_store if self.broker is not None else None
+        if store is not None:
+            store.session_deleted(moved.session.client_id, moved.messages())
+
+    def _moved_back(self, client_id: str) -> None:
+        """``client_id``'s session comes back here while the copy it left here waits for
+        STORED: that copy leaves the database now, before the session is recorded again."""
+        store = self.broker.durable_store if self.broker is not None else None
+        for key in [k for k, m in self._moving.items() if m.session.client_id == client_id]:
+            moved = self._moving.pop(key)
+            if store is not None:
+                store.session_deleted(client_id, moved.messages())
+
+    def _take_back(self, key: tuple[int, int]) -> None:
+        """The worker a persistent session was released to died before recording it: the
+        session, with what its stand-in queued, is this worker's again (it never left its
+        database), detached."""
+        broker = self.broker
+        assert broker is not None
+        moved = self._moving.pop(key)
+        if key in self._stand_ins:
+            self._hand_over(key, send=False)
+        session = moved.session
+        client_id = session.client_id
+        store = broker.durable_store
+        if client_id in broker.sessions or store is None:
+            return
+        if moved.extra:
+            queue = session.queue if session.queue is not None else deque()
+            queue.extend(moved.extra)
+            session.queue = queue
+            session.queued_bytes += sum(len(d[0].payload) for d in moved.extra)
+        session.detached()
+        session.store = store  # recorded here already: adopt does not record it again
+        broker.adopt(session)
+        store.session_detached(client_id, session.expiry_interval, broker.scheduler.wall())
+        broker.adopted(session)
+        log.warning(
+            "worker %d died before recording session %s moved to it: kept here", key[0], client_id
+        )
 
     def _answered(self, cid: int, claim: _Claim, wid: int) -> None:
         claim.waiting.discard(wid)
@@ -1063,10 +1240,16 @@ class WorkerRouter:
         elif kind == SUB:
             self.remote.subscribe(str(wid), frame[1], _INTEREST)
             self.remote_filters[wid][frame[1]] = None
+            stale = self._stale.get(wid)
+            if stale:
+                stale.pop(frame[1], None)
             self._reply_known(wid, frame[2])
         elif kind == KNOWN:
             old = self._known.get(wid)
             seq = frame[1]
+            unconfirmed = self._unconfirmed.get(wid)
+            while unconfirmed and unconfirmed[0][0] <= seq:
+                unconfirmed.popleft()
             if old is not None and seq > old:
                 self._known[wid] = seq
                 if old < self._need.get(wid, 0) <= seq:
@@ -1083,7 +1266,9 @@ class WorkerRouter:
         elif kind == UNLOCK:
             self._unlock(wid, frame[2], frame[1])
         elif kind == RELEASED:
-            self._on_released(wid, frame[1], frame[2], frame[3])
+            self._on_released(wid, frame[1], frame[2], frame[3], frame[4])
+        elif kind == STORED:
+            self._on_stored(wid, frame[1], frame[2] if len(frame) > 2 else True)
         elif kind == FENCE:
             self._on_fence(wid, frame[1], frame[2])
         elif kind == FENCED:
@@ -1098,6 +1283,11 @@ class WorkerRouter:
         elif kind == SYNCED:
             self._sync_done(wid)
         elif kind == HOLDS:
+            # A restarted worker has advertised its restored sessions' interest: what it had
+            # before it died and did not advertise again goes.
+            for topic_filter in self._stale.pop(wid, {}):
+                if topic_filter not in self.remote_filters[wid]:
+                    self.remote.unsubscribe(str(wid), topic_filter)
             link = self.peers.get(wid)
             if link is not None:
                 sessions = self.broker.sessions
@@ -1121,13 +1311,26 @@ class WorkerRouter:
         if current is None or (link is not None and current is not link):
             return
         del self.peers[wid]
+        # Unless this worker is stopping, the parent restarts a worker that died: until it is
+        # back, its interest stays, the messages for it are held, and claims wait for it.
+        down = not self._stopping
+        unconfirmed = self._unconfirmed.pop(wid, None)
+        if down:
+            self._down.add(wid)
+            # What it had not confirmed storing is sent again when it is back (it may have
+            # it already: a duplicate, as QoS 1 allows; the publisher's ack goes now).
+            if unconfirmed:
+                self._held[wid] = [f for _, f in unconfirmed] + self._held.get(wid, [])
         self._stats.pop(wid, None)
         for ask in list(self._asks.values()):
             self._asked(ask, wid)
         self._sync_done(wid)
         self._sync_done(wid, held=True)
-        for topic_filter in self.remote_filters.pop(wid, {}):
-            self.remote.unsubscribe(str(wid), topic_filter)
+        if not down:
+            for topic_filter in self.remote_filters.pop(wid, {}):
+                self.remote.unsubscribe(str(wid), topic_filter)
+            for topic_filter in self._stale.pop(wid, {}):
+                self.remote.unsubscribe(str(wid), topic_filter)
         if self._need.pop(wid, 0) > self._known.get(wid, 0):
             self._behind -= 1
         self._known.pop(wid, None)
@@ -1137,10 +1340,15 @@ class WorkerRouter:
                 # Its home is gone, and the lock with it: the claim goes without (sent again
                 # to those that have not answered; one that answered twice is heard once).
                 self._ungated(cid, claim)
-            if wid in claim.waiting:
+            # A claim waits for a worker that is down and has not answered (sent again when
+            # it is back); not for the hand-over of a session it released (REST).
+            if wid in claim.waiting and (not down or wid in claim.replied):
                 self._answered(cid, claim, wid)
         for key, stand_in in list(self._stand_ins.items()):
             self._check_stand_in(key, stand_in)
+        for key in [k for k in self._moving if k[0] == wid]:
+            # Released to it, not yet recorded there: the session is still here.
+            self._take_back(key)
         self._check_known()
         self._check_drained()
 
@@ -1148,6 +1356,9 @@ class WorkerRouter:
         """Shutdown, first step: publish every will here, then tell every peer so; ``drained``
         is called once every peer said so too (their wills have all been delivered here)."""
         assert self.broker is not None
+        self._stopping = True
+        self._down.clear()
+        self._held.clear()
         self.broker.publish_all_wills()
         self._drained = drained
         self._broadcast((MARK,))
