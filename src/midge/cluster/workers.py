@@ -50,13 +50,23 @@ peers are our own processes on socketpairs the parent made, never the network):
     as the new worker's). Once ``old`` has every live worker's, it sends the stand-in's queue
     (REST) to the new worker, which adds what it did not get itself (messages are told apart
     by (worker, number): ``PUB`` frames carry the publishing worker's number).
+``(STORED, id, taken)``
+    with persistence, the old worker keeps a moved session in its database until the new one
+    has committed it (adoption and REST): then the new one sends STORED and the old one
+    deletes its copy; if the new one dies first, the old one takes the session back.
 ``(RETAINED, messages)`` / ``(SYNCED,)``
     to a worker restarted after it died: the whole retained set (from one live worker), and,
     after the SUB frames of the sender's interest, that the sender's state has been sent.
 ``(HOLDS, client_ids)`` / ``(HELD, client_ids)``
-    a restarted worker names the sessions it restored from its database; the answer names
-    those the receiver holds (their clients came back while the worker was down): the
-    restarted worker drops its older copies.
+    a restarted worker names the sessions it restored from its database (after advertising
+    their subscriptions: the receiver forgets the interest it had before it died and did not
+    advertise again); the answer names those the receiver holds (their clients came back
+    while the worker was down and did not wait for it): the restarted worker drops its older
+    copies.
+
+While a worker is down (died, being restarted), the others keep its interest, hold the PUB
+frames for it (and those it had not confirmed storing) and send them first when it is back;
+claims wait for its answer (sent to it when it is back), so its restored sessions win.
 ``(STATS, snapshot)``
     to worker 0, every second: what the sender counts (midge.cluster.totals), which worker 0's
     ``$SYS`` and ``/metrics`` add to its own.
