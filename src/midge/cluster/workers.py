@@ -122,8 +122,10 @@ STARTUP_TIMEOUT = 30.0
 DRAIN_TIMEOUT = 3.0
 EXIT_TIMEOUT = 8.0
 
-#: Messages held for a worker that is down, until it is back (beyond: dropped, logged).
+#: Messages (and their bytes) held for a worker that is down, until it is back (beyond
+#: either: dropped, logged once).
 HELD_LIMIT = 100_000
+HELD_BYTES = 64 * 1024 * 1024
 
 #: Options of a remote worker's interest (only the filter matters).
 _INTEREST = SubOptions()
@@ -442,6 +444,7 @@ class WorkerRouter:
         #: for them are held (sent when they are back), claims wait for their answer.
         self._down: set[int] = set()
         self._held: dict[int, list[bytes]] = {}
+        self._held_bytes: dict[int, int] = {}
         #: Per peer, the PUB frames it must store before the publisher's ack and has not yet
         #: confirmed (KNOWN): if it dies, they are held for it with the others.
         self._unconfirmed: dict[int, deque[tuple[int, bytes]]] = {}
@@ -511,6 +514,7 @@ class WorkerRouter:
         stale.update(self.remote_filters.get(wid, {}))
         self.remote_filters[wid] = {}
         held = self._held.pop(wid, [])
+        self._held_bytes.pop(wid, None)
         if held:
             log.info("%d messages held for worker %d while it was down: sent", len(held), wid)
             for frame in held:
@@ -685,14 +689,22 @@ class WorkerRouter:
         return broker.route(message, local_groups) or interested
 
     def _hold(self, wid: int, frame: bytes) -> None:
-        """A message for worker ``wid``, which is down: sent to it once it is back."""
+        """A message for worker ``wid``, which is down: sent to it once it is back. Only with
+        persistence (without, the restarted worker has no session to give it to)."""
+        if not self._durable:
+            return
         held = self._held.setdefault(wid, [])
-        if len(held) < HELD_LIMIT:
+        size = self._held_bytes.get(wid, 0)
+        if 0 <= size < HELD_BYTES and len(held) < HELD_LIMIT:
             held.append(frame)
-        elif len(held) == HELD_LIMIT:
-            held.append(b"")  # counted once: the log line below is written once
+            self._held_bytes[wid] = size + len(frame)
+        elif size >= 0:
+            self._held_bytes[wid] = -1  # full: logged once
             log.warning(
-                "worker %d is down, %d messages held for it: dropping more", wid, HELD_LIMIT
+                "worker %d is down and %d messages (%d bytes) are held for it: dropping more",
+                wid,
+                len(held),
+                size,
             )
 
     def _on_pub(self, wid: int, data: Any, groups: Any, number: int) -> None:
@@ -1223,7 +1235,7 @@ class WorkerRouter:
         store.session_detached(client_id, session.expiry_interval, broker.scheduler.wall())
         broker.adopted(session)
         log.warning(
-            "worker %d died before recording session %s moved to it: kept here", key[0], client_id
+            "session %s moved to worker %d is not recorded there: kept here", client_id, key[0]
         )
 
     def _answered(self, cid: int, claim: _Claim, wid: int) -> None:
@@ -1330,7 +1342,9 @@ class WorkerRouter:
             # What it had not confirmed storing is sent again when it is back (it may have
             # it already: a duplicate, as QoS 1 allows; the publisher's ack goes now).
             if unconfirmed:
-                self._held[wid] = [f for _, f in unconfirmed] + self._held.get(wid, [])
+                again = [f for _, f in unconfirmed]
+                self._held[wid] = again + self._held.get(wid, [])
+                self._held_bytes[wid] = self._held_bytes.get(wid, 0) + sum(map(len, again))
         self._stats.pop(wid, None)
         for ask in list(self._asks.values()):
             self._asked(ask, wid)
@@ -1369,6 +1383,7 @@ class WorkerRouter:
         self._stopping = True
         self._down.clear()
         self._held.clear()
+        self._held_bytes.clear()
         self.broker.publish_all_wills()
         self._drained = drained
         self._broadcast((MARK,))
