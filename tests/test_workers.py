@@ -713,7 +713,8 @@ def test_a_dead_worker_is_restarted_and_its_clients_resume(
     the live one (messages cross both ways), the retained set as the live worker has it
     (changed while it was down: a new message and a clear), and its database: a client whose
     persistent session it held reconnects and resumes it, with the messages queued before; a
-    session made elsewhere while it was down wins over the older one it restored."""
+    client of it that comes back while it is down waits for it and gets its session too (not
+    a new one)."""
     args = ("--host", "127.0.0.1", "--port", "0", "--workers", "2")
     proc = ProcBroker(args, cwd=tmp_path)
     try:
@@ -731,9 +732,10 @@ def test_a_dead_worker_is_restarted_and_its_clients_resume(
         os.kill(a, signal.SIGKILL)
         pub.publish("r/new", b"new", qos=1, retain=True)  # while a is down
         pub.publish("r/gone", b"", qos=1, retain=True)
-        # A client of the dead worker comes back meanwhile: a new session, on the live worker.
+        # A client of the dead worker comes back meanwhile: its CONNECT waits for the worker to
+        # be back, and it gets its session (restored there), not a new one.
         other, _ = _persistent(proc, clients, "other")
-        assert not other.connack.session_present
+        assert other.connack.session_present
         other.subscribe("new/#", 1)
         other.disconnect()
         deadline = time.monotonic() + 10
@@ -762,13 +764,13 @@ def test_a_dead_worker_is_restarted_and_its_clients_resume(
         pub.subscribe("y/#", 1)
         there.publish("y/1", b"from the new one", qos=1)
         assert receive_publishes(pub, 1, timeout=5)[0].payload == b"from the new one"
-        # The older copy of "other" that the restarted worker restored is dropped: only the
-        # session made while it was down remains.
+        # "other" is one session: its subscription from before the kill and the one made
+        # while the worker was down.
         pub.publish("old/1", b"old", qos=1)
         pub.publish("new/1", b"new", qos=1)
         other, _ = _persistent(proc, clients, "other")
         assert other.connack.session_present
-        assert [p.payload for p in receive_publishes(other, 1, timeout=5)] == [b"new"]
+        assert [p.payload for p in receive_publishes(other, 2, timeout=5)] == [b"old", b"new"]
         other.expect_nothing(0.3)
         assert "worker 0 restarted" in proc.stderr or "worker 1 restarted" in proc.stderr
         assert proc.stop() == 0, proc.describe()
@@ -928,56 +930,281 @@ def test_the_summed_counters_are_every_stats_counter() -> None:
     )
 
 
-def test_simultaneous_connects_with_a_moving_session_lose_nothing(
-    start: Any, clients: list[RawClient]
+def _race_rounds(
+    proc: ProcBroker, clients: list[RawClient], rounds: int, name: str, avoid_owner: int
 ) -> None:
-    """A persistent session with queued messages, then two CONNECTs with its client id sent at
-    once to two workers while messages keep being published: one owner at the end, and it gets
-    every message (queued before or published during the race; ones a taken-over connection did
-    not acknowledge come again, with DUP). 8 rounds."""
-    proc = start(2)
-    pub, _ = open_client(proc, clients, "pub", version=5)
+    """Rounds of one race: a persistent session with queued messages on one worker, then one
+    CONNECT with its client id sent at once to each of several workers while messages keep
+    being published. One owner at the end, and it gets every message (queued before or
+    published during the race; ones a taken-over connection did not acknowledge come again,
+    with DUP). Every ``avoid_owner``-th round, the CONNECTs go to every worker but the one
+    holding the session (the session moves to a worker that no CONNECT came to); the other
+    rounds, to every worker."""
+    pub, _ = open_client(proc, clients, f"pub-{name}", version=5)
     expiry = {Prop.SESSION_EXPIRY_INTERVAL: 60}
-    for i in range(8):
-        owner, _ = open_client(
-            proc, clients, f"trio{i}", version=5, clean_start=False, properties=expiry
+    workers = len(worker_pids(proc))
+    for i in range(rounds):
+        client_id = f"{name}{i}"
+        owner, holder = open_client(
+            proc, clients, client_id, version=5, clean_start=False, properties=expiry
         )
-        owner.subscribe(f"trio/{i}/#", 1)
+        owner.subscribe(f"{name}/{i}/#", 1)
         owner.disconnect()
         for k in range(3):
-            pub.publish(f"trio/{i}/q{k}", f"q{k}".encode(), qos=1)
-        trio: list[RawClient] = []
+            pub.publish(f"{name}/{i}/q{k}", f"q{k}".encode(), qos=1)
+        racers: list[RawClient] = []
         seen: set[int] = set()
-        while len(trio) < 2:
+        if avoid_owner and i % avoid_owner == avoid_owner - 1 and workers > 2:
+            seen.add(holder)
+        while len(seen) < workers:
             client = RawClient(proc.host, proc.port, version=5)
             clients.append(client)
             worker = worker_of(proc, client)
             if worker not in seen:
                 seen.add(worker)
-                trio.append(client)
+                racers.append(client)
         connect = encode(
-            Connect(client_id=f"trio{i}", protocol_level=5, clean_start=False, properties=expiry),
+            Connect(client_id=client_id, protocol_level=5, clean_start=False, properties=expiry),
             5,
         )
-        for client in trio:
+        for client in racers:
             client.send_raw(connect)
         for k in range(5):
-            pub.publish(f"trio/{i}/p{k}", f"p{k}".encode(), qos=1)
+            pub.publish(f"{name}/{i}/p{k}", f"p{k}".encode(), qos=1)
         expected = {f"q{k}" for k in range(3)} | {f"p{k}" for k in range(5)}
-        got: dict[int, list[Publish]] = {n: [] for n in range(2)}
+        got: dict[int, list[Publish]] = {n: [] for n in range(len(racers))}
         survivors: list[int] = []
-        for client in trio:
+        for client in racers:
             assert client.expect(Connack, timeout=10).reason_code == 0
-        for n, client in enumerate(trio):
+        for n, client in enumerate(racers):
             packets = client.recv_all(0.5)
             got[n] += [p for p in packets if isinstance(p, Publish)]
             if not any(isinstance(p, Disconnect) for p in packets):
                 survivors.append(n)
         assert len(survivors) == 1, f"round {i}: {len(survivors)} owners"
-        survivor = trio[survivors[0]]
+        survivor = racers[survivors[0]]
         mine = {p.payload.decode() for p in got[survivors[0]]}
         deadline = time.monotonic() + 5
         while mine != expected and time.monotonic() < deadline:
             mine |= {p.payload.decode() for p in _read_for(survivor, 0.2)}
         assert mine == expected, (i, sorted(expected - mine))
         survivor.disconnect()
+        for client in racers:
+            client.close()
+
+
+def test_simultaneous_connects_with_a_moving_session_lose_nothing(
+    start: Any, clients: list[RawClient]
+) -> None:
+    """Two CONNECTs with one client id at once on two workers, the session on one of them,
+    while messages are published: nothing lost (:func:`_race_rounds`). 8 rounds."""
+    _race_rounds(start(2), clients, 8, "duo", 0)
+
+
+def test_simultaneous_connects_on_three_workers_lose_nothing(
+    start: Any, clients: list[RawClient]
+) -> None:
+    """Three CONNECTs with one client id at once on three workers (or two, on the two
+    workers that do not hold the session: then it moves to one of them while the other
+    claims it too), while messages are published: one owner, nothing lost
+    (:func:`_race_rounds`). 24 rounds."""
+    _race_rounds(start(3), clients, 24, "trio", 2)
+
+
+def test_admin_api_reload_reloads_every_worker(tmp_path: Any, clients: list[RawClient]) -> None:
+    """POST /api/reload (served by worker 0) reloads every worker, as SIGHUP to the parent
+    does: after allow_anonymous true -> false, the anonymous clients of both workers are
+    disconnected (v5 0x87) and a new anonymous CONNECT is refused on both."""
+    import httpx
+
+    from midge.auth.passwd import hash_password
+    from tests.procbroker import free_port
+
+    http_port = free_port()
+    passwd = tmp_path / "passwd"
+    passwd.write_text(f"alice:{hash_password(b'secret').encode()}\n")
+    conf = tmp_path / "midge.conf"
+    head = f"workers 2\npersistence false\npassword_file {passwd}\n"
+    tail = (
+        f"listener 0 127.0.0.1\nlistener {http_port} 127.0.0.1\nprotocol http\n"
+        f"admin_user admin\nadmin_password_hash {hash_password(b'pw').encode()}\n"
+    )
+    conf.write_text(head + "allow_anonymous true\n" + tail)
+    proc = ProcBroker(("-c", str(conf)), listeners=2)
+    try:
+        proc.wait_listening()
+        anonymous: dict[int, RawClient] = {}
+        for i in range(40):
+            client, worker = open_client(proc, clients, f"anon{i}", version=5)
+            anonymous.setdefault(worker, client)
+            if len(anonymous) == 2:
+                break
+        assert len(anonymous) == 2
+        conf.write_text(head + "allow_anonymous false\n" + tail)
+        api = httpx.Client(base_url=f"http://127.0.0.1:{http_port}", auth=("admin", "pw"))
+        assert api.post("/api/reload").json() == {"reloaded": True}
+        for client in anonymous.values():
+            assert client.expect(Disconnect, timeout=5).reason_code == 0x87
+            assert client.wait_closed(2)
+        refused: set[int] = set()
+        for _ in range(200):
+            client = RawClient(proc.host, proc.port, version=5)
+            clients.append(client)
+            worker = worker_of(proc, client)
+            if worker in refused:
+                client.close()
+                continue
+            assert client.connect("late").reason_code == 0x87
+            refused.add(worker)
+            if len(refused) == 2:
+                break
+        assert refused == set(anonymous)
+        assert proc.stop() == 0
+    finally:
+        proc.close()
+
+
+def _wait_dead(pid: int) -> None:
+    """Until process ``pid`` has exited, every thread of it (its sockets are closed then;
+    before, a new connection may reach its listener and be reset). Its main thread is a
+    zombie until reaped while another (the store's writer) may still hold its files."""
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        try:
+            tasks = os.listdir(f"/proc/{pid}/task")
+            with open(f"/proc/{pid}/stat") as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            return
+        if tasks == [str(pid)] and state in ("Z", "X"):
+            return
+        time.sleep(0.005)
+    raise AssertionError(f"process {pid} did not exit")
+
+
+def test_messages_for_a_dead_workers_sessions_are_kept_until_it_is_back(
+    tmp_path: Any, clients: list[RawClient]
+) -> None:
+    """SIGKILL of the worker holding a persistent QoS 1 subscriber while a publisher on the
+    other worker keeps publishing QoS 1: the live worker holds the messages for the dead
+    one's routes and sends them once it is restarted; the subscriber, reconnecting at once
+    (while its worker is down: its CONNECT waits for it), gets its session back (not a new
+    one) and every message whose PUBACK the publisher got, before, during and after the
+    kill. Twice, the second time with the subscriber back on the live worker."""
+    args = ("--host", "127.0.0.1", "--port", "0", "--workers", "2")
+    proc = ProcBroker(args, cwd=tmp_path)
+    try:
+        proc.wait_listening()
+        sub, a = _persistent(proc, clients, "keeper")
+        sub.subscribe("k/#", 1)
+        pub, b = open_client(proc, clients, "pub", version=5, avoid=a)
+        acked: list[int] = []
+        stop = threading.Event()
+        errors: list[BaseException] = []
+
+        def publish() -> None:
+            n = 0
+            try:
+                while not stop.is_set():
+                    ack = pub.publish(f"k/{n}", str(n).encode(), qos=1)
+                    assert isinstance(ack, Puback) and ack.reason_code == 0, ack
+                    acked.append(n)
+                    n += 1
+                    time.sleep(0.002)
+            except BaseException as exc:
+                errors.append(exc)
+
+        thread = threading.Thread(target=publish)
+        thread.start()
+        got: set[int] = set()
+        try:
+            for round_ in range(2):
+                if round_:
+                    # Back to the restarted worker (a takeover), to kill it again.
+                    old = sub
+                    sub, _ = _persistent(proc, clients, "keeper", avoid=b)
+                    assert sub.connack.session_present
+                    got |= {int(p.payload) for p in _read_for(old, 1.0)}  # until taken over
+                got |= {int(p.payload) for p in _read_for(sub, 0.5)}
+                holder = worker_of(proc, sub)
+                assert holder != b
+                before = len(acked)
+                os.kill(holder, signal.SIGKILL)
+                got |= {int(p.payload) for p in _read_for(sub, 0.2)}  # until it is closed
+                sub.close()
+                _wait_dead(holder)
+                # Back at once: on the live worker, which waits for the dead one's answer.
+                sub, _ = _persistent(proc, clients, "keeper")
+                assert sub.connack.session_present, round_
+                got |= {int(p.payload) for p in _read_for(sub, 0.5)}
+                # Published throughout.
+                assert len(acked) > before + 20, (before, len(acked), errors, proc.stderr)
+        finally:
+            stop.set()
+            thread.join(10)
+        assert not errors, errors
+        assert proc.proc.poll() is None, proc.describe()
+        deadline = time.monotonic() + 10
+        while not set(acked) <= got and time.monotonic() < deadline:
+            got |= {int(p.payload) for p in _read_for(sub, 0.3)}
+        missed = sorted(set(acked) - got)
+        assert not missed, (
+            f"{len(missed)} of {len(acked)} acknowledged messages missed: {missed[:20]}"
+        )
+        assert proc.stop() == 0, proc.describe()
+    finally:
+        proc.close()
+
+
+def test_a_session_moving_to_a_worker_killed_at_once_is_not_lost(
+    tmp_path: Any, clients: list[RawClient]
+) -> None:
+    """A persistent session with queued messages on worker a; its client connects to worker
+    w, which is killed (SIGKILL) 0 to 20 ms after the CONNECT is sent: before, during or
+    right after the session's move (the old worker deletes its copy only once w's database
+    has it). Whenever the client comes back, it finds its session, queued messages
+    included, on whichever worker has it. 11 rounds."""
+    args = ("--host", "127.0.0.1", "--port", "0", "--workers", "2")
+    proc = ProcBroker(args, cwd=tmp_path)
+    try:
+        proc.wait_listening()
+        expiry = {Prop.SESSION_EXPIRY_INTERVAL: 3600}
+        for i in range(11):
+            client_id = f"mover{i}"
+            owner, a = _persistent(proc, clients, client_id)
+            owner.subscribe(f"m/{i}/#", 1)
+            owner.disconnect()
+            pub, _ = open_client(proc, clients, f"pub{i}", version=5)
+            for k in range(2):
+                pub.publish(f"m/{i}/{k}", f"q{k}".encode(), qos=1)
+            pub.disconnect()
+            for _ in range(200):
+                mover = RawClient(proc.host, proc.port, version=5)
+                clients.append(mover)
+                w = worker_of(proc, mover)
+                if w != a:
+                    break
+                mover.close()
+            else:
+                raise AssertionError("no connection on the other worker")
+            connect = Connect(
+                client_id=client_id, protocol_level=5, clean_start=False, properties=expiry
+            )
+            mover.send_raw(encode(connect, 5))
+            time.sleep(i * 0.002)
+            os.kill(w, signal.SIGKILL)
+            _wait_dead(w)
+            mover.close()
+            back, _ = _persistent(proc, clients, client_id)
+            assert back.connack.session_present, (i, proc.stderr)
+            got = receive_publishes(back, 2, timeout=5)
+            assert sorted(p.payload for p in got) == [b"q0", b"q1"], i
+            back.disconnect()
+            # The next round starts with both workers up.
+            deadline = time.monotonic() + 10
+            while len(worker_pids(proc)) < 2 or w in worker_pids(proc):
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+        assert proc.stop() == 0, proc.describe()
+    finally:
+        proc.close()

@@ -269,12 +269,6 @@ class Server:
         if self.router is not None:
             self.router.bind(self.broker)
             self.broker.router = self.router
-            if self.cluster is None:
-                # The subscriptions of the sessions restored from the database: the other
-                # workers route to them from now on, as to subscriptions made here.
-                for session in self.broker.sessions.values():
-                    for topic_filter in session.subscriptions:
-                        self.router.interest_added(topic_filter)
         if self.cluster is not None:
             try:
                 await self.cluster.start()

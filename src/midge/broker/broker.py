@@ -496,7 +496,7 @@ class Broker:
     # -- sessions moving between workers (midge.cluster.workers) -----------------------------------
 
     def release(
-        self, client_id: str, clean_start: bool, stand_in: bool = False
+        self, client_id: str, clean_start: bool, stand_in: bool = False, *, keep: bool = False
     ) -> tuple[Session | None, Session | None]:
         """A CONNECT for ``client_id`` reached another worker: give the session up here.
 
@@ -509,14 +509,21 @@ class Broker:
         place: an empty session with the same subscriptions, which queues what is published
         until the new worker routes to the session (the router hands what it queued over, then
         ends it with :meth:`end_stand_in`). Otherwise its subscriptions leave the tree.
+
+        With ``keep``, a persistent session that moves stays in the durable store (the caller
+        deletes it once the new worker has recorded it in its own), and its stand-in records
+        what it queues there too, under the same client id.
         """
         session = self.sessions.get(client_id)
         if session is None:
             return None, None
         self._displace(session, clean_start)
-        if session.store is not None:
-            # It leaves this worker's database; the new worker's records it (adopt).
-            session.store.session_deleted(client_id, session.stored_messages())
+        store = session.store
+        kept = keep and not clean_start and store is not None
+        if store is not None:
+            if not kept:
+                # It leaves this worker's database; the new worker's records it (adopt).
+                store.session_deleted(client_id, session.stored_messages())
             session.store = None
         stub: Session | None = None
         if stand_in and not clean_start and session.subscriptions:
@@ -525,6 +532,8 @@ class Broker:
             stub.version = session.version
             stub.expiry_interval = NEVER
             stub.subscriptions = dict(session.subscriptions)
+            if kept:
+                stub.store = store
             self.sessions[client_id] = stub
         else:
             self._unsubscribe_all(session)
@@ -536,7 +545,9 @@ class Broker:
 
     def end_stand_in(self, stub: Session) -> None:
         """The stand-in of a session that moved (:meth:`release`) has handed its messages
-        over: it leaves, with its subscriptions."""
+        over: it leaves, with its subscriptions (what it recorded in the store stays there,
+        as the released session does, until the caller deletes it)."""
+        stub.store = None
         if self.sessions.get(stub.client_id) is stub:
             self._unsubscribe_all(stub)
             del self.sessions[stub.client_id]

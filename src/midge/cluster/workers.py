@@ -33,10 +33,16 @@ peers are our own processes on socketpairs the parent made, never the network):
     the answer to every SUB and retained PUB: the sender has applied the receiver's SUB frames
     and stored its retained messages up to ``seq`` (links are ordered), so from now on it
     forwards what they match. A SUBACK, and the ack of a retained PUBLISH, wait for it.
-``(CLAIM, id, client_id, clean_start, time)`` / ``(RELEASED, id, session, handover)``
-    a CONNECT for ``client_id`` on the sender: take the client over here and send its session.
-    ``time`` is the sender's Lamport clock: (time, sender) orders the claims of one client id,
-    and a claim waits here while one of this worker with a smaller key is unfinished.
+``(LOCK, id, client_id, clean_start, time)`` / ``(UNLOCK, client_id, id)``
+    to the client id's home worker (:meth:`WorkerRouter.home`): a CONNECT for ``client_id`` on
+    the sender wants its lock / has finished. The home sends the claim that holds the lock to
+    every worker, one claim of a client id at a time.
+``(CLAIM, id, client_id, clean_start, time, origin)`` / ``(RELEASED, id, session, handover)``
+    a CONNECT for ``client_id`` on worker ``origin`` (sent by its home, or by ``origin`` itself):
+    take the client over here and send its session to ``origin``. ``time`` is the origin's
+    Lamport clock: without the lock (its home down), (time, origin) orders the claims of one
+    client id, and a claim waits here while one of this worker with a smaller key is
+    unfinished.
 ``(FENCE, id, old)`` / ``(FENCED, new, id)`` / ``(REST, id, deliveries)``
     a session moved (``handover``): the worker it left, ``old``, keeps a stand-in that queues
     what is published for it. The new worker sends FENCE to every worker after the SUB frames
@@ -44,19 +50,29 @@ peers are our own processes on socketpairs the parent made, never the network):
     as the new worker's). Once ``old`` has every live worker's, it sends the stand-in's queue
     (REST) to the new worker, which adds what it did not get itself (messages are told apart
     by (worker, number): ``PUB`` frames carry the publishing worker's number).
+``(STORED, id, taken)``
+    with persistence, the old worker keeps a moved session in its database until the new one
+    has committed it (adoption and REST): then the new one sends STORED and the old one
+    deletes its copy; if the new one dies first, the old one takes the session back.
 ``(RETAINED, messages)`` / ``(SYNCED,)``
     to a worker restarted after it died: the whole retained set (from one live worker), and,
     after the SUB frames of the sender's interest, that the sender's state has been sent.
 ``(HOLDS, client_ids)`` / ``(HELD, client_ids)``
-    a restarted worker names the sessions it restored from its database; the answer names
-    those the receiver holds (their clients came back while the worker was down): the
-    restarted worker drops its older copies.
+    a restarted worker names the sessions it restored from its database (after advertising
+    their subscriptions: the receiver forgets the interest it had before it died and did not
+    advertise again); the answer names those the receiver holds (their clients came back
+    while the worker was down and did not wait for it): the restarted worker drops its older
+    copies.
+
+While a worker is down (died, being restarted), the others keep its interest, hold the PUB
+frames for it (and those it had not confirmed storing) and send them first when it is back;
+claims wait for its answer (sent to it when it is back), so its restored sessions win.
 ``(STATS, snapshot)``
     to worker 0, every second: what the sender counts (midge.cluster.totals), which worker 0's
     ``$SYS`` and ``/metrics`` add to its own.
 ``(ASK, id, op, arg)`` / ``(ANSWER, id, result)``
     worker 0's admin API asks the others (list their sessions, show, disconnect or delete
-    one, clear a retained message: :func:`midge.observe.http.answer`).
+    one, clear a retained message: :func:`midge.observe.http.answer`; reload, as SIGHUP).
 ``(MARK,)``
     during shutdown: everything the sender published before it (its wills) has been sent.
 """
@@ -73,6 +89,7 @@ import os
 import signal
 import socket
 import sys
+import zlib
 from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -93,6 +110,7 @@ log = logging.getLogger("midge.workers")
 
 PUB, SUB, UNSUB, CLAIM, RELEASED, MARK, KNOWN = range(7)
 FENCE, FENCED, REST, RETAINED, SYNCED, HOLDS, HELD, STATS, ASK, ANSWER = range(7, 17)
+LOCK, UNLOCK, STORED = range(17, 20)
 
 #: How long a CONNECT waits for the other workers to release its client id.
 CLAIM_TIMEOUT = 5.0
@@ -103,6 +121,11 @@ KNOWN_TIMEOUT = 5.0
 STARTUP_TIMEOUT = 30.0
 DRAIN_TIMEOUT = 3.0
 EXIT_TIMEOUT = 8.0
+
+#: Messages (and their bytes) held for a worker that is down, until it is back (beyond
+#: either: dropped, logged once).
+HELD_LIMIT = 100_000
+HELD_BYTES = 64 * 1024 * 1024
 
 #: Options of a remote worker's interest (only the filter matters).
 _INTEREST = SubOptions()
@@ -261,11 +284,16 @@ def state_from_data(d: Any) -> SessionState:
 
 class _Claim:
     __slots__ = (
+        "cid",
+        "clean_start",
         "client_id",
         "done",
         "filters",
+        "gated",
         "handle",
+        "kept",
         "key",
+        "replied",
         "sessions",
         "waiting",
         "windowed",
@@ -273,13 +301,17 @@ class _Claim:
 
     def __init__(
         self,
+        cid: int,
         client_id: str,
+        clean_start: bool,
         key: tuple[int, int],
         waiting: set[int],
         done: Callable[[], None],
         handle: Any,
     ) -> None:
+        self.cid = cid
         self.client_id = client_id
+        self.clean_start = clean_start
         #: (Lamport time, worker id): orders the claims of one client id on every worker.
         self.key = key
         self.waiting = waiting
@@ -291,6 +323,29 @@ class _Claim:
         self.filters: list[str] = []
         #: Waiting for a moved session's hand-over (REST): messages are being recorded.
         self.windowed = False
+        #: Holds the client id's lock on its home worker (released when finished, UNLOCK).
+        self.gated = False
+        #: The workers that answered (RELEASED): a claim sent twice (forwarded by a home
+        #: that died, then directly) is answered once.
+        self.replied: set[int] = set()
+        #: The workers that keep the session moved here in their database until told that
+        #: it is recorded here (STORED).
+        self.kept: list[int] = []
+
+
+class _Moved:
+    """A persistent session released to another worker, still in this worker's database
+    until that worker has recorded it in its own (STORED): if that worker dies first, the
+    session comes back here. ``extra``: what its stand-in queued (recorded here too)."""
+
+    __slots__ = ("extra", "session")
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self.extra: list[Any] = []
+
+    def messages(self) -> list[Message]:
+        return self.session.stored_messages() + [d[0] for d in self.extra]
 
 
 class _AckWait:
@@ -342,9 +397,11 @@ class _Wait:
 class WorkerRouter:
     """One worker's view of the others: their interest, and the mesh links to them."""
 
-    def __init__(self, wid: int) -> None:
+    def __init__(self, wid: int, workers: int = 0) -> None:
         self.wid = wid
         self.me = str(wid)
+        #: How many workers the broker runs: a client id's home is one of them (:meth:`home`).
+        self.workers = workers
         self.broker: Broker | None = None
         self.peers: dict[int, FrameProtocol] = {}
         #: The other workers' interest: "client id" = worker id (as a string).
@@ -377,6 +434,24 @@ class WorkerRouter:
         self._deferred: dict[str, list[tuple[tuple[int, int], int, int, bool]]] = {}
         #: Per client id, the claims of this worker waiting for a session's hand-over.
         self._handing: dict[str, int] = {}
+        #: On a client id's home worker: the claims of it, the first one holding its lock and
+        #: sent to every worker, the others waiting: (worker, claim id, clean start, time).
+        self._locks: dict[str, deque[tuple[int, int, bool, int]]] = {}
+        #: Persistent sessions released to (worker, claim id), kept in the database until
+        #: that worker has recorded them (STORED).
+        self._moving: dict[tuple[int, int], _Moved] = {}
+        #: Workers that died and are being restarted: their interest stays, the messages
+        #: for them are held (sent when they are back), claims wait for their answer.
+        self._down: set[int] = set()
+        self._held: dict[int, list[bytes]] = {}
+        self._held_bytes: dict[int, int] = {}
+        #: Per peer, the PUB frames it must store before the publisher's ack and has not yet
+        #: confirmed (KNOWN): if it dies, they are held for it with the others.
+        self._unconfirmed: dict[int, deque[tuple[int, bytes]]] = {}
+        #: A restarted worker's interest from before it died, until it has advertised its
+        #: restored sessions' (HOLDS): what it did not advertise again goes then.
+        self._stale: dict[int, dict[str, None]] = {}
+        self._stopping = False
         #: Sessions moving away: stand-ins by (new worker, its claim id), and by client id.
         self._stand_ins: dict[tuple[int, int], _StandIn] = {}
         self._stand_in_of: dict[str, tuple[int, int]] = {}
@@ -400,10 +475,19 @@ class WorkerRouter:
         #: The admin API's questions waiting for answers: id -> (answers, peers, future).
         self._asks: dict[int, tuple[dict[int, Any], set[int], asyncio.Future[None]]] = {}
         self._next_ask = 0
+        #: This worker's reload (Server.reload): the admin API's POST /api/reload asks for it.
+        self.reload: Callable[[], bool] | None = None
 
     def bind(self, broker: Broker) -> None:
         self.broker = broker
         self._durable = broker.durable_store is not None
+        # The subscriptions of the sessions restored from the database: the other workers
+        # route to them from now on, as to subscriptions made here (before HOLDS: a peer
+        # forgets, at HOLDS, the interest this worker had before it died and did not
+        # advertise again).
+        for session in broker.sessions.values():
+            for topic_filter in session.subscriptions:
+                self.interest_added(topic_filter)
         if self._restarted and self.peers:
             # Which of the sessions restored here did the others take while it was down?
             self._holding = set(self.peers)
@@ -418,8 +502,26 @@ class WorkerRouter:
         if old is not None:  # a worker restarted before its old link's end was read
             self.peer_lost(wid, old)
         self.peers[wid] = link
-        self.remote_filters[wid] = {}
         self._known[wid] = self._seq
+        if wid not in self._down:
+            self.remote_filters[wid] = {}
+            return
+        # Back after it died: its interest from before stays until it has advertised its
+        # restored sessions' (HOLDS); what was held for it goes first; the claims that
+        # wait for its answer are sent to it.
+        self._down.discard(wid)
+        stale = self._stale.setdefault(wid, {})
+        stale.update(self.remote_filters.get(wid, {}))
+        self.remote_filters[wid] = {}
+        held = self._held.pop(wid, [])
+        self._held_bytes.pop(wid, None)
+        if held:
+            log.info("%d messages held for worker %d while it was down: sent", len(held), wid)
+            for frame in held:
+                link.write(frame)
+        for cid, claim in self.claims.items():
+            if wid in claim.waiting and wid not in claim.replied:
+                link.send((CLAIM, cid, claim.client_id, claim.clean_start, claim.key[0], self.wid))
 
     def welcome(self, wid: int, sync: bool) -> None:
         """``wid`` is a worker restarted after it died: tell it this worker's interest (and,
@@ -463,7 +565,11 @@ class WorkerRouter:
         from midge.observe.http import answer
 
         try:
-            result = answer(self.broker, op, arg)
+            if op == "reload":
+                # POST /api/reload on worker 0: every worker reloads, as on SIGHUP.
+                result = self.reload() if self.reload is not None else False
+            else:
+                result = answer(self.broker, op, arg)
         except Exception:
             log.exception("admin API operation %s failed", op)
             result = None
@@ -566,16 +672,40 @@ class WorkerRouter:
                 wid = int(w)
                 link = self.peers.get(wid)
                 if link is None:
+                    if wid in self._down:
+                        self._hold(wid, encode_frame((PUB, data, groups or None, 0, self._pubno)))
                     continue
-                if seq:
-                    self._awaits(wid, seq)
                 if groups:
-                    link.send((PUB, data, groups, seq, self._pubno))
+                    frame = encode_frame((PUB, data, groups, seq, self._pubno))
                 else:
                     if plain is None:
                         plain = encode_frame((PUB, data, None, seq, self._pubno))
-                    link.write(plain)
+                    frame = plain
+                link.write(frame)
+                if seq:
+                    self._awaits(wid, seq)
+                    # Kept until stored there (KNOWN): held for it again if it dies first.
+                    self._unconfirmed.setdefault(wid, deque()).append((seq, frame))
         return broker.route(message, local_groups) or interested
+
+    def _hold(self, wid: int, frame: bytes) -> None:
+        """A message for worker ``wid``, which is down: sent to it once it is back. Only with
+        persistence (without, the restarted worker has no session to give it to)."""
+        if not self._durable:
+            return
+        held = self._held.setdefault(wid, [])
+        size = self._held_bytes.get(wid, 0)
+        if 0 <= size < HELD_BYTES and len(held) < HELD_LIMIT:
+            held.append(frame)
+            self._held_bytes[wid] = size + len(frame)
+        elif size >= 0:
+            self._held_bytes[wid] = -1  # full: logged once
+            log.warning(
+                "worker %d is down and %d messages (%d bytes) are held for it: dropping more",
+                wid,
+                len(held),
+                size,
+            )
 
     def _on_pub(self, wid: int, data: Any, groups: Any, number: int) -> None:
         assert self.broker is not None
@@ -705,19 +835,98 @@ class WorkerRouter:
 
     # -- client ids
 
+    def home(self, client_id: str) -> int:
+        """The worker that orders the claims of ``client_id`` (its lock, LOCK/UNLOCK)."""
+        n = self.workers
+        return zlib.crc32(client_id.encode()) % n if n > 1 else self.wid
+
     def claim(self, client_id: str, clean_start: bool, done: Callable[[], None]) -> None:
-        if not self.peers:
+        """A CONNECT for ``client_id`` here (after authentication): ``done`` is called once
+        every other worker has released the client id (or after CLAIM_TIMEOUT).
+
+        The claims of one client id go one at a time: each takes the client id's lock on its
+        home worker (:meth:`home`), which sends it to every worker once the claim before it
+        has finished (its client attached, its session's hand-over complete). So a session
+        moves once per claim, from where the previous claim left it, however many workers
+        claim it at once (docs/workers.md). If the home worker is down, the claim goes
+        without the lock, ordered against the others by its (Lamport time, worker) key."""
+        if not self.peers and not self._down:
             done()
             return
         self._next_claim += 1
         cid = self._next_claim
         self._clock += 1
         key = (self._clock, self.wid)
-        self._claiming.setdefault(client_id, []).append(key)
         handle = asyncio.get_running_loop().call_later(CLAIM_TIMEOUT, self._claim_timeout, cid)
-        self.claims[cid] = _Claim(client_id, key, set(self.peers), done, handle)
-        for link in self.peers.values():
-            link.send((CLAIM, cid, client_id, clean_start, key[0]))
+        # A worker that is down is waited for too (it is being restarted with the sessions
+        # it held, and answers once back), up to CLAIM_TIMEOUT.
+        claim = _Claim(cid, client_id, clean_start, key, set(self.peers) | self._down, done, handle)
+        self.claims[cid] = claim
+        home = self.home(client_id)
+        if home == self.wid:
+            claim.gated = True
+            self._lock(self.wid, cid, client_id, clean_start, key[0])
+        elif home in self.peers:
+            claim.gated = True
+            self.peers[home].send((LOCK, cid, client_id, clean_start, key[0]))
+        else:
+            self._ungated(cid, claim)
+
+    def _ungated(self, cid: int, claim: _Claim) -> None:
+        """Send a claim to every worker that has not answered it, without the lock (its home
+        is down): ordered by its key against the claims of this client id it meets."""
+        claim.gated = False
+        self._claiming.setdefault(claim.client_id, []).append(claim.key)
+        frame = encode_frame(
+            (CLAIM, cid, claim.client_id, claim.clean_start, claim.key[0], self.wid)
+        )
+        for wid in claim.waiting:
+            link = self.peers.get(wid)
+            if link is not None:
+                link.write(frame)
+
+    def _lock(self, wid: int, cid: int, client_id: str, clean_start: bool, at: int) -> None:
+        """On the home worker of ``client_id``: the claim ``cid`` of worker ``wid`` takes the
+        lock, or waits behind the claims that hold it or wait for it."""
+        if at > self._clock:
+            self._clock = at
+        queue = self._locks.get(client_id)
+        if queue is None:
+            queue = self._locks[client_id] = deque()
+        queue.append((wid, cid, clean_start, at))
+        if len(queue) == 1:
+            self._grant(client_id, queue[0])
+
+    def _grant(self, client_id: str, entry: tuple[int, int, bool, int]) -> None:
+        """The claim ``entry`` holds the lock: send it to every worker (its own sends it)."""
+        origin, cid, clean_start, at = entry
+        frame = encode_frame((CLAIM, cid, client_id, clean_start, at, origin))
+        for wid, link in self.peers.items():
+            if wid != origin:
+                link.write(frame)
+        if origin != self.wid:
+            self._on_claim(origin, cid, client_id, clean_start, at)
+
+    def _unlock(self, wid: int, cid: int, client_id: str) -> None:
+        """On the home worker: the claim ``cid`` of ``wid`` finished (or its worker is gone):
+        the next one takes the lock."""
+        queue = self._locks.get(client_id)
+        if queue is None:
+            return
+        for k, entry in enumerate(queue):
+            if entry[0] == wid and entry[1] == cid:
+                del queue[k]
+                if not queue:
+                    del self._locks[client_id]
+                elif k == 0:
+                    self._grant(client_id, queue[0])
+                return
+
+    def _unlock_all(self, wid: int) -> None:
+        """Worker ``wid`` is gone: its claims leave the locks this worker keeps."""
+        for client_id, queue in list(self._locks.items()):
+            for entry in [e for e in queue if e[0] == wid]:
+                self._unlock(wid, entry[1], client_id)
 
     def _claim_timeout(self, cid: int) -> None:
         claim = self.claims.pop(cid, None)
@@ -750,6 +959,11 @@ class WorkerRouter:
         # The client attaches first: the claims held back go on only after (one of them may
         # take it over at once).
         claim.done()
+        for wid in claim.kept:
+            # Given up waiting for the hand-over (or for a worker): the session moved here
+            # is recorded here, without what the stand-in held.
+            self._stored(wid, claim.cid)
+        claim.kept.clear()
         self._handover_done(claim)
         broker = self.broker
         assert broker is not None
@@ -757,7 +971,7 @@ class WorkerRouter:
             broker.adopted(session)
         client_id = claim.client_id
         keys = self._claiming.get(client_id)
-        if keys is not None:
+        if keys is not None and claim.key in keys:
             keys.remove(claim.key)
             if not keys:
                 del self._claiming[client_id]
@@ -765,6 +979,15 @@ class WorkerRouter:
         if deferred:
             for key, wid, cid, clean_start in sorted(deferred):
                 self._on_claim(wid, cid, client_id, clean_start, key[0])
+        if claim.gated:
+            claim.gated = False
+            home = self.home(client_id)
+            if home == self.wid:
+                self._unlock(self.wid, claim.cid, client_id)
+            else:
+                link = self.peers.get(home)
+                if link is not None:
+                    link.send((UNLOCK, client_id, claim.cid))
 
     def _on_claim(self, wid: int, cid: int, client_id: str, clean_start: bool, at: int) -> None:
         """Another worker claims ``client_id``. Claims of one client id are ordered by their
@@ -782,15 +1005,21 @@ class WorkerRouter:
             # for this client id waits for its hand-over (REST), which would miss it otherwise.
             self._deferred.setdefault(client_id, []).append((key, wid, cid, clean_start))
             return
+        link = self.peers.get(wid)
+        if link is None:
+            return  # the claiming worker is gone: the session stays here
         if client_id in self._stand_in_of:
             # Moving away already (a stand-in here): the worker it moves to answers for it.
-            link = self.peers.get(wid)
-            if link is not None:
-                link.send((RELEASED, cid, None, False))
+            link.send((RELEASED, cid, None, False))
             return
-        link = self.peers.get(wid)
-        session, stub = self.broker.release(client_id, clean_start, stand_in=link is not None)
+        held = self.broker.sessions.get(client_id)
+        # With persistence the session stays in this worker's database until the claiming
+        # worker has recorded it in its own (STORED), so it is always in one of them.
+        keep = held is not None and held.store is not None and not clean_start
+        session, stub = self.broker.release(client_id, clean_start, stand_in=True, keep=keep)
         data = state_to_data(session.snapshot()) if session is not None else None
+        if keep and session is not None:
+            self._moving[(wid, cid)] = _Moved(session)
         if stub is not None:
             key = (wid, cid)
             handle = asyncio.get_running_loop().call_later(
@@ -799,21 +1028,36 @@ class WorkerRouter:
             self._stand_ins[key] = _StandIn(stub, handle)
             self._stand_in_of[client_id] = key
             self._windows += 1
-        if link is not None:
-            link.send((RELEASED, cid, data, stub is not None))
+        link.send((RELEASED, cid, data, stub is not None, keep and session is not None))
 
-    def _on_released(self, wid: int, cid: int, data: Any, handover: bool) -> None:
+    def _on_released(
+        self, wid: int, cid: int, data: Any, handover: bool, kept: bool = False
+    ) -> None:
         assert self.broker is not None
         claim = self.claims.get(cid)
         if claim is None:
-            if data is not None:
+            if data is not None and kept:
+                # The worker that released it keeps it: not taken here.
+                link = self.peers.get(wid)
+                if link is not None:
+                    link.send((STORED, cid, False))
+            elif data is not None:
                 log.warning("session %s released after its claim timed out: dropped", data[0])
             return
+        if wid in claim.replied:
+            return  # sent twice (its home died after forwarding it): answered already
+        claim.replied.add(wid)
         if data is not None:
             session = self.broker.new_session(state_from_data(data))
+            self._moved_back(session.client_id)
             self.broker.adopt(session)
             claim.sessions.append(session)
             claim.filters.extend(session.subscriptions)
+            if kept:
+                if handover:
+                    claim.kept.append(wid)  # recorded here once what its stand-in has is
+                else:
+                    self._stored(wid, cid)
         if handover:
             # The old worker queues for the session until every worker routes to it here:
             # wait for that queue (REST); from now on, note which message is which.
@@ -864,7 +1108,7 @@ class WorkerRouter:
             log.warning("workers did not confirm a session hand-over in time")
             self._hand_over(key)
 
-    def _hand_over(self, key: tuple[int, int]) -> None:
+    def _hand_over(self, key: tuple[int, int], send: bool = True) -> None:
         """Every worker routes to the moved session on its new worker: send what the stand-in
         queued meanwhile there, and end it."""
         assert self.broker is not None
@@ -873,7 +1117,7 @@ class WorkerRouter:
         stub = stand_in.stub
         if self._stand_in_of.get(stub.client_id) == key:
             del self._stand_in_of[stub.client_id]
-        link = self.peers.get(key[0])
+        link = self.peers.get(key[0]) if send else None
         if link is not None:
             ids = self._ids
             rest = [
@@ -881,6 +1125,9 @@ class WorkerRouter:
                 for d in stub.queue or ()
             ]
             link.send((REST, key[1], rest))
+        moved = self._moving.get(key)
+        if moved is not None:
+            moved.extra = list(stub.queue or ())  # recorded here with the session
         self.broker.end_stand_in(stub)
         self._window_closed()
 
@@ -916,8 +1163,80 @@ class WorkerRouter:
                 if session.store is not None:
                     for d in added:
                         session.store.delivery_added(session.client_id, d, 0)
+        if wid in claim.kept:
+            claim.kept.remove(wid)
+            self._stored(wid, cid)
         self._answered(cid, claim, wid)
         self._handover_done(claim)
+
+    def _stored(self, wid: int, cid: int) -> None:
+        """Tell ``wid``, which keeps the session it released for claim ``cid`` in its
+        database, once the session is recorded in this worker's (its adoption and the
+        hand-over committed): it deletes its copy then. The frame is flushed at once, before
+        any ack that a later commit releases can reach a client."""
+        store = self.broker.durable_store if self.broker is not None else None
+
+        def send() -> None:
+            link = self.peers.get(wid)
+            if link is not None:
+                link.send((STORED, cid))
+                link.flush()
+
+        if store is None:
+            send()
+        else:
+            store.commit(send)
+
+    def _on_stored(self, wid: int, cid: int, taken: bool = True) -> None:
+        """The session released to ``wid`` for its claim ``cid`` is recorded there: it
+        leaves this worker's database. Not ``taken`` (the claim had timed out there): it
+        stays here."""
+        if (wid, cid) not in self._moving:
+            return
+        if not taken:
+            self._take_back((wid, cid))
+            return
+        moved = self._moving.pop((wid, cid))
+        store = self.broker.durable_store if self.broker is not None else None
+        if store is not None:
+            store.session_deleted(moved.session.client_id, moved.messages())
+
+    def _moved_back(self, client_id: str) -> None:
+        """``client_id``'s session comes back here while the copy it left here waits for
+        STORED: that copy leaves the database now, before the session is recorded again."""
+        store = self.broker.durable_store if self.broker is not None else None
+        for key in [k for k, m in self._moving.items() if m.session.client_id == client_id]:
+            moved = self._moving.pop(key)
+            if store is not None:
+                store.session_deleted(client_id, moved.messages())
+
+    def _take_back(self, key: tuple[int, int]) -> None:
+        """The worker a persistent session was released to died before recording it: the
+        session, with what its stand-in queued, is this worker's again (it never left its
+        database), detached."""
+        broker = self.broker
+        assert broker is not None
+        moved = self._moving.pop(key)
+        if key in self._stand_ins:
+            self._hand_over(key, send=False)
+        session = moved.session
+        client_id = session.client_id
+        store = broker.durable_store
+        if client_id in broker.sessions or store is None:
+            return
+        if moved.extra:
+            queue = session.queue if session.queue is not None else deque()
+            queue.extend(moved.extra)
+            session.queue = queue
+            session.queued_bytes += sum(len(d[0].payload) for d in moved.extra)
+        session.detached()
+        session.store = store  # recorded here already: adopt does not record it again
+        broker.adopt(session)
+        store.session_detached(client_id, session.expiry_interval, broker.scheduler.wall())
+        broker.adopted(session)
+        log.warning(
+            "session %s moved to worker %d is not recorded there: kept here", client_id, key[0]
+        )
 
     def _answered(self, cid: int, claim: _Claim, wid: int) -> None:
         claim.waiting.discard(wid)
@@ -943,10 +1262,16 @@ class WorkerRouter:
         elif kind == SUB:
             self.remote.subscribe(str(wid), frame[1], _INTEREST)
             self.remote_filters[wid][frame[1]] = None
+            stale = self._stale.get(wid)
+            if stale:
+                stale.pop(frame[1], None)
             self._reply_known(wid, frame[2])
         elif kind == KNOWN:
             old = self._known.get(wid)
             seq = frame[1]
+            unconfirmed = self._unconfirmed.get(wid)
+            while unconfirmed and unconfirmed[0][0] <= seq:
+                unconfirmed.popleft()
             if old is not None and seq > old:
                 self._known[wid] = seq
                 if old < self._need.get(wid, 0) <= seq:
@@ -956,9 +1281,16 @@ class WorkerRouter:
             self.remote.unsubscribe(str(wid), frame[1])
             self.remote_filters[wid].pop(frame[1], None)
         elif kind == CLAIM:
-            self._on_claim(wid, frame[1], frame[2], frame[3], frame[4])
+            # From the claiming worker, or from the client id's home on its behalf.
+            self._on_claim(frame[5], frame[1], frame[2], frame[3], frame[4])
+        elif kind == LOCK:
+            self._lock(wid, frame[1], frame[2], frame[3], frame[4])
+        elif kind == UNLOCK:
+            self._unlock(wid, frame[2], frame[1])
         elif kind == RELEASED:
-            self._on_released(wid, frame[1], frame[2], frame[3])
+            self._on_released(wid, frame[1], frame[2], frame[3], frame[4])
+        elif kind == STORED:
+            self._on_stored(wid, frame[1], frame[2] if len(frame) > 2 else True)
         elif kind == FENCE:
             self._on_fence(wid, frame[1], frame[2])
         elif kind == FENCED:
@@ -973,6 +1305,11 @@ class WorkerRouter:
         elif kind == SYNCED:
             self._sync_done(wid)
         elif kind == HOLDS:
+            # A restarted worker has advertised its restored sessions' interest: what it had
+            # before it died and did not advertise again goes.
+            for topic_filter in self._stale.pop(wid, {}):
+                if topic_filter not in self.remote_filters[wid]:
+                    self.remote.unsubscribe(str(wid), topic_filter)
             link = self.peers.get(wid)
             if link is not None:
                 sessions = self.broker.sessions
@@ -996,21 +1333,46 @@ class WorkerRouter:
         if current is None or (link is not None and current is not link):
             return
         del self.peers[wid]
+        # Unless this worker is stopping, the parent restarts a worker that died: until it is
+        # back, its interest stays, the messages for it are held, and claims wait for it.
+        down = not self._stopping
+        unconfirmed = self._unconfirmed.pop(wid, None)
+        if down:
+            self._down.add(wid)
+            # What it had not confirmed storing is sent again when it is back (it may have
+            # it already: a duplicate, as QoS 1 allows; the publisher's ack goes now).
+            if unconfirmed:
+                again = [f for _, f in unconfirmed]
+                self._held[wid] = again + self._held.get(wid, [])
+                self._held_bytes[wid] = self._held_bytes.get(wid, 0) + sum(map(len, again))
         self._stats.pop(wid, None)
         for ask in list(self._asks.values()):
             self._asked(ask, wid)
         self._sync_done(wid)
         self._sync_done(wid, held=True)
-        for topic_filter in self.remote_filters.pop(wid, {}):
-            self.remote.unsubscribe(str(wid), topic_filter)
+        if not down:
+            for topic_filter in self.remote_filters.pop(wid, {}):
+                self.remote.unsubscribe(str(wid), topic_filter)
+            for topic_filter in self._stale.pop(wid, {}):
+                self.remote.unsubscribe(str(wid), topic_filter)
         if self._need.pop(wid, 0) > self._known.get(wid, 0):
             self._behind -= 1
         self._known.pop(wid, None)
+        self._unlock_all(wid)
         for cid, claim in list(self.claims.items()):
-            if wid in claim.waiting:
+            if claim.gated and self.home(claim.client_id) == wid:
+                # Its home is gone, and the lock with it: the claim goes without (sent again
+                # to those that have not answered; one that answered twice is heard once).
+                self._ungated(cid, claim)
+            # A claim waits for a worker that is down and has not answered (sent again when
+            # it is back); not for the hand-over of a session it released (REST).
+            if wid in claim.waiting and (not down or wid in claim.replied):
                 self._answered(cid, claim, wid)
         for key, stand_in in list(self._stand_ins.items()):
             self._check_stand_in(key, stand_in)
+        for key in [k for k in self._moving if k[0] == wid]:
+            # Released to it, not yet recorded there: the session is still here.
+            self._take_back(key)
         self._check_known()
         self._check_drained()
 
@@ -1018,6 +1380,10 @@ class WorkerRouter:
         """Shutdown, first step: publish every will here, then tell every peer so; ``drained``
         is called once every peer said so too (their wills have all been delivered here)."""
         assert self.broker is not None
+        self._stopping = True
+        self._down.clear()
+        self._held.clear()
+        self._held_bytes.clear()
         self.broker.publish_all_wills()
         self._drained = drained
         self._broadcast((MARK,))
@@ -1263,7 +1629,7 @@ async def _worker_main(
             config,
             persistence_file=worker_db_name(config.persistence_file or DEFAULT_DB_NAME, wid),
         )
-    router = WorkerRouter(wid)
+    router = WorkerRouter(wid, config.workers)
     for peer, sock in peer_socks.items():
         _, link = await loop.create_unix_connection(
             lambda peer=peer: _link(router, peer),  # type: ignore[misc]
@@ -1326,6 +1692,7 @@ async def _worker_main(
         before_serving=router.wait_synced if restarted else None,
     )
     loop.add_signal_handler(signal.SIGHUP, server.reload)
+    router.reload = server.reload
     try:
         await server.start()
     except (OSError, ConfigError, StoreError) as exc:

@@ -503,8 +503,13 @@ class AdminApi:
         )
 
     async def reload(self, request: web.Request) -> web.Response:
+        """As SIGHUP: with ``--workers``, every worker reloads (each its own files and
+        settings); "reloaded" is true only if every one did."""
         log.info("admin API: reload")
-        return web.json_response({"reloaded": self.server.reload()})
+        reloaded = self.server.reload()
+        for answer in await self._ask("reload", None):
+            reloaded = reloaded and answer is True
+        return web.json_response({"reloaded": reloaded})
 
     # -- listeners and configuration (read-only) -------------------------------------------------
 
