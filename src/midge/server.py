@@ -44,6 +44,7 @@ from midge.transport.tls import ServerTls
 from midge.transport.writer import TurnWrites
 
 if TYPE_CHECKING:
+    from midge.cluster.cluster_view import ClusterView
     from midge.cluster.redis_router import RedisRouter
     from midge.observe.http import HttpListeners
 
@@ -101,6 +102,8 @@ class Server:
         #: This node's link to the cluster (``cluster_redis``), made by ``start``; it is then
         #: also :attr:`router`.
         self.cluster: RedisRouter | None = None
+        #: The cluster's figures on this node (midge.cluster.cluster_view), with :attr:`cluster`.
+        self.cluster_view: ClusterView | None = None
         self.broker: Broker | None = None
         self.listeners: list[ListenerState] = []
         #: The loop turn's output and the lingering (closed, draining) sockets of every listener.
@@ -282,6 +285,12 @@ class Server:
                 await self.cluster.stop()
                 await self._close_listeners()
                 raise
+            from midge.cluster.cluster_view import ClusterView
+
+            self.cluster_view = ClusterView(
+                self.cluster, process_memory, lambda: self.config.sys_interval
+            )
+            self.cluster_view.start()
         if logs.topic_handler is not None:  # log_dest topic: $SYS/broker/log/...
             logs.topic_handler.attach(self.broker, loop)
         if config.sys_interval and self.publish_sys:
@@ -450,6 +459,8 @@ class Server:
             if writes is not None:
                 writes.abort_lingering()
             broker.store.close()
+        if self.cluster_view is not None:
+            self.cluster_view.stop()
         if self.cluster is not None:
             await self.cluster.stop()  # after the wills went (to the other nodes too)
         await self.auth.close()
