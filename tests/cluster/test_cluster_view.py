@@ -219,3 +219,31 @@ def test_traffic_on_one_node_shows_in_the_others_cluster_view(
     late.no_publish(1.0)
     assert redis.command("EXISTS", "{midge:c}:stats") == b":0\r\n"
     assert b.get("/api/cluster")["nodes"] == ["a", "b"]
+
+
+def test_a_node_that_does_not_answer_is_listed_as_missing(
+    nodes: Callable[[str], Node], opened: list[RawClient]
+) -> None:
+    """A node that stops answering (SIGSTOP) while still counted live: the cluster-wide client
+    list comes after the 2 s wait without its clients, naming it in ``missing``; once its
+    snapshot is older than 3 s the figures leave it out too."""
+    import signal
+
+    a, b = nodes("a"), nodes("b")
+    a.client("on-a", opened)
+    b.client("on-b", opened)
+    assert wait_until(lambda: a.get("/api/cluster")["totals"]["clients_connected"] == 2)
+    b.proc.send_signal(signal.SIGSTOP)
+    try:
+        began = time.monotonic()
+        page = a.get("/api/clients", scope="cluster")
+        assert time.monotonic() - began >= 1.9
+        assert [i["client_id"] for i in page["items"]] == ["on-a"]
+        assert (page["nodes"], page["missing"]) == (["a"], ["b"])
+        info = a.get("/api/cluster")
+        if "b" in info["nodes"]:  # not yet declared dead: its late figures are left out
+            assert wait_until(lambda: "b" not in a.get("/api/cluster")["by_node"], 6)
+        info = a.get("/api/cluster")
+        assert info["totals"]["clients_connected"] == 1
+    finally:
+        b.proc.send_signal(signal.SIGCONT)
