@@ -22,6 +22,10 @@ Mosquitto: SIGTERM, since it only saves at its autosave or on a clean shutdown),
 restart until the port accepts connections. They are left out of a quick run unless named with
 ``--rows``. ``--rows`` runs only those rows and keeps every other row's last results from
 benchmarks/results/latest.json, so the page always shows the whole table.
+
+The cross-node rows (issue 15: ``cluster-q0``, ``cluster-q1``, see :func:`run_cluster`) run midge
+as one process and as 3 ``--cluster`` nodes meeting in a fresh redis-server, unpinned; they are
+left out of a quick run unless named with ``--rows``.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from midge.auth.passwd import hash_password
 from midge.codec.packets import Publish
-from tests.cluster.conftest import RedisServer
+from tests.cluster.conftest import RedisCluster, RedisServer
 from tests.procbroker import ProcBroker, run_midge
 from tests.rawclient import Closed, RawClient
 
@@ -57,14 +57,15 @@ class Node:
 
 
 @pytest.fixture
-def nodes(redis: RedisServer, tmp_path: Path) -> Iterator[Callable[[str], Node]]:
+def nodes_at(tmp_path: Path) -> Iterator[Callable[[str, str], Node]]:
+    """``start(url, name)``: a node of the cluster whose Redis is at ``url``."""
     started: list[ProcBroker] = []
     admin_hash = hash_password(b"pw").encode()
 
-    def start(name: str) -> Node:
+    def start(url: str, name: str) -> Node:
         conf = tmp_path / f"{name}.conf"
         conf.write_text(
-            f"cluster_redis {redis.url}\ncluster_node_id {name}\nsys_interval 1\n"
+            f"cluster_redis {url}\ncluster_node_id {name}\nsys_interval 1\n"
             f"admin_user admin\nadmin_password_hash {admin_hash}\n"
             "listener 0 127.0.0.1\nallow_anonymous true\n"
             "listener 0 127.0.0.1\nprotocol http\n"
@@ -76,6 +77,12 @@ def nodes(redis: RedisServer, tmp_path: Path) -> Iterator[Callable[[str], Node]]
     yield start
     for proc in started:
         proc.close()
+
+
+@pytest.fixture
+def nodes(redis: RedisServer, nodes_at: Callable[[str, str], Node]) -> Callable[[str], Node]:
+    """``start(name)``: a node of the cluster on the test's redis-server."""
+    return lambda name: nodes_at(redis.url, name)
 
 
 @pytest.fixture
@@ -247,3 +254,23 @@ def test_a_node_that_does_not_answer_is_listed_as_missing(
         assert info["totals"]["clients_connected"] == 1
     finally:
         b.proc.send_signal(signal.SIGCONT)
+
+
+def test_the_view_over_a_redis_cluster(
+    redis_cluster: RedisCluster, nodes_at: Callable[[str, str], Node], opened: list[RawClient]
+) -> None:
+    """On a 3-master Redis Cluster the nodes' figures (a key in each node's own slot) and the
+    questions over their channels work as on one Redis."""
+    a, b = nodes_at(redis_cluster.url, "a"), nodes_at(redis_cluster.url, "b")
+    assert a.proc.wait_output("(a Redis Cluster)", 5)
+    a.client("on-a", opened).pub("x/y", b"1")
+    b.client("on-b", opened)
+
+    def both() -> bool:
+        info = b.get("/api/cluster")
+        return sorted(info["by_node"]) == ["a", "b"] and info["totals"]["clients_connected"] == 2
+
+    assert wait_until(both)
+    assert b.get("/api/cluster")["by_node"]["a"]["publish_received"] == 1
+    page = b.get("/api/clients", scope="cluster")
+    assert [(i["client_id"], i["node"]) for i in page["items"]] == [("on-a", "a"), ("on-b", "b")]
