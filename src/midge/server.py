@@ -286,9 +286,10 @@ class Server:
                 await self._close_listeners()
                 raise
             from midge.cluster.cluster_view import ClusterView
+            from midge.observe.http import answer
 
             self.cluster_view = ClusterView(
-                self.cluster, process_memory, lambda: self.config.sys_interval
+                self.cluster, process_memory, lambda: self.config.sys_interval, answer
             )
             self.cluster_view.start()
         if logs.topic_handler is not None:  # log_dest topic: $SYS/broker/log/...

@@ -262,16 +262,26 @@ def _topic_part(node: str) -> str:
 
 
 class ClusterView:
-    """This node's share of the cluster-wide view, and its view of the others (see module)."""
+    """This node's share of the cluster-wide view, and its view of the others (see module).
+
+    ``answer(broker, op, arg)`` answers the other nodes' questions: the admin API's
+    :func:`midge.observe.http.answer`, given by the server (so that this module imports nothing
+    of the admin side, nor the admin side anything of it: it reaches the view through
+    ``Server.cluster_view``)."""
+
+    #: The figures (:data:`FIGURES`), for /metrics.
+    table = FIGURES
 
     def __init__(
         self,
         router: RedisRouter,
         memory: Callable[[], tuple[int, int]] | None,
         sys_interval: Callable[[], float],
+        answer: Callable[[Any, str, Any], Any],
     ) -> None:
         self.router = router
         self.memory = memory
+        self.answer = answer
         #: ``sys_interval`` now (a SIGHUP may change it; 0: no $SYS/cluster).
         self.sys_interval = sys_interval
         self.started = time.time()
@@ -352,6 +362,13 @@ class ClusterView:
             else:
                 shown[node] = got[1]
         return shown, missing
+
+    def summary(self) -> tuple[dict[str, int], dict[str, dict[str, int]], list[str]]:
+        """The figures summed over the nodes shown, each node's (sorted by id), and the live
+        nodes left out (:meth:`nodes`)."""
+        shown, missing = self.nodes()
+        per_node = {node: figures([snap]) for node, snap in sorted(shown.items())}
+        return figures(list(shown.values())), per_node, missing
 
     def view(self) -> dict[str, Any]:
         """``GET /api/cluster``'s figures: the totals over the nodes shown, and each node's."""
@@ -436,11 +453,9 @@ class ClusterView:
 
     def _on_ask(self, frame: Any) -> None:
         _, rid, origin, op, arg = frame
-        from midge.observe.http import answer
-
         broker = self.router.broker
         try:
-            result = answer(broker, op, arg) if broker is not None else None
+            result = self.answer(broker, op, arg) if broker is not None else None
         except Exception:
             log.exception("cluster: internal error answering %s from %s", op, origin)
             result = None

@@ -360,22 +360,18 @@ def cluster_families(view: ClusterView) -> Iterator[Metric]:
     """The cluster's figures (midge.cluster.cluster_view.FIGURES): ``midge_cluster_NAME``, the
     sum over the nodes shown, and ``midge_cluster_node_NAME{node="ID"}``, each node's (from
     its latest snapshot in Redis; this node's now)."""
-    from midge.cluster.cluster_view import FIGURES, figures
-
-    shown, missing = view.nodes()
-    total = figures(list(shown.values()))
-    mine = {node: figures([snap]) for node, snap in sorted(shown.items())}
+    total, mine, missing = view.summary()
     yield GaugeMetricFamily(
         "midge_cluster_nodes_shown",
         "Nodes whose figures the midge_cluster_ sums include (live nodes with a recent snapshot).",
-        len(shown),
+        len(mine),
     )
     yield GaugeMetricFamily(
         "midge_cluster_nodes_missing",
         "Live nodes without a recent snapshot in Redis (left out of the sums).",
         len(missing),
     )
-    for figure in FIGURES:
+    for figure in view.table:
         kind = CounterMetricFamily if figure.counter else GaugeMetricFamily
         name = figure.metric.removesuffix("_total") if figure.counter else figure.metric
         yield kind(f"midge_cluster_{name}", f"{figure.help} The cluster's sum.", total[figure.key])
