@@ -69,6 +69,14 @@ def process_memory() -> tuple[int, int]:
     return current, max(current, peak)
 
 
+def _admin_answer(broker: Broker, op: str, arg: Any) -> Any:
+    """Another cluster node's admin question, answered as the admin API answers (imported when
+    first asked: a node without an http listener need not load aiohttp)."""
+    from midge.observe.http import answer
+
+    return answer(broker, op, arg)
+
+
 class Server:
     def __init__(
         self,
@@ -286,10 +294,9 @@ class Server:
                 await self._close_listeners()
                 raise
             from midge.cluster.cluster_view import ClusterView
-            from midge.observe.http import answer
 
             self.cluster_view = ClusterView(
-                self.cluster, process_memory, lambda: self.config.sys_interval, answer
+                self.cluster, process_memory, lambda: self.config.sys_interval, _admin_answer
             )
             self.cluster_view.start()
         if logs.topic_handler is not None:  # log_dest topic: $SYS/broker/log/...
