@@ -388,7 +388,7 @@ class ClusterView:
 
     # -- $SYS/cluster ------------------------------------------------------------------------
 
-    def publish_sys(self, force: bool = False) -> None:
+    def publish_sys(self) -> None:
         """Every ``sys_interval``: ``$SYS/cluster/nodes`` (how many nodes are shown), the
         totals under ``$SYS/cluster/`` and each node's figures under ``$SYS/cluster/node/ID/``,
         retained, each only when it changed (as ``$SYS/broker``); a node that left has its
@@ -398,7 +398,7 @@ class ClusterView:
         if interval <= 0 or broker is None or broker.shutting_down:
             return
         now = asyncio.get_running_loop().time()
-        if not force and now - self._sys_at < interval - 0.01:
+        if now - self._sys_at < interval - 0.01:
             return
         self._sys_at = now
         shown, missing = self.nodes()
