@@ -22,6 +22,10 @@ Mosquitto: SIGTERM, since it only saves at its autosave or on a clean shutdown),
 restart until the port accepts connections. They are left out of a quick run unless named with
 ``--rows``. ``--rows`` runs only those rows and keeps every other row's last results from
 benchmarks/results/latest.json, so the page always shows the whole table.
+
+The cross-node rows (issue 15: ``cluster-q0``, ``cluster-q1``, see :func:`run_cluster`) run midge
+as one process and as 3 ``--cluster`` nodes meeting in a fresh redis-server, unpinned; they are
+left out of a quick run unless named with ``--rows``.
 """
 
 from __future__ import annotations
@@ -336,6 +340,27 @@ ROWS += [
     ),
 ]
 
+#: Cross-node rows (issue 15): pairs whose publisher and subscriber sit on different nodes of a
+#: 3-node cluster (``midge broker --cluster``, one redis-server), next to the same load on one
+#: node: max mode for the rate, then paced at half of it for latency and CPU per message.
+CLUSTER_NODES = 3
+CLUSTER_PAIRS = 30
+
+ROWS += [
+    Row(
+        f"cluster-q{qos}",
+        f"cross-node, QoS {qos}: {CLUSTER_PAIRS} pairs, each publisher on another node than its "
+        f"subscriber, {CLUSTER_NODES} nodes and Redis vs one node",
+        ["pairs", "-n", str(CLUSTER_PAIRS), "--qos", str(qos)],
+        "cluster",
+        "measured: 3 nodes next to 1",
+        only=("midge",),
+        in_quick=False,
+        pin=False,
+    )
+    for qos in (0, 1)
+]
+
 #: The row kinds of issue 15, run by run_big and shown in their own sections.
 BIG_KINDS = ("omb", "omb-conn", "seed")
 
@@ -391,6 +416,8 @@ class Broker:
         self.pin = True
         # The observed row: midge's `protocol http` listener's port (0: none).
         self.http_port = 0
+        #: Cluster rows: midge's ``cluster_redis`` URL and ``cluster_node_id`` (None: none).
+        self.cluster: tuple[str, str] | None = None
         #: WebSocket rows: the port speaks MQTT over WebSocket.
         self.websocket = False
 
@@ -543,6 +570,8 @@ class Midge(Broker):
             lines += ["admin_user admin", f"admin_password_hash {BENCH_ADMIN_HASH}"]
         if self.websocket:
             lines.insert(1, "protocol websockets")
+        if self.cluster is not None:
+            lines += [f"cluster_redis {self.cluster[0]}", f"cluster_node_id {self.cluster[1]}"]
         if self.durability is not None:
             if self.max_queued > 100_000:  # durability rows: the store's count goes to the log
                 lines.append("log_type information")
@@ -731,6 +760,12 @@ def run_all(
                             results["runs"].append(entry)
                             say(f"[{n}/{total}] {row.key} {entry['broker']}: {_brief(entry)}")
                         continue
+                    if row.kind == "cluster":
+                        n += 1
+                        for entry in run_cluster(broker, row, round_no, quick, workdir):
+                            results["runs"].append(entry)
+                            say(f"[{n}/{total}] {row.key} {entry['broker']}: {_brief(entry)}")
+                        continue
                     if row.kind in BIG_KINDS:
                         n += 1
                         for entry in run_big(broker, row, round_no, quick, workdir):
@@ -909,6 +944,160 @@ def run_big(
         broker.workers = None
         broker.pin = True
     return [entry]
+
+
+#: redis-server on loopback, saving nothing (the cluster rows).
+REDIS_ARGS = ["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+
+
+class Redis:
+    """Debian's redis-server on a free loopback port, nothing saved, for the cluster rows."""
+
+    binary = shutil.which("redis-server")
+
+    def __init__(self, workdir: Path) -> None:
+        if self.binary is None:
+            raise RuntimeError("redis-server is not installed (make debs)")
+        self.port = free_port()
+        self.proc = subprocess.Popen(
+            unpinned([self.binary, *REDIS_ARGS, "--port", str(self.port), "--dir", str(workdir)]),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError):
+                if self.command("PING").startswith(b"+PONG"):
+                    return
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError("redis-server did not answer PING")
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    @property
+    def pid(self) -> int:
+        # Under ``taskset`` the pid is redis-server's own (taskset execs it).
+        return self.proc.pid
+
+    def command(self, *args: str) -> bytes:
+        """One command over a raw RESP connection; the whole reply."""
+        parts = [f"*{len(args)}\r\n".encode()]
+        for arg in args:
+            data = arg.encode()
+            parts.append(f"${len(data)}\r\n".encode() + data + b"\r\n")
+        with socket.create_connection(("127.0.0.1", self.port), timeout=5) as sock:
+            sock.sendall(b"".join(parts))
+            reply = sock.recv(1 << 16)
+            if reply.startswith(b"$"):  # a bulk string: read all of it
+                size = int(reply[1 : reply.index(b"\r\n")])
+                while len(reply) < reply.index(b"\r\n") + 2 + size + 2:
+                    more = sock.recv(1 << 16)
+                    if not more:
+                        break
+                    reply += more
+            return reply
+
+    def commandstats(self) -> dict[str, int]:
+        """``INFO commandstats``: calls per command since the last ``CONFIG RESETSTAT``."""
+        calls: dict[str, int] = {}
+        for line in self.command("INFO", "commandstats").decode().splitlines():
+            if line.startswith("cmdstat_"):
+                name, _, rest = line[8:].partition(":")
+                fields = dict(f.split("=", 1) for f in rest.split(","))
+                calls[name] = int(fields["calls"])
+        return calls
+
+    def net_bytes(self) -> tuple[int, int]:
+        """Bytes Redis read and wrote on the network since the last ``CONFIG RESETSTAT``."""
+        fields: dict[str, str] = {}
+        for line in self.command("INFO", "stats").decode().splitlines():
+            name, _, value = line.partition(":")
+            fields[name] = value.strip()
+        return int(fields["total_net_input_bytes"]), int(fields["total_net_output_bytes"])
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+
+
+def run_cluster(
+    broker: Broker, row: Row, round_no: int, quick: bool, workdir: Path
+) -> list[dict[str, Any]]:
+    """A cross-node row: midge as one process (the single-node figure), then as
+    :data:`CLUSTER_NODES` cluster nodes meeting in a fresh redis-server, the row's pairs spread
+    so that each publisher is on another node than its subscriber (``midge bench --ports``).
+    Each runs max mode (the rate), then paced at half of that rate (latency, CPU per message
+    summed over the nodes, Redis's CPU apart and the commands Redis ran per message: ``INFO
+    commandstats`` over the paced run). Nothing is pinned: the nodes, Redis and the generator
+    share the machine's CPUs."""
+    if not isinstance(broker, Midge):
+        return []
+    import copy
+
+    warmup, duration = (0.5, 1.5) if quick else (2.0, 5.0)
+    entries: list[dict[str, Any]] = []
+    for count in (1, CLUSTER_NODES):
+        name = broker.name if count == 1 else f"{broker.name}@{count}nodes"
+        entry: dict[str, Any] = {"row": row.key, "broker": name, "round": round_no, "nodes": count}
+        redis: Redis | None = None
+        nodes: list[Broker] = []
+        try:
+            extra: list[str] = []
+            if count > 1:
+                redis = Redis(workdir)
+                for k in range(count):
+                    member = copy.copy(broker)
+                    member.name = f"{broker.name}-n{k}"
+                    member.cluster = (redis.url, f"n{k}")
+                    member.pin = False
+                    member.start(workdir)
+                    nodes.append(member)
+                extra = ["--ports", ",".join(str(n.port) for n in nodes)]
+                for node in nodes[1:]:
+                    extra += ["--broker-pid", str(node.pid)]
+                extra += ["--aux-pid", str(redis.pid)]
+            else:
+                broker.pin = False
+                broker.start(workdir)
+                nodes.append(broker)
+            args = list(row.args) + extra
+            top = bench(nodes[0], [*args, "--rate", "max"], warmup, duration, pin=False)
+            rate = top["delivered"]["rate"]
+            if not rate:
+                raise RuntimeError("nothing delivered in max mode")
+            if redis is not None:
+                redis.command("CONFIG", "RESETSTAT")
+            paced = bench(
+                nodes[0], [*args, "--rate", f"{rate / 2:.0f}"], warmup, duration, pin=False
+            )
+            paced["max_rate"] = rate
+            paced["max_p99"] = (top["latency_us"] or {}).get("p99")
+            paced["nodes"] = count
+            if redis is not None:
+                calls = redis.commandstats()
+                paced["redis_commands"] = calls
+                sent = paced["sent"]["total"]
+                paced["redis_commands_per_message"] = sum(calls.values()) / sent if sent else None
+                read, wrote = redis.net_bytes()
+                paced["redis_net_bytes"] = {"in": read, "out": wrote}
+                paced["redis_bytes_per_message"] = (read + wrote) / sent if sent else None
+            entry["result"] = paced
+        except (RuntimeError, subprocess.TimeoutExpired, ValueError, OSError) as exc:
+            entry["error"] = str(exc)
+        finally:
+            for node in nodes:
+                node.stop()
+            broker.pin = True
+            if redis is not None:
+                redis.stop()
+        entries.append(entry)
+    return entries
 
 
 def run_workers(
@@ -1343,6 +1532,70 @@ def workers_section(
     return out
 
 
+def cluster_section(
+    rows: list[Row], table: dict[str, Any], labels: dict[str, str], results: dict[str, Any]
+) -> list[str]:
+    """The cross-node rows (issue 15): 3 cluster nodes and Redis next to one node."""
+    crossed = [r for r in rows if r.kind == "cluster" and table.get(r.key)]
+    if not crossed:
+        return []
+    out = ["### Cross-node: a cluster of 3 nodes next to one node", ""]
+    out.append(
+        f"{CLUSTER_PAIRS} publisher/subscriber pairs (each pair its own topic, MQTT 3.1.1, "
+        "64-byte payloads). *One node*: midge as one process, every client on it. "
+        f"*{CLUSTER_NODES} nodes*: `midge broker --cluster` processes meeting in one "
+        "redis-server, each pair's publisher on the node after its subscriber's, so every "
+        "message goes from one node to another through Redis (QoS 0: pub/sub; QoS 1: the "
+        "target node's stream, the PUBACK waiting for the target's acceptance; "
+        "docs/cluster.md). First max mode (*max msg/s*: the rate the whole set-up sustains, "
+        "and its p99), then paced at half of that rate: latency, the nodes' CPU per message "
+        "summed over the node processes, Redis's CPU per message apart, and the commands "
+        "Redis ran and the bytes it read and wrote per message (`INFO commandstats` and "
+        "`INFO stats` over the paced run, its connections and subscriptions and the nodes' "
+        "heartbeats included). Nothing is pinned: the nodes, "
+        "Redis and the generator share this machine's two CPUs, so the rates are those of "
+        "one small machine running everything, not of a cluster."
+    )
+    out.append("")
+    head = ["scenario", "midge on", "max msg/s (p99 µs)", "paced msg/s", "lost"]
+    head += ["p50 / p99 µs", "nodes' CPU µs/msg", "nodes' CPU %", "Redis CPU µs/msg"]
+    head += ["Redis commands/msg", "Redis network B/msg", "RSS MiB (nodes)", "generator CPU %"]
+    out.append("| " + " | ".join(head) + " |")
+    out.append("|" + "---|" * len(head))
+    for row in crossed:
+        cells = table[row.key]
+        label = row.title(results["quick"])
+        for name in sorted(cells, key=lambda n: ("@" in n, n)):
+            c = cells[name]
+            variant = name.partition("@")[2]
+            where = f"{variant[:-5]} nodes + Redis" if variant else "one node"
+            if not c["runs"]:
+                err = (c["errors"] or ["?"])[0]
+                out.append(f"| {label} | {where} | failed: {err} |" + " |" * (len(head) - 3))
+                label = ""
+                continue
+            mark = "" if c["kept_up"] == 1.0 else " †"
+            cols = [
+                label,
+                where,
+                f"{_f(c['max_rate'])} ({_f(c['max_p99'])})",
+                _f(c["delivered"]) + mark,
+                _f(c["lost"]),
+                f"{_f(c['p50'])} / {_f(c['p99'])}",
+                _f(c["cpu_msg"], ".1f"),
+                _f(c["cpu_pct"], ".0f"),
+                _f(c["aux_cpu_msg"], ".1f"),
+                _f(c["redis_cmds_msg"], ".2f"),
+                _f(c["redis_bytes_msg"], ".0f"),
+                _f(c["rss_mb"], ".0f"),
+                _f(c["gen_cpu"], ".0f"),
+            ]
+            out.append("| " + " | ".join(cols) + " |")
+            label = ""
+    out.append("")
+    return out
+
+
 def _give_to_mosquitto(workdir: Path, data: Path) -> None:
     """Started as root, Mosquitto drops to the ``mosquitto`` user: let it write ``data``."""
     if os.geteuid() != 0:
@@ -1578,6 +1831,13 @@ METRICS: dict[str, Callable[[dict[str, Any]], float | None]] = {
     "capped": lambda r: r.get("capped"),
     "scale": lambda r: r.get("scale", 1.0),
     "procs": lambda r: len((r["broker"] or {}).get("pids") or []) or None,
+    # The cross-node rows: the max-mode rate and p99 beside the paced run's, Redis's share.
+    "max_rate": lambda r: r.get("max_rate"),
+    "max_p99": lambda r: r.get("max_p99"),
+    "aux_cpu_msg": lambda r: (r.get("aux") or {}).get("cpu_us_per_message"),
+    "aux_cpu_pct": lambda r: (r.get("aux") or {}).get("cpu_percent"),
+    "redis_cmds_msg": lambda r: r.get("redis_commands_per_message"),
+    "redis_bytes_msg": lambda r: r.get("redis_bytes_per_message"),
 }
 
 
@@ -1696,7 +1956,7 @@ def render(
         out.append("| scenario | target | midge | Mosquitto | met |")
         out.append("|---|---|---|---|---|")
         for row in rows:
-            if row.kind in ("durable", "restore", "workers", "observed", *BIG_KINDS):
+            if row.kind in ("durable", "restore", "workers", "observed", "cluster", *BIG_KINDS):
                 continue
             cells = table.get(row.key, {})
             m = cells.get("midge", {})
@@ -1718,7 +1978,9 @@ def render(
     out.append("| " + " | ".join(head) + " |")
     out.append("|" + "---|" * len(head))
     for row in rows:
-        if row.kind in ("conns", "durable", "restore", "workers", "observed", *BIG_KINDS):
+        if row.kind in ("conns", "durable", "restore", "workers", "observed", "cluster"):
+            continue
+        if row.kind in BIG_KINDS:
             continue
         cells = table.get(row.key, {})
         label = row.title(results["quick"])
@@ -1799,6 +2061,7 @@ def render(
         out.append("")
 
     out += workers_section(rows, table, labels, results)
+    out += cluster_section(rows, table, labels, results)
     out += omb_section(rows, table, labels, results)
     out += seed_section(rows, table, labels, results)
     out += observed_section(rows, table, labels, results)
@@ -1829,6 +2092,16 @@ def render(
         if row.kind in ("durable", "restore"):
             args = " ".join(row.args)
             out.append(f"- {row.label}: `midge bench {args}` (a fresh data directory each run)")
+            continue
+        if row.kind == "cluster":
+            args = " ".join(row.args)
+            out.append(
+                f"- {row.label}: `midge bench {args} --rate max`, then `--rate <half of that>`; "
+                f"with {CLUSTER_NODES} nodes, `--ports P1,P2,P3` (each publisher on the node "
+                "after its subscriber's), `--broker-pid` of each node and `--aux-pid` of "
+                "redis-server; each node's configuration adds `cluster_redis redis://127.0.0.1:"
+                "PORT/0` and `cluster_node_id nK`"
+            )
             continue
         args = " ".join(row.quick_args if results["quick"] and row.quick_args else row.args)
         extra = " --rate <half of that broker's saturation>" if row.kind == "halfsat" else ""

@@ -383,3 +383,64 @@ def test_make_bench_scales_and_caps_the_big_rows() -> None:
         assert all(not rows[k].in_quick for k in ("omb-p2p-1k", "seed-q0", "omb-conn-10k"))
     finally:
         del sys.modules["midge_bench_run"]
+
+
+# -- issue 15: cross-node rows (a cluster of nodes meeting in Redis) ---------------------------
+
+
+def test_ports_spread_each_pair_over_two_nodes() -> None:
+    """``--ports``: subscriber i on node i mod N, its publisher on the next node, so every
+    message of ``pairs`` crosses nodes; ``fanin``'s publishers are on the other nodes."""
+    pairs = build_clients(Options(scenario="pairs", clients=5, ports=(11, 12, 13), prefix="b/x"))
+    subs = {c.subscribe: c.port for c in pairs if c.subscribe}
+    pubs = {c.publish: c.port for c in pairs if c.publish}
+    assert sorted(subs.values()) == [11, 11, 12, 12, 13]
+    assert all(pubs[topic] != port for topic, port in subs.items())
+    fanin = build_clients(Options(scenario="fanin", clients=4, ports=(11, 12, 13), prefix="b/x"))
+    assert [c.port for c in fanin] == [11, 12, 13, 12, 13]
+    assert {c.port for c in build_clients(Options(scenario="pairs", clients=3))} == {0}
+
+
+def test_make_bench_cross_node_row_runs_on_three_nodes_and_redis(tmp_path: Any) -> None:
+    """benchmarks/run.py's cross-node row, for real at a tiny size: midge as one process, then
+    3 ``midge broker --cluster`` nodes and a redis-server, each pair across two nodes (``midge
+    bench --ports``); the nodes' CPU summed, Redis's apart, its commands per message counted
+    (QoS 1: XADD, XACK, XDEL and the ACCEPTED PUBLISH at least), the table rendered."""
+    import importlib.util
+    import shutil
+    from pathlib import Path
+
+    if shutil.which("redis-server") is None:
+        pytest.skip("needs redis-server (make debs)")
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "run.py"
+    spec = importlib.util.spec_from_file_location("midge_bench_run", path)
+    assert spec is not None and spec.loader is not None
+    run = importlib.util.module_from_spec(spec)
+    sys.modules["midge_bench_run"] = run
+    try:
+        spec.loader.exec_module(run)
+        rows = {r.key: r for r in run.ROWS}
+        assert rows["cluster-q0"].kind == rows["cluster-q1"].kind == "cluster"
+        assert rows["cluster-q1"].args[-2:] == ["--qos", "1"]
+        row = run.Row("cluster-q1", "tiny", ["pairs", "-n", "4", "--qos", "1"], "cluster", "")
+        entries = run.run_cluster(run.Midge(), row, 1, True, tmp_path)
+        assert [e["broker"] for e in entries] == ["midge", "midge@3nodes"]
+        assert all("error" not in e for e in entries), entries
+        one, three = (e["result"] for e in entries)
+        assert len(one["broker"]["pids"]) == 1 and "aux" not in one
+        assert len(three["broker"]["pids"]) == 3
+        assert three["delivered"]["lost"] == 0 and three["delivered"]["total"] > 0
+        assert three["aux"]["cpu_s"] > 0 and three["max_rate"] > 0
+        calls = three["redis_commands"]
+        sent = three["sent"]["total"]
+        for command in ("xadd", "xack", "xdel"):
+            assert calls[command] >= sent  # every message crossed nodes
+        assert calls["publish"] >= sent and three["redis_commands_per_message"] >= 4
+        # Each 64-byte payload went into Redis (XADD) and out of it (XREADGROUP).
+        assert three["redis_bytes_per_message"] > 2 * 64
+        table = run.summarise({"runs": entries})
+        page = run.cluster_section([row], table, {"midge": "midge"}, {"quick": True})
+        assert any("| one node |" in line for line in page)
+        assert any("| 3 nodes + Redis |" in line for line in page)
+    finally:
+        del sys.modules["midge_bench_run"]

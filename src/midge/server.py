@@ -44,6 +44,7 @@ from midge.transport.tls import ServerTls
 from midge.transport.writer import TurnWrites
 
 if TYPE_CHECKING:
+    from midge.cluster.cluster_view import ClusterView
     from midge.cluster.redis_router import RedisRouter
     from midge.observe.http import HttpListeners
 
@@ -66,6 +67,14 @@ def process_memory() -> tuple[int, int]:
     except (OSError, ValueError, IndexError):
         current = peak
     return current, max(current, peak)
+
+
+def _admin_answer(broker: Broker, op: str, arg: Any) -> Any:
+    """Another cluster node's admin question, answered as the admin API answers (imported when
+    first asked: a node without an http listener need not load aiohttp)."""
+    from midge.observe.http import answer
+
+    return answer(broker, op, arg)
 
 
 class Server:
@@ -101,6 +110,8 @@ class Server:
         #: This node's link to the cluster (``cluster_redis``), made by ``start``; it is then
         #: also :attr:`router`.
         self.cluster: RedisRouter | None = None
+        #: The cluster's figures on this node (midge.cluster.cluster_view), with :attr:`cluster`.
+        self.cluster_view: ClusterView | None = None
         self.broker: Broker | None = None
         self.listeners: list[ListenerState] = []
         #: The loop turn's output and the lingering (closed, draining) sockets of every listener.
@@ -276,6 +287,12 @@ class Server:
                 await self.cluster.stop()
                 await self._close_listeners()
                 raise
+            from midge.cluster.cluster_view import ClusterView
+
+            self.cluster_view = ClusterView(
+                self.cluster, process_memory, lambda: self.config.sys_interval, _admin_answer
+            )
+            self.cluster_view.start()
         if logs.topic_handler is not None:  # log_dest topic: $SYS/broker/log/...
             logs.topic_handler.attach(self.broker, loop)
         if config.sys_interval and self.publish_sys:
@@ -444,6 +461,8 @@ class Server:
             if writes is not None:
                 writes.abort_lingering()
             broker.store.close()
+        if self.cluster_view is not None:
+            self.cluster_view.stop()
         if self.cluster is not None:
             await self.cluster.stop()  # after the wills went (to the other nodes too)
         await self.auth.close()

@@ -107,7 +107,8 @@ def test_metrics_show_the_cluster_and_degraded_health(redis: RedisServer, tmp_pa
         assert value("midge_cluster_nodes") == 1
         api = f"http://127.0.0.1:{http.port}/api/cluster"
         auth = ("admin", "pw")
-        assert httpx.get(api, auth=auth).json() == {"node": "m", "redis": "up", "nodes": ["m"]}
+        info = httpx.get(api, auth=auth).json()
+        assert (info["node"], info["redis"], info["nodes"]) == ("m", "up", ["m"])
         ctl = run_midge(
             [
                 "ctl",
@@ -121,7 +122,7 @@ def test_metrics_show_the_cluster_and_degraded_health(redis: RedisServer, tmp_pa
             ]
         )
         assert ctl.returncode == 0, ctl
-        assert ctl.stdout.splitlines() == ["node m, Redis up", "  m (this node)"]
+        assert ctl.stdout.splitlines()[:2] == ["node m, Redis up", "  m (this node)"]
         redis.stop()
         assert wait_until(lambda: value("midge_cluster_redis_up") == 0, 5)
         assert httpx.get(api, auth=auth).json()["redis"] == "down"

@@ -44,8 +44,14 @@ ALLOWED_DEFERRED: list[list[str]] = [
     ],
     # The cluster (issue 15): midge.cluster.redis_router reuses the plain-data forms of messages
     # and sessions of midge.cluster.workers, which imports midge.server when a worker process
-    # starts; midge.server imports the router when it starts a cluster node.
-    ["midge.cluster.redis_router", "midge.cluster.workers", "midge.server"],
+    # starts; midge.server imports the router when it starts a cluster node, and the cluster's
+    # figures (midge.cluster.cluster_view, which uses the router's channel names and TTL).
+    [
+        "midge.cluster.cluster_view",
+        "midge.cluster.redis_router",
+        "midge.cluster.workers",
+        "midge.server",
+    ],
 ]
 
 

@@ -34,6 +34,16 @@ def _rate(text: str) -> float:
     return value
 
 
+def _ports(text: str) -> tuple[int, ...]:
+    try:
+        ports = tuple(int(p) for p in text.split(",") if p.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a list of ports: {text!r}") from None
+    if not ports or any(not 0 < p < 65536 for p in ports):
+        raise argparse.ArgumentTypeError(f"not a list of ports: {text!r}")
+    return ports
+
+
 def _positive(kind: type[int] | type[float]) -> Any:
     def parse(text: str) -> int | float:
         try:
@@ -112,11 +122,30 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="speak MQTT over WebSocket (ws://HOST:PORT/mqtt, a 'protocol websockets' listener)",
     )
     p.add_argument(
+        "--ports",
+        type=_ports,
+        default=(),
+        metavar="P1,P2,...",
+        help="several brokers at HOST (the nodes of a cluster): the clients are spread over them "
+        "so that messages cross nodes (subscriber i on node i mod N, its publisher on the next)",
+    )
+    p.add_argument(
         "--broker-pid",
         type=int,
+        action="append",
         metavar="PID",
         help="the broker's process id (on this machine): report its CPU per delivery and RSS,"
-        " summed with its child processes' (midge --workers N)",
+        " summed with its child processes' (midge --workers N); given again (a cluster's "
+        "nodes), all are summed",
+    )
+    p.add_argument(
+        "--aux-pid",
+        type=int,
+        action="append",
+        default=[],
+        metavar="PID",
+        help="a process the broker relies on (a cluster's Redis): its CPU over the window is "
+        "reported apart (aux), not in the broker's",
     )
     p.add_argument(
         "--inflight",
@@ -225,7 +254,8 @@ def options_from_args(args: argparse.Namespace) -> Options:
     return Options(
         scenario=args.scenario,
         host=args.host,
-        port=args.port,
+        port=args.ports[0] if args.ports else args.port,
+        ports=args.ports,
         clients=args.clients,
         qos=args.qos,
         payload=args.payload,
@@ -241,7 +271,9 @@ def options_from_args(args: argparse.Namespace) -> Options:
         tick=args.tick_ms / 1000,
         connect_concurrency=args.connect_concurrency,
         source_addresses=args.source_addresses,
-        broker_pid=args.broker_pid,
+        broker_pid=args.broker_pid[0] if args.broker_pid else None,
+        more_broker_pids=tuple(args.broker_pid[1:]) if args.broker_pid else (),
+        aux_pids=tuple(args.aux_pid),
         username=args.username,
         password=args.password,
         prefix=args.prefix,

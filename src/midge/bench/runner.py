@@ -141,15 +141,21 @@ def run_bench(options: Options, progress: Progress | None = None) -> dict[str, A
     report: Progress = progress or (lambda *_: None)
     epoch = time.monotonic_ns()
     broker = options.broker_pid
-    if broker is not None and not os.path.exists(f"/proc/{broker}/stat"):
-        raise BenchError(f"--broker-pid {broker}: no such process")
-    # The broker and its worker processes (--workers N), summed.
+    for pid in (*([broker] if broker is not None else []), *options.more_broker_pids):
+        if not os.path.exists(f"/proc/{pid}/stat"):
+            raise BenchError(f"--broker-pid {pid}: no such process")
+    for pid in options.aux_pids:
+        if not os.path.exists(f"/proc/{pid}/stat"):
+            raise BenchError(f"--aux-pid {pid}: no such process")
+    # The broker and its worker processes (--workers N), summed; a cluster's nodes too.
     # (Not this process's own tree: a broker run by the process that runs the bench, as in the
     # test suite, must not count the generator.)
     brokers = None
     if broker is not None:
         ours = set(procstat.process_tree(os.getpid()))
-        brokers = [pid for pid in procstat.process_tree(broker) if pid not in ours or pid == broker]
+        brokers = []
+        for top in (broker, *options.more_broker_pids):
+            brokers += [p for p in procstat.process_tree(top) if p not in ours or p == top]
     rss_start = procstat.tree_memory_kb(brokers)[0] if brokers is not None else None
     workers = _Workers(options, epoch)
     conns_total = options.connections
@@ -190,6 +196,7 @@ def run_bench(options: Options, progress: Progress | None = None) -> dict[str, A
             report(phase, max(0, now - t0) / 1e9, (t2 - t0) / 1e9, detail)
 
         _sleep_until(epoch, t1, running)
+        aux1 = procstat.CpuSample(list(options.aux_pids))
         cpu1 = _cpu(brokers, workers.pids)
         machine1 = procstat.cpus_busy()
         m1 = _now(epoch)
@@ -200,6 +207,7 @@ def run_bench(options: Options, progress: Progress | None = None) -> dict[str, A
 
         _sleep_until(epoch, t2, running, all_sent)
         cpu2 = _cpu(brokers, workers.pids)
+        aux2 = procstat.CpuSample(list(options.aux_pids))
         machine2 = procstat.cpus_busy()
         m2 = _now(epoch)
         memory = procstat.tree_memory_kb(brokers) if brokers is not None else None
@@ -207,7 +215,7 @@ def run_bench(options: Options, progress: Progress | None = None) -> dict[str, A
         results = workers.gather("result", options.drain + START_TIMEOUT)
     finally:
         workers.close()
-    return _summary(
+    out = _summary(
         options,
         workers,
         results,
@@ -223,6 +231,21 @@ def run_bench(options: Options, progress: Progress | None = None) -> dict[str, A
         procstat.busy_percent(machine1, machine2),
         brokers,
     )
+    if options.aux_pids:
+        # --aux-pid (a cluster's Redis): its CPU over the same window, per message published.
+        aux = (aux2.precise - aux1.precise) / 1e9
+        window = out["window_s"]
+        sent, delivered = out["sent"]["count"], out["delivered"]["count"]
+        out["aux"] = {
+            "pids": list(options.aux_pids),
+            "cpu_s": round(aux, 5),
+            "cpu_percent": round(100 * aux / window, 1) if window > 0 else None,
+            "cpu_us_per_message": aux * 1e6 / sent if sent else None,
+            "cpu_us_per_delivery": aux * 1e6 / delivered if delivered else None,
+        }
+    if options.ports:
+        out["target"] = f"{options.host}:{','.join(map(str, options.ports))}"
+    return out
 
 
 def _cpu(brokers: list[int] | None, workers: list[int]) -> tuple[procstat.CpuSample | None, Any]:

@@ -34,6 +34,12 @@ and counted as sent when acknowledged; after the window they reconnect and drain
 the report says how many of the queued messages arrived. ``messages`` caps the total published
 (a fixed backlog, e.g. for a restore measurement).
 
+Several brokers (``ports``: the nodes of a cluster on one host): the clients are spread over them
+so that every message crosses nodes where it can. Subscriber ``i`` (in the order built) connects
+to node ``i mod N`` and publisher ``i`` to node ``(i + 1) mod N``: in ``pairs`` each pair's
+publisher and subscriber are on neighbouring nodes; with one subscriber (``fanin``) it is on the
+first node and the publishers on the others.
+
 Clients are dealt round-robin over ``procs`` worker processes. A process may open at most
 :data:`MAX_CONNS_PER_PROC` connections, well under this machine's 20,000 file descriptors per
 process, so ``conns`` with 19,000 connections runs at least two workers whatever ``procs`` says.
@@ -92,6 +98,9 @@ class Options:
     connect_rate: float = 0.0  # new connections per second, all workers together; 0 = no pacing
     subscribe_idle: bool = True  # conns: each connection subscribes to a topic of its own
     stagger: bool = False  # paced: publishers take turns (round-robin), spread evenly in time
+    ports: tuple[int, ...] = ()  # several brokers (cluster nodes) at host: clients spread over them
+    more_broker_pids: tuple[int, ...] = ()  # the other nodes' processes, summed with broker_pid's
+    aux_pids: tuple[int, ...] = ()  # processes reported apart (the cluster's Redis)
 
     def __post_init__(self) -> None:
         if self.offline:
@@ -145,6 +154,7 @@ class ClientSpec:
     publish: str | None = None
     rate: float = 0.0  # messages/s for this publisher; 0 with a publish topic = max mode
     quota: int = 0  # the most this publisher sends; 0 = no cap
+    port: int = 0  # the broker's port for this client (Options.ports); 0 = the run's port
 
 
 @dataclass(slots=True)
@@ -223,6 +233,14 @@ def build_clients(options: Options) -> list[ClientSpec]:
         share, extra = divmod(options.messages, len(pubs))
         for i, spec in enumerate(pubs):
             spec.quota = share + (1 if i < extra else 0) or -1  # -1: this one sends nothing
+    ports = options.ports
+    if len(ports) > 1:
+        for i, spec in enumerate(subs):
+            spec.port = ports[i % len(ports)]
+        # Publishers on the next node; with one subscriber (fanin), on the other nodes.
+        others = ports[1:] if len(subs) == 1 else None
+        for i, spec in enumerate(pubs):
+            spec.port = others[i % len(others)] if others else ports[(i + 1) % len(ports)]
     return subs + pubs
 
 

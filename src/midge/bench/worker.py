@@ -402,26 +402,25 @@ class Worker:
         loop = asyncio.get_running_loop()
         client = Client(self, spec)
         began = time.monotonic_ns()
+        port = spec.port or plan.port  # --ports: this client's node
 
         def protocol() -> asyncio.Protocol:
             if plan.websocket:
                 from midge.bench.websocket import WebSocketClient
 
-                return WebSocketClient(client, plan.host, plan.port)
+                return WebSocketClient(client, plan.host, port)
             return client
 
         try:
             if source:
-                sock = await self.open_from(source)
+                sock = await self.open_from(source, port)
                 _, proto = await loop.create_connection(protocol, sock=sock)
             else:
-                _, proto = await loop.create_connection(protocol, plan.host, plan.port)
+                _, proto = await loop.create_connection(protocol, plan.host, port)
             if proto is not client:  # --websocket: the upgrade first
                 await asyncio.wait_for(proto.upgraded, HANDSHAKE_TIMEOUT)  # type: ignore[attr-defined]
         except (OSError, TimeoutError) as exc:
-            raise Failure(
-                f"cannot connect to {plan.host}:{plan.port}: {exc.strerror or exc}"
-            ) from None
+            raise Failure(f"cannot connect to {plan.host}:{port}: {exc.strerror or exc}") from None
         self.clients.append(client)
         self.open_count += 1
         persistent = plan.persistent and spec.subscribe is not None
@@ -487,7 +486,7 @@ class Worker:
         await asyncio.gather(*(self.connect_one(spec, "") for spec in specs))
         self.reconnect_end = time.monotonic_ns() - self.epoch
 
-    async def open_from(self, source: str) -> socket.socket:
+    async def open_from(self, source: str, port: int) -> socket.socket:
         """A TCP socket connected to the broker from the loopback address ``source``.
 
         ``IP_BIND_ADDRESS_NO_PORT`` leaves the port choice to connect(), which only needs the
@@ -499,7 +498,7 @@ class Worker:
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_IP, _IP_BIND_ADDRESS_NO_PORT, 1)
             sock.bind((source, 0))
-            await asyncio.get_running_loop().sock_connect(sock, (self.plan.host, self.plan.port))
+            await asyncio.get_running_loop().sock_connect(sock, (self.plan.host, port))
         except BaseException:
             sock.close()
             raise

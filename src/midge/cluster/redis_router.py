@@ -332,6 +332,8 @@ class RedisRouter:
         #: kept (durability other than "none"): a claim reads the session there when the node
         #: that held it is gone.
         self.store: RedisStore | None = None
+        #: Frames of other kinds addressed to this node, by kind (midge.cluster.cluster_view).
+        self.handlers: dict[int, Callable[[Any], None]] = {}
 
     # The forms the store (midge.store.redis) writes, given here so that it imports nothing of
     # the cluster.
@@ -604,6 +606,8 @@ class RedisRouter:
             self._on_claim(*frame[1:])
         elif kind == RELEASED:
             self._on_released(*frame[1:])
+        elif kind in self.handlers:
+            self.handlers[kind](frame)
 
     # -- nodes ------------------------------------------------------------------------------------
 

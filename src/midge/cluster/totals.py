@@ -142,7 +142,12 @@ def gauges(
     broker: Broker, memory: Callable[[], tuple[int, int]] | None, others: list[dict[str, Any]]
 ) -> dict[str, Any]:
     """This worker's gauges plus the ``others``' (``deepest``: the largest)."""
-    mine = snapshot(broker, memory)
-    total = {name: mine[name] + sum(o[name] for o in others) for name in GAUGES}
-    total["deepest"] = max([mine["deepest"], *(o["deepest"] for o in others)])
+    return sum_gauges([snapshot(broker, memory), *others])
+
+
+def sum_gauges(snapshots: list[dict[str, Any]]) -> dict[str, Any]:
+    """The gauges of ``snapshots`` summed (``deepest``: the largest): the workers' of one
+    broker, or the nodes' of a cluster (midge.cluster.cluster_view)."""
+    total = {name: sum(s[name] for s in snapshots) for name in GAUGES}
+    total["deepest"] = max((s["deepest"] for s in snapshots), default=0)
     return total

@@ -51,6 +51,11 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     c.add_argument("--state", choices=["all", "connected", "disconnected"], default="all")
     c.add_argument("--offset", type=int, default=0)
     c.add_argument("--limit", type=int, default=100)
+    c.add_argument(
+        "--cluster",
+        action="store_true",
+        help="a cluster node: the clients of every node, each with its node (docs/cluster.md)",
+    )
     c = cmd.add_parser("client", help="one client: subscriptions, queue, in flight")
     c.add_argument("client_id")
     c = cmd.add_parser("kick", help="disconnect a client (v5: DISCONNECT with a reason)")
@@ -130,19 +135,24 @@ def _run(args: argparse.Namespace) -> int:
         query: dict[str, Any] = {"state": args.state, "offset": args.offset, "limit": args.limit}
         if args.search:
             query["search"] = args.search
+        if args.cluster:
+            query["scope"] = "cluster"
         page = json.loads(request(args, "GET", "/api/clients", query)[1])
         if args.json:
             _print_json(page)
             return 0
         for c in page["items"]:
             state = "connected" if c["connected"] else "offline"
+            node = f"node={c['node']}\t" if "node" in c else ""
             print(
-                f"{c['client_id']}\t{state}\tv{c['protocol_version']}\t{c['username'] or '-'}\t"
-                f"{c['address'] or '-'}\tsubs={c['subscriptions']}\tqueued={c['queued']}\t"
-                f"inflight={c['inflight']}"
+                f"{c['client_id']}\t{node}{state}\tv{c['protocol_version']}\t"
+                f"{c['username'] or '-'}\t{c['address'] or '-'}\tsubs={c['subscriptions']}\t"
+                f"queued={c['queued']}\tinflight={c['inflight']}"
             )
         shown = len(page["items"])
         print(f"({shown} of {page['total']})", file=sys.stderr)
+        if page.get("missing"):
+            print(f"(no answer from {', '.join(page['missing'])})", file=sys.stderr)
         return 0
     if command == "client":
         path = "/api/clients/" + urllib.parse.quote(args.client_id, safe="")
@@ -211,8 +221,50 @@ def _run(args: argparse.Namespace) -> int:
         if info["node"] is None:
             print("not a cluster node")
             return 0
+        if args.json:
+            _print_json(info)
+            return 0
         print(f"node {info['node']}, Redis {info['redis']}")
         for node in info["nodes"]:
             print(f"  {node}{' (this node)' if node == info['node'] else ''}")
+        if "totals" in info:
+            _print_cluster_figures(info)
         return 0
     raise AssertionError(command)  # pragma: no cover - argparse allows no other
+
+
+#: The columns of ``midge ctl cluster``'s table: heading and key in GET /api/cluster's figures.
+CLUSTER_COLUMNS = (
+    ("connected", "clients_connected"),
+    ("sessions", "sessions"),
+    ("subscriptions", "subscriptions"),
+    ("received", "publish_received"),
+    ("sent", "publish_sent"),
+    ("queued", "queued"),
+    ("inflight", "inflight"),
+    ("RSS MiB", "memory"),
+)
+
+
+def _print_cluster_figures(info: dict[str, Any]) -> None:
+    """Each node's figures and the cluster's totals, as a table."""
+    rows: list[list[str]] = [["", *(head for head, _ in CLUSTER_COLUMNS), "uptime s"]]
+
+    def cells(figures: dict[str, Any]) -> list[str]:
+        out = []
+        for _, key in CLUSTER_COLUMNS:
+            value = figures[key]
+            out.append(f"{value / 1048576:.0f}" if key == "memory" else str(value))
+        return out
+
+    for node, figures in info["by_node"].items():
+        rows.append([node, *cells(figures), str(figures["uptime"])])
+    rows.append(["total", *cells(info["totals"]), ""])
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    print()
+    for row in rows:
+        first = row[0].ljust(widths[0])
+        rest = (cell.rjust(width) for cell, width in zip(row[1:], widths[1:], strict=True))
+        print("  ".join([first, *rest]).rstrip())
+    if info["missing"]:
+        print(f"no recent figures from: {', '.join(info['missing'])}")

@@ -54,6 +54,7 @@ from midge.observe.openapi import MAX_OFFSET, MAX_STREAM_SECONDS, document
 
 if TYPE_CHECKING:
     from midge.broker.session import Session
+    from midge.cluster.cluster_view import ClusterView
     from midge.server import Server
 
 log = logging.getLogger("midge.http")
@@ -269,10 +270,35 @@ def delete_session(broker: Any, client_id: str) -> int:
     return 204
 
 
+def select_clients(
+    summaries: list[dict[str, Any]], search: str, state: str
+) -> list[dict[str, Any]]:
+    """The client summaries ``GET /api/clients`` lists, sorted by client id: those in ``state``
+    (all, connected, disconnected) whose client id or username contains ``search``."""
+    chosen = []
+    for summary in sorted(summaries, key=lambda item: item["client_id"]):
+        if state != "all" and summary["connected"] != (state == "connected"):
+            continue
+        if search:
+            username = summary["username"]
+            if search not in summary["client_id"] and (username is None or search not in username):
+                continue
+        chosen.append(summary)
+    return chosen
+
+
 def answer(broker: Any, op: str, arg: Any) -> Any:
-    """A worker's answer to the admin API of worker 0 (``--workers``), as plain data."""
+    """A worker's answer to the admin API of worker 0 (``--workers``), or a cluster node's to
+    another node's (midge.cluster.cluster_view), as plain data."""
     if op == "sessions":
-        return [_summary(s) for s in broker.sessions.values()]
+        summaries = [_summary(s) for s in broker.sessions.values()]
+        if arg is None:
+            return summaries
+        # (search, state, first): how many match, and the first ``first`` of them (a page of
+        # the whole cluster's list needs no more from any node).
+        search, state, first = arg
+        chosen = select_clients(summaries, search, state)
+        return len(chosen), chosen[:first]
     if op == "client":
         session = broker.sessions.get(arg)
         return session_details(session) if session is not None else None
@@ -359,23 +385,50 @@ class AdminApi:
             raise BadRequest("state must be all, connected or disconnected")
         offset = _int_param(request, "offset", 0, 0, MAX_OFFSET)
         limit = _int_param(request, "limit", 100, 1, 1000)
+        scope = request.query.get("scope", "node")
+        if scope not in ("node", "cluster"):
+            raise BadRequest("scope must be node or cluster")
+        view = self.server.cluster_view
+        if scope == "cluster" and view is not None:
+            return await self._cluster_clients(view, search, state, offset, limit)
         # With --workers: every worker's sessions (the others' asked over the mesh).
         summaries = [_summary(s) for s in broker.sessions.values()]
         for theirs in await self._ask("sessions", None):
             summaries.extend(theirs)
-        chosen = []
-        for summary in sorted(summaries, key=lambda item: item["client_id"]):
-            if state != "all" and summary["connected"] != (state == "connected"):
-                continue
-            if search:
-                username = summary["username"]
-                if search not in summary["client_id"] and (
-                    username is None or search not in username
-                ):
-                    continue
-            chosen.append(summary)
+        chosen = select_clients(summaries, search, state)
         items = chosen[offset : offset + limit]
         return web.json_response({"total": len(chosen), "offset": offset, "items": items})
+
+    async def _cluster_clients(
+        self, view: ClusterView, search: str, state: str, offset: int, limit: int
+    ) -> web.Response:
+        """``?scope=cluster`` on a cluster node: every live node's clients, each with its
+        ``node``; the nodes that did not answer in time are listed in ``missing``."""
+        broker = self.broker()
+        first = min(offset + limit, MAX_OFFSET)
+        answers, missing = await view.ask("sessions", (search, state, first))
+        mine = select_clients([_summary(s) for s in broker.sessions.values()], search, state)
+        pages = {view.router.me: (len(mine), mine[:first])}
+        for node, result in answers.items():
+            if result is None:
+                missing.append(node)
+            else:
+                pages[node] = result
+        total = 0
+        summaries: list[dict[str, Any]] = []
+        for node, (count, items) in pages.items():
+            total += count
+            summaries.extend({**item, "node": node} for item in items)
+        summaries.sort(key=lambda item: (item["client_id"], item["node"]))
+        return web.json_response(
+            {
+                "total": total,
+                "offset": offset,
+                "items": summaries[offset : offset + limit],
+                "nodes": sorted(pages),
+                "missing": sorted(missing),
+            }
+        )
 
     async def client(self, request: web.Request) -> web.Response:
         client_id = request.match_info["client_id"]
@@ -494,13 +547,15 @@ class AdminApi:
         cluster = self.server.cluster
         if cluster is None:
             return web.json_response({"node": None, "redis": None, "nodes": []})
-        return web.json_response(
-            {
-                "node": cluster.me,
-                "redis": "up" if cluster.healthy else "down",
-                "nodes": sorted({cluster.me, *cluster.nodes}),
-            }
-        )
+        info: dict[str, Any] = {
+            "node": cluster.me,
+            "redis": "up" if cluster.healthy else "down",
+            "nodes": sorted({cluster.me, *cluster.nodes}),
+        }
+        view = self.server.cluster_view
+        if view is not None:
+            info.update(view.view())  # totals, by_node, missing (midge.cluster.cluster_view)
+        return web.json_response(info)
 
     async def reload(self, request: web.Request) -> web.Response:
         """As SIGHUP: with ``--workers``, every worker reloads (each its own files and

@@ -33,6 +33,7 @@ from midge.codec.reasons import Reason
 
 if TYPE_CHECKING:
     from midge.broker.session import Stats
+    from midge.cluster.cluster_view import ClusterView
     from midge.server import Server
     from midge.transport.accept import ListenerState
 
@@ -350,3 +351,33 @@ class BrokerCollector(Collector):
                 "Live nodes of the cluster, this one included.",
                 len(cluster.nodes) + 1,
             )
+            view = self.server.cluster_view
+            if view is not None:
+                yield from cluster_families(view)
+
+
+def cluster_families(view: ClusterView) -> Iterator[Metric]:
+    """The cluster's figures (midge.cluster.cluster_view.FIGURES): ``midge_cluster_NAME``, the
+    sum over the nodes shown, and ``midge_cluster_node_NAME{node="ID"}``, each node's (from
+    its latest snapshot in Redis; this node's now)."""
+    total, mine, missing = view.summary()
+    yield GaugeMetricFamily(
+        "midge_cluster_nodes_shown",
+        "Nodes whose figures the midge_cluster_ sums include (live nodes with a recent snapshot).",
+        len(mine),
+    )
+    yield GaugeMetricFamily(
+        "midge_cluster_nodes_missing",
+        "Live nodes without a recent snapshot in Redis (left out of the sums).",
+        len(missing),
+    )
+    for figure in view.table:
+        kind = CounterMetricFamily if figure.counter else GaugeMetricFamily
+        name = figure.metric.removesuffix("_total") if figure.counter else figure.metric
+        yield kind(f"midge_cluster_{name}", f"{figure.help} The cluster's sum.", total[figure.key])
+        per_node = kind(
+            f"midge_cluster_node_{name}", f"{figure.help} Each node's.", labels=["node"]
+        )
+        for node, values in mine.items():
+            per_node.add_metric([node], values[figure.key])
+        yield per_node

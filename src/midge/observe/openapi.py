@@ -87,6 +87,23 @@ _SCHEMAS: dict[str, Any] = {
             "node": {"type": ["string", "null"]},
             "redis": {"type": ["string", "null"], "enum": ["up", "down", None]},
             "nodes": {"type": "array", "items": {"type": "string"}},
+            "totals": {
+                "description": "A cluster node: the figures summed over the nodes of by_node "
+                "(midge.cluster.cluster_view.FIGURES).",
+                "type": "object",
+                "additionalProperties": {"type": "integer"},
+            },
+            "by_node": {
+                "description": "Each node's figures (from its latest snapshot in Redis, at most "
+                "about a second old; this node's now), with its uptime in seconds and version.",
+                "type": "object",
+                "additionalProperties": {"type": "object"},
+            },
+            "missing": {
+                "description": "Live nodes without a recent snapshot, left out of the totals.",
+                "type": "array",
+                "items": {"type": "string"},
+            },
         },
     },
     "ClientSummary": {
@@ -110,6 +127,7 @@ _SCHEMAS: dict[str, Any] = {
             "subscriptions": {"type": "integer", "minimum": 0},
             "queued": {"type": "integer", "minimum": 0},
             "inflight": {"type": "integer", "minimum": 0},
+            "node": {"type": "string", "description": "scope=cluster: the node it is on."},
         },
     },
     "ClientPage": {
@@ -119,6 +137,16 @@ _SCHEMAS: dict[str, Any] = {
             "total": {"type": "integer", "minimum": 0},
             "offset": {"type": "integer", "minimum": 0},
             "items": {"type": "array", "items": _ref("ClientSummary")},
+            "nodes": {
+                "description": "scope=cluster: the nodes whose clients are listed.",
+                "type": "array",
+                "items": {"type": "string"},
+            },
+            "missing": {
+                "description": "scope=cluster: live nodes that did not answer in time.",
+                "type": "array",
+                "items": {"type": "string"},
+            },
         },
     },
     "Subscription": {
@@ -398,6 +426,17 @@ def document() -> dict[str, Any]:
                                 "default": "all",
                             },
                         },
+                        {
+                            "name": "scope",
+                            "in": "query",
+                            "schema": {
+                                "type": "string",
+                                "enum": ["node", "cluster"],
+                                "default": "node",
+                            },
+                            "description": "On a cluster node, cluster lists every live node's "
+                            "clients (each with its node); elsewhere both mean the whole broker.",
+                        },
                         *_PAGING,
                     ],
                     "responses": {
@@ -575,8 +614,9 @@ def document() -> dict[str, Any]:
             },
             "/api/cluster": {
                 "get": {
-                    "summary": "This cluster node (its id, whether its Redis answers) and the "
-                    "live nodes, itself included; nulls and no nodes outside a cluster.",
+                    "summary": "This cluster node (its id, whether its Redis answers), the "
+                    "live nodes, itself included, and the cluster's figures (totals and by "
+                    "node); nulls and no nodes outside a cluster.",
                     "responses": {"200": _json(_ref("Cluster"), "The cluster."), **_AUTH_ERRORS},
                 }
             },
