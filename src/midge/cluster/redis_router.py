@@ -23,9 +23,15 @@ Every node is a whole single-process broker. What they share lives in Redis (doc
     everything else addressed to node ID: QoS 0 messages (``MSG``), acknowledgements of route
     changes (``KNOWN``) and of stream entries (``ACCEPTED``), client id claims (``CLAIM`` /
     ``RELEASED``).
-``midge:owner:{CLIENT_ID}`` (hash: node, token)
-    which node owns a client id, with a fencing token: a claim takes the next token atomically
+``midge:owner:{CLIENT_ID}`` (hash: node, token, prev)
+    which node owns a client id, with a fencing token from one counter (``{midge}:tokens``,
+    never reused): a claim takes it atomically unless a newer token holds it
     (:data:`_CLAIM_OWNER`); a node asked to give up a client id for an older token refuses.
+    Deleted once the client id's session ended (:meth:`RedisRouter._sweep_owned`).
+``{midge:ID}:clients`` (set), ``{midge}:dead`` (hash: node -> the node taking it over)
+    the client ids node ID holds, and the dead nodes being taken over: the node that declares
+    a node dead adopts its persistent sessions from Redis, then delivers to them what its
+    stream still holds, each entry once (:meth:`RedisRouter._take_over`, docs/cluster.md).
 
 Frames are :mod:`marshal`-encoded tuples of plain data (strings, bytes, numbers): Redis is part
 of the cluster's trusted base, and every node runs the same midge.
