@@ -40,6 +40,8 @@ class Receiver:
         self.thread: threading.Thread | None = None
         self.stop = threading.Event()
         self.errors: list[BaseException] = []
+        #: What each connection received (for a failure's message).
+        self.trace: list[str] = []
 
     def connect(self, proc: ProcBroker, first: bool = False) -> bool:
         """Connect (a new session the first time, resuming after); the session present flag."""
@@ -51,6 +53,7 @@ class Receiver:
         connack = client.connect(self.client_id, **fields)
         assert connack.reason_code == 0, connack
         self.client = client
+        self.trace.append(f"-- connected to {proc.port}, present {connack.session_present}")
         if first:
             client.subscribe(self.filter, self.qos)
         self.thread = threading.Thread(target=self._run, daemon=True)
@@ -70,6 +73,7 @@ class Receiver:
             try:
                 if isinstance(packet, Publish):
                     pid = packet.packet_id or 0
+                    self.trace.append(f"P {pid} {packet.payload.decode()} dup={packet.dup}")
                     if packet.qos == 2:
                         if pid not in self.awaiting:
                             self.awaiting.add(pid)
@@ -80,6 +84,7 @@ class Receiver:
                         if packet.qos == 1:
                             client.send(Puback(pid))
                 elif isinstance(packet, Pubrel):
+                    self.trace.append(f"R {packet.packet_id}")
                     self.awaiting.discard(packet.packet_id)
                     client.send(Pubcomp(packet.packet_id))
                 elif isinstance(packet, Disconnect):
@@ -152,7 +157,10 @@ def _check(receiver: Receiver, publisher: Publisher, logs: str = "") -> None:
     published = {f"{publisher.topic}-{n}".encode() for n in range(publisher.count)}
     got = Counter(receiver.delivered)
     missing = [p for p in publisher.acked if p not in got]
-    assert not missing, f"{receiver.client_id}: {len(missing)} lost: {missing[:5]}\n{logs}"
+    assert not missing, (
+        f"{receiver.client_id}: {len(missing)} lost: {missing[:5]}\n{logs}\n"
+        + "\n".join(receiver.trace)
+    )
     assert set(got) <= published, set(got) - published
     if receiver.qos == 2:
         twice = [p for p, n in got.items() if n > 1]

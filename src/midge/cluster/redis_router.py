@@ -1135,12 +1135,18 @@ class RedisRouter:
             state_data, marks, will = decode_session(raw)
             self.owned[cid] = token
             writer.send("SADD", clients_key(self.me), cid)
-            session = broker.new_session(state_from_data(state_data))
+            state = state_from_data(state_data)
+            session = broker.new_session(state)
             marks.pop(self.me, None)
             self._foreign_marks[cid] = marks
             adopted.append(cid)
             broker.adopt(session)
             broker.adopted(session)
+            if self.store is not None and session.store is not None:
+                # Written with the user its client last authenticated as.
+                self.store.session_saved(
+                    cid, session.version, session.expiry_interval, state.username
+                )
             if will is not None:
                 message = message_from_data(will[0])
                 due = will[1]
