@@ -275,6 +275,9 @@ class Server:
             self.broker = Broker(config, LoopClock(loop), self.auth, redis_store)
             if redis_store is not None:
                 redis_store.bind(self.broker)
+                # Durable before visible: a persistent session's client is shown nothing
+                # that Redis does not have yet (exactly once across a node's death).
+                writes.gate = redis_store.commit
         else:
             self.broker = Broker(config, LoopClock(loop), self.auth)
         if self.router is not None:

@@ -1,17 +1,21 @@
 """A TCP proxy the test controls, between a node and Redis: :meth:`TcpProxy.cut` breaks every
 connection through it and refuses new ones (a partition), :meth:`TcpProxy.heal` lets them in
-again. Threads, loopback only; :meth:`close` stops everything it started."""
+again. With ``delay``, what Redis answers reaches the node that many seconds late (a slower
+link: the node's writes take that long to be known durable). Threads, loopback only;
+:meth:`close` stops everything it started."""
 
 from __future__ import annotations
 
 import contextlib
 import socket
 import threading
+import time
 
 
 class TcpProxy:
-    def __init__(self, target_port: int) -> None:
+    def __init__(self, target_port: int, delay: float = 0.0) -> None:
         self.target_port = target_port
+        self.delay = delay
         self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.listener.bind(("127.0.0.1", 0))
@@ -42,17 +46,19 @@ class TcpProxy:
                 continue
             with self._lock:
                 self._sockets += [client, upstream]
-            for src, dst in ((client, upstream), (upstream, client)):
-                thread = threading.Thread(target=self._pump, args=(src, dst), daemon=True)
+            for src, dst, delay in ((client, upstream, 0.0), (upstream, client, self.delay)):
+                thread = threading.Thread(target=self._pump, args=(src, dst, delay), daemon=True)
                 self._threads.append(thread)
                 thread.start()
 
-    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+    def _pump(self, src: socket.socket, dst: socket.socket, delay: float) -> None:
         try:
             while True:
                 data = src.recv(65536)
                 if not data or self._cut.is_set():
                     break
+                if delay:
+                    time.sleep(delay)
                 dst.sendall(data)
         except OSError:
             pass

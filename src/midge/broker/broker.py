@@ -177,6 +177,21 @@ class Broker:
         if expiry != NEVER:
             session.expiry_handle = self.scheduler.call_later(expiry, self._expire, session)
 
+    def schedule_will(
+        self, client_id: str, message: Message, due_at: float, username: str | None
+    ) -> None:
+        """A delayed will pending until wall-clock ``due_at`` (restored, or taken over from a
+        cluster node that died): published then unless its session resumes first."""
+        old = self.wills.pop(client_id, None)
+        if old is not None:
+            old.handle.cancel()
+        delay = max(0.0, due_at - self.scheduler.wall())
+        handle = self.scheduler.call_later(delay, self._will_due, client_id)
+        self.wills[client_id] = PendingWill(message, handle, username)
+        session = self.sessions.get(client_id)
+        if session is not None and session.store is not None:
+            session.store.will_saved(client_id, message, due_at)
+
     def _will_due(self, client_id: str) -> None:
         pending = self._pop_will(client_id)
         if pending is not None:

@@ -23,9 +23,15 @@ Every node is a whole single-process broker. What they share lives in Redis (doc
     everything else addressed to node ID: QoS 0 messages (``MSG``), acknowledgements of route
     changes (``KNOWN``) and of stream entries (``ACCEPTED``), client id claims (``CLAIM`` /
     ``RELEASED``).
-``midge:owner:{CLIENT_ID}`` (hash: node, token)
-    which node owns a client id, with a fencing token: a claim takes the next token atomically
+``midge:owner:{CLIENT_ID}`` (hash: node, token, prev)
+    which node owns a client id, with a fencing token from one counter (``{midge}:tokens``,
+    never reused): a claim takes it atomically unless a newer token holds it
     (:data:`_CLAIM_OWNER`); a node asked to give up a client id for an older token refuses.
+    Deleted once the client id's session ended (:meth:`RedisRouter._sweep_owned`).
+``{midge:ID}:clients`` (set), ``{midge}:dead`` (hash: node -> the node taking it over)
+    the client ids node ID holds, and the dead nodes being taken over: the node that declares
+    a node dead adopts its persistent sessions from Redis, then delivers to them what its
+    stream still holds, each entry once (:meth:`RedisRouter._take_over`, docs/cluster.md).
 
 Frames are :mod:`marshal`-encoded tuples of plain data (strings, bytes, numbers): Redis is part
 of the cluster's trusted base, and every node runs the same midge.
@@ -74,8 +80,10 @@ NODE_TTL = 3.0
 ACK_TIMEOUT = 60.0
 #: How long a SUBACK waits for the other nodes to acknowledge a new filter.
 KNOWN_TIMEOUT = 5.0
-#: How long a CONNECT waits for the node that held its client id.
-CLAIM_TIMEOUT = 5.0
+#: How long a CONNECT waits for the node that held its client id: longer than a dead node
+#: takes to be declared dead (NODE_TTL and a heartbeat), so that a client reconnecting at once
+#: after its node died gets its session from the node that takes the dead one's sessions over.
+CLAIM_TIMEOUT = 8.0
 #: Seconds between attempts while Redis cannot be reached.
 RETRY = 0.5
 #: The consumer group of every node's stream (one consumer: the node).
@@ -88,7 +96,7 @@ SEEN = 100_000
 #: What a broken or refusing Redis raises (a Redis Cluster's own errors included).
 ERRORS = (RedisError, RedisClusterException, OSError)
 
-MSG, SUB, UNSUB, UP, DOWN, RETAIN, KNOWN, ACCEPTED, CLAIM, RELEASED = range(10)
+MSG, SUB, UNSUB, UP, DOWN, RETAIN, KNOWN, ACCEPTED, CLAIM, RELEASED, RECOVERED = range(11)
 
 #: Keys carry a hash tag (``{...}``) so that a Redis Cluster keeps together what one script
 #: touches: the node registry and the retained set in one slot, each node's routes and stream in
@@ -96,26 +104,108 @@ MSG, SUB, UNSUB, UP, DOWN, RETAIN, KNOWN, ACCEPTED, CLAIM, RELEASED = range(10)
 NODES = "{midge}:nodes"
 ALL = "midge:all"
 RETAINED = "{midge}:retained"
+#: Dead nodes whose sessions and stream are being taken over: node -> the node doing it.
+DEAD = "{midge}:dead"
+#: The fencing tokens of every client id come from this one counter (never reused, even once
+#: a client id's owner key is deleted).
+TOKENS = "{midge}:tokens"
 
 #: Options of a remote node's interest (only the filter matters).
 _INTEREST = SubOptions()
 
 #: Remove a node whose heartbeat key expired, once (1 for whichever node sees it first, which
-#: then deletes its routes and stream and says so).
+#: then takes its sessions and stream over: recorded in DEAD until that is done).
+#: KEYS: its key, NODES, DEAD; ARGV: the node, this node.
 _EXPIRE_NODE = """
 if redis.call('EXISTS', KEYS[1]) == 0 and redis.call('SREM', KEYS[2], ARGV[1]) == 1 then
+  redis.call('HSET', KEYS[3], ARGV[1], ARGV[2])
   return 1
 end
 return 0
 """
 
-#: Take a client id: the next fencing token (per client id, never reused: the owner hash is
-#: never deleted), and who held it before (node, token).
+#: The heartbeat's registration: -1 while this node (declared dead) is being taken over, else
+#: whether it was added (1: it had been removed). KEYS: NODES, DEAD; ARGV: this node.
+_JOIN = """
+if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then return -1 end
+return redis.call('SADD', KEYS[1], ARGV[1])
+"""
+
+#: Take over the take-over of a dead node whose first handler died. KEYS: DEAD; ARGV: the dead
+#: node, its handler as read, this node.
+_TAKE_DEAD = """
+if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+  return 1
+end
+return 0
+"""
+
+#: Take a client id with ``token`` (from TOKENS): unless a newer token holds it (then 0), this
+#: node owns it; who held it before (node, token) is returned, and remembered as ``prev`` while
+#: the claim runs (a dead previous owner's take-over takes the session from the claim).
+#: KEYS: owner key; ARGV: this node, token.
 _CLAIM_OWNER = """
 local old = redis.call('HMGET', KEYS[1], 'node', 'token')
-local token = redis.call('HINCRBY', KEYS[1], 'token', 1)
-redis.call('HSET', KEYS[1], 'node', ARGV[1])
-return {token, old[1], old[2]}
+if old[2] and tonumber(old[2]) > tonumber(ARGV[2]) then return {0, old[1], old[2]} end
+redis.call('HSET', KEYS[1], 'node', ARGV[1], 'token', ARGV[2])
+if old[1] and old[1] ~= ARGV[1] then redis.call('HSET', KEYS[1], 'prev', old[1]) end
+return {tonumber(ARGV[2]), old[1], old[2]}
+"""
+
+#: A claim is complete: ``prev`` goes. KEYS: owner key; ARGV: this node.
+_SETTLE_OWNER = """
+if redis.call('HGET', KEYS[1], 'node') == ARGV[1] then redis.call('HDEL', KEYS[1], 'prev') end
+return 0
+"""
+
+#: A dead node's client id, taken over with ``token`` if the dead node holds it (or a claim
+#: from it is running), unless a newer token holds it. KEYS: owner key; ARGV: the dead node,
+#: this node, token.
+_TAKE_FROM = """
+local o = redis.call('HMGET', KEYS[1], 'node', 'prev', 'token')
+if o[3] and tonumber(o[3]) > tonumber(ARGV[3]) then return 0 end
+if o[1] == ARGV[1] or o[2] == ARGV[1] then
+  redis.call('HSET', KEYS[1], 'node', ARGV[2], 'token', ARGV[3])
+  redis.call('HDEL', KEYS[1], 'prev')
+  return 1
+end
+return 0
+"""
+
+#: The client id is no longer used here (its session ended): its owner key goes, unless
+#: another token holds it now. KEYS: owner key; ARGV: token.
+_DROP_OWNER = """
+if redis.call('HGET', KEYS[1], 'token') == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  return 1
+end
+return 0
+"""
+
+#: Registered again: this node's client id, unless another token holds it (0) or it is
+#: nobody's (written again: Redis lost it). KEYS: owner key; ARGV: this node, token.
+_REASSERT = """
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  redis.call('HSET', KEYS[1], 'node', ARGV[1], 'token', ARGV[2])
+  return 1
+end
+local o = redis.call('HMGET', KEYS[1], 'node', 'token')
+if o[1] == ARGV[1] and o[2] == ARGV[2] then return 1 end
+return 0
+"""
+
+#: The token counter is at least ARGV[1] (Redis lost it). KEYS: TOKENS.
+_BUMP = """
+local t = tonumber(redis.call('GET', KEYS[1]) or '0')
+if t < tonumber(ARGV[1]) then redis.call('SET', KEYS[1], ARGV[1]) end
+return 0
+"""
+
+#: Whether a node not live is about to be (still registered) or being taken over.
+#: KEYS: NODES, DEAD; ARGV: the node.
+_DYING = """
+return redis.call('SISMEMBER', KEYS[1], ARGV[1]) + redis.call('HEXISTS', KEYS[2], ARGV[1])
 """
 
 
@@ -129,6 +219,10 @@ def routes_key(node: str) -> str:
 
 def stream_key(node: str) -> str:
     return f"{{midge:{node}}}:q"
+
+
+def clients_key(node: str) -> str:
+    return f"{{midge:{node}}}:clients"
 
 
 def channel(node: str) -> str:
@@ -145,6 +239,12 @@ def default_node_id() -> str:
 
 def _str(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _entry_id(value: str) -> tuple[int, int]:
+    """A stream entry id ("MS-SEQ") in its order."""
+    ms, _, seq = value.partition("-")
+    return int(ms), int(seq or 0)
 
 
 class _AckWait:
@@ -202,6 +302,7 @@ class _Claim:
         "filters",
         "handle",
         "load",
+        "reclaim",
         "sessions",
         "stale",
         "target",
@@ -222,6 +323,8 @@ class _Claim:
         self.stale = False
         #: The session is to be read from Redis (the node that held it is gone).
         self.load = False
+        #: Taken again after the node asked died (its sessions were taken over elsewhere).
+        self.reclaim = False
 
 
 class _Writer:
@@ -314,6 +417,24 @@ class RedisRouter:
         self._deferred: dict[str, list[tuple[Any, ...]]] = {}
         self._next_claim = 0
         self.owned: dict[str, int] = {}
+        #: The last entry of this node's stream delivered here (the mark written with each
+        #: session's snapshot: what it reflects).
+        self.position = "0-0"
+        self._position = (0, 0)
+        #: Take-overs of dead nodes running here: dead node -> the client ids taken from it;
+        #: client id -> its dead node; the marks of those sessions for the dead nodes' streams;
+        #: the entries routed here (through our stream) meanwhile, and the entries of a dead
+        #: node's stream delivered to its sessions (key -> client ids): each delivered once.
+        self._recovering: dict[str, set[str]] = {}
+        self._recovering_cids: dict[str, str] = {}
+        self._foreign_marks: dict[str, dict[str, str]] = {}
+        self._routed_during: dict[str, set[tuple[str, str, int]]] = {}
+        self._absorbed: dict[tuple[str, str, int], set[str]] = {}
+        #: Dead nodes announced as taken over (DOWN), with the node that took them.
+        self._downs: dict[str, str] = {}
+        #: Set while this node is a registered member (its stream is read only then: a node
+        #: declared dead must not read what its take-over delivers elsewhere).
+        self.member = asyncio.Event()
         #: Whether Redis answers (False: degraded, logged once per outage).
         self.healthy = False
         self._synced = asyncio.Event()
@@ -339,6 +460,16 @@ class RedisRouter:
     # the cluster.
     owner_key = staticmethod(owner_key)
     state_data = staticmethod(state_to_data)
+    message_data = staticmethod(message_to_data)
+
+    def marks_for(self, client_id: str) -> dict[str, str]:
+        """What a snapshot of ``client_id``'s session written now reflects: every entry of this
+        node's stream up to :attr:`position`, and of dead nodes' streams taken over here."""
+        marks = {self.me: self.position}
+        foreign = self._foreign_marks.get(client_id)
+        if foreign:
+            marks.update(foreign)
+        return marks
 
     # -- life -------------------------------------------------------------------------------------
 
@@ -396,6 +527,7 @@ class RedisRouter:
         except ERRORS as exc:
             raise ClusterError(f"cannot join the cluster at {self.url}: {exc}") from None
         self.healthy = True
+        self.member.set()
         self.writer = _Writer(client, self._redis_failed)
         loop = asyncio.get_running_loop()
         self._tasks = [
@@ -445,7 +577,7 @@ class RedisRouter:
                 pipe.delete(node_key(self.me))
                 pipe.delete(routes_key(self.me))
                 pipe.srem(NODES, self.me)
-                pipe.execute_command("PUBLISH", ALL, marshal.dumps((DOWN, self.me)))
+                pipe.execute_command("PUBLISH", ALL, marshal.dumps((DOWN, self.me, "", 0)))
                 await asyncio.wait_for(pipe.execute(), 2.0)
         for c in (self.client, self._listen_client, self._stream_client):
             if c is not None:
@@ -459,6 +591,9 @@ class RedisRouter:
         if self.healthy and not self._stopping:
             log.error("cluster: Redis at %s cannot be reached: %s", self.url, exc)
         self.healthy = False
+        # The stream is read again once the heartbeat finds this node still a member (or
+        # registered again after its take-over).
+        self.member.clear()
 
     def _redis_back(self) -> None:
         if not self.healthy:
@@ -532,7 +667,7 @@ class RedisRouter:
         for node in self.nodes:
             self._known.setdefault(node, self._seq)
         for node in gone:
-            self._forget_node(node)
+            self._forget_node(node, None)
         retained: dict[str, Any] = results[-1]
         in_redis: set[str] = set()
         for data in retained.values():
@@ -600,8 +735,16 @@ class RedisRouter:
             if frame[1] != self.me:
                 self._node_up(frame[1])
         elif kind == DOWN:
-            if frame[1] != self.me:
-                self._forget_node(frame[1])
+            node, handler, seq = frame[1], frame[2], frame[3]
+            if node != self.me:
+                self._forget_node(node, handler)
+            if seq and handler != self.me:
+                self._send(handler, (KNOWN, self.me, seq))
+        elif kind == RECOVERED:
+            dead = frame[1]
+            for wid, wait in list(self.acks.items()):
+                if dead in wait.waiting and wait.settle(dead):
+                    del self.acks[wid]
         elif kind == CLAIM:
             self._on_claim(*frame[1:])
         elif kind == RELEASED:
@@ -612,6 +755,7 @@ class RedisRouter:
     # -- nodes ------------------------------------------------------------------------------------
 
     def _node_up(self, node: str) -> None:
+        self._downs.pop(node, None)
         if node not in self.nodes:
             self.nodes.add(node)
             self.remote_filters.setdefault(node, {})
@@ -619,20 +763,34 @@ class RedisRouter:
             self._known[node] = self._seq
             log.info("cluster: node %s is up", node)
 
-    def _forget_node(self, node: str) -> None:
-        """``node`` stopped or died: forget its interest, stop waiting for it."""
+    def _forget_node(self, node: str, handler: str | None) -> None:
+        """``node`` stopped or died: forget its interest. ``handler`` None: that is all (it
+        may be being taken over; its DOWN says more). ``""``: it stopped (or nobody takes it
+        over): stop waiting for it, and the claims that asked it read their session from
+        Redis. Otherwise ``handler`` took its sessions over: the messages sent to it are
+        accepted by ``handler`` once delivered to them, and the claims that asked it ask again
+        (their client id is ``handler``'s now)."""
         was = node in self.nodes
         self.nodes.discard(node)
         for topic_filter in self.remote_filters.pop(node, {}):
             self.remote.unsubscribe(node, topic_filter)
         self._known.pop(node, None)
-        for wid, wait in list(self.acks.items()):
-            wait.waiting.discard(f"r:{node}")
-            if wait.settle(node):
-                del self.acks[wid]
-        for claim in list(self.claims.values()):
-            if claim.target == node:
-                self._finish(claim)
+        if handler is not None:
+            for wid, wait in list(self.acks.items()):
+                wait.waiting.discard(f"r:{node}")
+                if not handler and wait.settle(node):
+                    del self.acks[wid]
+            if handler:
+                self._downs[node] = handler
+                while len(self._downs) > 1000:
+                    del self._downs[next(iter(self._downs))]
+            for claim in list(self.claims.values()):
+                if claim.target == node:
+                    if handler:
+                        self._reclaim(claim)
+                    else:
+                        claim.load = not claim.clean_start
+                        self._finish(claim)
         self._check_known()
         if was:
             log.warning("cluster: node %s is gone", node)
@@ -648,11 +806,21 @@ class RedisRouter:
             try:
                 pipe = client.pipeline(transaction=False)
                 pipe.set(node_key(self.me), "1", px=int(NODE_TTL * 1000))
-                pipe.sadd(NODES, self.me)
+                pipe.eval(_JOIN, 2, NODES, DEAD, self.me)
                 pipe.smembers(NODES)
-                _, added, members = await pipe.execute()
+                pipe.hgetall(DEAD)
+                _, added, members, dead = await pipe.execute()
                 if added:
-                    # Removed meanwhile (Redis restarted, or we were silent too long).
+                    # Removed meanwhile (Redis restarted, or we were silent too long: the
+                    # others declared us dead and took our sessions over): the client ids
+                    # that are another node's now are let go here.
+                    self.member.clear()
+                    await self._check_owned()
+                if added == -1:
+                    # Still being taken over: not a member until that is done.
+                    self._redis_back()
+                    continue
+                if added:
                     log.warning("cluster: node %s registered again", self.me)
                     await self._create_group()
                     assert self.writer is not None
@@ -664,7 +832,9 @@ class RedisRouter:
                             "PUBLISH", ALL, marshal.dumps((SUB, self.me, seq_filter, self._seq))
                         )
                     self.writer.send("PUBLISH", ALL, marshal.dumps((UP, self.me)))
+                self.member.set()
                 others = [_str(m) for m in members if _str(m) != self.me]
+                live = {self.me}
                 if others:
                     pipe = client.pipeline(transaction=False)
                     for node in others:
@@ -672,15 +842,24 @@ class RedisRouter:
                     alive = await pipe.execute()
                     for node, is_alive in zip(others, alive, strict=True):
                         if is_alive:
+                            live.add(node)
                             continue
-                        first: Any = await client.eval(_EXPIRE_NODE, 2, node_key(node), NODES, node)
+                        first: Any = await client.eval(
+                            _EXPIRE_NODE, 3, node_key(node), NODES, DEAD, node, self.me
+                        )
                         if first:
-                            pipe = client.pipeline(transaction=False)
-                            pipe.delete(routes_key(node))
-                            pipe.delete(stream_key(node))
-                            pipe.execute_command("PUBLISH", ALL, marshal.dumps((DOWN, node)))
-                            await pipe.execute()
-                        self._forget_node(node)
+                            log.warning("cluster: node %s is dead: taking it over", node)
+                            self._start_recovery(node)
+                # Take-overs whose node died (or stopped) before finishing: taken over here.
+                for raw_node, raw_handler in (dead or {}).items():
+                    node, handler = _str(raw_node), _str(raw_handler)
+                    if node in self._recovering or node == self.me:
+                        continue
+                    if handler == self.me or handler not in live:
+                        taken: Any = await client.eval(_TAKE_DEAD, 1, DEAD, node, handler, self.me)
+                        if taken:
+                            self._start_recovery(node)
+                self._sweep_owned()
                 self._redis_back()
             except ERRORS as exc:
                 self._redis_failed(exc)
@@ -793,6 +972,9 @@ class RedisRouter:
         key = stream_key(self.me)
         start = "0"
         while True:
+            if not self.member.is_set():
+                await self.member.wait()
+                start = "0"
             try:
                 response: Any = await client.xreadgroup(
                     GROUP, self.me, {key: start}, count=BATCH, block=1000
@@ -835,6 +1017,8 @@ class RedisRouter:
         broker = self.broker
         assert broker is not None
         origin, wid, data, groups, incarnation = marshal.loads(fields[b"m"])
+        eid = _str(entry_id)
+        position = _entry_id(eid)
         # An entry can come twice: XADD re-sent after a broken connection, or our own pending
         # entries read again after one (the XACK not written yet). Delivered once.
         seen = (origin, incarnation, wid)
@@ -842,9 +1026,24 @@ class RedisRouter:
             self._seen[seen] = None
             if len(self._seen) > SEEN:
                 del self._seen[next(iter(self._seen))]
-            broker.publish_from_peer(
-                message_from_data(data), {(g[0], g[1]) for g in groups} if groups else None
-            )
+            for routed in self._routed_during.values():
+                routed.add(seen)
+            message = message_from_data(data)
+            peer_groups = {(g[0], g[1]) for g in groups} if groups else None
+            skip = self._absorbed.get(seen)
+            if skip:
+                # Also sent to a dead node whose stream was delivered to the sessions taken
+                # over from it: they have it already.
+                self._route_only(
+                    message,
+                    peer_groups or set(),
+                    {c: s for c, s in broker.sessions.items() if c not in skip},
+                )
+            else:
+                broker.publish_from_peer(message, peer_groups)
+        if position > self._position:
+            self._position = position
+            self.position = eid
 
         def accepted() -> None:
             assert self.writer is not None
@@ -857,6 +1056,288 @@ class RedisRouter:
             store.commit(accepted)
         else:
             accepted()
+
+    def _route_only(
+        self, message: Message, groups: set[tuple[str, str]], sessions: dict[str, Session]
+    ) -> None:
+        """Deliver ``message`` here to ``sessions`` only (the broker's routing, with its
+        sessions narrowed for one call)."""
+        broker = self.broker
+        assert broker is not None
+        saved = broker.sessions
+        broker.sessions = sessions
+        try:
+            broker.route(message, groups)
+        finally:
+            broker.sessions = saved
+
+    # -- taking a dead node over ------------------------------------------------------------------
+
+    def _start_recovery(self, dead: str) -> None:
+        if dead in self._recovering or self._stopping:
+            return
+        self._recovering[dead] = set()
+        task = asyncio.get_running_loop().create_task(self._recover(dead))
+        self._tasks.append(task)
+        task.add_done_callback(lambda t: self._tasks.remove(t) if t in self._tasks else None)
+
+    async def _recover(self, dead: str) -> None:
+        """Take over a dead node: its persistent sessions (with their pending wills) come
+        here, then, once every node has stopped sending to it, what its stream still holds is
+        delivered to them (each entry once: an entry the session's snapshot already reflects,
+        by its mark, is not delivered again), and each such message is accepted for it."""
+        try:
+            await self._take_over(dead)
+        except ERRORS as exc:
+            # Redis failed: the take-over stays recorded (DEAD); the heartbeat runs it again.
+            log.error("cluster: taking node %s over failed: %s", dead, exc)
+            self._end_recovery(dead)
+        except Exception:
+            log.exception("cluster: internal error taking node %s over", dead)
+            self._end_recovery(dead)
+
+    async def _take_over(self, dead: str) -> None:
+        broker = self.broker
+        client = self.client
+        writer = self.writer
+        assert broker is not None and client is not None and writer is not None
+        from midge.store.redis import decode_session, session_key, will_delay
+
+        cids = [_str(c) for c in await client.smembers(clients_key(dead))]
+        tokens: dict[str, int] = {}
+        if cids:
+            last = int(await client.incrby(TOKENS, len(cids)))
+            first = last - len(cids) + 1
+            pipe = client.pipeline(transaction=False)
+            for k, cid in enumerate(cids):
+                pipe.eval(_TAKE_FROM, 1, owner_key(cid), dead, self.me, first + k)
+            for k, (cid, took) in enumerate(zip(cids, await pipe.execute(), strict=True)):
+                if took:
+                    tokens[cid] = first + k
+                    # Claims from other nodes wait until its stream is delivered.
+                    self._recovering_cids[cid] = dead
+        raws: list[Any] = []
+        if tokens:
+            pipe = client.pipeline(transaction=False)
+            for cid in tokens:
+                pipe.get(session_key(cid))
+            raws = await pipe.execute()
+        taken = self._recovering[dead]
+        taken.update(tokens)
+        adopted: list[str] = []
+        now = broker.scheduler.wall()
+        # Our own publishes go to its sessions here from now on, no longer to its stream.
+        self._forget_node(dead, None)
+        for (cid, token), raw in zip(tokens.items(), raws, strict=True):
+            if raw is None:
+                # No persistent session (a clean one ended with its node): the client id is
+                # free.
+                writer.send("EVAL", _DROP_OWNER, 1, owner_key(cid), token)
+                continue
+            if cid in broker.sessions:
+                continue  # its client connected here meanwhile
+            state_data, marks, will = decode_session(raw)
+            self.owned[cid] = token
+            writer.send("SADD", clients_key(self.me), cid)
+            state = state_from_data(state_data)
+            session = broker.new_session(state)
+            marks.pop(self.me, None)
+            self._foreign_marks[cid] = marks
+            adopted.append(cid)
+            broker.adopt(session)
+            broker.adopted(session)
+            if self.store is not None and session.store is not None:
+                # Written with the user its client last authenticated as.
+                self.store.session_saved(
+                    cid, session.version, session.expiry_interval, state.username
+                )
+            if will is not None:
+                message = message_from_data(will[0])
+                due = will[1]
+                if due is None:
+                    # Its client was connected: the connection ended with the node.
+                    delay = will_delay(message)
+                    if session.expiry_interval:
+                        delay = min(delay, session.expiry_interval)
+                    due = now + delay
+                broker.schedule_will(cid, message, due, will[2])
+        log.info("cluster: %d sessions of node %s taken over", len(adopted), dead)
+        # Every node forgets it (its routes, and claims to it ask here); once each has, nothing
+        # more is added to its stream (each node's writes are in order).
+        self._routed_during[dead] = set()
+        self._seq += 1
+        seq = self._seq
+        writer.send("DEL", routes_key(dead))
+        writer.send("PUBLISH", ALL, marshal.dumps((DOWN, dead, self.me, seq)))
+        loop = asyncio.get_running_loop()
+        known = loop.create_future()
+
+        def all_known() -> None:
+            if not known.done():
+                known.set_result(None)
+
+        if not self._when_seq(seq, all_known):
+            await known
+        # Read through the writer: after our own writes to its stream (in order).
+        read = loop.create_future()
+
+        def got(entries: Any) -> None:
+            if not read.done():
+                read.set_result(entries)
+
+        writer.send("XRANGE", stream_key(dead), "-", "+", then=got)
+        raw_entries: Any = await read
+        routed = self._routed_during.pop(dead, set())
+        sessions = {cid: broker.sessions[cid] for cid in adopted if cid in broker.sessions}
+        origins: list[tuple[str, int]] = []
+        count = 0
+        for entry_id, fields in raw_entries or ():
+            if not fields or b"m" not in fields:
+                continue
+            origin, wid, data, groups, incarnation = marshal.loads(fields[b"m"])
+            origins.append((origin, wid))
+            key = (origin, incarnation, wid)
+            if key in routed or key in self._absorbed:
+                continue  # routed here (through our stream) to these sessions already
+            eid = _str(entry_id)
+            position = _entry_id(eid)
+            eligible: dict[str, Session] = {}
+            for cid, session in sessions.items():
+                marks = self._foreign_marks.setdefault(cid, {})
+                mark = marks.get(dead)
+                if mark is None or _entry_id(mark) < position:
+                    eligible[cid] = session
+                    marks[dead] = eid
+            if eligible:
+                count += 1
+                self._absorbed[key] = set(eligible)
+                while len(self._absorbed) > SEEN:
+                    del self._absorbed[next(iter(self._absorbed))]
+                self._route_only(
+                    message_from_data(data),
+                    {(g[0], g[1]) for g in groups} if groups else set(),
+                    eligible,
+                )
+
+        def done() -> None:
+            for origin, wid in origins:
+                if origin != self.me:
+                    self._send(origin, (ACCEPTED, dead, wid))
+                else:
+                    self._settle(wid, dead)
+            writer.send("DEL", stream_key(dead))
+            writer.send("DEL", clients_key(dead))
+            writer.send("HDEL", DEAD, dead)
+            # The messages sent to it and not in its stream were accepted by it before it
+            # died: their publishers stop waiting (after the ACCEPTED above, in order).
+            writer.send("PUBLISH", ALL, marshal.dumps((RECOVERED, dead)))
+            log.info(
+                "cluster: node %s taken over: %d of its stream's %d messages delivered to its "
+                "sessions",
+                dead,
+                count,
+                len(origins),
+            )
+            self._end_recovery(dead)
+
+        store = broker.durable_store
+        if store is not None and store.pending:
+            store.commit(done)
+        else:
+            done()
+
+    def _end_recovery(self, dead: str) -> None:
+        """The take-over of ``dead`` is over (or failed): the claims that waited for it run."""
+        for cid in self._recovering.pop(dead, set()):
+            if self._recovering_cids.get(cid) == dead:
+                del self._recovering_cids[cid]
+            marks = self._foreign_marks.get(cid)
+            if marks is not None:
+                marks.pop(dead, None)
+                if not marks:
+                    del self._foreign_marks[cid]
+            self._run_deferred(cid)
+        self._routed_during.pop(dead, None)
+
+    def _when_seq(self, seq: int, done: Callable[[], None]) -> bool:
+        """Like :meth:`when_known` for an announcement numbered ``seq``."""
+        if not self.nodes or not self.healthy:
+            return True
+        if seq <= min((self._known.get(n, 0) for n in self.nodes), default=seq):
+            return True
+        wait = _KnownWait(seq, done)
+        wait.handle = asyncio.get_running_loop().call_later(
+            KNOWN_TIMEOUT, self._known_timeout, wait
+        )
+        self._known_waits.append(wait)
+        return False
+
+    def fenced(self, client_id: str) -> None:
+        """A write of ``client_id``'s session was fenced off: a newer token holds it. While
+        this node is a member, that is a claim whose CLAIM is on its way (the session goes
+        with the RELEASED answer, from memory). Otherwise (Redis was out of reach: this node
+        may have been declared dead and its sessions taken over) its client is let go here
+        (taken over, 0x8E): what it was shown is in Redis (TurnWrites.gate), and it finds its
+        session where it reconnects."""
+        if self.member.is_set() or client_id in self._claiming or client_id not in self.owned:
+            return
+        broker = self.broker
+        assert broker is not None
+        del self.owned[client_id]
+        self._foreign_marks.pop(client_id, None)
+        if self.writer is not None:
+            self.writer.send("SREM", clients_key(self.me), client_id)
+        session = broker.sessions.get(client_id)
+        if session is None:
+            return
+        conn = session.connection
+        if conn is not None:
+            transport: Any = conn.transport
+            if getattr(transport, "gated", False):
+                transport.out = None  # not written to Redis: never shown
+        log.warning("cluster: %s is held by another node now: let go here", client_id)
+        released, _ = broker.release(client_id, False)
+        if released is not None:
+            released.clear()
+
+    async def _check_owned(self) -> None:
+        """Registered again: after being declared dead, the client ids taken over elsewhere
+        are let go; after Redis lost them (restarted empty), this node's are written again
+        (and the token counter is moved past them)."""
+        client = self.client
+        assert client is not None
+        cids = [c for c in self.owned if c not in self._claiming]
+        if not cids:
+            return
+        pipe = client.pipeline(transaction=False)
+        for cid in cids:
+            pipe.eval(_REASSERT, 1, owner_key(cid), self.me, self.owned[cid])
+        results = await pipe.execute()
+        pipe = client.pipeline(transaction=False)
+        pipe.eval(_BUMP, 1, TOKENS, max(self.owned[c] for c in cids))
+        for cid, held in zip(cids, results, strict=True):
+            if held:
+                pipe.sadd(clients_key(self.me), cid)
+        await pipe.execute()
+        for cid, held in zip(cids, results, strict=True):
+            if not held:
+                self.fenced(cid)  # (not a member here)
+
+    def _sweep_owned(self) -> None:
+        """Client ids whose session ended here (a clean session closed, a session expired or
+        deleted): their owner key goes (their tokens are never reused: they come from
+        TOKENS), and this node forgets them."""
+        broker = self.broker
+        writer = self.writer
+        if broker is None or writer is None:
+            return
+        sessions = broker.sessions
+        gone = [c for c in self.owned if c not in sessions and c not in self._claiming]
+        for cid in gone:
+            token = self.owned.pop(cid)
+            writer.send("EVAL", _DROP_OWNER, 1, owner_key(cid), token)
+            writer.send("SREM", clients_key(self.me), cid)
+            self._foreign_marks.pop(cid, None)
 
     # -- interest ---------------------------------------------------------------------------------
 
@@ -937,9 +1418,16 @@ class RedisRouter:
             # Redis unavailable: the client id is taken here without asking the other nodes
             # (the claim is recorded in Redis when it returns).
             def taken(result: Any) -> None:
-                self.owned[client_id] = int(result[0])
+                if int(result[0]):
+                    self.owned[client_id] = int(result[0])
 
-            writer.send("EVAL", _CLAIM_OWNER, 1, owner_key(client_id), self.me, then=taken)
+            def numbered(token: Any) -> None:
+                writer.send(
+                    "EVAL", _CLAIM_OWNER, 1, owner_key(client_id), self.me, int(token), then=taken
+                )
+                writer.send("SADD", clients_key(self.me), client_id)
+
+            writer.send("INCR", TOKENS, then=numbered)
             done()
             return
         self._next_claim += 1
@@ -947,22 +1435,57 @@ class RedisRouter:
         claim = _Claim(client_id, clean_start, done)
         self.claims[cid] = claim
         self._claiming[client_id] = claim
+        self._take_token(cid, claim)
+
+    def _take_token(self, cid: int, claim: _Claim) -> None:
+        """The next token (TOKENS), then the client id with it (:data:`_CLAIM_OWNER`)."""
+        writer = self.writer
+        assert writer is not None
+        if claim.handle is not None:
+            claim.handle.cancel()
         claim.handle = asyncio.get_running_loop().call_later(
             CLAIM_TIMEOUT, self._claim_timeout, claim
         )
-        writer.send(
-            "EVAL",
-            _CLAIM_OWNER,
-            1,
-            owner_key(client_id),
-            self.me,
-            then=lambda result: self._claimed(cid, claim, result),
-        )
+
+        def numbered(raw: Any) -> None:
+            if self.claims.get(cid) is not claim:
+                return
+            token = int(raw)
+            claim.token = token
+            assert self.writer is not None
+            self.writer.send(
+                "EVAL",
+                _CLAIM_OWNER,
+                1,
+                owner_key(claim.client_id),
+                self.me,
+                token,
+                then=lambda result: self._claimed(cid, claim, result),
+            )
+            self.writer.send("SADD", clients_key(self.me), claim.client_id)
+
+        writer.send("INCR", TOKENS, then=numbered)
+
+    def _reclaim(self, claim: _Claim) -> None:
+        """The node the claim asked died and another took its sessions over: take the client
+        id again (a newer token), from that node."""
+        for cid, c in self.claims.items():
+            if c is claim:
+                claim.target = None
+                claim.reclaim = True
+                self._take_token(cid, claim)
+                return
 
     def _claimed(self, cid: int, claim: _Claim, result: Any) -> None:
         if self.claims.get(cid) is not claim:
             return
         token, old_node, _ = result
+        if not int(token):
+            # A newer token holds the client id already: this connection is taken over as
+            # soon as it attaches.
+            claim.stale = True
+            self._finish(claim)
+            return
         claim.token = int(token)
         self.owned[claim.client_id] = claim.token
         old = _str(old_node) if old_node is not None else None
@@ -982,15 +1505,43 @@ class RedisRouter:
                 "",
                 0,
             )
-        if old is None or old == self.me or old not in self.nodes:
-            # Nobody to ask. If a node held it and is gone, its session is in Redis.
-            claim.load = old is not None and old != self.me and not claim.clean_start
+        broker = self.broker
+        assert broker is not None
+        if old is None or old == self.me:
+            # Nobody to ask. Held here before and not in memory (this node restarted, or the
+            # claim asked again after a take-over that left it alone): it is in Redis.
+            claim.load = (
+                old is not None and not claim.clean_start and claim.client_id not in broker.sessions
+            )
             self._finish(claim)
+            return
+        if old not in self.nodes:
+            if self._downs.get(old) and not claim.reclaim:
+                # Taken over: ask the node that took it (a newer token).
+                self._reclaim(claim)
+                return
+            # Gone. If it is being (or about to be) taken over, its DOWN names who holds the
+            # session; otherwise the session is in Redis.
+            claim.target = old
+            assert self.writer is not None
+            self.writer.send(
+                "EVAL", _DYING, 2, NODES, DEAD, old, then=lambda n: self._dying(claim, old, n)
+            )
             return
         claim.target = old
         self._send(old, (CLAIM, self.me, cid, claim.client_id, claim.clean_start, claim.token))
         # Claims from others that came while our token was not known yet.
         self._run_deferred(claim.client_id)
+
+    def _dying(self, claim: _Claim, old: str, dying: Any) -> None:
+        if claim.target != old or claim.done is _nothing:
+            return
+        if not int(dying) or claim.reclaim:
+            claim.load = not claim.clean_start
+            self._finish(claim)
+        elif self._downs.get(old):
+            self._reclaim(claim)
+        # else: wait for its DOWN, which names the node that took it over (or CLAIM_TIMEOUT)
 
     def _claim_timeout(self, claim: _Claim) -> None:
         claim.handle = None
@@ -1003,6 +1554,12 @@ class RedisRouter:
 
     def _on_claim(self, node: str, cid: int, client_id: str, clean_start: bool, token: int) -> None:
         """Another node took ``client_id`` with ``token``: give it up unless ours is newer."""
+        if client_id in self._recovering_cids:
+            # Taken over from a dead node: released once what its stream holds is delivered.
+            self._deferred.setdefault(client_id, []).append(
+                (node, cid, client_id, clean_start, token)
+            )
+            return
         ours = self._claiming.get(client_id)
         if ours is not None and (not ours.token or ours.token < token):
             # Our claim is in flight: the newer one is answered once ours is complete.
@@ -1016,6 +1573,9 @@ class RedisRouter:
             return
         assert self.broker is not None
         self.owned.pop(client_id, None)
+        self._foreign_marks.pop(client_id, None)
+        if self.writer is not None:
+            self.writer.send("SREM", clients_key(self.me), client_id)
         session, _ = self.broker.release(client_id, clean_start)
         data = state_to_data(session.snapshot()) if session is not None else None
         self._send(node, (RELEASED, self.me, cid, data, False))
@@ -1066,6 +1626,8 @@ class RedisRouter:
             claim.handle = None
         claim.target = None
         done, claim.done = claim.done, _nothing
+        if not claim.stale and self.writer is not None:
+            self.writer.send("EVAL", _SETTLE_OWNER, 1, owner_key(claim.client_id), self.me)
         done()
         broker = self.broker
         assert broker is not None
@@ -1077,6 +1639,8 @@ class RedisRouter:
             log.info("cluster: %s was claimed with a newer token elsewhere", claim.client_id)
             broker.release(claim.client_id, False)
             self.owned.pop(claim.client_id, None)
+            if self.writer is not None:
+                self.writer.send("SREM", clients_key(self.me), claim.client_id)
         self._run_deferred(claim.client_id)
 
     def _loaded(self, claim: _Claim, data: Any) -> None:
@@ -1084,7 +1648,10 @@ class RedisRouter:
         broker = self.broker
         assert broker is not None
         if data is not None and claim.done is not _nothing:
-            session = broker.new_session(state_from_data(marshal.loads(data)))
+            from midge.store.redis import decode_session
+
+            # Its pending will is not published: the client is back (MQTT-3.1.3-9 v5).
+            session = broker.new_session(state_from_data(decode_session(data)[0]))
             broker.adopt(session)
             claim.sessions.append(session)
             claim.filters.extend(session.subscriptions)

@@ -15,30 +15,43 @@ Writes are fenced: a node writes a session only while it holds the client id's n
 A detached session's key expires with the session (PX = its expiry interval), so sessions of a
 node that died do not stay forever.
 
+Next to the snapshot the key holds what a node taking the session over after its node died
+needs (:func:`encode_session`): the session's *marks*, for each node's stream the last entry
+whose delivery the snapshot reflects (so that entries left in a dead node's stream are
+delivered once, docs/cluster.md), and its pending will: a delayed will with its wall-clock due
+time, or the will of its connected client (due its delay after the node's death).
+
+A write that a newer token fenced off tells the router (:meth:`RedisRouter.fenced`): the
+session belongs to another node now, and this node lets its client go.
+
 Limits (docs/cluster.md): the whole snapshot is written on every change, so the cost of a write
-grows with the session's queue; delayed wills are not kept here (they end with their node).
+grows with the session's queue.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import marshal
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from midge.broker.session import NEVER
+from midge.codec.properties import Prop
 from midge.store.base import StoreState
+from midge.transport.writer import CoalescingTransport
 
 if TYPE_CHECKING:
     from midge.broker.broker import Broker
     from midge.broker.model import Delivery, Message, SubOptions
     from midge.cluster.redis_router import RedisRouter
 
-#: Write (or delete, with no data) a session's snapshot unless a newer token owns the client id.
+#: Write (or delete, with no data) a session's snapshot if the writer's token is the one that
+#: owns the client id (0 otherwise: another node holds it now, or it is nobody's).
 #: KEYS: session key, owner key; ARGV: token, data ("" : delete), TTL in ms (0: none).
 FENCED_WRITE = """
 local t = redis.call('HGET', KEYS[2], 'token')
-if t and tonumber(t) > tonumber(ARGV[1]) then return 0 end
+if not t or tonumber(t) ~= tonumber(ARGV[1]) then return 0 end
 if ARGV[2] == '' then
   redis.call('DEL', KEYS[1])
 elseif ARGV[3] ~= '0' then
@@ -54,6 +67,22 @@ def session_key(client_id: str) -> str:
     return f"midge:session:{{{client_id}}}"
 
 
+#: A session's pending will as kept in Redis: (message data, wall-clock due time or None for a
+#: connected client's will, due its delay after its node died; username).
+WillData = tuple[Any, float | None, str | None]
+
+
+def encode_session(state_data: Any, marks: dict[str, str], will: WillData | None) -> bytes:
+    """The value of a session's key: its snapshot, its marks (node -> last stream entry id
+    reflected), its pending will."""
+    return marshal.dumps((state_data, marks, will))
+
+
+def decode_session(raw: bytes) -> tuple[Any, dict[str, str], WillData | None]:
+    state_data, marks, will = marshal.loads(raw)
+    return state_data, marks, will
+
+
 class RedisStore:
     """Persistent sessions as snapshots in Redis, written by the owning node."""
 
@@ -65,6 +94,8 @@ class RedisStore:
         #: Client ids changed since the last flush -> deleted (True) or to write (False).
         self._dirty: dict[str, bool] = {}
         self._users: dict[str, str | None] = {}
+        #: Pending delayed wills of sessions held here: client id -> (message, due at).
+        self._wills: dict[str, tuple[Message, float]] = {}
         self._callbacks: list[Callable[[], None]] = []
         self._scheduled = False
         #: Flushes sent to Redis and not acknowledged yet.
@@ -123,16 +154,40 @@ class RedisStore:
             session = broker.sessions.get(client_id)
             if session is None or session.store is not self:
                 continue  # moved to another node meanwhile: no longer ours to write
-            state = session.snapshot(self._users.get(client_id))
+            username = self._users.get(client_id)
+            state = session.snapshot(username)
             ttl = 0
-            if session.connection is None and session.expiry_interval != NEVER:
+            conn = session.connection
+            if conn is None and session.expiry_interval != NEVER:
                 ttl = max(1, session.expiry_interval) * 1000
-            data = marshal.dumps(self.router.state_data(state))
-            writer.send("EVAL", FENCED_WRITE, 2, key, owner, token, data, ttl)
+            will: WillData | None = None
+            delayed = self._wills.get(client_id)
+            if delayed is not None:
+                will = (self.router.message_data(delayed[0]), delayed[1], username)
+            elif conn is not None and conn.will is not None:
+                will = (self.router.message_data(conn.will), None, conn.username)
+            data = encode_session(
+                self.router.state_data(state), self.router.marks_for(client_id), will
+            )
+            writer.send(
+                "EVAL",
+                FENCED_WRITE,
+                2,
+                key,
+                owner,
+                token,
+                data,
+                ttl,
+                then=functools.partial(self._fenced, client_id),
+            )
         if not dirty and not callbacks:
             return
         self._writing += 1
         writer.send("PING", then=lambda _: self._written(callbacks))
+
+    def _fenced(self, client_id: str, result: Any) -> None:
+        if not result:
+            self.router.fenced(client_id)
 
     def _written(self, callbacks: list[Callable[[], None]]) -> None:
         self._writing -= 1
@@ -150,6 +205,14 @@ class RedisStore:
     ) -> None:
         self._users[client_id] = username
         self._touch(client_id)
+        broker = self.broker
+        session = broker.sessions.get(client_id) if broker is not None else None
+        conn = session.connection if session is not None else None
+        if conn is not None:
+            transport = conn.transport
+            if isinstance(transport, CoalescingTransport):
+                # Durable before visible (TurnWrites.gate).
+                transport.gated = True
 
     def session_detached(self, client_id: str, expiry_interval: int, at: float) -> None:
         self._touch(client_id)
@@ -157,6 +220,7 @@ class RedisStore:
     def session_deleted(self, client_id: str, messages: Iterable[Message]) -> None:
         self._dirty[client_id] = True
         self._users.pop(client_id, None)
+        self._wills.pop(client_id, None)
         self._schedule()
 
     def subscription_added(self, client_id: str, topic_filter: str, options: SubOptions) -> None:
@@ -193,7 +257,17 @@ class RedisStore:
         """Retained messages are the router's (``{midge}:retained``)."""
 
     def will_saved(self, client_id: str, message: Message, due_at: float) -> None:
-        """Delayed wills stay on their node (not kept in Redis)."""
+        """Kept with the session's snapshot: if this node dies, the node that takes its
+        sessions over publishes it when due (unless the client came back first)."""
+        self._wills[client_id] = (message, due_at)
+        self._touch(client_id)
 
     def will_cleared(self, client_id: str) -> None:
-        pass
+        if self._wills.pop(client_id, None) is not None and client_id in self._users:
+            self._touch(client_id)
+
+
+def will_delay(message: Message) -> int:
+    """A will's Will Delay Interval (v5), 0 if none."""
+    props = message.properties
+    return int(props.get(Prop.WILL_DELAY_INTERVAL, 0)) if props else 0

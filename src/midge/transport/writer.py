@@ -17,6 +17,8 @@ lingering sockets are kept in :attr:`TurnWrites.lingering` so that a stopping se
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import Callable
 from typing import Any
 
 from midge.broker.outgoing import NativeWriter
@@ -30,11 +32,17 @@ LINGER = 2.0
 class TurnWrites:
     """The transports that have output this loop turn; written out once, at its end."""
 
-    __slots__ = ("dirty", "linger", "lingering", "loop")
+    __slots__ = ("dirty", "gate", "linger", "lingering", "loop")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, linger: float = LINGER) -> None:
         self.loop = loop
         self.dirty: list[CoalescingTransport] = []
+        #: Durable before visible (a cluster node, docs/cluster.md): the output of a ``gated``
+        #: transport (a client of a persistent session) is held until ``gate`` calls back,
+        #: once what the turn changed is in the store (the store's ``commit``). So a client is
+        #: never shown a delivery, or a PUBREL, that a node taking its session over would not
+        #: know. None: everything is written at the end of the turn.
+        self.gate: Callable[[Callable[[], None]], None] | None = None
         #: Seconds a closed socket lingers (see the module).
         self.linger = linger
         #: The sockets closed by their connection, still draining what the peer sends.
@@ -57,20 +65,47 @@ class TurnWrites:
     def flush(self) -> None:
         dirty = self.dirty
         self.dirty = []
+        gate = self.gate
+        if gate is None:
+            for transport in dirty:
+                transport.flush()
+            return
+        held: list[tuple[CoalescingTransport, list[bytes]]] = []
         for transport in dirty:
-            transport.flush()
+            if transport.gated:
+                out = transport.out
+                if out is not None:
+                    transport.out = None
+                    held.append((transport, out))
+            else:
+                transport.flush()
+        if held:
+            gate(lambda: _release(held))
+
+
+def _release(held: list[tuple[CoalescingTransport, list[bytes]]]) -> None:
+    """Write output held for the store (in the order it was made); a connection closed
+    meanwhile gets none of it (its session is elsewhere, or will be resent from the store)."""
+    for transport, out in held:
+        raw = transport.transport
+        if raw.is_closing() or isinstance(raw.get_protocol(), Lingering):
+            continue
+        with contextlib.suppress(RuntimeError, OSError):  # closed meanwhile (write_eof)
+            raw.writelines(out)
 
 
 class CoalescingTransport(NativeWriter):
     """An asyncio transport whose writes wait for the end of the loop turn (see the module)."""
 
-    __slots__ = ("out", "transport", "turn")
+    __slots__ = ("gated", "out", "transport", "turn")
 
     def __init__(self, transport: asyncio.Transport, turn: TurnWrites) -> None:
         self.transport = transport
         self.turn = turn
         #: This turn's output, None when there is none (then no flush is scheduled).
         self.out: list[bytes] | None = None
+        #: Whether the output waits for the turn's store writes (TurnWrites.gate).
+        self.gated = False
 
     def write(self, data: bytes) -> None:
         out = self.out
