@@ -176,8 +176,12 @@ def test_sigkill_mid_stream_loses_no_acknowledged_message_and_qos2_comes_once(
 ) -> None:
     """Persistent subscribers (v5 and v3.1.1, QoS 1 and 2) connected to a; publishers on b
     publish numbered QoS 1 and QoS 2 streams; a is SIGKILLed mid-stream and the subscribers
-    reconnect to c at once. Each message whose publish was acknowledged reaches them, the
-    QoS 2 ones exactly once (in-flight ones are re-sent with their packet ids)."""
+    reconnect to another node. Each message whose publish was acknowledged reaches them, the
+    QoS 2 ones exactly once (in-flight ones are re-sent with their packet ids).
+
+    They reconnect to the node that took a's sessions over, once it has: a reconnection to
+    another live node would move the session again while b publishes, and a move between live
+    nodes still has a window that can lose a message (docs/cluster.md, known limits)."""
     # a's link to Redis is slow (15 ms): a delivery it makes is known durable that much
     # later, which widens the window a node's death could otherwise duplicate in.
     slow = TcpProxy(redis.port, delay=0.015)
@@ -199,10 +203,12 @@ def test_sigkill_mid_stream_loses_no_acknowledged_message_and_qos2_comes_once(
         a.proc.wait(5)
         for r in receivers:
             assert r.wait_closed(5)
-        # Reconnect at once: c asks a, then (a declared dead) the node that took its
-        # sessions over.
+        deadline = time.monotonic() + 15
+        while not (taker := next((n for n in (b, c) if n.wait_output("taken over", 0)), None)):
+            assert time.monotonic() < deadline, f"a was not taken over\n{_logs(b, c)}"
+            time.sleep(0.05)
         for r in receivers:
-            assert r.connect(c), f"{r.client_id}: no session present\n{_logs(b, c)}"
+            assert r.connect(taker), f"{r.client_id}: no session present\n{_logs(b, c)}"
         p1.join(60)
         p2.join(60)
         pairs = [(r1, p1), (r2, p2), (r3, p2)]
@@ -210,7 +216,6 @@ def test_sigkill_mid_stream_loses_no_acknowledged_message_and_qos2_comes_once(
         time.sleep(0.5)  # anything sent twice would come now
         for r, p in pairs:
             _check(r, p, _logs(b, c))
-        assert b.wait_output("taken over", 1) or c.wait_output("taken over", 1)
     finally:
         for r in receivers:
             r.close()
