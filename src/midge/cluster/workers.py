@@ -564,6 +564,7 @@ class WorkerRouter:
     def _on_ask(self, wid: int, rid: int, op: str, arg: Any) -> None:
         from midge.observe.http import answer
 
+        result: Any  # not narrowed to the first branch's type (mypyc checks it at run time)
         try:
             if op == "reload":
                 # POST /api/reload on worker 0: every worker reloads, as on SIGHUP.

@@ -394,7 +394,7 @@ class AdminApi:
         # With --workers: every worker's sessions (the others' asked over the mesh).
         summaries = [_summary(s) for s in broker.sessions.values()]
         for theirs in await self._ask("sessions", None):
-            summaries.extend(theirs)
+            summaries.extend(theirs or ())  # None: that worker failed (and logged why)
         chosen = select_clients(summaries, search, state)
         items = chosen[offset : offset + limit]
         return web.json_response({"total": len(chosen), "offset": offset, "items": items})
