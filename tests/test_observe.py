@@ -487,3 +487,37 @@ def test_scram_failures_are_counted_by_backend(
     assert asyncio.run(connect("wrong again")) == 0x87
     metrics = scrape(url)
     assert metrics[("midge_auth_failures_total", (("backend", "scram"),))] == 2
+
+
+def test_admin_credentials_are_hashed_once_per_header_that_passed() -> None:
+    """The admin API's Basic check remembers a header that passed (a dashboard sends the same
+    one every second: PBKDF2 once, not per request); a wrong one is hashed every time and
+    never let in by what was remembered."""
+    import base64
+
+    from midge.auth.passwd import PasswordHash
+    from midge.observe.http import AdminAuth
+
+    hashed: list[bytes] = []
+
+    class Counting(PasswordHash):
+        def verify(self, password: bytes) -> bool:
+            hashed.append(password)
+            return super().verify(password)
+
+    auth = AdminAuth("admin", hash_password(PASSWORD.encode()).encode())
+    real = auth.hash
+    assert real is not None
+    auth.hash = Counting(real.kind, real.iterations, real.salt, real.digest)
+
+    def basic(user: str, password: str) -> str:
+        return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+    good, wrong = basic("admin", PASSWORD), basic("admin", "nope")
+    assert [auth.check(good) for _ in range(5)] == [True] * 5
+    assert len(hashed) == 1
+    assert [auth.check(wrong) for _ in range(3)] == [False] * 3
+    assert len(hashed) == 4
+    assert not auth.check(basic("root", PASSWORD))
+    assert not auth.check(good + "x")
+    assert auth.check(good)

@@ -90,9 +90,15 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
 class AdminAuth:
     """HTTP Basic against the configured admin user (the password file's hash format)."""
 
+    #: Authorization headers remembered as checked (a dashboard or a script sends the same one
+    #: with every request: the hash, PBKDF2, is computed once, not per request). Only those
+    #: that passed; a failed one is checked again each time, at the hash's full cost.
+    REMEMBERED = 16
+
     def __init__(self, user: str | None, password_hash: str | None) -> None:
         self.user = user
         self.hash: PasswordHash | None = parse_hash(password_hash) if password_hash else None
+        self._passed: set[str] = set()
 
     @property
     def configured(self) -> bool:
@@ -101,6 +107,17 @@ class AdminAuth:
     def check(self, header: str | None) -> bool:
         if header is None or not header.startswith("Basic ") or self.hash is None:
             return False
+        if header in self._passed:
+            return True
+        if not self._check(header):
+            return False
+        if len(self._passed) >= self.REMEMBERED:
+            self._passed.clear()
+        self._passed.add(header)
+        return True
+
+    def _check(self, header: str) -> bool:
+        assert self.hash is not None
         try:
             decoded = base64.b64decode(header[6:], validate=True).decode("utf-8")
         except (binascii.Error, UnicodeDecodeError):
