@@ -41,7 +41,9 @@ def _check(receiver: Receiver, publishers: list[Publisher], logs: str) -> None:
     assert set(got) <= published, set(got) - published
     if receiver.qos == 2:
         twice = [m for m, n in got.items() if n > 1]
-        assert not twice, f"{receiver.client_id}: delivered twice: {twice[:5]}\n{logs}"
+        assert not twice, (
+            f"{receiver.client_id}: delivered twice: {twice[:5]}\n{logs}\n" + "\n".join(trace)
+        )
 
 
 def _move(receiver: Receiver, to: ProcBroker, takeover: bool, old: list[RawClient]) -> None:

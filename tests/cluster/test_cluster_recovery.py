@@ -44,6 +44,11 @@ class Receiver:
         self.trace: list[str] = []
         #: A connection taken over may still be read while the next one is (one state).
         self.lock = threading.Lock()
+        #: Connections made so far (the trace names each line's connection). Once a new
+        #: connection has its CONNACK, what an older one still reads is left unanswered, as a
+        #: client that moved on does: the broker had it in flight when it let that connection
+        #: go, and sends it again on the new one.
+        self.connections = 0
 
     def connect(self, proc: ProcBroker, first: bool = False) -> bool:
         """Connect (a new session the first time, resuming after); the session present flag."""
@@ -55,16 +60,17 @@ class Receiver:
         connack = client.connect(self.client_id, **fields)
         assert connack.reason_code == 0, connack
         self.client = client
-        self.trace.append(f"-- connected to {proc.port}, present {connack.session_present}")
+        with self.lock:
+            self.connections += 1
+            n = self.connections
+            self.trace.append(f"-- {n} connected to {proc.port}, present {connack.session_present}")
         if first:
             client.subscribe(self.filter, self.qos)
-        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread = threading.Thread(target=self._run, args=(client, n), daemon=True)
         self.thread.start()
         return connack.session_present
 
-    def _run(self) -> None:
-        client = self.client
-        assert client is not None
+    def _run(self, client: RawClient, n: int) -> None:
         while not self.stop.is_set():
             try:
                 packet = client.recv(0.2)
@@ -76,7 +82,9 @@ class Receiver:
                 if isinstance(packet, Publish):
                     pid = packet.packet_id or 0
                     with self.lock:
-                        self.trace.append(f"P {pid} {packet.payload.decode()} dup={packet.dup}")
+                        if n != self.connections:
+                            return
+                        self.trace.append(f"{n} P {pid} {packet.payload.decode()} dup={packet.dup}")
                         if packet.qos == 2:
                             if pid not in self.awaiting:
                                 self.awaiting.add(pid)
@@ -89,7 +97,9 @@ class Receiver:
                         client.send(Puback(pid))
                 elif isinstance(packet, Pubrel):
                     with self.lock:
-                        self.trace.append(f"R {packet.packet_id}")
+                        if n != self.connections:
+                            return
+                        self.trace.append(f"{n} R {packet.packet_id}")
                         self.awaiting.discard(packet.packet_id)
                     client.send(Pubcomp(packet.packet_id))
                 elif isinstance(packet, Disconnect):

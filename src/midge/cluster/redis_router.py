@@ -40,7 +40,9 @@ routes for the moved subscriptions are known everywhere, Y adds a *fence* entry 
 (every message a node routed to X alone is already in that stream before it); when X reads
 the fence it sends what the stand-in queued to Y's stream (a *hand-over* entry) and ends the
 stand-in; Y adds to the session what it did not get itself (told apart by the stream
-entries' identity: origin node, incarnation, number), and only then answers CONNACK
+entries' identity: origin node, incarnation, number; and a copy of what the released
+snapshot reflects, by the marks RELEASED carries, is not delivered to it on Y), and only then
+answers CONNACK
 (:meth:`RedisRouter._hand_over`, :meth:`RedisRouter._on_rest`, docs/cluster.md).
 
 Frames are :mod:`marshal`-encoded tuples of plain data (strings, bytes, numbers): Redis is part
@@ -333,12 +335,18 @@ class _Incoming:
     session here directly since it was adopted (``direct``), so that the hand-over adds only
     the rest."""
 
-    __slots__ = ("claim", "direct", "known", "rested", "session", "source", "start")
+    __slots__ = ("claim", "direct", "known", "marks", "rested", "session", "source", "start")
 
-    def __init__(self, claim: _Claim, session: Session, source: str, start: int) -> None:
+    def __init__(
+        self, claim: _Claim, session: Session, source: str, start: int, marks: dict[Any, int]
+    ) -> None:
         self.claim = claim
         self.session = session
         self.source = source
+        #: (origin node, incarnation) -> the last number of that origin the old node had
+        #: routed when it released the session: the session's snapshot reflects those, so a
+        #: copy of them that reaches this node is not delivered to it again.
+        self.marks = marks
         #: The first message recorded for it (RedisRouter._record).
         self.start = start
         self.direct: set[Ident] = set()
@@ -467,6 +475,10 @@ class RedisRouter:
         #: seen twice is delivered once.
         self.incarnation = os.urandom(6).hex()
         self._seen: dict[tuple[str, str, int], None] = {}
+        #: The last entry number routed here from each (origin node, incarnation): each origin
+        #: numbers its entries in order and this node reads them in order, so a session
+        #: released now reflects every entry of that origin up to it (sent with RELEASED).
+        self._routed: dict[tuple[str, str], int] = {}
         #: Client id claims of this node in flight, by number and by client id; claims from
         #: other nodes waiting for ours to finish; the fencing token of each client id held here.
         self.claims: dict[int, _Claim] = {}
@@ -1115,6 +1127,7 @@ class RedisRouter:
         seen = (origin, incarnation, wid)
         if seen not in self._seen:
             self._seen[seen] = None
+            self._routed[(origin, incarnation)] = wid
             if len(self._seen) > SEEN:
                 del self._seen[next(iter(self._seen))]
             for routed in self._routed_during.values():
@@ -1125,7 +1138,13 @@ class RedisRouter:
             if self._windows:
                 self._record(message, seen)
                 for incoming in self._incoming.values():
-                    incoming.direct.add(seen)
+                    if not groups and wid <= incoming.marks.get((origin, incarnation), 0):
+                        # Routed on the old node before it released the session: in its
+                        # snapshot already.
+                        cid = incoming.session.client_id
+                        skip = skip | {cid} if skip else {cid}
+                    else:
+                        incoming.direct.add(seen)
             if self._handed:
                 handed = self._handed.get(seen)
                 if handed:
@@ -1723,17 +1742,26 @@ class RedisRouter:
         # A stand-in queues what still comes here for the session until the claimant's fence.
         session, stub = self.broker.release(client_id, clean_start, stand_in=True)
         data = state_to_data(session.snapshot()) if session is not None else None
+        marks: list[tuple[str, str, int]] = []
         if stub is not None:
+            marks = [(o, i, w) for (o, i), w in self._routed.items()]
+            marks.append((self.me, self.incarnation, self._next_ack))
             key = (node, cid)
             handle = asyncio.get_running_loop().call_later(
                 STAND_IN_TIMEOUT, self._stand_in_timeout, key
             )
             self._stand_ins[key] = _StandIn(stub, handle, self._open_window())
             self._stand_in_of[client_id] = key
-        self._send(node, (RELEASED, self.me, cid, data, False, stub is not None))
+        self._send(node, (RELEASED, self.me, cid, data, False, stub is not None, marks))
 
     def _on_released(
-        self, node: str, cid: int, data: Any, stale: bool, handover: bool = False
+        self,
+        node: str,
+        cid: int,
+        data: Any,
+        stale: bool,
+        handover: bool = False,
+        marks: Any = (),
     ) -> None:
         claim = self.claims.get(cid)
         if claim is None:
@@ -1752,7 +1780,9 @@ class RedisRouter:
         claim.target = None
         if handover and session is not None:
             # ``node`` keeps a stand-in for the session: CONNACK waits for its hand-over.
-            incoming = _Incoming(claim, session, node, self._open_window())
+            incoming = _Incoming(
+                claim, session, node, self._open_window(), {(o, i): w for o, i, w in marks}
+            )
             self._incoming[(node, cid)] = incoming
             claim.incoming = incoming
             if claim.handle is not None:
