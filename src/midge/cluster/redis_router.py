@@ -33,6 +33,18 @@ Every node is a whole single-process broker. What they share lives in Redis (doc
     a node dead adopts its persistent sessions from Redis, then delivers to them what its
     stream still holds, each entry once (:meth:`RedisRouter._take_over`, docs/cluster.md).
 
+A session moving between live nodes (a takeover: its client reconnects to node Y while the
+session is on node X) leaves a *stand-in* on X (:meth:`Broker.release` with ``stand_in``):
+an empty session with its subscriptions, which queues what still reaches X for it. Once Y's
+routes for the moved subscriptions are known everywhere, Y adds a *fence* entry to X's stream
+(every message a node routed to X alone is already in that stream before it); when X reads
+the fence it sends what the stand-in queued to Y's stream (a *hand-over* entry) and ends the
+stand-in; Y adds to the session what it did not get itself (told apart by the stream
+entries' identity: origin node, incarnation, number; and a copy of what the released
+snapshot reflects, by the marks RELEASED carries, is not delivered to it on Y), and only then
+answers CONNACK
+(:meth:`RedisRouter._hand_over`, :meth:`RedisRouter._on_rest`, docs/cluster.md).
+
 Frames are :mod:`marshal`-encoded tuples of plain data (strings, bytes, numbers): Redis is part
 of the cluster's trusted base, and every node runs the same midge.
 """
@@ -45,6 +57,7 @@ import logging
 import marshal
 import os
 import socket
+from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -92,6 +105,11 @@ GROUP = "nodes"
 BATCH = 200
 #: Stream entries remembered to deliver each once (see RedisRouter._on_entry).
 SEEN = 100_000
+#: How long a stand-in (a session moving away from this node) waits for the fence of the node
+#: it moves to before it hands over what it has (longer than that node's wait for its routes,
+#: KNOWN_TIMEOUT); the claimant waits a little longer for the hand-over.
+STAND_IN_TIMEOUT = 10.0
+HANDOVER_TIMEOUT = STAND_IN_TIMEOUT + 2.0
 
 #: What a broken or refusing Redis raises (a Redis Cluster's own errors included).
 ERRORS = (RedisError, RedisClusterException, OSError)
@@ -294,6 +312,50 @@ class _KnownWait:
             done()
 
 
+class _StandIn:
+    """What a session that moved to another node left here: its stand-in (an empty session
+    with its subscriptions), which queues what still comes here for it until that node's
+    fence, and the timer that bounds the wait."""
+
+    __slots__ = ("handle", "start", "stub")
+
+    def __init__(self, stub: Session, handle: asyncio.TimerHandle, start: int) -> None:
+        self.stub = stub
+        self.handle = handle
+        #: The first message recorded for it (RedisRouter._record).
+        self.start = start
+
+
+#: A message's identity across the cluster: (origin node, its incarnation, its number).
+Ident = tuple[str, str, int]
+
+
+class _Incoming:
+    """A session moved here from a live node that keeps a stand-in for it: what reached the
+    session here directly since it was adopted (``direct``), so that the hand-over adds only
+    the rest."""
+
+    __slots__ = ("claim", "direct", "known", "marks", "rested", "session", "source", "start")
+
+    def __init__(
+        self, claim: _Claim, session: Session, source: str, start: int, marks: dict[Any, int]
+    ) -> None:
+        self.claim = claim
+        self.session = session
+        self.source = source
+        #: (origin node, incarnation) -> the last number of that origin the old node had
+        #: routed when it released the session: the session's snapshot reflects those, so a
+        #: copy of them that reaches this node is not delivered to it again.
+        self.marks = marks
+        #: The first message recorded for it (RedisRouter._record).
+        self.start = start
+        self.direct: set[Ident] = set()
+        #: Every live node routes here for the session's filters (the fence was sent).
+        self.known = False
+        #: The hand-over came.
+        self.rested = False
+
+
 class _Claim:
     __slots__ = (
         "clean_start",
@@ -301,6 +363,7 @@ class _Claim:
         "done",
         "filters",
         "handle",
+        "incoming",
         "load",
         "reclaim",
         "sessions",
@@ -325,6 +388,8 @@ class _Claim:
         self.load = False
         #: Taken again after the node asked died (its sessions were taken over elsewhere).
         self.reclaim = False
+        #: The session moved here waits for its old node's hand-over (then CONNACK).
+        self.incoming: _Incoming | None = None
 
 
 class _Writer:
@@ -410,6 +475,10 @@ class RedisRouter:
         #: seen twice is delivered once.
         self.incarnation = os.urandom(6).hex()
         self._seen: dict[tuple[str, str, int], None] = {}
+        #: The last entry number routed here from each (origin node, incarnation): each origin
+        #: numbers its entries in order and this node reads them in order, so a session
+        #: released now reflects every entry of that origin up to it (sent with RELEASED).
+        self._routed: dict[tuple[str, str], int] = {}
         #: Client id claims of this node in flight, by number and by client id; claims from
         #: other nodes waiting for ours to finish; the fencing token of each client id held here.
         self.claims: dict[int, _Claim] = {}
@@ -432,6 +501,21 @@ class RedisRouter:
         self._absorbed: dict[tuple[str, str, int], set[str]] = {}
         #: Dead nodes announced as taken over (DOWN), with the node that took them.
         self._downs: dict[str, str] = {}
+        #: Sessions moving between live nodes. Away from here: their stand-ins, by (claimant
+        #: node, its claim number), and that key by client id. To here: the hand-overs awaited,
+        #: by (old node, our claim number). While either is open (``_windows``), each message
+        #: routed here is recorded by object (``_ids``: its identity or None; ``_keep`` holds
+        #: them, so that ids stay unique, until no open window began before them; ``_dropped``
+        #: counts those let go). ``_handed``: identities handed over to sessions here, not
+        #: delivered to them again if they also come through our stream.
+        self._stand_ins: dict[tuple[str, int], _StandIn] = {}
+        self._stand_in_of: dict[str, tuple[str, int]] = {}
+        self._incoming: dict[tuple[str, int], _Incoming] = {}
+        self._windows = 0
+        self._ids: dict[int, Ident | None] = {}
+        self._keep: deque[Message] = deque()
+        self._dropped = 0
+        self._handed: dict[Ident, set[str]] = {}
         #: Set while this node is a registered member (its stream is read only then: a node
         #: declared dead must not read what its take-over delivers elsewhere).
         self.member = asyncio.Event()
@@ -560,6 +644,8 @@ class RedisRouter:
     async def stop(self) -> None:
         """Leave: flush what is being written, withdraw this node, close the links."""
         self._stopping = True
+        for key in list(self._stand_ins):
+            self._hand_over(key, "this node stops")
         writer = self.writer
         if writer is not None and self.healthy:
             with contextlib.suppress(TimeoutError):
@@ -772,6 +858,11 @@ class RedisRouter:
         (their client id is ``handler``'s now)."""
         was = node in self.nodes
         self.nodes.discard(node)
+        for key in [k for k in self._stand_ins if k[0] == node]:
+            self._hand_over(key)  # (not sent: it is gone) ended
+        for incoming in [i for i in self._incoming.values() if i.source == node]:
+            if incoming.claim.incoming is incoming:
+                self._finish(incoming.claim)
         for topic_filter in self.remote_filters.pop(node, {}):
             self.remote.unsubscribe(node, topic_filter)
         self._known.pop(node, None)
@@ -913,6 +1004,14 @@ class RedisRouter:
                 self._last = wait
             else:
                 del self.acks[wid]
+        if self._windows:
+            # A session moves: this message is told apart by its stream identity (what went
+            # to other nodes carries it).
+            ident = (self.me, self.incarnation, wid) if wid else None
+            self._record(message, ident)
+            if ident is not None:
+                for incoming in self._incoming.values():
+                    incoming.direct.add(ident)
         return broker.route(message, local_groups) or interested
 
     def _share_retained(self, message: Message, wait: _AckWait | None, wid: int) -> None:
@@ -1016,7 +1115,11 @@ class RedisRouter:
     def _on_entry(self, key: str, entry_id: bytes, fields: dict[bytes, bytes]) -> None:
         broker = self.broker
         assert broker is not None
-        origin, wid, data, groups, incarnation = marshal.loads(fields[b"m"])
+        raw = fields.get(b"m")
+        if raw is None:
+            self._on_control(key, entry_id, fields)
+            return
+        origin, wid, data, groups, incarnation = marshal.loads(raw)
         eid = _str(entry_id)
         position = _entry_id(eid)
         # An entry can come twice: XADD re-sent after a broken connection, or our own pending
@@ -1024,6 +1127,7 @@ class RedisRouter:
         seen = (origin, incarnation, wid)
         if seen not in self._seen:
             self._seen[seen] = None
+            self._routed[(origin, incarnation)] = wid
             if len(self._seen) > SEEN:
                 del self._seen[next(iter(self._seen))]
             for routed in self._routed_during.values():
@@ -1031,6 +1135,21 @@ class RedisRouter:
             message = message_from_data(data)
             peer_groups = {(g[0], g[1]) for g in groups} if groups else None
             skip = self._absorbed.get(seen)
+            if self._windows:
+                self._record(message, seen)
+                for incoming in self._incoming.values():
+                    if not groups and wid <= incoming.marks.get((origin, incarnation), 0):
+                        # Routed on the old node before it released the session: in its
+                        # snapshot already.
+                        cid = incoming.session.client_id
+                        skip = skip | {cid} if skip else {cid}
+                    else:
+                        incoming.direct.add(seen)
+            if self._handed:
+                handed = self._handed.get(seen)
+                if handed:
+                    # Handed over to these sessions by the node they moved from already.
+                    skip = skip | handed if skip else handed
             if skip:
                 # Also sent to a dead node whose stream was delivered to the sessions taken
                 # over from it: they have it already.
@@ -1051,6 +1170,41 @@ class RedisRouter:
             self.writer.send("XDEL", key, entry_id)
             self._send(origin, (ACCEPTED, self.me, wid))
 
+        store = broker.durable_store
+        if store is not None and store.pending:
+            store.commit(accepted)
+        else:
+            accepted()
+
+    def _on_control(self, key: str, entry_id: bytes, fields: dict[bytes, bytes]) -> None:
+        """A stream entry that is not a message: a fence (a session that moved away from
+        here is routed to its new node by every node, and every message routed here alone is
+        before this entry) or a hand-over (what a session moved here had queued on its old
+        node meanwhile)."""
+        broker = self.broker
+        writer = self.writer
+        assert broker is not None and writer is not None
+        eid = _str(entry_id)
+        position = _entry_id(eid)
+        if position > self._position:
+            self._position = position
+            self.position = eid
+
+        def accepted() -> None:
+            writer.send("XACK", key, GROUP, entry_id)
+            writer.send("XDEL", key, entry_id)
+
+        fence = fields.get(b"f")
+        if fence is not None:
+            claimant, cid = marshal.loads(fence)
+            self._hand_over((claimant, cid))
+            accepted()
+            return
+        rest = fields.get(b"h")
+        if rest is not None:
+            old, cid, items = marshal.loads(rest)
+            self._on_rest(old, cid, items)
+        # Deleted once the session with what was handed over is in Redis.
         store = broker.durable_store
         if store is not None and store.pending:
             store.commit(accepted)
@@ -1414,6 +1568,11 @@ class RedisRouter:
         (its connection taken over, its session sent here unless ``clean_start``)."""
         writer = self.writer
         assert writer is not None
+        key = self._stand_in_of.get(client_id)
+        if key is not None:
+            # Back here while moving away (a stand-in here): what it queued goes to the node
+            # the session moved to now, which then releases it to this claim.
+            self._hand_over(key, "its client came back")
         if not self.healthy:
             # Redis unavailable: the client id is taken here without asking the other nodes
             # (the claim is recorded in Redis when it returns).
@@ -1572,21 +1731,45 @@ class RedisRouter:
             self._send(node, (RELEASED, self.me, cid, None, True))  # fenced off: stale
             return
         assert self.broker is not None
+        if client_id in self._stand_in_of:
+            # Moving away already: the node it moves to answers for it.
+            self._send(node, (RELEASED, self.me, cid, None, False))
+            return
         self.owned.pop(client_id, None)
         self._foreign_marks.pop(client_id, None)
         if self.writer is not None:
             self.writer.send("SREM", clients_key(self.me), client_id)
-        session, _ = self.broker.release(client_id, clean_start)
+        # A stand-in queues what still comes here for the session until the claimant's fence.
+        session, stub = self.broker.release(client_id, clean_start, stand_in=True)
         data = state_to_data(session.snapshot()) if session is not None else None
-        self._send(node, (RELEASED, self.me, cid, data, False))
+        marks: list[tuple[str, str, int]] = []
+        if stub is not None:
+            marks = [(o, i, w) for (o, i), w in self._routed.items()]
+            marks.append((self.me, self.incarnation, self._next_ack))
+            key = (node, cid)
+            handle = asyncio.get_running_loop().call_later(
+                STAND_IN_TIMEOUT, self._stand_in_timeout, key
+            )
+            self._stand_ins[key] = _StandIn(stub, handle, self._open_window())
+            self._stand_in_of[client_id] = key
+        self._send(node, (RELEASED, self.me, cid, data, False, stub is not None, marks))
 
-    def _on_released(self, node: str, cid: int, data: Any, stale: bool) -> None:
+    def _on_released(
+        self,
+        node: str,
+        cid: int,
+        data: Any,
+        stale: bool,
+        handover: bool = False,
+        marks: Any = (),
+    ) -> None:
         claim = self.claims.get(cid)
         if claim is None:
             if data is not None:
                 log.warning("session %s released after its claim timed out: dropped", data[0])
             return
         assert self.broker is not None
+        session: Session | None = None
         if stale:
             claim.stale = True
         elif data is not None:
@@ -1595,12 +1778,195 @@ class RedisRouter:
             claim.sessions.append(session)
             claim.filters.extend(session.subscriptions)
         claim.target = None
+        if handover and session is not None:
+            # ``node`` keeps a stand-in for the session: CONNACK waits for its hand-over.
+            incoming = _Incoming(
+                claim, session, node, self._open_window(), {(o, i): w for o, i, w in marks}
+            )
+            self._incoming[(node, cid)] = incoming
+            claim.incoming = incoming
+            if claim.handle is not None:
+                claim.handle.cancel()
+            claim.handle = asyncio.get_running_loop().call_later(
+                HANDOVER_TIMEOUT, self._claim_timeout, claim
+            )
+            if self.when_known(claim.filters, lambda: self._fence(incoming, cid)):
+                self._fence(incoming, cid)
+            return
         if not claim.filters or self.when_known(claim.filters, lambda: self._finish(claim)):
             self._finish(claim)
+
+    # -- a session moving between live nodes ------------------------------------------------------
+
+    def _record(self, message: Message, ident: Ident | None) -> None:
+        """While a session moves to or from here: which message this object is."""
+        self._ids[id(message)] = ident
+        self._keep.append(message)
+
+    def _open_window(self) -> int:
+        """A session starts moving to or from here: messages are recorded from now on; the
+        number of the first one."""
+        self._windows += 1
+        return self._dropped + len(self._keep)
+
+    def _window_closed(self) -> None:
+        """A move ended (its window already left ``_stand_ins`` / ``_incoming``): the
+        records no open window needs go."""
+        self._windows -= 1
+        keep = self._keep
+        if not self._windows:
+            self._ids.clear()
+            self._dropped += len(keep)
+            keep.clear()
+            return
+        oldest = min(
+            [w.start for w in self._stand_ins.values()]
+            + [w.start for w in self._incoming.values()],
+            default=self._dropped + len(keep),
+        )
+        ids = self._ids
+        while self._dropped < oldest and keep:
+            ids.pop(id(keep.popleft()), None)
+            self._dropped += 1
+
+    def _fence(self, incoming: _Incoming, cid: int) -> None:
+        """Every live node routes here for the moved session's filters (each acknowledged
+        them: KNOWN). What a node routed to the old node alone was added to its stream before
+        that node's KNOWN, so before the fence added now: when the old node reads the fence,
+        its stand-in has all of it."""
+        if incoming.known or incoming.claim.incoming is not incoming:
+            return
+        incoming.known = True
+        if incoming.rested:
+            self._finish(incoming.claim)
+        elif incoming.source in self.nodes and self.writer is not None:
+            self.writer.send(
+                "XADD", stream_key(incoming.source), "*", "f", marshal.dumps((self.me, cid))
+            )
+        else:
+            self._finish(incoming.claim)  # the old node is gone: nothing will come
+
+    def _hand_over(self, key: tuple[str, int], why: str = "") -> None:
+        """The session that moved to ``key``'s node is routed there by every node (its fence
+        came), or ``why`` not: send that node what the stand-in queued (QoS 1 and 2: a QoS 0
+        message has no identity to be told apart by, and could come twice), and end it."""
+        stand_in = self._stand_ins.pop(key, None)
+        if stand_in is None:
+            return
+        broker = self.broker
+        assert broker is not None
+        stand_in.handle.cancel()
+        stub = stand_in.stub
+        if self._stand_in_of.get(stub.client_id) == key:
+            del self._stand_in_of[stub.client_id]
+        ids = self._ids
+        items = [
+            (ids.get(id(d[0])), (message_to_data(d[0]), d[1], d[2], d[3]))
+            for d in stub.queue or ()
+            if d[1]
+        ]
+        if why:
+            log.warning(
+                "cluster: session %s handed over to node %s before its fence (%s): %d messages",
+                stub.client_id,
+                key[0],
+                why,
+                len(items),
+            )
+        if key[0] in self.nodes and self.writer is not None:
+            self.writer.send(
+                "XADD", stream_key(key[0]), "*", "h", marshal.dumps((self.me, key[1], items))
+            )
+        broker.end_stand_in(stub)
+        self._window_closed()
+
+    def _stand_in_timeout(self, key: tuple[str, int]) -> None:
+        if key in self._stand_ins:
+            self._hand_over(key, f"no fence in {STAND_IN_TIMEOUT:g} s")
+
+    def _on_rest(self, old: str, cid: int, items: list[Any]) -> None:
+        """What the stand-in on ``old`` queued for the session moved here with our claim
+        ``cid``: added before what the session got here since it arrived, except the messages
+        it got here too (by identity); the session's snapshot in Redis then has them."""
+        incoming = self._incoming.pop((old, cid), None)
+        if incoming is None:
+            if items:
+                log.warning(
+                    "cluster: %d messages handed over by node %s after their claim ended: dropped",
+                    len(items),
+                    old,
+                )
+            return
+        broker = self.broker
+        assert broker is not None
+        session = incoming.session
+        client_id = session.client_id
+        if items and broker.sessions.get(client_id) is session:
+            direct = incoming.direct
+            added: list[Any] = []
+            idents: list[Ident] = []
+            for raw, d in items:
+                if raw is not None:
+                    ident: Ident = (raw[0], raw[1], raw[2])
+                    if ident in direct:
+                        continue
+                    idents.append(ident)
+                added.append((message_from_data(d[0]), d[1], d[2], tuple(d[3])))
+            if added and session.connection is None:
+                ids = self._ids
+                queue = list(session.queue or ())
+                first = next((k for k, d in enumerate(queue) if id(d[0]) in ids), len(queue))
+                session.queue = deque(queue[:first] + added + queue[first:])
+                size = sum(len(d[0].payload) for d in added)
+                session.queued_bytes += size
+                broker.stats.held_bytes += size
+                if session.store is not None:
+                    for d in added:
+                        session.store.delivery_added(client_id, d, 0)
+            else:
+                for d in added:
+                    session.deliver(d[0], d[1], d[2], d[3])
+            if added:
+                log.info(
+                    "cluster: session %s moved from node %s: %d messages handed over",
+                    client_id,
+                    old,
+                    len(added),
+                )
+            for ident in idents:
+                self._handed.setdefault(ident, set()).add(client_id)
+            if idents:
+                asyncio.get_running_loop().call_later(ACK_TIMEOUT, self._unhand, idents, client_id)
+        incoming.rested = True
+        self._window_closed()
+        if incoming.known and incoming.claim.incoming is incoming:
+            self._finish(incoming.claim)
+
+    def _unhand(self, idents: list[Ident], client_id: str) -> None:
+        """Long enough after a hand-over: a copy of its messages routed here too came."""
+        handed = self._handed
+        for ident in idents:
+            cids = handed.get(ident)
+            if cids is not None:
+                cids.discard(client_id)
+                if not cids:
+                    del handed[ident]
 
     def _finish(self, claim: _Claim) -> None:
         """The claim is complete: the connection attaches (CONNACK); sessions moved here that
         no connection took start to expire; a fenced-off claim is taken over at once."""
+        incoming, claim.incoming = claim.incoming, None
+        if incoming is not None and not incoming.rested:
+            # Given up (timed out, or the old node is gone): without its stand-in's messages.
+            for key, value in list(self._incoming.items()):
+                if value is incoming:
+                    del self._incoming[key]
+                    self._window_closed()
+                    log.warning(
+                        "cluster: session %s moved from node %s without its hand-over",
+                        claim.client_id,
+                        incoming.source,
+                    )
         if claim.load:
             claim.load = False
             if self.store is not None and self.writer is not None:
