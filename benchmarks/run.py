@@ -2516,10 +2516,12 @@ def merge(old: dict[str, Any], new: dict[str, Any], rows: list[Row]) -> dict[str
     if durable_only:
         merged["durability_run"] = {k: new[k] for k in fields}
         merged["durability_quick"] = new["quick"]
-    elif not any(r.kind in ("durable", "restore") for r in rows) and "durability_run" not in old:
-        # The durability rows kept here come from the old run: its details stay theirs.
-        merged["durability_run"] = {k: old[k] for k in fields if k in old}
-        merged["durability_quick"] = old.get("quick", False)
+    elif not any(r.kind in ("durable", "restore") for r in rows):
+        # The durability rows kept here come from an older run: its details stay theirs.
+        merged["durability_run"] = old.get("durability_run") or {
+            k: old[k] for k in fields if k in old
+        }
+        merged["durability_quick"] = old.get("durability_quick", old.get("quick", False))
     return merged
 
 
