@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 from array import array
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -26,6 +27,24 @@ from midge.codec.packets import Pubrel
 from tests.conftest import RunningBroker
 from tests.differential.harness import mosquitto, needs_mosquitto
 from tests.procbroker import free_port
+
+
+@pytest.fixture
+def bench_run() -> Iterator[Any]:
+    """benchmarks/run.py (``make bench``) loaded as a module, for the tests of its rows."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "run.py"
+    spec = importlib.util.spec_from_file_location("midge_bench_run", path)
+    assert spec is not None and spec.loader is not None
+    run = importlib.util.module_from_spec(spec)
+    sys.modules["midge_bench_run"] = run
+    try:
+        spec.loader.exec_module(run)
+        yield run
+    finally:
+        del sys.modules["midge_bench_run"]
 
 
 def bench(broker_port: int, *args: str, timeout: float = 50.0) -> subprocess.CompletedProcess[str]:
@@ -348,41 +367,30 @@ def test_sharedsub_and_conn_plans() -> None:
     assert [p.connect_rate for p in plan_workers(conns, 0)] == [50.0, 50.0]
 
 
-def test_make_bench_scales_and_caps_the_big_rows() -> None:
+def test_make_bench_scales_and_caps_the_big_rows(bench_run: Any) -> None:
     """benchmarks/run.py: ``--scale`` shrinks a scalable row's clients and rate together (each
     client's rate kept; a connection-rate row keeps its connects/s); a broker's cap limits the
     clients, keeping each publisher's rate (p2p-50K) or the row's total rate (the headline)."""
-    import importlib.util
-    from pathlib import Path
+    run = bench_run
+    rows = {r.key: r for r in run.ROWS}
 
-    path = Path(__file__).resolve().parent.parent / "benchmarks" / "run.py"
-    spec = importlib.util.spec_from_file_location("midge_bench_run", path)
-    assert spec is not None and spec.loader is not None
-    run = importlib.util.module_from_spec(spec)
-    sys.modules["midge_bench_run"] = run
-    try:
-        spec.loader.exec_module(run)
-        rows = {r.key: r for r in run.ROWS}
+    def n_rate(key: str, broker: str, scale: float) -> tuple[str | None, ...]:
+        args, capped = run.big_args(rows[key], broker, scale)
+        return args[args.index("-n") + 1], run._arg(args, "--rate"), capped
 
-        def n_rate(key: str, broker: str, scale: float) -> tuple[str | None, ...]:
-            args, capped = run.big_args(rows[key], broker, scale)
-            return args[args.index("-n") + 1], run._arg(args, "--rate"), capped
-
-        assert n_rate("omb-p2p-50k", "midge", 1.0) == ("50000", "50000", None)
-        assert n_rate("omb-p2p-50k", "mosquitto", 1.0) == ("9500", "9500", 9500)
-        assert n_rate("omb-p2p-50k", "midge", 0.01) == ("500", "500", None)
-        assert n_rate("seed-q0", "mosquitto", 1.0) == ("9500", "13000", 9500)
-        assert n_rate("seed-q0", "aedes", 1.0) == ("9500", "13000", 9500)
-        assert rows["omb-sharedsub-1k"].only == ("midge", "mosquitto")  # Aedes: no $share
-        assert n_rate("seed-q2", "midge", 0.01) == ("500", "60", None)
-        assert n_rate("seed-q0", "mosquitto", 0.01) == ("500", "130", None)
-        args, _ = run.big_args(rows["omb-conn-10k"], "aedes", 0.1)
-        assert run._arg(args, "-n") == "1000" and run._arg(args, "--connect-rate") == "100"
-        assert n_rate("omb-p2p-1k", "midge", 0.01) == ("1000", "1000", None)  # not scalable
-        assert rows["workers"].variants == (1, 2, 4)
-        assert all(not rows[k].in_quick for k in ("omb-p2p-1k", "seed-q0", "omb-conn-10k"))
-    finally:
-        del sys.modules["midge_bench_run"]
+    assert n_rate("omb-p2p-50k", "midge", 1.0) == ("50000", "50000", None)
+    assert n_rate("omb-p2p-50k", "mosquitto", 1.0) == ("9500", "9500", 9500)
+    assert n_rate("omb-p2p-50k", "midge", 0.01) == ("500", "500", None)
+    assert n_rate("seed-q0", "mosquitto", 1.0) == ("9500", "13000", 9500)
+    assert n_rate("seed-q0", "aedes", 1.0) == ("9500", "13000", 9500)
+    assert rows["omb-sharedsub-1k"].only == ("midge", "mosquitto")  # Aedes: no $share
+    assert n_rate("seed-q2", "midge", 0.01) == ("500", "60", None)
+    assert n_rate("seed-q0", "mosquitto", 0.01) == ("500", "130", None)
+    args, _ = run.big_args(rows["omb-conn-10k"], "aedes", 0.1)
+    assert run._arg(args, "-n") == "1000" and run._arg(args, "--connect-rate") == "100"
+    assert n_rate("omb-p2p-1k", "midge", 0.01) == ("1000", "1000", None)  # not scalable
+    assert rows["workers"].variants == (1, 2, 4)
+    assert all(not rows[k].in_quick for k in ("omb-p2p-1k", "seed-q0", "omb-conn-10k"))
 
 
 # -- issue 15: cross-node rows (a cluster of nodes meeting in Redis) ---------------------------
@@ -401,46 +409,38 @@ def test_ports_spread_each_pair_over_two_nodes() -> None:
     assert {c.port for c in build_clients(Options(scenario="pairs", clients=3))} == {0}
 
 
-def test_make_bench_cross_node_row_runs_on_three_nodes_and_redis(tmp_path: Any) -> None:
+def test_make_bench_cross_node_row_runs_on_three_nodes_and_redis(
+    tmp_path: Any, bench_run: Any
+) -> None:
     """benchmarks/run.py's cross-node row, for real at a tiny size: midge as one process, then
     3 ``midge broker --cluster`` nodes and a redis-server, each pair across two nodes (``midge
     bench --ports``); the nodes' CPU summed, Redis's apart, its commands per message counted
     (QoS 1: XADD, XACK, XDEL and the ACCEPTED PUBLISH at least), the table rendered."""
-    import importlib.util
     import shutil
-    from pathlib import Path
 
     if shutil.which("redis-server") is None:
         pytest.skip("needs redis-server (make debs)")
-    path = Path(__file__).resolve().parent.parent / "benchmarks" / "run.py"
-    spec = importlib.util.spec_from_file_location("midge_bench_run", path)
-    assert spec is not None and spec.loader is not None
-    run = importlib.util.module_from_spec(spec)
-    sys.modules["midge_bench_run"] = run
-    try:
-        spec.loader.exec_module(run)
-        rows = {r.key: r for r in run.ROWS}
-        assert rows["cluster-q0"].kind == rows["cluster-q1"].kind == "cluster"
-        assert rows["cluster-q1"].args[-2:] == ["--qos", "1"]
-        row = run.Row("cluster-q1", "tiny", ["pairs", "-n", "4", "--qos", "1"], "cluster", "")
-        entries = run.run_cluster(run.Midge(), row, 1, True, tmp_path)
-        assert [e["broker"] for e in entries] == ["midge", "midge@3nodes"]
-        assert all("error" not in e for e in entries), entries
-        one, three = (e["result"] for e in entries)
-        assert len(one["broker"]["pids"]) == 1 and "aux" not in one
-        assert len(three["broker"]["pids"]) == 3
-        assert three["delivered"]["lost"] == 0 and three["delivered"]["total"] > 0
-        assert three["aux"]["cpu_s"] > 0 and three["max_rate"] > 0
-        calls = three["redis_commands"]
-        sent = three["sent"]["total"]
-        for command in ("xadd", "xack", "xdel"):
-            assert calls[command] >= sent  # every message crossed nodes
-        assert calls["publish"] >= sent and three["redis_commands_per_message"] >= 4
-        # Each 64-byte payload went into Redis (XADD) and out of it (XREADGROUP).
-        assert three["redis_bytes_per_message"] > 2 * 64
-        table = run.summarise({"runs": entries})
-        page = run.cluster_section([row], table, {"midge": "midge"}, {"quick": True})
-        assert any("| one node |" in line for line in page)
-        assert any("| 3 nodes + Redis |" in line for line in page)
-    finally:
-        del sys.modules["midge_bench_run"]
+    run = bench_run
+    rows = {r.key: r for r in run.ROWS}
+    assert rows["cluster-q0"].kind == rows["cluster-q1"].kind == "cluster"
+    assert rows["cluster-q1"].args[-2:] == ["--qos", "1"]
+    row = run.Row("cluster-q1", "tiny", ["pairs", "-n", "4", "--qos", "1"], "cluster", "")
+    entries = run.run_cluster(run.Midge(), row, 1, True, tmp_path)
+    assert [e["broker"] for e in entries] == ["midge", "midge@3nodes"]
+    assert all("error" not in e for e in entries), entries
+    one, three = (e["result"] for e in entries)
+    assert len(one["broker"]["pids"]) == 1 and "aux" not in one
+    assert len(three["broker"]["pids"]) == 3
+    assert three["delivered"]["lost"] == 0 and three["delivered"]["total"] > 0
+    assert three["aux"]["cpu_s"] > 0 and three["max_rate"] > 0
+    calls = three["redis_commands"]
+    sent = three["sent"]["total"]
+    for command in ("xadd", "xack", "xdel"):
+        assert calls[command] >= sent  # every message crossed nodes
+    assert calls["publish"] >= sent and three["redis_commands_per_message"] >= 4
+    # Each 64-byte payload went into Redis (XADD) and out of it (XREADGROUP).
+    assert three["redis_bytes_per_message"] > 2 * 64
+    table = run.summarise({"runs": entries})
+    page = run.cluster_section([row], table, {"midge": "midge"}, {"quick": True})
+    assert any("| one node |" in line for line in page)
+    assert any("| 3 nodes + Redis |" in line for line in page)
