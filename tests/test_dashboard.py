@@ -171,6 +171,71 @@ def test_two_streams_share_one_tap_and_a_stream_can_end_itself(
         assert http.get("/api/stream", params={"seconds": 0}).status_code == 400
 
 
+def test_a_stream_that_explores_a_topic_brings_its_history(
+    make_broker: Callable[..., RunningBroker],
+) -> None:
+    """/api/stream?explore=T: the first chunk carries T's history, and each update in which T
+    changed carries it again (the page's topic explorer makes no request of its own); the page
+    switches topics by opening a new stream before closing the old one, and the table stays."""
+    broker = start(make_broker)
+    core = broker.server.broker
+    assert core is not None
+    publisher = Paho(broker, "publisher")
+    topic = "plant/line2/pressure"
+    with httpx.Client(base_url=http_url(broker), auth=AUTH, timeout=10) as http:
+        assert http.get("/api/stream", params={"explore": "plant/+"}).status_code == 400
+        assert http.get("/api/stream", params={"explore": ""}).status_code == 400
+        with http.stream("GET", "/api/stream") as plain:
+            plain_events = events(plain)
+            until(plain_events, lambda name, _: name == "topics")
+            with http.stream("GET", "/api/stream", params={"explore": topic}) as explorer:
+                stream = events(explorer)
+                first = until(stream, lambda name, _: name == "history")
+                assert first == {"topic": topic, "tracking": True, "count": 0, "items": []}
+                for n in range(3):
+                    publisher.client.publish(topic, f"{n} bar", qos=1).wait_for_publish(5)
+                history = until(stream, lambda name, data: name == "history" and data["count"] == 3)
+                assert [base64.b64decode(i["payload_base64"]) for i in history["items"]] == [
+                    b"2 bar",
+                    b"1 bar",
+                    b"0 bar",
+                ]
+                # Another topic changes, not the explored one: no history in that update.
+                publisher.client.publish("plant/other", b"x", qos=1).wait_for_publish(5)
+                names: list[str] = []
+                for name, data in stream:
+                    listed = [t["topic"] for t in data["topics"]] if name == "topics" else []
+                    if "plant/other" in listed:
+                        names.append(name)
+                        name, _ = next(stream)
+                        names.append(name)
+                        break
+                assert names == ["topics", "stats"]  # the next update's first event
+            # The stream without explore never got a history event.
+            publisher.client.publish(topic, b"3 bar", qos=1).wait_for_publish(5)
+            seen = [name for name, _ in _take_until_count(plain_events, topic, 4)]
+            assert "history" not in seen
+            # The explorer closed, one stream is still open: the table is kept.
+            assert broker.call(lambda: core.tap) is not None
+            assert http.get("/api/topics/history", params={"topic": topic}).json()["count"] == 4
+    publisher.close()
+
+
+def _take_until_count(
+    stream: Iterator[tuple[str, Any]], topic: str, count: int
+) -> Iterator[tuple[str, Any]]:
+    """The events up to the update that counts ``count`` messages of ``topic``."""
+    deadline = time.monotonic() + 15
+    for name, data in stream:
+        yield name, data
+        if name == "topics" and any(
+            t["topic"] == topic and t["count"] == count for t in data["topics"]
+        ):
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no update listed {topic}")
+
+
 def test_the_broker_stops_with_a_dashboard_open(make_broker: Callable[..., RunningBroker]) -> None:
     """An open stream ends when the listener stops (aiohttp would wait a minute for it)."""
     broker = start(make_broker)
@@ -245,7 +310,7 @@ def test_the_table_keeps_the_last_values_and_bounds_its_work(
     table = Live(server=None)  # type: ignore[arg-type]
     busy_messages = [_message("busy", n) for n in range(HISTORY * 3)]
     tap = _tap([*busy_messages, _message("calm", 1)])
-    assert len(tap.topics["busy"].values) == HISTORY  # replaced in place
+    assert len(tap.topics["busy"].payloads) == HISTORY  # replaced in place
     changed = table.absorb(tap, 1000)
     assert changed == ["busy", "calm"]  # the busiest first
     busy = table.topics["busy"]
@@ -267,6 +332,12 @@ def test_the_table_keeps_the_last_values_and_bounds_its_work(
     when, qos, retain, size, preview = table.topics["big"].history[-1]
     assert (when, qos, retain) == (3500, 0, False)
     assert (size, len(preview)) == (5120, live.PREVIEW)
+    # Each value keeps its QoS and retain flag; the tap holds the payload, not the message.
+    flagged = [Message("flags", b"a", 1, True), Message("flags", b"b", 2), Message("flags", b"c")]
+    tap = _tap(flagged)
+    assert tap.topics["flags"].payloads == [b"a", b"b", b"c"]
+    table.absorb(tap, 3600)
+    assert [h[1:3] for h in table.topics["flags"].history] == [(1, True), (2, False), (0, False)]
 
     # Past the tap's limit of topics, and past the table's, messages are only counted.
     limited = _tap([_message("a", 1), _message("b", 1), _message("b", 2)], limit=1)
@@ -309,7 +380,7 @@ def test_a_busy_second_is_counted_exactly_and_holds_few_messages() -> None:
     tap = Tap(live.MAX_TOPICS)
     for n in range(100_000):  # a, b, b, a, b, b, ...
         tap.add(_message("a" if n % 3 == 0 else "b", n))
-    assert sum(len(t.values) for t in tap.topics.values()) == 2 * HISTORY
+    assert sum(len(t.payloads) for t in tap.topics.values()) == 2 * HISTORY
     table.absorb(tap, 1000)
     a, b = table.topics["a"], table.topics["b"]
     assert (a.rate, b.rate) == (33_334, 66_666)

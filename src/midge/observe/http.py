@@ -496,10 +496,10 @@ class AdminApi:
         items = [_retained(m) for m in found[offset : offset + limit]]
         return web.json_response({"total": len(found), "offset": offset, "items": items})
 
-    def _topic(self, request: web.Request) -> str:
-        topic = request.query.get("topic")
+    def _topic(self, request: web.Request, name: str = "topic") -> str:
+        topic = request.query.get(name)
         if topic is None:
-            raise BadRequest("topic is required")
+            raise BadRequest(f"{name} is required")
         try:
             validate_topic_name(topic)
         except Exception as exc:  # TopicNameInvalid
@@ -645,9 +645,11 @@ class AdminApi:
     # -- the dashboard ---------------------------------------------------------------------------
 
     async def stream(self, request: web.Request) -> web.StreamResponse:
-        """Server-sent events: ``stats`` and ``topics`` once a second (midge.observe.live)."""
+        """Server-sent events: ``stats`` and ``topics`` once a second, and ``history`` of the
+        topic ``explore`` names when it changed (midge.observe.live)."""
         broker = self.broker()
         seconds = _int_param(request, "seconds", 0, 1, MAX_STREAM_SECONDS)
+        explore = self._topic(request, "explore") if "explore" in request.query else None
         response = web.StreamResponse(
             headers={
                 "Content-Type": "text/event-stream",
@@ -655,13 +657,15 @@ class AdminApi:
                 "X-Accel-Buffering": "no",
             }
         )
-        await response.prepare(request)
         live = self.live
-        queue = live.open(broker)
+        # Open before the headers go out: a page that sees this stream open may close its
+        # previous one (to explore another topic) without the table being dropped in between.
+        queue = live.open(broker, explore)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + seconds if seconds else None
         try:
-            await response.write(b"retry: 2000\n\n" + live.hello())
+            await response.prepare(request)
+            await response.write(b"retry: 2000\n\n" + live.hello(explore))
             while True:
                 timeout = None if deadline is None else deadline - loop.time()
                 if timeout is not None and timeout <= 0:

@@ -3,10 +3,12 @@
 While at least one dashboard stream (``GET /api/stream``) is open, the broker's ``tap``
 (:attr:`midge.broker.broker.Broker.tap`) is a :class:`~midge.broker.tap.Tap`
 (compiled): every message published is counted under its topic and the topic's last
-:data:`HISTORY` messages are kept, replaced in place. Once a second a timer swaps in a new tap
+:data:`HISTORY` payloads are kept, replaced in place. Once a second a timer swaps in a new tap
 and folds the old one into a table of topics (count, rate, last value, the last :data:`HISTORY`
 values: exact, however busy the broker), samples the broker's counters, and sends both to every
-open stream as one formatted chunk. The fold's work is per topic, not per message.
+open stream as one formatted chunk. The fold's work is per topic, not per message. A stream
+that explores a topic (the page's topic explorer: ``/api/stream?explore=TOPIC``) also gets that
+topic's history each second it changed, so the page needs no request of its own for it.
 When the last stream closes, the tap goes back to None, the timer stops and the table is
 dropped: with no dashboard open the broker pays one attribute check per publish and nothing
 else.
@@ -26,7 +28,6 @@ from midge.observe.metrics import dropped_total
 
 if TYPE_CHECKING:
     from midge.broker.broker import Broker
-    from midge.broker.model import Message
     from midge.server import Server
 
 #: Seconds between two updates.
@@ -47,10 +48,9 @@ BACKLOG = 30
 Held = tuple[int, int, bool, int, bytes]  # (time in ms, qos, retain, size, payload preview)
 
 
-def _held(message: Message, when: int) -> Held:
-    payload = message.payload
+def _held(payload: bytes, qos: int, retain: bool, when: int) -> Held:
     preview = payload if len(payload) <= PREVIEW else payload[:PREVIEW]
-    return (when, message.qos, message.retain, len(payload), preview)
+    return (when, qos, retain, len(payload), preview)
 
 
 def held_json(item: Held, limit: int = PREVIEW) -> dict[str, Any]:
@@ -86,7 +86,8 @@ class Live:
 
     def __init__(self, server: Server) -> None:
         self.server = server
-        self.streams: set[asyncio.Queue[bytes | None]] = set()
+        #: Each open stream's queue, and the topic it explores (None: none).
+        self.streams: dict[asyncio.Queue[bytes | None], str | None] = {}
         self.topics: dict[str, TopicEntry] = {}
         #: Messages of topics past :data:`MAX_TOPICS`.
         self.untracked = 0
@@ -100,9 +101,9 @@ class Live:
 
     # -- streams ---------------------------------------------------------------------------------
 
-    def open(self, broker: Broker) -> asyncio.Queue[bytes | None]:
-        """A new stream; the first one starts the tap, the table (seeded with the retained
-        messages) and the timer."""
+    def open(self, broker: Broker, explore: str | None = None) -> asyncio.Queue[bytes | None]:
+        """A new stream (exploring ``explore``); the first one starts the tap, the table (seeded
+        with the retained messages) and the timer."""
         queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=BACKLOG)
         if not self.streams:
             self.broker = broker
@@ -113,15 +114,15 @@ class Live:
                     entry = self._entry(message.topic)
                     if entry is None:
                         break  # the table is full
-                    entry.history.append(_held(message, now))
+                    entry.history.append(_held(message.payload, message.qos, message.retain, now))
             broker.tap = self.tap
             self.timer = asyncio.get_running_loop().call_later(TICK, self._tick)
-        self.streams.add(queue)
+        self.streams[queue] = explore
         return queue
 
     def close(self, queue: asyncio.Queue[bytes | None]) -> None:
         """A stream ended; the last one puts everything back as it was with no dashboard."""
-        self.streams.discard(queue)
+        self.streams.pop(queue, None)
         if self.streams:
             return
         if self.broker is not None:
@@ -140,9 +141,13 @@ class Live:
             _offer(queue, None)
             self.close(queue)
 
-    def hello(self) -> bytes:
-        """A new stream's first chunk: the counters and every topic known."""
-        return self._stats() + event("topics", self._topics(list(self.topics), full=True))
+    def hello(self, explore: str | None = None) -> bytes:
+        """A new stream's first chunk: the counters, every topic known, and the history of the
+        topic it explores."""
+        chunk = self._stats() + event("topics", self._topics(list(self.topics), full=True))
+        if explore is not None:
+            chunk += event("history", self.history(explore))
+        return chunk
 
     # -- the table -------------------------------------------------------------------------------
 
@@ -167,7 +172,7 @@ class Live:
                 continue
             entry.count += seen.count
             entry.rate = seen.count
-            entry.history.extend(_held(message, now) for message in seen.last())
+            entry.history.extend(_held(p, qos, retain, now) for p, qos, retain in seen.last())
             changed.append((-seen.count, topic))
         changed.sort()
         return [topic for _, topic in changed]
@@ -181,8 +186,15 @@ class Live:
         broker.tap = self.tap
         changed = self.absorb(tap, _now_ms())
         chunk = self._stats() + event("topics", self._topics(changed[:MAX_CHANGES]))
-        for queue in list(self.streams):
-            if not _offer(queue, chunk):
+        # The explored topics that changed: their history, formatted once each.
+        histories = {
+            topic: event("history", self.history(topic))
+            for topic in set(self.streams.values())
+            if topic is not None and topic in tap.topics
+        }
+        for queue, topic in list(self.streams.items()):
+            more = histories.get(topic, b"") if topic is not None else b""
+            if not _offer(queue, chunk + more):
                 self.close(queue)  # too far behind: its page reconnects
         if self.streams:
             self.timer = asyncio.get_running_loop().call_later(TICK, self._tick)

@@ -347,7 +347,7 @@ _SCHEMAS: dict[str, Any] = {
         "description": "One server-sent event of /api/stream.",
         "required": ["event", "data"],
         "properties": {
-            "event": {"type": "string", "enum": ["stats", "topics"]},
+            "event": {"type": "string", "enum": ["stats", "topics", "history"]},
             "data": {
                 "type": "string",
                 "contentMediaType": "application/json",
@@ -356,7 +356,9 @@ _SCHEMAS: dict[str, Any] = {
                 "retained), with the time in ms. topics: {time, full, topics: [{topic, "
                 "count, rate, last}], tracked, untracked}; full is true in a stream's first "
                 "one (every topic known), then each lists the topics published in the last "
-                "second; last is a HeldValue whose payload is cut at 256 bytes.",
+                "second; last is a HeldValue whose payload is cut at 256 bytes. history (a stream "
+                "opened with explore): the explored topic's TopicHistory, in the first chunk "
+                "and in each update in which it changed.",
             },
         },
     },
@@ -581,7 +583,15 @@ def document() -> dict[str, Any]:
                                 "maximum": MAX_STREAM_SECONDS,
                             },
                             "description": "End the stream after this long (default: never).",
-                        }
+                        },
+                        {
+                            "name": "explore",
+                            "in": "query",
+                            "schema": {"type": "string", "minLength": 1, "pattern": _TOPIC_NAME},
+                            "description": "A topic (not a filter) whose history the stream "
+                            "sends each second it changed (the page's topic explorer), as "
+                            "/api/topics/history gives it.",
+                        },
                     ],
                     "responses": {
                         "200": {

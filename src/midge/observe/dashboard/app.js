@@ -19,6 +19,8 @@ const state = {
   view: "text",
   shown: null, // the history item the viewer shows
   history: [],
+  detail: null, // the selected topic's latest history event
+  source: null, // the EventSource of /api/stream
   clientsAt: 0,
   events: 0,
 };
@@ -116,12 +118,28 @@ function fmt(value) {
 
 // -- the live stream -----------------------------------------------------------------------------
 
-function connect() {
-  const source = new EventSource("/api/stream");
-  source.addEventListener("open", () => setStatus("live", true));
-  source.addEventListener("error", () => setStatus("reconnecting…", false));
-  source.addEventListener("stats", (e) => onStats(JSON.parse(e.data)));
-  source.addEventListener("topics", (e) => onTopics(JSON.parse(e.data)));
+// The stream explores the selected topic: its history comes with each update in which it
+// changed (no request of the page's own each second). Exploring another topic opens a new
+// stream, and the old one closes once the new one is open: the broker keeps its table of
+// topics while at least one is open.
+function connect(explore = null) {
+  const query = explore === null ? "" : `?${new URLSearchParams({ explore })}`;
+  const previous = state.source;
+  const source = new EventSource(`/api/stream${query}`);
+  state.source = source;
+  source.addEventListener("open", () => {
+    if (previous !== null) previous.close();
+    if (state.source === source) setStatus("live", true);
+  });
+  source.addEventListener("error", () => {
+    if (state.source === source) setStatus("reconnecting…", false);
+  });
+  const mine = (handler) => (e) => {
+    if (state.source === source) handler(JSON.parse(e.data));
+  };
+  source.addEventListener("stats", mine(onStats));
+  source.addEventListener("topics", mine(onTopics));
+  source.addEventListener("history", mine(onHistory));
 }
 
 function setStatus(text, live) {
@@ -172,12 +190,14 @@ function onTopics(update) {
     state.topics.set(item.topic, { count: item.count, rate: item.rate, last: item.last });
   }
   state.untracked = update.untracked;
-  if (state.page === "topics") {
-    renderTree();
-    if (state.selected !== null && (update.full || update.topics.some((t) => t.topic === state.selected))) {
-      loadHistory().catch((error) => console.warn(error.message));
-    }
-  }
+  if (state.page === "topics") renderTree();
+}
+
+function onHistory(history) {
+  if (history.topic !== state.selected) return;
+  state.history = history.items;
+  state.detail = history;
+  if (state.page === "topics") renderDetail(history);
 }
 
 // -- overview charts -----------------------------------------------------------------------------
@@ -343,15 +363,7 @@ function select(topic) {
   state.selected = topic;
   state.shown = null;
   $("#publish-form").elements.topic.value = topic;
-  loadHistory().catch((error) => console.warn(error.message));
-}
-
-async function loadHistory() {
-  const topic = state.selected;
-  const history = await api(`/api/topics/history?${new URLSearchParams({ topic })}`);
-  if (topic !== state.selected) return;
-  state.history = history.items;
-  renderDetail(history);
+  connect(topic); // its first chunk carries the topic's history
 }
 
 function renderDetail(history) {
@@ -518,7 +530,10 @@ function show() {
   const load = {
     overview: async () => resizeCharts(),
     clients: loadClients,
-    topics: async () => renderTree(),
+    topics: async () => {
+      renderTree();
+      if (state.detail !== null && state.detail.topic === state.selected) renderDetail(state.detail);
+    },
     retained: loadRetained,
     listeners: loadListeners,
   }[state.page];
