@@ -1,7 +1,8 @@
 """MQTT from a real browser: MQTT.js (npm ``mqtt``, its browser bundle) in headless Chromium
 (Debian ``chromium``), driven by Playwright (``playwright-core``), against midge's ws and wss
 listeners. The page itself is served by the ws listener's ``http_dir``; it connects over ws and
-over wss (the test CA's certificate: the browser context ignores HTTPS errors), with MQTT 3.1.1
+over wss (the test CA's certificate: the browser trusts that certificate's key, and nothing
+else it could not verify), with MQTT 3.1.1
 and 5, subscribes, receives what paho-mqtt publishes over TCP and publishes it back.
 
 ``make test`` installs Chromium and the npm packages (tests/browser/package.json, ``npm ci``).
@@ -9,6 +10,8 @@ and 5, subscribes, receives what paho-mqtt publishes over TCP and publishes it b
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import os
 import queue
 import shutil
@@ -18,6 +21,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from midge.config import ListenerConfig
 from tests.conftest import RunningBroker
@@ -41,6 +46,14 @@ def _missing() -> str | None:
         if not (NODE_MODULES / package).is_dir():
             return f"npm package {package} missing: run make browser-deps (npm ci in tests/browser)"
     return None
+
+
+def spki_hash(cert_file: str) -> str:
+    """What Chromium's --ignore-certificate-errors-spki-list takes: the base64 SHA-256 of the
+    certificate's SubjectPublicKeyInfo."""
+    cert = x509.load_pem_x509_certificate(Path(cert_file).read_bytes())
+    spki = cert.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    return base64.b64encode(hashlib.sha256(spki).digest()).decode("ascii")
 
 
 def test_mqtt_js_in_chromium_over_ws_and_wss(
@@ -88,7 +101,7 @@ def test_mqtt_js_in_chromium_over_ws_and_wss(
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        env={**os.environ, "CHROMIUM": CHROMIUM},
+        env={**os.environ, "CHROMIUM": CHROMIUM, "TRUST_SPKI": spki_hash(pki.server_cert)},
     )
     lines: queue.Queue[str | None] = queue.Queue()
     seen: list[str] = []
