@@ -31,6 +31,7 @@ import pytest
 
 from midge.auth.passwd import hash_password
 from midge.config import ListenerConfig
+from midge.observe.http import LIVE_KEY
 from tests.conftest import RunningBroker
 from tests.interop.clients import PahoClient
 
@@ -150,6 +151,14 @@ class Sensors:
         self.historian.close()
 
 
+def _streams_open(broker: RunningBroker) -> int:
+    """The dashboard streams the broker serves now (read on its loop)."""
+    http = broker.server.http
+    assert http is not None and http.app is not None
+    live = http.app[LIVE_KEY]
+    return int(broker.call(lambda: len(live.streams)))
+
+
 def test_the_dashboard_in_chromium(make_broker: Callable[..., RunningBroker]) -> None:
     missing = _missing()
     if missing is not None:
@@ -201,6 +210,15 @@ def test_the_dashboard_in_chromium(make_broker: Callable[..., RunningBroker]) ->
         assert viewer.startswith('{\n  "celsius": 29.5')  # pretty-printed
         assert driver.expect("hex").startswith("00000000  7b 22 63 65 6c 73 69 75")
         assert driver.expect("history") == "20"
+        # Each topic explored opens a stream that explores it and closes the one before (the
+        # broker sees a closed stream at its next update): after two more, it serves this page
+        # one stream.
+        for other in ("plant/line1/status", "plant/line2/status"):
+            driver.ask(f"topic {other}", "tree")
+        deadline = time.monotonic() + 10
+        while _streams_open(broker) != 1 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _streams_open(broker) == 1
 
         # The publish form reaches a real subscriber.
         assert driver.ask("publish plant/commands/line1 stop", "published") == "published"

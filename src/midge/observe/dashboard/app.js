@@ -21,6 +21,7 @@ const state = {
   history: [],
   detail: null, // the selected topic's latest history event
   source: null, // the EventSource of /api/stream
+  retiring: new Set(), // the streams it replaces, closed once it is open
   clientsAt: 0,
   events: 0,
 };
@@ -124,12 +125,14 @@ function fmt(value) {
 // topics while at least one is open.
 function connect(explore = null) {
   const query = explore === null ? "" : `?${new URLSearchParams({ explore })}`;
-  const previous = state.source;
+  if (state.source !== null) state.retiring.add(state.source);
   const source = new EventSource(`/api/stream${query}`);
   state.source = source;
   source.addEventListener("open", () => {
-    if (previous !== null) previous.close();
-    if (state.source === source) setStatus("live", true);
+    if (state.source !== source) return; // superseded: closed once the newest one is open
+    for (const old of state.retiring) old.close();
+    state.retiring.clear();
+    setStatus("live", true);
   });
   source.addEventListener("error", () => {
     if (state.source === source) setStatus("reconnecting…", false);
