@@ -1549,7 +1549,6 @@ def observed_section(
         head = ["midge", "delivered/s", "CPU µs/delivery", "broker CPU %", "p50 µs", "p99 µs"]
         out.append("| " + " | ".join(head) + " |")
         out.append("|" + "---|" * len(head))
-        cpu: dict[bool, float | None] = {}
         for name in sorted(cells, key=lambda n: ("@" in n, n)):
             c = cells[name]
             observed = name.endswith("@observed")
@@ -1558,11 +1557,9 @@ def observed_section(
                 err = (c["errors"] or ["?"])[0]
                 out.append(f"| {label} | failed: {err} |" + " |" * (len(head) - 2))
                 continue
-            cpu[observed] = c["cpu_us"]
             cols = [label, _f(c["delivered"]), _f(c["cpu_us"], ".2f"), _f(c["cpu_pct"], ".0f")]
             cols += [_f(c["p50"]), _f(c["p99"])]
             out.append("| " + " | ".join(cols) + " |")
-        plain, seen = cpu.get(False), cpu.get(True)
         ratios = observed_ratios(results, row.key)
         if ratios:
             mid = statistics.median(ratios)
@@ -1572,12 +1569,6 @@ def observed_section(
                 f"median {100 * (mid - 1):+.1f} % over {len(ratios)} pairs of windows (from "
                 f"{100 * (min(ratios) - 1):+.1f} to {100 * (max(ratios) - 1):+.1f} %): "
                 + ("within 3 %." if mid < 1.03 else "not within 3 %."),
-            ]
-        elif plain and seen:
-            out += [
-                "",
-                "CPU per delivery with metrics, the API and a dashboard open: "
-                f"{100 * (seen / plain - 1):+.1f} %.",
             ]
         out.append("")
     return out

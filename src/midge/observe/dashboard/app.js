@@ -18,8 +18,7 @@ const state = {
   selected: null,
   view: "text",
   shown: null, // the history item the viewer shows
-  history: [],
-  detail: null, // the selected topic's latest history event
+  detail: null, // the selected topic's latest history event (its items: newest first)
   source: null, // the EventSource of /api/stream
   retiring: new Set(), // the streams it replaces, closed once it is open
   clientsAt: 0,
@@ -198,7 +197,6 @@ function onTopics(update) {
 
 function onHistory(history) {
   if (history.topic !== state.selected) return;
-  state.history = history.items;
   state.detail = history;
   if (state.page === "topics") renderDetail(history);
 }
@@ -372,7 +370,7 @@ function select(topic) {
 function renderDetail(history) {
   const topic = state.selected;
   const entry = state.topics.get(topic);
-  const items = state.history;
+  const items = history.items;
   const shown = state.shown !== null && state.shown < items.length ? items[state.shown] : items[0];
   const tabs = el(
     "div",
