@@ -200,6 +200,20 @@ def test_a_stream_that_explores_a_topic_brings_its_history(
                     b"1 bar",
                     b"0 bar",
                 ]
+                # A burst: the explored topic keeps its last HISTORY values, however many
+                # came in one second (one nobody explores keeps only its latest then).
+                burst = [f"{n} burst".encode() for n in range(HISTORY * 3)]
+                for payload in burst:
+                    publisher.client.publish(topic, payload, qos=0)
+                publisher.client.publish(topic, b"end", qos=1).wait_for_publish(5)
+                total = 3 + len(burst) + 1
+                history = until(
+                    stream, lambda name, data: name == "history" and data["count"] == total
+                )
+                assert [base64.b64decode(i["payload_base64"]) for i in history["items"]] == [
+                    b"end",
+                    *reversed(burst[-(HISTORY - 1) :]),
+                ]
                 # Another topic changes, not the explored one: no history in that update.
                 publisher.client.publish("plant/other", b"x", qos=1).wait_for_publish(5)
                 names: list[str] = []
@@ -213,11 +227,13 @@ def test_a_stream_that_explores_a_topic_brings_its_history(
                 assert names == ["topics", "stats"]  # the next update's first event
             # The stream without explore never got a history event.
             publisher.client.publish(topic, b"3 bar", qos=1).wait_for_publish(5)
-            seen = [name for name, _ in _take_until_count(plain_events, topic, 4)]
+            seen = [name for name, _ in _take_until_count(plain_events, topic, total + 1)]
             assert "history" not in seen
             # The explorer closed, one stream is still open: the table is kept.
             assert broker.call(lambda: core.tap) is not None
-            assert http.get("/api/topics/history", params={"topic": topic}).json()["count"] == 4
+            assert http.get("/api/topics/history", params={"topic": topic}).json()["count"] == (
+                total + 1
+            )
     publisher.close()
 
 
@@ -295,8 +311,10 @@ def _message(topic: str, n: int) -> Message:
     return Message(topic, str(n).encode())
 
 
-def _tap(messages: list[Message], limit: int = live.MAX_TOPICS) -> Tap:
-    tap = Tap(limit)
+def _tap(
+    messages: list[Message], limit: int = live.MAX_TOPICS, explored: set[str] | None = None
+) -> Tap:
+    tap = Tap(limit, explored)
     for message in messages:
         tap.add(message)
     return tap
@@ -305,11 +323,12 @@ def _tap(messages: list[Message], limit: int = live.MAX_TOPICS) -> Tap:
 def test_the_table_keeps_the_last_values_and_bounds_its_work(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The tap counts every message and keeps each topic's last HISTORY (in place: a busy
-    topic holds no more); the fold gives exact counts and rates, busiest first."""
+    """The tap counts every message; a topic keeps each value of a second with at most
+    HISTORY, its last HISTORY when explored (in place: a busy topic holds no more), else the
+    latest; the fold gives exact counts and rates, busiest first."""
     table = Live(server=None)  # type: ignore[arg-type]
     busy_messages = [_message("busy", n) for n in range(HISTORY * 3)]
-    tap = _tap([*busy_messages, _message("calm", 1)])
+    tap = _tap([*busy_messages, _message("calm", 1)], explored={"busy"})
     assert len(tap.topics["busy"].payloads) == HISTORY  # replaced in place
     changed = table.absorb(tap, 1000)
     assert changed == ["busy", "calm"]  # the busiest first
@@ -322,9 +341,35 @@ def test_the_table_keeps_the_last_values_and_bounds_its_work(
     assert busy.rate == 0 and busy.count == HISTORY * 3
     assert [h[4] for h in table.topics["calm"].history] == [b"1", b"2"]
     # A partly filled ring, then a wrapped one not at its start: oldest first either way.
-    table.absorb(_tap([_message("ring", n) for n in range(HISTORY + 5)]), 2500)
+    table.absorb(_tap([_message("ring", n) for n in range(HISTORY + 5)], explored={"ring"}), 2500)
     assert [h[4] for h in table.topics["ring"].history] == [
         str(n).encode() for n in range(5, HISTORY + 5)
+    ]
+    # Not explored: every value of a second with HISTORY at most, else the last one only.
+    table.absorb(_tap([_message("plain", n) for n in range(HISTORY)]), 2600)
+    plain = table.topics["plain"]
+    assert [h[4] for h in plain.history] == [str(n).encode() for n in range(HISTORY)]
+    tap = _tap([_message("plain", n) for n in range(100, 100 + HISTORY * 3)])
+    assert len(tap.topics["plain"].payloads) == HISTORY  # the first ones, not replaced
+    table.absorb(tap, 2700)
+    assert plain.rate == HISTORY * 3
+    assert [h[4] for h in plain.history][-2:] == [str(HISTORY - 1).encode(), b"159"]
+    # Explored in the middle of a busy second: its latest value, then every one after it.
+    tap = _tap([_message("late", n) for n in range(HISTORY * 2)])
+    tap.explore("late")
+    tap.explore("late")  # a second stream exploring it changes nothing
+    for n in range(HISTORY * 2, HISTORY * 2 + 3):
+        tap.add(_message("late", n))
+    table.absorb(tap, 2800)
+    assert [h[4] for h in table.topics["late"].history] == [b"39", b"40", b"41", b"42"]
+    # A topic explored before its first message of the second keeps its last HISTORY.
+    tap = Tap(live.MAX_TOPICS)
+    tap.explore("early")
+    for n in range(HISTORY * 2):
+        tap.add(_message("early", n))
+    table.absorb(tap, 2900)
+    assert [h[4] for h in table.topics["early"].history] == [
+        str(n).encode() for n in range(HISTORY, HISTORY * 2)
     ]
 
     big = Message("big", bytes(range(256)) * 20)
@@ -374,8 +419,9 @@ def test_the_vendored_files_and_their_licences() -> None:
 
 
 def test_a_busy_second_is_counted_exactly_and_holds_few_messages() -> None:
-    """100,000 messages in one second over two topics: the counts are exact and the tap holds
-    no more than HISTORY messages per topic (the newest: the last one is the topic's value)."""
+    """100,000 messages in one second over two topics nobody explores: the counts are exact and
+    the tap holds no more than HISTORY payloads per topic (the first ones) and the latest,
+    which is the topic's value."""
     table = Live(server=None)  # type: ignore[arg-type]
     tap = Tap(live.MAX_TOPICS)
     for n in range(100_000):  # a, b, b, a, b, b, ...

@@ -2,13 +2,19 @@
 
 While at least one dashboard stream (``GET /api/stream``) is open, the broker's ``tap``
 (:attr:`midge.broker.broker.Broker.tap`) is a :class:`~midge.broker.tap.Tap`
-(compiled): every message published is counted under its topic and the topic's last
-:data:`HISTORY` payloads are kept, replaced in place. Once a second a timer swaps in a new tap
-and folds the old one into a table of topics (count, rate, last value, the last :data:`HISTORY`
-values: exact, however busy the broker), samples the broker's counters, and sends both to every
-open stream as one formatted chunk. The fold's work is per topic, not per message. A stream
-that explores a topic (the page's topic explorer: ``/api/stream?explore=TOPIC``) also gets that
-topic's history each second it changed, so the page needs no request of its own for it.
+(compiled): every message published is counted under its topic and its values are kept (see
+the tap for which). Once a second a timer swaps in a new tap and folds the old one into a table
+of topics (count, rate, last value, the last :data:`HISTORY` values), samples the broker's
+counters, and sends both to every open stream as one formatted chunk. The fold's work is per
+topic, not per message. A stream that explores a topic (the page's topic explorer:
+``/api/stream?explore=TOPIC``) also gets that topic's history each second it changed, so the
+page needs no request of its own for it.
+
+A topic's history holds every value of every second in which it had at most :data:`HISTORY`,
+and every value of a second in which a stream explored it (the last :data:`HISTORY` of them);
+of a busier second, with no stream exploring it, it holds the last value. Counts and rates are
+exact, however busy the broker.
+
 When the last stream closes, the tap goes back to None, the timer stops and the table is
 dropped: with no dashboard open the broker pays one attribute check per publish and nothing
 else.
@@ -118,6 +124,8 @@ class Live:
             broker.tap = self.tap
             self.timer = asyncio.get_running_loop().call_later(TICK, self._tick)
         self.streams[queue] = explore
+        if explore is not None:
+            self.tap.explore(explore)
         return queue
 
     def close(self, queue: asyncio.Queue[bytes | None]) -> None:
@@ -182,15 +190,15 @@ class Live:
         broker = self.broker
         if not self.streams or broker is None:
             return
-        tap, self.tap = self.tap, Tap(MAX_TOPICS)
+        tap, self.tap = self.tap, Tap(MAX_TOPICS, self._explored())
         broker.tap = self.tap
         changed = self.absorb(tap, _now_ms())
         chunk = self._stats() + event("topics", self._topics(changed[:MAX_CHANGES]))
         # The explored topics that changed: their history, formatted once each.
         histories = {
             topic: event("history", self.history(topic))
-            for topic in set(self.streams.values())
-            if topic is not None and topic in tap.topics
+            for topic in self._explored()
+            if topic in tap.topics
         }
         for queue, topic in list(self.streams.items()):
             more = histories.get(topic, b"") if topic is not None else b""
@@ -198,6 +206,9 @@ class Live:
                 self.close(queue)  # too far behind: its page reconnects
         if self.streams:
             self.timer = asyncio.get_running_loop().call_later(TICK, self._tick)
+
+    def _explored(self) -> set[str]:
+        return {topic for topic in self.streams.values() if topic is not None}
 
     def _topics(self, names: list[str], full: bool = False) -> dict[str, Any]:
         items = []

@@ -421,6 +421,11 @@ function renderDetail(history) {
     el("pre", { class: "value", id: "detail-value" }, shown ? render(shown, state.view) : ""),
     el("h2", {}, `History (last ${items.length})`),
     el(
+      "p",
+      { class: "muted" },
+      "Every value since you picked this topic. Before that: every value of a second with 20 or fewer, only the last of a busier second.",
+    ),
+    el(
       "table",
       { id: "history-table" },
       el("thead", {}, el("tr", {}, el("th", {}, "Time"), el("th", { class: "num" }, "QoS"), el("th", { class: "num" }, "Size"), el("th", {}, "Payload"))),
