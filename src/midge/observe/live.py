@@ -190,14 +190,15 @@ class Live:
         broker = self.broker
         if not self.streams or broker is None:
             return
-        tap, self.tap = self.tap, Tap(MAX_TOPICS, self._explored())
+        explored = self._explored()
+        tap, self.tap = self.tap, Tap(MAX_TOPICS, set(explored))
         broker.tap = self.tap
         changed = self.absorb(tap, _now_ms())
         chunk = self._stats() + event("topics", self._topics(changed[:MAX_CHANGES]))
         # The explored topics that changed: their history, formatted once each.
         histories = {
             topic: event("history", self.history(topic))
-            for topic in self._explored()
+            for topic in explored
             if topic in tap.topics
         }
         for queue, topic in list(self.streams.items()):
