@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from midge.broker.model import Message, SubOptions
-from midge.broker.topictree import RetainedTree, TopicTree
+from midge.broker.topictree import CACHE_SIZE, RetainedTree, TopicTree
 from midge.codec.topics import topic_matches
 
 LEVELS = st.sampled_from(["a", "b", "c", "", "$SYS", "x"])
@@ -135,3 +135,31 @@ def test_match_of_a_very_deep_topic() -> None:
     tree.subscribe("deep", "+/" * 5000 + "#", SubOptions())
     subs, _ = tree.match("x/" * 6000 + "x")
     assert [cid for cid, _ in subs] == ["deep"]
+
+
+def test_match_cache_keeps_more_topics_than_a_generation_taken_in_turn() -> None:
+    """Topics published in turn, more of them than one cache generation holds (the seed's
+    pairs: one topic per publisher): most lookups of the second round are cache hits (the
+    same result object), where a FIFO of one generation's size would hit none."""
+    tree = TopicTree()
+    tree.subscribe("c", "t/#", SubOptions())
+    topics = [f"t/{i}" for i in range(CACHE_SIZE * 3 // 2)]
+    first = {t: tree.match(t) for t in topics}
+    hits = sum(tree.match(t) is first[t] for t in topics)
+    assert hits >= CACHE_SIZE // 2, hits
+    assert all(matched_clients(tree, t) == {"c"} for t in topics)
+
+
+def test_a_subscription_change_forgets_both_cache_generations() -> None:
+    tree = TopicTree()
+    tree.subscribe("c", "t/+", SubOptions())
+    older = "t/0"
+    tree.match(older)
+    for i in range(1, CACHE_SIZE + 1):  # fills the current generation: "t/0" is in the older
+        tree.match(f"t/{i}")
+    tree.subscribe("d", "t/0", SubOptions())
+    assert matched_clients(tree, older) == {"c", "d"}
+    tree.match("t/1")
+    tree.unsubscribe("c", "t/+")
+    assert matched_clients(tree, older) == {"d"}
+    assert matched_clients(tree, "t/1") == set()

@@ -20,7 +20,7 @@ from midge.codec.topics import split_shared
 
 T = TypeVar("T")
 
-#: Entries kept in the exact-topic match cache before the oldest are dropped.
+#: Entries in each of the exact-topic match cache's two generations (see TopicTree.match).
 CACHE_SIZE: Final = 4096
 
 # What a retained-search task does (:func:`_search`).
@@ -68,7 +68,9 @@ class TopicTree:
 
     def __init__(self) -> None:
         self._root = _Node()
+        #: The match cache: the current generation, and the one before it (see :meth:`match`).
         self._cache: dict[str, Matches] = {}
+        self._older: dict[str, Matches] = {}
         #: Subscriptions held, and of those the shared ones ($SYS counts them apart).
         self.count = 0
         self.shared_count = 0
@@ -99,7 +101,7 @@ class TopicTree:
             self.count += 1
             if share is not None:
                 self.shared_count += 1
-        self._cache.clear()
+        self._forget()
         return new
 
     def unsubscribe(self, client_id: str, topic_filter: str) -> bool:
@@ -131,27 +133,43 @@ class TopicTree:
             if not path[depth].empty():
                 break
             del path[depth - 1].children[levels[depth - 1]]
-        self._cache.clear()
+        self._forget()
         return True
 
     def match(self, topic: str) -> Matches:
         """Every subscription matching ``topic`` (a topic name, never a filter), in Mosquitto's
         order (its sub__search): at each level the exact child's matches (deeper ones first,
         then its own), then the ``+`` child's likewise, then ``#``. A client with several
-        matching subscriptions may be sent one copy per subscription, in this order."""
-        cached = self._cache.get(topic)
-        if cached is not None:
-            return cached
-        subs: list[tuple[str, SubOptions]] = []
-        shared: list[SharedGroup] = []
-        levels = topic.split("/")
-        _search(self._root, levels, len(levels), topic.startswith("$"), subs, shared)
-        result: Matches = (subs, shared)
-        if len(self._cache) >= CACHE_SIZE:
-            # Drop the oldest entry (dicts keep insertion order): a cheap approximate LRU.
-            del self._cache[next(iter(self._cache))]
-        self._cache[topic] = result
+        matching subscriptions may be sent one copy per subscription, in this order.
+
+        The results are cached by topic in two generations: a topic is looked up in the
+        current one, then in the older one (and moved to the current one), and searched
+        only if in neither. When the current generation is full it becomes the older one
+        and the older one is dropped: up to CACHE_SIZE topics in use stay cached, and most
+        of up to twice as many. (Dropping the oldest entry one at a time, as a FIFO, costs a
+        scan over the dict's deleted slots at each eviction, and with more topics than
+        the cache holds, taken in turn, it never hits.)"""
+        cache = self._cache
+        result = cache.get(topic)
+        if result is not None:
+            return result
+        result = self._older.pop(topic, None)
+        if result is None:
+            subs: list[tuple[str, SubOptions]] = []
+            shared: list[SharedGroup] = []
+            levels = topic.split("/")
+            _search(self._root, levels, len(levels), topic.startswith("$"), subs, shared)
+            result = (subs, shared)
+        if len(cache) >= CACHE_SIZE:
+            self._older = cache
+            cache = self._cache = {}
+        cache[topic] = result
         return result
+
+    def _forget(self) -> None:
+        """A subscription changed: no cached match holds any more."""
+        self._cache = {}
+        self._older = {}
 
 
 def _search(
