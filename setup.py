@@ -37,6 +37,7 @@ HOT_MODULES = [
     "src/midge/broker/broker.py",
     "src/midge/broker/connection.py",
     "src/midge/cluster/workers.py",
+    "src/midge/cluster/targets.py",
     "src/midge/store/sqlite.py",
 ]
 

@@ -69,7 +69,8 @@ from redis.exceptions import RedisClusterException, RedisError, ResponseError
 
 from midge.broker.model import Message, SubOptions
 from midge.broker.topictree import TopicTree
-from midge.cluster.router import ClusterError, peer_targets
+from midge.cluster.router import ClusterError
+from midge.cluster.targets import peer_targets
 from midge.cluster.workers import (
     message_from_data,
     message_to_data,
@@ -975,7 +976,7 @@ class RedisRouter:
             # piling up for later. (QoS 1/2 ones bound elsewhere were refused: can_guarantee.)
             return broker.route(message)
         targets, interested, local_groups = peer_targets(
-            broker, self.me, self.remote, self.turn, topic
+            broker.tree, self.me, self.remote, self.turn, topic
         )
         wait: _AckWait | None = None
         wid = 0

@@ -19,10 +19,6 @@ from typing import TYPE_CHECKING, Protocol
 if TYPE_CHECKING:
     from midge.broker.broker import Broker
     from midge.broker.model import Message
-    from midge.broker.topictree import TopicTree
-
-#: A shared subscription group: (share name, topic filter).
-Group = tuple[str, str]
 
 
 class ClusterError(Exception):
@@ -114,42 +110,3 @@ class LocalRouter:
 
     def claim(self, client_id: str, clean_start: bool, done: Callable[[], None]) -> None:
         done()
-
-
-def peer_targets(
-    broker: Broker, me: str, remote: TopicTree, turn: dict[Group, int], topic: str
-) -> tuple[dict[str, list[Group]], bool, set[Group] | None]:
-    """Where a message on ``topic`` published here goes beyond this node (workers and cluster
-    nodes alike): every other node (``remote``'s "client ids") whose interest matches, each
-    with the shared groups it is picked to serve; whether anyone elsewhere is interested; and
-    the groups this node serves itself (None when no other node has members of a group).
-
-    Each message goes to one member of a group overall (MQTT 5 4.8.2): a node is picked in turn
-    (``turn``, per group) among those with members, this one (``me``) included, and that node
-    picks one of its members."""
-    rsubs, rshared = remote.match(topic)
-    targets: dict[str, list[Group]] = {node: [] for node, _ in rsubs}
-    interested = bool(targets)
-    local_groups: set[Group] | None = None
-    if rshared:
-        local_groups = set()
-        candidates: dict[Group, list[str]] = {}
-        for group in broker.tree.match(topic)[1]:
-            if group.members:
-                candidates[(group.name, group.filter)] = [me]
-        for group in rshared:
-            candidates.setdefault((group.name, group.filter), []).extend(group.members)
-        for key, nodes in candidates.items():
-            if len(nodes) == 1:
-                chosen = nodes[0]
-            else:
-                nodes.sort()
-                n = turn.get(key, 0)
-                turn[key] = n + 1
-                chosen = nodes[n % len(nodes)]
-            if chosen == me:
-                local_groups.add(key)
-            else:
-                targets.setdefault(chosen, []).append(key)
-                interested = True
-    return targets, interested, local_groups

@@ -98,7 +98,7 @@ from midge import __version__
 from midge.broker.model import Message, SessionState, SubOptions
 from midge.broker.session import Session
 from midge.broker.topictree import TopicTree
-from midge.cluster.router import peer_targets
+from midge.cluster.targets import peer_targets
 from midge.config import DEFAULT_DB_NAME, Config, ConfigError
 from midge.gctune import GcTuner
 
@@ -650,7 +650,7 @@ class WorkerRouter:
         assert broker is not None
         topic = message.topic
         targets, interested, local_groups = peer_targets(
-            broker, self.me, self.remote, self.turn, topic
+            broker.tree, self.me, self.remote, self.turn, topic
         )
         self._pubno += 1
         if self._windows:
