@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from midge import __version__
 from midge.broker.model import Message
+from midge.broker.session import session_totals
 
 if TYPE_CHECKING:
     from midge.broker.broker import Broker
@@ -162,15 +163,8 @@ class SysTree:
         # -- clients
         sessions = broker.sessions
         total = len(sessions)
-        connected = 0
-        held = 0
-        held_bytes = 0
-        for session in sessions.values():
-            if session.connection is not None:
-                connected += 1
-            queue = session.queue
-            held += len(session.inflight) + (len(queue) if queue else 0)
-            held_bytes += session.inflight_bytes + session.queued_bytes
+        t = session_totals(sessions)
+        connected, held, held_bytes = t.connected, t.held, t.held_bytes
         for other in others:
             total += other["sessions"]
             connected += other["connected"]

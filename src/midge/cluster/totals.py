@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from midge.broker.session import Stats
+from midge.broker.session import Stats, session_totals
 
 if TYPE_CHECKING:
     from midge.broker.broker import Broker
@@ -80,34 +80,20 @@ def snapshot(broker: Broker, memory: Callable[[], tuple[int, int]] | None) -> di
     for name in STAT_FIELDS:
         value = getattr(stats, name)
         counters[name] = dict(value) if isinstance(value, dict) else value
-    connected = held = held_bytes = queued = queued_bytes = inflight = inflight_bytes = 0
-    deepest = 0
-    for session in broker.sessions.values():
-        if session.connection is not None:
-            connected += 1
-        depth = len(session.queue) if session.queue else 0
-        held += len(session.inflight) + depth
-        held_bytes += session.inflight_bytes + session.queued_bytes
-        if session.backlog:
-            depth += len(session.backlog)
-        queued += depth
-        deepest = max(deepest, depth)
-        queued_bytes += session.queued_bytes + session.backlog_bytes
-        inflight += len(session.inflight)
-        inflight_bytes += session.inflight_bytes
+    t = session_totals(broker.sessions)
     tree = broker.tree
     current, peak = memory() if memory is not None else (0, 0)
     return {
         "stats": counters,
         "sessions": len(broker.sessions),
-        "connected": connected,
-        "held": held,
-        "held_bytes": held_bytes,
-        "queued": queued,
-        "queued_bytes": queued_bytes,
-        "inflight": inflight,
-        "inflight_bytes": inflight_bytes,
-        "deepest": deepest,
+        "connected": t.connected,
+        "held": t.held,
+        "held_bytes": t.held_bytes,
+        "queued": t.queued,
+        "queued_bytes": t.queued_bytes,
+        "inflight": t.inflight,
+        "inflight_bytes": t.inflight_bytes,
+        "deepest": t.deepest,
         "subscriptions": tree.count - tree.shared_count,
         "shared_subscriptions": tree.shared_count,
         "memory": current,

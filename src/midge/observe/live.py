@@ -29,6 +29,7 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
+from midge.broker.session import session_totals
 from midge.broker.tap import KEEP, Tap
 from midge.observe.metrics import dropped_total
 
@@ -258,7 +259,7 @@ def stats_sample(broker: Broker) -> dict[str, Any]:
         # one subscribes to is counted apart, as it is no sign of trouble
         "dropped": dropped_total(stats) - stats.no_subscribers,
         "no_subscribers": stats.no_subscribers,
-        "connections": sum(1 for s in broker.sessions.values() if s.connection is not None),
+        "connections": session_totals(broker.sessions).connected,
         "sessions": len(broker.sessions),
         "subscriptions": tree.count,
         "retained": broker.retained.count,

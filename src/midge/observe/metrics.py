@@ -28,6 +28,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from midge import __version__
+from midge.broker.session import session_totals
 from midge.broker.systree import LOADS, WINDOWS
 from midge.codec.reasons import Reason
 
@@ -115,19 +116,10 @@ class BrokerCollector(Collector):
             stats = add_stats(stats, others)
 
         # -- clients and connections
-        connected = 0
-        queued = queued_bytes = inflight = inflight_bytes = deepest = 0
-        for session in broker.sessions.values():
-            if session.connection is not None:
-                connected += 1
-            depth = len(session.queue) if session.queue else 0
-            if session.backlog:
-                depth += len(session.backlog)
-            queued += depth
-            deepest = max(deepest, depth)
-            queued_bytes += session.queued_bytes + session.backlog_bytes
-            inflight += len(session.inflight)
-            inflight_bytes += session.inflight_bytes
+        t = session_totals(broker.sessions)
+        connected = t.connected
+        queued, queued_bytes, deepest = t.queued, t.queued_bytes, t.deepest
+        inflight, inflight_bytes = t.inflight, t.inflight_bytes
         sessions = len(broker.sessions)
         for peer in others:
             connected += peer["connected"]
