@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from midge.broker.model import Message, SubOptions
-from midge.broker.topictree import CACHE_SIZE, RetainedTree, TopicTree
+from midge.broker.topictree import CACHE_SIZE, CACHE_SKIP, RetainedTree, TopicTree
 from midge.codec.topics import topic_matches
 
 LEVELS = st.sampled_from(["a", "b", "c", "", "$SYS", "x"])
@@ -163,3 +163,29 @@ def test_a_subscription_change_forgets_both_cache_generations() -> None:
     tree.unsubscribe("c", "t/+")
     assert matched_clients(tree, older) == {"d"}
     assert matched_clients(tree, "t/1") == set()
+
+
+def test_match_cache_stops_caching_when_the_topics_in_use_do_not_fit() -> None:
+    """With far more topics in turn than the cache holds, caching stops after two generations
+    fill without hits (their results only cost the cache's work and garbage collections),
+    then starts again CACHE_SKIP lookups later; the results stay right throughout."""
+    tree = TopicTree()
+    tree.subscribe("c", "t/#", SubOptions())
+    for i in range(2 * CACHE_SIZE + 1):  # two generations fill (and a third starts): no hit
+        assert matched_clients(tree, f"t/{i}") == {"c"}
+    # Caching stopped: the same topic twice gives two results.
+    assert tree.match("u") is not tree.match("u")
+    for i in range(CACHE_SKIP):  # topics not cached: each lookup counts down
+        assert matched_clients(tree, f"t/x/{i}") == {"c"}
+    tree.match("v")
+    assert tree.match("v") is tree.match("v")  # caching again
+
+
+def test_match_cache_keeps_caching_a_working_set_that_fits() -> None:
+    tree = TopicTree()
+    tree.subscribe("c", "t/#", SubOptions())
+    topics = [f"t/{i}" for i in range(CACHE_SIZE + CACHE_SIZE // 2)]
+    for _ in range(6):
+        for t in topics:
+            tree.match(t)
+    assert tree.match("u") is tree.match("u")

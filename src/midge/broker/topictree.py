@@ -22,6 +22,10 @@ T = TypeVar("T")
 
 #: Entries in each of the exact-topic match cache's two generations (see TopicTree.match).
 CACHE_SIZE: Final = 4096
+#: A generation that filled with fewer hits than this (a working set too large for the cache)
+#: stops the caching of the results of the next CACHE_SKIP lookups that miss.
+CACHE_FUTILE: Final = CACHE_SIZE // 8
+CACHE_SKIP: Final = 8 * CACHE_SIZE
 
 # What a retained-search task does (:func:`_search`).
 _SEARCH: Final = 0
@@ -71,6 +75,11 @@ class TopicTree:
         #: The match cache: the current generation, and the one before it (see :meth:`match`).
         self._cache: dict[str, Matches] = {}
         self._older: dict[str, Matches] = {}
+        #: Hits while the current generation filled; generations filled since the last
+        #: change; lookups left that do not cache their result.
+        self._hits = 0
+        self._filled = 0
+        self._skip = 0
         #: Subscriptions held, and of those the shared ones ($SYS counts them apart).
         self.count = 0
         self.shared_count = 0
@@ -148,10 +157,18 @@ class TopicTree:
         and the older one is dropped: up to CACHE_SIZE topics in use stay cached, and most
         of up to twice as many. (Dropping the oldest entry one at a time, as a FIFO, costs a
         scan over the dict's deleted slots at each eviction, and with more topics than
-        the cache holds, taken in turn, it never hits.)"""
+        the cache holds, taken in turn, it never hits.)
+
+        When the topics in use are too many for the cache even so (a generation, not the
+        first, filled with fewer than CACHE_FUTILE hits: the seed's 50,000 pairs, one topic
+        each, taken in turn), the results of the next CACHE_SKIP lookups that miss are not
+        cached; then caching is tried again. A cached result lives until its generation is
+        dropped, long enough to outlive the garbage collector's young generations: caching
+        results that are never hit again costs collections as well as the cache's own work."""
         cache = self._cache
         result = cache.get(topic)
         if result is not None:
+            self._hits += 1
             return result
         result = self._older.pop(topic, None)
         if result is None:
@@ -160,7 +177,18 @@ class TopicTree:
             levels = topic.split("/")
             _search(self._root, levels, len(levels), topic.startswith("$"), subs, shared)
             result = (subs, shared)
+            if self._skip:
+                self._skip -= 1
+                if not self._skip:
+                    self._hits = 0  # the next generation's fill is judged on its own
+                return result
+        else:
+            self._hits += 1
         if len(cache) >= CACHE_SIZE:
+            self._filled += 1
+            if self._hits < CACHE_FUTILE and self._filled > 1:
+                self._skip = CACHE_SKIP
+            self._hits = 0
             self._older = cache
             cache = self._cache = {}
         cache[topic] = result
@@ -170,6 +198,7 @@ class TopicTree:
         """A subscription changed: no cached match holds any more."""
         self._cache = {}
         self._older = {}
+        self._hits = self._filled = self._skip = 0
 
 
 def _search(
