@@ -12,7 +12,7 @@ class LoopClock:
     """The production :class:`~midge.broker.clock.Scheduler`: an asyncio loop's timers and
     monotonic clock, and the system's wall clock."""
 
-    __slots__ = ("call_later", "call_soon", "loop", "time")
+    __slots__ = ("call_later", "call_soon", "loop", "time", "wall")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
@@ -21,6 +21,5 @@ class LoopClock:
         self.call_later: Callable[..., asyncio.TimerHandle] = loop.call_later
         self.call_soon: Callable[..., asyncio.Handle] = loop.call_soon
         self.time: Callable[[], float] = loop.time
-
-    def wall(self) -> float:
-        return time.time()
+        # Read on every QoS 1/2 acknowledgement (the session's queue may move then).
+        self.wall: Callable[[], float] = time.time
