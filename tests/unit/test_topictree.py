@@ -189,3 +189,21 @@ def test_match_cache_keeps_caching_a_working_set_that_fits() -> None:
         for t in topics:
             tree.match(t)
     assert tree.match("u") is tree.match("u")
+
+
+def test_a_change_to_a_filter_without_wildcards_forgets_only_its_topic() -> None:
+    tree = TopicTree()
+    tree.subscribe("c", "a/+", SubOptions())
+    kept = tree.match("a/x")
+    tree.match("a/b")
+    tree.subscribe("d", "a/b", SubOptions())
+    assert tree.match("a/x") is kept  # still cached: "a/b" matches only "a/b"
+    assert matched_clients(tree, "a/b") == {"c", "d"}
+    tree.subscribe("e", "$share/g/a/b", SubOptions())
+    assert matched_clients(tree, "a/b") == {"c", "d", "share:g"}
+    assert tree.unsubscribe("d", "a/b")
+    assert matched_clients(tree, "a/b") == {"c", "share:g"}
+    assert tree.match("a/x") is kept
+    tree.subscribe("f", "a/#", SubOptions())  # a wildcard: every cached match may change
+    assert tree.match("a/x") is not kept
+    assert matched_clients(tree, "a/x") == {"c", "f"}

@@ -110,7 +110,7 @@ class TopicTree:
             self.count += 1
             if share is not None:
                 self.shared_count += 1
-        self._forget()
+        self._forget(flt)
         return new
 
     def unsubscribe(self, client_id: str, topic_filter: str) -> bool:
@@ -142,7 +142,7 @@ class TopicTree:
             if not path[depth].empty():
                 break
             del path[depth - 1].children[levels[depth - 1]]
-        self._forget()
+        self._forget(flt)
         return True
 
     def match(self, topic: str) -> Matches:
@@ -194,11 +194,18 @@ class TopicTree:
         cache[topic] = result
         return result
 
-    def _forget(self) -> None:
-        """A subscription changed: no cached match holds any more."""
-        self._cache = {}
-        self._older = {}
-        self._hits = self._filled = self._skip = 0
+    def _forget(self, topic_filter: str) -> None:
+        """A subscription to ``topic_filter`` (its filter part, for a shared one) changed. A
+        filter without wildcards matches one topic, itself: only that topic's cached match is
+        stale (clients subscribing and leaving all the time, each to topics of its own, keep
+        the cache). After a change to a wildcard filter no cached match holds any more."""
+        if "+" in topic_filter or "#" in topic_filter:
+            self._cache = {}
+            self._older = {}
+            self._hits = self._filled = self._skip = 0
+        else:
+            self._cache.pop(topic_filter, None)
+            self._older.pop(topic_filter, None)
 
 
 def _search(
