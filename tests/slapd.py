@@ -120,6 +120,26 @@ def make_ca(directory: Path) -> tuple[Path, Path, Path]:
     return ca_crt, crt, key
 
 
+def listens(pid: int, port: int) -> bool:
+    """Whether process ``pid`` has a socket listening on 127.0.0.1:``port`` (Linux /proc)."""
+    local = f"0100007F:{port:04X}"
+    inodes = set()
+    with open("/proc/net/tcp") as table:
+        for line in table.readlines()[1:]:
+            fields = line.split()
+            if fields[1] == local and fields[3] == "0A":  # LISTEN
+                inodes.add(f"socket:[{fields[9]}]")
+    if not inodes:
+        return False
+    fds = f"/proc/{pid}/fd"
+    with contextlib.suppress(OSError):
+        for fd in os.listdir(fds):
+            with contextlib.suppress(OSError):
+                if os.readlink(f"{fds}/{fd}") in inodes:
+                    return True
+    return False
+
+
 class Slapd:
     def __init__(self, tls: bool = False) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="midge-slapd-"))
@@ -130,6 +150,8 @@ class Slapd:
         self.ca_file: Path | None = None
         self.proc: subprocess.Popen[bytes] | None = None
         self.tls = tls
+        #: The ports, bound while slapd is paused (see :meth:`pause`).
+        self._held: list[socket.socket] = []
 
     def start(self) -> Slapd:
         data = self.dir / "data"
@@ -171,25 +193,31 @@ class Slapd:
         self.resume()
         return self
 
+    def ports(self) -> list[int]:
+        return [self.port, self.ldaps_port] if self.tls else [self.port]
+
     def resume(self) -> None:
-        """Start slapd (again, after :meth:`pause`) on the same port and data."""
+        """Start slapd (again, after :meth:`pause`) on the same port and data. Started means
+        that this slapd listens on its ports: another process's listener on a port we lost
+        (another test's server, picked while ours was paused) must not pass for ours."""
+        for held in self._held:
+            held.close()
+        self._held = []
         self.proc = subprocess.Popen(
             self.command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
         )
         deadline = time.monotonic() + 15
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
-                break
-            except OSError:
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    err = self.proc.stderr.read().decode() if self.proc.stderr else ""
-                    self.stop()
-                    raise RuntimeError(f"slapd did not start: {err[-2000:]}") from None
-                time.sleep(0.05)
+        while not all(listens(self.proc.pid, port) for port in self.ports()):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                err = self.proc.stderr.read().decode() if self.proc.stderr else ""
+                self.stop()
+                raise RuntimeError(f"slapd did not start: {err[-2000:]}")
+            time.sleep(0.05)
 
     def pause(self) -> None:
-        """Stop the slapd process, keeping its files for :meth:`resume`."""
+        """Stop the slapd process, keeping its files for :meth:`resume`, and its ports: each
+        stays bound (not listening: a connection is refused, as with no server) until
+        :meth:`resume`, so that no other test picks it meanwhile (:func:`free_port`)."""
         proc, self.proc = self.proc, None
         if proc is not None and proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
@@ -200,6 +228,15 @@ class Slapd:
                 proc.wait(5)
         if proc is not None and proc.stderr is not None:
             proc.stderr.close()
+        for port in self.ports():
+            held = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            held.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                held.bind(("127.0.0.1", port))
+            except OSError:
+                held.close()  # taken already: resume says so
+                continue
+            self._held.append(held)
 
     def freeze(self, frozen: bool) -> None:
         """SIGSTOP / SIGCONT: a server that accepts connections and never answers."""
@@ -221,4 +258,7 @@ class Slapd:
             with contextlib.suppress(ProcessLookupError):
                 self.proc.send_signal(signal.SIGCONT)
         self.pause()
+        for held in self._held:
+            held.close()
+        self._held = []
         shutil.rmtree(self.dir, ignore_errors=True)

@@ -10,6 +10,7 @@ The rule evaluation itself (no directory needed) is tested first.
 from __future__ import annotations
 
 import shutil
+import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -33,7 +34,7 @@ from tests import slapd as slapd_mod
 from tests.conftest import RunningBroker
 from tests.procbroker import ProcBroker, free_port, run_midge
 from tests.rawclient import RawClient
-from tests.slapd import SERVICE_DN, SERVICE_PASSWORD, SUFFIX, USERS, Slapd
+from tests.slapd import SERVICE_DN, SERVICE_PASSWORD, SUFFIX, USERS, Slapd, listens
 
 V5, V311 = 5, 4
 PEOPLE = f"ou=people,{SUFFIX}"
@@ -212,6 +213,22 @@ def own_directory() -> Iterator[Callable[..., Slapd]]:
     yield start
     for server in started:
         server.stop()
+
+
+def test_a_paused_directory_keeps_its_port(own_directory: Callable[..., Slapd]) -> None:
+    """The tests' slapd, paused, keeps its port bound (connections refused, as with no server)
+    so that no other test's server takes it meanwhile and answers in its place; resumed, it is
+    this slapd that listens there again."""
+    server = own_directory()
+    server.pause()
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", server.port), timeout=2).close()
+    other = socket.socket()
+    with pytest.raises(OSError):
+        other.bind(("127.0.0.1", server.port))
+    other.close()
+    server.resume()
+    assert server.proc is not None and listens(server.proc.pid, server.port)
 
 
 def login(client: RawClient, user: str | None, password: bytes | None, cid: str = "") -> int:
