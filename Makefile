@@ -117,7 +117,7 @@ test-pure: $(STAMP) debs $(BROWSER_STAMP) $(WEB_STAMP)
 test-compiled: $(CSTAMP) debs $(BROWSER_STAMP)
 	$(CBIN)/python -c "from midge.build import build_kind as k; assert k() == 'compiled', k()"
 	$(CBIN)/pytest -n 2 -p no:cacheprovider tests/conformance tests/differential tests/interop tests/fuzz tests/unit tests/durability tests/test_enhanced_auth.py tests/test_close.py tests/test_systree.py tests/test_workers.py tests/cluster tests/test_limits.py tests/test_auth_plugins.py tests/test_scram_auth.py tests/test_auth_ldap.py tests/test_oauth.py tests/security \
-		tests/bridge tests/client tests/test_slow_consumer.py tests/test_memory_limit.py tests/test_dashboard.py tests/test_reload.py \
+		tests/bridge tests/client tests/test_slow_consumer.py tests/test_session_totals.py tests/test_memory_limit.py tests/test_dashboard.py tests/test_reload.py \
 		--deselect tests/security/test_mosquitto_files.py::test_real_mosquitto_with_the_files \
 		--ignore tests/durability/test_mosquitto_persistence.py $(PYTEST_ARGS)
 
