@@ -6,7 +6,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from midge.broker.model import Message, SubOptions
-from midge.broker.topictree import CACHE_SIZE, CACHE_SKIP, RetainedTree, TopicTree
+from midge.broker.topictree import (
+    CACHE_SIZE,
+    CACHE_SKIP,
+    RetainedTree,
+    SharedGroup,
+    TopicTree,
+    _search,
+)
 from midge.codec.topics import topic_matches
 
 LEVELS = st.sampled_from(["a", "b", "c", "", "$SYS", "x"])
@@ -214,3 +221,92 @@ def test_a_change_to_a_filter_without_wildcards_forgets_only_its_topic() -> None
     tree.subscribe("f", "a/#", SubOptions())  # a wildcard: every cached match may change
     assert cached(tree, "a/x") is not kept
     assert matched_clients(tree, "a/x") == {"c", "f"}
+
+
+def walked(tree: TopicTree, topic: str) -> tuple[list[tuple[str, int]], list[tuple[str, str]]]:
+    """``topic``'s matches found by the trie walk itself (no cache, no filter index), in order,
+    with each subscription's QoS: what every faster way of matching must give."""
+    subs: list[tuple[str, SubOptions]] = []
+    shared: list[SharedGroup] = []
+    levels = topic.split("/")
+    _search(tree._root, levels, len(levels), topic.startswith("$"), subs, shared)
+    return [(c, o.qos) for c, o in subs], [(g.name, g.filter) for g in shared]
+
+
+def found(tree: TopicTree, topic: str) -> tuple[list[tuple[str, int]], list[tuple[str, str]]]:
+    subs, shared = tree.match(topic)
+    return [(c, o.qos) for c, o in subs], [(g.name, g.filter) for g in shared]
+
+
+SMALL_TOPICS = st.lists(st.sampled_from(["a", "b", "$SYS"]), min_size=1, max_size=3).map("/".join)
+SMALL_FILTERS = st.one_of(
+    SMALL_TOPICS,
+    st.lists(st.sampled_from(["a", "b", "+"]), min_size=1, max_size=3).map("/".join),
+    st.lists(st.sampled_from(["a", "+"]), max_size=2).map(lambda ls: "/".join([*ls, "#"])),
+)
+OPS = st.lists(
+    st.tuples(
+        st.integers(0, 2),  # 0: unsubscribe one held (the index's), else subscribe
+        st.integers(0, 1000),
+        st.sampled_from(["c0", "c1", "c2"]),
+        st.sampled_from([None, None, "g", "h"]),  # share name
+        SMALL_FILTERS,
+        st.integers(0, 2),
+    ),
+    min_size=1,
+    max_size=30,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(OPS, st.lists(SMALL_TOPICS, min_size=1, max_size=6))
+def test_match_after_any_changes_is_the_walks(
+    ops: list[tuple[int, int, str, str | None, str, int]], topics: list[str]
+) -> None:
+    """Subscriptions come and go, with and without wildcards, plain and shared: after each
+    change every topic matches what the trie walk finds, in its order, with the options of
+    the moment, whichever way match took (the filter index while no filter has wildcards,
+    the cache otherwise), and each plain subscription's client matches as the reference says."""
+    tree = TopicTree()
+    held: dict[tuple[str, str], str] = {}  # (client id, full filter) -> filter
+    for what, index, cid, share, flt, qos in ops:
+        if what == 0 and held:
+            cid, full = list(held)[index % len(held)]
+            del held[(cid, full)]
+            assert tree.unsubscribe(cid, full)
+            assert not tree.unsubscribe(cid, full)
+        else:
+            full = flt if share is None else f"$share/{share}/{flt}"
+            tree.subscribe(cid, full, SubOptions(qos=qos))
+            held[(cid, full)] = flt
+        for topic in topics:
+            assert found(tree, topic) == walked(tree, topic), topic
+            assert found(tree, topic) == walked(tree, topic), topic  # again: cached or not
+            plain = {c for (c, full), f in held.items() if full == f and topic_matches(f, topic)}
+            assert {c for c, _ in found(tree, topic)[0]} == plain
+    for cid, full in list(held):
+        assert tree.unsubscribe(cid, full)
+    assert tree.count == 0 and tree._exact == {} and tree._wildcards == 0
+
+
+def test_exact_filters_only_match_by_one_lookup() -> None:
+    """No filter with wildcards: a topic's match is its filter's node's subscriptions, the
+    same result each time until they change; the cache is not filled. A wildcard filter
+    turns the cache on, and its removal off again."""
+    tree = TopicTree()
+    tree.subscribe("c", "a/b", SubOptions(qos=1))
+    tree.subscribe("s", "$share/g/a/b", SubOptions())
+    first = cached(tree, "a/b")
+    assert cached(tree, "a/b") is first
+    assert found(tree, "a/b") == ([("c", 1)], [("g", "a/b")])
+    assert found(tree, "a/c") == ([], []) and found(tree, "a") == ([], [])
+    assert tree._cache == {} and tree._older == {}
+    tree.subscribe("c", "a/b", SubOptions(qos=2))  # replaced: a new result
+    assert found(tree, "a/b") == ([("c", 2)], [("g", "a/b")])
+    tree.subscribe("w", "a/+", SubOptions())
+    assert found(tree, "a/b") == ([("c", 2), ("w", 0)], [("g", "a/b")])
+    assert "a/b" in tree._cache
+    assert tree.unsubscribe("w", "a/+")
+    assert found(tree, "a/b") == ([("c", 2)], [("g", "a/b")])
+    assert tree.unsubscribe("c", "a/b") and tree.unsubscribe("s", "$share/g/a/b")
+    assert found(tree, "a/b") == ([], []) and tree._exact == {}

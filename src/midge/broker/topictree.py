@@ -1,8 +1,9 @@
 """Subscriptions and retained messages, each in a trie of topic levels.
 
 :class:`TopicTree` answers "who is subscribed to this topic?" by walking the trie once per topic,
-so the cost of a publish does not grow with unrelated subscriptions; exact topics are cached (an
-LRU of topic -> matches) and the cache is dropped whenever a subscription changes.
+so the cost of a publish does not grow with unrelated subscriptions. While no filter has
+wildcards, a topic is matched by one lookup of an index of filters instead; otherwise the results
+are cached by topic (see :meth:`TopicTree.match`).
 
 :class:`RetainedTree` answers "which retained messages match this filter?" the other way round:
 the filter's levels are walked over a trie of retained topics.
@@ -48,23 +49,34 @@ class SharedGroup:
         return f"SharedGroup({self.name!r}, {self.filter!r}, {list(self.members)})"
 
 
+#: What a topic matches: (client id, options) for plain subscriptions, and the shared groups.
+#: A result is shared by every caller that gets it (cached): nobody changes it.
+Matches = tuple[list[tuple[str, SubOptions]], list[SharedGroup]]
+
+#: What a topic that matches nothing matches.
+_NOTHING: Final[Matches] = ([], [])
+
+
+def _wild(topic_filter: str) -> bool:
+    return "+" in topic_filter or "#" in topic_filter
+
+
 class _Node:
     """One topic level. ``subs`` and ``shared`` are made on first use: most nodes are just
-    a path to deeper levels, and the trie holds one node per level of every subscription."""
+    a path to deeper levels, and the trie holds one node per level of every subscription.
+    ``matched``: this node's own subscriptions as a match result, made when first asked for
+    (see TopicTree.match) and dropped when they change."""
 
-    __slots__ = ("children", "shared", "subs")
+    __slots__ = ("children", "matched", "shared", "subs")
 
     def __init__(self) -> None:
         self.children: dict[str, _Node] = {}
         self.subs: dict[str, SubOptions] | None = None  # client id -> options
         self.shared: dict[str, SharedGroup] | None = None  # share name -> group
+        self.matched: Matches | None = None
 
     def empty(self) -> bool:
         return not (self.children or self.subs or self.shared)
-
-
-#: What a topic matches: (client id, options) for plain subscriptions, and the shared groups.
-Matches = tuple[list[tuple[str, SubOptions]], list[SharedGroup]]
 
 
 class TopicTree:
@@ -72,6 +84,11 @@ class TopicTree:
 
     def __init__(self) -> None:
         self._root = _Node()
+        #: The node of each filter without wildcards that has subscriptions (plain or shared),
+        #: by filter; and how many subscriptions have a filter with wildcards. While there are
+        #: none, a topic matches at most one filter, itself (see :meth:`match`).
+        self._exact: dict[str, _Node] = {}
+        self._wildcards = 0
         #: The match cache: the current generation, and the one before it (see :meth:`match`).
         self._cache: dict[str, Matches] = {}
         self._older: dict[str, Matches] = {}
@@ -106,11 +123,17 @@ class TopicTree:
                 group = node.shared[share] = SharedGroup(share, flt)
             new = client_id not in group.members
             group.members[client_id] = options
+        node.matched = None
+        wild = _wild(flt)
+        if not wild:
+            self._exact[flt] = node
         if new:
             self.count += 1
             if share is not None:
                 self.shared_count += 1
-        self._forget(flt)
+            if wild:
+                self._wildcards += 1
+        self._forget(flt, wild)
         return new
 
     def unsubscribe(self, client_id: str, topic_filter: str) -> bool:
@@ -137,12 +160,18 @@ class TopicTree:
                 del node.shared[share]  # type: ignore[union-attr]
             self.shared_count -= 1
         self.count -= 1
+        node.matched = None
+        wild = _wild(flt)
+        if wild:
+            self._wildcards -= 1
+        elif not node.subs and not node.shared:
+            del self._exact[flt]
         # Prune empty nodes so the trie does not grow without bound under churn.
         for depth in range(len(levels), 0, -1):
             if not path[depth].empty():
                 break
             del path[depth - 1].children[levels[depth - 1]]
-        self._forget(flt)
+        self._forget(flt, wild)
         return True
 
     def match(self, topic: str) -> Matches:
@@ -164,7 +193,24 @@ class TopicTree:
         each, taken in turn), the results of the next CACHE_SKIP lookups that miss are not
         cached; then caching is tried again. A cached result lives until its generation is
         dropped, long enough to outlive the garbage collector's young generations: caching
-        results that are never hit again costs collections as well as the cache's own work."""
+        results that are never hit again costs collections as well as the cache's own work.
+
+        While no subscription has a filter with wildcards (the seed's pairs, and any broker
+        whose clients subscribe to exact topics only), a topic matches one filter at most,
+        itself: the match is the subscriptions of the filter's node, found in one lookup of
+        the filter index, and made into a result once per change of that node's
+        subscriptions. The cache is not used then: it could only cost more."""
+        if not self._wildcards:
+            node = self._exact.get(topic)
+            if node is None:
+                return _NOTHING
+            found = node.matched
+            if found is None:
+                found = node.matched = (
+                    list(node.subs.items()) if node.subs else [],
+                    list(node.shared.values()) if node.shared else [],
+                )
+            return found
         cache = self._cache
         result = cache.get(topic)
         if result is not None:
@@ -194,12 +240,12 @@ class TopicTree:
         cache[topic] = result
         return result
 
-    def _forget(self, topic_filter: str) -> None:
+    def _forget(self, topic_filter: str, wild: bool) -> None:
         """A subscription to ``topic_filter`` (its filter part, for a shared one) changed. A
         filter without wildcards matches one topic, itself: only that topic's cached match is
         stale (clients subscribing and leaving all the time, each to topics of its own, keep
         the cache). After a change to a wildcard filter no cached match holds any more."""
-        if "+" in topic_filter or "#" in topic_filter:
+        if wild:
             self._cache = {}
             self._older = {}
             self._hits = self._filled = self._skip = 0
