@@ -358,6 +358,26 @@ def test_byte_at_a_time() -> None:
     assert out == packets
 
 
+def test_a_reused_buffer_is_copied() -> None:
+    """A chunk that is not bytes (a bytearray, a memoryview: a transport may hand over its
+    own buffer and refill it) is copied: what the decoder holds does not change with it."""
+    stream = encode(Publish("a/b", b"payload", 0), 4) + encode(Publish("c", b"second", 0), 4)
+    for cut in (3, len(stream) // 2, len(stream) - 2):
+        decoder = Decoder(4)
+        head = bytearray(stream[:cut])
+        decoder.receive(head)  # type: ignore[arg-type]  # bytes-like, as a transport may pass
+        head[:] = b"\xff" * len(head)
+        tail = bytearray(stream[cut:])
+        decoder.receive(memoryview(tail))  # type: ignore[arg-type]
+        tail[:] = b"\xff" * len(tail)
+        out = []
+        packet = decoder.next_packet()
+        while packet is not None:
+            out.append(packet)
+            packet = decoder.next_packet()
+        assert out == [Publish("a/b", b"payload", 0), Publish("c", b"second", 0)], cut
+
+
 def test_many_packets_in_one_chunk_is_linear() -> None:
     """Thousands of small packets in one chunk: one pass, no quadratic buffer copying."""
     import time

@@ -241,7 +241,7 @@ class Outgoing(Sink):
                 hl = 2
                 while data[hl - 1] & 0x80:
                     hl += 1
-                offset = hl + 2 + int.from_bytes(data[hl : hl + 2], "big")
+                offset = hl + 2 + (data[hl] << 8 | data[hl + 1])
                 if cache is not None and key is not None:
                     cache.forms[key] = (data, offset)
         else:

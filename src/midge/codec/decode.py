@@ -634,11 +634,13 @@ class Decoder:
         """Append ``data`` to the stream (no parsing happens here; dropped once failed)."""
         if not data or self._error is not None:
             return
+        if type(data) is not bytes:  # a bytearray or memoryview: copied (bytes() of bytes
+            data = bytes(data)  # is no copy, but a call that looks for __bytes__ first)
         if self._pos >= len(self._buf) and not self._pending:
-            self._buf = bytes(data)  # no copy when data is already bytes: the usual case
+            self._buf = data
             self._pos = 0
         else:
-            self._pending.append(bytes(data))
+            self._pending.append(data)
             self._pending_len += len(data)
 
     def feed(self, data: bytes) -> list[Packet]:

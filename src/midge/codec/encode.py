@@ -209,12 +209,16 @@ def _publish(p: Publish, version: int) -> bytes:
 
 
 def _ack(first: int) -> Callable[[Any, int], bytes]:
+    # The fixed headers of the two short forms, made once (an ack is sent per QoS 1/2 message).
+    short = bytes((first, 2))
+    with_reason = bytes((first, 3))
+
     def encode_ack(p: Puback | Pubrec | Pubrel | Pubcomp, version: int) -> bytes:
         pid = _u16(p.packet_id)
         if version != MQTT5 or (not p.reason_code and not p.properties):
-            return bytes((first, 2)) + pid
+            return short + pid
         if not p.properties:
-            return bytes((first, 3)) + pid + bytes((p.reason_code,))
+            return with_reason + pid + bytes((p.reason_code,))
         return _packet(first, pid + bytes((p.reason_code,)) + encode_properties(p.properties))
 
     return encode_ack
