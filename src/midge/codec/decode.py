@@ -630,8 +630,9 @@ class Decoder:
         self._need = 0  # bytes the next packet needs from _pos, once its header is known
         self._error: CodecError | None = None
 
-    def receive(self, data: bytes) -> None:
-        """Append ``data`` to the stream (no parsing happens here; dropped once failed)."""
+    def receive(self, data: bytes | bytearray | memoryview) -> None:
+        """Append ``data`` to the stream (no parsing happens here; dropped once failed). A
+        chunk that is not bytes is copied: its owner may reuse it."""
         if not data or self._error is not None:
             return
         if type(data) is not bytes:  # a bytearray or memoryview: copied (bytes() of bytes
