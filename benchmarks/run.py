@@ -911,24 +911,41 @@ def big_args(row: Row, broker: str, scale: float) -> tuple[list[str], int | None
     return args, capped
 
 
+#: The seed rows' second midge run: one process, at the size the one-process brokers are
+#: capped at (its own name in the results, so that both show).
+ONE_PROCESS = "midge-one-process"
+
+
 def run_big(
     broker: Broker, row: Row, round_no: int, quick: bool, workdir: Path
 ) -> list[dict[str, Any]]:
     """One row of issue 15 (the Open MQTT Benchmark Suite, the seed's headline) on ``broker``:
-    scaled by ``--scale``, capped at what the broker can hold, midge with the row's workers."""
+    scaled by ``--scale``, capped at what the broker can hold, midge with the row's workers.
+    A seed row runs midge a second time as one process at Mosquitto's cap: the same load
+    as Mosquitto's, which tells what the workers cost from what midge costs."""
+    entries = _run_big(broker, row, round_no, quick, workdir, broker.name)
+    if row.kind == "seed" and isinstance(broker, Midge) and row.workers:
+        entries += _run_big(broker, row, round_no, quick, workdir, ONE_PROCESS)
+    return entries
+
+
+def _run_big(
+    broker: Broker, row: Row, round_no: int, quick: bool, workdir: Path, name: str
+) -> list[dict[str, Any]]:
     if row.only and broker.name.split("-")[0] not in row.only:
         return []
     warmup, duration = (0.5, 1.5) if quick else (2.0, 5.0)
-    args, capped = big_args(row, broker.name, SCALE)
+    one_process = name == ONE_PROCESS
+    args, capped = big_args(row, "mosquitto" if one_process else broker.name, SCALE)
     entry: dict[str, Any] = {
         "row": row.key,
-        "broker": broker.name,
+        "broker": name,
         "round": round_no,
         "args": args,
         "capped": capped,
         "scale": SCALE,
     }
-    if isinstance(broker, Midge) and row.workers:
+    if isinstance(broker, Midge) and row.workers and not one_process:
         broker.workers = row.workers
         entry["workers"] = row.workers
     broker.pin = row.pin
@@ -1481,7 +1498,7 @@ def seed_section(
     for row in seed:
         cells = table[row.key]
         label = f"{row.title(results['quick'])} (goal: {row.target}){_scale_note(row, cells)}"
-        for name in sorted(cells, key=lambda n: (not n.startswith("midge"), n)):
+        for name in sorted(cells, key=lambda n: (not n.startswith("midge"), n != "midge", n)):
             c = cells[name]
             if not c["runs"]:
                 err = (c["errors"] or ["?"])[0]
@@ -1494,6 +1511,10 @@ def seed_section(
             mark = "" if c["kept_up"] == 1.0 else " †"
             share = c["machine_pct"]
             met = ""
+            if name == ONE_PROCESS:
+                # The same load as the one-process brokers': what midge costs without workers.
+                labels = dict(labels)
+                labels[name] = f"{labels.get('midge', 'midge')}, one process"
             if name == "midge" and share is not None:
                 ok = share <= _seed_goal(row) and not c["lost"] and c["delivered"]
                 met = "yes" if ok and c["kept_up"] == 1.0 else "no"
@@ -2165,6 +2186,10 @@ def render(
                     labels[name]
                     + (f" with --workers {row.workers}" if row.workers and name == "midge" else "")
                 )
+            if ONE_PROCESS in ran:
+                used, _ = big_args(row, "mosquitto", results.get("scale", 1.0))
+                line = f"`midge bench {' '.join(used)}` (Mosquitto's cap)"
+                lines.setdefault(line, []).append(f"{labels.get('midge', 'midge')}, one process")
             for line, who in lines.items():
                 out.append(f"- {row.label} ({', '.join(who)}): {line}")
             continue
