@@ -1487,7 +1487,9 @@ def seed_section(
         "the window, divided by the connections; *connects/s* is the connections over the time "
         "from the first connect to the last CONNACK. Mosquitto and Aedes (one process each) "
         f"cannot hold 100,000 connections here: they run {MOSQUITTO_PAIRS:,} pairs "
-        f"({2 * MOSQUITTO_PAIRS:,} connections) with the same total message rate."
+        f"({2 * MOSQUITTO_PAIRS:,} connections) with the same total message rate; midge runs "
+        "that load too as one process (*one process*), so that what its workers cost shows "
+        "apart."
     )
     out.append("")
     head = ["scenario", "broker", "connections", "msg/s offered → delivered/s", "lost"]
