@@ -393,6 +393,45 @@ def test_make_bench_scales_and_caps_the_big_rows(bench_run: Any) -> None:
     assert all(not rows[k].in_quick for k in ("omb-p2p-1k", "seed-q0", "omb-conn-10k"))
 
 
+def test_make_bench_seed_row_runs_midge_also_as_one_process_at_the_cap(
+    tmp_path: Any, bench_run: Any
+) -> None:
+    """A seed row, for real at a tiny size: midge with the row's workers at the row's size,
+    then midge as one process at the one-process brokers' cap (the same load as Mosquitto's,
+    under a name of its own), each with nothing lost; the table shows both."""
+    run = bench_run
+    row = run.Row(
+        "seed-q0",
+        "tiny seed",
+        ["pairs", "-n", "6", "--qos", "0", "--rate", "30", "--procs", "1"],
+        "seed",
+        "broker CPU ≤ 25 % of the machine",
+        workers=2,
+        caps={"mosquitto": 3},
+        cap_keeps_rate=True,
+        pin=False,
+        timeout=120.0,
+    )
+    entries = run.run_big(run.Midge(), row, 1, True, tmp_path)
+    assert [e["broker"] for e in entries] == ["midge", run.ONE_PROCESS]
+    assert all("error" not in e for e in entries), entries
+    workers, one = entries
+    assert workers["workers"] == 2 and "workers" not in one
+    assert run._arg(workers["args"], "-n") == "6" and workers["capped"] is None
+    assert run._arg(one["args"], "-n") == "3" and one["capped"] == 3
+    assert run._arg(one["args"], "--rate") == "30"  # the row's total rate, as Mosquitto's
+    assert len(workers["result"]["broker"]["pids"]) == 3  # the parent and 2 workers
+    assert len(one["result"]["broker"]["pids"]) == 1
+    for e in entries:
+        assert e["result"]["delivered"]["lost"] == 0 and e["result"]["delivered"]["total"] > 0
+    table = run.summarise({"runs": entries})
+    page = run.seed_section([row], table, {"midge": "midge"}, {"quick": True})
+    lines = [line for line in page if line.startswith("| ")]
+    assert "| midge | 12 |" in lines[1]
+    one_process = "| midge, one process (capped: 6 connections, the most one process holds here) |"
+    assert one_process + " 6 |" in lines[2]
+
+
 # -- issue 15: cross-node rows (a cluster of nodes meeting in Redis) ---------------------------
 
 
