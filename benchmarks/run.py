@@ -1497,6 +1497,8 @@ def seed_section(
     head += ["connects/s", "latency p50 / p99 µs", "processes", "generator CPU %", "goal met"]
     out.append("| " + " | ".join(head) + " |")
     out.append("|" + "---|" * len(head))
+    # midge's run at the one-process brokers' load: what midge costs without workers.
+    labels = {**labels, ONE_PROCESS: f"{labels.get('midge', 'midge')}, one process"}
     for row in seed:
         cells = table[row.key]
         label = f"{row.title(results['quick'])} (goal: {row.target}){_scale_note(row, cells)}"
@@ -1513,10 +1515,6 @@ def seed_section(
             mark = "" if c["kept_up"] == 1.0 else " †"
             share = c["machine_pct"]
             met = ""
-            if name == ONE_PROCESS:
-                # The same load as the one-process brokers': what midge costs without workers.
-                labels = dict(labels)
-                labels[name] = f"{labels.get('midge', 'midge')}, one process"
             if name == "midge" and share is not None:
                 ok = share <= _seed_goal(row) and not c["lost"] and c["delivered"]
                 met = "yes" if ok and c["kept_up"] == 1.0 else "no"
