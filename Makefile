@@ -95,8 +95,8 @@ docs: $(STAMP)
 	$(BIN)/python -m midge.config.docs > docs/configuration.md
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests
-	$(BIN)/ruff format --check src tests
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

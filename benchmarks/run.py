@@ -784,7 +784,7 @@ def run_all(
                     if row.only and broker.name.split("-")[0] not in row.only:
                         continue
                     args = list(row.quick_args if quick and row.quick_args else row.args)
-                    entry: dict[str, Any] = {
+                    entry = {
                         "row": row.key,
                         "broker": broker.name,
                         "round": round_no,
@@ -1174,7 +1174,7 @@ def run_observed(
     warmup, duration = (0.5, 1.5) if quick else (2.0, 6.0)
     args = list(row.quick_args if quick and row.quick_args else row.args)
     entries: list[dict[str, Any]] = []
-    pair: list[Broker] = []
+    pair: list[Midge] = []
     for side in ("a", "b"):
         twin = copy.copy(broker)
         twin.name = f"{broker.name}-{side}"
@@ -2300,11 +2300,11 @@ def durability(
                 f"p99 ack {_f(p99)} µs, {_f(m['cpu_msg'], '.2f')} µs CPU/message "
                 f"({_ratio(m['cpu_msg'], q.get('cpu_msg'))} x), lost {_f(m['lost'])}"
             )
-            mq = (
+            mosq = (
                 f"p99 ack {_f(q.get('ack_p99'))} µs, {_f(q.get('cpu_msg'), '.2f')} µs "
                 f"CPU/message, lost {_f(q.get('lost'))}"
             )
-            out.append(f"| {row.label} | {row.target} | {mid} | {mq} | {met} |")
+            out.append(f"| {row.label} | {row.target} | {mid} | {mosq} | {met} |")
         out.append("")
         head = ["scenario", "broker", "CPU µs/message", "x Mosquitto", "CPU %", "acked msg/s"]
         head += ["ack p50 µs", "ack p99 µs", "ack p99.9 µs", "delivery p99 µs"]
