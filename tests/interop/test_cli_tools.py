@@ -198,26 +198,28 @@ def test_sub_output_side_by_side(kind: str, tmp_path: Path) -> None:
         # mosquitto_sub's output only (see docs/mosquitto.md).
         # Every QoS 2 subscriber whose output names the topic (%t, or %j's "topic"; %J prints
         # nothing for a payload that is not JSON) is waited for, so that each has handed each
-        # message over before the next is published.
+        # message over before the next is published; one that stops after -C messages (the
+        # marker's included) only for the messages it prints.
         watched = [
-            p
+            (p, int(p.args[p.args.index("-C") + 1]))
             for p in pairs
             if "-F" in p.args
             and any(s in p.args[p.args.index("-F") + 1] for s in ("%t", "%j"))
             and "-T" not in p.args
             and "-C" in p.args
-            and int(p.args[p.args.index("-C") + 1]) >= n
         ]
-        for topic, args in (
+        messages = [
             ("test/a", ["-V", "5", "-q", "2", "-m", "hello world", *PROPS]),
             ("test/b", ["-V", "5", "-q", "1", "-n"]),
             ("test/c", ["-m", JSON_PAYLOAD]),
             ("test/d", ["-V", "5", "-q", "1", "-f", str(binary)]),
             ("test/skip", ["-m", "filtered out with -T"]),
             ("test/e", ["-q", "1", "-m", "retained, live", "-r"]),
-        ):
+        ]
+        for i, (topic, args) in enumerate(messages):
             _pub(port, "-t", topic, *args)
-            _wait(watched, marker=topic.encode())
+            # The marker was message 1: this one is message i + 2.
+            _wait([p for p, count in watched if count >= i + 2], marker=topic.encode())
         _pub(port, "-t", "unsub/a", "-m", "not for the -U subscriber")
         _pub(port, "-t", "test/end", "-m", "the -R pair stops at this one")
         for pair in pairs:
