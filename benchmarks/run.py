@@ -899,7 +899,8 @@ def big_args(row: Row, broker: str, scale: float) -> tuple[list[str], int | None
         if rate is not None and row.kind != "omb-conn":
             rate = rate * scaled / n
         n = scaled
-    cap = row.caps.get(broker.split("-")[0])
+    # Separate brokers (the seed rows' SEPARATE runs) hold the row's whole load between them.
+    cap = None if broker.endswith(SEPARATE) else row.caps.get(broker.split("-")[0])
     capped = None
     if cap is not None and n > cap:
         if rate is not None and not row.cap_keeps_rate:
@@ -914,6 +915,9 @@ def big_args(row: Row, broker: str, scale: float) -> tuple[list[str], int | None
 #: The seed rows' second midge run: one process, at the size the one-process brokers are
 #: capped at (its own name in the results, so that both show).
 ONE_PROCESS = "midge-one-process"
+#: The seed rows' run of midge and of Mosquitto as separate processes (as many as midge's
+#: workers), each pair on one of them: the name's suffix in the results.
+SEPARATE = "-separate"
 
 
 def run_big(
@@ -922,11 +926,58 @@ def run_big(
     """One row of issue 15 (the Open MQTT Benchmark Suite, the seed's headline) on ``broker``:
     scaled by ``--scale``, capped at what the broker can hold, midge with the row's workers.
     A seed row runs midge a second time as one process at Mosquitto's cap: the same load
-    as Mosquitto's, which tells what the workers cost from what midge costs."""
+    as Mosquitto's, which tells what the workers cost from what midge costs. And it runs midge
+    and Mosquitto as separate brokers (see :func:`_run_separate`)."""
     entries = _run_big(broker, row, round_no, quick, workdir, broker.name)
     if row.kind == "seed" and isinstance(broker, Midge) and row.workers:
         entries += _run_big(broker, row, round_no, quick, workdir, ONE_PROCESS)
+    if row.kind == "seed" and isinstance(broker, Midge | Mosquitto) and row.workers:
+        entries.append(_run_separate(broker, row, round_no, quick, workdir))
     return entries
+
+
+def _run_separate(
+    broker: Broker, row: Row, round_no: int, quick: bool, workdir: Path
+) -> dict[str, Any]:
+    """The row's whole load (100,000 connections) on as many separate one-process brokers as
+    midge has workers, each pair's publisher on its subscriber's broker (``midge bench --ports
+    ... --same-node``), so that no message has to go from one process to another: what the
+    processes cost without any routing between them. For Mosquitto, the way it can hold the
+    row's connections here at all (not one broker: its clients on different instances could
+    not reach each other); for midge, the floor under its workers, which do route."""
+    warmup, duration = (0.5, 1.5) if quick else (2.0, 5.0)
+    name = broker.name + SEPARATE
+    args, _ = big_args(row, name, SCALE)
+    entry: dict[str, Any] = {
+        "row": row.key,
+        "broker": name,
+        "round": round_no,
+        "separate": row.workers,
+        "scale": SCALE,
+    }
+    nodes: list[Broker] = []
+    try:
+        for k in range(row.workers or 1):
+            member = copy.copy(broker)
+            member.name = f"{name}-{k}"
+            member.proc = None
+            member.pin = False
+            member.workers = None
+            member.start(workdir)
+            nodes.append(member)
+        args += ["--ports", ",".join(str(n.port) for n in nodes), "--same-node"]
+        for node in nodes[1:]:
+            args += ["--broker-pid", str(node.pid)]
+        entry["args"] = args
+        entry["result"] = bench(nodes[0], args, warmup, duration, row.timeout, pin=False)
+        entry["result"]["capped"] = None
+        entry["result"]["scale"] = SCALE if row.scalable else 1.0
+    except (RuntimeError, subprocess.TimeoutExpired, ValueError, OSError) as exc:
+        entry["error"] = str(exc)
+    finally:
+        for node in nodes:
+            node.stop()
+    return entry
 
 
 def _run_big(
@@ -1489,7 +1540,12 @@ def seed_section(
         f"cannot hold 100,000 connections here: they run {MOSQUITTO_PAIRS:,} pairs "
         f"({2 * MOSQUITTO_PAIRS:,} connections) with the same total message rate; midge runs "
         "that load too as one process (*one process*), so that what its workers cost shows "
-        "apart."
+        f"apart. *{BIG_WORKERS} separate processes*: the whole load (100,000 connections) on "
+        f"{BIG_WORKERS} separate one-process brokers of a kind, each pair's publisher on its "
+        "subscriber's broker (`midge bench --ports ... --same-node`), so that no message goes "
+        "from one process to another: for Mosquitto the only way it holds 100,000 connections "
+        "here (they are not one broker: clients on different instances cannot reach each "
+        "other), for midge the floor under its workers, which route between them."
     )
     out.append("")
     head = ["scenario", "broker", "connections", "msg/s offered → delivered/s", "lost"]
@@ -1504,12 +1560,15 @@ def seed_section(
         label = f"{row.title(results['quick'])} (goal: {row.target}){_scale_note(row, cells)}"
         for name in sorted(cells, key=lambda n: (not n.startswith("midge"), n != "midge", n)):
             c = cells[name]
+            who = labels.get(name, name)
+            if name.endswith(SEPARATE):
+                base = name.removesuffix(SEPARATE)
+                count = _f(c["procs"]) if c["runs"] else "several"
+                who = f"{labels.get(base, base)}, {count} separate processes"
+                who += " (nothing routed between them)"
             if not c["runs"]:
                 err = (c["errors"] or ["?"])[0]
-                out.append(
-                    f"| {label} | {labels.get(name, name)} | failed: {err} |"
-                    + " |" * (len(head) - 3)
-                )
+                out.append(f"| {label} | {who} | failed: {err} |" + " |" * (len(head) - 3))
                 label = ""
                 continue
             mark = "" if c["kept_up"] == 1.0 else " †"
@@ -1520,7 +1579,7 @@ def seed_section(
                 met = "yes" if ok and c["kept_up"] == 1.0 else "no"
             cols = [
                 label,
-                labels.get(name, name) + _cap_note(c, name),
+                who + _cap_note(c, name),
                 _f(c["connections"]),
                 f"{_f(c['offered'])} → {_f(c['delivered'])}",
                 _f(c["lost"]),
@@ -2190,6 +2249,15 @@ def render(
                 used, _ = big_args(row, "mosquitto", results.get("scale", 1.0))
                 line = f"`midge bench {' '.join(used)}` (Mosquitto's cap)"
                 lines.setdefault(line, []).append(f"{labels.get('midge', 'midge')}, one process")
+            for name in (n for n in names if n + SEPARATE in ran):
+                used, _ = big_args(row, name + SEPARATE, results.get("scale", 1.0))
+                line = (
+                    f"`midge bench {' '.join(used)} --ports P1,...,P{row.workers} --same-node`"
+                    f" ({row.workers} brokers, a `--broker-pid` each)"
+                )
+                lines.setdefault(line, []).append(
+                    f"{labels[name]} as {row.workers} separate brokers"
+                )
             for line, who in lines.items():
                 out.append(f"- {row.label} ({', '.join(who)}): {line}")
             continue

@@ -137,6 +137,9 @@ def test_bad_arguments() -> None:
     assert done.returncode == 2 and "--payload" in done.stderr
     done = bench(free_port(), "nosuch")
     assert done.returncode == 2
+    for args in (["fanin", "--ports", "1883,1884"], ["pairs"]):  # no pairs / one broker
+        done = bench(free_port(), *args, "--same-node")
+        assert done.returncode == 2 and "--same-node keeps each pair" in done.stderr
 
 
 @pytest.mark.parametrize("version", [4, 5])
@@ -413,15 +416,19 @@ def test_make_bench_seed_row_runs_midge_also_as_one_process_at_the_cap(
         timeout=120.0,
     )
     entries = run.run_big(run.Midge(), row, 1, True, tmp_path)
-    assert [e["broker"] for e in entries] == ["midge", run.ONE_PROCESS]
+    assert [e["broker"] for e in entries] == ["midge", run.ONE_PROCESS, "midge-separate"]
     assert all("error" not in e for e in entries), entries
-    workers, one = entries
+    workers, one, separate = entries
     assert workers["workers"] == 2 and "workers" not in one
     assert run._arg(workers["args"], "-n") == "6" and workers["capped"] is None
     assert run._arg(one["args"], "-n") == "3" and one["capped"] == 3
     assert run._arg(one["args"], "--rate") == "30"  # the row's total rate, as Mosquitto's
     assert len(workers["result"]["broker"]["pids"]) == 3  # the parent and 2 workers
     assert len(one["result"]["broker"]["pids"]) == 1
+    # The whole load (uncapped) on 2 separate one-process brokers, each pair on one of them.
+    assert separate["separate"] == 2 and "--same-node" in separate["args"]
+    assert run._arg(separate["args"], "-n") == "6"
+    assert len(separate["result"]["broker"]["pids"]) == 2
     for e in entries:
         assert e["result"]["delivered"]["lost"] == 0 and e["result"]["delivered"]["total"] > 0
     table = run.summarise({"runs": entries})
@@ -430,6 +437,37 @@ def test_make_bench_seed_row_runs_midge_also_as_one_process_at_the_cap(
     assert "| midge | 12 |" in lines[1]
     one_process = "| midge, one process (capped: 6 connections, the most one process holds here) |"
     assert one_process + " 6 |" in lines[2]
+    assert "| midge, 2 separate processes (nothing routed between them) | 12 |" in lines[3]
+
+
+@needs_mosquitto
+def test_make_bench_seed_row_runs_mosquitto_capped_and_as_separate_processes(
+    tmp_path: Any, bench_run: Any
+) -> None:
+    """A seed row on Mosquitto, for real at a tiny size: one process at its cap, then the
+    row's whole load on as many separate Mosquittos as midge has workers, each pair on one of
+    them (the only way Mosquitto holds 100,000 connections here), with nothing lost."""
+    run = bench_run
+    row = run.Row(
+        "seed-q0",
+        "tiny seed",
+        ["pairs", "-n", "6", "--qos", "0", "--rate", "30", "--procs", "1"],
+        "seed",
+        "broker CPU ≤ 25 % of the machine",
+        workers=3,
+        caps={"mosquitto": 3},
+        cap_keeps_rate=True,
+        pin=False,
+        timeout=120.0,
+    )
+    entries = run.run_big(run.Mosquitto(), row, 1, True, tmp_path)
+    assert [e["broker"] for e in entries] == ["mosquitto", "mosquitto-separate"]
+    assert all("error" not in e for e in entries), entries
+    capped, separate = entries
+    assert capped["capped"] == 3 and run._arg(separate["args"], "-n") == "6"
+    assert len(separate["result"]["broker"]["pids"]) == 3
+    for e in entries:
+        assert e["result"]["delivered"]["lost"] == 0 and e["result"]["delivered"]["total"] > 0
 
 
 # -- issue 15: cross-node rows (a cluster of nodes meeting in Redis) ---------------------------
@@ -446,6 +484,20 @@ def test_ports_spread_each_pair_over_two_nodes() -> None:
     fanin = build_clients(Options(scenario="fanin", clients=4, ports=(11, 12, 13), prefix="b/x"))
     assert [c.port for c in fanin] == [11, 12, 13, 12, 13]
     assert {c.port for c in build_clients(Options(scenario="pairs", clients=3))} == {0}
+
+
+def test_same_node_keeps_each_publisher_on_its_subscribers_node() -> None:
+    """``--ports ... --same-node``: the pairs spread over the nodes as with ``--ports``, but
+    each publisher on its subscriber's node, so that nothing crosses (separate brokers); the
+    other scenarios have no pairs to keep together."""
+    opts = Options(scenario="pairs", clients=5, ports=(11, 12, 13), same_node=True, prefix="b/x")
+    pairs = build_clients(opts)
+    subs = {c.subscribe: c.port for c in pairs if c.subscribe}
+    pubs = {c.publish: c.port for c in pairs if c.publish}
+    assert sorted(subs.values()) == [11, 11, 12, 12, 13]
+    assert pubs == subs
+    with pytest.raises(ValueError, match="--same-node is for pairs"):
+        build_clients(Options(scenario="fanin", clients=4, ports=(11, 12), same_node=True))
 
 
 def test_make_bench_cross_node_row_runs_on_three_nodes_and_redis(

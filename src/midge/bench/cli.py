@@ -130,6 +130,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "so that messages cross nodes (subscriber i on node i mod N, its publisher on the next)",
     )
     p.add_argument(
+        "--same-node",
+        action="store_true",
+        help="with --ports, pairs: each publisher on its subscriber's node, so that nothing "
+        "crosses (the load of N separate brokers)",
+    )
+    p.add_argument(
         "--broker-pid",
         type=int,
         action="append",
@@ -256,6 +262,7 @@ def options_from_args(args: argparse.Namespace) -> Options:
         host=args.host,
         port=args.ports[0] if args.ports else args.port,
         ports=args.ports,
+        same_node=args.same_node,
         clients=args.clients,
         qos=args.qos,
         payload=args.payload,
@@ -296,6 +303,13 @@ def run(args: argparse.Namespace) -> int:
         return 2
     if args.warmup < 0 or args.drain < 0:
         print("midge bench: error: --warmup and --drain cannot be negative", file=sys.stderr)
+        return 2
+    if args.same_node and (args.scenario != "pairs" or len(args.ports) < 2):
+        print(
+            "midge bench: error: --same-node keeps each pair on one broker: it needs the pairs "
+            "scenario and --ports with two ports or more",
+            file=sys.stderr,
+        )
         return 2
     from midge.bench.runner import BenchError, run_bench
 

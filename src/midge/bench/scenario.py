@@ -38,7 +38,9 @@ Several brokers (``ports``: the nodes of a cluster on one host): the clients are
 so that every message crosses nodes where it can. Subscriber ``i`` (in the order built) connects
 to node ``i mod N`` and publisher ``i`` to node ``(i + 1) mod N``: in ``pairs`` each pair's
 publisher and subscriber are on neighbouring nodes; with one subscriber (``fanin``) it is on the
-first node and the publishers on the others.
+first node and the publishers on the others. With ``same_node`` (``pairs`` only) each publisher
+connects to its subscriber's node instead, so that no message has to cross: the load of N
+separate brokers (say N Mosquittos, each holding what one process can), not a cluster at all.
 
 Clients are dealt round-robin over ``procs`` worker processes. A process may open at most
 :data:`MAX_CONNS_PER_PROC` connections, well under this machine's 20,000 file descriptors per
@@ -99,6 +101,7 @@ class Options:
     subscribe_idle: bool = True  # conns: each connection subscribes to a topic of its own
     stagger: bool = False  # paced: publishers take turns (round-robin), spread evenly in time
     ports: tuple[int, ...] = ()  # several brokers (cluster nodes) at host: clients spread over them
+    same_node: bool = False  # ports: each publisher on its subscriber's node (nothing crosses)
     more_broker_pids: tuple[int, ...] = ()  # the other nodes' processes, summed with broker_pid's
     aux_pids: tuple[int, ...] = ()  # processes reported apart (the cluster's Redis)
 
@@ -237,10 +240,14 @@ def build_clients(options: Options) -> list[ClientSpec]:
     if len(ports) > 1:
         for i, spec in enumerate(subs):
             spec.port = ports[i % len(ports)]
-        # Publishers on the next node; with one subscriber (fanin), on the other nodes.
-        others = ports[1:] if len(subs) == 1 else None
+        # Publishers on the next node; with one subscriber (fanin), on the other nodes; or, with
+        # same_node (pairs only), on their subscriber's.
+        if options.same_node and options.scenario != "pairs":
+            raise ValueError("--same-node is for pairs (each pair on one node)")
+        others = ports[1:] if len(subs) == 1 and not options.same_node else None
+        shift = 0 if options.same_node else 1
         for i, spec in enumerate(pubs):
-            spec.port = others[i % len(others)] if others else ports[(i + 1) % len(ports)]
+            spec.port = others[i % len(others)] if others else ports[(i + shift) % len(ports)]
     return subs + pubs
 
 
