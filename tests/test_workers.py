@@ -365,6 +365,34 @@ def test_workers_option_in_config_file(start: Any, tmp_path: Any, clients: list[
         proc.close()
 
 
+def test_batch_window_with_workers_routes_every_message_once_in_order(
+    tmp_path: Any, clients: list[RawClient]
+) -> None:
+    """``batch_window``: each worker rests between busy turns, after writing out its clients'
+    output and its frames for the other workers. Messages cross workers, in order and once,
+    the SUBACK still waits for every worker, and SIGTERM still stops the broker with 0."""
+    conf = tmp_path / "midge.conf"
+    conf.write_text("workers 2\nbatch_window 0.01\nallow_anonymous true\nlistener 0 127.0.0.1\n")
+    proc = ProcBroker(("-c", str(conf)))
+    try:
+        proc.wait_listening()
+        pub, a = open_client(proc, clients, "pub", version=5)
+        sub, b = open_client(proc, clients, "sub", avoid=a)
+        assert a != b
+        for i in range(10):
+            sub.subscribe(f"bw/{i}", 2)  # a filter no worker knew: the SUBACK waits for both
+            pub.publish(f"bw/{i}", f"first{i}".encode(), qos=i % 3)
+            assert receive_publishes(sub, 1, timeout=5)[0].payload == f"first{i}".encode()
+        for i in range(30):
+            pub.publish(f"bw/{i % 10}", f"m{i}".encode(), qos=i % 3)
+        got = receive_publishes(sub, 30, timeout=10)
+        assert [p.payload.decode() for p in got] == [f"m{i}" for i in range(30)]
+        sub.expect_nothing(0.3)
+        assert proc.stop() == 0
+    finally:
+        proc.close()
+
+
 def test_retained_message_is_on_every_worker_before_its_ack(
     start: Any, clients: list[RawClient]
 ) -> None:

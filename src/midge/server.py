@@ -39,6 +39,7 @@ from midge.privileges import drop_privileges
 from midge.store.base import Store
 from midge.transport.accept import ConnectionLimits, ListenerState
 from midge.transport.clock import LoopClock
+from midge.transport.pacer import Pacer
 from midge.transport.tcp import listen
 from midge.transport.tls import ServerTls
 from midge.transport.writer import TurnWrites
@@ -86,8 +87,12 @@ class Server:
         publish_sys: bool = True,
         limits: ConnectionLimits | None = None,
         before_serving: Callable[[], Awaitable[None]] | None = None,
+        pacer: Pacer | None = None,
     ) -> None:
         self.config = config
+        #: The process's batch window (``batch_window``): with ``--workers``, the worker's, which
+        #: its mesh links share; else made by ``start`` when the option is set.
+        self.pacer = pacer
         #: The connection limits; with ``--workers``, the whole broker's (midge.cluster.limits).
         self.limits = limits
         #: Awaited once the broker exists, before the listeners accept (a restarted worker
@@ -207,7 +212,9 @@ class Server:
         limits = self.limits
         if limits is None:
             limits = ConnectionLimits(config.global_max_connections, config.max_connection_rate)
-        writes = self.writes = TurnWrites(loop)
+        if self.pacer is None and config.batch_window > 0:
+            self.pacer = Pacer(loop, config.batch_window)
+        writes = self.writes = TurnWrites(loop, pacer=self.pacer)
         serves_http = self.router is None or self.publish_sys  # with workers: worker 0 only
         try:
             for index, (listener, tls) in enumerate(

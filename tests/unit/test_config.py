@@ -91,6 +91,7 @@ def test_defaults_match_mosquitto_2() -> None:
     assert c.connection_messages is True
     assert c.pid_file is None
     assert c.connect_timeout == 10.0
+    assert c.batch_window == 0.0  # midge only: no window, every packet handled as it arrives
     assert c.local_only is True
     # Mosquitto 2 with no listener: port 1883 on the loopback only.
     assert c.listeners == [ListenerConfig(port=1883, host="127.0.0.1")]
@@ -198,6 +199,8 @@ GLOBALS: list[tuple[str, str, str, Any]] = [
     ("per_listener_settings true", "per_listener_settings = true", "per_listener_settings", True),
     ("connect_timeout 3", "connect_timeout = 3", "connect_timeout", 3.0),
     ("connect_timeout 0.5", "connect_timeout = 0.5", "connect_timeout", 0.5),
+    ("batch_window 0.005", "batch_window = 0.005", "batch_window", 0.005),
+    ("batch_window 0", "batch_window = 0", "batch_window", 0.0),
     ("max_qos 1\nlistener 1884", "max_qos = 1", "max_qos", 2),  # see the listener tests
     ("log_dest stdout", 'log_dest = "stdout"', "log_dest", ["stdout"]),
     ("log_dest none", 'log_dest = "none"', "log_dest", []),
@@ -428,6 +431,8 @@ def test_duplicate_listener_is_an_error() -> None:
         ("listener 1883\nbind_interface eth0 eth1\n", 2, "invalid interface name 'eth0 eth1'"),
         ("port 70000\n", 1, "out of range"),
         ("port x\n", 1, "invalid value 'x': expected a whole number"),
+        ("batch_window 0.2\n", 1, "0.2 is out of range: expected 0..0.1 seconds (0: no window)"),
+        ("batch_window -1\n", 1, "out of range"),
     ],
 )
 def test_listener_errors(text: str, line: int, words: str) -> None:

@@ -101,6 +101,7 @@ from midge.broker.topictree import TopicTree
 from midge.cluster.targets import peer_targets
 from midge.config import DEFAULT_DB_NAME, Config, ConfigError
 from midge.gctune import GcTuner
+from midge.transport.pacer import Pacer
 
 if TYPE_CHECKING:
     from midge.broker.broker import Broker
@@ -139,9 +140,17 @@ def encode_frame(obj: Any) -> bytes:
 class FrameProtocol(asyncio.Protocol):
     """Length-prefixed marshal frames on a socketpair end; writes coalesced per loop turn."""
 
-    def __init__(self, on_frame: Callable[[Any], None], on_lost: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        on_frame: Callable[[Any], None],
+        on_lost: Callable[[], None],
+        pacer: Pacer | None = None,
+    ) -> None:
         self.on_frame = on_frame
         self.on_lost = on_lost
+        #: The worker's batch window (midge.transport.pacer): told of each turn that writes, and
+        #: it writes out this link's frames before it rests.
+        self.pacer = pacer
         self.transport: asyncio.Transport | None = None
         self._buf = bytearray()
         self._out: list[bytes] = []
@@ -152,6 +161,8 @@ class FrameProtocol(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        if self.pacer is not None:
+            self.pacer.watch(self.flush)
 
     def data_received(self, data: bytes) -> None:
         buf = self._buf
@@ -182,6 +193,8 @@ class FrameProtocol(asyncio.Protocol):
         if not self._flush_scheduled:
             self._flush_scheduled = True
             asyncio.get_running_loop().call_soon(self.flush)
+            if self.pacer is not None:
+                self.pacer.arm()
 
     def flush(self) -> None:
         self._flush_scheduled = False
@@ -201,6 +214,8 @@ class FrameProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if self.pacer is not None:
+            self.pacer.unwatch(self.flush)
         self.on_lost()
 
 
@@ -1589,7 +1604,7 @@ def _worker(
         return runner.run(_worker_main(config, wid, control, peers, limits, passes, restarted))
 
 
-def _link(router: WorkerRouter, peer: int) -> FrameProtocol:
+def _link(router: WorkerRouter, peer: int, pacer: Pacer | None = None) -> FrameProtocol:
     """The protocol of a mesh link to ``peer``; frames of a link replaced since (the peer
     was restarted) are ignored."""
 
@@ -1599,7 +1614,7 @@ def _link(router: WorkerRouter, peer: int) -> FrameProtocol:
         elif router.peers.get(peer) is link:
             router.on_frame(peer, frame)
 
-    link = FrameProtocol(on_frame, lambda: router.peer_lost(peer, link))
+    link = FrameProtocol(on_frame, lambda: router.peer_lost(peer, link), pacer)
     link.early = []
     return link
 
@@ -1631,9 +1646,11 @@ async def _worker_main(
             persistence_file=worker_db_name(config.persistence_file or DEFAULT_DB_NAME, wid),
         )
     router = WorkerRouter(wid, config.workers)
+    # The batch window (``batch_window``): shared by the worker's clients and its mesh links.
+    pacer = Pacer(loop, config.batch_window) if config.batch_window > 0 else None
     for peer, sock in peer_socks.items():
         _, link = await loop.create_unix_connection(
-            lambda peer=peer: _link(router, peer),  # type: ignore[misc]
+            lambda peer=peer: _link(router, peer, pacer),  # type: ignore[misc]
             sock=sock,
         )
         router.add_peer(peer, link)
@@ -1642,7 +1659,7 @@ async def _worker_main(
         router.expect_sync()
 
     async def new_peer(peer: int, sock: socket.socket, sync: bool) -> None:
-        _, link = await loop.create_unix_connection(lambda: _link(router, peer), sock=sock)
+        _, link = await loop.create_unix_connection(lambda: _link(router, peer, pacer), sock=sock)
         router.add_peer(peer, link)
         _joined(router, peer, link)
         router.welcome(peer, sync)
@@ -1691,6 +1708,7 @@ async def _worker_main(
         publish_sys=wid == 0,
         limits=limits,
         before_serving=router.wait_synced if restarted else None,
+        pacer=pacer,
     )
     loop.add_signal_handler(signal.SIGHUP, server.reload)
     router.reload = server.reload

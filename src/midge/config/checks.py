@@ -138,6 +138,19 @@ def log_levels(text: str) -> dict[str, str]:
     return levels
 
 
+#: The longest ``batch_window`` (seconds): beyond it, keep-alive and the processes' answers to
+#: each other would wait too long (midge.transport.pacer).
+MAX_BATCH_WINDOW = 0.1
+
+
+def batch_window(value: float) -> float:
+    if not 0 <= value <= MAX_BATCH_WINDOW:
+        raise BadValue(
+            f"{value:g} is out of range: expected 0..{MAX_BATCH_WINDOW:g} seconds (0: no window)"
+        )
+    return value
+
+
 def parse_duration(text: str) -> int | None:
     """Mosquitto's ``<n>h|d|w|m|y`` (month = 30 days, year = 365 days) in seconds, or None."""
     m = re.fullmatch(r"([0-9]+)([hdwmy])", text)

@@ -239,6 +239,7 @@ class Config:
 
     # Processes (midge only): broker processes sharing the listeners, with cross-worker routing
     workers: int = 1
+    batch_window: float = 0.0  # midge: seconds a busy process gathers I/O between turns
     # midge only: the Redis where the cluster's nodes meet (midge.cluster.redis_router), and this
     # node's name there; None: a single node (the name defaults to HOSTNAME-PID)
     cluster_redis: str | None = None

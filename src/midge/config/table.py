@@ -1022,6 +1022,22 @@ _PROCESSES = (
         mosquitto=MIDGE_ONLY,
     ),
     Option(
+        "batch_window",
+        GLOBAL,
+        SECONDS,
+        "midge only: while busy, each broker process handles its sockets at most once per this "
+        "many seconds (0..0.1, may be fractional) and sleeps in between, so that one wake-up "
+        "handles many packets: less CPU per message under a steady load, for up to this much "
+        "more latency per process a message passes through. An idle broker still answers at "
+        "once, a saturated one never sleeps, and nothing ready waits for the sleep to end. "
+        "Default 0: every packet handled as it arrives. See [workers.md](workers.md).",
+        "processes",
+        default=0.0,
+        default_doc="0",
+        check=checks.batch_window,
+        mosquitto=MIDGE_ONLY,
+    ),
+    Option(
         "cluster_redis",
         GLOBAL,
         TEXT,

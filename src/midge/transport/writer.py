@@ -22,6 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 from midge.broker.outgoing import NativeWriter
+from midge.transport.pacer import Pacer
 
 #: Seconds a closed connection's socket keeps reading (and discarding) what the peer still sends,
 #: waiting for it to close its side, before it is aborted. Long enough for a client to read the
@@ -32,10 +33,17 @@ LINGER = 2.0
 class TurnWrites:
     """The transports that have output this loop turn; written out once, at its end."""
 
-    __slots__ = ("dirty", "gate", "linger", "lingering", "loop")
+    __slots__ = ("dirty", "gate", "linger", "lingering", "loop", "pacer")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, linger: float = LINGER) -> None:
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, linger: float = LINGER, pacer: Pacer | None = None
+    ) -> None:
         self.loop = loop
+        #: The process's batch window (``batch_window``, midge.transport.pacer), if it has one:
+        #: told of every turn that writes, and it writes this turn's output before it rests.
+        self.pacer = pacer
+        if pacer is not None:
+            pacer.watch(self.flush)
         self.dirty: list[CoalescingTransport] = []
         #: Durable before visible (a cluster node, docs/cluster.md): the output of a ``gated``
         #: transport (a client of a persistent session) is held until ``gate`` calls back,
@@ -60,6 +68,9 @@ class TurnWrites:
     def add(self, transport: CoalescingTransport) -> None:
         if not self.dirty:
             self.loop.call_soon(self.flush)
+            pacer = self.pacer
+            if pacer is not None:
+                pacer.arm()
         self.dirty.append(transport)
 
     def flush(self) -> None:
