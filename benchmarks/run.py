@@ -416,6 +416,8 @@ class Broker:
         # Workers rows: midge's --workers N; and whether the broker is pinned to its CPU.
         self.workers: int | None = None
         self.pin = True
+        #: The seed rows' windowed run: midge's ``batch_window`` in seconds (None: none).
+        self.batch_window: float | None = None
         # The observed row: midge's `protocol http` listener's port (0: none).
         self.http_port = 0
         #: Cluster rows: midge's ``cluster_redis`` URL and ``cluster_node_id`` (None: none).
@@ -574,6 +576,8 @@ class Midge(Broker):
             lines.insert(1, "protocol websockets")
         if self.cluster is not None:
             lines += [f"cluster_redis {self.cluster[0]}", f"cluster_node_id {self.cluster[1]}"]
+        if self.batch_window:
+            lines.append(f"batch_window {self.batch_window:g}")
         if self.durability is not None:
             if self.max_queued > 100_000:  # durability rows: the store's count goes to the log
                 lines.append("log_type information")
@@ -915,6 +919,10 @@ def big_args(row: Row, broker: str, scale: float) -> tuple[list[str], int | None
 #: The seed rows' second midge run: one process, at the size the one-process brokers are
 #: capped at (its own name in the results, so that both show).
 ONE_PROCESS = "midge-one-process"
+#: The seed rows' third midge run: the same workers with a batch window (``batch_window``,
+#: midge.transport.pacer) of :data:`SEED_WINDOW` seconds, which trades latency for CPU.
+WINDOWED = "midge-batch-window"
+SEED_WINDOW = 0.005
 #: The seed rows' run of midge and of Mosquitto as separate processes (as many as midge's
 #: workers), each pair on one of them: the name's suffix in the results.
 SEPARATE = "-separate"
@@ -926,11 +934,13 @@ def run_big(
     """One row of issue 15 (the Open MQTT Benchmark Suite, the seed's headline) on ``broker``:
     scaled by ``--scale``, capped at what the broker can hold, midge with the row's workers.
     A seed row runs midge a second time as one process at Mosquitto's cap: the same load
-    as Mosquitto's, which tells what the workers cost from what midge costs. And it runs midge
-    and Mosquitto as separate brokers (see :func:`_run_separate`)."""
+    as Mosquitto's, which tells what the workers cost from what midge costs; and a third time
+    with its workers and a batch window (:data:`WINDOWED`). And it runs midge and Mosquitto as
+    separate brokers (see :func:`_run_separate`)."""
     entries = _run_big(broker, row, round_no, quick, workdir, broker.name)
     if row.kind == "seed" and isinstance(broker, Midge) and row.workers:
         entries += _run_big(broker, row, round_no, quick, workdir, ONE_PROCESS)
+        entries += _run_big(broker, row, round_no, quick, workdir, WINDOWED)
     if row.kind == "seed" and isinstance(broker, Midge | Mosquitto) and row.workers:
         entries.append(_run_separate(broker, row, round_no, quick, workdir))
     return entries
@@ -988,6 +998,9 @@ def _run_big(
     warmup, duration = (0.5, 1.5) if quick else (2.0, 5.0)
     one_process = name == ONE_PROCESS
     args, capped = big_args(row, "mosquitto" if one_process else broker.name, SCALE)
+    if name == WINDOWED:
+        assert isinstance(broker, Midge)
+        broker.batch_window = SEED_WINDOW
     entry: dict[str, Any] = {
         "row": row.key,
         "broker": name,
@@ -999,6 +1012,8 @@ def _run_big(
     if isinstance(broker, Midge) and row.workers and not one_process:
         broker.workers = row.workers
         entry["workers"] = row.workers
+    if name == WINDOWED:
+        entry["batch_window"] = SEED_WINDOW
     broker.pin = row.pin
     try:
         broker.start(workdir)
@@ -1013,6 +1028,8 @@ def _run_big(
     finally:
         broker.workers = None
         broker.pin = True
+        if isinstance(broker, Midge):
+            broker.batch_window = None
     return [entry]
 
 
@@ -1545,7 +1562,10 @@ def seed_section(
         "subscriber's broker (`midge bench --ports ... --same-node`), so that no message goes "
         "from one process to another: for Mosquitto the only way it holds 100,000 connections "
         "here (they are not one broker: clients on different instances cannot reach each "
-        "other), for midge the floor under its workers, which route between them."
+        "other), for midge the floor under its workers, which route between them. "
+        f"*batch_window {SEED_WINDOW:g}*: midge's workers again, each handling its sockets at "
+        f"most once per {SEED_WINDOW * 1000:g} ms while busy and sleeping in between "
+        "(docs/workers.md): CPU traded for latency, an option the operator sets."
     )
     out.append("")
     head = ["scenario", "broker", "connections", "msg/s offered → delivered/s", "lost"]
@@ -1554,7 +1574,13 @@ def seed_section(
     out.append("| " + " | ".join(head) + " |")
     out.append("|" + "---|" * len(head))
     # midge's run at the one-process brokers' load: what midge costs without workers.
-    labels = {**labels, ONE_PROCESS: f"{labels.get('midge', 'midge')}, one process"}
+    midge = labels.get("midge", "midge")
+    window = f"{SEED_WINDOW * 1000:g} ms"
+    labels = {
+        **labels,
+        ONE_PROCESS: f"{midge}, one process",
+        WINDOWED: f"{midge}, batch_window {SEED_WINDOW:g} ({window})",
+    }
     for row in seed:
         cells = table[row.key]
         label = f"{row.title(results['quick'])} (goal: {row.target}){_scale_note(row, cells)}"
@@ -1574,7 +1600,7 @@ def seed_section(
             mark = "" if c["kept_up"] == 1.0 else " †"
             share = c["machine_pct"]
             met = ""
-            if name == "midge" and share is not None:
+            if name in ("midge", WINDOWED) and share is not None:
                 ok = share <= _seed_goal(row) and not c["lost"] and c["delivered"]
                 met = "yes" if ok and c["kept_up"] == 1.0 else "no"
             cols = [
@@ -2249,6 +2275,12 @@ def render(
                 used, _ = big_args(row, "mosquitto", results.get("scale", 1.0))
                 line = f"`midge bench {' '.join(used)}` (Mosquitto's cap)"
                 lines.setdefault(line, []).append(f"{labels.get('midge', 'midge')}, one process")
+            if WINDOWED in ran:
+                used, _ = big_args(row, "midge", results.get("scale", 1.0))
+                line = f"`midge bench {' '.join(used)}` (`batch_window {SEED_WINDOW:g}`)"
+                lines.setdefault(line, []).append(
+                    f"{labels.get('midge', 'midge')} with --workers {row.workers}"
+                )
             for name in (n for n in names if n + SEPARATE in ran):
                 used, _ = big_args(row, name + SEPARATE, results.get("scale", 1.0))
                 line = (

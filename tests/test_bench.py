@@ -416,15 +416,24 @@ def test_make_bench_seed_row_runs_midge_also_as_one_process_at_the_cap(
         timeout=120.0,
     )
     entries = run.run_big(run.Midge(), row, 1, True, tmp_path)
-    assert [e["broker"] for e in entries] == ["midge", run.ONE_PROCESS, "midge-separate"]
+    names = ["midge", run.ONE_PROCESS, run.WINDOWED, "midge-separate"]
+    assert [e["broker"] for e in entries] == names
     assert all("error" not in e for e in entries), entries
-    workers, one, separate = entries
+    workers, one, windowed, separate = entries
     assert workers["workers"] == 2 and "workers" not in one
     assert run._arg(workers["args"], "-n") == "6" and workers["capped"] is None
     assert run._arg(one["args"], "-n") == "3" and one["capped"] == 3
     assert run._arg(one["args"], "--rate") == "30"  # the row's total rate, as Mosquitto's
     assert len(workers["result"]["broker"]["pids"]) == 3  # the parent and 2 workers
     assert len(one["result"]["broker"]["pids"]) == 1
+    # The workers again, with a batch window: the same load, the broker's file says so.
+    assert windowed["workers"] == 2 and windowed["batch_window"] == run.SEED_WINDOW
+    assert windowed["args"] == workers["args"]
+    assert len(windowed["result"]["broker"]["pids"]) == 3
+    windowed_midge = run.Midge()
+    assert "batch_window" not in windowed_midge.config(1)
+    windowed_midge.batch_window = run.SEED_WINDOW
+    assert "\nbatch_window 0.005\n" in windowed_midge.config(1)
     # The whole load (uncapped) on 2 separate one-process brokers, each pair on one of them.
     assert separate["separate"] == 2 and "--same-node" in separate["args"]
     assert run._arg(separate["args"], "-n") == "6"
@@ -436,8 +445,9 @@ def test_make_bench_seed_row_runs_midge_also_as_one_process_at_the_cap(
     lines = [line for line in page if line.startswith("| ")]
     assert "| midge | 12 |" in lines[1]
     one_process = "| midge, one process (capped: 6 connections, the most one process holds here) |"
-    assert one_process + " 6 |" in lines[2]
-    assert "| midge, 2 separate processes (nothing routed between them) | 12 |" in lines[3]
+    assert "| midge, batch_window 0.005 (5 ms) | 12 |" in lines[2]
+    assert one_process + " 6 |" in lines[3]
+    assert "| midge, 2 separate processes (nothing routed between them) | 12 |" in lines[4]
 
 
 @needs_mosquitto
