@@ -39,7 +39,7 @@ from midge.privileges import drop_privileges
 from midge.store.base import Store
 from midge.transport.accept import ConnectionLimits, ListenerState
 from midge.transport.clock import LoopClock
-from midge.transport.pacer import Pacer
+from midge.transport.pacer import Pacer, pacer_for
 from midge.transport.tcp import listen
 from midge.transport.tls import ServerTls
 from midge.transport.writer import TurnWrites
@@ -212,8 +212,8 @@ class Server:
         limits = self.limits
         if limits is None:
             limits = ConnectionLimits(config.global_max_connections, config.max_connection_rate)
-        if self.pacer is None and config.batch_window > 0:
-            self.pacer = Pacer(loop, config.batch_window)
+        if self.pacer is None:
+            self.pacer = pacer_for(loop, config.batch_window)
         writes = self.writes = TurnWrites(loop, pacer=self.pacer)
         serves_http = self.router is None or self.publish_sys  # with workers: worker 0 only
         try:

@@ -101,7 +101,7 @@ from midge.broker.topictree import TopicTree
 from midge.cluster.targets import peer_targets
 from midge.config import DEFAULT_DB_NAME, Config, ConfigError
 from midge.gctune import GcTuner
-from midge.transport.pacer import Pacer
+from midge.transport.pacer import Pacer, pacer_for
 
 if TYPE_CHECKING:
     from midge.broker.broker import Broker
@@ -1647,7 +1647,7 @@ async def _worker_main(
         )
     router = WorkerRouter(wid, config.workers)
     # The batch window (``batch_window``): shared by the worker's clients and its mesh links.
-    pacer = Pacer(loop, config.batch_window) if config.batch_window > 0 else None
+    pacer = pacer_for(loop, config.batch_window)
     for peer, sock in peer_socks.items():
         _, link = await loop.create_unix_connection(
             lambda peer=peer: _link(router, peer, pacer),  # type: ignore[misc]

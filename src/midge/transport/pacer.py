@@ -2,15 +2,16 @@
 once per window, and sleeps in between.
 
 A process woken for every packet pays for every wake-up: the poll, the scheduler's switch, caches
-that other processes filled meanwhile. At a steady load that is most of what a delivery costs once
-several processes share few CPUs (docs/workers.md). With a window, the loop rests after each turn
-that wrote something, until ``window`` seconds have passed since the end of its last rest, so that
-the kernel gathers what arrives meanwhile and the next turn handles it all at once: fewer wake-ups
-per message, for a latency of up to a window per process a message passes through.
+that other processes filled meanwhile. At a steady load that is a large part of what a delivery
+costs once several processes share few CPUs (docs/workers.md). With a window, the loop rests
+after each turn that wrote something, until ``window`` seconds have passed since the end of its
+last rest, so that the kernel gathers what arrives meanwhile and the next turn handles it all at
+once: fewer wake-ups per message, for a latency of up to a window per process a message passes
+through.
 
 What it keeps:
-- **Nothing waits for the rest to end that was ready before it.** The rest first writes out what
-  the turn made: the clients' output (:class:`~midge.transport.writer.TurnWrites`) and the frames
+- **What a turn made is not held back by its rest.** The rest first writes out what the turn
+  made: the clients' output (:class:`~midge.transport.writer.TurnWrites`) and the frames
   for the other workers (the mesh links), so a message never waits in the broker's buffers.
 - **An idle broker answers at once.** The loop rests only after a turn that wrote, and never longer
   than what is left of the window since its last rest: the first packet after a quiet spell is
@@ -18,8 +19,9 @@ What it keeps:
 - **Throughput.** A turn that took a window or longer is followed by no rest at all: a saturated
   broker never sleeps.
 
-What it costs: timers, signals and the other processes' frames wait too, up to a window each.
-Default 0: no window, every packet handled as it arrives.
+What it costs: timers, signals and the other processes' frames wait too, up to a window each,
+so with ``--workers`` each CONNECT and SUBSCRIBE (a round trip to every other worker) takes up to
+two windows more. Default 0: no window, every packet handled as it arrives.
 """
 
 from __future__ import annotations
@@ -80,3 +82,8 @@ class Pacer:
             self.rests += 1
             self.slept += wait
         self.last = self.clock()
+
+
+def pacer_for(loop: asyncio.AbstractEventLoop, window: float) -> Pacer | None:
+    """The process's pacer for ``batch_window`` seconds; None for 0 (no window)."""
+    return Pacer(loop, window) if window > 0 else None
