@@ -185,3 +185,36 @@ def test_mesh_frames_are_written_before_the_rest() -> None:
         theirs.close()
 
     asyncio.run(run())
+
+
+def test_no_rest_while_the_process_waits_for_another_processs_answer() -> None:
+    """``hold`` (with workers: a claim, a SUBACK or an ack waiting for the other workers): the
+    turn's output is still written out, but the loop goes on, so the answer is read as soon as
+    it comes; once nothing waits, the window applies again from the last rest."""
+
+    async def run() -> None:
+        clock = Clock()
+        pacer = _pacer(clock)
+        waiting = [False]
+        pacer.hold = lambda: waiting[0]
+        turn = TurnWrites(asyncio.get_running_loop(), pacer=pacer)
+        tr, sock = await _pair()
+        out = CoalescingTransport(tr, turn)
+        out.write(b"a")  # the first turn after a quiet spell: no rest, the window starts
+        await _turn()
+        waiting[0] = True
+        for data in (b"b", b"c"):
+            clock.advance(0.001)
+            out.write(data)
+            await _turn()
+            assert _readable(sock).endswith(data)  # written out, not held
+        assert clock.sleeps == [] and pacer.rests == 0
+        waiting[0] = False
+        clock.advance(0.001)
+        out.write(b"d")
+        await _turn()
+        assert clock.sleeps == [pytest.approx(WINDOW - 0.003)]
+        tr.close()
+        sock.close()
+
+    asyncio.run(run())

@@ -493,6 +493,12 @@ class WorkerRouter:
         #: This worker's reload (Server.reload): the admin API's POST /api/reload asks for it.
         self.reload: Callable[[], bool] | None = None
 
+    def awaiting(self) -> bool:
+        """Whether something here waits for another worker's answer: a CONNECT's claim, a
+        SUBACK's or an ack's KNOWN, the admin API's question. The batch window does not rest
+        then (midge.transport.pacer), so the answer is read as soon as it comes."""
+        return bool(self.claims or self._waits or self._acks or self._asks)
+
     def bind(self, broker: Broker) -> None:
         self.broker = broker
         self._durable = broker.durable_store is not None
@@ -1648,6 +1654,8 @@ async def _worker_main(
     router = WorkerRouter(wid, config.workers)
     # The batch window (``batch_window``): shared by the worker's clients and its mesh links.
     pacer = pacer_for(loop, config.batch_window)
+    if pacer is not None:
+        pacer.hold = router.awaiting
     for peer, sock in peer_socks.items():
         _, link = await loop.create_unix_connection(
             lambda peer=peer: _link(router, peer, pacer),  # type: ignore[misc]

@@ -19,9 +19,13 @@ What it keeps:
 - **Throughput.** A turn that took a window or longer is followed by no rest at all: a saturated
   broker never sleeps.
 
+- **Round trips between processes.** A process that waits for another's answer (``hold``: with
+  ``--workers``, a CONNECT's claim, a SUBACK's or an ack's confirmation) does not rest, so the
+  answer is read as soon as it comes; only the other process's window is in the way.
+
 What it costs: timers, signals and the other processes' frames wait too, up to a window each,
 so with ``--workers`` each CONNECT and SUBSCRIBE (a round trip to every other worker) takes up to
-two windows more. Default 0: no window, every packet handled as it arrives.
+a window more. Default 0: no window, every packet handled as it arrives.
 """
 
 from __future__ import annotations
@@ -36,7 +40,18 @@ class Pacer:
     runs once per such turn, after the callbacks already queued. ``clock`` and ``sleep`` are the
     monotonic clock and the blocking sleep (a test gives its own)."""
 
-    __slots__ = ("armed", "clock", "flushers", "last", "loop", "rests", "sleep", "slept", "window")
+    __slots__ = (
+        "armed",
+        "clock",
+        "flushers",
+        "hold",
+        "last",
+        "loop",
+        "rests",
+        "sleep",
+        "slept",
+        "window",
+    )
 
     def __init__(
         self,
@@ -52,6 +67,9 @@ class Pacer:
         #: What to write out before resting: each holder of output (TurnWrites, mesh links).
         self.flushers: list[Callable[[], None]] = []
         self.armed = False
+        #: Whether the process waits for another process's answer: no rest then (see the
+        #: module); None: it never does.
+        self.hold: Callable[[], bool] | None = None
         #: When the last rest ended (never: long enough ago that the first turn does not rest).
         self.last = clock() - window
         #: Rests taken, and the seconds slept in them (for tests and the curious).
@@ -76,6 +94,9 @@ class Pacer:
         self.armed = False
         for flush in tuple(self.flushers):
             flush()
+        hold = self.hold
+        if hold is not None and hold():
+            return
         wait = self.last + self.window - self.clock()
         if wait > 0:
             self.sleep(wait)
