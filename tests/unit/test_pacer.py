@@ -12,6 +12,7 @@ import pytest
 from midge.cluster.workers import FrameProtocol, encode_frame
 from midge.transport.pacer import Pacer
 from midge.transport.writer import CoalescingTransport, TurnWrites
+from tests.unit.test_transport_writer import _pair
 
 WINDOW = 0.005
 
@@ -50,14 +51,6 @@ def _readable(sock: socket.socket) -> bytes:
         data += chunk
 
 
-async def _pair() -> tuple[asyncio.Transport, socket.socket]:
-    ours, theirs = socket.socketpair()
-    loop = asyncio.get_running_loop()
-    transport, _ = await loop.create_connection(asyncio.Protocol, sock=ours)
-    theirs.setblocking(False)
-    return transport, theirs
-
-
 async def _turn() -> None:
     """Let the loop finish the current turn and the rest queued after it."""
     for _ in range(3):
@@ -66,6 +59,17 @@ async def _turn() -> None:
 
 def _pacer(clock: Clock) -> Pacer:
     return Pacer(asyncio.get_running_loop(), WINDOW, clock=clock, sleep=clock.sleep)
+
+
+async def _paced(
+    clock: Clock,
+) -> tuple[Pacer, CoalescingTransport, asyncio.Transport, socket.socket]:
+    """A pacer on ``clock``, and one connection whose writes it paces: (pacer, what the broker
+    writes to, the raw transport, the peer's socket)."""
+    pacer = _pacer(clock)
+    turn = TurnWrites(asyncio.get_running_loop(), pacer=pacer)
+    tr, sock = await _pair()
+    return pacer, CoalescingTransport(tr, turn), tr, sock
 
 
 def test_a_busy_turn_writes_everything_then_rests_what_is_left_of_the_window() -> None:
@@ -106,10 +110,7 @@ def test_a_turn_as_long_as_the_window_is_followed_by_no_rest() -> None:
 
     async def run() -> None:
         clock = Clock()
-        pacer = _pacer(clock)
-        turn = TurnWrites(asyncio.get_running_loop(), pacer=pacer)
-        tr, sock = await _pair()
-        out = CoalescingTransport(tr, turn)
+        pacer, out, tr, sock = await _paced(clock)
         for _ in range(3):
             out.write(b"m")
             clock.advance(WINDOW)  # this turn's work took the whole window
@@ -127,10 +128,7 @@ def test_rests_are_a_window_apart_under_a_steady_load() -> None:
 
     async def run() -> None:
         clock = Clock()
-        pacer = _pacer(clock)
-        turn = TurnWrites(asyncio.get_running_loop(), pacer=pacer)
-        tr, sock = await _pair()
-        out = CoalescingTransport(tr, turn)
+        pacer, out, tr, sock = await _paced(clock)
         out.write(b"0")
         await _turn()
         start = clock.now
@@ -194,12 +192,9 @@ def test_no_rest_while_the_process_waits_for_another_processs_answer() -> None:
 
     async def run() -> None:
         clock = Clock()
-        pacer = _pacer(clock)
+        pacer, out, tr, sock = await _paced(clock)
         waiting = [False]
         pacer.hold = lambda: waiting[0]
-        turn = TurnWrites(asyncio.get_running_loop(), pacer=pacer)
-        tr, sock = await _pair()
-        out = CoalescingTransport(tr, turn)
         out.write(b"a")  # the first turn after a quiet spell: no rest, the window starts
         await _turn()
         waiting[0] = True
