@@ -998,9 +998,6 @@ def _run_big(
     warmup, duration = (0.5, 1.5) if quick else (2.0, 5.0)
     one_process = name == ONE_PROCESS
     args, capped = big_args(row, "mosquitto" if one_process else broker.name, SCALE)
-    if name == WINDOWED:
-        assert isinstance(broker, Midge)
-        broker.batch_window = SEED_WINDOW
     entry: dict[str, Any] = {
         "row": row.key,
         "broker": name,
@@ -1013,7 +1010,8 @@ def _run_big(
         broker.workers = row.workers
         entry["workers"] = row.workers
     if name == WINDOWED:
-        entry["batch_window"] = SEED_WINDOW
+        assert isinstance(broker, Midge)
+        broker.batch_window = entry["batch_window"] = SEED_WINDOW
     broker.pin = row.pin
     try:
         broker.start(workdir)
