@@ -396,6 +396,23 @@ def test_make_bench_scales_and_caps_the_big_rows(bench_run: Any) -> None:
     assert all(not rows[k].in_quick for k in ("omb-p2p-1k", "seed-q0", "omb-conn-10k"))
 
 
+def _tiny_seed_row(run: Any, workers: int) -> Any:
+    """A seed row at a tiny size: 6 pairs (12 connections) at 30 msg/s, midge with
+    ``workers``, the one-process brokers capped at 3 pairs with the row's whole rate."""
+    return run.Row(
+        "seed-q0",
+        "tiny seed",
+        ["pairs", "-n", "6", "--qos", "0", "--rate", "30", "--procs", "1"],
+        "seed",
+        "broker CPU ≤ 25 % of the machine",
+        workers=workers,
+        caps={"mosquitto": 3},
+        cap_keeps_rate=True,
+        pin=False,
+        timeout=120.0,
+    )
+
+
 def test_make_bench_seed_row_runs_midge_also_as_one_process_at_the_cap(
     tmp_path: Any, bench_run: Any
 ) -> None:
@@ -403,18 +420,7 @@ def test_make_bench_seed_row_runs_midge_also_as_one_process_at_the_cap(
     then midge as one process at the one-process brokers' cap (the same load as Mosquitto's,
     under a name of its own), each with nothing lost; the table shows both."""
     run = bench_run
-    row = run.Row(
-        "seed-q0",
-        "tiny seed",
-        ["pairs", "-n", "6", "--qos", "0", "--rate", "30", "--procs", "1"],
-        "seed",
-        "broker CPU ≤ 25 % of the machine",
-        workers=2,
-        caps={"mosquitto": 3},
-        cap_keeps_rate=True,
-        pin=False,
-        timeout=120.0,
-    )
+    row = _tiny_seed_row(run, workers=2)
     entries = run.run_big(run.Midge(), row, 1, True, tmp_path)
     names = ["midge", run.ONE_PROCESS, run.WINDOWED, "midge-separate"]
     assert [e["broker"] for e in entries] == names
@@ -458,18 +464,7 @@ def test_make_bench_seed_row_runs_mosquitto_capped_and_as_separate_processes(
     row's whole load on as many separate Mosquittos as midge has workers, each pair on one of
     them (the only way Mosquitto holds 100,000 connections here), with nothing lost."""
     run = bench_run
-    row = run.Row(
-        "seed-q0",
-        "tiny seed",
-        ["pairs", "-n", "6", "--qos", "0", "--rate", "30", "--procs", "1"],
-        "seed",
-        "broker CPU ≤ 25 % of the machine",
-        workers=3,
-        caps={"mosquitto": 3},
-        cap_keeps_rate=True,
-        pin=False,
-        timeout=120.0,
-    )
+    row = _tiny_seed_row(run, workers=3)
     entries = run.run_big(run.Mosquitto(), row, 1, True, tmp_path)
     assert [e["broker"] for e in entries] == ["mosquitto", "mosquitto-separate"]
     assert all("error" not in e for e in entries), entries
