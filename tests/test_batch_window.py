@@ -1,17 +1,59 @@
 """``batch_window``: a busy broker process handles its sockets once per window and rests in
 between (midge.transport.pacer). On a real socket, with real processes for ``--workers``: every
-message arrives, in order and once, and the broker did rest."""
+message arrives, in order and once, and the broker did rest. SIGHUP sets a new window, as
+``/metrics`` shows (``midge_batch_window_*{worker}``)."""
 
 from __future__ import annotations
 
+import re
+import signal
+import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
+
+import httpx
 
 from midge.codec.packets import Publish
 from tests.conftest import RunningBroker
+from tests.procbroker import ProcBroker, free_port
 from tests.rawclient import RawClient, receive_publishes
 
 WINDOW = 0.02
+
+#: A labelled sample of /metrics: ``name{worker="1"} 2.0``.
+_SAMPLE = re.compile(r'^(?P<name>\w+)\{worker="(?P<worker>\d+)"\} (?P<value>\S+)$')
+
+
+def by_worker(url: str) -> dict[str, dict[int, float]]:
+    """The ``midge_batch_window_*`` samples of the /metrics at ``url``: name -> worker -> value."""
+    found: dict[str, dict[int, float]] = {}
+    for line in httpx.get(url, timeout=5).text.splitlines():
+        m = _SAMPLE.match(line)
+        if m and m["name"].startswith("midge_batch_window_"):
+            found.setdefault(m["name"], {})[int(m["worker"])] = float(m["value"])
+    return found
+
+
+def wait_metrics(
+    url: str, done: Callable[[dict[str, dict[int, float]]], bool], timeout: float = 10
+) -> dict[str, dict[int, float]]:
+    """/metrics' batch-window samples once ``done`` holds of them (or at ``timeout``)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = by_worker(url)
+        if done(found) or time.monotonic() > deadline:
+            return found
+        time.sleep(0.1)
+
+
+def exchange(pub: RawClient, sub: RawClient, topic: str, n: int) -> None:
+    """``n`` QoS 1 messages from ``pub`` to ``sub`` (subscribed to ``topic``), each awaited:
+    ``n`` busy turns at least in each process they pass through."""
+    for i in range(n):
+        pub.publish(topic, f"m{i}".encode(), qos=1)
+        got = receive_publishes(sub, 1, timeout=5)
+        assert [(p.topic, p.payload) for p in got] == [(topic, f"m{i}".encode())]
 
 
 def test_a_busy_broker_rests_and_delivers_every_message_in_order(
@@ -42,4 +84,54 @@ def test_no_window_by_default(broker: RunningBroker, raw: Any) -> None:
     client.subscribe("t", 0)
     client.publish("t", b"x", qos=0)
     assert isinstance(client.expect(Publish), Publish)
-    assert broker.server.pacer is None
+    pacer = broker.server.pacer
+    assert pacer is not None and (pacer.window, pacer.rests) == (0, 0)
+
+
+def test_sighup_sets_a_window_and_takes_it_away(tmp_path: Path) -> None:
+    """A broker process started without a window never rests; SIGHUP with ``batch_window``
+    in the file gives it one (it rests, and /metrics says so), and SIGHUP without takes it
+    away again, without a restart and without losing the connection."""
+    http_port = free_port()
+    conf = tmp_path / "midge.conf"
+    head = "allow_anonymous true\npersistence false\n"
+    tail = f"listener 0 127.0.0.1\nlistener {http_port} 127.0.0.1\nprotocol http\n"
+    conf.write_text(head + tail)
+    url = f"http://127.0.0.1:{http_port}/metrics"
+    rests, slept, window = (
+        "midge_batch_window_rests_total",
+        "midge_batch_window_slept_seconds_total",
+        "midge_batch_window_seconds",
+    )
+    with ProcBroker(("-c", str(conf)), listeners=2) as proc:
+        proc.wait_listening()
+        pub, sub = RawClient(proc.host, proc.port), RawClient(proc.host, proc.port)
+        try:
+            pub.connect("pub")
+            sub.connect("sub")
+            sub.subscribe("bw", 1)
+            exchange(pub, sub, "bw", 10)
+            before = by_worker(url)
+            assert before[window] == {0: 0.0} and before[rests] == {0: 0.0}, before
+
+            conf.write_text(head + f"batch_window {WINDOW}\n" + tail)
+            proc.send_signal(signal.SIGHUP)
+            assert proc.wait_output(f"reload: batch_window {WINDOW} (was 0", timeout=10)
+            assert by_worker(url)[window] == {0: WINDOW}
+            exchange(pub, sub, "bw", 10)
+            during = by_worker(url)
+            assert during[rests][0] >= 5, during
+            assert 0 < during[slept][0] <= during[rests][0] * WINDOW, during
+
+            conf.write_text(head + tail)
+            proc.send_signal(signal.SIGHUP)
+            assert proc.wait_output(f"reload: batch_window 0.0 (was {WINDOW})", timeout=10)
+            exchange(pub, sub, "bw", 10)
+            after = by_worker(url)
+            assert after[window] == {0: 0.0}
+            # Only a rest already due when the window went may still have been taken.
+            assert after[rests][0] <= during[rests][0] + 1, (during, after)
+        finally:
+            pub.close()
+            sub.close()
+        assert proc.stop() == 0, proc.describe()

@@ -393,6 +393,55 @@ def test_batch_window_with_workers_routes_every_message_once_in_order(
         proc.close()
 
 
+def test_batch_window_is_reloaded_on_every_worker(tmp_path: Any, clients: list[RawClient]) -> None:
+    """SIGHUP to the parent gives every worker the window the file now says, and takes it
+    away again; /metrics (served by worker 0) shows each worker's window and rests, and the
+    workers rest only while they have a window."""
+    from midge.cluster.totals import INTERVAL
+    from tests.procbroker import free_port
+    from tests.test_batch_window import by_worker, exchange, wait_metrics
+
+    http_port = free_port()
+    conf = tmp_path / "midge.conf"
+    head = "workers 2\nallow_anonymous true\npersistence false\n"
+    tail = f"listener 0 127.0.0.1\nlistener {http_port} 127.0.0.1\nprotocol http\n"
+    conf.write_text(head + tail)
+    url = f"http://127.0.0.1:{http_port}/metrics"
+    rests, window = "midge_batch_window_rests_total", "midge_batch_window_seconds"
+    proc = ProcBroker(("-c", str(conf)), listeners=2)
+    try:
+        proc.wait_listening()
+        pub, a = open_client(proc, clients, "pub")
+        sub, _ = open_client(proc, clients, "sub", avoid=a)
+        sub.subscribe("bw", 1)
+        exchange(pub, sub, "bw", 10)  # across the workers: both write
+        # Worker 1's numbers reach worker 0 every second.
+        found = wait_metrics(url, lambda f: set(f.get(window, {})) == {0, 1})
+        assert found[window] == {0: 0.0, 1: 0.0} and found[rests] == {0: 0.0, 1: 0.0}, found
+
+        conf.write_text(head + "batch_window 0.01\n" + tail)
+        proc.send_signal(signal.SIGHUP)
+        found = wait_metrics(url, lambda f: f[window] == {0: 0.01, 1: 0.01})
+        assert found[window] == {0: 0.01, 1: 0.01}, found
+        exchange(pub, sub, "bw", 10)
+        found = wait_metrics(url, lambda f: min(f[rests].values()) >= 5)
+        assert min(found[rests].values()) >= 5, found  # each worker rested
+
+        conf.write_text(head + tail)
+        proc.send_signal(signal.SIGHUP)
+        found = wait_metrics(url, lambda f: f[window] == {0: 0.0, 1: 0.0})
+        assert found[window] == {0: 0.0, 1: 0.0}, found
+        exchange(pub, sub, "bw", 10)
+        time.sleep(INTERVAL * 1.5)  # worker 1's numbers, sent after the exchange
+        after = by_worker(url)
+        for wid in (0, 1):
+            # Only a rest already due when the window went may still have been taken.
+            assert after[rests][wid] <= found[rests][wid] + 1, (found, after)
+        assert proc.stop() == 0, proc.describe()
+    finally:
+        proc.close()
+
+
 def test_retained_message_is_on_every_worker_before_its_ack(
     start: Any, clients: list[RawClient]
 ) -> None:

@@ -19,6 +19,9 @@ takes its new value, one log line each:
   (its files are read again anyway); connected clients the new settings refuse are
   disconnected (v5: DISCONNECT 0x87), anonymous ones included, as Mosquitto does.
 
+- ``batch_window`` (midge's): each broker process's pacer takes the new window
+  (midge.transport.pacer), 0 included.
+
 - the logging options (``log_dest``, ``log_type``, ``log_timestamp``, ``log_timestamp_format``,
   ``log_facility``, ``connection_messages``, and midge's ``log_format`` and ``log_level``) set
   the logging up again; ``-v`` keeps every log type, as in Mosquitto.
@@ -172,6 +175,8 @@ def reload_file(server: Server) -> bool:
     if broker is not None and "queue_qos0_messages" in attrs:
         for session in broker.sessions.values():
             session.queue_qos0 = live.queue_qos0_messages
+    if "batch_window" in attrs and server.pacer is not None:
+        server.pacer.window = live.batch_window
     if "sys_interval" in attrs:
         server.set_sys_interval(live.sys_interval)
     if server.file_config is not None:

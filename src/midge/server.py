@@ -39,7 +39,7 @@ from midge.privileges import drop_privileges
 from midge.store.base import Store
 from midge.transport.accept import ConnectionLimits, ListenerState
 from midge.transport.clock import LoopClock
-from midge.transport.pacer import Pacer, pacer_for
+from midge.transport.pacer import Pacer
 from midge.transport.tcp import listen
 from midge.transport.tls import ServerTls
 from midge.transport.writer import TurnWrites
@@ -90,8 +90,8 @@ class Server:
         pacer: Pacer | None = None,
     ) -> None:
         self.config = config
-        #: The process's batch window (``batch_window``): with ``--workers``, the worker's, which
-        #: its mesh links share; else made by ``start`` when the option is set.
+        #: The process's batch window (``batch_window``, 0: none, until a reload sets one): with
+        #: ``--workers``, the worker's, which its mesh links share; else made by ``start``.
         self.pacer = pacer
         #: The connection limits; with ``--workers``, the whole broker's (midge.cluster.limits).
         self.limits = limits
@@ -213,7 +213,7 @@ class Server:
         if limits is None:
             limits = ConnectionLimits(config.global_max_connections, config.max_connection_rate)
         if self.pacer is None:
-            self.pacer = pacer_for(loop, config.batch_window)
+            self.pacer = Pacer(loop, config.batch_window)
         writes = self.writes = TurnWrites(loop, pacer=self.pacer)
         serves_http = self.router is None or self.publish_sys  # with workers: worker 0 only
         try:

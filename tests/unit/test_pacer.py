@@ -144,6 +144,37 @@ def test_rests_are_a_window_apart_under_a_steady_load() -> None:
     asyncio.run(run())
 
 
+def test_a_window_of_0_never_rests_and_a_new_window_applies_from_the_next_turn() -> None:
+    """Every process has a pacer; with a window of 0 it never rests (nothing is queued for
+    it), and a window set later (SIGHUP, midge.reload) paces the turns from then on; set back
+    to 0, none again."""
+
+    async def run() -> None:
+        clock = Clock()
+        pacer, out, tr, sock = await _paced(clock)
+        pacer.window = 0.0
+        for _ in range(3):
+            out.write(b"a")
+            await _turn()
+        assert clock.sleeps == [] and not pacer.armed
+        pacer.window = WINDOW
+        for _ in range(3):
+            out.write(b"b")
+            await _turn()
+        # The first turn follows a quiet spell of a window (no rest since): no rest after it.
+        assert pacer.rests == 2 and clock.sleeps == [pytest.approx(WINDOW)] * 2, clock.sleeps
+        pacer.window = 0.0
+        for _ in range(3):
+            out.write(b"c")
+            await _turn()
+        assert pacer.rests == 2 and not pacer.armed
+        assert _readable(sock) == b"aaabbbccc"
+        tr.close()
+        sock.close()
+
+    asyncio.run(run())
+
+
 def test_mesh_frames_are_written_before_the_rest() -> None:
     """A worker's frames to the other workers (its mesh links) do not wait for the rest: the
     rest writes them out first, whichever was queued first."""

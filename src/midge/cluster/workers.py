@@ -101,7 +101,7 @@ from midge.broker.topictree import TopicTree
 from midge.cluster.targets import peer_targets
 from midge.config import DEFAULT_DB_NAME, Config, ConfigError
 from midge.gctune import GcTuner
-from midge.transport.pacer import Pacer, pacer_for
+from midge.transport.pacer import Pacer
 
 if TYPE_CHECKING:
     from midge.broker.broker import Broker
@@ -603,13 +603,17 @@ class WorkerRouter:
         """On worker 0: the other live workers' latest numbers (midge.cluster.totals)."""
         return list(self._stats.values())
 
-    def send_stats(self, memory: Callable[[], tuple[int, int]]) -> None:
-        """Send worker 0 this worker's numbers (every INTERVAL, from _worker_main)."""
+    def send_stats(self, memory: Callable[[], tuple[int, int]], pacer: Pacer | None = None) -> None:
+        """Send worker 0 this worker's numbers (every INTERVAL, from _worker_main), its batch
+        window's among them (``pacer``)."""
         from midge.cluster.totals import snapshot
 
         link = self.peers.get(0)
         if link is not None and self.broker is not None:
-            link.send((STATS, snapshot(self.broker, memory)))
+            numbers = snapshot(self.broker, memory)
+            if pacer is not None:
+                numbers["pacer"] = (self.wid, pacer.window, pacer.rests, pacer.slept)
+            link.send((STATS, numbers))
 
     def expect_sync(self) -> None:
         """This worker was restarted: wait (:meth:`wait_synced`) for every peer's state."""
@@ -1653,9 +1657,8 @@ async def _worker_main(
         )
     router = WorkerRouter(wid, config.workers)
     # The batch window (``batch_window``): shared by the worker's clients and its mesh links.
-    pacer = pacer_for(loop, config.batch_window)
-    if pacer is not None:
-        pacer.hold = router.awaiting
+    pacer = Pacer(loop, config.batch_window)
+    pacer.hold = router.awaiting
     for peer, sock in peer_socks.items():
         _, link = await loop.create_unix_connection(
             lambda peer=peer: _link(router, peer, pacer),  # type: ignore[misc]
@@ -1741,7 +1744,7 @@ async def _worker_main(
         def stats_tick() -> None:
             ticks[:] = [loop.call_later(INTERVAL, stats_tick)]
             try:
-                router.send_stats(process_memory)
+                router.send_stats(process_memory, pacer)
             except Exception:  # a bug of ours must not stop the ticks
                 log.exception("cannot send this worker's numbers to worker 0")
 

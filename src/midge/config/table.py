@@ -1036,6 +1036,7 @@ _PROCESSES = (
         default_doc="0",
         check=checks.batch_window,
         mosquitto=MIDGE_ONLY,
+        reload=True,
     ),
     Option(
         "cluster_redis",

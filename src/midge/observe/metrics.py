@@ -291,6 +291,35 @@ class BrokerCollector(Collector):
         yield sockets
         yield accepted
 
+        # -- the batch window (``batch_window``, midge.transport.pacer), by process: this one
+        # (worker 0 with --workers) and the other workers
+        pacer = server.pacer
+        windows = [(0, pacer.window, pacer.rests, pacer.slept)] if pacer is not None else []
+        windows += [tuple(o["pacer"]) for o in others if "pacer" in o]
+        if windows:
+            seconds_family = GaugeMetricFamily(
+                "midge_batch_window_seconds",
+                "The batch window (batch_window; 0: none), by broker process (worker).",
+                labels=["worker"],
+            )
+            rests_family = CounterMetricFamily(
+                "midge_batch_window_rests_total",
+                "Times the process slept between busy turns (batch_window).",
+                labels=["worker"],
+            )
+            slept_family = CounterMetricFamily(
+                "midge_batch_window_slept_seconds_total",
+                "Seconds it slept in them.",
+                labels=["worker"],
+            )
+            for wid, seconds, n, total in sorted(windows):
+                seconds_family.add_metric([str(wid)], seconds)
+                rests_family.add_metric([str(wid)], n)
+                slept_family.add_metric([str(wid)], total)
+            yield seconds_family
+            yield rests_family
+            yield slept_family
+
         # -- $SYS load averages
         systree = server.sys_tree
         if systree is not None:

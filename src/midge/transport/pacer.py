@@ -26,6 +26,10 @@ What it keeps:
 What it costs: timers, signals and the other processes' frames wait too, up to a window each,
 so with ``--workers`` each CONNECT and SUBSCRIBE (a round trip to every other worker) takes up to
 a window more. Default 0: no window, every packet handled as it arrives.
+
+Every broker process has its pacer, a window of 0 included (it then never rests), so that SIGHUP
+can set a new window (midge.reload); ``/metrics`` shows each process's window, rests and time
+slept (midge.observe.metrics).
 """
 
 from __future__ import annotations
@@ -85,8 +89,9 @@ class Pacer:
             self.flushers.remove(flush)
 
     def arm(self) -> None:
-        """This turn wrote: rest after it (once, however many times this is called)."""
-        if not self.armed:
+        """This turn wrote: rest after it (once, however many times this is called). No
+        window (0): nothing to do."""
+        if not self.armed and self.window > 0:
             self.armed = True
             self.loop.call_soon(self.rest)
 
@@ -103,8 +108,3 @@ class Pacer:
             self.rests += 1
             self.slept += wait
         self.last = self.clock()
-
-
-def pacer_for(loop: asyncio.AbstractEventLoop, window: float) -> Pacer | None:
-    """The process's pacer for ``batch_window`` seconds; None for 0 (no window)."""
-    return Pacer(loop, window) if window > 0 else None
