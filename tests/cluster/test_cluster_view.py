@@ -228,6 +228,55 @@ def test_traffic_on_one_node_shows_in_the_others_cluster_view(
     assert b.get("/api/cluster")["nodes"] == ["a", "b"]
 
 
+def test_one_client_and_a_retained_clear_reach_every_node(
+    nodes: Callable[[str], Node], opened: list[RawClient], redis: RedisServer
+) -> None:
+    """The admin API of node a reaches a client node b holds: its details (naming b), its
+    disconnect and its session's deletion; and a retained message cleared on node a is gone
+    from Redis and from node b, so neither gives it back."""
+    from midge.codec.packets import Disconnect
+    from midge.codec.properties import Prop
+
+    a, b = nodes("a"), nodes("b")
+    api = httpx.Client(base_url=a.api, auth=AUTH, timeout=10)
+    far = RawClient(b.mqtt.connect_host, b.mqtt.port, version=5)
+    opened.append(far)
+    far.connect5("far", clean_start=True, properties={Prop.SESSION_EXPIRY_INTERVAL: 300})
+    far.sub("far/#", qos=1)
+    far.pub("keep/me", b"kept", qos=1, retain=True)
+    assert wait_until(lambda: api.get("/api/clients/far").status_code == 200)
+    details = api.get("/api/clients/far").json()
+    assert (details["client_id"], details["connected"], details["node"]) == ("far", True, "b")
+    assert [s["filter"] for s in details["subscription_list"]] == ["far/#"]
+    assert api.get("/api/clients/nobody").status_code == 404
+
+    # A session with a client connected is not deleted, wherever it is.
+    assert api.delete("/api/sessions/far").status_code == 409
+    answer = api.post("/api/clients/far/disconnect", json={"reason_code": 0x98})
+    assert answer.status_code == 204, answer.text
+    assert far.expect(Disconnect, timeout=5).reason_code == 0x98
+    assert wait_until(lambda: not api.get("/api/clients/far").json()["connected"])
+    assert api.post("/api/clients/far/disconnect").status_code == 404  # no longer connected
+    assert api.delete("/api/sessions/far").status_code == 204
+    assert api.get("/api/clients/far").status_code == 404
+    assert b.get("/api/clients")["items"] == []
+    assert api.delete("/api/sessions/far").status_code == 404
+
+    # The retained message: on both nodes and in Redis, then cleared from node a.
+    assert b.get("/api/retained/message", topic="keep/me")["payload"] == "kept"
+    assert b"kept" in redis.command("HGET", "{midge}:retained", "keep/me")
+    assert api.delete("/api/retained/message", params={"topic": "keep/me"}).status_code == 204
+    on_b = f"{b.api}/api/retained/message"
+    assert wait_until(
+        lambda: httpx.get(on_b, params={"topic": "keep/me"}, auth=AUTH).status_code == 404
+    )
+    assert wait_until(lambda: redis.command("HGET", "{midge}:retained", "keep/me") == b"$-1\r\n")
+    late = b.client("late", opened)
+    late.sub("keep/#", qos=1)
+    late.expect_nothing(0.3)
+    assert api.delete("/api/retained/message", params={"topic": "keep/me"}).status_code == 404
+
+
 def test_a_node_that_does_not_answer_is_listed_as_missing(
     nodes: Callable[[str], Node], opened: list[RawClient]
 ) -> None:

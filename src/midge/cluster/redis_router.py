@@ -1033,6 +1033,15 @@ class RedisRouter:
             writer.send("HDEL", RETAINED, message.topic, then=then)
         writer.send("PUBLISH", ALL, marshal.dumps((RETAIN, self.me, data, wid)))
 
+    def clear_retained(self, topic: str) -> bool:
+        """The admin API cleared ``topic``'s retained message on this node: clear it in Redis
+        and on every other node too, as an empty retained PUBLISH would (without routing it).
+        False before the node has joined (nothing to tell)."""
+        if self.writer is None:
+            return False
+        self._share_retained(Message(topic, b"", 0, True), None, 0)
+        return True
+
     def _settle(self, wid: int, who: str) -> None:
         wait = self.acks.get(wid)
         if wait is not None and wait.settle(who):

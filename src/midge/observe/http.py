@@ -368,6 +368,22 @@ class AdminApi:
         ask = getattr(self.server.router, "ask", None)
         return [] if ask is None else list(await ask(op, arg))
 
+    async def _ask_all(self, op: str, arg: Any) -> list[tuple[str | None, Any]]:
+        """The answers to ``op`` of every other process of the broker: with ``--workers`` the
+        other workers' (node None), on a cluster node the other live nodes' that answered in
+        time, by node name."""
+        answers: list[tuple[str | None, Any]] = [(None, a) for a in await self._ask(op, arg)]
+        view = self.server.cluster_view
+        if view is not None:
+            theirs, _missing = await view.ask(op, arg)
+            answers.extend(sorted(theirs.items()))
+        return answers
+
+    def _node(self) -> dict[str, str]:
+        """``{"node": NAME}`` on a cluster node (where a client was found), else nothing."""
+        cluster = self.server.cluster
+        return {"node": cluster.me} if cluster is not None else {}
+
     def broker(self) -> Any:
         broker = self.server.broker
         if broker is None:
@@ -448,13 +464,15 @@ class AdminApi:
         )
 
     async def client(self, request: web.Request) -> web.Response:
+        """One session, wherever it is held: this process, another worker, or (a cluster
+        node) another node, named in ``node``."""
         client_id = request.match_info["client_id"]
         session = self.broker().sessions.get(client_id)
         if session is not None:
-            return web.json_response(session_details(session))
-        for details in await self._ask("client", client_id):
+            return web.json_response({**session_details(session), **self._node()})
+        for node, details in await self._ask_all("client", client_id):
             if details is not None:
-                return web.json_response(details)
+                return web.json_response({**details, **({"node": node} if node else {})})
         return _error(404, "no such session")
 
     async def disconnect(self, request: web.Request) -> web.Response:
@@ -466,7 +484,7 @@ class AdminApi:
             raise BadRequest("reason_code must be a DISCONNECT reason code of 0x80 or more")
         client_id = request.match_info["client_id"]
         if not disconnect_client(broker, client_id, reason) and not any(
-            await self._ask("disconnect", (client_id, reason))
+            done for _, done in await self._ask_all("disconnect", (client_id, reason))
         ):
             return _error(404, "no such client connected")
         return web.Response(status=204)
@@ -474,7 +492,8 @@ class AdminApi:
     async def delete_session(self, request: web.Request) -> web.Response:
         broker = self.broker()
         client_id = request.match_info["client_id"]
-        results = [delete_session(broker, client_id), *await self._ask("delete", client_id)]
+        results = [delete_session(broker, client_id)]
+        results += [result for _, result in await self._ask_all("delete", client_id)]
         if 204 in results:
             return web.Response(status=204)
         if 409 in results:
@@ -514,8 +533,12 @@ class AdminApi:
 
     async def retained_delete(self, request: web.Request) -> web.Response:
         topic = self._topic(request)
-        # With --workers every worker keeps the retained set: each clears its copy.
+        # With --workers every worker keeps the retained set: each clears its copy. On a
+        # cluster node the clear goes to Redis and every node, as a retained clear would.
         deleted = self.broker().delete_retained(topic)
+        cluster = self.server.cluster
+        if deleted and cluster is not None:
+            cluster.clear_retained(topic)
         if not any(await self._ask("unretain", topic)) and not deleted:
             return _error(404, "no retained message on that topic")
         log.info("admin API: retained message of %s deleted", topic)
