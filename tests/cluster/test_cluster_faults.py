@@ -10,7 +10,7 @@ import time
 from collections import Counter
 from typing import Any
 
-from midge.codec.packets import Puback, Pubcomp, Publish, Pubrec, Pubrel
+from midge.codec.packets import Disconnect, Puback, Pubcomp, Publish, Pubrec, Pubrel, Will
 from midge.codec.properties import Prop
 from tests.cluster.conftest import RedisServer
 from tests.cluster.tcpproxy import TcpProxy
@@ -233,3 +233,74 @@ def test_publisher_qos2_state_survives_its_node(
         sub.no_publish(1.0)  # not delivered a second time
     finally:
         again.close()
+
+
+def _will_client(
+    proc: ProcBroker, clients: Any, client_id: str, version: int, **fields: Any
+) -> RawClient:
+    """A client of ``proc`` whose will publishes ``gone:{client_id}`` on ``will/{client_id}``."""
+    will = Will(f"will/{client_id}", f"gone:{client_id}".encode(), 1, False, fields.pop("wp", {}))
+    return clients(proc, client_id, version=version, will=will, **fields)
+
+
+def _wills(watcher: RawClient, quiet: float = 1.0) -> Counter[bytes]:
+    """The wills ``watcher`` (subscribed to ``will/#``) gets until ``quiet`` passes with none."""
+    return Counter(p.payload for p in watcher.more_publishes(quiet, ack=True))
+
+
+def test_sigkill_of_a_node_publishes_the_wills_of_its_connections(
+    redis: RedisServer, node: Any, clients: Any
+) -> None:
+    """The clients of node b whose session ends with their connection (v3.1.1 clean session,
+    v5 session expiry 0) have no session in Redis, but their wills are kept there while they
+    are connected: when b is killed, node a, taking it over, publishes each once, a v5 will's
+    delay not waited for (the session ended); a will discarded by a normal DISCONNECT is not
+    published; a persistent session's will comes once too (from its snapshot)."""
+    a, b = node("a"), node("b")
+    watcher = clients(a, "watcher")
+    watcher.subscribe("will/#", 1)
+    _will_client(b, clients, "v3", 4)
+    _will_client(b, clients, "v5", 5, wp={Prop.WILL_DELAY_INTERVAL: 3600})
+    _will_client(b, clients, "keeps", 5, properties={Prop.SESSION_EXPIRY_INTERVAL: 300})
+    polite = _will_client(b, clients, "polite", 4)
+    polite.disconnect()
+    assert wait_until(lambda: redis.command("HLEN", "{midge:b}:wills") == b":2\r\n", 5)
+    b.send_signal(signal.SIGKILL)
+    b.proc.wait(5)
+    assert a.wait_output("node b is gone", 10)
+    got = _wills(watcher, 2.0)
+    assert got == Counter([b"gone:v3", b"gone:v5", b"gone:keeps"]), got
+    assert redis.command("HKEYS", "{midge:b}:wills") == b"*1\r\n$6\r\n\x00taken\r\n"  # b's mark
+    assert a.wait_output("2 wills of node b's lost connections published", 1)
+
+
+def test_a_node_cut_off_and_taken_over_lets_go_the_clients_whose_wills_were_published(
+    redis: RedisServer, node: Any, clients: Any
+) -> None:
+    """Node a is cut off from Redis long enough for node b to declare it dead and take it
+    over: b publishes the will of a's clean client (it seems gone). When a reaches Redis
+    again, it lets that client go (v5: DISCONNECT 0x8E) without publishing the will again; a
+    client that connected to a while it was cut off keeps its connection, and its will is
+    published when it goes."""
+    proxy = TcpProxy(redis.port)
+    try:
+        a = node("a", "--cluster", f"redis://127.0.0.1:{proxy.port}/0")
+        b = node("b")
+        watcher = clients(b, "watcher")
+        watcher.subscribe("will/#", 1)
+        early = _will_client(a, clients, "early", 5)
+        assert wait_until(lambda: redis.command("HEXISTS", "{midge:a}:wills", "early") == b":1\r\n")
+        proxy.cut()
+        assert a.wait_output("cannot be reached", 5)
+        late = _will_client(a, clients, "late", 5)
+        assert b.wait_output("node a is gone", 15)
+        assert _wills(watcher) == Counter([b"gone:early"])
+        proxy.heal()
+        assert early.expect(Disconnect, timeout=15).reason_code == 0x8E
+        assert a.wait_output("early's will was published while this node was away", 5)
+        late.ping()  # still connected
+        assert _wills(watcher) == Counter()  # not again
+        late.close()  # gone without DISCONNECT: its will now
+        assert _wills(watcher, 2.0) == Counter([b"gone:late"])
+    finally:
+        proxy.close()

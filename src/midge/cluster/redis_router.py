@@ -192,6 +192,23 @@ end
 return 0
 """
 
+#: A node's connection wills (midge.store.redis.wills_key), read and deleted at once, so that
+#: only one node publishes them. KEYS: the hash.
+_TAKE_WILLS = """
+local wills = redis.call('HGETALL', KEYS[1])
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], ARGV[1], '1')
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return wills
+"""
+
+#: The field a node taking another over leaves in that node's wills hash: if the node comes
+#: back (it was cut off, not dead), it lets go the clients whose wills were published. No
+#: client id has it (MQTT-1.5.4-2: no U+0000 in a string).
+WILLS_TAKEN = "\x00taken"
+#: How long that mark is kept for a node that does not come back (ms).
+WILLS_TAKEN_TTL = 24 * 3600 * 1000
+
 #: The client id is no longer used here (its session ended): its owner key goes, unless
 #: another token holds it now. KEYS: owner key; ARGV: token.
 _DROP_OWNER = """
@@ -625,6 +642,15 @@ class RedisRouter:
             await asyncio.wait_for(self._synced.wait(), 10.0)
         except TimeoutError:
             raise ClusterError(f"could not read the cluster's state from {self.url}") from None
+        from midge.store.redis import wills_key
+
+        try:
+            # This node's id ran before and went down with clients connected (and no node took
+            # it over yet): their wills are due.
+            await self._publish_lost_wills(self.me)
+            await client.delete(wills_key(self.me))  # and no mark for ourselves
+        except ERRORS as exc:
+            raise ClusterError(f"cannot join the cluster at {self.url}: {exc}") from None
         self.writer.send("PUBLISH", ALL, marshal.dumps((UP, self.me)))
         log.info(
             "node %s joined the cluster at %s%s (%d other nodes)",
@@ -659,10 +685,13 @@ class RedisRouter:
         self._tasks = []
         client = self.client
         if client is not None and self.healthy:
+            from midge.store.redis import wills_key
+
             with contextlib.suppress(*ERRORS, TimeoutError):
                 pipe = client.pipeline(transaction=False)
                 pipe.delete(node_key(self.me))
                 pipe.delete(routes_key(self.me))
+                pipe.delete(wills_key(self.me))  # every connection ended (Broker.shutdown)
                 pipe.srem(NODES, self.me)
                 pipe.execute_command("PUBLISH", ALL, marshal.dumps((DOWN, self.me, "", 0)))
                 await asyncio.wait_for(pipe.execute(), 2.0)
@@ -907,6 +936,7 @@ class RedisRouter:
                     # others declared us dead and took our sessions over): the client ids
                     # that are another node's now are let go here.
                     self.member.clear()
+                    await self._check_wills()
                     await self._check_owned()
                 if added == -1:
                     # Still being taken over: not a member until that is done.
@@ -1237,6 +1267,35 @@ class RedisRouter:
 
     # -- taking a dead node over ------------------------------------------------------------------
 
+    async def _publish_lost_wills(self, node: str) -> int:
+        """Publish the wills of the clients that were connected to ``node`` when it died (or
+        when this node, restarted with its id, went down) and whose session ended with their
+        connection: those connections ended without a DISCONNECT (MQTT-3.1.2-8), and their
+        sessions with them, so each will is published now, its delay not waited for
+        (MQTT-3.1.3-9 v5: a will is due when its session ends). Read and deleted in one step:
+        one node publishes them. Returns how many."""
+        from midge.store.redis import wills_key
+
+        client = self.client
+        broker = self.broker
+        assert client is not None and broker is not None
+        flat = await client.eval(_TAKE_WILLS, 1, wills_key(node), WILLS_TAKEN, WILLS_TAKEN_TTL)
+        published = 0
+        for k in range(0, len(flat or ()) - 1, 2):
+            if _str(flat[k]) == WILLS_TAKEN:
+                continue
+            try:
+                data, username = marshal.loads(flat[k + 1])
+                message = message_from_data(data)
+            except (ValueError, EOFError, TypeError):
+                log.error("cluster: unreadable will of %s left by node %s", _str(flat[k]), node)
+                continue
+            broker.publish_will(message, username)
+            published += 1
+        if published:
+            log.info("cluster: %d wills of node %s's lost connections published", published, node)
+        return published
+
     def _start_recovery(self, dead: str) -> None:
         if dead in self._recovering or self._stopping:
             return
@@ -1326,6 +1385,7 @@ class RedisRouter:
                     due = now + delay
                 broker.schedule_will(cid, message, due, will[2])
         log.info("cluster: %d sessions of node %s taken over", len(adopted), dead)
+        await self._publish_lost_wills(dead)
         # Every node forgets it (its routes, and claims to it ask here); once each has, nothing
         # more is added to its stream (each node's writes are in order).
         self._routed_during[dead] = set()
@@ -1463,6 +1523,57 @@ class RedisRouter:
         released, _ = broker.release(client_id, False)
         if released is not None:
             released.clear()
+
+    async def _check_wills(self) -> None:
+        """Registered again: if the node that took this one over published the wills of its
+        connected clients (the mark :data:`WILLS_TAKEN` in this node's wills hash), those
+        clients are let go here without their will (0x8E for v5), so that no client stays
+        connected whose will the others have seen; the clients that connected since are in
+        the hash again (written when Redis came back). Without the mark (Redis lost the
+        hash), this node's wills are written again."""
+        from midge.store.redis import wills_key
+
+        client = self.client
+        broker = self.broker
+        store = self.store
+        if client is None or broker is None or store is None or self.writer is None:
+            return
+        key = wills_key(self.me)
+        # Read through the writer: after the wills written while Redis was away.
+        read: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
+        def got(fields: Any) -> None:
+            if not read.done():
+                read.set_result(fields)
+
+        self.writer.send("HKEYS", key, then=got)
+        try:
+            held = {_str(f) for f in await asyncio.wait_for(read, KNOWN_TIMEOUT)}
+        except TimeoutError:
+            return  # Redis failed the read (logged): the wills stay as they are
+
+        mine = store.connected_wills()
+        if WILLS_TAKEN not in held:
+            for cid in mine:
+                session = broker.sessions.get(cid)
+                conn = session.connection if session is not None else None
+                if cid not in held and conn is not None and conn.will is not None:
+                    store.connection_will_saved(cid, conn.will, conn.username)
+            return
+        for cid in mine:
+            if cid in held:
+                continue
+            session = broker.sessions.get(cid)
+            conn = session.connection if session is not None else None
+            if conn is None:
+                continue
+            conn.take_will()  # published by the node that took this one over
+            store.connection_will_cleared(cid)
+            log.warning("cluster: %s's will was published while this node was away: let go", cid)
+            released, _ = broker.release(cid, False)
+            if released is not None:
+                released.clear()
+        self.writer.send("HDEL", key, WILLS_TAKEN)
 
     async def _check_owned(self) -> None:
         """Registered again: after being declared dead, the client ids taken over elsewhere

@@ -21,6 +21,11 @@ whose delivery the snapshot reflects (so that entries left in a dead node's stre
 delivered once, docs/cluster.md), and its pending will: a delayed will with its wall-clock due
 time, or the will of its connected client (due its delay after the node's death).
 
+A client whose session ends with its connection (v3.1.1 clean session, v5 session expiry 0) has
+no session here, but its will is kept while it is connected, in the node's ``{midge:ID}:wills``
+hash (:func:`wills_key`): if the node dies, the node that takes it over publishes those wills,
+as the node would have when the connections ended.
+
 A write that a newer token fenced off tells the router (:meth:`RedisRouter.fenced`): the
 session belongs to another node now, and this node lets its client go.
 
@@ -67,6 +72,12 @@ def session_key(client_id: str) -> str:
     return f"midge:session:{{{client_id}}}"
 
 
+def wills_key(node: str) -> str:
+    """The wills of the clients connected to ``node`` whose session ends with their connection
+    (hash: client id -> (message data, username)); see :meth:`RedisStore.connection_will_saved`."""
+    return f"{{midge:{node}}}:wills"
+
+
 #: A session's pending will as kept in Redis: (message data, wall-clock due time or None for a
 #: connected client's will, due its delay after its node died; username).
 WillData = tuple[Any, float | None, str | None]
@@ -96,6 +107,8 @@ class RedisStore:
         self._users: dict[str, str | None] = {}
         #: Pending delayed wills of sessions held here: client id -> (message, due at).
         self._wills: dict[str, tuple[Message, float]] = {}
+        #: Client ids whose connection's will is in Redis (connection_will_saved).
+        self._connected_wills: set[str] = set()
         self._callbacks: list[Callable[[], None]] = []
         self._scheduled = False
         #: Flushes sent to Redis and not acknowledged yet.
@@ -265,6 +278,28 @@ class RedisStore:
     def will_cleared(self, client_id: str) -> None:
         if self._wills.pop(client_id, None) is not None and client_id in self._users:
             self._touch(client_id)
+
+    def connection_will_saved(self, client_id: str, message: Message, username: str | None) -> None:
+        """Kept in the node's ``{midge:ID}:wills`` while the connection lasts: if this node
+        dies, the node that takes it over publishes it (RedisRouter._take_over)."""
+        writer = self.router.writer
+        if writer is None:
+            return
+        self._connected_wills.add(client_id)
+        data = marshal.dumps((self.router.message_data(message), username))
+        writer.send("HSET", wills_key(self.router.me), client_id, data)
+
+    def connected_wills(self) -> list[str]:
+        """The client ids whose connection's will this node keeps in Redis."""
+        return list(self._connected_wills)
+
+    def connection_will_cleared(self, client_id: str) -> None:
+        if client_id not in self._connected_wills:
+            return
+        self._connected_wills.discard(client_id)
+        writer = self.router.writer
+        if writer is not None:
+            writer.send("HDEL", wills_key(self.router.me), client_id)
 
 
 def will_delay(message: Message) -> int:
