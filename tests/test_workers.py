@@ -783,6 +783,61 @@ def _limits_hold(
     return True
 
 
+def test_the_wills_of_a_killed_workers_connections_are_published(
+    tmp_path: Any, clients: list[RawClient]
+) -> None:
+    """SIGKILL of a worker ends its connections without a DISCONNECT: the other worker, which
+    kept their wills, publishes them. At once for a session that ends with its connection (a
+    v3.1.1 clean session; v5 expiry 0, its delay not waited for: the session ended); after its
+    Will Delay for a persistent session (it comes back with the restarted worker); never for a
+    client that disconnected normally, nor for a persistent session whose client connects
+    again within its delay."""
+    args = ("--host", "127.0.0.1", "--port", "0", "--workers", "2")
+    proc = ProcBroker(args, cwd=tmp_path)
+    try:
+        proc.wait_listening()
+        watcher, a = open_client(proc, clients, "watcher")
+        watcher.subscribe("will/#", 1)
+        persistent = {Prop.SESSION_EXPIRY_INTERVAL: 300}
+        doomed = 0
+
+        def on_b(client_id: str, version: int, delay: int = 0, **fields: Any) -> RawClient:
+            nonlocal doomed
+            props = {Prop.WILL_DELAY_INTERVAL: delay} if delay else {}
+            will = Will(f"will/{client_id}", f"gone:{client_id}".encode(), 1, False, props)
+            client, doomed = open_client(
+                proc, clients, client_id, version=version, avoid=a, will=will, **fields
+            )
+            return client
+
+        on_b("v3", 4)
+        on_b("v5", 5, delay=3600)
+        on_b("later", 5, delay=1, clean_start=False, properties=persistent)
+        on_b("back", 5, delay=2, clean_start=False, properties=persistent).subscribe("b/#", 1)
+        on_b("polite", 4).disconnect()
+        # The PUBACK of a message for "back" comes once its worker has committed it, and all
+        # before it: "back"'s session is in that worker's database.
+        watcher.publish("b/1", b"for back", qos=1)
+        os.kill(doomed, signal.SIGKILL)
+        _wait_dead(doomed)
+        # "back" connects again at once (wherever the kernel puts it): its will is not due.
+        back, _ = open_client(
+            proc, clients, "back", version=5, clean_start=False, properties=persistent
+        )
+        assert back.connack.session_present
+        got = [(p.topic, p.payload) for p in watcher.more_publishes(3.0, ack=True)]
+        assert sorted(got) == [
+            ("will/later", b"gone:later"),
+            ("will/v3", b"gone:v3"),
+            ("will/v5", b"gone:v5"),
+        ], got
+        assert got[-1] == ("will/later", b"gone:later")  # after its delay
+        assert "the wills of its 4 connections are due" in proc.stderr
+        assert proc.stop() == 0, proc.describe()
+    finally:
+        proc.close()
+
+
 def test_a_dead_worker_is_restarted_and_its_clients_resume(
     tmp_path: Any, clients: list[RawClient]
 ) -> None:

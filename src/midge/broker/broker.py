@@ -123,18 +123,19 @@ class Broker:
         durable store with all it holds; one that stops being persistent leaves it."""
         session.expiry_interval = expiry
         session.version = version
+        cid = session.client_id
+        conn = session.connection
+        router = self.router
+        if router is not None and conn is not None and conn.will is not None:
+            # Kept by the broker's other processes while connected (Router.connection_will).
+            router.connection_will(cid, conn.will, username, expiry)
         store = self.durable_store
         if store is None:
             return
-        cid = session.client_id
         if not expiry:
             if session.store is not None:
                 store.session_deleted(cid, session.stored_messages())
                 session.store = None
-            conn = session.connection
-            if conn is not None and conn.will is not None:
-                # No session to keep it in: a cluster's store keeps it while connected.
-                store.connection_will_saved(cid, conn.will, username)
             return
         store.session_saved(cid, version, expiry, username)
         if session.store is None:
@@ -161,9 +162,8 @@ class Broker:
         if session.connection is not conn:
             return  # taken over already
         session.detached()
-        store = self.durable_store
-        if store is not None:
-            store.connection_will_cleared(session.client_id)
+        if self.router is not None:
+            self.router.connection_ended(session.client_id)
         expiry = session.expiry_interval
         if will is not None:
             delay = will.properties.get(Prop.WILL_DELAY_INTERVAL, 0) if will.properties else 0
@@ -227,8 +227,8 @@ class Broker:
         old = session.connection
         if old is not None:
             session.detached()
-            if self.durable_store is not None:
-                self.durable_store.connection_will_cleared(session.client_id)
+            if self.router is not None:
+                self.router.connection_ended(session.client_id)
             will = old.take_will()
             old.taken_over()
             if will is not None and ends:

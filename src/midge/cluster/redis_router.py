@@ -1063,6 +1063,19 @@ class RedisRouter:
             writer.send("HDEL", RETAINED, message.topic, then=then)
         writer.send("PUBLISH", ALL, marshal.dumps((RETAIN, self.me, data, wid)))
 
+    def connection_will(
+        self, client_id: str, will: Message, username: str | None, expiry: int
+    ) -> None:
+        """A persistent session's snapshot holds its client's will; one that ends with its
+        connection has none, so the will goes to the node's wills hash in Redis
+        (midge.store.redis.RedisStore.connection_will_saved)."""
+        if not expiry and self.store is not None:
+            self.store.connection_will_saved(client_id, will, username)
+
+    def connection_ended(self, client_id: str) -> None:
+        if self.store is not None:
+            self.store.connection_will_cleared(client_id)
+
     def clear_retained(self, topic: str) -> bool:
         """The admin API cleared ``topic``'s retained message on this node: clear it in Redis
         and on every other node too, as an empty retained PUBLISH would (without routing it).

@@ -62,6 +62,17 @@ class Router(Protocol):
         id up (taking its connection over, MQTT-3.1.4-3 v5) and move its session here unless
         ``clean_start``, then call ``done`` (the connection answers CONNACK then)."""
 
+    def connection_will(
+        self, client_id: str, will: Message, username: str | None, expiry: int
+    ) -> None:
+        """A client connected here with ``will``, its session expiring ``expiry`` seconds after
+        its connection ends: kept where another process of the broker (another worker, a
+        cluster's Redis) publishes it if this one dies with the connection open."""
+
+    def connection_ended(self, client_id: str) -> None:
+        """That connection ended here (its will published or discarded), was taken over, or
+        its session moved to another process."""
+
 
 class AckGate(Protocol):
     """A router whose copies to other nodes are acknowledged (:attr:`Broker.ack_gate`)."""
@@ -110,3 +121,11 @@ class LocalRouter:
 
     def claim(self, client_id: str, clean_start: bool, done: Callable[[], None]) -> None:
         done()
+
+    def connection_will(
+        self, client_id: str, will: Message, username: str | None, expiry: int
+    ) -> None:
+        pass
+
+    def connection_ended(self, client_id: str) -> None:
+        pass

@@ -99,6 +99,7 @@ from midge.broker.model import Message, SessionState, SubOptions
 from midge.broker.session import Session
 from midge.broker.topictree import TopicTree
 from midge.cluster.targets import peer_targets
+from midge.codec.properties import Prop
 from midge.config import DEFAULT_DB_NAME, Config, ConfigError
 from midge.gctune import GcTuner
 from midge.transport.pacer import Pacer
@@ -111,7 +112,7 @@ log = logging.getLogger("midge.workers")
 
 PUB, SUB, UNSUB, CLAIM, RELEASED, MARK, KNOWN = range(7)
 FENCE, FENCED, REST, RETAINED, SYNCED, HOLDS, HELD, STATS, ASK, ANSWER = range(7, 17)
-LOCK, UNLOCK, STORED = range(17, 20)
+LOCK, UNLOCK, STORED, WILL, UNWILL = range(17, 22)
 
 #: How long a CONNECT waits for the other workers to release its client id.
 CLAIM_TIMEOUT = 5.0
@@ -492,6 +493,14 @@ class WorkerRouter:
         self._next_ask = 0
         #: This worker's reload (Server.reload): the admin API's POST /api/reload asks for it.
         self.reload: Callable[[], bool] | None = None
+        #: The wills of this worker's connected clients, by client id: (message data, username,
+        #: session expiry), each also kept by the next worker (WILL), which publishes them if
+        #: this one dies (:meth:`connection_will`); the wills it keeps so, per worker; and the
+        #: wills of a dead worker's persistent sessions, due after their delay unless their
+        #: client comes back first.
+        self._wills: dict[str, tuple[Any, str | None, int]] = {}
+        self._kept: dict[int, dict[str, tuple[Any, str | None, int]]] = {}
+        self._due: dict[str, Any] = {}
 
     def awaiting(self) -> bool:
         """Whether something here waits for another worker's answer: a CONNECT's claim, a
@@ -556,7 +565,77 @@ class WorkerRouter:
             link.send((SUB, topic_filter, self._seq))
         if sync:
             link.send((RETAINED, [message_to_data(m) for m in self.broker.retained.all()]))
+        if wid == self.keeper():
+            for client_id, entry in self._wills.items():
+                link.send((WILL, client_id, *entry))
         link.send((SYNCED,))
+
+    # -- wills of connections a dead worker held
+
+    def keeper(self) -> int:
+        """The worker that keeps this one's connections' wills: the next one."""
+        return (self.wid + 1) % self.workers if self.workers > 1 else self.wid
+
+    def connection_will(
+        self, client_id: str, will: Message, username: str | None, expiry: int
+    ) -> None:
+        """A client connected here with ``will``: the next worker keeps it too, and publishes
+        it if this worker dies with the connection open (:meth:`_publish_kept`), as this worker
+        would have when the connection ended."""
+        keeper = self.keeper()
+        if keeper == self.wid:
+            return
+        entry = (message_to_data(will), username, expiry)
+        self._wills[client_id] = entry
+        link = self.peers.get(keeper)
+        if link is not None:
+            link.send((WILL, client_id, *entry))
+
+    def connection_ended(self, client_id: str) -> None:
+        if self._wills.pop(client_id, None) is None:
+            return
+        link = self.peers.get(self.keeper())
+        if link is not None:
+            link.send((UNWILL, client_id))
+
+    def _publish_kept(self, wid: int) -> None:
+        """Worker ``wid`` died: the wills of its connections are due. A session that ends with
+        its connection (expiry 0), or any session without persistence (its worker comes back
+        without it), ended with the worker: its will is published now. A persistent session
+        comes back with the restarted worker: its will is published after its Will Delay
+        (at most the session's expiry), unless its client connects again first (a claim for
+        its client id reaches every worker, this one too: :meth:`_cancel_due`)."""
+        kept = self._kept.pop(wid, None)
+        broker = self.broker
+        if not kept or broker is None:
+            return
+        for client_id, (data, username, expiry) in kept.items():
+            message = message_from_data(data)
+            delay = 0
+            if expiry and self._durable:
+                props = message.properties
+                delay = int(props.get(Prop.WILL_DELAY_INTERVAL, 0)) if props else 0
+                delay = min(delay, expiry)
+            if not delay:
+                broker.publish_will(message, username)
+                continue
+            session = broker.sessions.get(client_id)
+            if client_id in self._claiming or (session is not None and session.connection):
+                continue  # its client is back already (here): not due
+            self._cancel_due(client_id)
+            self._due[client_id] = broker.scheduler.call_later(
+                delay, self._will_due, client_id, message, username
+            )
+        log.warning("worker %d died: the wills of its %d connections are due", wid, len(kept))
+
+    def _will_due(self, client_id: str, message: Message, username: str | None) -> None:
+        if self._due.pop(client_id, None) is not None and self.broker is not None:
+            self.broker.publish_will(message, username)
+
+    def _cancel_due(self, client_id: str) -> None:
+        handle = self._due.pop(client_id, None)
+        if handle is not None:
+            handle.cancel()
 
     async def ask(self, op: str, arg: Any) -> list[Any]:
         """Worker 0's admin API: every other live worker's answer to ``op`` (those that answer
@@ -876,6 +955,7 @@ class WorkerRouter:
         moves once per claim, from where the previous claim left it, however many workers
         claim it at once (docs/workers.md). If the home worker is down, the claim goes
         without the lock, ordered against the others by its (Lamport time, worker) key."""
+        self._cancel_due(client_id)  # its client is back (see _publish_kept)
         if not self.peers and not self._down:
             done()
             return
@@ -1024,6 +1104,8 @@ class WorkerRouter:
         assert self.broker is not None
         if at > self._clock:
             self._clock = at
+        # Its client is back: a will due since its worker died is not published (MQTT-3.1.3-9).
+        self._cancel_due(client_id)
         key = (at, wid)
         mine = self._claiming.get(client_id)
         if mine is not None and (min(mine) < key or client_id in self._handing):
@@ -1344,6 +1426,12 @@ class WorkerRouter:
             self._on_held(wid, frame[1])
         elif kind == STATS:
             self._stats[wid] = frame[1]
+        elif kind == WILL:
+            self._kept.setdefault(wid, {})[frame[1]] = (frame[2], frame[3], frame[4])
+        elif kind == UNWILL:
+            kept = self._kept.get(wid)
+            if kept is not None:
+                kept.pop(frame[1], None)
         elif kind == ASK:
             self._on_ask(wid, frame[1], frame[2], frame[3])
         elif kind == ANSWER:
@@ -1372,6 +1460,10 @@ class WorkerRouter:
                 self._held[wid] = again + self._held.get(wid, [])
                 self._held_bytes[wid] = self._held_bytes.get(wid, 0) + sum(map(len, again))
         self._stats.pop(wid, None)
+        if down:
+            self._publish_kept(wid)
+        else:
+            self._kept.pop(wid, None)  # stopping: its wills were published (drain)
         for ask in list(self._asks.values()):
             self._asked(ask, wid)
         self._sync_done(wid)

@@ -140,13 +140,3 @@ class Store(Protocol):
 
     def will_cleared(self, client_id: str) -> None:
         """The pending will was published or cancelled."""
-
-    def connection_will_saved(self, client_id: str, message: Message, username: str | None) -> None:
-        """A client whose session ends with its connection (expiry 0: no session to keep) is
-        connected here with the will ``message``. A store shared with other brokers (a
-        cluster's Redis) keeps it, so that if this broker dies with the connection open, the
-        node that takes it over publishes it; a store of this process alone keeps nothing."""
-
-    def connection_will_cleared(self, client_id: str) -> None:
-        """That connection ended here (its will published or discarded), was taken over, or
-        moved to another broker process."""

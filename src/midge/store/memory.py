@@ -81,9 +81,3 @@ class MemoryStore:
 
     def will_cleared(self, client_id: str) -> None:
         pass
-
-    def connection_will_saved(self, client_id: str, message: Message, username: str | None) -> None:
-        pass
-
-    def connection_will_cleared(self, client_id: str) -> None:
-        pass

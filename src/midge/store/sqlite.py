@@ -843,9 +843,3 @@ class SqliteStore:
 
     def will_cleared(self, client_id: str) -> None:
         self._op(_WILL_DELETE, (client_id,))
-
-    def connection_will_saved(self, client_id: str, message: Message, username: str | None) -> None:
-        """Nothing: no other broker takes this one's connections over (see the Store)."""
-
-    def connection_will_cleared(self, client_id: str) -> None:
-        """Nothing (see :meth:`connection_will_saved`)."""
