@@ -35,6 +35,27 @@ def by_worker(url: str) -> dict[str, dict[int, float]]:
     return found
 
 
+class WindowConf:
+    """A broker's configuration file: ``head`` (options), then ``batch_window`` as
+    :meth:`write` is told, then an MQTT listener on any port and an http one (``/metrics`` at
+    :attr:`url`)."""
+
+    def __init__(self, tmp_path: Path, head: str) -> None:
+        self.path = tmp_path / "midge.conf"
+        self.head = head
+        http_port = free_port()
+        self.tail = f"listener 0 127.0.0.1\nlistener {http_port} 127.0.0.1\nprotocol http\n"
+        self.url = f"http://127.0.0.1:{http_port}/metrics"
+        self.write(None)
+
+    def write(self, window: float | None) -> None:
+        line = f"batch_window {window}\n" if window is not None else ""
+        self.path.write_text(self.head + line + self.tail)
+
+    def start(self) -> ProcBroker:
+        return ProcBroker(("-c", str(self.path)), listeners=2)
+
+
 def wait_metrics(
     url: str, done: Callable[[dict[str, dict[int, float]]], bool], timeout: float = 10
 ) -> dict[str, dict[int, float]]:
@@ -92,18 +113,14 @@ def test_sighup_sets_a_window_and_takes_it_away(tmp_path: Path) -> None:
     """A broker process started without a window never rests; SIGHUP with ``batch_window``
     in the file gives it one (it rests, and /metrics says so), and SIGHUP without takes it
     away again, without a restart and without losing the connection."""
-    http_port = free_port()
-    conf = tmp_path / "midge.conf"
-    head = "allow_anonymous true\npersistence false\n"
-    tail = f"listener 0 127.0.0.1\nlistener {http_port} 127.0.0.1\nprotocol http\n"
-    conf.write_text(head + tail)
-    url = f"http://127.0.0.1:{http_port}/metrics"
+    conf = WindowConf(tmp_path, "allow_anonymous true\npersistence false\n")
+    url = conf.url
     rests, slept, window = (
         "midge_batch_window_rests_total",
         "midge_batch_window_slept_seconds_total",
         "midge_batch_window_seconds",
     )
-    with ProcBroker(("-c", str(conf)), listeners=2) as proc:
+    with conf.start() as proc:
         proc.wait_listening()
         pub, sub = RawClient(proc.host, proc.port), RawClient(proc.host, proc.port)
         try:
@@ -114,7 +131,7 @@ def test_sighup_sets_a_window_and_takes_it_away(tmp_path: Path) -> None:
             before = by_worker(url)
             assert before[window] == {0: 0.0} and before[rests] == {0: 0.0}, before
 
-            conf.write_text(head + f"batch_window {WINDOW}\n" + tail)
+            conf.write(WINDOW)
             proc.send_signal(signal.SIGHUP)
             assert proc.wait_output(f"reload: batch_window {WINDOW} (was 0", timeout=10)
             assert by_worker(url)[window] == {0: WINDOW}
@@ -123,7 +140,7 @@ def test_sighup_sets_a_window_and_takes_it_away(tmp_path: Path) -> None:
             assert during[rests][0] >= 5, during
             assert 0 < during[slept][0] <= during[rests][0] * WINDOW, during
 
-            conf.write_text(head + tail)
+            conf.write(None)
             proc.send_signal(signal.SIGHUP)
             assert proc.wait_output(f"reload: batch_window 0.0 (was {WINDOW})", timeout=10)
             exchange(pub, sub, "bw", 10)

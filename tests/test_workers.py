@@ -398,17 +398,12 @@ def test_batch_window_is_reloaded_on_every_worker(tmp_path: Any, clients: list[R
     away again; /metrics (served by worker 0) shows each worker's window and rests, and the
     workers rest only while they have a window."""
     from midge.cluster.totals import INTERVAL
-    from tests.procbroker import free_port
-    from tests.test_batch_window import by_worker, exchange, wait_metrics
+    from tests.test_batch_window import WindowConf, by_worker, exchange, wait_metrics
 
-    http_port = free_port()
-    conf = tmp_path / "midge.conf"
-    head = "workers 2\nallow_anonymous true\npersistence false\n"
-    tail = f"listener 0 127.0.0.1\nlistener {http_port} 127.0.0.1\nprotocol http\n"
-    conf.write_text(head + tail)
-    url = f"http://127.0.0.1:{http_port}/metrics"
+    conf = WindowConf(tmp_path, "workers 2\nallow_anonymous true\npersistence false\n")
+    url = conf.url
     rests, window = "midge_batch_window_rests_total", "midge_batch_window_seconds"
-    proc = ProcBroker(("-c", str(conf)), listeners=2)
+    proc = conf.start()
     try:
         proc.wait_listening()
         pub, a = open_client(proc, clients, "pub")
@@ -419,7 +414,7 @@ def test_batch_window_is_reloaded_on_every_worker(tmp_path: Any, clients: list[R
         found = wait_metrics(url, lambda f: set(f.get(window, {})) == {0, 1})
         assert found[window] == {0: 0.0, 1: 0.0} and found[rests] == {0: 0.0, 1: 0.0}, found
 
-        conf.write_text(head + "batch_window 0.01\n" + tail)
+        conf.write(0.01)
         proc.send_signal(signal.SIGHUP)
         found = wait_metrics(url, lambda f: f[window] == {0: 0.01, 1: 0.01})
         assert found[window] == {0: 0.01, 1: 0.01}, found
@@ -427,7 +422,7 @@ def test_batch_window_is_reloaded_on_every_worker(tmp_path: Any, clients: list[R
         found = wait_metrics(url, lambda f: min(f[rests].values()) >= 5)
         assert min(found[rests].values()) >= 5, found  # each worker rested
 
-        conf.write_text(head + tail)
+        conf.write(None)
         proc.send_signal(signal.SIGHUP)
         found = wait_metrics(url, lambda f: f[window] == {0: 0.0, 1: 0.0})
         assert found[window] == {0: 0.0, 1: 0.0}, found
