@@ -304,3 +304,26 @@ def test_a_node_cut_off_and_taken_over_lets_go_the_clients_whose_wills_were_publ
         assert _wills(watcher, 2.0) == Counter([b"gone:late"])
     finally:
         proxy.close()
+
+
+def test_a_node_restarted_with_its_id_publishes_its_lost_connections_wills(
+    redis: RedisServer, node: Any, clients: Any
+) -> None:
+    """A node alone in its cluster is killed with a client connected, and started again with
+    the same id (no node took it over): as it joins, it publishes that client's will (here a
+    retained one, so a subscriber that comes afterwards sees it), once."""
+    b = node("b")
+    will = Will("will/lost", b"gone:lost", 1, True)
+    clients(b, "lost", version=4, will=will)
+    assert wait_until(lambda: redis.command("HEXISTS", "{midge:b}:wills", "lost") == b":1\r\n")
+    b.send_signal(signal.SIGKILL)
+    b.proc.wait(5)
+    # Its node key expires (NODE_TTL) before the id can be used again.
+    assert wait_until(lambda: redis.command("EXISTS", "{midge}:node:b") == b":0\r\n", 10)
+    again = node("b")
+    assert again.wait_output("1 will of node b's lost connections published", 5)
+    watcher = clients(again, "watcher")
+    watcher.subscribe("will/#", 1)
+    got = watcher.more_publishes(1.0, ack=True)
+    assert [(p.topic, p.payload, p.retain) for p in got] == [("will/lost", b"gone:lost", True)]
+    assert redis.command("EXISTS", "{midge:b}:wills") == b":0\r\n"

@@ -1306,7 +1306,12 @@ class RedisRouter:
             broker.publish_will(message, username)
             published += 1
         if published:
-            log.info("cluster: %d wills of node %s's lost connections published", published, node)
+            log.info(
+                "cluster: %d will%s of node %s's lost connections published",
+                published,
+                "" if published == 1 else "s",
+                node,
+            )
         return published
 
     def _start_recovery(self, dead: str) -> None:

@@ -626,7 +626,13 @@ class WorkerRouter:
             self._due[client_id] = broker.scheduler.call_later(
                 delay, self._will_due, client_id, message, username
             )
-        log.warning("worker %d died: the wills of its %d connections are due", wid, len(kept))
+        log.warning(
+            "worker %d died: the will%s of its %d connection%s due",
+            wid,
+            "" if len(kept) == 1 else "s",
+            len(kept),
+            " is" if len(kept) == 1 else "s are",
+        )
 
     def _will_due(self, client_id: str, message: Message, username: str | None) -> None:
         if self._due.pop(client_id, None) is not None and self.broker is not None:
