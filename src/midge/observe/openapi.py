@@ -127,7 +127,10 @@ _SCHEMAS: dict[str, Any] = {
             "subscriptions": {"type": "integer", "minimum": 0},
             "queued": {"type": "integer", "minimum": 0},
             "inflight": {"type": "integer", "minimum": 0},
-            "node": {"type": "string", "description": "scope=cluster: the node it is on."},
+            "node": {
+                "type": "string",
+                "description": "On a cluster node (scope=cluster; one client): its node.",
+            },
         },
     },
     "ClientPage": {
