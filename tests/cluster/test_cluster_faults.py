@@ -243,9 +243,12 @@ def _will_client(
     return clients(proc, client_id, version=version, will=will, **fields)
 
 
-def _wills(watcher: RawClient, quiet: float = 1.0) -> Counter[bytes]:
-    """The wills ``watcher`` (subscribed to ``will/#``) gets until ``quiet`` passes with none."""
-    return Counter(p.payload for p in watcher.more_publishes(quiet, ack=True))
+def _wills(watcher: RawClient, expected: int = 0, quiet: float = 1.0) -> Counter[bytes]:
+    """The wills ``watcher`` (subscribed to ``will/#``) gets: ``expected`` of them at least
+    (waited for up to 10 s each), then any more until ``quiet`` passes with none."""
+    got = [p.payload for p in receive_publishes(watcher, expected, timeout=10)]
+    got += [p.payload for p in watcher.more_publishes(quiet, ack=True)]
+    return Counter(got)
 
 
 def test_sigkill_of_a_node_publishes_the_wills_of_its_connections(
@@ -268,7 +271,7 @@ def test_sigkill_of_a_node_publishes_the_wills_of_its_connections(
     b.send_signal(signal.SIGKILL)
     b.proc.wait(5)
     assert a.wait_output("node b is gone", 10)
-    got = _wills(watcher, 2.0)
+    got = _wills(watcher, 3)
     assert got == Counter([b"gone:v3", b"gone:v5", b"gone:keeps"]), got
     assert redis.command("HKEYS", "{midge:b}:wills") == b"*1\r\n$6\r\n\x00taken\r\n"  # b's mark
     assert a.wait_output("2 wills of node b's lost connections published", 1)
@@ -294,14 +297,14 @@ def test_a_node_cut_off_and_taken_over_lets_go_the_clients_whose_wills_were_publ
         assert a.wait_output("cannot be reached", 5)
         late = _will_client(a, clients, "late", 5)
         assert b.wait_output("node a is gone", 15)
-        assert _wills(watcher) == Counter([b"gone:early"])
+        assert _wills(watcher, 1) == Counter([b"gone:early"])
         proxy.heal()
         assert early.expect(Disconnect, timeout=15).reason_code == 0x8E
         assert a.wait_output("early's will was published while this node was away", 5)
         late.ping()  # still connected
         assert _wills(watcher) == Counter()  # not again
         late.close()  # gone without DISCONNECT: its will now
-        assert _wills(watcher, 2.0) == Counter([b"gone:late"])
+        assert _wills(watcher, 1) == Counter([b"gone:late"])
     finally:
         proxy.close()
 
