@@ -120,7 +120,8 @@ class Broker:
         self, session: Session, expiry: int, version: int, username: str | None = None
     ) -> None:
         """The CONNECT set the session's expiry: a persistent one (expiry > 0) is recorded in the
-        durable store with all it holds; one that stops being persistent leaves it."""
+        durable store with all it holds; one that stops being persistent leaves it. The
+        connection's will, if any, goes to the router (:meth:`Router.connection_will`)."""
         session.expiry_interval = expiry
         session.version = version
         cid = session.client_id
