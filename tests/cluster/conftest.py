@@ -269,9 +269,11 @@ def redis_cluster() -> Iterator[RedisCluster]:
 
 
 class RedisSentinel:
-    """One Sentinel (``redis-server --sentinel``) watching ``master`` as service ``midge``."""
+    """One Sentinel (``redis-server --sentinel``) watching ``master`` as service ``midge``;
+    ``down_after``: how long (ms) the master may not answer before the Sentinel fails over to a
+    replica."""
 
-    def __init__(self, master: RedisServer) -> None:
+    def __init__(self, master: RedisServer, down_after: int = 30000) -> None:
         assert REDIS is not None
         self.dir = tempfile.mkdtemp(prefix="midge-sentinel-")
         self.port = free_port()
@@ -280,6 +282,8 @@ class RedisSentinel:
             f.write(
                 f"port {self.port}\nbind 127.0.0.1\ndir {self.dir}\n"
                 f"sentinel monitor midge 127.0.0.1 {master.port} 1\n"
+                f"sentinel down-after-milliseconds midge {down_after}\n"
+                "sentinel failover-timeout midge 10000\n"
             )
         self.proc = subprocess.Popen(
             [REDIS, conf, "--sentinel"],
@@ -302,6 +306,11 @@ class RedisSentinel:
     @property
     def url(self) -> str:
         return f"redis+sentinel://127.0.0.1:{self.port}/midge/0"
+
+    def master_port(self) -> int:
+        """The port of the master the Sentinel names now."""
+        answer = _command(self.port, "SENTINEL", "get-master-addr-by-name", "midge")
+        return int(answer.split(b"\r\n")[-2])
 
     def close(self) -> None:
         if self.proc.poll() is None:

@@ -5,6 +5,7 @@ masters by their hash tags."""
 from __future__ import annotations
 
 import signal
+import time
 from typing import Any
 
 from midge.codec.packets import Puback, Subscription
@@ -116,3 +117,69 @@ def test_nodes_through_a_redis_sentinel(redis: RedisServer, sentinel: RedisSenti
             client.close()
         for proc in procs:
             proc.close()
+
+
+def test_a_sentinel_failover_promotes_the_replica_and_the_nodes_go_on(redis: RedisServer) -> None:
+    """The master the Sentinel names is killed; the Sentinel promotes its replica. The nodes,
+    which reach Redis through the Sentinel, find the new master and go on: a QoS 1 message
+    crosses nodes again, the retained message written before the failover is there (it was
+    replicated), and both nodes are members of the cluster in the new master."""
+    replica = RedisServer()
+    replica.command("REPLICAOF", "127.0.0.1", str(redis.port))
+    assert wait_until(lambda: b"master_link_status:up" in replica.command("INFO", "replication"))
+    watcher = RedisSentinel(redis, down_after=500)
+    procs: list[ProcBroker] = []
+    opened: list[RawClient] = []
+    try:
+        for name in ("a", "b"):
+            proc = ProcBroker(
+                ("--host", "127.0.0.1", "--port", "0", "--cluster", watcher.url, "--node-id", name)
+            )
+            procs.append(proc)
+            proc.wait_listening()
+        a, b = procs
+        sub = RawClient(b.host, b.port, version=5)
+        opened.append(sub)
+        sub.connect("sub")
+        sub.sub("s/#", qos=1)
+        pub = RawClient(a.host, a.port, version=5)
+        opened.append(pub)
+        pub.connect("pub")
+        ack = pub.pub("s/0", b"kept", 1, retain=True)
+        assert isinstance(ack, Puback) and ack.reason_code == 0
+        assert receive_publishes(sub, 1)[0].payload == b"kept"
+        assert wait_until(lambda: b"s/0" in replica.command("HKEYS", "{midge}:retained"))
+
+        redis.stop()  # the master dies
+        assert wait_until(lambda: watcher.master_port() == replica.port, 20)
+        # QoS 1 to another node is refused (0x83) while Redis cannot be reached; once the nodes
+        # are on the new master it goes through again.
+        delivered = b""
+        deadline = time.monotonic() + 30
+        n = 0
+        while time.monotonic() < deadline and not delivered:
+            n += 1
+            ack = pub.pub(f"s/{n}", f"after {n}".encode(), 1)
+            if isinstance(ack, Puback) and ack.reason_code == 0:
+                delivered = receive_publishes(sub, 1, timeout=10)[0].payload
+            else:
+                time.sleep(0.2)
+        assert delivered == f"after {n}".encode(), (n, a.describe(), b.describe())
+        late = RawClient(b.host, b.port, version=5)
+        opened.append(late)
+        late.connect("late")
+        late.sub("s/0", qos=1)
+        got = receive_publishes(late, 1)[0]
+        assert (got.payload, got.retain) == (b"kept", True)
+        assert wait_until(
+            lambda: {b"a", b"b"} <= set(replica.command("SMEMBERS", "{midge}:nodes").split()),
+            10,
+        )
+        assert "cannot be reached" in a.stderr
+    finally:
+        for client in opened:
+            client.close()
+        for proc in procs:
+            proc.close()
+        watcher.close()
+        replica.close()
