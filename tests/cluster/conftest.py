@@ -144,13 +144,14 @@ def clients() -> Iterator[Callable[..., RawClient]]:
 
 
 class RedisCluster:
-    """Three redis-server masters (cluster mode, no replicas) joined by ``redis-cli --cluster
-    create``, on loopback ports whose cluster bus ports (+10000) are free too."""
+    """Three redis-server masters (cluster mode), each with ``replicas`` replicas, joined by
+    ``redis-cli --cluster create``, on loopback ports whose cluster bus ports (+10000) are free
+    too. A master that does not answer for ``node_timeout`` ms is failed over to a replica."""
 
-    def __init__(self) -> None:
+    def __init__(self, replicas: int = 0, node_timeout: int = 15000) -> None:
         assert REDIS is not None and CLI is not None
         self.dir = tempfile.mkdtemp(prefix="midge-rcluster-")
-        self.ports = _bus_free_ports(3)
+        self.ports = _bus_free_ports(3 * (1 + replicas))
         self.procs: list[subprocess.Popen[bytes]] = []
         for port in self.ports:
             self.procs.append(
@@ -165,6 +166,12 @@ class RedisCluster:
                         "yes",
                         "--cluster-config-file",
                         f"nodes-{port}.conf",
+                        "--cluster-node-timeout",
+                        str(node_timeout),
+                        # A replica takes over however long ago it last heard its master
+                        # (replication pings come every 10 s, longer than a short timeout).
+                        "--cluster-replica-validity-factor",
+                        "0",
                         "--save",
                         "",
                         "--appendonly",
@@ -187,7 +194,7 @@ class RedisCluster:
                 "create",
                 *(f"127.0.0.1:{p}" for p in self.ports),
                 "--cluster-replicas",
-                "0",
+                str(replicas),
                 "--cluster-yes",
             ],
             stdin=subprocess.DEVNULL,
@@ -197,14 +204,36 @@ class RedisCluster:
         )
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
-            if all(b"cluster_state:ok" in _command(p, "CLUSTER", "INFO") for p in self.ports):
+            if self.state_ok() and all(self._synced(p) for p in self.ports):
                 return
             time.sleep(0.1)
-        raise AssertionError("the Redis Cluster did not reach cluster_state:ok")
+        raise AssertionError("the Redis Cluster did not reach cluster_state:ok, replicas synced")
+
+    @staticmethod
+    def _synced(port: int) -> bool:
+        """A master, or a replica whose first sync with its master is done."""
+        info = _command(port, "INFO", "replication")
+        return b"role:master" in info or b"master_link_status:up" in info
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.ports[0]}/0"
+
+    def kill_owner(self, key: str) -> int:
+        """Kill the master that holds ``key`` (the others answer MOVED), once a replica has
+        what it was written so far (WAIT); its port."""
+        for port, proc in zip(self.ports, self.procs, strict=True):
+            if proc.poll() is None and _command(port, "EXISTS", key) == b":1\r\n":
+                assert _command(port, "WAIT", "1", "1500") == b":1\r\n"
+                proc.kill()
+                proc.wait(5)
+                return port
+        raise AssertionError(f"no master holds {key}")
+
+    def state_ok(self) -> bool:
+        """Whether every live node says the cluster is ok (every slot served)."""
+        live = [p for p, proc in zip(self.ports, self.procs, strict=True) if proc.poll() is None]
+        return all(b"cluster_state:ok" in _command(p, "CLUSTER", "INFO") for p in live)
 
     def masters_with_keys(self) -> int:
         """How many of the masters hold some key."""

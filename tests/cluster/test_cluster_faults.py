@@ -299,7 +299,10 @@ def test_a_node_cut_off_and_taken_over_lets_go_the_clients_whose_wills_were_publ
         assert b.wait_output("node a is gone", 15)
         assert _wills(watcher, 1) == Counter([b"gone:early"])
         proxy.heal()
-        assert early.expect(Disconnect, timeout=15).reason_code == 0x8E
+        try:
+            assert early.expect(Disconnect, timeout=15).reason_code == 0x8E
+        except TimeoutError:
+            raise AssertionError(f"early was not let go\n{a.describe()}") from None
         assert a.wait_output("early's will was published while this node was away", 5)
         late.ping()  # still connected
         assert _wills(watcher) == Counter()  # not again

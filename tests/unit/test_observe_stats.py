@@ -4,6 +4,9 @@ admin API calls (Connection.kick, Broker.delete_session, Broker.delete_retained)
 
 from __future__ import annotations
 
+import marshal
+
+from midge.cluster.totals import snapshot
 from midge.codec.packets import Puback, Publish
 from midge.codec.properties import Prop
 from midge.codec.reasons import Reason
@@ -48,6 +51,10 @@ def test_each_drop_reason_is_counted_once() -> None:
         Reason.NOT_AUTHORIZED: 1,
         Reason.IMPLEMENTATION_SPECIFIC_ERROR: 1,
     }
+    # What the other processes of the broker are sent of them (STATS with --workers, a cluster
+    # node's snapshot): plain data, which marshal takes (Reason members are IntEnums).
+    numbers = marshal.loads(marshal.dumps(snapshot(broker.broker, None)))
+    assert numbers["stats"]["publish_refused"] == {0x87: 1, 0x83: 1}
     # No subscriber, at each QoS (QoS 2 is Success at PUBREC, and counted all the same).
     pub.publish("nobody", b"", 0)
     pub.publish("nobody", b"", 1)

@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import marshal
 import os
@@ -286,13 +287,19 @@ def _entry_id(value: str) -> tuple[int, int]:
 class _AckWait:
     """A QoS 1/2 message sent to other nodes: its PUBACK/PUBREC waits until each accepted it."""
 
-    __slots__ = ("done", "handle", "waiting")
+    __slots__ = ("done", "entries", "handle", "waiting")
 
     def __init__(self, waiting: set[str]) -> None:
         #: The nodes that have not accepted it yet ("" : the retained write to Redis).
         self.waiting = waiting
+        #: Its entry in each node's stream, once written (:meth:`RedisRouter._recheck_accepted`).
+        self.entries: dict[str, str] = {}
         self.done: Callable[[], None] | None = None
         self.handle: asyncio.TimerHandle | None = None
+
+    def written(self, node: str, entry_id: Any) -> None:
+        """XADD's answer: its entry in ``node``'s stream."""
+        self.entries[node] = _str(entry_id)
 
     def settle(self, node: str) -> bool:
         """``node`` accepted it (or is gone); True once none is left."""
@@ -547,6 +554,9 @@ class RedisRouter:
         #: Cluster): commands, the channel subscription, the blocking stream reads.
         self.client: Any = None
         self._listen_client: Any = None
+        #: This node registered again: its wills are checked (:meth:`_check_wills`) at the
+        #: first heartbeat with no take-over of it running, and again while that fails.
+        self._wills_unchecked = False
         self._stream_client: Any = None
         #: Whether the URL names a node of a Redis Cluster (found at start).
         self.redis_cluster = False
@@ -723,11 +733,15 @@ class RedisRouter:
         every frame; after a broken connection, the same again (nothing announced meanwhile is
         missed: the state is read after the subscription is made)."""
         assert self._listen_client is not None
+        subscribed = False
         while not self._stopping:
             pubsub = self._listen_client.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(ALL, channel(self.me))
                 await self._resync()
+                if subscribed:
+                    await self._recheck_accepted()
+                subscribed = True
                 self._redis_back()
                 self._synced.set()
                 while True:
@@ -747,6 +761,19 @@ class RedisRouter:
             finally:
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()
+
+    async def _recheck_accepted(self) -> None:
+        """Subscribed again after a broken connection: an ACCEPTED sent to this node while it
+        was not subscribed is lost. A node that accepts a message removes it from its stream
+        first (XACK, XDEL, then ACCEPTED, in that order), so a message still waited for whose
+        entry is no longer in that node's stream was accepted (or the node's stream went with
+        the node): it is settled. One still there is accepted from now on, heard."""
+        client = self._listen_client
+        assert client is not None
+        for wid, wait in list(self.acks.items()):
+            for node, eid in list(wait.entries.items()):
+                if node in wait.waiting and not await client.xrange(stream_key(node), eid, eid):
+                    self._settle(wid, node)
 
     async def _resync(self) -> None:
         """Read the live nodes, their routes and the retained messages; write ours again (Redis
@@ -936,12 +963,16 @@ class RedisRouter:
                     # others declared us dead and took our sessions over): the client ids
                     # that are another node's now are let go here.
                     self.member.clear()
-                    await self._check_wills()
                     await self._check_owned()
+                    # Its connections' wills, once no take-over of it runs (not at -1: one
+                    # may not have published them yet).
+                    self._wills_unchecked = True
                 if added == -1:
                     # Still being taken over: not a member until that is done.
                     self._redis_back()
                     continue
+                if self._wills_unchecked:
+                    await self._check_wills()
                 if added:
                     log.warning("cluster: node %s registered again", self.me)
                     await self._create_group()
@@ -1027,9 +1058,17 @@ class RedisRouter:
                         "PUBLISH", channel(node), marshal.dumps((MSG, data, groups or None))
                     )
             else:
+                assert wait is not None
                 for node, groups in targets.items():
                     entry = marshal.dumps((self.me, wid, data, groups or None, self.incarnation))
-                    writer.send("XADD", stream_key(node), "*", "m", entry)
+                    writer.send(
+                        "XADD",
+                        stream_key(node),
+                        "*",
+                        "m",
+                        entry,
+                        then=functools.partial(wait.written, node),
+                    )
         if wait is not None:
             if wait.waiting:
                 self._last = wait
@@ -1543,18 +1582,20 @@ class RedisRouter:
             released.clear()
 
     async def _check_wills(self) -> None:
-        """Registered again: if the node that took this one over published the wills of its
-        connected clients (the mark :data:`WILLS_TAKEN` in this node's wills hash), those
-        clients are let go here without their will (0x8E for v5), so that no client stays
-        connected whose will the others have seen; the clients that connected since are in
-        the hash again (written when Redis came back). Without the mark (Redis lost the
-        hash), this node's wills are written again."""
+        """Registered again (and no take-over of this node running): if the node that took
+        this one over published the wills of its connected clients (the mark
+        :data:`WILLS_TAKEN` in this node's wills hash), those clients are let go here without
+        their will (0x8E for v5), so that no client stays connected whose will the others
+        have seen; the clients that connected since are in the hash again (written when Redis
+        came back). Without the mark (Redis lost the hash), this node's wills are written
+        again."""
         from midge.store.redis import wills_key
 
         client = self.client
         broker = self.broker
         store = self.store
         if client is None or broker is None or store is None or self.writer is None:
+            self._wills_unchecked = False  # no store: no wills kept
             return
         key = wills_key(self.me)
         # Read through the writer: after the wills written while Redis was away.
@@ -1568,7 +1609,10 @@ class RedisRouter:
         try:
             held = {_str(f) for f in await asyncio.wait_for(read, KNOWN_TIMEOUT)}
         except TimeoutError:
-            return  # Redis failed the read (logged): the wills stay as they are
+            # Redis failed the read (logged): checked again at the next heartbeat.
+            self._wills_unchecked = True
+            return
+        self._wills_unchecked = False
 
         mine = store.connected_wills()
         if WILLS_TAKEN not in held:

@@ -79,7 +79,9 @@ def snapshot(broker: Broker, memory: Callable[[], tuple[int, int]] | None) -> di
     counters: dict[str, Any] = {}
     for name in STAT_FIELDS:
         value = getattr(stats, name)
-        counters[name] = dict(value) if isinstance(value, dict) else value
+        # Counts by reason code: the codes may be Reason members (IntEnum), which marshal
+        # refuses; plain ints on the wire.
+        counters[name] = {int(k): n for k, n in value.items()} if isinstance(value, dict) else value
     t = session_totals(broker.sessions)
     tree = broker.tree
     current, peak = memory() if memory is not None else (0, 0)
