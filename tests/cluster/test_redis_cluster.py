@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import signal
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -91,12 +93,23 @@ def test_nodes_on_a_three_master_redis_cluster(redis_cluster: RedisCluster) -> N
 def test_nodes_through_a_redis_sentinel(redis: RedisServer, sentinel: RedisSentinel) -> None:
     """``redis+sentinel://HOST:PORT/SERVICE/DB``: the nodes reach the master the Sentinel
     names for the service."""
+    with _two_nodes(sentinel.url):
+        # The state is in the master the Sentinel names.
+        assert b"s/0" in redis.command("HKEYS", "{midge}:retained")
+        assert b"a" in redis.command("SMEMBERS", "{midge}:nodes")
+
+
+@contextmanager
+def _two_nodes(url: str) -> Iterator[tuple[ProcBroker, ProcBroker, RawClient, RawClient]]:
+    """Nodes a and b of the cluster whose Redis is at ``url``, a subscriber on b to ``s/#``
+    (QoS 1) and a publisher on a, which has published the retained ``s/0`` "kept" (QoS 1:
+    acknowledged, and delivered across). Everything is closed after."""
     procs: list[ProcBroker] = []
     opened: list[RawClient] = []
     try:
         for name in ("a", "b"):
             proc = ProcBroker(
-                ("--host", "127.0.0.1", "--port", "0", "--cluster", sentinel.url, "--node-id", name)
+                ("--host", "127.0.0.1", "--port", "0", "--cluster", url, "--node-id", name)
             )
             procs.append(proc)
             proc.wait_listening()
@@ -108,12 +121,16 @@ def test_nodes_through_a_redis_sentinel(redis: RedisServer, sentinel: RedisSenti
         pub = RawClient(a.host, a.port, version=5)
         opened.append(pub)
         pub.connect("pub")
-        ack = pub.pub("s/1", b"via sentinel", 1, retain=True)
+        ack = pub.pub("s/0", b"kept", 1, retain=True)
         assert isinstance(ack, Puback) and ack.reason_code == 0
-        assert receive_publishes(sub, 1)[0].payload == b"via sentinel"
-        # The state is in the master the Sentinel names.
-        assert b"s/1" in redis.command("HKEYS", "{midge}:retained")
-        assert b"a" in redis.command("SMEMBERS", "{midge}:nodes")
+        assert receive_publishes(sub, 1)[0].payload == b"kept"
+        yield a, b, pub, sub
+        late = RawClient(b.host, b.port, version=5)
+        opened.append(late)
+        late.connect("late")
+        late.sub("s/0", qos=1)
+        got = receive_publishes(late, 1)[0]
+        assert (got.payload, got.retain) == (b"kept", True)  # the retained message is there
     finally:
         for client in opened:
             client.close()
@@ -153,47 +170,16 @@ def test_a_sentinel_failover_promotes_the_replica_and_the_nodes_go_on(redis: Red
     replica.command("REPLICAOF", "127.0.0.1", str(redis.port))
     assert wait_until(lambda: b"master_link_status:up" in replica.command("INFO", "replication"))
     watcher = RedisSentinel(redis, down_after=500)
-    procs: list[ProcBroker] = []
-    opened: list[RawClient] = []
     try:
-        for name in ("a", "b"):
-            proc = ProcBroker(
-                ("--host", "127.0.0.1", "--port", "0", "--cluster", watcher.url, "--node-id", name)
-            )
-            procs.append(proc)
-            proc.wait_listening()
-        a, b = procs
-        sub = RawClient(b.host, b.port, version=5)
-        opened.append(sub)
-        sub.connect("sub")
-        sub.sub("s/#", qos=1)
-        pub = RawClient(a.host, a.port, version=5)
-        opened.append(pub)
-        pub.connect("pub")
-        ack = pub.pub("s/0", b"kept", 1, retain=True)
-        assert isinstance(ack, Puback) and ack.reason_code == 0
-        assert receive_publishes(sub, 1)[0].payload == b"kept"
-        assert wait_until(lambda: b"s/0" in replica.command("HKEYS", "{midge}:retained"))
-
-        redis.stop()  # the master dies
-        assert wait_until(lambda: watcher.master_port() == replica.port, 20)
-        _crosses_again(pub, sub, a, b)
-        late = RawClient(b.host, b.port, version=5)
-        opened.append(late)
-        late.connect("late")
-        late.sub("s/0", qos=1)
-        got = receive_publishes(late, 1)[0]
-        assert (got.payload, got.retain) == (b"kept", True)
-        assert wait_until(
-            lambda: {b"a", b"b"} <= set(replica.command("SMEMBERS", "{midge}:nodes").split()),
-            10,
-        )
-        assert "cannot be reached" in a.stderr
+        with _two_nodes(watcher.url) as (a, b, pub, sub):
+            assert wait_until(lambda: b"s/0" in replica.command("HKEYS", "{midge}:retained"))
+            redis.stop()  # the master dies
+            assert wait_until(lambda: watcher.master_port() == replica.port, 20)
+            _crosses_again(pub, sub, a, b)
+            members = lambda: set(replica.command("SMEMBERS", "{midge}:nodes").split())  # noqa: E731
+            assert wait_until(lambda: {b"a", b"b"} <= members(), 10)
+            assert "cannot be reached" in a.stderr
     finally:
-        for client in opened:
-            client.close()
-        for proc in procs:
-            proc.close()
         watcher.close()
         replica.close()
 
@@ -208,48 +194,10 @@ def test_a_redis_cluster_failover_promotes_a_replica_and_the_nodes_go_on() -> No
     if CLI is None:
         pytest.skip("needs redis-cli (make debs: redis-server brings it)")
     redis_cluster = RedisCluster(replicas=1, node_timeout=1000)
-    procs: list[ProcBroker] = []
-    opened: list[RawClient] = []
     try:
-        for name in ("a", "b"):
-            proc = ProcBroker(
-                (
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    "0",
-                    "--cluster",
-                    redis_cluster.url,
-                    "--node-id",
-                    name,
-                )
-            )
-            procs.append(proc)
-            proc.wait_listening()
-        a, b = procs
-        sub = RawClient(b.host, b.port, version=5)
-        opened.append(sub)
-        sub.connect("sub")
-        sub.sub("s/#", qos=1)
-        pub = RawClient(a.host, a.port, version=5)
-        opened.append(pub)
-        pub.connect("pub")
-        ack = pub.pub("s/0", b"kept", 1, retain=True)
-        assert isinstance(ack, Puback) and ack.reason_code == 0
-        assert receive_publishes(sub, 1)[0].payload == b"kept"
-
-        redis_cluster.kill_owner("{midge}:nodes")
-        assert wait_until(redis_cluster.state_ok, 30)
-        _crosses_again(pub, sub, a, b)
-        late = RawClient(b.host, b.port, version=5)
-        opened.append(late)
-        late.connect("late")
-        late.sub("s/0", qos=1)
-        got = receive_publishes(late, 1)[0]
-        assert (got.payload, got.retain) == (b"kept", True)
+        with _two_nodes(redis_cluster.url) as (a, b, pub, sub):
+            redis_cluster.kill_owner("{midge}:nodes")
+            assert wait_until(redis_cluster.state_ok, 30)
+            _crosses_again(pub, sub, a, b)
     finally:
-        for client in opened:
-            client.close()
-        for proc in procs:
-            proc.close()
         redis_cluster.close()
