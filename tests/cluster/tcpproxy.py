@@ -22,6 +22,8 @@ class TcpProxy:
         self.listener.listen(64)
         self.port: int = self.listener.getsockname()[1]
         self._cut = threading.Event()
+        self._dropping = threading.Event()
+        self._drop_after: bytes | None = None
         self._closed = False
         self._lock = threading.Lock()
         self._sockets: list[socket.socket] = []
@@ -46,17 +48,27 @@ class TcpProxy:
                 continue
             with self._lock:
                 self._sockets += [client, upstream]
-            for src, dst, delay in ((client, upstream, 0.0), (upstream, client, self.delay)):
-                thread = threading.Thread(target=self._pump, args=(src, dst, delay), daemon=True)
+            for src, dst, delay, answers in (
+                (client, upstream, 0.0, False),
+                (upstream, client, self.delay, True),
+            ):
+                thread = threading.Thread(
+                    target=self._pump, args=(src, dst, delay, answers), daemon=True
+                )
                 self._threads.append(thread)
                 thread.start()
 
-    def _pump(self, src: socket.socket, dst: socket.socket, delay: float) -> None:
+    def _pump(self, src: socket.socket, dst: socket.socket, delay: float, answers: bool) -> None:
         try:
             while True:
                 data = src.recv(65536)
                 if not data or self._cut.is_set():
                     break
+                if answers and self._dropping.is_set():
+                    continue
+                after = self._drop_after
+                if not answers and after is not None and after in data:
+                    self._dropping.set()  # before it reaches the server: its answer is dropped
                 if delay:
                     time.sleep(delay)
                 dst.sendall(data)
@@ -76,8 +88,19 @@ class TcpProxy:
                 sock.shutdown(socket.SHUT_RDWR)
             sock.close()
 
+    def drop_answers(self, after: bytes | None = None) -> None:
+        """Pass on what clients send, but not what the server answers, until :meth:`heal`: a
+        command runs, and the client does not know it did (as when a connection breaks after
+        the server ran it). With ``after``, from the first request that holds those bytes."""
+        if after is None:
+            self._dropping.set()
+        else:
+            self._drop_after = after
+
     def heal(self) -> None:
         self._cut.clear()
+        self._dropping.clear()
+        self._drop_after = None
 
     def close(self) -> None:
         self._closed = True

@@ -194,20 +194,27 @@ return 0
 """
 
 #: A node's connection wills (midge.store.redis.wills_key), read and deleted at once, so that
-#: only one node publishes them. KEYS: the hash.
+#: only one node publishes them; each one's client id and serial is added to the node's
+#: wills-taken hash (midge.store.redis.wills_taken_key), so that the node, if it was only cut
+#: off, lets those connections go when it comes back. KEYS: the wills, the wills taken; ARGV:
+#: how long the wills taken are kept (ms).
 _TAKE_WILLS = """
 local wills = redis.call('HGETALL', KEYS[1])
 redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], ARGV[1], '1')
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
+for i = 1, #wills, 2 do
+  redis.call('HSET', KEYS[2], wills[i], string.match(wills[i + 1], '^(%d+):') or '0')
+end
+if #wills > 0 then redis.call('PEXPIRE', KEYS[2], ARGV[1]) end
 return wills
 """
 
-#: The field a node taking another over leaves in that node's wills hash: if the node comes
-#: back (it was cut off, not dead), it lets go the clients whose wills were published. No
-#: client id has it (MQTT-1.5.4-2: no U+0000 in a string).
-WILLS_TAKEN = "\x00taken"
-#: How long that mark is kept for a node that does not come back (ms).
+#: A node that registered again reads its wills taken and the wills it has in Redis.
+#: KEYS: the wills taken, the wills.
+_READ_WILLS = """
+return {redis.call('HGETALL', KEYS[1]), redis.call('HKEYS', KEYS[2])}
+"""
+
+#: How long the wills taken are kept for a node that does not come back (ms).
 WILLS_TAKEN_TTL = 24 * 3600 * 1000
 
 #: The client id is no longer used here (its session ended): its owner key goes, unless
@@ -652,13 +659,13 @@ class RedisRouter:
             await asyncio.wait_for(self._synced.wait(), 10.0)
         except TimeoutError:
             raise ClusterError(f"could not read the cluster's state from {self.url}") from None
-        from midge.store.redis import wills_key
+        from midge.store.redis import wills_taken_key
 
         try:
             # This node's id ran before and went down with clients connected (and no node took
             # it over yet): their wills are due.
             await self._publish_lost_wills(self.me)
-            await client.delete(wills_key(self.me))  # and no mark for ourselves
+            await client.delete(wills_taken_key(self.me))  # of no connection of this life
         except ERRORS as exc:
             raise ClusterError(f"cannot join the cluster at {self.url}: {exc}") from None
         self.writer.send("PUBLISH", ALL, marshal.dumps((UP, self.me)))
@@ -695,13 +702,14 @@ class RedisRouter:
         self._tasks = []
         client = self.client
         if client is not None and self.healthy:
-            from midge.store.redis import wills_key
+            from midge.store.redis import wills_key, wills_taken_key
 
             with contextlib.suppress(*ERRORS, TimeoutError):
                 pipe = client.pipeline(transaction=False)
                 pipe.delete(node_key(self.me))
                 pipe.delete(routes_key(self.me))
-                pipe.delete(wills_key(self.me))  # every connection ended (Broker.shutdown)
+                # Every connection ended (Broker.shutdown).
+                pipe.delete(wills_key(self.me), wills_taken_key(self.me))
                 pipe.srem(NODES, self.me)
                 pipe.execute_command("PUBLISH", ALL, marshal.dumps((DOWN, self.me, "", 0)))
                 await asyncio.wait_for(pipe.execute(), 2.0)
@@ -1326,18 +1334,18 @@ class RedisRouter:
         sessions with them, so each will is published now, its delay not waited for
         (MQTT-3.1.3-9 v5: a will is due when its session ends). Read and deleted in one step:
         one node publishes them. Returns how many."""
-        from midge.store.redis import wills_key
+        from midge.store.redis import decode_connection_will, wills_key, wills_taken_key
 
         client = self.client
         broker = self.broker
         assert client is not None and broker is not None
-        flat = await client.eval(_TAKE_WILLS, 1, wills_key(node), WILLS_TAKEN, WILLS_TAKEN_TTL)
+        flat = await client.eval(
+            _TAKE_WILLS, 2, wills_key(node), wills_taken_key(node), WILLS_TAKEN_TTL
+        )
         published = 0
         for k in range(0, len(flat or ()) - 1, 2):
-            if _str(flat[k]) == WILLS_TAKEN:
-                continue
             try:
-                data, username = marshal.loads(flat[k + 1])
+                _, data, username = decode_connection_will(flat[k + 1])
                 message = message_from_data(data)
             except (ValueError, EOFError, TypeError):
                 log.error("cluster: unreadable will of %s left by node %s", _str(flat[k]), node)
@@ -1582,14 +1590,14 @@ class RedisRouter:
             released.clear()
 
     async def _check_wills(self) -> None:
-        """Registered again (and no take-over of this node running): if the node that took
-        this one over published the wills of its connected clients (the mark
-        :data:`WILLS_TAKEN` in this node's wills hash), those clients are let go here without
-        their will (0x8E for v5), so that no client stays connected whose will the others
-        have seen; the clients that connected since are in the hash again (written when Redis
-        came back). Without the mark (Redis lost the hash), this node's wills are written
-        again."""
-        from midge.store.redis import wills_key
+        """Registered again (and no take-over of this node running): the connections whose
+        will the node that took this one over published (in this node's wills taken, with
+        the serial their will was written with) are let go here without their will (0x8E for
+        v5), so that no client stays connected whose will the others have seen. A connection
+        of the same client id made since (another serial) stays, as does one that connected
+        while this node was cut off (its will was written when Redis came back). A will that
+        Redis lost (restarted, or failed over before it was replicated) is written again."""
+        from midge.store.redis import wills_key, wills_taken_key
 
         client = self.client
         broker = self.broker
@@ -1597,45 +1605,46 @@ class RedisRouter:
         if client is None or broker is None or store is None or self.writer is None:
             self._wills_unchecked = False  # no store: no wills kept
             return
-        key = wills_key(self.me)
-        # Read through the writer: after the wills written while Redis was away.
+        taken_key = wills_taken_key(self.me)
+        # Read through the writer: after the wills written while Redis was away (a will
+        # written before this node was taken over may be written again then: the writer
+        # repeats what it sent as the connection broke, so the serials tell).
         read: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
 
-        def got(fields: Any) -> None:
+        def got(result: Any) -> None:
             if not read.done():
-                read.set_result(fields)
+                read.set_result(result)
 
-        self.writer.send("HKEYS", key, then=got)
+        self.writer.send("EVAL", _READ_WILLS, 2, taken_key, wills_key(self.me), then=got)
         try:
-            held = {_str(f) for f in await asyncio.wait_for(read, KNOWN_TIMEOUT)}
+            taken_flat, held_raw = await asyncio.wait_for(read, KNOWN_TIMEOUT)
         except TimeoutError:
             # Redis failed the read (logged): checked again at the next heartbeat.
             self._wills_unchecked = True
             return
         self._wills_unchecked = False
-
-        mine = store.connected_wills()
-        if WILLS_TAKEN not in held:
-            for cid in mine:
-                session = broker.sessions.get(cid)
-                conn = session.connection if session is not None else None
-                if cid not in held and conn is not None and conn.will is not None:
-                    store.connection_will_saved(cid, conn.will, conn.username)
-            return
-        for cid in mine:
-            if cid in held:
-                continue
+        taken: dict[str, bytes] = {
+            _str(taken_flat[k]): taken_flat[k + 1] for k in range(0, len(taken_flat) - 1, 2)
+        }
+        held = {_str(f) for f in held_raw}
+        for cid, serial in store.connected_wills().items():
             session = broker.sessions.get(cid)
             conn = session.connection if session is not None else None
             if conn is None:
                 continue
-            conn.take_will()  # published by the node that took this one over
-            store.connection_will_cleared(cid)
-            log.warning("cluster: %s's will was published while this node was away: let go", cid)
-            released, _ = broker.release(cid, False)
-            if released is not None:
-                released.clear()
-        self.writer.send("HDEL", key, WILLS_TAKEN)
+            if taken.get(cid) == b"%d" % serial:
+                conn.take_will()  # published by the node that took this one over
+                store.connection_will_cleared(cid)
+                log.warning(
+                    "cluster: %s's will was published while this node was away: let go", cid
+                )
+                released, _ = broker.release(cid, False)
+                if released is not None:
+                    released.clear()
+            elif cid not in held and conn.will is not None:
+                store.connection_will_saved(cid, conn.will, conn.username)
+        if taken:
+            self.writer.send("DEL", taken_key)
 
     async def _check_owned(self) -> None:
         """Registered again: after being declared dead, the client ids taken over elsewhere

@@ -38,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import marshal
+import os
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -74,8 +75,32 @@ def session_key(client_id: str) -> str:
 
 def wills_key(node: str) -> str:
     """The wills of the clients connected to ``node`` whose session ends with their connection
-    (hash: client id -> (message data, username)); see :meth:`RedisStore.connection_will_saved`."""
+    (hash: client id -> :func:`encode_connection_will`); see
+    :meth:`RedisStore.connection_will_saved`."""
     return f"{{midge:{node}}}:wills"
+
+
+def wills_taken_key(node: str) -> str:
+    """The wills of ``node``'s connections that a node taking it over published (hash: client id
+    -> the serial of that connection's will): if ``node`` was only cut off, it lets those
+    connections go when it comes back (RedisRouter._check_wills)."""
+    return f"{{midge:{node}}}:wills-taken"
+
+
+def encode_connection_will(serial: int, data: Any, username: str | None) -> bytes:
+    """A connection's will in :func:`wills_key`: ``serial`` (which tells this connection from
+    another one of the same client id), a colon, then the message data and the username."""
+    return b"%d:%b" % (serial, marshal.dumps((data, username)))
+
+
+def decode_connection_will(raw: bytes) -> tuple[int, Any, str | None]:
+    """(serial, message data, username) of :func:`encode_connection_will`; ValueError if
+    ``raw`` is not one."""
+    head, sep, rest = raw.partition(b":")
+    if not sep or not head.isdigit():
+        raise ValueError("not a connection will")
+    data, username = marshal.loads(rest)
+    return int(head), data, username
 
 
 #: A session's pending will as kept in Redis: (message data, wall-clock due time or None for a
@@ -107,8 +132,11 @@ class RedisStore:
         self._users: dict[str, str | None] = {}
         #: Pending delayed wills of sessions held here: client id -> (message, due at).
         self._wills: dict[str, tuple[Message, float]] = {}
-        #: Client ids whose connection's will is in Redis (connection_will_saved).
-        self._connected_wills: set[str] = set()
+        #: Client ids whose connection's will is in Redis (connection_will_saved) -> the
+        #: serial it was written with; the next serial (from a random start: a restarted
+        #: node's serials are not its last life's).
+        self._connected_wills: dict[str, int] = {}
+        self._will_serial = int.from_bytes(os.urandom(5), "big")
         self._callbacks: list[Callable[[], None]] = []
         self._scheduled = False
         #: Flushes sent to Redis and not acknowledged yet.
@@ -285,18 +313,21 @@ class RedisStore:
         writer = self.router.writer
         if writer is None:
             return
-        self._connected_wills.add(client_id)
-        data = marshal.dumps((self.router.message_data(message), username))
+        self._will_serial += 1
+        self._connected_wills[client_id] = self._will_serial
+        data = encode_connection_will(
+            self._will_serial, self.router.message_data(message), username
+        )
         writer.send("HSET", wills_key(self.router.me), client_id, data)
 
-    def connected_wills(self) -> list[str]:
-        """The client ids whose connection's will this node keeps in Redis."""
-        return list(self._connected_wills)
+    def connected_wills(self) -> dict[str, int]:
+        """The client ids whose connection's will this node keeps in Redis, with the serial
+        each was written with."""
+        return dict(self._connected_wills)
 
     def connection_will_cleared(self, client_id: str) -> None:
-        if client_id not in self._connected_wills:
+        if self._connected_wills.pop(client_id, None) is None:
             return
-        self._connected_wills.discard(client_id)
         writer = self.router.writer
         if writer is not None:
             writer.send("HDEL", wills_key(self.router.me), client_id)
