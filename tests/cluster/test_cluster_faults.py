@@ -321,6 +321,39 @@ def test_a_node_cut_off_and_taken_over_lets_go_the_clients_whose_wills_were_publ
         proxy.close()
 
 
+def test_a_retained_message_published_while_a_node_reconnects_its_channels_is_acknowledged(
+    redis: RedisServer, node: Any, clients: Any
+) -> None:
+    """Node b's connections to Redis break for less than its expiry (it stays a member), and
+    node a publishes a retained QoS 1 message meanwhile: b misses the RETAIN frame but reads the
+    message from Redis when it subscribes again, and says so (SYNCED); a asks b again (RECHECK)
+    and b answers, so a's PUBACK comes then, not after the 60 s limit. A client subscribing on b
+    gets the message."""
+    proxy = TcpProxy(redis.port)
+    try:
+        a = node("a")
+        b = node("b", "--cluster", f"redis://127.0.0.1:{proxy.port}/0")
+        assert a.wait_output("node b is up", 5)
+        pub = clients(a, "pub", version=5)
+        proxy.cut()
+        assert b.wait_output("cannot be reached", 2)
+        pub.send(Publish("kept/r", b"while away", 1, True, False, 1, {}))
+        time.sleep(0.3)  # a's RETAIN frame is out, b hears nothing
+        proxy.heal()
+        try:
+            ack = pub.expect(Puback, timeout=10)
+        except TimeoutError:
+            raise AssertionError(f"no PUBACK\n{a.describe()}\n{b.describe()}") from None
+        assert ack.reason_code == 0x10  # accepted; no subscriber matched
+        assert not a.wait_output("node b is gone", 0.1)  # b stayed a member
+        sub = clients(b, "sub")
+        sub.subscribe("kept/#", 1)
+        got = receive_publishes(sub, 1)[0]
+        assert (got.payload, got.retain) == (b"while away", True)
+    finally:
+        proxy.close()
+
+
 def test_a_node_restarted_with_its_id_publishes_its_lost_connections_wills(
     redis: RedisServer, node: Any, clients: Any
 ) -> None:

@@ -116,7 +116,21 @@ HANDOVER_TIMEOUT = STAND_IN_TIMEOUT + 2.0
 #: What a broken or refusing Redis raises (a Redis Cluster's own errors included).
 ERRORS = (RedisError, RedisClusterException, OSError)
 
-MSG, SUB, UNSUB, UP, DOWN, RETAIN, KNOWN, ACCEPTED, CLAIM, RELEASED, RECOVERED = range(11)
+(
+    MSG,
+    SUB,
+    UNSUB,
+    UP,
+    DOWN,
+    RETAIN,
+    KNOWN,
+    ACCEPTED,
+    CLAIM,
+    RELEASED,
+    RECOVERED,
+    SYNCED,
+    RECHECK,
+) = range(13)
 
 #: Keys carry a hash tag (``{...}``) so that a Redis Cluster keeps together what one script
 #: touches: the node registry and the retained set in one slot, each node's routes and stream in
@@ -749,6 +763,10 @@ class RedisRouter:
                 await self._resync()
                 if subscribed:
                     await self._recheck_accepted()
+                    # The RETAIN frames sent meanwhile were missed, not their messages (read
+                    # just now): their publishers ask again (RECHECK), and are answered.
+                    assert self.writer is not None
+                    self.writer.send("PUBLISH", ALL, marshal.dumps((SYNCED, self.me)))
                 subscribed = True
                 self._redis_back()
                 self._synced.set()
@@ -782,6 +800,20 @@ class RedisRouter:
             for node, eid in list(wait.entries.items()):
                 if node in wait.waiting and not await client.xrange(stream_key(node), eid, eid):
                     self._settle(wid, node)
+        for node in self.nodes:
+            self._recheck_retained(node)
+
+    def _recheck_retained(self, node: str) -> None:
+        """Ask ``node`` again whether it has applied each retained message this node still
+        waits for it to accept (its ACCEPTED, or the RETAIN frame, may have been lost while a
+        channel's connection was being made again). ``node`` handles the RECHECK after the
+        RETAIN (one writer here sends both, in order), or, if it missed the RETAIN, after
+        reading the retained messages from Redis (the message was written there first): it
+        answers at once either way."""
+        who = f"r:{node}"
+        for wid, wait in self.acks.items():
+            if who in wait.waiting:
+                self._send(node, (RECHECK, self.me, wid))
 
     async def _resync(self) -> None:
         """Read the live nodes, their routes and the retained messages; write ours again (Redis
@@ -882,6 +914,11 @@ class RedisRouter:
                 self.broker.retained.set(message_from_data(frame[2]))
                 if frame[3]:
                     self._send(node, (ACCEPTED, f"r:{self.me}", frame[3]))
+        elif kind == RECHECK:
+            self._send(frame[1], (ACCEPTED, f"r:{self.me}", frame[2]))
+        elif kind == SYNCED:
+            if frame[1] != self.me:
+                self._recheck_retained(frame[1])
         elif kind == UP:
             if frame[1] != self.me:
                 self._node_up(frame[1])
