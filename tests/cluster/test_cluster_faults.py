@@ -321,6 +321,42 @@ def test_a_node_cut_off_and_taken_over_lets_go_the_clients_whose_wills_were_publ
         proxy.close()
 
 
+def test_after_an_outage_of_redis_for_every_node_no_node_is_declared_dead(
+    redis: RedisServer, node: Any, clients: Any
+) -> None:
+    """Redis is out of reach of both nodes for longer than a node's expiry (a slow failover, a
+    stalled Redis, a network fault in front of it), so their keys expire there. Node a reaches
+    it again first, b a second later: a must not take b for dead (its key expired while a
+    could not see it refresh it either), and so b's subscriber keeps getting a's messages.
+    A node judges the others only once it has reached Redis for a whole expiry itself."""
+    to_a, to_b = TcpProxy(redis.port), TcpProxy(redis.port)
+    try:
+        a = node("a", "--cluster", f"redis://127.0.0.1:{to_a.port}/0")
+        b = node("b", "--cluster", f"redis://127.0.0.1:{to_b.port}/0")
+        assert a.wait_output("node b is up", 5)
+        sub = clients(b, "sub", version=5)
+        sub.subscribe("s/#", 1)
+        pub = clients(a, "pub", version=5)
+        to_a.cut()
+        to_b.cut()
+        assert a.wait_output("cannot be reached", 2) and b.wait_output("cannot be reached", 2)
+        time.sleep(4.0)  # both keys expire (3 s)
+        to_a.heal()
+        assert a.wait_output("answers again", 5)
+        time.sleep(1.0)
+        to_b.heal()
+        assert b.wait_output("answers again", 5)
+        time.sleep(3.0)  # a's expiry, and then some: a would have judged b by now
+        assert not a.wait_output("node b is dead", 0.1), a.describe()
+        assert not b.wait_output("registered again", 0.1), b.describe()
+        ack = pub.pub("s/1", b"after", 1)
+        assert isinstance(ack, Puback) and ack.reason_code == 0, ack
+        assert receive_publishes(sub, 1)[0].payload == b"after"
+    finally:
+        to_a.close()
+        to_b.close()
+
+
 def test_a_retained_message_published_while_a_node_reconnects_its_channels_is_acknowledged(
     redis: RedisServer, node: Any, clients: Any
 ) -> None:

@@ -154,7 +154,12 @@ def _crosses_again(pub: RawClient, sub: RawClient, a: ProcBroker, b: ProcBroker)
             raise AssertionError(f"no PUBACK for s/{n}\n{a.describe()}\n{b.describe()}") from None
         assert ack.packet_id == pid
         if ack.reason_code == 0:
-            got = receive_publishes(sub, 1, timeout=10)[0]
+            try:
+                got = receive_publishes(sub, 1, timeout=10)[0]
+            except TimeoutError:
+                raise AssertionError(
+                    f"s/{n} was acknowledged, not delivered\n{a.describe()}\n{b.describe()}"
+                ) from None
             assert got.payload == f"after {n}".encode()
             return
         time.sleep(0.2)

@@ -56,6 +56,7 @@ import contextlib
 import functools
 import logging
 import marshal
+import math
 import os
 import socket
 from collections import deque
@@ -565,8 +566,10 @@ class RedisRouter:
         #: Set while this node is a registered member (its stream is read only then: a node
         #: declared dead must not read what its take-over delivers elsewhere).
         self.member = asyncio.Event()
-        #: Whether Redis answers (False: degraded, logged once per outage).
+        #: Whether Redis answers (False: degraded, logged once per outage), and since when
+        #: (loop time; -inf: since this node started).
         self.healthy = False
+        self._healthy_since = -math.inf
         self._synced = asyncio.Event()
         self._first_sync = True
         self._tasks: list[asyncio.Task[Any]] = []
@@ -746,6 +749,7 @@ class RedisRouter:
     def _redis_back(self) -> None:
         if not self.healthy:
             log.warning("cluster: Redis at %s answers again", self.url)
+            self._healthy_since = asyncio.get_running_loop().time()
         self.healthy = True
 
     # -- the channels ---------------------------------------------------------------------------
@@ -829,17 +833,18 @@ class RedisRouter:
         others = [m for m in members if m != self.me]
         pipe = client.pipeline(transaction=False)
         for node in others:
-            pipe.exists(node_key(node))
             pipe.hkeys(routes_key(node))
         pipe.hgetall(RETAINED)
         results = await pipe.execute()
         remote = TopicTree()
         remote_filters: dict[str, dict[str, None]] = {}
         for k, node in enumerate(others):
-            if not results[2 * k]:
-                continue  # dead: the heartbeat removes it
+            # A member whose key expired is one until a heartbeat declares it dead (and its
+            # take-over delivers what was sent to it): after an outage, its key may have
+            # expired while it could not reach Redis, as this node could not, and it is
+            # about to refresh it (see _heartbeat).
             filters = remote_filters[node] = {}
-            for raw in results[2 * k + 1]:
+            for raw in results[k]:
                 topic_filter = _str(raw)
                 filters[topic_filter] = None
                 remote.subscribe(node, topic_filter, _INTEREST)
@@ -1033,13 +1038,22 @@ class RedisRouter:
                 self.member.set()
                 others = [_str(m) for m in members if _str(m) != self.me]
                 live = {self.me}
+                # A node judges the others only once it has reached Redis for a whole expiry
+                # itself: a key that expired while this node could not reach Redis may have
+                # expired in the same outage (a failover, a stall, a fault in front of Redis),
+                # its node alive and on its way back, as this one is. (Not healthy here: this
+                # is the first heartbeat that got through.)
+                judging = (
+                    self.healthy
+                    and asyncio.get_running_loop().time() - self._healthy_since >= NODE_TTL
+                )
                 if others:
                     pipe = client.pipeline(transaction=False)
                     for node in others:
                         pipe.exists(node_key(node))
                     alive = await pipe.execute()
                     for node, is_alive in zip(others, alive, strict=True):
-                        if is_alive:
+                        if is_alive or not judging:
                             live.add(node)
                             continue
                         first: Any = await client.eval(
