@@ -5,6 +5,7 @@ message arrives, in order and once, and the broker did rest. SIGHUP sets a new w
 
 from __future__ import annotations
 
+import asyncio
 import re
 import signal
 import time
@@ -14,7 +15,8 @@ from typing import Any
 
 import httpx
 
-from midge.codec.packets import Publish
+from midge.auth.base import Authenticator, Capability, ConnectRequest, Pending
+from midge.codec.packets import Connack, Connect, Publish
 from tests.conftest import RunningBroker
 from tests.procbroker import ProcBroker, free_port
 from tests.rawclient import RawClient, receive_publishes
@@ -97,6 +99,49 @@ def test_a_busy_broker_rests_and_delivers_every_message_in_order(
     sub.expect_nothing(0.2)
     rests, slept = broker.call(lambda: (broker.server.pacer.rests, broker.server.pacer.slept))
     assert rests >= 6 and 0 < slept <= rests * WINDOW, (rests, slept)
+
+
+class _Later(Authenticator):
+    """Decides each CONNECT later, when the test says (as an auth plugin, LDAP or HTTP does)."""
+
+    provides = frozenset({Capability.CONNECT})
+
+    def __init__(self) -> None:
+        self.decisions: list[asyncio.Future[int]] = []
+
+    def authenticate(self, request: ConnectRequest) -> int | Pending:
+        decision: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self.decisions.append(decision)
+        return decision
+
+
+def test_no_rest_while_an_authentication_decision_is_to_come(
+    make_broker: Callable[..., RunningBroker], clients: Callable[..., RawClient]
+) -> None:
+    """One broker process, with a window: while an authenticator's decision is to come, the
+    pacer does not rest (the answer is acted on as soon as it comes, not up to a window
+    later); once it has come, it rests again."""
+    later = _Later()
+    broker = make_broker(authenticator=later, batch_window=WINDOW)
+    pacer = broker.server.pacer
+    assert pacer is not None
+    client = clients(broker)
+    client.send(Connect(client_id="c", protocol_level=5))
+    deadline = time.monotonic() + 5
+    while not broker.call(lambda: bool(later.decisions)) and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+    def rest_now() -> int:
+        """A rest right after the last one (a whole window to sleep): how many were taken."""
+        before = pacer.rests
+        pacer.last = pacer.clock()
+        pacer.rest()
+        return pacer.rests - before
+
+    assert broker.call(lambda: (len(later.decisions), rest_now())) == (1, 0)
+    broker.call(lambda: later.decisions[0].set_result(0))
+    assert client.expect(Connack).reason_code == 0
+    assert broker.call(rest_now) == 1
 
 
 def test_no_window_by_default(broker: RunningBroker, raw: Any) -> None:

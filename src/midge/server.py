@@ -70,6 +70,15 @@ def process_memory() -> tuple[int, int]:
     return current, max(current, peak)
 
 
+def _hold(broker: Broker, other: Callable[[], bool] | None) -> Callable[[], bool]:
+    """The batch window's ``hold`` (midge.transport.pacer): no rest while an authentication or
+    authorization decision is still to come (an auth plugin's, LDAP's, HTTP's), nor while
+    ``other`` says so (with ``--workers``: an answer from the other workers)."""
+    if other is None:
+        return lambda: broker.deciding > 0
+    return lambda: broker.deciding > 0 or other()
+
+
 def _admin_answer(broker: Broker, op: str, arg: Any) -> Any:
     """Another cluster node's admin question, answered as the admin API answers (imported when
     first asked: a node without an http listener need not load aiohttp)."""
@@ -290,6 +299,7 @@ class Server:
         if self.router is not None:
             self.router.bind(self.broker)
             self.broker.router = self.router
+        self.pacer.hold = _hold(self.broker, self.pacer.hold)
         if self.cluster is not None:
             try:
                 await self.cluster.start()

@@ -89,6 +89,10 @@ class Broker:
         #: A router whose deliveries to other nodes are acknowledged (the Redis cluster): the
         #: PUBACK/PUBREC of a QoS 1/2 message waits until they have accepted it. None otherwise.
         self.ack_gate: AckGate | None = None
+        #: Authentication and authorization decisions still to come (an authenticator's
+        #: Pending answers, Connection._wait_for): the batch window (midge.transport.pacer)
+        #: does not rest while there are any, so that each is acted on as soon as it comes.
+        self.deciding = 0
 
     # -- sessions -----------------------------------------------------------------------------
 

@@ -379,9 +379,12 @@ class Connection:
         """Wait for an authenticator's ``pending`` decision, then call ``then(result)`` (a
         failed decision fails closed: ``then(None)``) and go on with the packets after it."""
         self._wait()
+        broker = self.broker
+        broker.deciding += 1
 
         def decided(_: object) -> None:
-            self.broker.scheduler.call_soon(self._resume, lambda: then(_result(pending)))
+            broker.deciding -= 1
+            broker.scheduler.call_soon(self._resume, lambda: then(_result(pending)))
 
         pending.add_done_callback(decided)
 

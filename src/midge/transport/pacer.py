@@ -20,8 +20,10 @@ What it keeps:
   broker never sleeps.
 
 - **Round trips between processes.** A process that waits for another's answer (``hold``: with
-  ``--workers``, a CONNECT's claim, a SUBACK's or an ack's confirmation) does not rest, so the
-  answer is read as soon as it comes; only the other process's window is in the way.
+  ``--workers``, a CONNECT's claim, a SUBACK's or an ack's confirmation; and in any process an
+  authentication or authorization decision still to come from an auth plugin, LDAP or HTTP)
+  does not rest, so the answer is read as soon as it comes; only the other process's window is
+  in the way.
 
 What it costs: timers, signals and the other processes' frames wait too, up to a window each,
 so with ``--workers`` each CONNECT and SUBSCRIBE (a round trip to every other worker) takes up to
