@@ -326,7 +326,7 @@ def test_after_an_outage_of_redis_for_every_node_no_node_is_declared_dead(
 ) -> None:
     """Redis is out of reach of both nodes for longer than a node's expiry (a slow failover, a
     stalled Redis, a network fault in front of it), so their keys expire there. Node a reaches
-    it again first, b a second later: a must not take b for dead (its key expired while a
+    it again first, b half a second later: a must not take b for dead (its key expired while a
     could not see it refresh it either), and so b's subscriber keeps getting a's messages.
     A node judges the others only once it has reached Redis for a whole expiry itself."""
     to_a, to_b = TcpProxy(redis.port), TcpProxy(redis.port)
@@ -343,10 +343,10 @@ def test_after_an_outage_of_redis_for_every_node_no_node_is_declared_dead(
         time.sleep(4.0)  # both keys expire (3 s)
         to_a.heal()
         assert a.wait_output("answers again", 5)
-        time.sleep(1.0)
+        time.sleep(0.5)
         to_b.heal()
         assert b.wait_output("answers again", 5)
-        time.sleep(3.0)  # a's expiry, and then some: a would have judged b by now
+        time.sleep(4.0)  # a's expiry, and a heartbeat more: a has judged b by now
         assert not a.wait_output("node b is dead", 0.1), a.describe()
         assert not b.wait_output("registered again", 0.1), b.describe()
         ack = pub.pub("s/1", b"after", 1)
