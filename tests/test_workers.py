@@ -798,7 +798,7 @@ def test_the_wills_of_a_killed_workers_connections_are_published(
 
         def on_b(client_id: str, version: int, delay: int = 0, **fields: Any) -> RawClient:
             nonlocal doomed
-            props = {Prop.WILL_DELAY_INTERVAL: delay} if delay else {}
+            props: dict[int, Any] = {Prop.WILL_DELAY_INTERVAL: delay} if delay else {}
             will = Will(f"will/{client_id}", f"gone:{client_id}".encode(), 1, False, props)
             client, doomed = open_client(
                 proc, clients, client_id, version=version, avoid=a, will=will, **fields
@@ -1071,7 +1071,7 @@ def _race_rounds(
     holding the session (the session moves to a worker that no CONNECT came to); the other
     rounds, to every worker."""
     pub, _ = open_client(proc, clients, f"pub-{name}", version=5)
-    expiry = {Prop.SESSION_EXPIRY_INTERVAL: 60}
+    expiry: dict[int, Any] = {Prop.SESSION_EXPIRY_INTERVAL: 60}
     workers = len(worker_pids(proc))
     for i in range(rounds):
         client_id = f"{name}{i}"
@@ -1298,7 +1298,7 @@ def test_a_session_moving_to_a_worker_killed_at_once_is_not_lost(
     proc = ProcBroker(args, cwd=tmp_path)
     try:
         proc.wait_listening()
-        expiry = {Prop.SESSION_EXPIRY_INTERVAL: 3600}
+        expiry: dict[int, Any] = {Prop.SESSION_EXPIRY_INTERVAL: 3600}
         for i in range(11):
             client_id = f"mover{i}"
             owner, a = _persistent(proc, clients, client_id)

@@ -44,7 +44,7 @@ from tests.rawclient import raw_connect, raw_publish, raw_subscribe, raw_unsubsc
 ANON = ("allow_anonymous true",)
 V = (3, 4, 5)
 NAME = {3: "MQIsdp", 4: "MQTT", 5: "MQTT"}
-SE = {Prop.SESSION_EXPIRY_INTERVAL: 300}
+SE: dict[int, Any] = {Prop.SESSION_EXPIRY_INTERVAL: 300}
 
 
 def persistent(version: int) -> dict[str, Any]:

@@ -64,7 +64,9 @@ def test_restored_state_equals_state_before(
         c = RawClient(broker.host, broker.port, version)
         connect(c, cid)
         for f in rnd.sample(filters, 2):
-            props = {Prop.SUBSCRIPTION_IDENTIFIER: rnd.randint(1, 9)} if version == 5 else None
+            props: dict[int, Any] | None = (
+                {Prop.SUBSCRIPTION_IDENTIFIER: rnd.randint(1, 9)} if version == 5 else None
+            )
             c.subscribe(f, rnd.randint(0, 2), props)
         c.disconnect()
     pub = RawClient(broker.host, broker.port, 5)
