@@ -132,7 +132,9 @@ def test_metrics_after_a_known_workload(
     url = http_url(broker)
     sub = pahos(broker, "sub", username="user", password="pw")
     sub.client.subscribe("w/#", qos=1)
-    wait_for(lambda: broker.call(lambda: broker.server.broker.tree.count) == 1)
+    core = broker.server.broker
+    assert core is not None
+    wait_for(lambda: broker.call(lambda: core.tree.count) == 1)
     pub = pahos(broker, "pub", version=paho.MQTTv311, username="user", password="pw")
     for _ in range(3):
         pub.client.publish("w/a", b"12345", qos=0)
@@ -172,7 +174,7 @@ def test_metrics_after_a_known_workload(
     assert value("midge_subscriptions") == 1
     # $SYS/broker/... is retained too (as in Mosquitto): those, plus w/r.
     sys_retained = broker.call(
-        lambda: [m for m in broker.server.broker.retained.all() if m.topic.startswith("$SYS")]
+        lambda: [m for m in core.retained.all() if m.topic.startswith("$SYS")]
     )
     assert value("midge_retained_messages") == len(sys_retained) + 1
     assert value("midge_retained_bytes") == sum(len(m.payload) for m in sys_retained) + 4
@@ -365,7 +367,9 @@ def test_midge_ctl(make_broker: Callable[..., RunningBroker], pahos: Callable[..
     url = http_url(broker)
     client = pahos(broker, "ctl-client", version=paho.MQTTv5)
     client.client.subscribe("c/#", qos=0)
-    wait_for(lambda: broker.call(lambda: broker.server.broker.tree.count) == 1)
+    core = broker.server.broker
+    assert core is not None
+    wait_for(lambda: broker.call(lambda: core.tree.count) == 1)
     done = ctl(url, "clients")
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("ctl-client\tconnected\tv5\t")

@@ -62,8 +62,10 @@ def test_queue_limit_drops_newest_and_counts(
     for i in range(12):
         pub.publish("l/x", str(i).encode(), qos=1)
     pub.close()
-    assert broker.call(lambda: broker.server.broker.sessions["sub"].dropped) == 7
-    stats = broker.call(lambda: broker.server.broker.stats)
+    core = broker.server.broker
+    assert core is not None
+    assert broker.call(lambda: core.sessions["sub"].dropped) == 7
+    stats = broker.call(lambda: core.stats)
     assert stats.queue_dropped == 7 and stats.messages_dropped == 7  # the broker's counters
     broker.stop()
     assert wait_rows(tmp_path, {"deliveries": 5})["deliveries"] == 5

@@ -103,11 +103,15 @@ def test_restored_state_equals_state_before(
             c.disconnect()
     pub.disconnect()
     time.sleep(0.2)
-    before = broker.call(lambda: snapshot(broker.server.broker))
+    core = broker.server.broker
+    assert core is not None
+    before = broker.call(lambda: snapshot(core))
     assert before["sessions"], "the scenario made no persistent state"
     assert any(s[2] for s in before["sessions"].values()), "nothing queued"
     assert any(s[3] for s in before["sessions"].values()), "nothing in flight"
     broker.stop()
     broker = make_broker(**options)
-    after = broker.call(lambda: snapshot(broker.server.broker))
+    restored = broker.server.broker
+    assert restored is not None
+    after = broker.call(lambda: snapshot(restored))
     assert after == before
