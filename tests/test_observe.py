@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 import paho.mqtt.client as paho
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from prometheus_client.parser import text_string_to_metric_families
 
 from midge.auth.passwd import hash_password
@@ -67,12 +68,12 @@ class Paho:
         self,
         broker: RunningBroker,
         client_id: str,
-        version: int = paho.MQTTv5,
+        version: MQTTProtocolVersion = paho.MQTTv5,
         username: str | None = None,
         password: str | None = None,
     ) -> None:
         self.client = paho.Client(
-            paho.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=version
+            CallbackAPIVersion.VERSION2, client_id=client_id, protocol=version
         )
         if username is not None:
             self.client.username_pw_set(username, password)
@@ -318,7 +319,7 @@ def test_admin_api_with_paho_clients(
     assert api.delete("/api/sessions/gamma").status_code == 409
     # A persistent session (clean session false), left with a message queued:
     keep = paho.Client(
-        paho.CallbackAPIVersion.VERSION2, client_id="delta", protocol=paho.MQTTv311,
+        CallbackAPIVersion.VERSION2, client_id="delta", protocol=paho.MQTTv311,
         clean_session=False,
     )  # fmt: skip
     keep.connect(broker.host, broker.port)

@@ -14,6 +14,7 @@ import paho.mqtt.client as paho
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
+from paho.mqtt.enums import CallbackAPIVersion
 
 from midge.auth.passwd import hash_password
 from midge.config import Config, ListenerConfig
@@ -38,7 +39,7 @@ def api_broker() -> Iterator[tuple[RunningBroker, str]]:
     broker = RunningBroker(config)
     host, port = broker.server.addresses[broker.server.protocols.index("http")][:2]
     # Something for the API to list: a connected client with a subscription, a retained message.
-    client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="probe", protocol=paho.MQTTv5)
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id="probe", protocol=paho.MQTTv5)
     client.connect(broker.host, broker.port)
     client.loop_start()
     client.subscribe("s/#", qos=1)
