@@ -199,7 +199,7 @@ def test_the_grafana_dashboard_uses_only_metrics_that_exist(
 ) -> None:
     broker = start(make_broker, data_dir=str(tmp_path), durability="os")
     text = httpx.get(http_url(broker) + "/metrics").text
-    names = set()
+    names: set[str] = set()
     for family in text_string_to_metric_families(text):
         names.update(s.name for s in family.samples)
     # A labelled counter with no sample yet (no refusal so far) is declared by its TYPE line.
