@@ -9,6 +9,7 @@ difference another branch fixes is ``xfail(strict=True)`` with that branch's nam
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -733,7 +734,7 @@ for v in V:
 
 # -- malformed and forbidden packets below v5 (v5: test_malformed.py) ----------------------------
 
-MALFORMED = {
+MALFORMED: dict[str, Callable[[int], bytes]] = {
     "publish-packet-id-0": lambda v: raw_publish("a", b"x", 1, packet_id=0, version=v),
     "publish-qos-3": lambda v: raw_publish("a", b"x", 3, packet_id=1, version=v),
     "publish-wildcard-topic": lambda v: raw_publish("a/+", b"x", version=v),
