@@ -295,7 +295,7 @@ class RawClient:
         qos: int = 0,
         retain: bool = False,
         properties: dict[int, Any] | None = None,
-    ) -> Packet | None:
+    ) -> Puback | Pubrec | Pubcomp | None:
         """Publish and complete the QoS flow; returns the PUBACK/PUBCOMP (None for QoS 0). Each
         ack must be the next packet (see :meth:`pub`)."""
         return self._publish(topic, payload, qos, retain, properties, False, strict=True)
@@ -309,7 +309,7 @@ class RawClient:
         properties: dict[int, Any] | None,
         dup: bool,
         strict: bool,
-    ) -> Packet | None:
+    ) -> Puback | Pubrec | Pubcomp | None:
         pid = self.next_packet_id() if qos else None
         self.send(Publish(topic, payload, qos, retain, dup, pid, properties or {}))
         if not qos:
@@ -368,7 +368,7 @@ class RawClient:
         retain: bool = False,
         properties: dict[int, Any] | None = None,
         dup: bool = False,
-    ) -> Packet | None:
+    ) -> Puback | Pubrec | Pubcomp | None:
         """PUBLISH and complete the flow; returns the PUBACK, PUBCOMP or failing PUBREC (other
         packets arriving meanwhile stay queued)."""
         return self._publish(topic, payload, qos, retain, properties, dup, strict=False)

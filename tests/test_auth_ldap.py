@@ -19,13 +19,13 @@ from pathlib import Path
 import pytest
 
 from midge.auth.ldap import (
-    LdapSettings,
     _escape_filter,
     _escape_rdn,
     decide,
     filter_covers,
     parse_settings,
 )
+from midge.auth.ldap_options import LdapSettings, RawOption
 from midge.auth.plugin import Client
 from midge.codec.packets import Puback, Publish
 from midge.codec.reasons import ConnackV3, Reason
@@ -50,7 +50,7 @@ RULES = [
 
 def settings(*lines: str) -> LdapSettings:
     """``auth_ldap_*`` lines as in mosquitto.conf (without the prefix), checked."""
-    raw = []
+    raw: list[RawOption] = []
     for i, line in enumerate(lines, 1):
         name, _, value = line.partition(" ")
         raw.append((f"auth_ldap_{name}", value, "<test>", i))

@@ -97,7 +97,9 @@ def test_a_busy_broker_rests_and_delivers_every_message_in_order(
         (f"w/{i}", f"m{i}".encode(), 1 + i % 2) for i in range(12)
     ]
     sub.expect_nothing(0.2)
-    rests, slept = broker.call(lambda: (broker.server.pacer.rests, broker.server.pacer.slept))
+    pacer = broker.server.pacer
+    assert pacer is not None  # made by start
+    rests, slept = broker.call(lambda: (pacer.rests, pacer.slept))
     assert rests >= 6 and 0 < slept <= rests * WINDOW, (rests, slept)
 
 

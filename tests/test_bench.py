@@ -377,7 +377,7 @@ def test_make_bench_scales_and_caps_the_big_rows(bench_run: Any) -> None:
     run = bench_run
     rows = {r.key: r for r in run.ROWS}
 
-    def n_rate(key: str, broker: str, scale: float) -> tuple[str | None, ...]:
+    def n_rate(key: str, broker: str, scale: float) -> tuple[str, str | None, int | None]:
         args, capped = run.big_args(rows[key], broker, scale)
         return args[args.index("-n") + 1], run._arg(args, "--rate"), capped
 

@@ -217,7 +217,7 @@ def test_closing_after_the_peer_reset_does_not_raise() -> None:
 
         transport, _ = await loop.connect_accepted_socket(Recorder, accepted)
         turn = TurnWrites(loop)
-        writer = CoalescingTransport(transport, turn)  # type: ignore[arg-type]
+        writer = CoalescingTransport(transport, turn)
         # RST from the client; no await until close(), so the loop has not read it.
         client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         client.close()

@@ -13,6 +13,7 @@ from typing import Any
 
 import paho.mqtt.client as paho
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
 
 import midge
 from midge.client import Client
@@ -40,7 +41,7 @@ def test_broker_in_the_current_loop() -> None:
 
 def test_broker_in_a_thread_serves_paho() -> None:
     with midge.run_broker_in_thread() as broker:
-        client = paho.Client(paho.CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
+        client = paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
         assert client.connect(broker.host, broker.port) == 0
         client.loop_start()
         try:

@@ -29,7 +29,9 @@ V5, V311 = 5, 4
 
 
 def stats(broker: RunningBroker) -> Any:
-    return broker.call(lambda: broker.server.broker.stats)
+    core = broker.server.broker
+    assert core is not None
+    return broker.call(lambda: core.stats)
 
 
 def refused(client: RawClient, version: int, reason: int) -> None:

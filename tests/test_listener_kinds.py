@@ -23,6 +23,7 @@ from typing import Any
 
 import paho.mqtt.client as paho
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
 
 from midge.codec.packets import Connack, Publish
 from midge.config import Config, ConfigError, ListenerConfig, parse_mosquitto_conf, parse_toml
@@ -118,7 +119,7 @@ def test_unix_socket_listener_serves_like_tcp(make_broker: Any) -> None:
 
         received: list[paho.MQTTMessage] = []
         sub = paho.Client(
-            paho.CallbackAPIVersion.VERSION2,
+            CallbackAPIVersion.VERSION2,
             client_id="paho-unix",
             protocol=paho.MQTTv5,
             transport="unix",

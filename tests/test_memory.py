@@ -69,7 +69,7 @@ class _Deferred(Authenticator):
     def __init__(self) -> None:
         self.decisions: list[tuple[str, ManualPending]] = []
 
-    def authenticate(self, request: ConnectRequest) -> ManualPending:  # type: ignore[override]
+    def authenticate(self, request: ConnectRequest) -> ManualPending:
         pending = ManualPending()
         self.decisions.append((request.client_id, pending))
         return pending

@@ -7,7 +7,9 @@ against the real Mosquitto 2.0.11: tests/differential/test_directives.py."""
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -237,7 +239,9 @@ def test_mount_point_errors() -> None:
 
 def overlapping(client: RawClient, v5: bool) -> None:
     """Three subscriptions matching ``o/a/b``, made in an order unlike the delivery order."""
-    sid = (lambda n: {Prop.SUBSCRIPTION_IDENTIFIER: n}) if v5 else (lambda n: None)
+    sid: Callable[[int], dict[int, Any] | None] = (
+        (lambda n: {Prop.SUBSCRIPTION_IDENTIFIER: n}) if v5 else (lambda n: None)
+    )
     client.subscribe("o/#", 0, properties=sid(1))
     client.subscribe("o/+/b", 2, properties=sid(2))
     client.subscribe("o/a/b", 1, properties=sid(3))

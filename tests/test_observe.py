@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 import paho.mqtt.client as paho
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from prometheus_client.parser import text_string_to_metric_families
 
 from midge.auth.passwd import hash_password
@@ -67,12 +68,12 @@ class Paho:
         self,
         broker: RunningBroker,
         client_id: str,
-        version: int = paho.MQTTv5,
+        version: MQTTProtocolVersion = paho.MQTTv5,
         username: str | None = None,
         password: str | None = None,
     ) -> None:
         self.client = paho.Client(
-            paho.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=version
+            CallbackAPIVersion.VERSION2, client_id=client_id, protocol=version
         )
         if username is not None:
             self.client.username_pw_set(username, password)
@@ -132,7 +133,9 @@ def test_metrics_after_a_known_workload(
     url = http_url(broker)
     sub = pahos(broker, "sub", username="user", password="pw")
     sub.client.subscribe("w/#", qos=1)
-    wait_for(lambda: broker.call(lambda: broker.server.broker.tree.count) == 1)
+    core = broker.server.broker
+    assert core is not None
+    wait_for(lambda: broker.call(lambda: core.tree.count) == 1)
     pub = pahos(broker, "pub", version=paho.MQTTv311, username="user", password="pw")
     for _ in range(3):
         pub.client.publish("w/a", b"12345", qos=0)
@@ -172,7 +175,7 @@ def test_metrics_after_a_known_workload(
     assert value("midge_subscriptions") == 1
     # $SYS/broker/... is retained too (as in Mosquitto): those, plus w/r.
     sys_retained = broker.call(
-        lambda: [m for m in broker.server.broker.retained.all() if m.topic.startswith("$SYS")]
+        lambda: [m for m in core.retained.all() if m.topic.startswith("$SYS")]
     )
     assert value("midge_retained_messages") == len(sys_retained) + 1
     assert value("midge_retained_bytes") == sum(len(m.payload) for m in sys_retained) + 4
@@ -196,7 +199,7 @@ def test_the_grafana_dashboard_uses_only_metrics_that_exist(
 ) -> None:
     broker = start(make_broker, data_dir=str(tmp_path), durability="os")
     text = httpx.get(http_url(broker) + "/metrics").text
-    names = set()
+    names: set[str] = set()
     for family in text_string_to_metric_families(text):
         names.update(s.name for s in family.samples)
     # A labelled counter with no sample yet (no refusal so far) is declared by its TYPE line.
@@ -316,7 +319,7 @@ def test_admin_api_with_paho_clients(
     assert api.delete("/api/sessions/gamma").status_code == 409
     # A persistent session (clean session false), left with a message queued:
     keep = paho.Client(
-        paho.CallbackAPIVersion.VERSION2, client_id="delta", protocol=paho.MQTTv311,
+        CallbackAPIVersion.VERSION2, client_id="delta", protocol=paho.MQTTv311,
         clean_session=False,
     )  # fmt: skip
     keep.connect(broker.host, broker.port)
@@ -365,7 +368,9 @@ def test_midge_ctl(make_broker: Callable[..., RunningBroker], pahos: Callable[..
     url = http_url(broker)
     client = pahos(broker, "ctl-client", version=paho.MQTTv5)
     client.client.subscribe("c/#", qos=0)
-    wait_for(lambda: broker.call(lambda: broker.server.broker.tree.count) == 1)
+    core = broker.server.broker
+    assert core is not None
+    wait_for(lambda: broker.call(lambda: core.tree.count) == 1)
     done = ctl(url, "clients")
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("ctl-client\tconnected\tv5\t")

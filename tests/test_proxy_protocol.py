@@ -26,6 +26,7 @@ from typing import Any
 
 import paho.mqtt.client as paho
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
 
 from midge.auth.base import Authenticator, Capability, ConnectRequest
 from midge.codec.packets import Connack
@@ -404,7 +405,7 @@ def _paho(client_id: str, port: int, **tls: Any) -> tuple[paho.Client, int]:
     """A paho client connected through haproxy from 127.0.0.2 (haproxy itself reaches midge
     from 127.0.0.1, so the address midge sees tells which one it took); returns it and the
     client's own port."""
-    client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=client_id)
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id)
     if tls:
         client.tls_set(**tls)
     connected = threading.Event()
@@ -412,7 +413,9 @@ def _paho(client_id: str, port: int, **tls: Any) -> tuple[paho.Client, int]:
     client.connect("127.0.0.1", port, bind_address="127.0.0.2")
     client.loop_start()
     assert connected.wait(10), f"{client_id} did not connect through haproxy"
-    return client, client.socket().getsockname()[1]
+    sock = client.socket()
+    assert isinstance(sock, socket.socket)  # an ssl.SSLSocket with TLS
+    return client, sock.getsockname()[1]
 
 
 def test_through_haproxy(

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
@@ -146,7 +147,8 @@ def drain(client: RawClient, quiet: float = 0.5) -> list[bytes]:
             return got
 
 
-Scenario = Callable[[Running], object]
+#: What a scenario returns, from each broker (what the test compares).
+T = TypeVar("T")
 
 
 @pytest.fixture
@@ -161,7 +163,7 @@ def shared_dir() -> Iterator[Path]:
         shutil.rmtree(directory, ignore_errors=True)
 
 
-def both(directory: Path, lines: list[str], scenario: Scenario) -> tuple[object, object]:
+def both(directory: Path, lines: list[str], scenario: Callable[[Running], T]) -> tuple[T, T]:
     """The scenario on the real Mosquitto, then on midge, each reading its own copy of the
     file: what each returned."""
     for sub in ("m", "x"):
@@ -199,7 +201,9 @@ def test_client_id_rules_are_reloaded(shared_dir: Path, version: int) -> None:
     values: an empty client id accepted before is refused after, and only ids with the new
     prefix get in."""
 
-    def scenario(broker: Running) -> list[object]:
+    def scenario(
+        broker: Running,
+    ) -> tuple[bytes, list[bytes], list[bytes], list[bytes], list[bytes]]:
         before = connack(broker.port, version, client_id="")
         prefixed = connack(broker.port, version, client_id="x-1")
         broker.reload(
@@ -208,7 +212,7 @@ def test_client_id_rules_are_reloaded(shared_dir: Path, version: int) -> None:
         empty = connack(broker.port, version, client_id="")
         old_prefix = connack(broker.port, version, client_id="x-1")
         new_prefix = connack(broker.port, version, client_id="y-1")
-        return [before[0][:4], prefixed, empty, old_prefix, new_prefix]
+        return (before[0][:4], prefixed, empty, old_prefix, new_prefix)
 
     lines = ["allow_anonymous true", "clientid_prefixes x-"]
     theirs, mine = both(shared_dir, lines, scenario)
@@ -226,7 +230,7 @@ def test_allow_anonymous_false_disconnects_anonymous_clients(shared_dir: Path) -
     passwd.chmod(0o644)
     base = [f"password_file {passwd}"]
 
-    def scenario(broker: Running) -> list[object]:
+    def scenario(broker: Running) -> list[list[bytes]]:
         anon = RawClient("127.0.0.1", broker.port, version=5)
         anon.send(Connect("anon", protocol_level=5, keep_alive=60))
         first = drain(anon)
@@ -281,7 +285,7 @@ def test_a_new_password_file_is_taken(shared_dir: Path) -> None:
     for path in (old, new):
         path.chmod(0o644)
 
-    def scenario(broker: Running) -> list[object]:
+    def scenario(broker: Running) -> list[list[bytes]]:
         alice = RawClient("127.0.0.1", broker.port, version=4)
         alice.send(
             Connect("c-alice", protocol_level=4, keep_alive=60, username="alice", password=b"a-pw")

@@ -13,7 +13,7 @@ from __future__ import annotations
 import pytest
 
 from midge.broker.session import DRAIN_BYTES
-from midge.codec.packets import Publish
+from midge.codec.packets import Puback, Publish
 from midge.config import Config
 from tests.memory import MemoryBroker
 from tests.rawclient import RawClient
@@ -123,7 +123,8 @@ def test_qos1_is_not_held_back_by_a_paused_socket_and_qos0_keeps_its_order() -> 
     session = broker.broker.sessions["slow"]
     assert session.backlog is not None and len(session.backlog) == 2
     assert len(session.inflight) == 1
-    assert pub.recv().packet_id == 1  # type: ignore[attr-defined]
+    ack = pub.recv()
+    assert isinstance(ack, Puback) and ack.packet_id == 1
     got = sub.more_publishes(ack=True)
     assert [m.payload[:1] for m in got] == [b"a", b"c", b"b", b"d"]
     assert broker.broker.stats.messages_dropped == 0

@@ -447,6 +447,7 @@ def test_retained_message_is_on_every_worker_before_its_ack(
     proc = start(3)
     pub, a = open_client(proc, clients, "pub")
     sub, b = open_client(proc, clients, "sub", avoid=a)
+    ack: type[Puback | Pubrec]
     for qos, ack in ((1, Puback), (2, Pubrec)):
         os.kill(b, signal.SIGSTOP)
         try:
@@ -641,13 +642,13 @@ def test_persistence_with_workers_survives_a_restart(
         first.publish("p/10", b"m10", qos=1)
         second.publish("p/11", b"m11", qos=1)
         keeper, w = _persistent(proc, clients, "keeper")
-        assert keeper.connack.session_present
+        assert keeper.connack is not None and keeper.connack.session_present
         got = receive_publishes(keeper, 12, timeout=5)
         assert [p.payload for p in got] == [f"m{i}".encode() for i in range(12)]
         keeper.disconnect()
         # Back on the other worker: the restored session moves there, subscriptions included.
         keeper, _ = _persistent(proc, clients, "keeper", avoid=w)
-        assert keeper.connack.session_present
+        assert keeper.connack is not None and keeper.connack.session_present
         pub, _ = open_client(proc, clients, "pub2", version=5)
         pub.publish("p/after", b"after", qos=1)
         assert receive_publishes(keeper, 1, timeout=5)[0].payload == b"after"
@@ -693,7 +694,7 @@ def test_kill_9_of_a_worker_loses_no_acknowledged_message(
     try:
         proc.wait_listening()
         keeper, _ = _persistent(proc, clients, "keeper")
-        assert keeper.connack.session_present
+        assert keeper.connack is not None and keeper.connack.session_present
         got = receive_publishes(keeper, 21, timeout=5)
         assert [p.payload for p in got] == [f"m{i}".encode() for i in range(21)]
     finally:
@@ -798,7 +799,7 @@ def test_the_wills_of_a_killed_workers_connections_are_published(
 
         def on_b(client_id: str, version: int, delay: int = 0, **fields: Any) -> RawClient:
             nonlocal doomed
-            props = {Prop.WILL_DELAY_INTERVAL: delay} if delay else {}
+            props: dict[int, Any] = {Prop.WILL_DELAY_INTERVAL: delay} if delay else {}
             will = Will(f"will/{client_id}", f"gone:{client_id}".encode(), 1, False, props)
             client, doomed = open_client(
                 proc, clients, client_id, version=version, avoid=a, will=will, **fields
@@ -819,7 +820,7 @@ def test_the_wills_of_a_killed_workers_connections_are_published(
         back, _ = open_client(
             proc, clients, "back", version=5, clean_start=False, properties=persistent
         )
-        assert back.connack.session_present
+        assert back.connack is not None and back.connack.session_present
         wills = receive_publishes(watcher, 3, timeout=10) + watcher.more_publishes(1.0, ack=True)
         got = [(p.topic, p.payload) for p in wills]
         assert sorted(got) == [
@@ -863,7 +864,7 @@ def test_a_dead_worker_is_restarted_and_its_clients_resume(
         # A client of the dead worker comes back meanwhile: its CONNECT waits for the worker to
         # be back, and it gets its session (restored there), not a new one.
         other, _ = _persistent(proc, clients, "other")
-        assert other.connack.session_present
+        assert other.connack is not None and other.connack.session_present
         other.subscribe("new/#", 1)
         other.disconnect()
         deadline = time.monotonic() + 10
@@ -876,7 +877,7 @@ def test_a_dead_worker_is_restarted_and_its_clients_resume(
         assert proc.proc.poll() is None, proc.describe()
         # Its clients reconnect (wherever the kernel puts them) and resume.
         keeper, _ = _persistent(proc, clients, "keeper")
-        assert keeper.connack.session_present
+        assert keeper.connack is not None and keeper.connack.session_present
         got = receive_publishes(keeper, 1, timeout=5)
         assert got[0].payload == b"queued"
         # On the restarted worker: the retained set as the live worker has it, and routing both
@@ -897,7 +898,7 @@ def test_a_dead_worker_is_restarted_and_its_clients_resume(
         pub.publish("old/1", b"old", qos=1)
         pub.publish("new/1", b"new", qos=1)
         other, _ = _persistent(proc, clients, "other")
-        assert other.connack.session_present
+        assert other.connack is not None and other.connack.session_present
         assert [p.payload for p in receive_publishes(other, 2, timeout=5)] == [b"old", b"new"]
         other.expect_nothing(0.3)
         assert "worker 0 restarted" in proc.stderr or "worker 1 restarted" in proc.stderr
@@ -1071,7 +1072,7 @@ def _race_rounds(
     holding the session (the session moves to a worker that no CONNECT came to); the other
     rounds, to every worker."""
     pub, _ = open_client(proc, clients, f"pub-{name}", version=5)
-    expiry = {Prop.SESSION_EXPIRY_INTERVAL: 60}
+    expiry: dict[int, Any] = {Prop.SESSION_EXPIRY_INTERVAL: 60}
     workers = len(worker_pids(proc))
     for i in range(rounds):
         client_id = f"{name}{i}"
@@ -1253,7 +1254,7 @@ def test_messages_for_a_dead_workers_sessions_are_kept_until_it_is_back(
                     # Back to the restarted worker (a takeover), to kill it again.
                     old = sub
                     sub, _ = _persistent(proc, clients, "keeper", avoid=b)
-                    assert sub.connack.session_present
+                    assert sub.connack is not None and sub.connack.session_present
                     got |= {int(p.payload) for p in _read_for(old, 1.0)}  # until taken over
                 got |= {int(p.payload) for p in _read_for(sub, 0.5)}
                 holder = worker_of(proc, sub)
@@ -1265,7 +1266,7 @@ def test_messages_for_a_dead_workers_sessions_are_kept_until_it_is_back(
                 _wait_dead(holder)
                 # Back at once: on the live worker, which waits for the dead one's answer.
                 sub, _ = _persistent(proc, clients, "keeper")
-                assert sub.connack.session_present, round_
+                assert sub.connack is not None and sub.connack.session_present, round_
                 got |= {int(p.payload) for p in _read_for(sub, 0.5)}
                 # Published throughout.
                 assert len(acked) > before + 20, (before, len(acked), errors, proc.stderr)
@@ -1298,7 +1299,7 @@ def test_a_session_moving_to_a_worker_killed_at_once_is_not_lost(
     proc = ProcBroker(args, cwd=tmp_path)
     try:
         proc.wait_listening()
-        expiry = {Prop.SESSION_EXPIRY_INTERVAL: 3600}
+        expiry: dict[int, Any] = {Prop.SESSION_EXPIRY_INTERVAL: 3600}
         for i in range(11):
             client_id = f"mover{i}"
             owner, a = _persistent(proc, clients, client_id)
@@ -1326,7 +1327,7 @@ def test_a_session_moving_to_a_worker_killed_at_once_is_not_lost(
             _wait_dead(w)
             mover.close()
             back, _ = _persistent(proc, clients, client_id)
-            assert back.connack.session_present, (i, proc.stderr)
+            assert back.connack is not None and back.connack.session_present, (i, proc.stderr)
             got = receive_publishes(back, 2, timeout=5)
             assert sorted(p.payload for p in got) == [b"q0", b"q1"], i
             back.disconnect()

@@ -119,6 +119,7 @@ def test_the_local_side(tmp_path: Path) -> None:
             await until(lambda: remote.connect is not None)
             assert remote.connect is not None and remote.connect.clean_start
             broker = edge.server.broker
+            assert broker is not None
             session = broker.sessions["the-local-side"]
             assert session.expiry_interval == NEVER
             async with Client(edge.host, edge.port, username="bridge", password="secret") as c:

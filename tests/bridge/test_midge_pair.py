@@ -355,10 +355,12 @@ def test_bridge_attempt_unsubscribe() -> None:
     now ``out`` only: bridge_attempt_unsubscribe false leaves it there; the default (true)
     unsubscribes it at connection, as Mosquitto does."""
     with running(Config()) as central:
+        core = central.server.broker
+        assert core is not None
         at_central = Sub(central.port, ["$SYS/broker/connection/#"])
 
         def filters() -> set[str]:
-            session = central.server.broker.sessions.get("edge")
+            session = core.sessions.get("edge")
             return set(session.subscriptions) if session is not None else set()
 
         for step, (direction, unsubscribe, expected) in enumerate(

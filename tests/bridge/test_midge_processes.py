@@ -17,6 +17,7 @@ from pathlib import Path
 
 import paho.mqtt.client as paho
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
 
 from tests.bridge.test_mosquitto_remote import Sub, mosquitto_on
 from tests.differential.harness import MOSQUITTO
@@ -87,8 +88,9 @@ def test_kill_9_of_the_bridging_midge_loses_nothing_acknowledged(central_kind: s
             # with its session state) must get each exactly once.
             esink = Sub(edge_port, [], client_id="esink", clean=False)
             esink.client.subscribe("cmd/#", 2)
-            esink.client.reconnect_delay_set(0.2, 1)
-            cpub = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="cpub")
+            # paho annotates the delays int, but waits any float: 0.2 s is meant
+            esink.client.reconnect_delay_set(0.2, 1)  # type: ignore[arg-type]
+            cpub = paho.Client(CallbackAPIVersion.VERSION2, client_id="cpub")
             cpub.max_inflight_messages_set(20)  # Mosquitto drops what exceeds its own 20
             cpub.connect("127.0.0.1", central_port)
             cpub.loop_start()
@@ -115,7 +117,7 @@ def test_kill_9_of_the_bridging_midge_loses_nothing_acknowledged(central_kind: s
                 if round_:
                     edge = ProcBroker(["-c", edge_conf])
                     edge.wait_listening()
-                publisher = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=f"p{round_}")
+                publisher = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"p{round_}")
                 publisher.max_inflight_messages_set(100)
                 publisher.connect("127.0.0.1", edge_port)
                 publisher.loop_start()

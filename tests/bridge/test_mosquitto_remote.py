@@ -19,6 +19,7 @@ from pathlib import Path
 
 import paho.mqtt.client as paho
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
 
 from midge.config import ListenerConfig, parse_mosquitto_conf
 from tests.conftest import RunningBroker
@@ -42,7 +43,7 @@ class Sub:
     ) -> None:
         self.messages: queue.Queue[paho.MQTTMessage] = queue.Queue()
         self.client = paho.Client(
-            paho.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=clean
+            CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=clean
         )
         self.client.on_message = lambda c, u, m: self.messages.put(m)
         self.client.connect("127.0.0.1", port)
@@ -192,7 +193,7 @@ def test_reconnects_after_the_remote_restarts_and_loses_nothing(
         with mosquitto_on(port, tmp_path, remote_lines):
             wait_state(local, "$SYS/broker/connection/up/state", b"1")
             remote = Sub(port, ["t/#"], client_id="keeper", clean=False)
-            got: list[bytes] = []
+            got: list[bytes | bytearray] = []  # paho's payload type
             while len(got) < 5:
                 m = remote.get()
                 if m.topic == "t/a":

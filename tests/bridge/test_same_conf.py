@@ -5,17 +5,21 @@ as the edge broker, bridged to one central Mosquitto): what clients on both side
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+
+import paho.mqtt.client as paho
 
 from tests.bridge.test_mosquitto_remote import Sub
 from tests.differential.harness import midge, mosquitto, needs_mosquitto
 
 pytestmark = needs_mosquitto
 
-Seen = list[tuple[str, bytes, int, bool]]
+Seen = list[tuple[str, bytes | bytearray, int, bool]]  # paho's payload type
 
 
-def _seen(m: object) -> tuple[str, bytes, int, bool]:
-    return (m.topic, m.payload, m.qos, bool(m.retain))  # type: ignore[attr-defined]
+def _seen(m: paho.MQTTMessage) -> tuple[str, bytes | bytearray, int, bool]:
+    return (m.topic, m.payload, m.qos, bool(m.retain))
 
 
 def _drain(sub: Sub, quiet: float = 0.7, until: tuple[str, bytes] | None = None) -> Seen:
@@ -31,7 +35,9 @@ def _drain(sub: Sub, quiet: float = 0.7, until: tuple[str, bytes] | None = None)
             return seen
 
 
-def _scenario(edge: type[object] | object, central_port: int) -> tuple[Seen, Seen]:
+def _scenario(
+    edge: Callable[[list[str]], AbstractContextManager[int]], central_port: int
+) -> tuple[Seen, Seen]:
     lines = [
         "allow_anonymous true",
         "connection c",
@@ -45,7 +51,7 @@ def _scenario(edge: type[object] | object, central_port: int) -> tuple[Seen, See
     ]
     central = Sub(central_port, ["$SYS/broker/connection/edge/state", "c/#"])
     assert edge in (mosquitto, midge)
-    with edge(lines) as edge_port:  # type: ignore[operator]
+    with edge(lines) as edge_port:
         deadline = time.monotonic() + 10
         while True:  # the bridge is up when its state says 1
             m = central.any(max(0.1, deadline - time.monotonic()))

@@ -99,7 +99,7 @@ class Remote:
                     if isinstance(packet, Connect):
                         decoder.version = self.version = packet.protocol_level
                         self.connect = packet
-                        props = {}
+                        props: dict[int, Any] = {}
                         if self.version == MQTT5 and self.receive_maximum is not None:
                             props[Prop.RECEIVE_MAXIMUM] = self.receive_maximum
                         self.send(Connack(False, 0, props))

@@ -674,6 +674,7 @@ def test_mqtt_3_1(broker: RunningBroker) -> None:
     async def main() -> None:
         async with Client(broker.host, broker.port, version=3, client_id="old-timer") as c:
             assert c.connack is not None and c.connack.reason_code == 0
+            assert broker.server.broker is not None
             assert broker.server.broker.sessions["old-timer"].version == 3
             await c.subscribe("v31/#", qos=2)
             for qos in (0, 1, 2):

@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -16,7 +17,7 @@ from midge.codec.properties import Prop
 
 
 def _publish(pid: int) -> Publish:
-    props = {
+    props: dict[int, Any] = {
         Prop.USER_PROPERTY: [("k", "v"), ("k", "w")],
         Prop.CORRELATION_DATA: b"\x00\xff",
         Prop.CONTENT_TYPE: "text/plain",

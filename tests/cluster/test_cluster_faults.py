@@ -8,6 +8,7 @@ import signal
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -238,7 +239,11 @@ def test_publisher_qos2_state_survives_its_node(
 
 
 def _will_client(
-    proc: ProcBroker, clients: Any, client_id: str, version: int, **fields: Any
+    proc: ProcBroker,
+    clients: Callable[..., RawClient],
+    client_id: str,
+    version: int,
+    **fields: Any,
 ) -> RawClient:
     """A client of ``proc`` whose will publishes ``gone:{client_id}`` on ``will/{client_id}``."""
     will = Will(f"will/{client_id}", f"gone:{client_id}".encode(), 1, False, fields.pop("wp", {}))

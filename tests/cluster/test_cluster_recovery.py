@@ -339,7 +339,7 @@ def test_partition_longer_than_node_ttl_heals_without_loss_or_duplicate(
 
 def _will_client(proc: ProcBroker, client_id: str, delay: int, version: int = 5) -> RawClient:
     client = RawClient(proc.host, proc.port, version=version, timeout=20)
-    props = {Prop.WILL_DELAY_INTERVAL: delay} if version == 5 else {}
+    props: dict[int, Any] = {Prop.WILL_DELAY_INTERVAL: delay} if version == 5 else {}
     fields: dict[str, Any] = {"clean_start": True}
     if version == 5:
         fields["properties"] = PERSISTENT

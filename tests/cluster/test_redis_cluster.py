@@ -181,7 +181,10 @@ def test_a_sentinel_failover_promotes_the_replica_and_the_nodes_go_on(redis: Red
             redis.stop()  # the master dies
             assert wait_until(lambda: watcher.master_port() == replica.port, 20)
             _crosses_again(pub, sub, a, b)
-            members = lambda: set(replica.command("SMEMBERS", "{midge}:nodes").split())  # noqa: E731
+
+            def members() -> set[bytes]:
+                return set(replica.command("SMEMBERS", "{midge}:nodes").split())
+
             assert wait_until(lambda: {b"a", b"b"} <= members(), 10)
             assert "cannot be reached" in a.stderr
     finally:

@@ -304,6 +304,7 @@ def test_MQTT_3_1_2_29_no_reason_string_when_problem_information_0(clients: Clie
     for packet in Decoder(version=5).feed(bytes(wire)):
         if isinstance(packet, Publish | Connack | Disconnect | Pingresp):
             continue
+        assert not isinstance(packet, Pingreq), packet  # a client's packet, without properties
         kinds.add(type(packet).__name__)
         assert Prop.REASON_STRING not in packet.properties, packet
         assert Prop.USER_PROPERTY not in packet.properties, packet

@@ -7,6 +7,8 @@ it; what the broker sends back is read through the codec, or byte for byte throu
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from midge.codec.packets import (
@@ -147,7 +149,7 @@ def test_MQTT_1_5_4_3_bom_is_not_stripped(clients: Clients) -> None:
     topic = "bom/\ufeffx"
     assert sub.sub("bom/+").reason_codes == [0]
     assert plain.sub("bom/x").reason_codes == [0]
-    properties = {
+    properties: dict[int, Any] = {
         Prop.CONTENT_TYPE: "\ufefftext/plain",
         Prop.USER_PROPERTY: [("\ufeffk", "v\ufeff")],
     }

@@ -179,6 +179,7 @@ def test_MQTT_4_3_3_4_pubrel_after_pubrec(clients: Clients) -> None:
     sub.send(Pubrec(a.packet_id or 0, 0x00))
     sub.send(Pubrec(b.packet_id or 0, 0x10))
     rels = [sub.wait_for(Pubrel), sub.wait_for(Pubrel)]
+    assert a.packet_id is not None and b.packet_id is not None  # QoS 2 PUBLISHes
     assert sorted(r.packet_id for r in rels) == sorted([a.packet_id, b.packet_id])
 
 

@@ -552,7 +552,7 @@ def test_MQTT_3_4_2_1_puback_reason_codes(make_broker: Any) -> None:
     with Clients(make_broker(message_size_limit=10)) as clients:
         c = clients.connect("pa1")
         c.sub("pa1/sub")
-        codes = []
+        codes: list[int] = []
         for topic, payload in [("pa1/sub", b"ok"), ("pa1/none", b"ok"), ("pa1/sub", bytes(50))]:
             c.send(Publish(topic, payload, 1, packet_id=len(codes) + 1))
             codes.append(c.wait_for(Puback).reason_code)
@@ -566,7 +566,7 @@ def test_MQTT_3_5_2_1_pubrec_reason_codes(make_broker: Any) -> None:
     with Clients(make_broker(message_size_limit=10)) as clients:
         c = clients.connect("pr1")
         c.sub("pr1/sub")
-        codes = []
+        codes: list[int] = []
         for topic, payload in [("pr1/sub", b"ok"), ("pr1/none", b"ok"), ("pr1/sub", bytes(50))]:
             pid = len(codes) + 1
             c.send(Publish(topic, payload, 2, packet_id=pid))

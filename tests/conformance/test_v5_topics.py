@@ -22,7 +22,7 @@ def _delivered(clients: Clients, name: str, flt: str, topics: list[str]) -> list
     for topic in topics:
         pub.pub(topic, topic.encode(), qos=1)
     pub.pub("$marker", b"", qos=1)
-    got = []
+    got: list[str] = []
     while True:
         msg = sub.wait_for(Publish)
         sub.ack(msg, others_stay_queued=True)

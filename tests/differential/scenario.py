@@ -331,7 +331,7 @@ class Send(Step):
     """``client`` sends these packets (or bytes) in one write."""
 
     def __init__(self, client: str, *packets: Packet | bytes, sync: bool = True) -> None:
-        self.client: str | None = client
+        self.client = client
         self.packets: Sequence[Packet | bytes] = packets
         self.sync = sync
 
@@ -529,6 +529,7 @@ def masked(entry: Entry, version: int) -> Entry:
             (connack,) = Decoder(version=5).feed(entry)
         except Exception:
             return entry
+        assert isinstance(connack, Connack)  # its first byte says so
         assigned = connack.properties.get(Prop.ASSIGNED_CLIENT_IDENTIFIER)
         if assigned:
             data = assigned.encode()

@@ -266,7 +266,7 @@ def overlapping(side: Side, version: int, subs: list[tuple[str, int]], sids: boo
     sub = side.client(version, 0)
     sub.connect(f"c-ovl{version}", keep_alive=60)
     for n, (flt, qos) in enumerate(subs, start=1):
-        props = {Prop.SUBSCRIPTION_IDENTIFIER: n} if sids else {}
+        props: dict[int, Any] = {Prop.SUBSCRIPTION_IDENTIFIER: n} if sids else {}
         sub.send(Subscribe(n, [Subscription(flt, qos)], props))
         sub.recv()
     pub = side.client(version, 0)

@@ -34,7 +34,7 @@ def until_pong(client: RawClient) -> list[Packet]:
     """PINGREQ, then every packet up to its PINGRESP (both brokers send it after whatever they
     had to send this client before)."""
     client.send(Pingreq())
-    got = []
+    got: list[Packet] = []
     while not isinstance(packet := client.recv(), Pingresp):
         got.append(packet)
     return got

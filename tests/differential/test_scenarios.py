@@ -9,6 +9,7 @@ difference another branch fixes is ``xfail(strict=True)`` with that branch's nam
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +45,7 @@ from tests.rawclient import raw_connect, raw_publish, raw_subscribe, raw_unsubsc
 ANON = ("allow_anonymous true",)
 V = (3, 4, 5)
 NAME = {3: "MQIsdp", 4: "MQTT", 5: "MQTT"}
-SE = {Prop.SESSION_EXPIRY_INTERVAL: 300}
+SE: dict[int, Any] = {Prop.SESSION_EXPIRY_INTERVAL: 300}
 
 
 def persistent(version: int) -> dict[str, Any]:
@@ -733,7 +734,7 @@ for v in V:
 
 # -- malformed and forbidden packets below v5 (v5: test_malformed.py) ----------------------------
 
-MALFORMED = {
+MALFORMED: dict[str, Callable[[int], bytes]] = {
     "publish-packet-id-0": lambda v: raw_publish("a", b"x", 1, packet_id=0, version=v),
     "publish-qos-3": lambda v: raw_publish("a", b"x", 3, packet_id=1, version=v),
     "publish-wildcard-topic": lambda v: raw_publish("a/+", b"x", version=v),

@@ -7,6 +7,7 @@ import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from midge.codec.packets import Publish
 from midge.codec.properties import Prop
@@ -61,8 +62,10 @@ def test_queue_limit_drops_newest_and_counts(
     for i in range(12):
         pub.publish("l/x", str(i).encode(), qos=1)
     pub.close()
-    assert broker.call(lambda: broker.server.broker.sessions["sub"].dropped) == 7
-    stats = broker.call(lambda: broker.server.broker.stats)
+    core = broker.server.broker
+    assert core is not None
+    assert broker.call(lambda: core.sessions["sub"].dropped) == 7
+    stats = broker.call(lambda: core.stats)
     assert stats.queue_dropped == 7 and stats.messages_dropped == 7  # the broker's counters
     broker.stop()
     assert wait_rows(tmp_path, {"deliveries": 5})["deliveries"] == 5
@@ -122,7 +125,7 @@ def test_expired_messages_leave_the_disk_while_the_session_is_offline(tmp_path: 
         pub = memory.client(5)
         connect(pub, "pub", clean=True)
         for i in range(5):
-            props = {Prop.MESSAGE_EXPIRY_INTERVAL: 1} if i % 2 == 0 else {}
+            props: dict[int, Any] = {Prop.MESSAGE_EXPIRY_INTERVAL: 1} if i % 2 == 0 else {}
             pub.publish("x/y", str(i).encode(), qos=1, properties=props)
         memory.settle()
         assert rows(tmp_path)["deliveries"] == 5

@@ -64,7 +64,9 @@ def test_restored_state_equals_state_before(
         c = RawClient(broker.host, broker.port, version)
         connect(c, cid)
         for f in rnd.sample(filters, 2):
-            props = {Prop.SUBSCRIPTION_IDENTIFIER: rnd.randint(1, 9)} if version == 5 else None
+            props: dict[int, Any] | None = (
+                {Prop.SUBSCRIPTION_IDENTIFIER: rnd.randint(1, 9)} if version == 5 else None
+            )
             c.subscribe(f, rnd.randint(0, 2), props)
         c.disconnect()
     pub = RawClient(broker.host, broker.port, 5)
@@ -101,11 +103,15 @@ def test_restored_state_equals_state_before(
             c.disconnect()
     pub.disconnect()
     time.sleep(0.2)
-    before = broker.call(lambda: snapshot(broker.server.broker))
+    core = broker.server.broker
+    assert core is not None
+    before = broker.call(lambda: snapshot(core))
     assert before["sessions"], "the scenario made no persistent state"
     assert any(s[2] for s in before["sessions"].values()), "nothing queued"
     assert any(s[3] for s in before["sessions"].values()), "nothing in flight"
     broker.stop()
     broker = make_broker(**options)
-    after = broker.call(lambda: snapshot(broker.server.broker))
+    restored = broker.server.broker
+    assert restored is not None
+    after = broker.call(lambda: snapshot(restored))
     assert after == before

@@ -168,7 +168,9 @@ def test_write_failure_withholds_acks(
     connect(sub, "sub")
     sub.subscribe("w/#", 1)
     sub.disconnect()
-    store = broker.call(lambda: broker.server.broker.store)
+    core = broker.server.broker
+    assert core is not None
+    store = broker.call(lambda: core.store)
     time.sleep(0.2)  # the writer is idle (the subscription committed)
     broker.call(lambda: store._db.close())  # every later statement fails
     pub = RawClient(broker.host, broker.port, 4)

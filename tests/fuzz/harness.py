@@ -39,6 +39,7 @@ from typing import Any
 from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
 
+from midge.broker.broker import Broker
 from midge.broker.topictree import RetainedTree
 from midge.codec import Decoder, encode
 from midge.codec.packets import (
@@ -165,8 +166,9 @@ class Rig:
         self.running = running
         self.errors = errors
         #: The broker core (midge.broker.broker.Broker).
-        self.core = running.broker if isinstance(running, MemoryBroker) else running.server.broker
-        assert self.core is not None
+        core = running.broker if isinstance(running, MemoryBroker) else running.server.broker
+        assert core is not None
+        self.core: Broker = core
         self.n = 0
         self._opened: list[RawClient] = []
         self.sentinel_id = "sentinel-" + uuid.uuid4().hex

@@ -9,6 +9,7 @@ of messages; every process has a timeout (``-W`` and ``communicate(timeout=)``).
 from __future__ import annotations
 
 import asyncio
+import io
 import re
 import shutil
 import signal
@@ -90,7 +91,7 @@ class Pair:
 
     def _read(self, i: int) -> None:
         stream = self.procs[i].stdout
-        assert stream is not None
+        assert isinstance(stream, io.BufferedReader)  # a pipe, buffered (Popen's bufsize -1)
         while chunk := stream.read1(65536):
             self.out[i] += chunk
 

@@ -431,6 +431,7 @@ def test_qos0_burst_of_large_messages_reaches_a_reading_subscriber(paho: Paho) -
     sub = paho("sub", 4)
     sub.subscribe("burst", 0)
     handle = sub.client.on_message
+    assert handle is not None
 
     def busy(client: Any, userdata: Any, message: Any) -> None:
         time.sleep(0.1)  # each message takes a moment to handle: the burst comes faster

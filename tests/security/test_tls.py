@@ -16,7 +16,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -127,7 +127,16 @@ class TlsClient(RawClient):
 
     def __init__(self, port: int, context: ssl.SSLContext, version: int = 4) -> None:
         super().__init__("127.0.0.1", port, version)
-        self.sock = context.wrap_socket(self.sock, server_hostname="localhost")
+        #: ``sock``, typed as the TLS socket it is.
+        self.tls = context.wrap_socket(self.sock, server_hostname="localhost")
+        self.sock = self.tls
+
+    def peer_subject(self) -> dict[str, str]:
+        """The subject of the broker's certificate: its first (name, value) of each RDN."""
+        cert = self.tls.getpeercert()
+        assert cert is not None  # verified, so ssl gives it
+        rdns = cast("tuple[tuple[tuple[str, str], ...], ...]", cert["subject"])
+        return dict(x[0] for x in rdns)
 
 
 @pytest.fixture
@@ -427,7 +436,7 @@ def test_tls_and_plain_listeners_side_by_side(
     plain_port = broker.server.addresses[0][1]
     tls_port = broker.server.addresses[1][1]
     secure = tls_clients(tls_port, client_context(certs), 5)
-    assert secure.sock.version() in ("TLSv1.2", "TLSv1.3")
+    assert secure.tls.version() in ("TLSv1.2", "TLSv1.3")
     assert secure.connect("secure").reason_code == 0
     plain = RawClient("127.0.0.1", plain_port)
     try:
@@ -473,12 +482,12 @@ def test_tls_version_tlsv13_refuses_a_tls12_client(
     with pytest.raises(ssl.SSLError):
         TlsClient(broker.port, client_context(certs, maximum=ssl.TLSVersion.TLSv1_2)).close()
     client = tls_clients(broker.port, client_context(certs))
-    assert client.sock.version() == "TLSv1.3"
+    assert client.tls.version() == "TLSv1.3"
     assert client.connect("modern").reason_code == 0
     # The default allows TLS 1.2.
     broker12 = make_broker(listeners=[tls_listener(certs)])
     old = tls_clients(broker12.port, client_context(certs, maximum=ssl.TLSVersion.TLSv1_2))
-    assert old.sock.version() == "TLSv1.2"
+    assert old.tls.version() == "TLSv1.2"
     assert old.connect("tls12").reason_code == 0
 
 
@@ -493,7 +502,7 @@ def test_ciphers_restrict_tls12(
             client_context(certs, maximum=tls12, ciphers="ECDHE-ECDSA-AES256-GCM-SHA384"),
         ).close()
     client = tls_clients(broker.port, client_context(certs, maximum=tls12))
-    cipher = client.sock.cipher()
+    cipher = client.tls.cipher()
     assert cipher is not None and cipher[0] == "ECDHE-ECDSA-AES128-GCM-SHA256"
     assert client.connect("cipher").reason_code == 0
 
@@ -646,7 +655,7 @@ def test_dhparamfile_enables_dhe_ciphers(
     with_dh = make_broker(listeners=[listener(dhparamfile=str(dhfile))])
     context = client_context(certs, maximum=ssl.TLSVersion.TLSv1_2, ciphers=dhe)
     client = tls_clients(with_dh.port, context)
-    cipher = client.sock.cipher()
+    cipher = client.tls.cipher()
     assert cipher is not None and cipher[0] == dhe
     assert client.connect("dhe").reason_code == 0
     without = make_broker(listeners=[listener()])
@@ -721,18 +730,18 @@ def test_reload_certificates_for_new_connections(
     broker = make_broker(listeners=[listener])
     before = tls_clients(broker.port, client_context(certs))
     assert before.connect("before").reason_code == 0
-    assert dict(x[0] for x in before.sock.getpeercert()["subject"])["commonName"] == "localhost"
+    assert before.peer_subject()["commonName"] == "localhost"
 
     new_cert, new_key_path = certs.pki.server("renewed", cn="renewed.localhost")
     shutil.copy(new_cert, cert)
     shutil.copy(new_key_path, key)
     assert broker.call(broker.server.reload_certificates) == []
     after = tls_clients(broker.port, client_context(certs))
-    subject = dict(x[0] for x in after.sock.getpeercert()["subject"])
+    subject = after.peer_subject()
     assert subject["commonName"] == "renewed.localhost"
     assert after.connect("after").reason_code == 0
     tls12 = tls_clients(broker.port, client_context(certs, maximum=ssl.TLSVersion.TLSv1_2))
-    subject = dict(x[0] for x in tls12.sock.getpeercert()["subject"])
+    subject = tls12.peer_subject()
     assert subject["commonName"] == "renewed.localhost"
     # The established connection is untouched.
     before.subscribe("a/b")
@@ -742,7 +751,7 @@ def test_reload_certificates_for_new_connections(
     errors = broker.call(broker.server.reload_certificates)
     assert len(errors) == 1 and "holds no PEM private key" in str(errors[0])
     still = tls_clients(broker.port, client_context(certs))
-    subject = dict(x[0] for x in still.sock.getpeercert()["subject"])
+    subject = still.peer_subject()
     assert subject["commonName"] == "renewed.localhost"
 
 

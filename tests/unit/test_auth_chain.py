@@ -32,6 +32,7 @@ from midge.auth.scram_cli import set_user
 from midge.broker.broker import Broker
 from midge.codec.reasons import Reason
 from midge.config import ConfigError, parse_mosquitto_conf
+from midge.transport.clock import LoopClock
 
 C = Capability
 
@@ -401,13 +402,14 @@ def test_without_an_acl_nothing_is_checked_per_message(tmp_path: Path) -> None:
     auth = AuthChain([files])
     assert not auth.checks_publish and auth.read_check is None
     loop = asyncio.new_event_loop()
+    clock = LoopClock(loop)  # the Scheduler the server gives the broker
     try:
-        broker = Broker(parse_mosquitto_conf("listener 0\n"), loop, files)
+        broker = Broker(parse_mosquitto_conf("listener 0\n"), clock, files)
         assert broker.authenticator.layers == (files,)
         assert broker.checks_publish is False
         assert broker.can_read is None and broker.checks_read is False
         with_acl = _files(tmp_path, "user alice\ntopic readwrite alice/#\n")
-        broker = Broker(parse_mosquitto_conf("listener 0\n"), loop, AuthChain([with_acl]))
+        broker = Broker(parse_mosquitto_conf("listener 0\n"), clock, AuthChain([with_acl]))
         assert broker.checks_publish is True and broker.checks_read is True
         assert broker.can_read == with_acl.can_read
     finally:

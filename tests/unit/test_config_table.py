@@ -58,6 +58,7 @@ SUPPORTED = [o for o in all_options() if o.kind != UNSUPPORTED and o.attr is not
 
 @pytest.mark.parametrize("opt", SUPPORTED, ids=lambda o: o.name)
 def test_option_field_exists_with_the_tables_default(opt: Option) -> None:
+    assert opt.attr is not None  # SUPPORTED: options with a field only
     for model, defaults in _models(opt):
         assert opt.attr in defaults, f"{opt.name}: {model.__name__} has no field {opt.attr!r}"
     model, defaults = _models(opt)[0]  # Config's, for an option that is also per listener

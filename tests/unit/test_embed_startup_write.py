@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
+from types import ModuleType
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _module():  # type: ignore[no-untyped-def]
+def _module() -> ModuleType:
     spec = importlib.util.spec_from_file_location(
         "embed_startup", ROOT / "benchmarks" / "embed_startup.py"
     )

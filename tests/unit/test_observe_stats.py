@@ -5,6 +5,7 @@ admin API calls (Connection.kick, Broker.delete_session, Broker.delete_retained)
 from __future__ import annotations
 
 import marshal
+from typing import Any
 
 from midge.cluster.totals import snapshot
 from midge.codec.packets import Puback, Publish
@@ -25,7 +26,7 @@ def test_each_drop_reason_is_counted_once() -> None:
     sub.disconnect()
     pub = RawClient(broker.link(), version=5)
     pub.connect5("pub")
-    expiring = {Prop.MESSAGE_EXPIRY_INTERVAL: 1}
+    expiring: dict[int, Any] = {Prop.MESSAGE_EXPIRY_INTERVAL: 1}
     assert isinstance(pub.publish("q/1", b"expires", 1, properties=expiring), Puback)
     pub.publish("q/1", b"no room", 1)  # the queue is full
     assert stats.queue_dropped == 1
