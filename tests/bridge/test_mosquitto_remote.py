@@ -85,11 +85,21 @@ def bridged_midge(remote_port: int, lines: list[str]) -> Iterator[RunningBroker]
 
 
 def wait_state(sub: Sub, topic: str, value: bytes, timeout: float = 15.0) -> None:
+    wait_states(sub, {topic: value}, timeout)
+
+
+def wait_states(sub: Sub, states: dict[str, bytes], timeout: float = 15.0) -> None:
+    """Until ``sub`` has got each topic's value, in any order (TimeoutError or queue.Empty at
+    ``timeout``); the other messages it gets meanwhile are dropped."""
     deadline = time.monotonic() + timeout
-    while True:
-        m = sub.any(max(0.1, deadline - time.monotonic()))
-        if m.topic == topic and m.payload == value:
-            return
+    left = dict(states)
+    while left:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError(f"still waiting for {left}")
+        m = sub.any(remaining)
+        if left.get(m.topic) == m.payload:
+            del left[m.topic]
 
 
 @pytest.mark.parametrize("version", ["mqttv31", "mqttv311", "mqttv50"])
