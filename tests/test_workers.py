@@ -43,6 +43,9 @@ pytestmark = pytest.mark.skipif(not os.path.isdir("/proc/net"), reason="needs Li
 
 #: Time for a retained message published on one worker to reach the others.
 SETTLE = 0.3
+#: A broker of 2 workers on a free loopback port (the tests that restart or kill it in a
+#: directory of their own).
+TWO_WORKERS = ("--host", "127.0.0.1", "--port", "0", "--workers", "2")
 
 
 @pytest.fixture
@@ -616,8 +619,7 @@ def test_persistence_with_workers_survives_a_restart(
     persistent session, its queued messages and the retained messages survive a restart of the
     whole broker, whichever worker the client comes back on; messages published on either
     worker after the restart reach the restored session."""
-    args = ("--host", "127.0.0.1", "--port", "0", "--workers", "2")
-    proc = ProcBroker(args, cwd=tmp_path)
+    proc = ProcBroker(TWO_WORKERS, cwd=tmp_path)
     try:
         proc.wait_listening()
         keeper, a = _persistent(proc, clients, "keeper")
@@ -632,7 +634,7 @@ def test_persistence_with_workers_survives_a_restart(
     finally:
         proc.close()
     assert {"midge.db", "midge-w1.db"} <= set(os.listdir(tmp_path / "data"))
-    proc = ProcBroker(args, cwd=tmp_path)
+    proc = ProcBroker(TWO_WORKERS, cwd=tmp_path)
     try:
         proc.wait_listening()
         # The restored session's subscriptions are known to both workers: a message published
@@ -668,8 +670,7 @@ def test_kill_9_of_a_worker_loses_no_acknowledged_message(
     worker a is acknowledged only once a has it on disk: while a is stopped (SIGSTOP) no PUBACK
     comes. Right after the last PUBACK a is killed (SIGKILL); after a restart of the broker
     the session has every acknowledged message."""
-    args = ("--host", "127.0.0.1", "--port", "0", "--workers", "2")
-    proc = ProcBroker(args, cwd=tmp_path)
+    proc = ProcBroker(TWO_WORKERS, cwd=tmp_path)
     try:
         proc.wait_listening()
         keeper, a = _persistent(proc, clients, "keeper")
@@ -690,7 +691,7 @@ def test_kill_9_of_a_worker_loses_no_acknowledged_message(
         assert proc.stop() == 0, proc.describe()
     finally:
         proc.close()
-    proc = ProcBroker(args, cwd=tmp_path)
+    proc = ProcBroker(TWO_WORKERS, cwd=tmp_path)
     try:
         proc.wait_listening()
         keeper, _ = _persistent(proc, clients, "keeper")
@@ -788,8 +789,7 @@ def test_the_wills_of_a_killed_workers_connections_are_published(
     Will Delay for a persistent session (it comes back with the restarted worker); never for a
     client that disconnected normally, nor for a persistent session whose client connects
     again within its delay."""
-    args = ("--host", "127.0.0.1", "--port", "0", "--workers", "2")
-    proc = ProcBroker(args, cwd=tmp_path)
+    proc = ProcBroker(TWO_WORKERS, cwd=tmp_path)
     try:
         proc.wait_listening()
         watcher, a = open_client(proc, clients, "watcher")
@@ -844,8 +844,7 @@ def test_a_dead_worker_is_restarted_and_its_clients_resume(
     persistent session it held reconnects and resumes it, with the messages queued before; a
     client of it that comes back while it is down waits for it and gets its session too (not
     a new one)."""
-    args = ("--host", "127.0.0.1", "--port", "0", "--workers", "2")
-    proc = ProcBroker(args, cwd=tmp_path)
+    proc = ProcBroker(TWO_WORKERS, cwd=tmp_path)
     try:
         proc.wait_listening()
         keeper, a = _persistent(proc, clients, "keeper")
@@ -1222,8 +1221,7 @@ def test_messages_for_a_dead_workers_sessions_are_kept_until_it_is_back(
     (while its worker is down: its CONNECT waits for it), gets its session back (not a new
     one) and every message whose PUBACK the publisher got, before, during and after the
     kill. Twice, the second time with the subscriber back on the live worker."""
-    args = ("--host", "127.0.0.1", "--port", "0", "--workers", "2")
-    proc = ProcBroker(args, cwd=tmp_path)
+    proc = ProcBroker(TWO_WORKERS, cwd=tmp_path)
     try:
         proc.wait_listening()
         sub, a = _persistent(proc, clients, "keeper")
@@ -1295,8 +1293,7 @@ def test_a_session_moving_to_a_worker_killed_at_once_is_not_lost(
     right after the session's move (the old worker deletes its copy only once w's database
     has it). Whenever the client comes back, it finds its session, queued messages
     included, on whichever worker has it. 11 rounds."""
-    args = ("--host", "127.0.0.1", "--port", "0", "--workers", "2")
-    proc = ProcBroker(args, cwd=tmp_path)
+    proc = ProcBroker(TWO_WORKERS, cwd=tmp_path)
     try:
         proc.wait_listening()
         expiry: dict[int, Any] = {Prop.SESSION_EXPIRY_INTERVAL: 3600}
