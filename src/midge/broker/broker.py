@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from midge.auth.base import AuthChain, Authenticator, chain
 from midge.broker.clock import Cancellable, Scheduler
-from midge.broker.model import Message, SessionState, SubOptions
+from midge.broker.model import Message, SessionState, SubOptions, will_delay
 from midge.broker.outgoing import FormCache
 from midge.broker.session import NEVER, Session, Stats
 from midge.broker.tap import Tap
@@ -171,9 +171,8 @@ class Broker:
             self.router.connection_ended(session.client_id)
         expiry = session.expiry_interval
         if will is not None:
-            delay = will.properties.get(Prop.WILL_DELAY_INTERVAL, 0) if will.properties else 0
-            if delay and expiry and not self.shutting_down:
-                delay = min(delay, expiry) if expiry != NEVER else delay
+            delay = will_delay(will, expiry)
+            if delay and not self.shutting_down:
                 handle = self.scheduler.call_later(delay, self._will_due, session.client_id)
                 self.wills[session.client_id] = PendingWill(will, handle, conn.username)
                 if session.store is not None:

@@ -118,6 +118,15 @@ class Message:
         )
 
 
+def will_delay(will: Message, expiry: int) -> int:
+    """Seconds until ``will`` is due once its connection has ended: its Will Delay Interval
+    (v5; 0 without one), or less if its session, which lives ``expiry`` seconds after the
+    connection (0: it ends with it), ends first (MQTT-3.1.3-9)."""
+    props = will.properties
+    delay = int(props.get(Prop.WILL_DELAY_INTERVAL, 0)) if props else 0
+    return min(delay, expiry)
+
+
 class SubOptions:
     """A subscription's options as granted (QoS already capped by the server's maximum QoS)."""
 

@@ -69,7 +69,7 @@ from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisClusterException, RedisError, ResponseError
 
-from midge.broker.model import Message, SubOptions
+from midge.broker.model import Message, SubOptions, will_delay
 from midge.broker.topictree import TopicTree
 from midge.cluster.router import ClusterError
 from midge.cluster.targets import peer_targets
@@ -1440,7 +1440,7 @@ class RedisRouter:
         client = self.client
         writer = self.writer
         assert broker is not None and client is not None and writer is not None
-        from midge.store.redis import decode_session, session_key, will_delay
+        from midge.store.redis import decode_session, session_key
 
         cids = [_str(c) for c in await client.smembers(clients_key(dead))]
         tokens: dict[str, int] = {}
@@ -1495,10 +1495,7 @@ class RedisRouter:
                 due = will[1]
                 if due is None:
                     # Its client was connected: the connection ended with the node.
-                    delay = will_delay(message)
-                    if session.expiry_interval:
-                        delay = min(delay, session.expiry_interval)
-                    due = now + delay
+                    due = now + will_delay(message, session.expiry_interval)
                 broker.schedule_will(cid, message, due, will[2])
         log.info("cluster: %d sessions of node %s taken over", len(adopted), dead)
         await self._publish_lost_wills(dead)

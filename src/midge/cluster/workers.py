@@ -95,11 +95,10 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from midge import __version__
-from midge.broker.model import Message, SessionState, SubOptions
+from midge.broker.model import Message, SessionState, SubOptions, will_delay
 from midge.broker.session import Session
 from midge.broker.topictree import TopicTree
 from midge.cluster.targets import peer_targets
-from midge.codec.properties import Prop
 from midge.config import DEFAULT_DB_NAME, Config, ConfigError
 from midge.gctune import GcTuner
 from midge.transport.pacer import Pacer
@@ -611,11 +610,7 @@ class WorkerRouter:
             return
         for client_id, (data, username, expiry) in kept.items():
             message = message_from_data(data)
-            delay = 0
-            if expiry and self._durable:
-                props = message.properties
-                delay = int(props.get(Prop.WILL_DELAY_INTERVAL, 0)) if props else 0
-                delay = min(delay, expiry)
+            delay = will_delay(message, expiry) if self._durable else 0
             if not delay:
                 broker.publish_will(message, username)
                 continue

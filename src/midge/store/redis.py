@@ -43,7 +43,6 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from midge.broker.session import NEVER
-from midge.codec.properties import Prop
 from midge.store.base import StoreState
 from midge.transport.writer import CoalescingTransport
 
@@ -331,9 +330,3 @@ class RedisStore:
         writer = self.router.writer
         if writer is not None:
             writer.send("HDEL", wills_key(self.router.me), client_id)
-
-
-def will_delay(message: Message) -> int:
-    """A will's Will Delay Interval (v5), 0 if none."""
-    props = message.properties
-    return int(props.get(Prop.WILL_DELAY_INTERVAL, 0)) if props else 0
