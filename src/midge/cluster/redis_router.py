@@ -439,6 +439,14 @@ class _Claim:
         self.incoming: _Incoming | None = None
 
 
+def _let_go(broker: Broker, client_id: str) -> None:
+    """Let ``client_id`` go here as a take-over by another node would (v5: DISCONNECT 0x8E, its
+    will as the take-over rules say, Broker.release), and drop what its session held here."""
+    released, _ = broker.release(client_id, False)
+    if released is not None:
+        released.clear()
+
+
 class _Writer:
     """Commands to Redis in the order they are asked, pipelined once per loop turn; ``then``
     gets each result. While Redis cannot be reached the batch is retried (so a command may
@@ -1633,9 +1641,7 @@ class RedisRouter:
             if getattr(transport, "gated", False):
                 transport.out = None  # not written to Redis: never shown
         log.warning("cluster: %s is held by another node now: let go here", client_id)
-        released, _ = broker.release(client_id, False)
-        if released is not None:
-            released.clear()
+        _let_go(broker, client_id)
 
     async def _check_wills(self) -> None:
         """Registered again (and no take-over of this node running): the connections whose
@@ -1686,9 +1692,7 @@ class RedisRouter:
                 log.warning(
                     "cluster: %s's will was published while this node was away: let go", cid
                 )
-                released, _ = broker.release(cid, False)
-                if released is not None:
-                    released.clear()
+                _let_go(broker, cid)
             elif cid not in held and conn.will is not None:
                 store.connection_will_saved(cid, conn.will, conn.username)
         if taken:
