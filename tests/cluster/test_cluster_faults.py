@@ -318,12 +318,46 @@ def test_a_node_cut_off_and_taken_over_lets_go_the_clients_whose_wills_were_publ
         except TimeoutError:
             raise AssertionError(f"early was not let go\n{a.describe()}") from None
         assert a.wait_output("early's will was published while this node was away", 5)
+        # a has acted on its wills taken: cleared (exactly what it read).
+        assert wait_until(lambda: redis.command("EXISTS", "{midge:a}:wills-taken") == b":0\r\n")
         late.ping()  # still connected
         assert _wills(watcher) == Counter()  # not again
         late.close()  # gone without DISCONNECT: its will now
         assert _wills(watcher, 1) == Counter([b"gone:late"])
     finally:
         proxy.close()
+
+
+def test_a_take_over_between_a_nodes_read_of_its_wills_taken_and_their_clearing_is_kept(
+    redis: RedisServer,
+) -> None:
+    """The scripts a take-over and a node coming back run, in Redis, interleaved: node a,
+    registered again, reads its wills taken (c1 and c2, serials 5 and 7), and before it clears
+    them it is cut off and taken over again (c1's new connection, serial 9, and c3's wills are
+    published). Clearing what a read must leave that second take-over's records, which a's
+    next check needs to let c1 and c3 go; a deletion of the whole hash lost them."""
+    from midge.cluster.redis_router import (
+        _FORGET_TAKEN,
+        _READ_WILLS,
+        _TAKE_WILLS,
+        WILLS_TAKEN_TTL,
+    )
+    from midge.store.redis import wills_key, wills_taken_key
+
+    taken, wills, ttl = wills_taken_key("a"), wills_key("a"), str(WILLS_TAKEN_TTL)
+    redis.command("HSET", wills, "c1", "5:will", "c2", "7:will")
+    redis.command("EVAL", _TAKE_WILLS, "2", wills, taken, ttl)
+    read = redis.command("EVAL", _READ_WILLS, "2", taken, wills)
+    assert b"c1\r\n$1\r\n5" in read and b"c2\r\n$1\r\n7" in read, read
+    redis.command("HSET", wills, "c1", "9:will", "c3", "3:will")
+    redis.command("EVAL", _TAKE_WILLS, "2", wills, taken, ttl)
+    redis.command("EVAL", _FORGET_TAKEN, "1", taken, "c1", "5", "c2", "7")
+    assert redis.command("HGET", taken, "c1") == b"$1\r\n9\r\n"
+    assert redis.command("HGET", taken, "c3") == b"$1\r\n3\r\n"
+    assert redis.command("HEXISTS", taken, "c2") == b":0\r\n"
+    # a's next check reads them, acts, and clears exactly those: nothing is left.
+    redis.command("EVAL", _FORGET_TAKEN, "1", taken, "c1", "9", "c3", "3")
+    assert redis.command("EXISTS", taken) == b":0\r\n"
 
 
 def test_after_an_outage_of_redis_for_every_node_no_node_is_declared_dead(

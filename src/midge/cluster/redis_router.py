@@ -229,6 +229,18 @@ _READ_WILLS = """
 return {redis.call('HGETALL', KEYS[1]), redis.call('HKEYS', KEYS[2])}
 """
 
+#: A node has acted on the wills taken that it read (_READ_WILLS): each goes, unless a later
+#: take-over of this node changed it since (its own record stays, for the next check).
+#: KEYS: the wills taken; ARGV: client id, serial, client id, serial, ...
+_FORGET_TAKEN = """
+for i = 1, #ARGV, 2 do
+  if redis.call('HGET', KEYS[1], ARGV[i]) == ARGV[i + 1] then
+    redis.call('HDEL', KEYS[1], ARGV[i])
+  end
+end
+return 0
+"""
+
 #: How long the wills taken are kept for a node that does not come back (ms).
 WILLS_TAKEN_TTL = 24 * 3600 * 1000
 
@@ -1696,7 +1708,10 @@ class RedisRouter:
             elif cid not in held and conn.will is not None:
                 store.connection_will_saved(cid, conn.will, conn.username)
         if taken:
-            self.writer.send("DEL", taken_key)
+            # What was read, not the whole hash: another take-over of this node since the read
+            # (cut off again at once) added records that the next check needs.
+            read_back = [x for cid, serial in taken.items() for x in (cid, serial)]
+            self.writer.send("EVAL", _FORGET_TAKEN, 1, taken_key, *read_back)
 
     async def _check_owned(self) -> None:
         """Registered again: after being declared dead, the client ids taken over elsewhere
